@@ -1,0 +1,60 @@
+/* The persistent output cache: SQLite, keyed by 16-byte XXH3-128 keys, values are opaque blobs.
+ *
+ * The cache knows bytes and keys only. WAL mode; one transaction per stored output; every blob carries
+ * a checksum (XXH3-64) that is verified on read: a corrupt or truncated entry is reported through the
+ * warning callback, deleted, and returned as a miss, never a crash. A size limit is kept by evicting
+ * least-recently-used entries. Several processes may share one file (busy timeout, retries). */
+#ifndef FR_CACHE_H
+#define FR_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+struct fr_key {
+  uint8_t b[16];
+};
+
+struct fr_cache_opts {
+  int64_t max_bytes; /* 0: default 10 GiB; < 0: unlimited */
+  /* Called for problems that are not errors (a corrupt entry dropped). */
+  void (*warn)(void *user, const char *msg);
+  void *user;
+};
+
+struct fr_cache;
+
+/* Opens (creating the file and its folder if needed). */
+enum fr_status fr_cache_open(const char *path, const struct fr_cache_opts *opts, struct fr_cache **out,
+                             struct fr_err *err);
+void fr_cache_close(struct fr_cache *c);
+
+/* Default location: $XDG_CACHE_HOME/flowrun/cache.sqlite, else ~/.cache/flowrun/cache.sqlite. Writes
+ * into buf; returns false if neither variable is usable. */
+bool fr_cache_default_path(char *buf, size_t n);
+
+/* FR_OK with a blob the caller frees (fr_free), FR_E_NOTFOUND on a miss (also for an entry that failed
+ * its checksum, which is then dropped), FR_E_CACHE on a database failure. Updates the LRU stamp. */
+enum fr_status fr_cache_get(struct fr_cache *c, const struct fr_key *key, void **blob, size_t *len,
+                            struct fr_err *err);
+/* Presence without reading the blob (the planner's question). */
+bool fr_cache_has(struct fr_cache *c, const struct fr_key *key);
+/* Stores (replacing), then evicts down to the limit. */
+enum fr_status fr_cache_put(struct fr_cache *c, const struct fr_key *key, const void *blob, size_t len,
+                            struct fr_err *err);
+
+struct fr_cache_stats {
+  int64_t entries, bytes, max_bytes;
+  int64_t file_bytes; /* database file size on disk */
+};
+enum fr_status fr_cache_stats(struct fr_cache *c, struct fr_cache_stats *st, struct fr_err *err);
+enum fr_status fr_cache_clear(struct fr_cache *c, struct fr_err *err);
+/* Evicts down to the limit, verifies every checksum (dropping bad entries) and vacuums. */
+enum fr_status fr_cache_gc(struct fr_cache *c, int64_t *dropped, struct fr_err *err);
+
+/* Test hook for fault injection: the n-th SQLite write operation from now fails (0 disables). */
+void fr_cache_fail_at(struct fr_cache *c, long n);
+
+#endif

@@ -1,0 +1,14 @@
+/* Subcommands of the flowrun CLI. Each takes (argc, argv) with argv[0] the command name and returns
+ * the process exit status: 0 ok, 1 a run failed, 2 bad usage or invalid input. */
+#ifndef FR_CLI_H
+#define FR_CLI_H
+
+struct fr_cli_cmd {
+  const char *name;
+  const char *help;
+  int (*fn)(int argc, char **argv);
+};
+
+int fr_cmd_version(int argc, char **argv);
+
+#endif

@@ -1,0 +1,41 @@
+/* flowrun: the command-line client. Each subcommand lives in its own file (cmd_<name>.c) and is one
+ * row in the table below. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/cli/cli.h"
+#include "core/flowrun.h"
+
+static const struct fr_cli_cmd fr__cmds[] = {
+    {"version", "print the version", fr_cmd_version},
+};
+
+static void fr__usage(FILE *f) {
+  fprintf(f, "usage: flowrun GRAPH.yaml [options]     run a workflow\n"
+             "       flowrun COMMAND [args]           commands:\n");
+  for (size_t i = 0; i < sizeof fr__cmds / sizeof fr__cmds[0]; i++)
+    fprintf(f, "         %-10s %s\n", fr__cmds[i].name, fr__cmds[i].help);
+}
+
+int fr_cmd_version(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  printf("flowrun %s\n", FLOWRUN_VERSION);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fr__usage(stderr);
+    return 2;
+  }
+  if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+    fr__usage(stdout);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof fr__cmds / sizeof fr__cmds[0]; i++)
+    if (strcmp(argv[1], fr__cmds[i].name) == 0)
+      return fr__cmds[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "flowrun: unknown command '%s' (flowrun --help lists them)\n", argv[1]);
+  return 2;
+}

@@ -1,0 +1,86 @@
+/* flowrun: the public C API. Load a workflow graph, run it with a persistent output cache, listen
+ * to what happens. The CLI (core/cli/) and the server (web/) are thin clients of this header.
+ *
+ *   struct fr_engine *e;  fr_engine_new(&opts, &e, &err);
+ *   struct fr_graph *g;   fr_engine_load(e, "graphs/tiny-demo.yaml", NULL, 0, &g, &err);
+ *   fr_engine_run(e, g, &run_opts, &summary, &err);
+ *   fr_graph_free(g);     fr_engine_free(e);
+ *
+ * See examples/ for a complete program. */
+#ifndef FLOWRUN_H
+#define FLOWRUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/graph.h"
+#include "core/node.h"
+#include "core/status.h"
+
+#define FLOWRUN_VERSION "0.1.0"
+
+enum fr_event_kind {
+  FR_EV_RUN_START,   /* nodes: how many the plan will execute */
+  FR_EV_NODE_CACHED, /* node: outputs come from the cache */
+  FR_EV_NODE_START,  /* node */
+  FR_EV_PROGRESS,    /* node, step, steps, preview (may be NULL) */
+  FR_EV_NODE_DONE,   /* node, ms */
+  FR_EV_ERROR,       /* node (NULL if not about one node), message, status */
+  FR_EV_RUN_DONE,    /* executed, cached, ms, status */
+  FR_EV_OUTPUT,      /* node, path: a file an output node wrote */
+};
+
+struct fr_event {
+  enum fr_event_kind kind;
+  const char *node;       /* node id */
+  const char *node_type;
+  int step, steps;
+  const struct fr_tensor *preview; /* F32 [1, h, w, 3] in [0, 1], progress only */
+  double ms;
+  int executed, cached, planned;
+  const char *message;
+  const char *path;
+  enum fr_status status;
+};
+
+typedef void (*fr_event_fn)(void *user, const struct fr_event *ev);
+
+struct fr_engine_opts {
+  const struct fr_registry *registry; /* required: e.g. fr_builtin_registry() from nodes/registry.h */
+  const char *cache_path;             /* NULL: the default path; ignored when no_cache */
+  bool no_cache;
+  int64_t cache_max_bytes;            /* 0: default */
+  const char *const *model_dirs;      /* model search path (--models, FLOWRUN_MODELS) */
+  int n_model_dirs;
+  const char *output_dir;             /* where output nodes write; NULL: "." */
+  const char *device;                 /* "cpu" (default) or "cuda" */
+  const char *dtype;                  /* compute dtype name for devices that have a choice; NULL: default */
+  int threads;                        /* 0: all cores */
+  fr_event_fn on_event;               /* may be NULL */
+  void *user;
+};
+
+struct fr_engine;
+
+enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine **out, struct fr_err *err);
+void fr_engine_free(struct fr_engine *e);
+
+/* Loads and validates a graph with this engine's registry and model path. */
+enum fr_status fr_engine_load(struct fr_engine *e, const char *path, const struct fr_override *overrides,
+                              int n_overrides, struct fr_graph **out, struct fr_err *err);
+
+struct fr_run_summary {
+  int executed, cached, planned;
+  double ms;
+};
+
+/* Plans and runs the graph: events go to the engine's listener. Returns FR_E_CANCELLED when
+ * fr_engine_cancel was called, or the first node error (err: "node <id> (<Type>): message"). */
+enum fr_status fr_engine_run(struct fr_engine *e, const struct fr_graph *g, struct fr_run_summary *summary,
+                             struct fr_err *err);
+/* Thread-safe; checked between nodes and inside long nodes (sampler steps). */
+void fr_engine_cancel(struct fr_engine *e);
+
+const struct fr_registry *fr_engine_registry(const struct fr_engine *e);
+
+#endif

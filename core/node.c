@@ -1,0 +1,32 @@
+#include "core/node.h"
+
+#include <string.h>
+
+const struct fr_node_spec *fr_registry_find(const struct fr_registry *r, const char *name) {
+  for (int i = 0; i < r->n; i++)
+    if (strcmp(r->specs[i]->name, name) == 0)
+      return r->specs[i];
+  return NULL;
+}
+
+int fr_spec_input_index(const struct fr_node_spec *s, const char *name) {
+  for (int i = 0; i < s->n_inputs; i++)
+    if (strcmp(s->inputs[i].name, name) == 0)
+      return i;
+  return -1;
+}
+
+int fr_spec_output_index(const struct fr_node_spec *s, const char *name) {
+  for (int i = 0; i < s->n_outputs; i++)
+    if (strcmp(s->outputs[i].name, name) == 0)
+      return i;
+  return -1;
+}
+
+bool fr_type_is_primitive(const char *type) {
+  static const char *const prim[] = {FR_T_INT, FR_T_FLOAT, FR_T_BOOL, FR_T_STRING, FR_T_ENUM};
+  for (size_t i = 0; i < sizeof prim / sizeof prim[0]; i++)
+    if (strcmp(type, prim[i]) == 0)
+      return true;
+  return false;
+}

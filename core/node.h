@@ -1,0 +1,128 @@
+/* Node types: a spec (data) plus a run function.
+ *
+ * A node type is one static table: its inputs (name, type, default, range, choices, flags), its
+ * outputs, a version that is part of every signature (bump it when the numbers a node computes
+ * change), and flags. The table is what `flowrun nodes` prints and what the editor receives as JSON.
+ * The run function reads its inputs and sets its outputs through struct fr_node_ctx. */
+#ifndef FR_NODE_H
+#define FR_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/alloc.h"
+#include "core/status.h"
+#include "core/value.h"
+
+/* Primitive input types. Anything else in fr_input_spec.type is a socket type name. */
+#define FR_T_INT "INT"
+#define FR_T_FLOAT "FLOAT"
+#define FR_T_BOOL "BOOL"
+#define FR_T_STRING "STRING"
+#define FR_T_ENUM "ENUM"
+#define FR_T_IMAGE "IMAGE"
+#define FR_T_MASK "MASK"
+#define FR_T_LATENT "LATENT"
+#define FR_T_CONDITIONING "CONDITIONING"
+#define FR_T_MODEL "MODEL"
+#define FR_T_CLIP "CLIP"
+#define FR_T_VAE "VAE"
+#define FR_T_CONTROL_NET "CONTROL_NET"
+
+enum fr_input_flags {
+  FR_IN_OPTIONAL = 1 << 0,  /* may be left unset (no default): the run function sees it as absent */
+  FR_IN_MULTILINE = 1 << 1, /* STRING edited as a text area (prompts) */
+  FR_IN_FILE = 1 << 2,      /* STRING naming an input file: resolved against the graph's folder (or the
+                               model search path) and fingerprinted by content for the signature */
+  FR_IN_MODEL_FILE = 1 << 3,/* like FR_IN_FILE but resolved along the model search path */
+  FR_IN_SEED = 1 << 4,      /* INT seed: the editor offers "randomise" */
+  FR_IN_HIDDEN = 1 << 5,    /* not shown as a widget (advanced) */
+};
+
+struct fr_input_spec {
+  const char *name;
+  const char *type;            /* FR_T_INT ... or a socket type name */
+  const char *def;             /* default as literal text ("512", "0.5", "true", "euler"); NULL: none */
+  double min, max;             /* INT/FLOAT range, inclusive; ignored when min > max */
+  const char *const *choices;  /* FR_T_ENUM: NULL-terminated list of allowed strings */
+  unsigned flags;              /* enum fr_input_flags */
+  const char *help;
+};
+
+struct fr_output_spec {
+  const char *name;
+  const char *type;
+  const char *help;
+};
+
+enum fr_node_flags {
+  FR_NODE_OUTPUT = 1 << 0,           /* an output node (SaveImage): a planning root, produces files */
+  FR_NODE_NONDETERMINISTIC = 1 << 1, /* results differ between runs with equal inputs: a fresh nonce
+                                        goes into its signature on every run */
+};
+
+struct fr_node_ctx; /* opaque, owned by the executor */
+
+/* Runs the node. Returns FR_OK after setting every output, or an error (with fr_node_fail for the
+ * message). Must check fr_node_progress regularly in long loops so cancellation is prompt. */
+typedef enum fr_status (*fr_node_run_fn)(struct fr_node_ctx *nc);
+
+struct fr_node_spec {
+  const char *name;     /* "ImageBlur": the YAML type name */
+  int version;          /* part of the signature */
+  const char *category; /* palette grouping: "image", "sampling", "loaders", ... */
+  const char *help;     /* one sentence */
+  const struct fr_input_spec *inputs;
+  int n_inputs;
+  const struct fr_output_spec *outputs;
+  int n_outputs;
+  unsigned flags; /* enum fr_node_flags */
+  fr_node_run_fn run;
+};
+
+/* The set of node types an engine knows. nodes/registry.c provides the built-in one. */
+struct fr_registry {
+  const struct fr_node_spec *const *specs;
+  int n;
+};
+const struct fr_node_spec *fr_registry_find(const struct fr_registry *r, const char *name);
+int fr_spec_input_index(const struct fr_node_spec *s, const char *name);   /* -1 if none */
+int fr_spec_output_index(const struct fr_node_spec *s, const char *name);  /* -1 if none */
+bool fr_type_is_primitive(const char *type); /* INT FLOAT BOOL STRING ENUM */
+
+/* ---- what a run function may use ---- */
+
+/* Inputs by name. A primitive input always has a value (literal, param or default) unless it is
+ * FR_IN_OPTIONAL; fr_in_has says whether it is set. Socket inputs return the linked value or NULL. */
+bool fr_in_has(struct fr_node_ctx *nc, const char *name);
+int64_t fr_in_int(struct fr_node_ctx *nc, const char *name);
+double fr_in_float(struct fr_node_ctx *nc, const char *name);
+bool fr_in_bool(struct fr_node_ctx *nc, const char *name);
+const char *fr_in_str(struct fr_node_ctx *nc, const char *name); /* STRING and ENUM */
+const struct fr_value *fr_in(struct fr_node_ctx *nc, const char *name);
+/* For FR_IN_FILE / FR_IN_MODEL_FILE inputs: the resolved absolute path (NULL if unset). */
+const char *fr_in_path(struct fr_node_ctx *nc, const char *name);
+
+/* Sets output idx; takes the caller's reference to v (also on failure). */
+enum fr_status fr_out_set(struct fr_node_ctx *nc, int idx, struct fr_value *v);
+
+/* Reports progress (step of steps, optional preview image F32 [1, h, w, 3]; not taken) and returns
+ * FR_E_CANCELLED if the run was cancelled: long loops return that status at once. */
+enum fr_status fr_node_progress(struct fr_node_ctx *nc, int step, int steps, const struct fr_tensor *preview);
+/* Records a message for the node's failure and returns rc: return fr_node_fail(nc, FR_E_INVALID, ...). */
+enum fr_status fr_node_fail(struct fr_node_ctx *nc, enum fr_status rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Memory freed when the node finishes. */
+struct fr_arena *fr_node_arena(struct fr_node_ctx *nc);
+/* The node's id in the graph, the graph file's path and its YAML text (SaveImage embeds them), the
+ * output folder for files, and the run's compute options. */
+const char *fr_node_id(struct fr_node_ctx *nc);
+const char *fr_node_graph_yaml(struct fr_node_ctx *nc);
+const char *fr_node_graph_params_json(struct fr_node_ctx *nc); /* resolved params as a JSON object */
+const char *fr_node_output_dir(struct fr_node_ctx *nc);
+const char *fr_node_device(struct fr_node_ctx *nc); /* "cpu" or "cuda" */
+/* Engine-wide state a node type keeps across runs (e.g. loaded models), by key; NULL if absent. */
+void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key);
+void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (*destroy)(void *));
+
+#endif

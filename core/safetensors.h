@@ -1,0 +1,67 @@
+/* safetensors: the weight format of every checkpoint flowrun loads, and the encoding of cached values
+ * and saved latents.
+ *
+ * Layout: u64 little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[b,e]},
+ * "__metadata__": {str: str}}, then the data. The reader mmaps a file (or takes a memory buffer) and
+ * validates everything before handing out a tensor: header length within the file and a sane bound,
+ * known dtype names, offsets inside the data area and not overlapping, shape x dtype size = byte
+ * length. A bad file is refused with a message naming the file and the tensor. */
+#ifndef FR_SAFETENSORS_H
+#define FR_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/status.h"
+#include "core/tensor.h"
+
+struct fr_st_entry {
+  const char *name;
+  enum fr_dtype dtype;
+  int ndim;
+  int64_t shape[FR_MAX_DIMS];
+  size_t offset, nbytes; /* within the data area */
+  const void *data;      /* points into the mapping or buffer */
+};
+
+struct fr_safetensors {
+  const char *path;            /* for messages; "<memory>" for buffers */
+  int n;                       /* entries, in file order */
+  struct fr_st_entry *entries;
+  int n_meta;                  /* __metadata__ pairs */
+  const char **meta_keys, **meta_values;
+  /* private */
+  void *map;
+  size_t map_size;
+  struct fr_arena *arena;
+  void *index; /* name lookup */
+};
+
+/* mmaps path read-only and validates it. FR_E_IO when it cannot be opened, FR_E_FORMAT when it is not
+ * a valid safetensors file (err names the file and, where it applies, the tensor). */
+enum fr_status fr_st_open(const char *path, struct fr_safetensors **out, struct fr_err *err);
+/* The same over a buffer the caller keeps alive while the result is used. */
+enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct fr_safetensors **out,
+                           struct fr_err *err);
+void fr_st_close(struct fr_safetensors *st); /* NULL is fine */
+
+const struct fr_st_entry *fr_st_find(const struct fr_safetensors *st, const char *name);
+const char *fr_st_meta(const struct fr_safetensors *st, const char *key); /* NULL if absent */
+/* A borrowed view of an entry's data (no copy, not owned): free it with fr_tensor_free. */
+struct fr_tensor *fr_st_view(const struct fr_st_entry *e);
+
+/* Writer. Tensors are CPU tensors in any dtype; metadata may be NULL. Names must be unique. */
+struct fr_st_item {
+  const char *name;
+  const struct fr_tensor *t;
+};
+enum fr_status fr_st_serialize(const struct fr_st_item *items, int n, const char *const *meta_keys,
+                               const char *const *meta_values, int n_meta, struct fr_buf *out,
+                               struct fr_err *err);
+/* Writes atomically: a temporary file in the same folder, fsync, rename. Nothing half-written stays. */
+enum fr_status fr_st_write_file(const char *path, const struct fr_st_item *items, int n,
+                                const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                                struct fr_err *err);
+
+#endif

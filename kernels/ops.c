@@ -1,0 +1,1 @@
+#include "kernels/ops.h"  /* dispatch to backends: lands with the CPU backend */

@@ -1,0 +1,133 @@
+/* The ops API: every tensor operation the models use, behind one backend interface.
+ *
+ * Models are plain C over these functions (llm.c style). Each op takes an execution context, reads
+ * its inputs and returns a NEW tensor that the caller frees with fr_tensor_free; inputs are never
+ * modified unless the name ends in _inplace. Errors are sticky in the context: an op that fails
+ * (shape mismatch, out of memory, device error) records the first error in the context and returns
+ * NULL, and every op given a NULL input returns NULL at once. Model code therefore chains ops and
+ * checks fr_ctx_status() once at the end of a block:
+ *
+ *   struct fr_tensor *h = fr_group_norm(c, x, 32, gn_w, gn_b, 1e-5f, true);  // [B, C, H, W]
+ *   struct fr_tensor *y = fr_conv2d(c, h, conv_w, conv_b, 1, 1);             // [B, O, H, W]
+ *   fr_tensor_free(h);
+ *   if (fr_ctx_failed(c)) ...
+ *
+ * All shapes are outermost first. Floating-point tensors handed to ops are in the context's compute
+ * dtype on the context's device: F32 on the CPU backend. Weights are prepared once with
+ * fr_ctx_weight() (converted / uploaded), inputs moved with fr_ctx_upload(), results brought back
+ * with fr_ctx_download().
+ *
+ * One op = its declaration here + a CPU reference (kernels/cpu/) + a CUDA kernel (kernels/cuda/) +
+ * one row in tests/unit/test_ops.c. */
+#ifndef FR_OPS_H
+#define FR_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+struct fr_backend; /* kernels/backend.h */
+
+struct fr_ctx_opts {
+  const char *device;   /* "cpu" (default) or "cuda" */
+  enum fr_dtype dtype;  /* compute dtype for activations and matmul weights; F32 on the CPU */
+  int threads;          /* CPU worker threads; 0: all cores */
+};
+
+struct fr_ctx;
+
+/* Creates a context on the requested device. CUDA requested but not built in or not available is
+ * FR_E_DEVICE with a message saying which. */
+enum fr_status fr_ctx_new(const struct fr_ctx_opts *opts, struct fr_ctx **out, struct fr_err *err);
+void fr_ctx_free(struct fr_ctx *c);
+
+/* Sticky error state. fr_ctx_status copies the first error's message into err (if given) and
+ * returns its status; FR_OK if no op failed. fr_ctx_clear resets it. */
+bool fr_ctx_failed(const struct fr_ctx *c);
+enum fr_status fr_ctx_status(const struct fr_ctx *c, struct fr_err *err);
+void fr_ctx_clear(struct fr_ctx *c);
+/* Records an error from model code (e.g. a bad shape found before any op ran); returns rc. */
+enum fr_status fr_ctx_fail(struct fr_ctx *c, enum fr_status rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *fr_ctx_device_name(const struct fr_ctx *c);
+enum fr_dtype fr_ctx_dtype(const struct fr_ctx *c);
+
+/* Prepares a weight for this context from a host tensor of any float dtype (F32/F16/BF16, e.g. a view
+ * into an mmap'd file): converted to the compute dtype, uploaded when on a device. The result is
+ * owned by the caller. */
+struct fr_tensor *fr_ctx_weight(struct fr_ctx *c, const struct fr_tensor *host);
+/* Host F32 (or I32/I64 ids) tensor -> context tensor; context tensor -> new host F32 tensor. */
+struct fr_tensor *fr_ctx_upload(struct fr_ctx *c, const struct fr_tensor *host);
+struct fr_tensor *fr_ctx_download(struct fr_ctx *c, const struct fr_tensor *t);
+
+/* ---- linear algebra ---- */
+/* y = x w^T + b.  x [..., K], w [N, K], b [N] or NULL -> [..., N] */
+struct fr_tensor *fr_linear(struct fr_ctx *c, const struct fr_tensor *x, const struct fr_tensor *w,
+                            const struct fr_tensor *b);
+/* Batched matmul. a [..., M, K], b [..., K, N] with equal leading dims -> [..., M, N] */
+struct fr_tensor *fr_matmul(struct fr_ctx *c, const struct fr_tensor *a, const struct fr_tensor *b);
+/* 2-D convolution, groups = 1, symmetric zero padding.
+ * x [B, C, H, W], w [O, C, kh, kw], b [O] or NULL -> [B, O, (H+2p-kh)/s+1, (W+2p-kw)/s+1] */
+struct fr_tensor *fr_conv2d(struct fr_ctx *c, const struct fr_tensor *x, const struct fr_tensor *w,
+                            const struct fr_tensor *b, int stride, int pad);
+/* Scaled dot-product attention with fp32 softmax, scale 1/sqrt(D), heads split from the last dim.
+ * q [B, Tq, H*D], k [B, Tk, H*D], v [B, Tk, H*D] -> [B, Tq, H*D]. causal: query i sees keys <= i. */
+struct fr_tensor *fr_attention(struct fr_ctx *c, const struct fr_tensor *q, const struct fr_tensor *k,
+                               const struct fr_tensor *v, int heads, bool causal);
+
+/* ---- normalisation ---- */
+/* GroupNorm over [B, C, ...] with G groups, per-channel affine, optional SiLU fused after. */
+struct fr_tensor *fr_group_norm(struct fr_ctx *c, const struct fr_tensor *x, int groups,
+                                const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
+                                bool silu);
+/* LayerNorm over the last dim. x [..., C], gamma [C], beta [C] (either may be NULL) -> [..., C] */
+struct fr_tensor *fr_layer_norm(struct fr_ctx *c, const struct fr_tensor *x, const struct fr_tensor *gamma,
+                                const struct fr_tensor *beta, float eps);
+/* Softmax over the last dim. */
+struct fr_tensor *fr_softmax(struct fr_ctx *c, const struct fr_tensor *x);
+
+/* ---- activations (elementwise, same shape) ---- */
+struct fr_tensor *fr_silu(struct fr_ctx *c, const struct fr_tensor *x);
+struct fr_tensor *fr_gelu(struct fr_ctx *c, const struct fr_tensor *x);       /* exact, erf */
+struct fr_tensor *fr_gelu_tanh(struct fr_ctx *c, const struct fr_tensor *x);  /* tanh approximation */
+struct fr_tensor *fr_quick_gelu(struct fr_ctx *c, const struct fr_tensor *x); /* x * sigmoid(1.702 x) */
+/* GEGLU: x [..., 2N] -> [..., N] = x[..., :N] * gelu(x[..., N:]) (diffusers' GEGLU, erf gelu). */
+struct fr_tensor *fr_geglu(struct fr_ctx *c, const struct fr_tensor *x);
+
+/* ---- elementwise arithmetic with NumPy broadcasting (shapes aligned from the right) ---- */
+struct fr_tensor *fr_add(struct fr_ctx *c, const struct fr_tensor *a, const struct fr_tensor *b);
+struct fr_tensor *fr_sub(struct fr_ctx *c, const struct fr_tensor *a, const struct fr_tensor *b);
+struct fr_tensor *fr_mul(struct fr_ctx *c, const struct fr_tensor *a, const struct fr_tensor *b);
+/* a += b in place (b broadcast to a's shape); returns a, or NULL on error. */
+struct fr_tensor *fr_add_inplace(struct fr_ctx *c, struct fr_tensor *a, const struct fr_tensor *b);
+/* x * scale + shift */
+struct fr_tensor *fr_affine(struct fr_ctx *c, const struct fr_tensor *x, float scale, float shift);
+
+/* ---- shape and data movement ---- */
+struct fr_tensor *fr_copy(struct fr_ctx *c, const struct fr_tensor *x);
+/* Concatenation of n tensors along dim (other dims equal). */
+struct fr_tensor *fr_concat(struct fr_ctx *c, const struct fr_tensor *const *xs, int n, int dim);
+/* x[..., start:start+len, ...] along dim. */
+struct fr_tensor *fr_slice(struct fr_ctx *c, const struct fr_tensor *x, int dim, int64_t start, int64_t len);
+/* Generic permutation: out.shape[i] = x.shape[perm[i]]. [B,C,H,W] -> [B,H*W,C] is perm {0,2,3,1} then
+ * fr_tensor_reshape. */
+struct fr_tensor *fr_permute(struct fr_ctx *c, const struct fr_tensor *x, const int *perm);
+/* Zero (or value) padding of the last two dims: [B, C, H, W] -> [B, C, H+top+bottom, W+left+right]. */
+struct fr_tensor *fr_pad2d(struct fr_ctx *c, const struct fr_tensor *x, int left, int right, int top,
+                           int bottom, float value);
+/* Nearest-neighbour 2x upsampling. [B, C, H, W] -> [B, C, 2H, 2W] */
+struct fr_tensor *fr_upsample_nearest2x(struct fr_ctx *c, const struct fr_tensor *x);
+/* Embedding lookup. ids [...] (I32 or I64) , table [V, D] -> [..., D]; an id out of range is an error. */
+struct fr_tensor *fr_embedding(struct fr_ctx *c, const struct fr_tensor *ids, const struct fr_tensor *table);
+/* Row gather: x [B, T, D], index[b] in [0, T) -> [B, D] (CLIP's pooled output at the EOS token). */
+struct fr_tensor *fr_gather_rows(struct fr_ctx *c, const struct fr_tensor *x, const int64_t *index);
+/* Sinusoidal timestep embedding as diffusers' get_timestep_embedding:
+ * t [N] -> [N, dim]; exponent = -ln(max_period) * i / (half - downscale_freq_shift);
+ * emb = [sin, cos] (or [cos, sin] when flip_sin_to_cos). SD: flip=true, shift=0 (diffusers' UNet uses
+ * freq_shift 0 with flip_sin_to_cos true), max_period 10000. */
+struct fr_tensor *fr_timestep_embedding(struct fr_ctx *c, const struct fr_tensor *t, int dim,
+                                        bool flip_sin_to_cos, float downscale_freq_shift, float max_period);
+
+#endif

@@ -1,0 +1,56 @@
+/* Loading model weights from checkpoints: single files and diffusers folders.
+ *
+ * A checkpoint is either one safetensors file with CompVis/SGM keys (model.diffusion_model.*,
+ * first_stage_model.*, cond_stage_model.*, conditioner.embedders.N.*) or a diffusers folder
+ * (model_index.json, unet/, vae/, text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/), or a
+ * ControlNet file (control_model.* or a diffusers controlnet folder / file). Each model's loader
+ * (clip.c, unet.c, vae.c, controlnet.c) finds its component's tensors through fr_wsrc, which names
+ * the file and the key prefix, and checks every shape against the architecture it detected: a missing
+ * or mis-shaped tensor is an error naming the tensor and both shapes. Architecture is detected from
+ * keys and shapes, never from file names. */
+#ifndef FR_MODELS_WEIGHTS_H
+#define FR_MODELS_WEIGHTS_H
+
+#include <stdbool.h>
+
+#include "core/safetensors.h"
+#include "core/status.h"
+#include "kernels/ops.h"
+
+enum fr_ckpt_layout { FR_LAYOUT_SINGLE, FR_LAYOUT_DIFFUSERS };
+
+struct fr_checkpoint {
+  enum fr_ckpt_layout layout;
+  const char *path;                 /* file or folder, for messages */
+  struct fr_safetensors *file;      /* single-file layout */
+  /* diffusers layout: each component's weights (NULL when absent) and config.json text */
+  struct fr_safetensors *unet, *vae, *text_encoder, *text_encoder_2, *controlnet;
+  char *unet_config, *vae_config, *text_encoder_config, *text_encoder_2_config, *controlnet_config;
+  char *dir;                        /* the folder (diffusers), for tokenizer/ look-ups */
+};
+
+/* Opens a single .safetensors file or a diffusers folder (model_index.json or config.json +
+ * diffusion_pytorch_model.safetensors for a ControlNet folder). Nothing is converted yet. */
+enum fr_status fr_checkpoint_open(const char *path, struct fr_checkpoint **out, struct fr_err *err);
+void fr_checkpoint_close(struct fr_checkpoint *ck);
+
+/* Where one component's tensors are: a file plus a key prefix ("model.diffusion_model." or ""). */
+struct fr_wsrc {
+  const struct fr_safetensors *st;
+  const char *prefix;
+};
+
+/* True if prefix+name exists. */
+bool fr_wsrc_has(const struct fr_wsrc *w, const char *name);
+/* The entry for prefix+name or NULL. */
+const struct fr_st_entry *fr_wsrc_find(const struct fr_wsrc *w, const char *name);
+
+/* Loads prefix+name as a context weight (converted to the compute dtype by fr_ctx_weight), checking
+ * its shape: ndim/shape given (shape entries < 0 mean "any"). Errors name the full key and both
+ * shapes: "tensor model.diffusion_model.out.2.weight: expected [4, 320, 3, 3], file has [4, 320, 1, 1]"
+ * and "tensor ...: missing from <file>". A [C, C, 1, 1] tensor is accepted where [C, C] is expected
+ * and vice versa (single-file VAEs store attention projections as 1x1 convolutions). */
+enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const char *name, int ndim,
+                            const int64_t *shape, struct fr_tensor **out, struct fr_err *err);
+
+#endif
