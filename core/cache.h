@@ -54,6 +54,12 @@ enum fr_status fr_cache_clear(struct fr_cache *c, struct fr_err *err);
 /* Evicts down to the limit, verifies every checksum (dropping bad entries) and vacuums. */
 enum fr_status fr_cache_gc(struct fr_cache *c, int64_t *dropped, struct fr_err *err);
 
+/* A small string key-value table beside the entries, e.g. file fingerprints memoised by
+ * "path|size|mtime". get: FR_OK and the value copied into val (NUL-terminated, truncated to n), or
+ * FR_E_NOTFOUND. */
+enum fr_status fr_cache_kv_get(struct fr_cache *c, const char *key, char *val, size_t n, struct fr_err *err);
+enum fr_status fr_cache_kv_put(struct fr_cache *c, const char *key, const char *val, struct fr_err *err);
+
 /* Test hook for fault injection: the n-th SQLite write operation from now fails (0 disables). */
 void fr_cache_fail_at(struct fr_cache *c, long n);
 

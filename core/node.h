@@ -55,6 +55,10 @@ struct fr_output_spec {
   const char *help;
 };
 
+/* Output nodes (FR_NODE_OUTPUT) are the roots the planner walks back from. An output node that writes
+ * files declares an output named "files" of type STRING holding the paths it wrote, one per line; the
+ * engine emits an FR_EV_OUTPUT event for each, and re-runs a cached output node when any of its files
+ * no longer exists (the file is re-materialised from cached inputs). */
 enum fr_node_flags {
   FR_NODE_OUTPUT = 1 << 0,           /* an output node (SaveImage): a planning root, produces files */
   FR_NODE_NONDETERMINISTIC = 1 << 1, /* results differ between runs with equal inputs: a fresh nonce

@@ -1,0 +1,35 @@
+/* PNG reading and writing (libpng), with the text chunks flowrun uses to embed workflows.
+ *
+ * Images in memory are F32 [H, W, C] in [0, 1], C = 1 (grey), 3 (RGB) or 4 (RGBA), row-major — the
+ * per-image slice of an IMAGE value. 8- and 16-bit files are read (palette and grey expanded); files
+ * are written 8-bit. */
+#ifndef FR_PNG_H
+#define FR_PNG_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+/* Keys of the tEXt/iTXt chunks SaveImage writes: the workflow YAML and its resolved params (JSON). */
+#define FR_PNG_KEY_WORKFLOW "flowrun-workflow"
+#define FR_PNG_KEY_PARAMS "flowrun-params"
+
+struct fr_png_text {
+  const char *key;
+  const char *value;
+};
+
+/* Reads path into a new F32 tensor [H, W, C] (C as in the file after expansion: 1, 2→4 (grey+alpha
+ * becomes RGBA), 3 or 4). FR_E_IO if it cannot be opened, FR_E_FORMAT (naming the file) if it is not a
+ * valid PNG. */
+enum fr_status fr_png_read(const char *path, struct fr_tensor **out, struct fr_err *err);
+/* Reads the text chunk named key (tEXt, zTXt or iTXt) into a new NUL-terminated string (fr_free);
+ * FR_E_NOTFOUND when the file has none. */
+enum fr_status fr_png_read_text(const char *path, const char *key, char **out, struct fr_err *err);
+/* Writes img ([H, W, C], C = 1, 3 or 4, F32 clamped to [0, 1]) as an 8-bit PNG with the given text
+ * chunks (UTF-8, written as iTXt), atomically: a temporary file in the same folder, then rename. */
+enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const struct fr_png_text *texts,
+                            int n_texts, struct fr_err *err);
+
+#endif
