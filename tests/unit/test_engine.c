@@ -80,7 +80,8 @@ static const struct fr_node_spec use_spec = {.name = "UseModel", .version = 1, .
 static enum fr_status save_run(struct fr_node_ctx *nc) {
   runs_save++;
   const struct fr_value *x = fr_in(nc, "x");
-  char *path = fr_arena_printf(fr_node_arena(nc), "%s/%s", fr_node_output_dir(nc), fr_in_str(nc, "name"));
+  struct fr_arena *a = fr_node_arena(nc);
+  char *path = a ? fr_arena_printf(a, "%s/%s", fr_node_output_dir(nc), fr_in_str(nc, "name")) : NULL;
   if (!path)
     return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
   FILE *f = fopen(path, "w");

@@ -163,7 +163,7 @@ int main(void) {
   {
     tg_init(&t2);
     int n0 = tg_node(&t2, "det", &num_spec);
-    int n1 = tg_node(&t2, "rnd", &noise_spec);
+    tg_node(&t2, "rnd", &noise_spec);
     int n2 = tg_node(&t2, "save", &save_spec);
     tg_link(&t2, n2, "x", n0, 0);
     struct fr_key k0[3], k1[3];
