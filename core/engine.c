@@ -303,7 +303,8 @@ static enum fr_status fr__plan(struct fr__run *r, struct fr_err *err) {
       wanted = wanted || r->want[n][o];
     if (!wanted)
       continue;
-    bool run = r->forced[n];
+    /* A forced node that already ran in this run has its outputs in memory or in the cache now. */
+    bool run = r->forced[n] && !r->done[n];
     if (!run && root && s->n_outputs == 0)
       run = !r->done[n]; /* nothing to cache: its work is its side effect */
     for (int o = 0; !run && o < s->n_outputs; o++)
@@ -591,7 +592,7 @@ static enum fr_status fr__run_body(struct fr__run *r, struct fr_err *err) {
     bool replan = false;
     for (int k = 0; k < g->n_nodes && !replan; k++) {
       int n = g->order[k];
-      if (r->st[n] == FR__SKIP || (r->st[n] == FR__RUN && r->done[n]))
+      if (r->st[n] == FR__SKIP)
         continue;
       if (atomic_load(&r->e->cancelled))
         return fr_errf(err, FR_E_CANCELLED, "cancelled");

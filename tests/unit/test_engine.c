@@ -287,6 +287,25 @@ static void test_cache_reuse(void) {
   CHECK(read_num("out.txt") == 7);
   CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
   CHECK(sum.executed == 0);
+
+  /* Every entry corrupt, output file present: each failed load forces one more node, and the re-plans
+   * end with everything recomputed exactly once. */
+  CHECK_OK(run(&t.g, true, &r, &sum, &err), &err); /* no cache: every node starts, every key is seen */
+  CHECK_OK(fr_cache_open(cache_path, &co, &c, &err), &err);
+  for (int n = 0; n < 4; n++) {
+    CHECK(hex_key(r.key_of[n], &sig));
+    fr_signature_output(&sig, 0, &okey);
+    CHECKF(fr_cache_has(c, &okey), "node %d", n);
+    CHECK_OK(fr_cache_put(c, &okey, "garbage", 7, &err), &err);
+  }
+  fr_cache_close(c);
+  int runs0 = runs_num + runs_add + runs_save;
+  CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
+  CHECKF(sum.executed == 4 && runs_num + runs_add + runs_save == runs0 + 4 && r.warnings >= 4,
+         "executed %d warnings %d", sum.executed, r.warnings);
+  CHECK(read_num("out.txt") == 7);
+  CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
+  CHECK(sum.executed == 0);
   tg_free(&t);
 }
 
