@@ -38,10 +38,26 @@ static bool fr__parse_size(const char *s, int64_t *out) {
     return false;
   double mul = 1;
   switch (*end) {
-  case 'k': case 'K': mul = 1024.0; end++; break;
-  case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-  case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-  case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+  case 'k':
+  case 'K':
+    mul = 1024.0;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    mul = 1024.0 * 1024;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    mul = 1024.0 * 1024 * 1024;
+    end++;
+    break;
+  case 't':
+  case 'T':
+    mul = 1024.0 * 1024 * 1024 * 1024;
+    end++;
+    break;
   default: break;
   }
   if (mul > 1 && *end == 'i')
@@ -125,7 +141,8 @@ int fr_cmd_cache(int argc, char **argv) {
       return 2;
     }
   }
-  if (!action || (strcmp(action, "stats") != 0 && strcmp(action, "clear") != 0 && strcmp(action, "gc") != 0)) {
+  if (!action ||
+      (strcmp(action, "stats") != 0 && strcmp(action, "clear") != 0 && strcmp(action, "gc") != 0)) {
     if (action)
       fprintf(stderr, "flowrun cache: unknown action '%s'\n", action);
     fr__cache_usage(stderr);
@@ -134,7 +151,8 @@ int fr_cmd_cache(int argc, char **argv) {
   char defpath[4096];
   if (!path) {
     if (!fr_cache_default_path(defpath, sizeof defpath)) {
-      fprintf(stderr, "flowrun cache: no default cache location (set HOME or XDG_CACHE_HOME, or pass --cache)\n");
+      fprintf(stderr,
+              "flowrun cache: no default cache location (set HOME or XDG_CACHE_HOME, or pass --cache)\n");
       return 2;
     }
     path = defpath;
