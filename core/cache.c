@@ -15,9 +15,9 @@
 #include "core/cache.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <limits.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,7 +92,9 @@ static void fr__backoff(int attempt) {
   nanosleep(&ts, NULL);
 }
 
-static bool fr__busy(int rc) { return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED; }
+static bool fr__busy(int rc) {
+  return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
 
 /* sqlite3_step with retries on BUSY; the statement is reset before each retry. */
 static int fr__step(sqlite3_stmt *s) {
@@ -155,7 +157,8 @@ static enum fr_status fr__commit(struct fr_cache *c, struct fr_err *err) {
 }
 
 /* Steps a write statement once (through the fault-injection gate) and finalizes it. */
-static enum fr_status fr__write_stmt(struct fr_cache *c, sqlite3_stmt *s, const char *what, struct fr_err *err) {
+static enum fr_status fr__write_stmt(struct fr_cache *c, sqlite3_stmt *s, const char *what,
+                                     struct fr_err *err) {
   enum fr_status rc = FR_OK;
   if (!fr__write_allowed(c))
     rc = fr_errf(err, FR_E_CACHE, "cache %s: %s: injected failure", c->path, what);
@@ -211,8 +214,10 @@ static enum fr_status fr__inspect(struct fr_cache *c, bool *fresh, struct fr_err
     fr__backoff(attempt);
   }
   if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
-    return fr_errf(err, FR_E_CACHE, "cache %s: not an SQLite database (or damaged); refusing to touch it. Use "
-                   "another --cache path or remove the file", c->path);
+    return fr_errf(err, FR_E_CACHE,
+                   "cache %s: not an SQLite database (or damaged); refusing to touch it. Use "
+                   "another --cache path or remove the file",
+                   c->path);
   if (rc != SQLITE_OK)
     return fr__dberr(c, err, "reading the schema");
   int n_tables = 0;
@@ -234,16 +239,20 @@ static enum fr_status fr__inspect(struct fr_cache *c, bool *fresh, struct fr_err
   }
   sqlite3_finalize(s);
   if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
-    return fr_errf(err, FR_E_CACHE, "cache %s: not an SQLite database (or damaged); refusing to touch it. Use "
-                   "another --cache path or remove the file", c->path);
+    return fr_errf(err, FR_E_CACHE,
+                   "cache %s: not an SQLite database (or damaged); refusing to touch it. Use "
+                   "another --cache path or remove the file",
+                   c->path);
   if (rc != SQLITE_DONE)
     return fr__dberr(c, err, "reading the schema");
   *fresh = n_tables == 0;
   if (*fresh)
     return FR_OK;
   if (!has_schema)
-    return fr_errf(err, FR_E_CACHE, "cache %s: an SQLite database that is not a flowrun cache (it has table "
-                   "\"%s\"); refusing to change it", c->path, foreign[0] ? foreign : "?");
+    return fr_errf(err, FR_E_CACHE,
+                   "cache %s: an SQLite database that is not a flowrun cache (it has table "
+                   "\"%s\"); refusing to change it",
+                   c->path, foreign[0] ? foreign : "?");
   if (fr__prepare(c, "SELECT version FROM flowrun_schema", &s, err))
     return FR_E_CACHE;
   int64_t version = -1;
@@ -255,8 +264,9 @@ static enum fr_status fr__inspect(struct fr_cache *c, bool *fresh, struct fr_err
                    (long long)version, FR__SCHEMA_VERSION,
                    version > FR__SCHEMA_VERSION ? " (written by a newer flowrun)" : "");
   if (!has_entries || !has_kv || foreign[0])
-    return fr_errf(err, FR_E_CACHE, "cache %s: flowrun cache with unexpected tables (%s); refusing to change it",
-                   c->path, foreign[0] ? foreign : "entries or kv missing");
+    return fr_errf(err, FR_E_CACHE,
+                   "cache %s: flowrun cache with unexpected tables (%s); refusing to change it", c->path,
+                   foreign[0] ? foreign : "entries or kv missing");
   return FR_OK;
 }
 
@@ -286,7 +296,8 @@ enum fr_status fr_cache_open(const char *path, const struct fr_cache_opts *opts,
   }
   int src = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
   if (src != SQLITE_OK) {
-    rc = fr_errf(err, FR_E_CACHE, "cache %s: cannot open: %s", path, c->db ? sqlite3_errmsg(c->db) : "out of memory");
+    rc = fr_errf(err, FR_E_CACHE, "cache %s: cannot open: %s", path,
+                 c->db ? sqlite3_errmsg(c->db) : "out of memory");
     goto fail;
   }
   sqlite3_busy_timeout(c->db, FR__BUSY_TIMEOUT_MS);
@@ -377,7 +388,8 @@ static bool fr__verify(struct fr_cache *c, const struct fr_key *key, const void 
   char hex[33];
   if (got != size) {
     fr__hexkey(key, hex);
-    fr__warnf(c, "cache entry %s: truncated (%lld of %lld bytes), dropped", hex, (long long)got, (long long)size);
+    fr__warnf(c, "cache entry %s: truncated (%lld of %lld bytes), dropped", hex, (long long)got,
+              (long long)size);
     return false;
   }
   if (XXH3_64bits(blob, (size_t)got) != (uint64_t)sum) {
@@ -444,8 +456,8 @@ bool fr_cache_has(struct fr_cache *c, const struct fr_key *key) {
  * most limit. The victims are collected before deleting: changing a table under a running SELECT on
  * the same connection is not something to rely on. Adds what it removed to *n_dropped and
  * *bytes_dropped when given. */
-static enum fr_status fr__evict(struct fr_cache *c, int64_t limit, const struct fr_key *keep, int64_t *n_dropped,
-                                int64_t *bytes_dropped, struct fr_err *err) {
+static enum fr_status fr__evict(struct fr_cache *c, int64_t limit, const struct fr_key *keep,
+                                int64_t *n_dropped, int64_t *bytes_dropped, struct fr_err *err) {
   if (limit < 0)
     return FR_OK;
   sqlite3_stmt *s;
@@ -509,7 +521,8 @@ enum fr_status fr_cache_put(struct fr_cache *c, const struct fr_key *key, const 
   if (!blob && len)
     return fr_errf(err, FR_E_INVALID, "cache put: NULL blob");
   if (len > (size_t)INT_MAX)
-    return fr_errf(err, FR_E_UNSUPPORTED, "cache %s: a %zu-byte entry exceeds SQLite's blob limit", c->path, len);
+    return fr_errf(err, FR_E_UNSUPPORTED, "cache %s: a %zu-byte entry exceeds SQLite's blob limit", c->path,
+                   len);
   if (c->max_bytes >= 0 && (int64_t)len > c->max_bytes) {
     char hex[33];
     fr__hexkey(key, hex);
@@ -521,8 +534,10 @@ enum fr_status fr_cache_put(struct fr_cache *c, const struct fr_key *key, const 
   if (rc)
     return rc;
   sqlite3_stmt *s;
-  if ((rc = fr__prepare(c, "INSERT OR REPLACE INTO entries(key, blob, size, checksum, created, last_used)"
-                           " VALUES(?, ?, ?, ?, ?, ?)", &s, err))) {
+  if ((rc = fr__prepare(c,
+                        "INSERT OR REPLACE INTO entries(key, blob, size, checksum, created, last_used)"
+                        " VALUES(?, ?, ?, ?, ?, ?)",
+                        &s, err))) {
     fr__rollback(c);
     return rc;
   }

@@ -24,9 +24,9 @@
 
 /* ---- type names ---- */
 
-static const char *const fr__known_types[] = {"INT",   "FLOAT", "BOOL",         "STRING", "ENUM",
-                                               "IMAGE", "MASK",  "LATENT",       "CONDITIONING",
-                                               "MODEL", "CLIP",  "VAE",          "CONTROL_NET"};
+static const char *const fr__known_types[] = {"INT",   "FLOAT", "BOOL",       "STRING",       "ENUM",
+                                              "IMAGE", "MASK",  "LATENT",     "CONDITIONING", "MODEL",
+                                              "CLIP",  "VAE",   "CONTROL_NET"};
 
 struct fr__interned {
   struct fr__interned *next;
@@ -102,7 +102,9 @@ struct fr_value *fr_value_string(const char *s) {
   return v;
 }
 
-struct fr_value *fr_value_data(const char *type) { return fr__value_new(type, FR_V_DATA); }
+struct fr_value *fr_value_data(const char *type) {
+  return fr__value_new(type, FR_V_DATA);
+}
 
 struct fr_value *fr_value_object(struct fr_object *o) {
   struct fr_value *v = o ? fr__value_new(o->type, FR_V_OBJECT) : NULL;
@@ -210,7 +212,9 @@ void fr_object_unref(struct fr_object *o) {
     o->destroy(o);
 }
 
-bool fr_value_cacheable(const struct fr_value *v) { return v && v->kind != FR_V_OBJECT; }
+bool fr_value_cacheable(const struct fr_value *v) {
+  return v && v->kind != FR_V_OBJECT;
+}
 
 /* ---- serialisation ---- */
 
@@ -235,7 +239,8 @@ static bool fr__utf8_valid(const unsigned char *s) {
         return false;
       cp = cp << 6 | (s[k] & 0x3f);
     }
-    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
       return false;
     s += n + 1;
   }
@@ -354,7 +359,8 @@ enum fr_status fr_value_serialize(const struct fr_value *v, struct fr_buf *out, 
   if (!v || !v->type)
     return fr_errf(err, FR_E_INVALID, "cannot serialise a missing value");
   if (!fr_value_cacheable(v))
-    return fr_errf(err, FR_E_INVALID, "value of type %s is an in-memory object and cannot be cached", v->type);
+    return fr_errf(err, FR_E_INVALID, "value of type %s is an in-memory object and cannot be cached",
+                   v->type);
   struct fr__meta m = {0};
   fr__meta_add(&m, "fr.format", NULL, fr_strdup(FR__VALUE_FORMAT));
   fr__meta_add(&m, "fr.type", NULL, fr_strdup(v->type));
@@ -441,7 +447,8 @@ static enum fr_status fr__parse_primitive(struct fr_value *v, const char *text, 
 }
 
 /* Builds the value described by a parsed blob. */
-static enum fr_status fr__value_from_st(const struct fr_safetensors *st, struct fr_value **out, struct fr_err *err) {
+static enum fr_status fr__value_from_st(const struct fr_safetensors *st, struct fr_value **out,
+                                        struct fr_err *err) {
   const char *fmt = fr_st_meta(st, "fr.format"), *type = fr_st_meta(st, "fr.type"),
              *kind = fr_st_meta(st, "fr.kind");
   if (!fmt || strcmp(fmt, FR__VALUE_FORMAT) != 0)
@@ -508,9 +515,11 @@ static enum fr_status fr__value_from_st(const struct fr_safetensors *st, struct 
         fr_free(s);
         rc = fr_errf(err, FR_E_FORMAT, FR__BLOB ": field %s appears twice (tensor and string?)", name);
       } else if ((rc = fr__add_field(v, name, NULL, s)) != FR_OK)
-        rc = fr_errf(err, rc, FR__BLOB ": field %s: %s", name, rc == FR_E_NOMEM ? "out of memory" : "invalid");
+        rc =
+            fr_errf(err, rc, FR__BLOB ": field %s: %s", name, rc == FR_E_NOMEM ? "out of memory" : "invalid");
     } else {
-      rc = fr_errf(err, FR_E_FORMAT, FR__BLOB ": unexpected metadata key \"%.64s\" for a %s value", key, kind);
+      rc =
+          fr_errf(err, FR_E_FORMAT, FR__BLOB ": unexpected metadata key \"%.64s\" for a %s value", key, kind);
     }
   }
   if (!rc && v->kind != FR_V_DATA && !have_primitive)

@@ -66,7 +66,9 @@ static void on_warn(void *user, const char *msg) {
   snprintf(w->last, sizeof w->last, "%s", msg);
 }
 
-static void path_in(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
+static void path_in(char *out, size_t n, const char *name) {
+  snprintf(out, n, "%s/%s", dir, name);
+}
 
 /* Runs SQL on the file with a raw connection (what a user or a bug might do to it). */
 static void raw_sql(const char *path, const char *sql) {
@@ -233,14 +235,17 @@ static void test_corrupt(void) {
     snprintf(hex1 + 2 * i, 3, "%02x", k1.b[i]);
     snprintf(hex2 + 2 * i, 3, "%02x", k2.b[i]);
   }
-  snprintf(sql, sizeof sql, "UPDATE entries SET blob = zeroblob(300) WHERE key = x'%s';"
-                            "UPDATE entries SET blob = substr(blob, 1, 100) WHERE key = x'%s';", hex1, hex2);
+  snprintf(sql, sizeof sql,
+           "UPDATE entries SET blob = zeroblob(300) WHERE key = x'%s';"
+           "UPDATE entries SET blob = substr(blob, 1, 100) WHERE key = x'%s';",
+           hex1, hex2);
   raw_sql(path, sql);
   void *b = NULL;
   size_t len;
   struct fr_err err = {{0}};
   CHECK(fr_cache_get(c, &k1, &b, &len, &err) == FR_E_NOTFOUND && b == NULL);
-  CHECKF(w.n == 1 && strstr(w.last, hex1) && strstr(w.last, "checksum mismatch, dropped"), "warning: %s", w.last);
+  CHECKF(w.n == 1 && strstr(w.last, hex1) && strstr(w.last, "checksum mismatch, dropped"), "warning: %s",
+         w.last);
   CHECK(!fr_cache_has(c, &k1)); /* deleted */
   CHECK(fr_cache_get(c, &k2, &b, &len, &err) == FR_E_NOTFOUND);
   CHECKF(w.n == 2 && strstr(w.last, hex2) && strstr(w.last, "truncated"), "warning: %s", w.last);
@@ -249,8 +254,9 @@ static void test_corrupt(void) {
 
   /* gc finds a bad entry without a get, and reports it */
   CHECK(put_blob(c, 4, 50) == FR_OK);
-  snprintf(sql, sizeof sql, "UPDATE entries SET checksum = checksum + 1 WHERE size = 50;"
-                            "INSERT INTO entries VALUES(x'0102', x'00', 1, 0, 0, 0);");
+  snprintf(sql, sizeof sql,
+           "UPDATE entries SET checksum = checksum + 1 WHERE size = 50;"
+           "INSERT INTO entries VALUES(x'0102', x'00', 1, 0, 0, 0);");
   raw_sql(path, sql);
   int64_t dropped = -1;
   w.n = 0;
@@ -278,7 +284,8 @@ static void test_lru(void) {
   struct fr_key k[5];
   for (int i = 1; i <= 4; i++)
     k[i] = key_of(i);
-  CHECK(fr_cache_has(c, &k[1]) && !fr_cache_has(c, &k[2]) && fr_cache_has(c, &k[3]) && fr_cache_has(c, &k[4]));
+  CHECK(fr_cache_has(c, &k[1]) && !fr_cache_has(c, &k[2]) && fr_cache_has(c, &k[3]) &&
+        fr_cache_has(c, &k[4]));
   /* a put that needs two slots evicts the two oldest: 3, then 1 */
   CHECK(put_blob(c, 5, 2000) == FR_OK);
   struct fr_key k5 = key_of(5);
@@ -387,7 +394,8 @@ static void test_foreign_files(void) {
 
   /* another program's database */
   path_in(path, sizeof path, "photos.db");
-  raw_sql(path, "CREATE TABLE photos(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO photos VALUES(1, 'cat');");
+  raw_sql(path,
+          "CREATE TABLE photos(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO photos VALUES(1, 'cat');");
   struct stat before, after;
   stat(path, &before);
   CHECK(fr_cache_open(path, NULL, &c, &err) == FR_E_CACHE && c == NULL);
@@ -437,8 +445,9 @@ static void test_clear_kv_default(void) {
   int64_t full = st.file_bytes;
   CHECK_OK(fr_cache_clear(c, &err), &err);
   CHECK_OK(fr_cache_stats(c, &st, &err), &err);
-  CHECKF(st.entries == 0 && st.bytes == 0 && st.file_bytes < full, "after clear: %lld entries, file %lld of %lld",
-         (long long)st.entries, (long long)st.file_bytes, (long long)full);
+  CHECKF(st.entries == 0 && st.bytes == 0 && st.file_bytes < full,
+         "after clear: %lld entries, file %lld of %lld", (long long)st.entries, (long long)st.file_bytes,
+         (long long)full);
   CHECK(fr_cache_kv_get(c, "/models/a.safetensors|123|456", v, sizeof v, &err) == FR_E_NOTFOUND);
   CHECK(put_blob(c, 1, 10) == FR_OK && has_blob(c, 1, 10)); /* usable after clear */
   fr_cache_close(c);

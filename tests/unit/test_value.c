@@ -182,10 +182,10 @@ static void expect_tampered(const char *label, int n_meta, const char *const *k,
 static void test_tampered(void) {
 #define M(...) (const char *const[]){__VA_ARGS__}
   expect_tampered("no format", 2, M("fr.type", "fr.kind"), M("INT", "int"), false, "fr.format");
-  expect_tampered("future format", 3, M("fr.format", "fr.type", "fr.kind"), M("flowrun.value/9", "INT", "int"),
-                  false, "flowrun.value/9");
-  expect_tampered("object kind", 3, M("fr.format", "fr.type", "fr.kind"), M("flowrun.value/1", "MODEL", "object"),
-                  false, "fr.kind");
+  expect_tampered("future format", 3, M("fr.format", "fr.type", "fr.kind"),
+                  M("flowrun.value/9", "INT", "int"), false, "flowrun.value/9");
+  expect_tampered("object kind", 3, M("fr.format", "fr.type", "fr.kind"),
+                  M("flowrun.value/1", "MODEL", "object"), false, "fr.kind");
   expect_tampered("bad type name", 4, M("fr.format", "fr.type", "fr.kind", "fr.value"),
                   M("flowrun.value/1", "IN T;", "int", "1"), false, "fr.type");
   expect_tampered("int not a number", 4, M("fr.format", "fr.type", "fr.kind", "fr.value"),
@@ -196,8 +196,8 @@ static void test_tampered(void) {
                   M("flowrun.value/1", "FLOAT", "float", ""), false, "number");
   expect_tampered("bool junk", 4, M("fr.format", "fr.type", "fr.kind", "fr.value"),
                   M("flowrun.value/1", "BOOL", "bool", "yes"), false, "true or false");
-  expect_tampered("missing primitive", 3, M("fr.format", "fr.type", "fr.kind"), M("flowrun.value/1", "INT", "int"),
-                  false, "without fr.value");
+  expect_tampered("missing primitive", 3, M("fr.format", "fr.type", "fr.kind"),
+                  M("flowrun.value/1", "INT", "int"), false, "without fr.value");
   expect_tampered("tensor on an int", 4, M("fr.format", "fr.type", "fr.kind", "fr.value"),
                   M("flowrun.value/1", "INT", "int", "1"), true, "tensor t");
   expect_tampered("unknown key", 4, M("fr.format", "fr.type", "fr.kind", "evil"),
