@@ -101,7 +101,9 @@ static void fr__close_line(struct fr_display *d) {
 }
 
 static void fr__fmt_ms(char *buf, size_t n, double ms) {
-  if (ms < 1000)
+  if (ms < 10)
+    snprintf(buf, n, "%.1f ms", ms);
+  else if (ms < 1000)
     snprintf(buf, n, "%.0f ms", ms);
   else
     snprintf(buf, n, "%.2f s", ms / 1000);
