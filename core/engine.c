@@ -69,6 +69,7 @@ struct fr__run {
   int executed, cached;
   int fail_node; /* the node an error is about, or -1 */
   const char *params_json;
+  const char *graph_dir; /* absolute, resolved on first use */
 };
 
 struct fr_node_ctx {
@@ -780,6 +781,15 @@ const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
   return nc->r->params_json ? nc->r->params_json : "{}";
 }
 const char *fr_node_output_dir(struct fr_node_ctx *nc) { return nc->r->e->output_dir; }
+const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
+  struct fr__run *r = nc->r;
+  if (!r->graph_dir) {
+    char *real = realpath(r->g->dir ? r->g->dir : ".", NULL); /* libc malloc: copied, then freed */
+    r->graph_dir = real ? fr_arena_strdup(r->a, real) : NULL;
+    free(real);
+  }
+  return r->graph_dir ? r->graph_dir : ".";
+}
 const char *fr_node_device(struct fr_node_ctx *nc) { return nc->r->e->device; }
 
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key) {

@@ -77,8 +77,10 @@ static const struct fr_node_spec use_spec = {.name = "UseModel", .version = 1, .
                                              .outputs = num_out, .n_outputs = 1, .run = use_run};
 
 /* Writes "<x>\n" to <output_dir>/<name> and reports the path in its "files" output. */
+static char seen_graph_dir[4096];
 static enum fr_status save_run(struct fr_node_ctx *nc) {
   runs_save++;
+  snprintf(seen_graph_dir, sizeof seen_graph_dir, "%s", fr_node_graph_dir(nc));
   const struct fr_value *x = fr_in(nc, "x");
   struct fr_arena *a = fr_node_arena(nc);
   char *path = a ? fr_arena_printf(a, "%s/%s", fr_node_output_dir(nc), fr_in_str(nc, "name")) : NULL;
@@ -239,6 +241,7 @@ static void test_cache_reuse(void) {
   CHECKF(sum.executed == 4 && sum.cached == 0, "executed %d cached %d", sum.executed, sum.cached);
   CHECK(read_num("out.txt") == 5);
   CHECK(r.outputs == 1 && r.run_done == 1 && r.done_status == FR_OK);
+  CHECKF(seen_graph_dir[0] == '/', "graph dir %s", seen_graph_dir); /* the test graph's "." made absolute */
 
   /* Identical second run, new engine on the same file: nothing runs, only the output node is cached
    * (everything upstream of it is pruned: not even loaded). */
