@@ -52,10 +52,26 @@ static bool fr__parse_size(const char *s, int64_t *out) {
     return false;
   double mul = 1;
   switch (*end) {
-  case 'k': case 'K': mul = 1024.0; end++; break;
-  case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-  case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-  case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+  case 'k':
+  case 'K':
+    mul = 1024.0;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    mul = 1024.0 * 1024;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    mul = 1024.0 * 1024 * 1024;
+    end++;
+    break;
+  case 't':
+  case 'T':
+    mul = 1024.0 * 1024 * 1024 * 1024;
+    end++;
+    break;
   default: break;
   }
   if (*end == 'B' || *end == 'b')
@@ -366,7 +382,7 @@ int fr_cmd_run(int argc, char **argv) {
     /* The display already showed the error; with --events the message still goes to stderr. */
     if (rc != FR_OK && jsonl && rc != FR_E_CANCELLED)
       fprintf(stderr, "flowrun: %s\n", err.msg);
-    if (rc == FR_E_CANCELLED)
+    if (rc == FR_E_CANCELLED && (jsonl || args.quiet))
       fprintf(stderr, "flowrun: cancelled\n");
   }
   fr_graph_free(g);
