@@ -16,10 +16,24 @@ struct fr_cpu_pool;
 struct fr_cpu_pool *fr_cpu_pool_new(int threads);
 void fr_cpu_pool_free(struct fr_cpu_pool *p);
 int fr_cpu_pool_threads(const struct fr_cpu_pool *p);
-/* Calls fn(arg, begin, end) over disjoint ranges covering [0, n), in parallel; returns when all are done.
- * A range has at least min_chunk items (so small loops run on the caller alone). */
-typedef void (*fr_cpu_task_fn)(void *arg, int64_t begin, int64_t end);
+/* Calls fn(arg, begin, end, part) over disjoint ranges covering [0, n), in parallel; returns when all are
+ * done. part (0 .. threads-1) is unique among the concurrent calls, for per-thread scratch. A range has at
+ * least min_chunk items (so small loops run on the caller alone). */
+typedef void (*fr_cpu_task_fn)(void *arg, int64_t begin, int64_t end, int part);
 void fr_cpu_parallel(struct fr_cpu_pool *p, int64_t n, int64_t min_chunk, fr_cpu_task_fn fn, void *arg);
+
+/* ---- vector math (vec.c): hot fp32 loops, vectorised for the running CPU ---- */
+struct fr_cpu_vec {
+  float (*exp_sum)(float *x, int64_t n, float m); /* x = exp(x - m) in place; returns the sum */
+  float (*max)(const float *x, int64_t n);         /* n >= 1 */
+  void (*silu)(float *y, const float *x, int64_t n, float alpha); /* x * sigmoid(alpha x) */
+  void (*gelu)(float *y, const float *x, int64_t n);              /* erf GELU */
+  void (*geglu)(float *y, const float *h, const float *g, int64_t n);
+  void (*affine_silu)(float *y, const float *x, int64_t n, float sc, float sh, int silu);
+  void (*scale)(float *x, int64_t n, float s);
+};
+/* The fastest implementation this CPU supports (AVX2+FMA or baseline); never NULL. */
+const struct fr_cpu_vec *fr_cpu_vec(void);
 
 /* ---- backend context (backend.c) ---- */
 struct fr_cpu {

@@ -16,29 +16,20 @@ struct fr__unary {
   float p0, p1;
 };
 
-static void fr__unary_task(void *argp, int64_t i0, int64_t i1) {
+static void fr__unary_task(void *argp, int64_t i0, int64_t i1, int part) {
   const struct fr__unary *a = argp;
   const float *x = a->x;
   float *y = a->y;
   switch (a->op) {
-  case FR_UNARY_SILU:
-    for (int64_t i = i0; i < i1; i++)
-      y[i] = x[i] / (1.0f + expf(-x[i]));
-    break;
-  case FR_UNARY_GELU:
-    for (int64_t i = i0; i < i1; i++)
-      y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-    break;
+  case FR_UNARY_SILU: fr_cpu_vec()->silu(y + i0, x + i0, i1 - i0, 1.0f); break;
+  case FR_UNARY_GELU: fr_cpu_vec()->gelu(y + i0, x + i0, i1 - i0); break;
   case FR_UNARY_GELU_TANH:
     for (int64_t i = i0; i < i1; i++) {
       float v = x[i];
       y[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
     }
     break;
-  case FR_UNARY_QUICK_GELU:
-    for (int64_t i = i0; i < i1; i++)
-      y[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-    break;
+  case FR_UNARY_QUICK_GELU: fr_cpu_vec()->silu(y + i0, x + i0, i1 - i0, 1.702f); break;
   case FR_UNARY_AFFINE:
     for (int64_t i = i0; i < i1; i++)
       y[i] = x[i] * a->p0 + a->p1;
@@ -61,13 +52,11 @@ struct fr__geglu {
   int64_t n; /* output row length N; input rows are 2N */
 };
 
-static void fr__geglu_task(void *argp, int64_t r0, int64_t r1) {
+static void fr__geglu_task(void *argp, int64_t r0, int64_t r1, int part) {
   const struct fr__geglu *a = argp;
   for (int64_t r = r0; r < r1; r++) {
     const float *h = a->x + r * 2 * a->n, *g = h + a->n;
-    float *y = a->y + r * a->n;
-    for (int64_t j = 0; j < a->n; j++)
-      y[j] = h[j] * (0.5f * g[j] * (1.0f + erff(g[j] * 0.70710678118654752f)));
+    fr_cpu_vec()->geglu(a->y + r * a->n, h, g, a->n);
   }
 }
 
@@ -90,7 +79,7 @@ struct fr__binary {
   const struct fr_bcast *bc;
 };
 
-static void fr__binary_task(void *argp, int64_t e0, int64_t e1) {
+static void fr__binary_task(void *argp, int64_t e0, int64_t e1, int part) {
   const struct fr__binary *t = argp;
   const struct fr_bcast *bc = t->bc;
   int nd = bc->ndim;
@@ -194,7 +183,7 @@ struct fr__permute {
   int64_t st[FR_MAX_DIMS];    /* input stride of each output dim */
 };
 
-static void fr__permute_task(void *argp, int64_t e0, int64_t e1) {
+static void fr__permute_task(void *argp, int64_t e0, int64_t e1, int part) {
   const struct fr__permute *a = argp;
   int nd = a->nd;
   int64_t idx[FR_MAX_DIMS], off = 0, rem = e0;
@@ -280,7 +269,7 @@ struct fr__up {
   int64_t H, W;
 };
 
-static void fr__up_task(void *argp, int64_t r0, int64_t r1) {
+static void fr__up_task(void *argp, int64_t r0, int64_t r1, int part) {
   const struct fr__up *a = argp;
   for (int64_t r = r0; r < r1; r++) { /* r = plane * H + i: one input row -> two output rows */
     const float *src = a->x + r * a->W;
