@@ -34,6 +34,9 @@ struct fr_cpu_vec {
 };
 /* The fastest implementation this CPU supports (AVX2+FMA or baseline); never NULL. */
 const struct fr_cpu_vec *fr_cpu_vec(void);
+/* Every implementation built in (baseline first), so tests can check each one whatever the CPU picks.
+ * Returns the count (1 or 2) and fills out (room for 2). */
+int fr_cpu_vec_all(const struct fr_cpu_vec **out);
 
 /* ---- backend context (backend.c) ---- */
 struct fr_cpu {

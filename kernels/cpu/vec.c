@@ -39,3 +39,14 @@ const struct fr_cpu_vec *fr_cpu_vec(void) {
 #endif
   return &fr__vgen_table;
 }
+
+int fr_cpu_vec_all(const struct fr_cpu_vec **out) {
+  out[0] = &fr__vgen_table;
+#ifdef FR__HAVE_AVX2_PATH
+  if (fr_cpu_vec() != &fr__vgen_table) {
+    out[1] = &fr__vavx2_table;
+    return 2;
+  }
+#endif
+  return 1;
+}

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/ops.h"
 #include "tests/test.h"
 
@@ -943,7 +944,64 @@ static void check_ctx_new(void) {
   fr_ctx_free(c);
 }
 
+/* The CPU backend's vector math (fast exp/erf) on every implementation built in, at the edges the table
+ * rows do not reach: -inf (masked scores), underflow, overflow clamps, large |x| for the activations. */
+static void check_vec_math(void) {
+  enum { N = 1003 }; /* not a multiple of 8: the scalar tail runs too */
+  static float x[N], y[N], h[N];
+  for (int i = 0; i < N; i++)
+    x[i] = (float)(-100.0 + 200.0 * i / (N - 1)); /* [-100, 100] */
+  x[0] = -INFINITY;
+  x[1] = -87.0f;
+  x[2] = 88.0f;
+  x[3] = 0.0f;
+  const struct fr_cpu_vec *impl[2];
+  int n = fr_cpu_vec_all(impl);
+  for (int k = 0; k < n; k++) {
+    const struct fr_cpu_vec *v = impl[k];
+    const char *name = k ? "avx2" : "baseline";
+    double worst = 0;
+    for (int i = 0; i < N; i++) { /* exp(x - 0): relative error */
+      y[i] = x[i];
+    }
+    v->exp_sum(y, N, 0.0f);
+    for (int i = 0; i < N; i++) {
+      if (x[i] > 88.0f)
+        continue; /* exp(x) > FLT_MAX: clamped; softmax only feeds x - max <= 0 */
+      double ref = exp((double)x[i]);
+      double e = ref > 1e-37 ? fabs(y[i] - ref) / ref : fabs((double)y[i]);
+      worst = e > worst ? e : worst;
+    }
+    printf("vec %-8s exp over [-inf, 88]: max rel err %.3g (tol 5e-7: Cephes polynomial, ~2 ulp)\n", name, worst);
+    CHECKF(worst <= 5e-7, "%s exp: %.3g", name, worst);
+    CHECKF(v->max(x, N) == 100.0f && v->max(x, 5) == 88.0f, "%s max", name);
+    double wsilu = 0, wgelu = 0, wgeglu = 0;
+    v->silu(y, x, N, 1.0f);
+    for (int i = 1; i < N; i++) {
+      double r = x[i] / (1 + exp(-(double)x[i]));
+      wsilu = fmax(wsilu, fabs(y[i] - r) / fmax(1.0, fabs(r)));
+    }
+    v->gelu(y, x, N);
+    for (int i = 1; i < N; i++) {
+      double r = 0.5 * x[i] * (1 + erf(x[i] / sqrt(2.0)));
+      wgelu = fmax(wgelu, fabs(y[i] - r) / fmax(1.0, fabs(r)));
+    }
+    for (int i = 0; i < N; i++)
+      h[i] = 0.5f;
+    v->geglu(y, h, x + 1, N - 1);
+    for (int i = 0; i < N - 1; i++) {
+      double g = x[i + 1], r = 0.5 * 0.5 * g * (1 + erf(g / sqrt(2.0)));
+      wgeglu = fmax(wgeglu, fabs(y[i] - r) / fmax(1.0, fabs(r)));
+    }
+    printf("vec %-8s silu %.3g gelu %.3g geglu %.3g (tol 1e-6 of max(1, |y|): A&S erf is 1.5e-7 absolute)\n", name,
+           wsilu, wgelu, wgeglu);
+    CHECKF(wsilu <= 1e-6 && wgelu <= 1e-6 && wgeglu <= 1e-6, "%s activations: %.3g %.3g %.3g", name, wsilu, wgelu,
+           wgeglu);
+  }
+}
+
 int main(void) {
+  check_vec_math();
   struct fr_ctx *ctx[NDEV] = {0};
   for (int i = 0; i < NDEV; i++) {
     struct fr_err e;
