@@ -34,19 +34,20 @@ static struct fr_tensor *rnd(int n, const int64_t *shape) {
   return t;
 }
 
-#define TIME(label, flops, reps, expr)                                                                     \
-  do {                                                                                                     \
-    if (only && !strstr(label, only))                                                                      \
-      break;                                                                                               \
-    struct fr_tensor *y_ = (expr); /* warm-up */                                                           \
-    fr_tensor_free(y_);                                                                                    \
-    double t0_ = now(), c0_ = cpu_s();                                                                     \
-    for (int r_ = 0; r_ < (reps); r_++) {                                                                  \
-      y_ = (expr);                                                                                         \
-      fr_tensor_free(y_);                                                                                  \
-    }                                                                                                      \
-    double ms_ = (now() - t0_) * 1e3 / (reps), cms_ = (cpu_s() - c0_) * 1e3 / (reps);                      \
-    printf("%-44s %9.2f ms  %7.1f GFLOP/s  (cpu %8.2f ms)\n", label, ms_, (double)(flops) / (ms_ * 1e6), cms_); \
+#define TIME(label, flops, reps, expr)                                                                       \
+  do {                                                                                                       \
+    if (only && !strstr(label, only))                                                                        \
+      break;                                                                                                 \
+    struct fr_tensor *y_ = (expr); /* warm-up */                                                             \
+    fr_tensor_free(y_);                                                                                      \
+    double t0_ = now(), c0_ = cpu_s();                                                                       \
+    for (int r_ = 0; r_ < (reps); r_++) {                                                                    \
+      y_ = (expr);                                                                                           \
+      fr_tensor_free(y_);                                                                                    \
+    }                                                                                                        \
+    double ms_ = (now() - t0_) * 1e3 / (reps), cms_ = (cpu_s() - c0_) * 1e3 / (reps);                        \
+    printf("%-44s %9.2f ms  %7.1f GFLOP/s  (cpu %8.2f ms)\n", label, ms_, (double)(flops) / (ms_ * 1e6),     \
+           cms_);                                                                                            \
   } while (0)
 
 int main(int argc, char **argv) {
@@ -67,19 +68,22 @@ int main(int argc, char **argv) {
     for (int r = 0; r < reps; r++)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, a, K, b, N, 0, y, N);
     double ms = (now() - t0) * 1e3 / reps, cms = (cpu_s() - c0) * 1e3 / reps;
-    printf("%-44s %9.2f ms  %7.1f GFLOP/s  (cpu %8.2f ms)\n", "sgemm 320x4096x2880", ms, 2.0 * M * N * K / (ms * 1e6),
-           cms);
+    printf("%-44s %9.2f ms  %7.1f GFLOP/s  (cpu %8.2f ms)\n", "sgemm 320x4096x2880", ms,
+           2.0 * M * N * K / (ms * 1e6), cms);
     free(a), free(b), free(y);
   }
   struct fr_tensor *x = rnd(4, (int64_t[]){1, 320, 64, 64}), *w = rnd(4, (int64_t[]){320, 320, 3, 3});
   struct fr_tensor *bias = rnd(1, (int64_t[]){320});
   TIME("conv2d [1,320,64,64] x [320,320,3,3]", 2.0 * 320 * 4096 * 2880, reps, fr_conv2d(c, x, w, bias, 1, 1));
   struct fr_tensor *x2 = rnd(4, (int64_t[]){1, 640, 32, 32}), *w2 = rnd(4, (int64_t[]){640, 640, 3, 3});
-  TIME("conv2d [1,640,32,32] x [640,640,3,3]", 2.0 * 640 * 1024 * 5760, reps, fr_conv2d(c, x2, w2, NULL, 1, 1));
+  TIME("conv2d [1,640,32,32] x [640,640,3,3]", 2.0 * 640 * 1024 * 5760, reps,
+       fr_conv2d(c, x2, w2, NULL, 1, 1));
   struct fr_tensor *x3 = rnd(4, (int64_t[]){1, 1280, 8, 8}), *w3 = rnd(4, (int64_t[]){1280, 1280, 3, 3});
-  TIME("conv2d [1,1280,8,8] x [1280,1280,3,3]", 2.0 * 1280 * 64 * 11520, reps, fr_conv2d(c, x3, w3, NULL, 1, 1));
+  TIME("conv2d [1,1280,8,8] x [1280,1280,3,3]", 2.0 * 1280 * 64 * 11520, reps,
+       fr_conv2d(c, x3, w3, NULL, 1, 1));
   struct fr_tensor *q = rnd(3, (int64_t[]){1, 4096, 320});
-  TIME("attention [1,4096,320] 8 heads self", 4.0 * 4096 * 4096 * 320, reps, fr_attention(c, q, q, q, 8, false));
+  TIME("attention [1,4096,320] 8 heads self", 4.0 * 4096 * 4096 * 320, reps,
+       fr_attention(c, q, q, q, 8, false));
   struct fr_tensor *kv = rnd(3, (int64_t[]){1, 77, 320});
   TIME("attention [1,4096,320] x [1,77,320] 8 heads", 4.0 * 4096 * 77 * 320, reps,
        fr_attention(c, q, kv, kv, 8, false));
@@ -92,7 +96,8 @@ int main(int argc, char **argv) {
   TIME("add [1,320,64,64]", 0, reps, fr_add(c, x, x));
   TIME("permute [1,320,64,64] -> bhwc", 0, reps, fr_permute(c, x, (int[]){0, 2, 3, 1}));
   fr_tensor_free(x), fr_tensor_free(w), fr_tensor_free(bias), fr_tensor_free(x2), fr_tensor_free(w2);
-  fr_tensor_free(x3), fr_tensor_free(w3), fr_tensor_free(q), fr_tensor_free(kv), fr_tensor_free(lw), fr_tensor_free(g);
+  fr_tensor_free(x3), fr_tensor_free(w3), fr_tensor_free(q), fr_tensor_free(kv), fr_tensor_free(lw),
+      fr_tensor_free(g);
   fr_ctx_free(c);
   return 0;
 }

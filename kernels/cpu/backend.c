@@ -28,7 +28,8 @@ static pthread_once_t fr__cpu_once = PTHREAD_ONCE_INIT;
 
 static enum fr_status fr__cpu_init(const struct fr_ctx_opts *o, void **bctx, struct fr_err *err) {
   if (o->dtype != FR_F32)
-    return fr_errf(err, FR_E_UNSUPPORTED, "device cpu: compute dtype %s is not supported (cpu computes in F32)",
+    return fr_errf(err, FR_E_UNSUPPORTED,
+                   "device cpu: compute dtype %s is not supported (cpu computes in F32)",
                    fr_dtype_name(o->dtype));
   pthread_once(&fr__cpu_once, fr__cpu_malloc_tune);
   int threads = o->threads;
@@ -91,8 +92,8 @@ static enum fr_status fr__cpu_to_f32(void *b, const struct fr_tensor *host, stru
   struct fr_tensor *t = fr__cpu_alloc(b, FR_F32, host->ndim, host->shape);
   if (!t) {
     char s[96];
-    return fr_errf(err, FR_E_NOMEM, "out of memory for %s F32 copy of a %s tensor", fr_shape_str(host, s, sizeof s),
-                   fr_dtype_name(host->dtype));
+    return fr_errf(err, FR_E_NOMEM, "out of memory for %s F32 copy of a %s tensor",
+                   fr_shape_str(host, s, sizeof s), fr_dtype_name(host->dtype));
   }
   fr_convert_to_f32(t->data, host->data, host->dtype, (size_t)fr_tensor_numel(host));
   *out = t;
@@ -101,8 +102,8 @@ static enum fr_status fr__cpu_to_f32(void *b, const struct fr_tensor *host, stru
 
 /* F32 that is 4-byte aligned is borrowed when allowed (fr_ctx_weight_view); everything else is converted
  * into one owned F32 copy, the only fp32 working copy of that weight. */
-static enum fr_status fr__cpu_weight(void *b, const struct fr_tensor *host, bool may_borrow, struct fr_tensor **out,
-                                     struct fr_err *err) {
+static enum fr_status fr__cpu_weight(void *b, const struct fr_tensor *host, bool may_borrow,
+                                     struct fr_tensor **out, struct fr_err *err) {
   if (may_borrow && host->dtype == FR_F32 && ((uintptr_t)host->data % sizeof(float)) == 0) {
     struct fr_tensor *t = fr_tensor_view(FR_F32, host->ndim, host->shape, host->data);
     if (!t)

@@ -25,7 +25,7 @@ void fr_cpu_parallel(struct fr_cpu_pool *p, int64_t n, int64_t min_chunk, fr_cpu
 /* ---- vector math (vec.c): hot fp32 loops, vectorised for the running CPU ---- */
 struct fr_cpu_vec {
   float (*exp_sum)(float *x, int64_t n, float m); /* x = exp(x - m) in place; returns the sum */
-  float (*max)(const float *x, int64_t n);         /* n >= 1 */
+  float (*max)(const float *x, int64_t n);        /* n >= 1 */
   void (*silu)(float *y, const float *x, int64_t n, float alpha); /* x * sigmoid(alpha x) */
   void (*gelu)(float *y, const float *x, int64_t n);              /* erf GELU */
   void (*geglu)(float *y, const float *h, const float *g, int64_t n);
@@ -50,25 +50,27 @@ struct fr_cpu {
 float *fr_cpu_scratch(struct fr_cpu *cpu, size_t n);
 
 /* ---- kernels (gemm.c, norm.c, eltwise.c): the backend's op entry points ---- */
-enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                             const struct fr_tensor *bias, struct fr_err *err);
-enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a, const struct fr_tensor *bm,
+enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err);
+enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a,
+                             const struct fr_tensor *bm, struct fr_err *err);
+enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
                              struct fr_err *err);
-enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                             const struct fr_tensor *bias, int stride, int pad, struct fr_err *err);
-enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_tensor *q, const struct fr_tensor *k,
-                                const struct fr_tensor *v, int heads, bool causal, struct fr_err *err);
+enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_tensor *q,
+                                const struct fr_tensor *k, const struct fr_tensor *v, int heads, bool causal,
+                                struct fr_err *err);
 enum fr_status fr_cpu_group_norm(void *b, struct fr_tensor *y, const struct fr_tensor *x, int groups,
-                                 const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps, bool silu,
-                                 struct fr_err *err);
+                                 const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
+                                 bool silu, struct fr_err *err);
 enum fr_status fr_cpu_layer_norm(void *b, struct fr_tensor *y, const struct fr_tensor *x,
                                  const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
                                  struct fr_err *err);
 enum fr_status fr_cpu_softmax(void *b, struct fr_tensor *y, const struct fr_tensor *x, struct fr_err *err);
 /* Softmax of `rows` rows of n floats in place (row max subtracted, fp32), on the pool. */
 void fr_cpu_softmax_rows(struct fr_cpu *cpu, float *x, int64_t rows, int64_t n);
-enum fr_status fr_cpu_unary(void *b, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x, float p0,
-                            float p1, struct fr_err *err);
+enum fr_status fr_cpu_unary(void *b, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x,
+                            float p0, float p1, struct fr_err *err);
 enum fr_status fr_cpu_geglu(void *b, struct fr_tensor *y, const struct fr_tensor *x, struct fr_err *err);
 enum fr_status fr_cpu_binary(void *b, enum fr_binary_op op, struct fr_tensor *y, const struct fr_tensor *a,
                              const struct fr_tensor *bt, const struct fr_bcast *bc, struct fr_err *err);
@@ -78,14 +80,14 @@ enum fr_status fr_cpu_slice(void *b, struct fr_tensor *y, const struct fr_tensor
                             struct fr_err *err);
 enum fr_status fr_cpu_permute(void *b, struct fr_tensor *y, const struct fr_tensor *x, const int *perm,
                               struct fr_err *err);
-enum fr_status fr_cpu_pad2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, int left, int top, float value,
-                            struct fr_err *err);
+enum fr_status fr_cpu_pad2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, int left, int top,
+                            float value, struct fr_err *err);
 enum fr_status fr_cpu_upsample_nearest2x(void *b, struct fr_tensor *y, const struct fr_tensor *x,
                                          struct fr_err *err);
 enum fr_status fr_cpu_embedding(void *b, struct fr_tensor *y, const struct fr_tensor *ids,
                                 const struct fr_tensor *table, struct fr_err *err);
-enum fr_status fr_cpu_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x, const int64_t *index,
-                                  struct fr_err *err);
+enum fr_status fr_cpu_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                  const int64_t *index, struct fr_err *err);
 enum fr_status fr_cpu_timestep_embedding(void *b, struct fr_tensor *y, const struct fr_tensor *t,
                                          bool flip_sin_to_cos, float downscale_freq_shift, float max_period,
                                          struct fr_err *err);

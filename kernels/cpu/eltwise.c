@@ -38,8 +38,8 @@ static void fr__unary_task(void *argp, int64_t i0, int64_t i1, int part) {
   }
 }
 
-enum fr_status fr_cpu_unary(void *b, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x, float p0,
-                            float p1, struct fr_err *err) {
+enum fr_status fr_cpu_unary(void *b, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x,
+                            float p0, float p1, struct fr_err *err) {
   struct fr_cpu *cpu = b;
   struct fr__unary a = {op, x->data, y->data, p0, p1};
   fr_cpu_parallel(cpu->pool, fr_tensor_numel(x), FR__MIN_CHUNK, fr__unary_task, &a);
@@ -100,16 +100,34 @@ static void fr__binary_task(void *argp, int64_t e0, int64_t e1, int part) {
     /* The common strides get their own loops so the compiler vectorises them. */
     if (la == 1 && lb == 1) {
       switch (t->op) {
-      case FR_BINARY_ADD: for (int64_t j = 0; j < run; j++) py[j] = pa[j] + pb[j]; break;
-      case FR_BINARY_SUB: for (int64_t j = 0; j < run; j++) py[j] = pa[j] - pb[j]; break;
-      case FR_BINARY_MUL: for (int64_t j = 0; j < run; j++) py[j] = pa[j] * pb[j]; break;
+      case FR_BINARY_ADD:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] + pb[j];
+        break;
+      case FR_BINARY_SUB:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] - pb[j];
+        break;
+      case FR_BINARY_MUL:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] * pb[j];
+        break;
       }
     } else if (la == 1 && lb == 0) {
       float vb = pb[0];
       switch (t->op) {
-      case FR_BINARY_ADD: for (int64_t j = 0; j < run; j++) py[j] = pa[j] + vb; break;
-      case FR_BINARY_SUB: for (int64_t j = 0; j < run; j++) py[j] = pa[j] - vb; break;
-      case FR_BINARY_MUL: for (int64_t j = 0; j < run; j++) py[j] = pa[j] * vb; break;
+      case FR_BINARY_ADD:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] + vb;
+        break;
+      case FR_BINARY_SUB:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] - vb;
+        break;
+      case FR_BINARY_MUL:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] * vb;
+        break;
       }
     } else {
       for (int64_t j = 0; j < run; j++) {
@@ -155,7 +173,8 @@ enum fr_status fr_cpu_concat(void *b, struct fr_tensor *y, const struct fr_tenso
   for (int i = 0; i < n; i++) {
     int64_t row = xs[i]->shape[dim] * inner;
     for (int64_t o = 0; o < outer; o++)
-      memcpy((float *)y->data + o * yrow + off, (const float *)xs[i]->data + o * row, (size_t)row * sizeof(float));
+      memcpy((float *)y->data + o * yrow + off, (const float *)xs[i]->data + o * row,
+             (size_t)row * sizeof(float));
     off += row;
   }
   return FR_OK;
@@ -235,8 +254,8 @@ enum fr_status fr_cpu_permute(void *b, struct fr_tensor *y, const struct fr_tens
   return FR_OK;
 }
 
-enum fr_status fr_cpu_pad2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, int left, int top, float value,
-                            struct fr_err *err) {
+enum fr_status fr_cpu_pad2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, int left, int top,
+                            float value, struct fr_err *err) {
   int nd = x->ndim;
   int64_t H = x->shape[nd - 2], W = x->shape[nd - 1], Ho = y->shape[nd - 2], Wo = y->shape[nd - 1];
   if (Ho == 0 || Wo == 0)
@@ -297,18 +316,19 @@ enum fr_status fr_cpu_embedding(void *b, struct fr_tensor *y, const struct fr_te
   for (int64_t i = 0; i < n; i++) {
     int64_t id = ids->dtype == FR_I64 ? ((const int64_t *)ids->data)[i] : ((const int32_t *)ids->data)[i];
     if (id < 0 || id >= V)
-      return fr_errf(err, FR_E_INVALID, "id %lld at position %lld is outside the table's %lld rows", (long long)id,
-                     (long long)i, (long long)V);
+      return fr_errf(err, FR_E_INVALID, "id %lld at position %lld is outside the table's %lld rows",
+                     (long long)id, (long long)i, (long long)V);
     memcpy((float *)y->data + i * D, (const float *)table->data + id * D, (size_t)D * sizeof(float));
   }
   return FR_OK;
 }
 
-enum fr_status fr_cpu_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x, const int64_t *index,
-                                  struct fr_err *err) {
+enum fr_status fr_cpu_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                  const int64_t *index, struct fr_err *err) {
   int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2];
   for (int64_t i = 0; i < B; i++)
-    memcpy((float *)y->data + i * D, (const float *)x->data + (i * T + index[i]) * D, (size_t)D * sizeof(float));
+    memcpy((float *)y->data + i * D, (const float *)x->data + (i * T + index[i]) * D,
+           (size_t)D * sizeof(float));
   return FR_OK;
 }
 

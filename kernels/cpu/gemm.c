@@ -33,8 +33,8 @@ static void fr__fill_rows_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
-enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                             const struct fr_tensor *bias, struct fr_err *err) {
+enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err) {
   struct fr_cpu *cpu = b;
   int64_t K = w->shape[1], N = w->shape[0], M = fr_tensor_numel(x) / (K ? K : 1);
   if (M == 0 || N == 0)
@@ -55,8 +55,8 @@ enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tenso
   return FR_OK;
 }
 
-enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a, const struct fr_tensor *bm,
-                             struct fr_err *err) {
+enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a,
+                             const struct fr_tensor *bm, struct fr_err *err) {
   int nd = a->ndim;
   int64_t M = a->shape[nd - 2], K = a->shape[nd - 1], N = bm->shape[nd - 1];
   if (fr_tensor_numel(y) == 0)
@@ -120,8 +120,9 @@ static void fr__im2col_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
-enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                             const struct fr_tensor *bias, int stride, int pad, struct fr_err *err) {
+enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
+                             struct fr_err *err) {
   struct fr_cpu *cpu = b;
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
@@ -157,16 +158,16 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
     const float *xb = (const float *)x->data + bi * C * H * W;
     float *yb = (float *)y->data + bi * O * P;
     if (direct) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)C, 1.0f, w->data, (int)C, xb,
-                  (int)P, beta, yb, (int)P);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)C, 1.0f, w->data, (int)C,
+                  xb, (int)P, beta, yb, (int)P);
       continue;
     }
     for (int64_t oh0 = 0; oh0 < Ho; oh0 += rows) {
       int64_t r = Ho - oh0 < rows ? Ho - oh0 : rows;
       struct fr__im2col a = {xb, cols, C, H, W, kh, kw, Wo, oh0, r, stride, pad};
       fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)(r * Wo), (int)K, 1.0f, w->data, (int)K,
-                  cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)(r * Wo), (int)K, 1.0f, w->data,
+                  (int)K, cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);
     }
   }
   return FR_OK;
@@ -198,8 +199,8 @@ static void fr__attn_task(void *argp, int64_t t0, int64_t t1, int part) {
     const float *vp = a->v + bi * Tk * HD + h * a->D;
     float *yp = a->y + (bi * a->Tq + q0) * HD + h * a->D;
     /* S [n, Tk] = scale * Q K^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)a->D, a->scale, qp, (int)HD, kp,
-                (int)HD, 0.0f, s, (int)Tk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)a->D, a->scale, qp, (int)HD,
+                kp, (int)HD, 0.0f, s, (int)Tk);
     for (int64_t i = 0; i < n; i++) {
       float *row = s + i * Tk;
       int64_t valid = a->causal ? q0 + i + 1 : Tk; /* query q0+i sees keys <= q0+i */
@@ -218,8 +219,9 @@ static void fr__attn_task(void *argp, int64_t t0, int64_t t1, int part) {
   }
 }
 
-enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_tensor *q, const struct fr_tensor *k,
-                                const struct fr_tensor *v, int heads, bool causal, struct fr_err *err) {
+enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_tensor *q,
+                                const struct fr_tensor *k, const struct fr_tensor *v, int heads, bool causal,
+                                struct fr_err *err) {
   struct fr_cpu *cpu = b;
   int64_t B = q->shape[0], Tq = q->shape[1], HD = q->shape[2], Tk = k->shape[1], D = HD / heads;
   if (B == 0 || Tq == 0 || HD == 0)
@@ -233,10 +235,10 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
   int parts = cpu->threads;
   float *s = fr_cpu_scratch(cpu, (size_t)parts * (size_t)(qb * Tk + qb));
   if (!s)
-    return fr_errf(err, FR_E_NOMEM, "out of memory for attention scores %d x [%lld, %lld]", parts, (long long)qb,
-                   (long long)Tk);
-  struct fr__attn a = {q->data, k->data, v->data, y->data, s, Tq, Tk, HD, D, heads, qb, nblk,
-                       1.0f / sqrtf((float)D), causal};
+    return fr_errf(err, FR_E_NOMEM, "out of memory for attention scores %d x [%lld, %lld]", parts,
+                   (long long)qb, (long long)Tk);
+  struct fr__attn a = {
+      q->data, k->data, v->data, y->data, s, Tq, Tk, HD, D, heads, qb, nblk, 1.0f / sqrtf((float)D), causal};
   if (parts > 1 && tasks > 1) {
     openblas_set_num_threads(1);
     fr_cpu_parallel(cpu->pool, tasks, 1, fr__attn_task, &a);

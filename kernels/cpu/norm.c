@@ -40,14 +40,15 @@ static void fr__gn_task(void *argp, int64_t i0, int64_t i1, int part) {
 }
 
 enum fr_status fr_cpu_group_norm(void *b, struct fr_tensor *y, const struct fr_tensor *x, int groups,
-                                 const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps, bool silu,
-                                 struct fr_err *err) {
+                                 const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
+                                 bool silu, struct fr_err *err) {
   struct fr_cpu *cpu = b;
   int64_t B = x->shape[0], C = x->shape[1];
   if (fr_tensor_numel(x) == 0)
     return FR_OK;
   int64_t S = fr_tensor_numel(x) / (B * C);
-  struct fr__gn a = {x->data, gamma ? gamma->data : NULL, beta ? beta->data : NULL, y->data, C, S, groups, eps, silu};
+  struct fr__gn a = {
+      x->data, gamma ? gamma->data : NULL, beta ? beta->data : NULL, y->data, C, S, groups, eps, silu};
   fr_cpu_parallel(cpu->pool, B * groups, 1, fr__gn_task, &a);
   return FR_OK;
 }

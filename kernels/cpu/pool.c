@@ -100,7 +100,9 @@ void fr_cpu_pool_free(struct fr_cpu_pool *p) {
   fr_free(p);
 }
 
-int fr_cpu_pool_threads(const struct fr_cpu_pool *p) { return p->threads; }
+int fr_cpu_pool_threads(const struct fr_cpu_pool *p) {
+  return p->threads;
+}
 
 void fr_cpu_parallel(struct fr_cpu_pool *p, int64_t n, int64_t min_chunk, fr_cpu_task_fn fn, void *arg) {
   if (n <= 0)
