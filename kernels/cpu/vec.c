@@ -2,6 +2,7 @@
  * (vec_body.h); fr_cpu_vec() picks the best the running CPU supports, once. Distribution builds target
  * baseline x86-64, so without this the hot loops (softmax exp, GELU erf, SiLU) would run 4 lanes wide or
  * scalar. */
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -27,14 +28,19 @@
 #pragma GCC pop_options
 #endif
 
+#ifdef FR__HAVE_AVX2_PATH
+static int fr__avx2;
+static pthread_once_t fr__vec_once = PTHREAD_ONCE_INIT;
+static void fr__vec_detect(void) {
+  __builtin_cpu_init();
+  fr__avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
 const struct fr_cpu_vec *fr_cpu_vec(void) {
 #ifdef FR__HAVE_AVX2_PATH
-  static int avx2 = -1; /* benign race: every thread computes the same answer */
-  if (avx2 < 0) {
-    __builtin_cpu_init();
-    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }
-  if (avx2)
+  pthread_once(&fr__vec_once, fr__vec_detect);
+  if (fr__avx2)
     return &fr__vavx2_table;
 #endif
   return &fr__vgen_table;
