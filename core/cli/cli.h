@@ -10,5 +10,6 @@ struct fr_cli_cmd {
 };
 
 int fr_cmd_version(int argc, char **argv);
+int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 
 #endif
