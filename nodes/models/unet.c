@@ -121,21 +121,21 @@ static struct fr_tensor *fr__adm_input(struct fr_ctx *c, const struct fr_unet_co
   if (cond && cond->y) {
     if (cond->y->ndim != 2 || cond->y->shape[1] != adm) {
       char s[64];
-      fr_ctx_fail(c, FR_E_SHAPE, "UNet: added conditioning y is %s, expected [B, %d]",
+      fr_ctx_fail(c, FR_E_SHAPE, "added conditioning y is %s, expected [B, %d]",
                   fr_shape_str(cond->y, s, sizeof s), adm);
       return NULL;
     }
     return fr_copy(c, cond->y);
   }
   if (!cond || !cond->text_embeds || !cond->time_ids) {
-    fr_ctx_fail(c, FR_E_INVALID, "UNet: this model (SDXL-type, label_emb input %d) needs text_embeds and time_ids",
+    fr_ctx_fail(c, FR_E_INVALID, "this model (SDXL-type, label_emb input %d) needs text_embeds and time_ids",
                 adm);
     return NULL;
   }
   const struct fr_tensor *te = cond->text_embeds, *ti = cond->time_ids;
   if (te->ndim != 2 || ti->ndim != 2 || te->shape[0] != ti->shape[0] || ti->shape[1] < 1) {
     char a[64], b[64];
-    fr_ctx_fail(c, FR_E_SHAPE, "UNet: text_embeds %s and time_ids %s must be [B, P] and [B, N]",
+    fr_ctx_fail(c, FR_E_SHAPE, "text_embeds %s and time_ids %s must be [B, P] and [B, N]",
                 fr_shape_str(te, a, sizeof a), fr_shape_str(ti, b, sizeof b));
     return NULL;
   }
@@ -143,7 +143,7 @@ static struct fr_tensor *fr__adm_input(struct fr_ctx *c, const struct fr_unet_co
   int64_t D = (adm - P) / N;
   if (P >= adm || (adm - P) % N || D % 2) {
     fr_ctx_fail(c, FR_E_SHAPE,
-                "UNet: text_embeds width %lld and %lld time ids do not fit label_emb's input %d "
+                "text_embeds width %lld and %lld time ids do not fit label_emb's input %d "
                 "(text_embeds + ids x even embedding width)",
                 (long long)P, (long long)N, adm);
     return NULL;
