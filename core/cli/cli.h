@@ -10,5 +10,6 @@ struct fr_cli_cmd {
 };
 
 int fr_cmd_version(int argc, char **argv);
+int fr_cmd_cache(int argc, char **argv); /* core/cli/cmd_cache.c */
 
 #endif

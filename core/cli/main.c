@@ -8,6 +8,7 @@
 
 static const struct fr_cli_cmd fr__cmds[] = {
     {"version", "print the version", fr_cmd_version},
+    {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
 };
 
 static void fr__usage(FILE *f) {
