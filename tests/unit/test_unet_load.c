@@ -16,8 +16,8 @@ static const char *fx, *tmp;
 
 /* Writes a copy of src into dst keeping the keys that start with keep (all when NULL), without the key
  * drop, and with the key reshape replaced by a zero F16 tensor of shape (ndim, shape). */
-static int write_copy(const char *src, const char *dst, const char *keep, const char *drop, const char *reshape,
-                      int ndim, const int64_t *shape) {
+static int write_copy(const char *src, const char *dst, const char *keep, const char *drop,
+                      const char *reshape, int ndim, const int64_t *shape) {
   struct fr_err err = {{0}};
   struct fr_safetensors *st = NULL;
   CHECK_OK(fr_st_open(src, &st, &err), &err);
@@ -193,7 +193,8 @@ static void test_bad_inputs(struct fr_ctx *c) {
     enum fr_status rc = fr_unet_forward(c, u, cases[i].x, t, &cond, NULL, &eps, &err);
     printf("bad input (%s): status %d: %s\n", cases[i].what, rc, err.msg);
     CHECKF(rc == cases[i].want && eps == NULL, "%s: status %d", cases[i].what, rc);
-    CHECKF(strstr(err.msg, cases[i].needle) != NULL, "%s: message lacks \"%s\"", cases[i].what, cases[i].needle);
+    CHECKF(strstr(err.msg, cases[i].needle) != NULL, "%s: message lacks \"%s\"", cases[i].what,
+           cases[i].needle);
     fr_tensor_free(eps);
     eps = NULL;
     fr_ctx_clear(c);
