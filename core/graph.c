@@ -350,7 +350,7 @@ static bool fr__convert(struct fr__lit *l, const struct fr_input_spec *in, char 
   }
   if (!strcmp(want, l->type))
     return true;
-  snprintf(why, whylen, "expected %s, got a %s value", want, l->type);
+  snprintf(why, whylen, "expected %s, got a value of type %s", want, l->type);
   return false;
 }
 
@@ -537,7 +537,7 @@ static enum fr_status fr__parse_src(struct fr__ld *ld, struct fr__scope *sc, con
     struct fr__param *p = fr__find_param(sc, name);
     if (p) {
       if (socket)
-        return fr__fail(ld, sc, fr__pos(sc, n), "%s: param $%s is %s, but this input takes a %s link", what,
+        return fr__fail(ld, sc, fr__pos(sc, n), "%s: param $%s is %s, but this input takes a link (%s)", what,
                         name, p->type, type);
       out->kind = FR__S_LIT;
       out->lit = p->value;
