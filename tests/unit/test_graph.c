@@ -496,6 +496,23 @@ static void test_subgraphs(void) {
            "pong.yaml:3:13: node p: subgraph recursion: %s <- %s <- %s; a graph cannot use itself",
            fr__path("blocks/ping.yaml"), fr__path("blocks/pong.yaml"), fr__path("blocks/ping.yaml"));
   CHECKF(strstr(err.msg, chain), "%s", err.msg);
+  /* Subgraphs nest at most 32 deep: chain1 -> ... -> chain33 (32 levels) loads, chain0 adds one too many. */
+  for (int i = 0; i <= 33; i++) {
+    char name[64], text[256];
+    snprintf(name, sizeof name, "chain%d.yaml", i);
+    if (i < 33)
+      snprintf(text, sizeof text, "flowrun: 1\nnodes:\n  n: {type: chain%d.yaml}\n", i + 1);
+    else
+      snprintf(text, sizeof text, "flowrun: 1\nnodes:\n  n: {type: Int}\n");
+    fr__write(fr__path(name), text);
+  }
+  CHECK_OK(fr_graph_load_file(fr__path("chain1.yaml"), &o, &g, &err), &err);
+  if (g) {
+    CHECK(g->n_nodes == 1 && strlen(g->nodes[0].id) == 33 * 2 - 1); /* "n/n/.../n" */
+    fr_graph_free(g);
+  }
+  CHECK(fr_graph_load_file(fr__path("chain0.yaml"), &o, &g, &err) == FR_E_INVALID);
+  CHECKF(strstr(err.msg, "chain32.yaml:3:13: subgraphs nested more than 32 deep"), "%s", err.msg);
   /* A graph used as a node twice is fine (not recursion). */
   fr__write(fr__path("twice.yaml"), "flowrun: 1\nnodes:\n  l: {type: LoadImage, inputs: {image: x}}\n"
                                     "  a: {type: blocks/soften.yaml, inputs: {image: l}}\n"
@@ -625,6 +642,13 @@ static void test_limits(void) {
   fr_buf_puts(&b, "  one_more: {type: Int}\n");
   CHECK(fr_graph_load_string(b.data, b.len, "many.yaml", ".", &o, &g, &err) == FR_E_INVALID);
   CHECKF(strstr(err.msg, "many.yaml:10003:3: more than 10000 nodes"), "%s", err.msg);
+  fr_buf_free(&b);
+  /* Params: at most 1,000. */
+  fr_buf_puts(&b, "flowrun: 1\nparams:\n");
+  for (int i = 0; i < 1001; i++)
+    fr_buf_printf(&b, "  p%d: %d\n", i, i);
+  CHECK(fr_graph_load_string(b.data, b.len, "params.yaml", ".", &o, &g, &err) == FR_E_INVALID);
+  CHECKF(strstr(err.msg, "params.yaml:3:3: more than 1000 params"), "%s", err.msg);
   fr_buf_free(&b);
   /* Bytes that are not UTF-8 are a syntax error, not a crash. */
   const char bad[] = "flowrun: 1\ndescription: \xff\xfe\n";
