@@ -354,10 +354,8 @@ static bool fr__convert(struct fr__lit *l, const struct fr_input_spec *in, char 
   return false;
 }
 
-/* A spec's range is ignored when min > max, and also when both are 0: a zero-initialised spec that never
- * set a range must not restrict its INT/FLOAT input to [0, 0]. */
 static bool fr__in_range(const struct fr__lit *l, const struct fr_input_spec *in, char *why, size_t whylen) {
-  if (in->min > in->max || (in->min == 0 && in->max == 0))
+  if (!fr_input_has_range(in))
     return true;
   double v;
   if (!strcmp(l->type, FR_T_INT))

@@ -18,7 +18,7 @@ static void fr__print_input(const struct fr_input_spec *in) {
     printf(" (optional)");
   else
     printf(" (required)");
-  if (in->min <= in->max && (strcmp(in->type, "INT") == 0 || strcmp(in->type, "FLOAT") == 0))
+  if (fr_input_has_range(in))
     printf(strcmp(in->type, "INT") == 0 ? "  [%.0f .. %.0f]" : "  [%g .. %g]", in->min, in->max);
   if (in->choices) {
     printf("  one of:");
