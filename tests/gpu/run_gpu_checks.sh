@@ -15,7 +15,8 @@
 #  - otherwise (the lent GPU machines carry CUDA, CMake and a compiler but not those -dev packages) a
 #    direct nvcc/cc build of just what the two tests link: core/{status,alloc,tensor}.c, kernels/,
 #    tests/test.c, with OpenBLAS when present and tests/gpu/cblas_shim.c (a plain sgemm) when not.
-# Set FR_GPU_BUILD=min or =cmake to force one; FR_GPU_SANITIZE=0 skips the compute-sanitizer step.
+# Set FR_GPU_BUILD=min or =cmake to force one, FR_GPU_BLAS=shim to use the shim even where OpenBLAS is;
+# FR_GPU_SANITIZE=0 skips the compute-sanitizer step.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 2
@@ -67,14 +68,15 @@ if [ "$MODE" = min ]; then
   B="$ROOT/build-gpu/min"
   mkdir -p "$B/obj"
   CC=${CC:-cc}
+  CUDA_LIB="$(cd "$(dirname "$NVCC")/.." && pwd)/lib64" # rpath: find libcublasLt/libcudart without ldconfig
   BLAS_INC="" BLAS_LIB="" SHIM=""
-  if [ -e /usr/include/cblas.h ] || ls /usr/include/*/cblas.h >/dev/null 2>&1; then
+  if [ "${FR_GPU_BLAS:-auto}" != shim ] && { [ -e /usr/include/cblas.h ] || ls /usr/include/*/cblas.h >/dev/null 2>&1; }; then
     for d in /usr/include /usr/include/x86_64-linux-gnu /usr/include/openblas; do
       [ -e "$d/cblas.h" ] && BLAS_INC="-I$d" && break
     done
     BLAS_LIB="-lopenblas"
   else
-    echo "no OpenBLAS headers: the cpu reference uses tests/gpu/cblas_shim.c (plain sgemm)"
+    echo "cpu reference GEMMs: tests/gpu/cblas_shim.c (plain sgemm; no OpenBLAS headers, or FR_GPU_BLAS=shim)"
     BLAS_INC="-I$ROOT/tests/gpu/shim"
     SHIM="$ROOT/tests/gpu/cblas_shim.c"
   fi
@@ -102,7 +104,8 @@ if [ "$MODE" = min ]; then
   for p in "${pids[@]}"; do wait "$p" || ok=0; done
   for t in test_ops test_cuda; do
     $CC $CFLAGS $BLAS_INC -c "tests/unit/$t.c" -o "$B/obj/$t.o" || ok=0
-    [ $ok = 1 ] && { "$NVCC" -o "$B/$t" "$B/obj/$t.o" "${objs[@]}" -lcublasLt -lcudart $BLAS_LIB -lpthread -lm || ok=0; }
+    [ $ok = 1 ] && { "$NVCC" --cudart shared -o "$B/$t" "$B/obj/$t.o" "${objs[@]}" -lcublasLt $BLAS_LIB -lpthread -lm \
+      -Xlinker -rpath -Xlinker "$CUDA_LIB" || ok=0; }
   done
   if [ $ok = 1 ]; then BIN="$B"; else FAILED+=("build"); fi
 fi

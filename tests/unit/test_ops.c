@@ -908,8 +908,8 @@ static void run_rows_lowp(struct fr_ctx *cpu, struct fr_ctx *dev, enum fr_dtype 
       if (shape_ok) {
         double tol = lowp_tol(r, dt), err = fr_test_rel_err(out->data, reff, (long)n);
         double e2 = cpu_out ? fr_test_rel_err(out->data, cpu_out->data, (long)n) : INFINITY;
-        printf("cuda %-4s %-22s %-40s err %.3g, vs cpu %.3g (tol %.3g: %s output rounding + fp32 %s)\n", dn, r->op,
-               shapes, err, e2, tol, dn, r->why);
+        printf("cuda %-4s %-22s %-40s err %.3g, vs cpu %.3g (tol %.3g: 2 %s roundings + 3 x fp32 tol; %s)\n", dn,
+               r->op, shapes, err, e2, tol, dn, r->why);
         CHECKF(err <= tol, "%s %s on cuda %s: error %.3g > tolerance %.3g", r->op, shapes, dn, err, tol);
         CHECKF(e2 <= tol, "%s %s on cuda %s vs cpu: error %.3g > tolerance %.3g", r->op, shapes, dn, e2, tol);
       }
