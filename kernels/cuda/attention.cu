@@ -11,9 +11,9 @@
 #include "kernels/cuda/internal.cuh"
 
 #define FR__WARPS 4
-#define FR__QPW 4                     /* queries per warp */
-#define FR__QB (FR__WARPS * FR__QPW)  /* queries per block */
-#define FR__KT 32                     /* keys per tile: one per lane */
+#define FR__QPW 4                    /* queries per warp */
+#define FR__QB (FR__WARPS * FR__QPW) /* queries per block */
+#define FR__KT 32                    /* keys per tile: one per lane */
 #define FR__MAXD 256
 
 /* NACC = output dims per lane (ceil(D / 32)), a compile-time bound so the accumulators stay in registers. */
@@ -22,9 +22,9 @@ static __global__ void __launch_bounds__(FR__WARPS * 32)
     fr__attn_kernel(T *y, const T *q, const T *k, const T *v, int64_t Tq, int64_t Tk, int64_t HD, int D,
                     float scale, int causal) {
   extern __shared__ float sh[];
-  float *qs = sh;                       /* [QB][D] scaled queries */
-  float *ks = qs + FR__QB * D;          /* [KT][D + 1] */
-  float *vs = ks + FR__KT * (D + 1);    /* [KT][D] */
+  float *qs = sh;                    /* [QB][D] scaled queries */
+  float *ks = qs + FR__QB * D;       /* [KT][D + 1] */
+  float *vs = ks + FR__KT * (D + 1); /* [KT][D] */
   int h = blockIdx.y;
   int64_t b = blockIdx.z, q0 = (int64_t)blockIdx.x * FR__QB;
   int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -125,8 +125,9 @@ static enum fr_status fr__attn_launch(struct fr_cuda *cu, struct fr_tensor *y, c
   int64_t B = q->shape[0], Tq = q->shape[1], HD = q->shape[2], Tk = k->shape[1];
   size_t smem = (size_t)(FR__QB * D + FR__KT * (D + 1) + FR__KT * D) * sizeof(float);
   if (smem > cu->smem_optin)
-    return fr_errf(err, FR_E_UNSUPPORTED, "head dim %d needs %zu bytes of shared memory, the device allows %zu", D,
-                   smem, cu->smem_optin);
+    return fr_errf(err, FR_E_UNSUPPORTED,
+                   "head dim %d needs %zu bytes of shared memory, the device allows %zu", D, smem,
+                   cu->smem_optin);
   if (smem > 48 * 1024)
     FR_CUDA_TRY(fr_cuda_err(cudaFuncSetAttribute(fr__attn_kernel<T, NACC>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
@@ -147,7 +148,8 @@ enum fr_status fr_cuda_attention(void *bp, struct fr_tensor *y, const struct fr_
     return FR_OK;
   int64_t D = HD / heads;
   if (D > FR__MAXD)
-    return fr_errf(err, FR_E_UNSUPPORTED, "head dim %lld > %d is not supported on cuda", (long long)D, FR__MAXD);
+    return fr_errf(err, FR_E_UNSUPPORTED, "head dim %lld > %d is not supported on cuda", (long long)D,
+                   FR__MAXD);
   if (heads > 65535 || B > 65535 || (Tq + FR__QB - 1) / FR__QB > INT32_MAX)
     return fr_errf(err, FR_E_UNSUPPORTED, "%lld batches x %d heads x %lld queries exceed the launch grid",
                    (long long)B, heads, (long long)Tq);

@@ -273,14 +273,18 @@ template <typename T> static __global__ void fr__fill_kernel(T *y, int64_t n, fl
 enum fr_status fr_cuda_fill(struct fr_cuda *cu, void *y, int64_t n, float v, struct fr_err *err) {
   if (n <= 0)
     return FR_OK;
-  FR_CUDA_DISPATCH(cu->dtype, err, T, fr__fill_kernel<T><<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>((T *)y, n, v));
+  FR_CUDA_DISPATCH(cu->dtype, err, T,
+                   fr__fill_kernel<T>
+                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>((T *)y, n, v));
   return fr_cuda_launched(err, "fill kernel");
 }
 
 template <typename S>
-static enum fr_status fr__convert_launch(struct fr_cuda *cu, void *y, const S *x, int64_t n, struct fr_err *err) {
+static enum fr_status fr__convert_launch(struct fr_cuda *cu, void *y, const S *x, int64_t n,
+                                         struct fr_err *err) {
   unsigned g = fr_cuda_blocks(n, FR_CUDA_THREADS);
-  FR_CUDA_DISPATCH(cu->dtype, err, T, fr__convert_kernel<S, T><<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y, x, n));
+  FR_CUDA_DISPATCH(cu->dtype, err, T,
+                   fr__convert_kernel<S, T><<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y, x, n));
   return fr_cuda_launched(err, "convert kernel");
 }
 
@@ -319,8 +323,8 @@ static enum fr_status fr__to_device(struct fr_cuda *cu, const struct fr_tensor *
       case FR_F16: rc = fr__convert_launch(cu, t->data, (const __half *)raw, n, err); break;
       case FR_BF16: rc = fr__convert_launch(cu, t->data, (const __nv_bfloat16 *)raw, n, err); break;
       default:
-        rc = fr_errf(err, FR_E_UNSUPPORTED, "tensor %s: dtype %s cannot become %s", fr_shape_str(host, s, sizeof s),
-                     fr_dtype_name(host->dtype), fr_dtype_name(cu->dtype));
+        rc = fr_errf(err, FR_E_UNSUPPORTED, "tensor %s: dtype %s cannot become %s",
+                     fr_shape_str(host, s, sizeof s), fr_dtype_name(host->dtype), fr_dtype_name(cu->dtype));
       }
     }
     fr_cuda_pool_release(tmp); /* stream order keeps it alive for the queued conversion */
@@ -333,8 +337,8 @@ static enum fr_status fr__to_device(struct fr_cuda *cu, const struct fr_tensor *
   return FR_OK;
 }
 
-enum fr_status fr_cuda_weight(void *bctx, const struct fr_tensor *host, bool may_borrow, struct fr_tensor **out,
-                              struct fr_err *err) {
+enum fr_status fr_cuda_weight(void *bctx, const struct fr_tensor *host, bool may_borrow,
+                              struct fr_tensor **out, struct fr_err *err) {
   /* Never borrowed: a device weight is always its own resident copy. */
   return fr__to_device((struct fr_cuda *)bctx, host, out, err);
 }
@@ -349,9 +353,10 @@ enum fr_status fr_cuda_upload(void *bctx, const struct fr_tensor *host, struct f
   if (!t)
     return fr_errf(err, FR_E_NOMEM, "out of device memory for ids %s", fr_shape_str(host, s, sizeof s));
   size_t nb = fr_tensor_nbytes(host);
-  enum fr_status rc = nb ? fr_cuda_err(cudaMemcpyAsync(t->data, host->data, nb, cudaMemcpyHostToDevice, cu->stream),
-                                       err, "cudaMemcpyAsync host to device")
-                         : FR_OK;
+  enum fr_status rc =
+      nb ? fr_cuda_err(cudaMemcpyAsync(t->data, host->data, nb, cudaMemcpyHostToDevice, cu->stream), err,
+                       "cudaMemcpyAsync host to device")
+         : FR_OK;
   if (rc != FR_OK) {
     fr_tensor_free(t);
     return rc;

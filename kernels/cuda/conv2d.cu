@@ -31,12 +31,14 @@ static __global__ void fr__im2col_kernel(T *cols, const T *x, int64_t C, int64_t
 }
 
 /* y[b, o, p] = bias[o] */
-template <typename T> static __global__ void fr__bias_fill_kernel(T *y, const T *bias, int64_t O, int64_t P, int64_t n) {
+template <typename T>
+static __global__ void fr__bias_fill_kernel(T *y, const T *bias, int64_t O, int64_t P, int64_t n) {
   FR_CUDA_LOOP(e, n) y[e] = bias[(e / P) % O];
 }
 
-enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                              const struct fr_tensor *bias, int stride, int pad, struct fr_err *err) {
+enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_tensor *x,
+                              const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
+                              struct fr_err *err) {
   struct fr_cuda *cu = (struct fr_cuda *)bp;
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
@@ -47,8 +49,9 @@ enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_ten
   size_t es = fr_dtype_size(cu->dtype);
   if (bias) {
     FR_CUDA_DISPATCH(cu->dtype, err, T,
-                     fr__bias_fill_kernel<T><<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0,
-                                               cu->stream>>>((T *)y->data, (const T *)bias->data, O, P, n));
+                     fr__bias_fill_kernel<T>
+                     <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                         (T *)y->data, (const T *)bias->data, O, P, n));
     FR_CUDA_TRY(fr_cuda_launched(err, "conv2d bias fill kernel"));
   } else {
     FR_CUDA_TRY(fr_cuda_fill(cu, y->data, n, 0.0f, err));
@@ -79,9 +82,9 @@ enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_ten
       if (!direct) {
         int64_t total = K * pc;
         FR_CUDA_DISPATCH(cu->dtype, err, T,
-                         fr__im2col_kernel<T><<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0,
-                                                cu->stream>>>((T *)cols, (const T *)xb, C, H, W, (int)kh, (int)kw,
-                                                              Wo, oh0, r, stride, pad));
+                         fr__im2col_kernel<T>
+                         <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                             (T *)cols, (const T *)xb, C, H, W, (int)kh, (int)kw, Wo, oh0, r, stride, pad));
         rc = fr_cuda_launched(err, "im2col kernel");
         if (rc != FR_OK)
           break;

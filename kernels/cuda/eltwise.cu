@@ -15,7 +15,9 @@ static __global__ void fr__unary_kernel(T *y, const T *x, int64_t n, int op, flo
     switch (op) {
     case FR_UNARY_SILU: r = v / (1.0f + expf(-v)); break;
     case FR_UNARY_GELU: r = fr__gelu(v); break;
-    case FR_UNARY_GELU_TANH: r = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v))); break;
+    case FR_UNARY_GELU_TANH:
+      r = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+      break;
     case FR_UNARY_QUICK_GELU: r = v / (1.0f + expf(-1.702f * v)); break;
     case FR_UNARY_AFFINE: r = v * p0 + p1; break;
     default: r = v; break;
@@ -31,10 +33,12 @@ enum fr_status fr_cuda_unary(void *bp, enum fr_unary_op op, struct fr_tensor *y,
   if (n == 0)
     return FR_OK;
   if (op == FR_UNARY_COPY)
-    return fr_cuda_err(cudaMemcpyAsync(y->data, x->data, fr_tensor_nbytes(x), cudaMemcpyDeviceToDevice, cu->stream),
-                       err, "copy: cudaMemcpyAsync");
+    return fr_cuda_err(
+        cudaMemcpyAsync(y->data, x->data, fr_tensor_nbytes(x), cudaMemcpyDeviceToDevice, cu->stream), err,
+        "copy: cudaMemcpyAsync");
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__unary_kernel<T><<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                   fr__unary_kernel<T>
+                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
                        (T *)y->data, (const T *)x->data, n, (int)op, p0, p1));
   return fr_cuda_launched(err, "unary kernel");
 }
@@ -55,7 +59,8 @@ enum fr_status fr_cuda_geglu(void *bp, struct fr_tensor *y, const struct fr_tens
   if (N == 0 || total == 0)
     return FR_OK;
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__geglu_kernel<T><<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                   fr__geglu_kernel<T>
+                   <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
                        (T *)y->data, (const T *)x->data, total / N, N));
   return fr_cuda_launched(err, "geglu kernel");
 }
@@ -98,7 +103,8 @@ enum fr_status fr_cuda_binary(void *bp, enum fr_binary_op op, struct fr_tensor *
     k.sb[d] = d < bc->ndim ? bc->sb[d] : 0;
   }
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__binary_kernel<T><<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                   fr__binary_kernel<T>
+                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
                        (T *)y->data, (const T *)a->data, (const T *)bt->data, n, k, (int)op));
   return fr_cuda_launched(err, "binary kernel");
 }

@@ -14,21 +14,22 @@ extern "C" {
 enum fr_status fr_cuda_init(const struct fr_ctx_opts *opts, void **bctx, struct fr_err *err);
 void fr_cuda_free(void *bctx);
 struct fr_tensor *fr_cuda_alloc(void *bctx, enum fr_dtype dt, int ndim, const int64_t *shape);
-enum fr_status fr_cuda_weight(void *bctx, const struct fr_tensor *host, bool may_borrow, struct fr_tensor **out,
-                              struct fr_err *err);
+enum fr_status fr_cuda_weight(void *bctx, const struct fr_tensor *host, bool may_borrow,
+                              struct fr_tensor **out, struct fr_err *err);
 enum fr_status fr_cuda_upload(void *bctx, const struct fr_tensor *host, struct fr_tensor **out,
                               struct fr_err *err);
 enum fr_status fr_cuda_download(void *bctx, const struct fr_tensor *t, struct fr_tensor **out,
                                 struct fr_err *err);
 
 /* gemm.cu */
-enum fr_status fr_cuda_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                              const struct fr_tensor *bias, struct fr_err *err);
+enum fr_status fr_cuda_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                              const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err);
 enum fr_status fr_cuda_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a,
                               const struct fr_tensor *bm, struct fr_err *err);
 /* conv2d.cu */
-enum fr_status fr_cuda_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                              const struct fr_tensor *bias, int stride, int pad, struct fr_err *err);
+enum fr_status fr_cuda_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                              const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
+                              struct fr_err *err);
 /* attention.cu */
 enum fr_status fr_cuda_attention(void *b, struct fr_tensor *y, const struct fr_tensor *q,
                                  const struct fr_tensor *k, const struct fr_tensor *v, int heads, bool causal,
@@ -60,8 +61,8 @@ enum fr_status fr_cuda_upsample_nearest2x(void *b, struct fr_tensor *y, const st
                                           struct fr_err *err);
 enum fr_status fr_cuda_embedding(void *b, struct fr_tensor *y, const struct fr_tensor *ids,
                                  const struct fr_tensor *table, struct fr_err *err);
-enum fr_status fr_cuda_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x, const int64_t *index,
-                                   struct fr_err *err);
+enum fr_status fr_cuda_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                   const int64_t *index, struct fr_err *err);
 enum fr_status fr_cuda_timestep_embedding(void *b, struct fr_tensor *y, const struct fr_tensor *t,
                                           bool flip_sin_to_cos, float downscale_freq_shift, float max_period,
                                           struct fr_err *err);

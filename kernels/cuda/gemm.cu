@@ -70,9 +70,9 @@ static enum fr_status fr__layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, in
     FR_CUDA_TRY(fr_cuda_lt_err(
         cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc), err,
         "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)"));
-    FR_CUDA_TRY(fr_cuda_lt_err(
-        cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride),
-        err, "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)"));
+    FR_CUDA_TRY(fr_cuda_lt_err(cublasLtMatrixLayoutSetAttribute(
+                                   *l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride),
+                               err, "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)"));
   }
   return FR_OK;
 }
@@ -87,15 +87,17 @@ static enum fr_status fr__entry_build(struct fr_cuda *cu, const struct fr__gemm_
   FR_CUDA_TRY(fr_cuda_lt_err(cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), err,
                              "cublasLtMatmulDescCreate"));
   cublasOperation_t ta = k->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = k->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  FR_CUDA_TRY(fr_cuda_lt_err(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
-                             err, "cublasLtMatmulDescSetAttribute(TRANSA)"));
-  FR_CUDA_TRY(fr_cuda_lt_err(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
-                             err, "cublasLtMatmulDescSetAttribute(TRANSB)"));
+  FR_CUDA_TRY(
+      fr_cuda_lt_err(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), err,
+                     "cublasLtMatmulDescSetAttribute(TRANSA)"));
+  FR_CUDA_TRY(
+      fr_cuda_lt_err(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), err,
+                     "cublasLtMatmulDescSetAttribute(TRANSB)"));
   if (k->bias) {
     cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-    FR_CUDA_TRY(fr_cuda_lt_err(
-        cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep), err,
-        "cublasLtMatmulDescSetAttribute(EPILOGUE)"));
+    FR_CUDA_TRY(
+        fr_cuda_lt_err(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep),
+                       err, "cublasLtMatmulDescSetAttribute(EPILOGUE)"));
     cudaDataType_t bt = t;
     FR_CUDA_TRY(fr_cuda_lt_err(
         cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt), err,
@@ -157,8 +159,7 @@ static enum fr_status fr__entry_get(struct fr_cuda *cu, const struct fr__gemm_ke
     slot = cu->gemm_n++;
   } else if (cu->gemm_cap < FR__GEMM_CACHE_MAX) {
     int cap = cu->gemm_cap ? cu->gemm_cap * 2 : 16;
-    struct fr_cuda_gemm_entry *g =
-        (struct fr_cuda_gemm_entry *)fr_realloc(cu->gemm, (size_t)cap * sizeof *g);
+    struct fr_cuda_gemm_entry *g = (struct fr_cuda_gemm_entry *)fr_realloc(cu->gemm, (size_t)cap * sizeof *g);
     if (!g) {
       fr__entry_destroy(&tmp);
       return fr_errf(err, FR_E_NOMEM, "out of memory growing the cuBLASLt descriptor cache");
@@ -181,8 +182,8 @@ static enum fr_status fr__entry_get(struct fr_cuda *cu, const struct fr__gemm_ke
 
 /* D[i + j*ldd + b*sd] += bias[i]: the bias when cuBLASLt has no BIAS epilogue for a case. */
 template <typename T>
-static __global__ void fr__bias_rows_kernel(T *d, const T *bias, int64_t m, int64_t n, int64_t ldd, int64_t sd,
-                                            int64_t batch) {
+static __global__ void fr__bias_rows_kernel(T *d, const T *bias, int64_t m, int64_t n, int64_t ldd,
+                                            int64_t sd, int64_t batch) {
   int64_t total = m * n * batch;
   FR_CUDA_LOOP(e, total) {
     int64_t i = e % m, j = (e / m) % n, b = e / (m * n);
@@ -236,26 +237,26 @@ enum fr_status fr_cuda_gemm_run(struct fr_cuda *cu, const struct fr_cuda_gemm *g
     return rc;
   if (k.bias)
     FR_CUDA_TRY(fr_cuda_lt_err(
-        cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias, sizeof g->bias), err,
-        "cublasLtMatmulDescSetAttribute(BIAS_POINTER)"));
+        cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias, sizeof g->bias),
+        err, "cublasLtMatmulDescSetAttribute(BIAS_POINTER)"));
   float alpha = 1.0f, beta = g->accumulate ? 1.0f : 0.0f;
-  FR_CUDA_TRY(fr_cuda_lt_err(cublasLtMatmul(cu->lt, e->op, &alpha, g->a, e->la, g->b, e->lb, &beta, g->d, e->ld,
-                                            g->d, e->ld, &e->algo, cu->ws, cu->ws_size, cu->stream),
+  FR_CUDA_TRY(fr_cuda_lt_err(cublasLtMatmul(cu->lt, e->op, &alpha, g->a, e->la, g->b, e->lb, &beta, g->d,
+                                            e->ld, g->d, e->ld, &e->algo, cu->ws, cu->ws_size, cu->stream),
                              err, "cublasLtMatmul"));
   if (bias_kernel) {
     int64_t total = g->m * g->n * g->batch;
     FR_CUDA_DISPATCH(cu->dtype, err, T,
-                     fr__bias_rows_kernel<T><<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0,
-                                               cu->stream>>>((T *)g->d, (const T *)g->bias, g->m, g->n, g->ldd,
-                                                             g->stride_d, g->batch));
+                     fr__bias_rows_kernel<T>
+                     <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                         (T *)g->d, (const T *)g->bias, g->m, g->n, g->ldd, g->stride_d, g->batch));
     FR_CUDA_TRY(fr_cuda_launched(err, "bias kernel"));
   }
   return FR_OK;
 }
 
 /* y [M, N] = x [M, K] w [N, K]^T + b */
-enum fr_status fr_cuda_linear(void *bp, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                              const struct fr_tensor *bias, struct fr_err *err) {
+enum fr_status fr_cuda_linear(void *bp, struct fr_tensor *y, const struct fr_tensor *x,
+                              const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err) {
   struct fr_cuda *cu = (struct fr_cuda *)bp;
   int64_t K = w->shape[1], N = w->shape[0], M = K ? fr_tensor_numel(x) / K : fr_tensor_numel(y) / (N ? N : 1);
   if (M == 0 || N == 0)
@@ -283,16 +284,17 @@ enum fr_status fr_cuda_linear(void *bp, struct fr_tensor *y, const struct fr_ten
   if (K == 0) { /* only the bias: D += bias through the bias kernel path */
     int64_t total = M * N;
     FR_CUDA_DISPATCH(cu->dtype, err, T,
-                     fr__bias_rows_kernel<T><<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0,
-                                               cu->stream>>>((T *)y->data, (const T *)bias->data, N, M, N, 0, 1));
+                     fr__bias_rows_kernel<T>
+                     <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                         (T *)y->data, (const T *)bias->data, N, M, N, 0, 1));
     return fr_cuda_launched(err, "bias kernel");
   }
   return fr_cuda_gemm_run(cu, &g, err);
 }
 
 /* y [..., M, N] = a [..., M, K] b [..., K, N], one strided-batched GEMM */
-enum fr_status fr_cuda_matmul(void *bp, struct fr_tensor *y, const struct fr_tensor *a, const struct fr_tensor *bm,
-                              struct fr_err *err) {
+enum fr_status fr_cuda_matmul(void *bp, struct fr_tensor *y, const struct fr_tensor *a,
+                              const struct fr_tensor *bm, struct fr_err *err) {
   struct fr_cuda *cu = (struct fr_cuda *)bp;
   int nd = a->ndim;
   int64_t M = a->shape[nd - 2], K = a->shape[nd - 1], N = bm->shape[nd - 1];

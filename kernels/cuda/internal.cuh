@@ -132,7 +132,7 @@ template <> __device__ __forceinline__ void fr_st<__nv_bfloat16>(__nv_bfloat16 *
     typedef __nv_bfloat16 T;                                                                                 \
     __VA_ARGS__;                                                                                             \
   } break;                                                                                                   \
-  default: return fr_errf(err, FR_E_INTERNAL, "cuda: dtype %s is not a compute dtype", fr_dtype_name(dt));  \
+  default: return fr_errf(err, FR_E_INTERNAL, "cuda: dtype %s is not a compute dtype", fr_dtype_name(dt));   \
   }
 
 #define FR_CUDA_THREADS 256
@@ -146,7 +146,8 @@ static inline unsigned fr_cuda_blocks(int64_t n, int threads) {
   return (unsigned)b;
 }
 #define FR_CUDA_LOOP(i, n)                                                                                   \
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                                  \
+       i += (int64_t)gridDim.x * blockDim.x)
 
 /* Block-wide sum of v over blockDim.x threads (a multiple of 32, at most 1024); every thread gets it.
  * sh: 32 floats of shared memory. Contains __syncthreads: call from all threads of the block. */

@@ -23,13 +23,14 @@ static enum fr_status fr__rows_copy(struct fr_cuda *cu, void *y, const void *x, 
   if (total == 0)
     return FR_OK;
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__rows_copy_kernel<T><<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0,
-                                             cu->stream>>>((T *)y, (const T *)x, outer, w, ypitch, xpitch));
+                   fr__rows_copy_kernel<T>
+                   <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                       (T *)y, (const T *)x, outer, w, ypitch, xpitch));
   return fr_cuda_launched(err, "row copy kernel");
 }
 
-enum fr_status fr_cuda_concat(void *bp, struct fr_tensor *y, const struct fr_tensor *const *xs, int n, int dim,
-                              struct fr_err *err) {
+enum fr_status fr_cuda_concat(void *bp, struct fr_tensor *y, const struct fr_tensor *const *xs, int n,
+                              int dim, struct fr_err *err) {
   struct fr_cuda *cu = (struct fr_cuda *)bp;
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < dim; d++)
@@ -40,7 +41,8 @@ enum fr_status fr_cuda_concat(void *bp, struct fr_tensor *y, const struct fr_ten
   size_t es = fr_dtype_size(cu->dtype);
   for (int i = 0; i < n; i++) {
     int64_t row = xs[i]->shape[dim] * inner;
-    FR_CUDA_TRY(fr__rows_copy(cu, (char *)y->data + (size_t)off * es, xs[i]->data, outer, row, yrow, row, err));
+    FR_CUDA_TRY(
+        fr__rows_copy(cu, (char *)y->data + (size_t)off * es, xs[i]->data, outer, row, yrow, row, err));
     off += row;
   }
   return FR_OK;
@@ -56,8 +58,8 @@ enum fr_status fr_cuda_slice(void *bp, struct fr_tensor *y, const struct fr_tens
     inner *= x->shape[d];
   int64_t xrow = x->shape[dim] * inner, yrow = y->shape[dim] * inner;
   size_t es = fr_dtype_size(cu->dtype);
-  return fr__rows_copy(cu, y->data, (const char *)x->data + (size_t)(start * inner) * es, outer, yrow, yrow, xrow,
-                       err);
+  return fr__rows_copy(cu, y->data, (const char *)x->data + (size_t)(start * inner) * es, outer, yrow, yrow,
+                       xrow, err);
 }
 
 struct fr__perm {
@@ -66,7 +68,8 @@ struct fr__perm {
   int64_t st[FR_MAX_DIMS];    /* input element stride of each output dim */
 };
 
-template <typename T> static __global__ void fr__permute_kernel(T *y, const T *x, int64_t n, struct fr__perm p) {
+template <typename T>
+static __global__ void fr__permute_kernel(T *y, const T *x, int64_t n, struct fr__perm p) {
   FR_CUDA_LOOP(e, n) {
     int64_t rem = e, off = 0;
     for (int d = p.nd - 1; d >= 0; d--) {
@@ -84,8 +87,9 @@ enum fr_status fr_cuda_permute(void *bp, struct fr_tensor *y, const struct fr_te
   if (n == 0)
     return FR_OK;
   if (x->ndim == 0)
-    return fr_cuda_err(cudaMemcpyAsync(y->data, x->data, fr_tensor_nbytes(y), cudaMemcpyDeviceToDevice, cu->stream),
-                       err, "permute: cudaMemcpyAsync");
+    return fr_cuda_err(
+        cudaMemcpyAsync(y->data, x->data, fr_tensor_nbytes(y), cudaMemcpyDeviceToDevice, cu->stream), err,
+        "permute: cudaMemcpyAsync");
   int64_t xst[FR_MAX_DIMS], s = 1;
   for (int d = x->ndim - 1; d >= 0; d--) {
     xst[d] = s;
@@ -99,14 +103,15 @@ enum fr_status fr_cuda_permute(void *bp, struct fr_tensor *y, const struct fr_te
     p.st[d] = xst[perm[d]];
   }
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__permute_kernel<T><<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                   fr__permute_kernel<T>
+                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
                        (T *)y->data, (const T *)x->data, n, p));
   return fr_cuda_launched(err, "permute kernel");
 }
 
 template <typename T>
-static __global__ void fr__pad2d_kernel(T *y, const T *x, int64_t n, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
-                                        int left, int top, float value) {
+static __global__ void fr__pad2d_kernel(T *y, const T *x, int64_t n, int64_t H, int64_t W, int64_t Ho,
+                                        int64_t Wo, int left, int top, float value) {
   FR_CUDA_LOOP(e, n) {
     int64_t j = e % Wo, i = (e / Wo) % Ho, p = e / (Wo * Ho);
     int64_t si = i - top, sj = j - left;
@@ -126,12 +131,14 @@ enum fr_status fr_cuda_pad2d(void *bp, struct fr_tensor *y, const struct fr_tens
     return FR_OK;
   int64_t H = x->shape[nd - 2], W = x->shape[nd - 1], Ho = y->shape[nd - 2], Wo = y->shape[nd - 1];
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__pad2d_kernel<T><<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                   fr__pad2d_kernel<T>
+                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
                        (T *)y->data, (const T *)x->data, n, H, W, Ho, Wo, left, top, value));
   return fr_cuda_launched(err, "pad2d kernel");
 }
 
-template <typename T> static __global__ void fr__up2_kernel(T *y, const T *x, int64_t n, int64_t H, int64_t W) {
+template <typename T>
+static __global__ void fr__up2_kernel(T *y, const T *x, int64_t n, int64_t H, int64_t W) {
   FR_CUDA_LOOP(e, n) {
     int64_t j = e % (2 * W), i = (e / (2 * W)) % (2 * H), p = e / (4 * H * W);
     y[e] = x[(p * H + i / 2) * W + j / 2];
@@ -172,15 +179,15 @@ enum fr_status fr_cuda_embedding(void *bp, struct fr_tensor *y, const struct fr_
   void *h = fr_malloc(nb);
   if (!h)
     return fr_errf(err, FR_E_NOMEM, "out of host memory checking %lld ids", (long long)n);
-  enum fr_status rc =
-      fr_cuda_err(cudaMemcpyAsync(h, ids->data, nb, cudaMemcpyDeviceToHost, cu->stream), err, "cudaMemcpyAsync ids");
+  enum fr_status rc = fr_cuda_err(cudaMemcpyAsync(h, ids->data, nb, cudaMemcpyDeviceToHost, cu->stream), err,
+                                  "cudaMemcpyAsync ids");
   if (rc == FR_OK)
     rc = fr_cuda_err(cudaStreamSynchronize(cu->stream), err, "cudaStreamSynchronize (a queued op failed)");
   for (int64_t i = 0; rc == FR_OK && i < n; i++) {
     int64_t id = ids->dtype == FR_I64 ? ((const int64_t *)h)[i] : ((const int32_t *)h)[i];
     if (id < 0 || id >= V)
-      rc = fr_errf(err, FR_E_INVALID, "id %lld at position %lld is outside the table's %lld rows", (long long)id,
-                   (long long)i, (long long)V);
+      rc = fr_errf(err, FR_E_INVALID, "id %lld at position %lld is outside the table's %lld rows",
+                   (long long)id, (long long)i, (long long)V);
   }
   fr_free(h);
   if (rc != FR_OK || D == 0)
@@ -199,8 +206,8 @@ enum fr_status fr_cuda_embedding(void *bp, struct fr_tensor *y, const struct fr_
 }
 
 /* index is on the host and already checked by ops.c: one device-to-device copy per row. */
-enum fr_status fr_cuda_gather_rows(void *bp, struct fr_tensor *y, const struct fr_tensor *x, const int64_t *index,
-                                   struct fr_err *err) {
+enum fr_status fr_cuda_gather_rows(void *bp, struct fr_tensor *y, const struct fr_tensor *x,
+                                   const int64_t *index, struct fr_err *err) {
   struct fr_cuda *cu = (struct fr_cuda *)bp;
   int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2];
   size_t es = fr_dtype_size(cu->dtype), row = (size_t)D * es;
@@ -242,8 +249,9 @@ enum fr_status fr_cuda_timestep_embedding(void *bp, struct fr_tensor *y, const s
   if (total == 0)
     return FR_OK;
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__timestep_kernel<T><<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                       (T *)y->data, (const T *)t->data, N, dim, flip_sin_to_cos ? 1 : 0, downscale_freq_shift,
-                       logf(max_period)));
+                   fr__timestep_kernel<T>
+                   <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                       (T *)y->data, (const T *)t->data, N, dim, flip_sin_to_cos ? 1 : 0,
+                       downscale_freq_shift, logf(max_period)));
   return fr_cuda_launched(err, "timestep embedding kernel");
 }

@@ -97,8 +97,7 @@ enum fr_status fr_cuda_layer_norm(void *bp, struct fr_tensor *y, const struct fr
 }
 
 /* Softmax over rows of n, fp32, max subtracted; a row that is entirely -inf becomes zeros (as the CPU). */
-template <typename T>
-static __global__ void fr__softmax_kernel(T *y, const T *x, int64_t rows, int64_t n) {
+template <typename T> static __global__ void fr__softmax_kernel(T *y, const T *x, int64_t rows, int64_t n) {
   __shared__ float sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T *xr = x + r * n;
@@ -129,6 +128,7 @@ enum fr_status fr_cuda_softmax(void *bp, struct fr_tensor *y, const struct fr_te
   int64_t rows = fr_tensor_numel(x) / n;
   unsigned grid = rows > (1 << 20) ? (1u << 20) : (unsigned)rows;
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__softmax_kernel<T><<<grid, 256, 0, cu->stream>>>((T *)y->data, (const T *)x->data, rows, n));
+                   fr__softmax_kernel<T>
+                   <<<grid, 256, 0, cu->stream>>>((T *)y->data, (const T *)x->data, rows, n));
   return fr_cuda_launched(err, "softmax kernel");
 }

@@ -9,8 +9,9 @@ void openblas_set_num_threads(int n) {
   (void)n;
 }
 
-void cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, int k,
-                 float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+void cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n,
+                 int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                 int ldc) {
   if (order == CblasColMajor) { /* C^T = B^T A^T in row-major terms */
     cblas_sgemm(CblasRowMajor, tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
     return;

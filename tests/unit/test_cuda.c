@@ -92,7 +92,8 @@ static void check_transfers(struct fr_ctx *c) {
 
 /* Device out of memory: a 2^40-element output is FR_E_NOMEM naming the op; the context keeps working. */
 static void check_oom(struct fr_ctx *c) {
-  struct fr_tensor *ha = fr_tensor_f32(3, (int64_t[]){1, 1 << 20, 1}), *hb = fr_tensor_f32(3, (int64_t[]){1, 1, 1 << 20});
+  struct fr_tensor *ha = fr_tensor_f32(3, (int64_t[]){1, 1 << 20, 1}),
+                   *hb = fr_tensor_f32(3, (int64_t[]){1, 1, 1 << 20});
   struct fr_tensor *a = fr_ctx_upload(c, ha), *b = fr_ctx_upload(c, hb);
   struct fr_tensor *y = fr_matmul(c, a, b);
   struct fr_err e;
@@ -165,12 +166,14 @@ static void check_big_paths(struct fr_ctx *cpu, struct fr_ctx *gpu) {
   /* conv2d: C*9*Wo = 4608 * 250 columns per output row, so the 32M-element im2col budget takes 29 rows a
    * chunk: 3 chunks, the later ones at output offsets only 32-byte aligned (a separate cuBLASLt entry). */
   struct fr_tensor *h[3] = {rand_t(4, (int64_t[]){1, 512, 64, 250}, 1.0f),
-                            rand_t(4, (int64_t[]){8, 512, 3, 3}, 1.0f / 68.0f), rand_t(1, (int64_t[]){8}, 0.5f)};
+                            rand_t(4, (int64_t[]){8, 512, 3, 3}, 1.0f / 68.0f),
+                            rand_t(1, (int64_t[]){8}, 0.5f)};
   compare("conv2d [1,512,64,250] x [8,512,3,3] chunked", cpu, gpu, 1e-4, op_conv, 3, h);
   for (int i = 0; i < 3; i++)
     fr_tensor_free(h[i]);
   /* attention over 33 key tiles and 66 query blocks, d 64, and causal self-attention */
-  struct fr_tensor *a[3] = {rand_t(3, (int64_t[]){2, 1050, 320}, 1.0f), rand_t(3, (int64_t[]){2, 1050, 320}, 1.0f),
+  struct fr_tensor *a[3] = {rand_t(3, (int64_t[]){2, 1050, 320}, 1.0f),
+                            rand_t(3, (int64_t[]){2, 1050, 320}, 1.0f),
                             rand_t(3, (int64_t[]){2, 1050, 320}, 1.0f)};
   compare("attention [2,1050,320] 5 heads", cpu, gpu, 1e-5, op_attn, 3, a);
   compare("attention [2,1050,320] 5 heads causal", cpu, gpu, 1e-5, op_attn_causal, 2, a);
@@ -225,7 +228,8 @@ int main(void) {
   }
   st = fr_ctx_new(&(struct fr_ctx_opts){.device = "cuda", .dtype = FR_F16}, &c, &e);
   if (st != FR_OK) {
-    CHECKF(st == FR_E_DEVICE && c == NULL && strstr(e.msg, "no CUDA device"), "no device: %d '%s'", st, e.msg);
+    CHECKF(st == FR_E_DEVICE && c == NULL && strstr(e.msg, "no CUDA device"), "no device: %d '%s'", st,
+           e.msg);
     printf("fr_ctx_new(cuda) without a device: %s\n", e.msg);
     printf("device checks skipped: no CUDA device\n");
     return fr_test_done();

@@ -859,7 +859,8 @@ static double lowp_tol(const struct row *r, enum fr_dtype dt) {
   return 2 * u + 3 * (r->tol > 1e-5 ? r->tol : 1e-5);
 }
 
-/* A copy of in whose float tensors hold the values rounded through dt (ids and the host index as they are). */
+/* A copy of in whose float tensors hold the values rounded through dt (ids and the host index as they are).
+ */
 static void round_inputs(const struct inputs *in, struct inputs *out, enum fr_dtype dt) {
   *out = *in;
   for (int i = 0; i < MAXIN; i++) {
@@ -888,8 +889,8 @@ static void run_rows_lowp(struct fr_ctx *cpu, struct fr_ctx *dev, enum fr_dtype 
     struct fr_err e;
     enum fr_status st = fr_ctx_status(dev, &e);
     if (r->expect != FR_OK) {
-      CHECKF(out == NULL && st == r->expect, "%s %s on cuda %s: status %d (want %d), message '%s'", r->op, shapes,
-             dn, st, r->expect, st ? e.msg : "");
+      CHECKF(out == NULL && st == r->expect, "%s %s on cuda %s: status %d (want %d), message '%s'", r->op,
+             shapes, dn, st, r->expect, st ? e.msg : "");
       printf("cuda %-4s %-22s %-40s error (%s): %s\n", dn, r->op, shapes, r->why, st ? e.msg : "none");
     } else if (!out || st != FR_OK) {
       CHECKF(0, "%s %s on cuda %s failed: %s", r->op, shapes, dn, st ? e.msg : "no output");
@@ -908,8 +909,8 @@ static void run_rows_lowp(struct fr_ctx *cpu, struct fr_ctx *dev, enum fr_dtype 
       if (shape_ok) {
         double tol = lowp_tol(r, dt), err = fr_test_rel_err(out->data, reff, (long)n);
         double e2 = cpu_out ? fr_test_rel_err(out->data, cpu_out->data, (long)n) : INFINITY;
-        printf("cuda %-4s %-22s %-40s err %.3g, vs cpu %.3g (tol %.3g: 2 %s roundings + 3 x fp32 tol; %s)\n", dn,
-               r->op, shapes, err, e2, tol, dn, r->why);
+        printf("cuda %-4s %-22s %-40s err %.3g, vs cpu %.3g (tol %.3g: 2 %s roundings + 3 x fp32 tol; %s)\n",
+               dn, r->op, shapes, err, e2, tol, dn, r->why);
         CHECKF(err <= tol, "%s %s on cuda %s: error %.3g > tolerance %.3g", r->op, shapes, dn, err, tol);
         CHECKF(e2 <= tol, "%s %s on cuda %s vs cpu: error %.3g > tolerance %.3g", r->op, shapes, dn, e2, tol);
       }
@@ -1143,7 +1144,8 @@ int main(void) {
       CHECKF(i > 0, "the cpu backend must always be available: %s", e.msg);
 #ifdef FLOWRUN_HAVE_CUDA
       if (strcmp(DEVICES[i], "cuda") == 0) { /* built with CUDA: the only acceptable failure is no device */
-        CHECKF(st == FR_E_DEVICE && strstr(e.msg, "no CUDA device"), "cuda: status %d, message '%s'", st, e.msg);
+        CHECKF(st == FR_E_DEVICE && strstr(e.msg, "no CUDA device"), "cuda: status %d, message '%s'", st,
+               e.msg);
         printf("cuda: skipped: no CUDA device\n");
       }
 #endif
