@@ -120,10 +120,10 @@ static void fr__shapes_pixel(double u, double v, double aspect, float rgb[3]) {
   if (fabs(u - 0.68 * aspect) < 0.17 && fabs(v - 0.66) < 0.17) {
     rgb[0] = 0.92f, rgb[1] = 0.92f, rgb[2] = 0.85f;
   }
-  /* a red triangle upper right: apex (0.72, 0.08), base from (0.55, 0.40) to (0.89, 0.40) */
+  /* a yellow triangle upper right: apex (0.72, 0.08), base from (0.55, 0.40) to (0.89, 0.40) */
   double tu = u - 0.72 * aspect, tv = v - 0.08;
   if (tv >= 0 && tv <= 0.32 && fabs(tu) <= tv * (0.17 / 0.32)) {
-    rgb[0] = 0.85f, rgb[1] = 0.12f, rgb[2] = 0.20f;
+    rgb[0] = 0.95f, rgb[1] = 0.85f, rgb[2] = 0.20f;
   }
 }
 
