@@ -8,6 +8,8 @@
 
 static const struct fr_cli_cmd fr__cmds[] = {
     {"version", "print the version", fr_cmd_version},
+    {"synth", "write a full-size random-weight checkpoint (sd15, sdxl, ...)", fr_cmd_synth},
+    {"bench", "time full-size model components on the CPU or GPU", fr_cmd_bench},
 };
 
 static void fr__usage(FILE *f) {
