@@ -127,13 +127,13 @@ static void fr__key(const struct fr__ld *L, char *buf, size_t n, enum fr__vk k, 
 }
 
 static bool fr__has(const struct fr__ld *L, const char *base, const char *leaf) {
-  char key[512];
+  char key[600]; /* base (< 512) + leaf */
   snprintf(key, sizeof key, "%s.%s", base, leaf);
   return fr_wsrc_has(&L->w, key);
 }
 
 static const struct fr_st_entry *fr__find(const struct fr__ld *L, const char *base, const char *leaf) {
-  char key[512];
+  char key[600]; /* base (< 512) + leaf */
   snprintf(key, sizeof key, "%s.%s", base, leaf);
   return fr_wsrc_find(&L->w, key);
 }
@@ -157,7 +157,7 @@ static void fr__keep(struct fr__ld *L, struct fr_tensor *t) {
 static void fr__load(struct fr__ld *L, const char *base, int ndim, const int64_t *shape, struct fr__conv *p) {
   if (L->rc)
     return;
-  char key[512];
+  char key[600]; /* base (< 512) + leaf */
   snprintf(key, sizeof key, "%s.weight", base);
   L->rc = fr_wsrc_load(L->c, &L->w, key, ndim, shape, &p->w, L->err);
   if (L->rc)
