@@ -12,5 +12,6 @@ struct fr_cli_cmd {
 int fr_cmd_version(int argc, char **argv);
 int fr_cmd_synth(int argc, char **argv); /* cmd_synth.c */
 int fr_cmd_bench(int argc, char **argv); /* cmd_bench.c */
+int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 
 #endif

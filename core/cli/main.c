@@ -10,6 +10,7 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"version", "print the version", fr_cmd_version},
     {"synth", "write a full-size random-weight checkpoint (sd15, sdxl, ...)", fr_cmd_synth},
     {"bench", "time full-size model components on the CPU or GPU", fr_cmd_bench},
+    {"tokenize", "print the CLIP token ids of a prompt", fr_cmd_tokenize},
 };
 
 static void fr__usage(FILE *f) {
