@@ -11,7 +11,9 @@
 
 #include "core/alloc.h"
 #include "kernels/ops.h"
+#include "nodes/models/clip.h"
 #include "nodes/models/synth.h"
+#include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
 #include "nodes/models/weights.h"
 
@@ -156,10 +158,146 @@ static enum fr_status fr__vae_run(struct fr__bench *b, void *state, struct fr_er
   return rc;
 }
 
-/* The table. The text encoder (77 tokens, batch 1) and UNet (64x64 latent, batch 1) rows are added
- * here with nodes/models/clip.h and unet.h; the pipelines issue adds a 20-step txt2img row. */
+/* Deterministic values in [-scale, scale] for benchmark inputs, uploaded to the context. */
+static struct fr_tensor *fr__input(struct fr_ctx *c, int ndim, const int64_t *shape, float scale, uint32_t seed) {
+  struct fr_tensor *h = fr_tensor_f32(ndim, shape);
+  if (!h)
+    return NULL;
+  float *p = h->data;
+  uint32_t x = seed;
+  for (int64_t i = 0; i < fr_tensor_numel(h); i++) {
+    x = x * 1664525u + 1013904223u;
+    p[i] = ((float)(x >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
+  }
+  struct fr_tensor *t = fr_ctx_upload(c, h);
+  fr_tensor_free(h);
+  return t;
+}
+
+/* ---- text encoder(s) of the architecture: 77 tokens, batch 1 ---- */
+
+struct fr__text_state {
+  int n;
+  struct fr_clip *m[2];
+  int32_t ids[77];
+};
+
+static void fr__text_teardown(void *state) {
+  struct fr__text_state *s = state;
+  if (!s)
+    return;
+  for (int i = 0; i < s->n; i++)
+    fr_clip_free(s->m[i]);
+  fr_free(s);
+}
+
+static enum fr_status fr__text_setup(struct fr__bench *b, void **state, double *flops, struct fr_err *err) {
+  struct fr__text_state *s = fr_calloc(1, sizeof *s);
+  if (!s)
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  *flops = 0;
+  for (int i = 0; i < b->arch.n_clip; i++) {
+    enum fr_status rc =
+        fr_clip_load(b->ctx, b->ck, b->arch.clip[i].hf ? FR_CLIP_ROLE_L : FR_CLIP_ROLE_G, &s->m[s->n], err);
+    if (rc) {
+      fr__text_teardown(s);
+      return rc;
+    }
+    const struct fr_clip_config *cc = &s->m[s->n]->cfg;
+    struct fr_synth_clip shape = {.hf = cc->layout == FR_CLIP_LAYOUT_HF, .width = cc->width, .layers = cc->layers,
+                                  .ff = cc->mlp, .proj = cc->proj};
+    *flops += fr_synth_clip_flops(&shape, 77);
+    s->n++;
+  }
+  /* BOS, a 20-token prompt, EOS, padding: the length does not change the work (always 77 positions) */
+  s->ids[0] = 49406;
+  for (int i = 1; i < 77; i++)
+    s->ids[i] = i <= 20 ? 320 + i * 37 : 49407;
+  *state = s;
+  return FR_OK;
+}
+
+static enum fr_status fr__text_run(struct fr__bench *b, void *state, struct fr_err *err) {
+  struct fr__text_state *s = state;
+  for (int i = 0; i < s->n; i++) {
+    struct fr_clip_out o = {0};
+    enum fr_status rc = fr_clip_encode(b->ctx, s->m[i], s->ids, 1, 77, &o, err);
+    fr_clip_out_free(&o);
+    if (rc)
+      return rc;
+  }
+  return FR_OK;
+}
+
+/* ---- one UNet forward: 64x64 latent, batch 1, 77-token context ---- */
+
+struct fr__unet_state {
+  struct fr_unet *u;
+  struct fr_tensor *x, *t, *ctx, *y;
+};
+
+static void fr__unet_teardown(void *state) {
+  struct fr__unet_state *s = state;
+  if (!s)
+    return;
+  fr_unet_free(s->u);
+  fr_tensor_free(s->x);
+  fr_tensor_free(s->t);
+  fr_tensor_free(s->ctx);
+  fr_tensor_free(s->y);
+  fr_free(s);
+}
+
+static enum fr_status fr__unet_setup(struct fr__bench *b, void **state, double *flops, struct fr_err *err) {
+  struct fr__unet_state *s = fr_calloc(1, sizeof *s);
+  if (!s)
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  enum fr_status rc = fr_unet_load(b->ctx, b->ck, &s->u, err);
+  if (rc) {
+    fr__unet_teardown(s);
+    return rc;
+  }
+  const struct fr_unet_config *uc = &s->u->cfg;
+  s->x = fr__input(b->ctx, 4, (int64_t[]){1, uc->in_channels, 64, 64}, 1.0f, 1);
+  s->ctx = fr__input(b->ctx, 3, (int64_t[]){1, 77, uc->context_dim}, 1.0f, 2);
+  struct fr_tensor *th = fr_tensor_f32(1, (int64_t[]){1});
+  if (th) {
+    ((float *)th->data)[0] = 500.0f;
+    s->t = fr_ctx_upload(b->ctx, th);
+    fr_tensor_free(th);
+  }
+  if (uc->adm_in_channels)
+    s->y = fr__input(b->ctx, 2, (int64_t[]){1, uc->adm_in_channels}, 1.0f, 3);
+  if (!s->x || !s->ctx || !s->t || (uc->adm_in_channels && !s->y)) {
+    fr__unet_teardown(s);
+    rc = fr_ctx_status(b->ctx, err);
+    return rc ? rc : fr_errf(err, FR_E_NOMEM, "out of memory");
+  }
+  /* FLOPs from the loaded architecture, whatever --arch says */
+  struct fr_synth_unet a = {.ch = uc->model_channels, .levels = uc->levels, .nres = uc->num_res_blocks,
+                            .depth_mid = uc->mid_depth, .ctx_dim = uc->context_dim, .adm_in = uc->adm_in_channels,
+                            .in_ch = uc->in_channels, .out_ch = uc->out_channels};
+  for (int i = 0; i < uc->levels && i < 4; i++)
+    a.mult[i] = uc->channels[i] / uc->model_channels, a.depth[i] = uc->depth[i];
+  *flops = fr_synth_unet_flops(&a, 64, 64, 77);
+  *state = s;
+  return FR_OK;
+}
+
+static enum fr_status fr__unet_run(struct fr__bench *b, void *state, struct fr_err *err) {
+  struct fr__unet_state *s = state;
+  struct fr_unet_cond cond = {.context = s->ctx, .y = s->y};
+  struct fr_tensor *eps = NULL;
+  enum fr_status rc = fr_unet_forward(b->ctx, s->u, s->x, s->t, &cond, NULL, &eps, err);
+  fr_tensor_free(eps);
+  return rc;
+}
+
+/* The table, in pipeline order. The pipelines issue adds a 20-step txt2img row. */
 static const struct fr__row fr__bench_rows[] = {
     {"sgemm", "OpenBLAS sgemm 2048^3", false, fr__gemm_setup, fr__gemm_run, fr__gemm_teardown},
+    {"text", "text encoder(s), 77 tokens", true, fr__text_setup, fr__text_run, fr__text_teardown},
+    {"unet", "UNet forward 64x64, batch 1", true, fr__unet_setup, fr__unet_run, fr__unet_teardown},
     {"vae", "VAE decode 64x64 -> 512x512", true, fr__vae_setup, fr__vae_run, fr__vae_teardown},
 };
 
@@ -197,7 +335,7 @@ enum fr_status fr_bench_run(const struct fr_bench_opts *o, FILE *out, struct fr_
       for (int r = 0; r < nrows; r++)
         known = known || (strlen(fr__bench_rows[r].name) == len && strncmp(p, fr__bench_rows[r].name, len) == 0);
       if (!known)
-        return fr_errf(err, FR_E_INVALID, "--only: unknown component '%.*s' (this build has: sgemm, vae)", (int)len,
+        return fr_errf(err, FR_E_INVALID, "--only: unknown component '%.*s' (known: sgemm, text, unet, vae)", (int)len,
                        p);
       p += len + (e ? 1 : 0);
     }
