@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -621,6 +622,7 @@ enum fr_status fr_synth_write(const struct fr_synth_list *l, const char *path, e
     rc = fr_errf(err, FR_E_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
     goto done;
   }
+  fchmod(fd, 0644); /* mkstemp makes it 0600; a checkpoint is an ordinary readable file */
   FILE *f = fdopen(fd, "wb");
   if (!f) {
     close(fd);
