@@ -69,6 +69,7 @@ struct fr__run {
   int executed, cached;
   int fail_node; /* the node an error is about, or -1 */
   const char *params_json;
+  const char *graph_dir; /* absolute, resolved on first use */
 };
 
 struct fr_node_ctx {
@@ -178,11 +179,16 @@ void fr_engine_free(struct fr_engine *e) {
   fr_free(e);
 }
 
-void fr_engine_cancel(struct fr_engine *e) { atomic_store(&e->cancelled, 1); }
+void fr_engine_cancel(struct fr_engine *e) {
+  atomic_store(&e->cancelled, 1);
+}
 
-const struct fr_registry *fr_engine_registry(const struct fr_engine *e) { return e->registry; }
+const struct fr_registry *fr_engine_registry(const struct fr_engine *e) {
+  return e->registry;
+}
 
-static void fr__load_opts(struct fr_engine *e, const struct fr_override *ov, int n_ov, struct fr_load_opts *lo) {
+static void fr__load_opts(struct fr_engine *e, const struct fr_override *ov, int n_ov,
+                          struct fr_load_opts *lo) {
   memset(lo, 0, sizeof *lo);
   lo->registry = e->registry;
   lo->overrides = ov;
@@ -351,7 +357,8 @@ static void fr__release_unneeded(struct fr__run *r) {
   for (int n = 0; n < r->g->n_nodes; n++)
     for (int o = 0; o < r->g->nodes[n].spec->n_outputs; o++)
       if (r->mem[n][o] && r->need[n][o] == 0 &&
-          !((r->g->nodes[n].spec->flags & FR_NODE_OUTPUT) && r->st[n] != FR__SKIP && !r->outputs_emitted[n])) {
+          !((r->g->nodes[n].spec->flags & FR_NODE_OUTPUT) && r->st[n] != FR__SKIP &&
+            !r->outputs_emitted[n])) {
         fr_value_unref(r->mem[n][o]);
         r->mem[n][o] = NULL;
       }
@@ -443,8 +450,6 @@ static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) 
     r->fail_node = n;
   fr_arena_free(nc->arena);
   nc->arena = NULL;
-  if (rc == FR_OK && atomic_load(&r->e->cancelled))
-    rc = FR_E_CANCELLED;
   if (rc != FR_OK) {
     if (rc == FR_E_CANCELLED)
       return fr_errf(err, rc, "cancelled during node %s (%s)", gn->id, s->name);
@@ -494,7 +499,8 @@ static enum fr_status fr__use_cached(struct fr__run *r, int n, struct fr_err *er
   if (!r->reported[n] && !r->done[n]) {
     r->reported[n] = true;
     r->cached++;
-    struct fr_event ev = {.kind = FR_EV_NODE_CACHED, .node = gn->id, .node_type = gn->spec->name, .key = r->hex[n]};
+    struct fr_event ev = {
+        .kind = FR_EV_NODE_CACHED, .node = gn->id, .node_type = gn->spec->name, .key = r->hex[n]};
     fr__emit(r->e, &ev);
   }
   if ((gn->spec->flags & FR_NODE_OUTPUT) && !r->outputs_emitted[n])
@@ -519,8 +525,8 @@ static enum fr_status fr__run_alloc(struct fr__run *r, struct fr_err *err) {
   r->done = fr_arena_alloc(a, (size_t)N);
   r->reported = fr_arena_alloc(a, (size_t)N);
   r->outputs_emitted = fr_arena_alloc(a, (size_t)N);
-  if (!r->sigs || !r->hex || !r->okeys || !r->mem || !r->need || !r->want || !r->st || !r->forced || !r->done ||
-      !r->reported || !r->outputs_emitted)
+  if (!r->sigs || !r->hex || !r->okeys || !r->mem || !r->need || !r->want || !r->st || !r->forced ||
+      !r->done || !r->reported || !r->outputs_emitted)
     return fr_errf(err, FR_E_NOMEM, "out of memory planning the run");
   for (int n = 0; n < g->n_nodes; n++) {
     size_t no = (size_t)(g->nodes[n].spec->n_outputs > 0 ? g->nodes[n].spec->n_outputs : 1);
@@ -536,8 +542,11 @@ static enum fr_status fr__run_alloc(struct fr__run *r, struct fr_err *err) {
 
 static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
   struct fr_engine *e = r->e;
-  struct fr_sig_ctx ctx = {.device = e->device, .dtype = e->dtype, .output_dir = e->output_dir,
-                           .cache = e->cache, .memo = &e->memo};
+  struct fr_sig_ctx ctx = {.device = e->device,
+                           .dtype = e->dtype,
+                           .output_dir = e->output_dir,
+                           .cache = e->cache,
+                           .memo = &e->memo};
   /* A fresh nonce per run for non-deterministic nodes: time, pid, run counter. */
   struct {
     struct timespec ts;
@@ -680,7 +689,9 @@ static const struct fr_value *fr__in_val(struct fr_node_ctx *nc, const char *nam
   return i < 0 ? NULL : nc->in[i];
 }
 
-bool fr_in_has(struct fr_node_ctx *nc, const char *name) { return fr__in_val(nc, name) != NULL; }
+bool fr_in_has(struct fr_node_ctx *nc, const char *name) {
+  return fr__in_val(nc, name) != NULL;
+}
 
 int64_t fr_in_int(struct fr_node_ctx *nc, const char *name) {
   const struct fr_value *v = fr__in_val(nc, name);
@@ -723,7 +734,9 @@ const char *fr_in_str(struct fr_node_ctx *nc, const char *name) {
   return v && v->kind == FR_V_STRING ? v->s : NULL;
 }
 
-const struct fr_value *fr_in(struct fr_node_ctx *nc, const char *name) { return fr__in_val(nc, name); }
+const struct fr_value *fr_in(struct fr_node_ctx *nc, const char *name) {
+  return fr__in_val(nc, name);
+}
 
 const char *fr_in_path(struct fr_node_ctx *nc, const char *name) {
   int i = fr__in_idx(nc, name);
@@ -747,7 +760,8 @@ enum fr_status fr_out_set(struct fr_node_ctx *nc, int idx, struct fr_value *v) {
   return FR_OK;
 }
 
-enum fr_status fr_node_progress(struct fr_node_ctx *nc, int step, int steps, const struct fr_tensor *preview) {
+enum fr_status fr_node_progress(struct fr_node_ctx *nc, int step, int steps,
+                                const struct fr_tensor *preview) {
   const struct fr_gnode *gn = &nc->r->g->nodes[nc->node];
   struct fr_event ev = {.kind = FR_EV_PROGRESS,
                         .node = gn->id,
@@ -774,13 +788,30 @@ struct fr_arena *fr_node_arena(struct fr_node_ctx *nc) {
   return nc->arena;
 }
 
-const char *fr_node_id(struct fr_node_ctx *nc) { return nc->r->g->nodes[nc->node].id; }
-const char *fr_node_graph_yaml(struct fr_node_ctx *nc) { return nc->r->g->yaml ? nc->r->g->yaml : ""; }
+const char *fr_node_id(struct fr_node_ctx *nc) {
+  return nc->r->g->nodes[nc->node].id;
+}
+const char *fr_node_graph_yaml(struct fr_node_ctx *nc) {
+  return nc->r->g->yaml ? nc->r->g->yaml : "";
+}
 const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
   return nc->r->params_json ? nc->r->params_json : "{}";
 }
-const char *fr_node_output_dir(struct fr_node_ctx *nc) { return nc->r->e->output_dir; }
-const char *fr_node_device(struct fr_node_ctx *nc) { return nc->r->e->device; }
+const char *fr_node_output_dir(struct fr_node_ctx *nc) {
+  return nc->r->e->output_dir;
+}
+const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
+  struct fr__run *r = nc->r;
+  if (!r->graph_dir) {
+    char *real = realpath(r->g->dir ? r->g->dir : ".", NULL); /* libc malloc: copied, then freed */
+    r->graph_dir = real ? fr_arena_strdup(r->a, real) : NULL;
+    free(real);
+  }
+  return r->graph_dir ? r->graph_dir : ".";
+}
+const char *fr_node_device(struct fr_node_ctx *nc) {
+  return nc->r->e->device;
+}
 
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key) {
   struct fr_engine *e = nc->r->e;

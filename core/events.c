@@ -18,12 +18,11 @@ static void fr__json_node(struct fr_buf *b, const struct fr_event *ev) {
 
 void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
   switch (ev->kind) {
-  case FR_EV_RUN_START:
-    fr_buf_printf(b, "{\"event\":\"run_start\",\"nodes\":%d}", ev->planned);
-    break;
+  case FR_EV_RUN_START: fr_buf_printf(b, "{\"event\":\"run_start\",\"nodes\":%d}", ev->planned); break;
   case FR_EV_NODE_CACHED:
   case FR_EV_NODE_START:
-    fr_buf_puts(b, ev->kind == FR_EV_NODE_CACHED ? "{\"event\":\"node_cached\"" : "{\"event\":\"node_start\"");
+    fr_buf_puts(b,
+                ev->kind == FR_EV_NODE_CACHED ? "{\"event\":\"node_cached\"" : "{\"event\":\"node_start\"");
     fr__json_node(b, ev);
     if (ev->key) {
       fr_buf_puts(b, ",\"key\":");
@@ -63,8 +62,8 @@ void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
     fr_buf_putc(b, '}');
     break;
   case FR_EV_RUN_DONE:
-    fr_buf_printf(b, "{\"event\":\"run_done\",\"executed\":%d,\"cached\":%d,\"ms\":%.3f,\"status\":", ev->executed,
-                  ev->cached, ev->ms);
+    fr_buf_printf(b, "{\"event\":\"run_done\",\"executed\":%d,\"cached\":%d,\"ms\":%.3f,\"status\":",
+                  ev->executed, ev->cached, ev->ms);
     fr_buf_json_str(b, fr_status_str(ev->status));
     fr_buf_putc(b, '}');
     break;
@@ -101,7 +100,9 @@ static void fr__close_line(struct fr_display *d) {
 }
 
 static void fr__fmt_ms(char *buf, size_t n, double ms) {
-  if (ms < 1000)
+  if (ms < 10)
+    snprintf(buf, n, "%.1f ms", ms);
+  else if (ms < 1000)
     snprintf(buf, n, "%.0f ms", ms);
   else
     snprintf(buf, n, "%.2f s", ms / 1000);
@@ -143,8 +144,8 @@ void fr_events_display(void *user, const struct fr_event *ev) {
       memset(bar, '#', (size_t)fill);
       memset(bar + fill, '-', (size_t)(w - fill));
       bar[w] = 0;
-      fprintf(f, "\r\033[K  [%d/%d]   %s (%s) [%s] %d/%d", d->done + 1, d->planned, ev->node, ev->node_type, bar,
-              ev->step, ev->steps);
+      fprintf(f, "\r\033[K  [%d/%d]   %s (%s) [%s] %d/%d", d->done + 1, d->planned, ev->node, ev->node_type,
+              bar, ev->step, ev->steps);
       d->line_open = true;
     } else {
       fprintf(f, "  step    %s (%s) %d/%d\n", ev->node, ev->node_type, ev->step, ev->steps);

@@ -350,14 +350,12 @@ static bool fr__convert(struct fr__lit *l, const struct fr_input_spec *in, char 
   }
   if (!strcmp(want, l->type))
     return true;
-  snprintf(why, whylen, "expected %s, got a %s value", want, l->type);
+  snprintf(why, whylen, "expected %s, got a value of type %s", want, l->type);
   return false;
 }
 
-/* A spec's range is ignored when min > max, and also when both are 0: a zero-initialised spec that never
- * set a range must not restrict its INT/FLOAT input to [0, 0]. */
 static bool fr__in_range(const struct fr__lit *l, const struct fr_input_spec *in, char *why, size_t whylen) {
-  if (in->min > in->max || (in->min == 0 && in->max == 0))
+  if (!fr_input_has_range(in))
     return true;
   double v;
   if (!strcmp(l->type, FR_T_INT))
@@ -537,7 +535,7 @@ static enum fr_status fr__parse_src(struct fr__ld *ld, struct fr__scope *sc, con
     struct fr__param *p = fr__find_param(sc, name);
     if (p) {
       if (socket)
-        return fr__fail(ld, sc, fr__pos(sc, n), "%s: param $%s is %s, but this input takes a %s link", what,
+        return fr__fail(ld, sc, fr__pos(sc, n), "%s: param $%s is %s, but this input takes a link (%s)", what,
                         name, p->type, type);
       out->kind = FR__S_LIT;
       out->lit = p->value;
@@ -633,14 +631,26 @@ static enum fr_status fr__unknown_key(struct fr__ld *ld, const struct fr__scope 
   return fr__fail(ld, sc, fr__pos(sc, k), "unknown key '%s' %s; expected one of: %s", k->s, where, nl.s);
 }
 
+/* The array for a params / inputs / outputs section of m->n entries, or NULL with *rc set (too many
+ * entries, out of memory). */
+static void *fr__section(struct fr__ld *ld, const struct fr__scope *sc, const struct fr_ynode *m,
+                         const char *what, size_t elem, enum fr_status *rc) {
+  if (m->n > FR__MAX_NAMES) {
+    *rc = fr__fail(ld, sc, fr__pos(sc, m), "more than %d %s", FR__MAX_NAMES, what);
+    return NULL;
+  }
+  void *p = fr_arena_alloc(ld->a, (size_t)(m->n ? m->n : 1) * elem);
+  if (!p)
+    *rc = FR__NOMEM(ld);
+  return p;
+}
+
 static enum fr_status fr__read_params(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *m) {
   if (!m)
     return FR_OK;
-  if (m->n > FR__MAX_NAMES)
-    return fr__fail(ld, sc, fr__pos(sc, m), "more than %d params", FR__MAX_NAMES);
-  sc->params = fr_arena_alloc(ld->a, (size_t)m->n * sizeof *sc->params);
-  if (!sc->params && m->n)
-    return FR__NOMEM(ld);
+  enum fr_status rc;
+  if (!(sc->params = fr__section(ld, sc, m, "params", sizeof *sc->params, &rc)))
+    return rc;
   static const char *const keys[] = {"type", "default", "help", NULL};
   char why[512];
   for (int i = 0; i < m->n; i++) {
@@ -694,11 +704,9 @@ static enum fr_status fr__read_params(struct fr__ld *ld, struct fr__scope *sc, c
 static enum fr_status fr__read_decls(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *m) {
   if (!m)
     return FR_OK;
-  if (m->n > FR__MAX_NAMES)
-    return fr__fail(ld, sc, fr__pos(sc, m), "more than %d inputs", FR__MAX_NAMES);
-  sc->decls = fr_arena_alloc(ld->a, (size_t)m->n * sizeof *sc->decls);
-  if (!sc->decls && m->n)
-    return FR__NOMEM(ld);
+  enum fr_status rc;
+  if (!(sc->decls = fr__section(ld, sc, m, "inputs", sizeof *sc->decls, &rc)))
+    return rc;
   static const char *const keys[] = {"type", "default", "help", NULL};
   for (int i = 0; i < m->n; i++) {
     const struct fr_ynode *k = fr__key(m, i), *v = fr__val(m, i);
@@ -746,11 +754,9 @@ static enum fr_status fr__read_decls(struct fr__ld *ld, struct fr__scope *sc, co
 static enum fr_status fr__read_outs(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *m) {
   if (!m)
     return FR_OK;
-  if (m->n > FR__MAX_NAMES)
-    return fr__fail(ld, sc, fr__pos(sc, m), "more than %d outputs", FR__MAX_NAMES);
-  sc->outs = fr_arena_alloc(ld->a, (size_t)m->n * sizeof *sc->outs);
-  if (!sc->outs && m->n)
-    return FR__NOMEM(ld);
+  enum fr_status rc;
+  if (!(sc->outs = fr__section(ld, sc, m, "outputs", sizeof *sc->outs, &rc)))
+    return rc;
   for (int i = 0; i < m->n; i++) {
     const struct fr_ynode *k = fr__key(m, i);
     struct fr__out *o = &sc->outs[sc->n_outs++];

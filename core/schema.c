@@ -60,7 +60,7 @@ void fr_schema_json(const struct fr_registry *r, struct fr_buf *b) {
         fr_buf_puts(b, ",\"default\":");
         fr__default(b, in);
       }
-      if (in->min <= in->max && (strcmp(in->type, FR_T_INT) == 0 || strcmp(in->type, FR_T_FLOAT) == 0))
+      if (fr_input_has_range(in))
         fr_buf_printf(b, ",\"min\":%.17g,\"max\":%.17g", in->min, in->max);
       if (in->choices) {
         fr_buf_puts(b, ",\"choices\":[");

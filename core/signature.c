@@ -31,7 +31,9 @@ void fr_key_hex(const struct fr_key *k, char out[33]) {
   out[32] = 0;
 }
 
-bool fr_key_equal(const struct fr_key *a, const struct fr_key *b) { return memcmp(a->b, b->b, 16) == 0; }
+bool fr_key_equal(const struct fr_key *a, const struct fr_key *b) {
+  return memcmp(a->b, b->b, 16) == 0;
+}
 
 static bool fr__key_from_hex(const char *s, struct fr_key *out) {
   if (strlen(s) != 32)
@@ -146,7 +148,8 @@ enum fr_status fr_file_fingerprint(struct fr_sig_ctx *ctx, const char *path, str
   if (ctx->cache) {
     char val[64];
     struct fr_err kerr;
-    if (fr_cache_kv_get(ctx->cache, memo_key, val, sizeof val, &kerr) == FR_OK && fr__key_from_hex(val, out)) {
+    if (fr_cache_kv_get(ctx->cache, memo_key, val, sizeof val, &kerr) == FR_OK &&
+        fr__key_from_hex(val, out)) {
       fr__memo_add(ctx->memo, memo_key, out);
       return FR_OK;
     }
@@ -178,7 +181,9 @@ static void fr__put_str(struct fr_buf *b, const char *s) {
   fr_buf_append(b, s ? s : "", n);
 }
 
-static void fr__put_key(struct fr_buf *b, const struct fr_key *k) { fr_buf_append(b, k->b, 16); }
+static void fr__put_key(struct fr_buf *b, const struct fr_key *k) {
+  fr_buf_append(b, k->b, 16);
+}
 
 static void fr__put_literal(struct fr_buf *b, const struct fr_value *v) {
   if (!v) {

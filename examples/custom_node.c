@@ -51,11 +51,12 @@ static const struct fr_node_spec posterize = {
     .run = posterize_run,
 };
 
-static const char *workflow = "flowrun: 1\n"
-                              "nodes:\n"
-                              "  pattern: {type: TestPattern, inputs: {pattern: radial, width: 64, height: 64}}\n"
-                              "  poster: {type: Posterize, inputs: {image: pattern, levels: 3}}\n"
-                              "  save: {type: SaveImage, inputs: {images: poster, filename_prefix: posterized}}\n";
+static const char *workflow =
+    "flowrun: 1\n"
+    "nodes:\n"
+    "  pattern: {type: TestPattern, inputs: {pattern: radial, width: 64, height: 64}}\n"
+    "  poster: {type: Posterize, inputs: {image: pattern, levels: 3}}\n"
+    "  save: {type: SaveImage, inputs: {images: poster, filename_prefix: posterized}}\n";
 
 int main(int argc, char **argv) {
   /* The built-in node types plus ours. */

@@ -10,14 +10,16 @@
 
 static void fr__print_input(const struct fr_input_spec *in) {
   printf("      %-16s %-12s", in->name, in->type);
-  if (in->def)
+  if (in->def && strcmp(in->type, "STRING") == 0)
+    printf(" = \"%s\"", in->def);
+  else if (in->def)
     printf(" = %s", in->def);
   else if (in->flags & FR_IN_OPTIONAL)
     printf(" (optional)");
   else
     printf(" (required)");
-  if (in->min <= in->max && (strcmp(in->type, "INT") == 0 || strcmp(in->type, "FLOAT") == 0))
-    printf("  [%g .. %g]", in->min, in->max);
+  if (fr_input_has_range(in))
+    printf(strcmp(in->type, "INT") == 0 ? "  [%.0f .. %.0f]" : "  [%g .. %g]", in->min, in->max);
   if (in->choices) {
     printf("  one of:");
     for (int c = 0; in->choices[c]; c++)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/cli/cli.h"
@@ -51,10 +52,26 @@ static bool fr__parse_size(const char *s, int64_t *out) {
     return false;
   double mul = 1;
   switch (*end) {
-  case 'k': case 'K': mul = 1024.0; end++; break;
-  case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-  case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-  case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+  case 'k':
+  case 'K':
+    mul = 1024.0;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    mul = 1024.0 * 1024;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    mul = 1024.0 * 1024 * 1024;
+    end++;
+    break;
+  case 't':
+  case 'T':
+    mul = 1024.0 * 1024 * 1024 * 1024;
+    end++;
+    break;
   default: break;
   }
   if (*end == 'B' || *end == 'b')
@@ -312,12 +329,27 @@ int fr_cmd_run(int argc, char **argv) {
       int n_ov = 0;
       code = a ? fr__picture_params(a, args.graph, &args, &ov, &n_ov) : 1;
       if (code == 0) {
-        /* File inputs of the embedded workflow resolve against the picture's folder. */
-        char *dir = fr_strdup(args.graph);
-        char *slash = dir ? strrchr(dir, '/') : NULL;
-        if (slash)
-          *slash = 0;
-        rc = fr_engine_load_string(e, yaml, strlen(yaml), args.graph, slash ? dir : ".", ov, n_ov, &g, &err);
+        /* Relative subgraphs and file inputs of the embedded workflow resolve against the folder of the
+         * graph it came from (when the picture names one that still exists), else the picture's. */
+        char *dir = NULL, *slash = NULL;
+        struct stat dst;
+        if (fr_png_read_text(args.graph, FR_PNG_KEY_DIR, &dir, &err) == FR_OK &&
+            !(stat(dir, &dst) == 0 && S_ISDIR(dst.st_mode))) {
+          fr_free(dir);
+          dir = NULL;
+        }
+        if (!dir) {
+          dir = fr_strdup(args.graph);
+          slash = dir ? strrchr(dir, '/') : NULL;
+          if (slash)
+            *slash = 0;
+          else if (dir) {
+            fr_free(dir);
+            dir = fr_strdup(".");
+          }
+        }
+        rc = dir ? fr_engine_load_string(e, yaml, strlen(yaml), args.graph, dir, ov, n_ov, &g, &err)
+                 : fr_errf(&err, FR_E_NOMEM, "out of memory");
         fr_free(dir);
         if (rc != FR_OK) {
           fprintf(stderr, "flowrun: %s\n", err.msg);
@@ -350,7 +382,7 @@ int fr_cmd_run(int argc, char **argv) {
     /* The display already showed the error; with --events the message still goes to stderr. */
     if (rc != FR_OK && jsonl && rc != FR_E_CANCELLED)
       fprintf(stderr, "flowrun: %s\n", err.msg);
-    if (rc == FR_E_CANCELLED)
+    if (rc == FR_E_CANCELLED && (jsonl || args.quiet))
       fprintf(stderr, "flowrun: cancelled\n");
   }
   fr_graph_free(g);

@@ -23,7 +23,8 @@ int fr_cmd_validate(int argc, char **argv) {
       *eq = 0;
       sets[n_sets++] = (struct fr_override){argv[i], eq + 1};
     } else if (argv[i][0] == '-' && argv[i][1]) {
-      fprintf(stderr, "flowrun: validate: unknown option %s\nusage: flowrun validate GRAPH.yaml [--set NAME=VALUE]\n",
+      fprintf(stderr,
+              "flowrun: validate: unknown option %s\nusage: flowrun validate GRAPH.yaml [--set NAME=VALUE]\n",
               argv[i]);
       return 2;
     } else if (!path) {
@@ -37,8 +38,8 @@ int fr_cmd_validate(int argc, char **argv) {
     fprintf(stderr, "usage: flowrun validate GRAPH.yaml [--set NAME=VALUE]\n");
     return 2;
   }
-  struct fr_load_opts lo = {.registry = fr_builtin_registry(), .overrides = sets, .n_overrides = n_sets,
-                            .require_files = false};
+  struct fr_load_opts lo = {
+      .registry = fr_builtin_registry(), .overrides = sets, .n_overrides = n_sets, .require_files = false};
   struct fr_err err = {{0}};
   struct fr_graph *g = NULL;
   enum fr_status rc = fr_graph_load_file(path, &lo, &g, &err);

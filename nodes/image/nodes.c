@@ -92,13 +92,18 @@ static enum fr_status fr__save_image_run(struct fr_node_ctx *nc) {
   enum fr_status rc = fr__in_image(nc, "images", &img);
   if (rc)
     return rc;
-  struct fr_png_text texts[2];
+  /* The workflow, its params, and the folder its relative paths (subgraph files, inputs) resolve
+   * against, so `flowrun picture.png` re-runs it from anywhere on this machine. */
+  struct fr_png_text texts[3];
   int n = 0;
   const char *yaml = fr_node_graph_yaml(nc), *params = fr_node_graph_params_json(nc);
+  const char *dir = fr_node_graph_dir(nc);
   if (yaml)
     texts[n++] = (struct fr_png_text){FR_PNG_KEY_WORKFLOW, yaml};
   if (params)
     texts[n++] = (struct fr_png_text){FR_PNG_KEY_PARAMS, params};
+  if (dir)
+    texts[n++] = (struct fr_png_text){FR_PNG_KEY_DIR, dir};
   struct fr_err err;
   char *files = NULL;
   rc = fr_image_save_png(fr_node_output_dir(nc), fr_in_str(nc, "filename_prefix"), img, texts, n, &files,

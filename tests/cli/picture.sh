@@ -2,7 +2,7 @@
 # `flowrun PICTURE.png` runs the workflow SaveImage embedded in the picture, with the params it was made
 # with, then --set overrides; a picture without a workflow (or not a PNG) exits 2.
 set -u
-: "${FLOWRUN:?}" "${FR_TEST_TMP:=/tmp}"
+: "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:=/tmp}"
 T="$FR_TEST_TMP/cli_picture.$$"
 rm -rf "$T" && mkdir -p "$T/out" && cd "$T" || exit 1
 fail=0
@@ -46,6 +46,14 @@ new=$(outpath r5.jsonl)
 # The run with the picture's own radius=4 and a graph run with radius=4 share keys: cached.
 "$FLOWRUN" g.yaml "${R[@]}" --set radius=1 > r7.jsonl
 [ "$(done_field r7.jsonl executed)" = 0 ] && ok "graph and picture share the cache" || bad "r7: $(tail -1 r7.jsonl)"
+
+# A picture of a graph that uses a subgraph file (graphs/image-demo.yaml uses blocks/edges.yaml) re-runs
+# from another folder: the picture records the graph's folder.
+"$FLOWRUN" "$FR_SRC/graphs/image-demo.yaml" "${R[@]}" --set size=64 > d1.jsonl || bad "demo run"
+demo=$(outpath d1.jsonl)
+"$FLOWRUN" "$demo" "${R[@]}" > d2.jsonl 2> d2.err; rc=$?
+[ $rc = 0 ] && [ "$(done_field d2.jsonl executed)" = 0 ] && ok "demo picture (with a subgraph) re-runs, cached" \
+  || bad "demo picture re-run: exit $rc $(cat d2.err)"
 
 # Not a flowrun picture / not a PNG at all.
 printf '\x89PNG\r\n\x1a\n garbage' > bad.png

@@ -21,12 +21,23 @@ static enum fr_status num_run(struct fr_node_ctx *nc) {
   runs_num++;
   return fr_out_set(nc, 0, fr_value_int(fr_in_int(nc, "value")));
 }
-static const struct fr_input_spec num_in[] = {{.name = "value", .type = FR_T_INT, .def = "0", .min = 1, .max = 0}};
+static const struct fr_input_spec num_in[] = {
+    {.name = "value", .type = FR_T_INT, .def = "0", .min = 1, .max = 0}};
 static const struct fr_output_spec num_out[] = {{.name = "out", .type = "NUM"}};
-static const struct fr_node_spec num_spec = {.name = "Num", .version = 1, .inputs = num_in, .n_inputs = 1,
-                                             .outputs = num_out, .n_outputs = 1, .run = num_run};
-static const struct fr_node_spec noise_spec = {.name = "Noise", .version = 1, .inputs = num_in, .n_inputs = 1,
-                                               .outputs = num_out, .n_outputs = 1, .run = num_run,
+static const struct fr_node_spec num_spec = {.name = "Num",
+                                             .version = 1,
+                                             .inputs = num_in,
+                                             .n_inputs = 1,
+                                             .outputs = num_out,
+                                             .n_outputs = 1,
+                                             .run = num_run};
+static const struct fr_node_spec noise_spec = {.name = "Noise",
+                                               .version = 1,
+                                               .inputs = num_in,
+                                               .n_inputs = 1,
+                                               .outputs = num_out,
+                                               .n_outputs = 1,
+                                               .run = num_run,
                                                .flags = FR_NODE_NONDETERMINISTIC};
 
 static enum fr_status add_run(struct fr_node_ctx *nc) {
@@ -37,8 +48,13 @@ static enum fr_status add_run(struct fr_node_ctx *nc) {
   return fr_out_set(nc, 0, fr_value_int(a->i + b->i));
 }
 static const struct fr_input_spec add_in[] = {{.name = "a", .type = "NUM"}, {.name = "b", .type = "NUM"}};
-static const struct fr_node_spec add_spec = {.name = "Add", .version = 1, .inputs = add_in, .n_inputs = 2,
-                                             .outputs = num_out, .n_outputs = 1, .run = add_run};
+static const struct fr_node_spec add_spec = {.name = "Add",
+                                             .version = 1,
+                                             .inputs = add_in,
+                                             .n_inputs = 2,
+                                             .outputs = num_out,
+                                             .n_outputs = 1,
+                                             .run = add_run};
 
 static void model_destroy(struct fr_object *o) {
   models_alive--;
@@ -62,8 +78,8 @@ static enum fr_status model_run(struct fr_node_ctx *nc) {
   return fr_out_set(nc, 0, fr_value_object(o));
 }
 static const struct fr_output_spec model_out[] = {{.name = "MODEL", .type = FR_T_MODEL}};
-static const struct fr_node_spec model_spec = {.name = "Model", .version = 1, .outputs = model_out,
-                                               .n_outputs = 1, .run = model_run};
+static const struct fr_node_spec model_spec = {
+    .name = "Model", .version = 1, .outputs = model_out, .n_outputs = 1, .run = model_run};
 
 static enum fr_status use_run(struct fr_node_ctx *nc) {
   runs_use++;
@@ -72,13 +88,21 @@ static enum fr_status use_run(struct fr_node_ctx *nc) {
     return fr_node_fail(nc, FR_E_INVALID, "no model");
   return fr_out_set(nc, 0, fr_value_int(x->i * 10));
 }
-static const struct fr_input_spec use_in[] = {{.name = "model", .type = FR_T_MODEL}, {.name = "x", .type = "NUM"}};
-static const struct fr_node_spec use_spec = {.name = "UseModel", .version = 1, .inputs = use_in, .n_inputs = 2,
-                                             .outputs = num_out, .n_outputs = 1, .run = use_run};
+static const struct fr_input_spec use_in[] = {{.name = "model", .type = FR_T_MODEL},
+                                              {.name = "x", .type = "NUM"}};
+static const struct fr_node_spec use_spec = {.name = "UseModel",
+                                             .version = 1,
+                                             .inputs = use_in,
+                                             .n_inputs = 2,
+                                             .outputs = num_out,
+                                             .n_outputs = 1,
+                                             .run = use_run};
 
 /* Writes "<x>\n" to <output_dir>/<name> and reports the path in its "files" output. */
+static char seen_graph_dir[4096];
 static enum fr_status save_run(struct fr_node_ctx *nc) {
   runs_save++;
+  snprintf(seen_graph_dir, sizeof seen_graph_dir, "%s", fr_node_graph_dir(nc));
   const struct fr_value *x = fr_in(nc, "x");
   struct fr_arena *a = fr_node_arena(nc);
   char *path = a ? fr_arena_printf(a, "%s/%s", fr_node_output_dir(nc), fr_in_str(nc, "name")) : NULL;
@@ -94,13 +118,25 @@ static enum fr_status save_run(struct fr_node_ctx *nc) {
 static const struct fr_input_spec save_in[] = {{.name = "x", .type = "NUM"},
                                                {.name = "name", .type = FR_T_STRING, .def = "out.txt"}};
 static const struct fr_output_spec save_out[] = {{.name = "files", .type = FR_T_STRING}};
-static const struct fr_node_spec save_spec = {.name = "Save", .version = 1, .inputs = save_in, .n_inputs = 2,
-                                              .outputs = save_out, .n_outputs = 1, .flags = FR_NODE_OUTPUT,
+static const struct fr_node_spec save_spec = {.name = "Save",
+                                              .version = 1,
+                                              .inputs = save_in,
+                                              .n_inputs = 2,
+                                              .outputs = save_out,
+                                              .n_outputs = 1,
+                                              .flags = FR_NODE_OUTPUT,
                                               .run = save_run};
 
-static enum fr_status fail_run(struct fr_node_ctx *nc) { return fr_node_fail(nc, FR_E_INVALID, "boom %d", 42); }
-static const struct fr_node_spec fail_spec = {.name = "Fail", .version = 1, .inputs = save_in, .n_inputs = 1,
-                                              .outputs = num_out, .n_outputs = 1, .run = fail_run};
+static enum fr_status fail_run(struct fr_node_ctx *nc) {
+  return fr_node_fail(nc, FR_E_INVALID, "boom %d", 42);
+}
+static const struct fr_node_spec fail_spec = {.name = "Fail",
+                                              .version = 1,
+                                              .inputs = save_in,
+                                              .n_inputs = 1,
+                                              .outputs = num_out,
+                                              .n_outputs = 1,
+                                              .run = fail_run};
 
 static enum fr_status slow_run(struct fr_node_ctx *nc) {
   int64_t steps = fr_in_int(nc, "value");
@@ -111,11 +147,16 @@ static enum fr_status slow_run(struct fr_node_ctx *nc) {
   }
   return fr_out_set(nc, 0, fr_value_int(steps));
 }
-static const struct fr_node_spec slow_spec = {.name = "Slow", .version = 1, .inputs = num_in, .n_inputs = 1,
-                                              .outputs = num_out, .n_outputs = 1, .run = slow_run};
+static const struct fr_node_spec slow_spec = {.name = "Slow",
+                                              .version = 1,
+                                              .inputs = num_in,
+                                              .n_inputs = 1,
+                                              .outputs = num_out,
+                                              .n_outputs = 1,
+                                              .run = slow_run};
 
-static const struct fr_node_spec *const all_specs[] = {&num_spec, &noise_spec, &add_spec, &model_spec,
-                                                       &use_spec, &save_spec, &fail_spec, &slow_spec};
+static const struct fr_node_spec *const all_specs[] = {&num_spec, &noise_spec, &add_spec,  &model_spec,
+                                                       &use_spec, &save_spec,  &fail_spec, &slow_spec};
 static const struct fr_registry reg = {all_specs, 8};
 
 /* ---- events ---- */
@@ -173,8 +214,12 @@ static enum fr_status run(const struct fr_graph *g, bool no_cache, struct rec *r
                           struct fr_err *err) {
   memset(r, 0, sizeof *r);
   r->g = g;
-  struct fr_engine_opts o = {.registry = &reg, .cache_path = cache_path, .no_cache = no_cache,
-                             .output_dir = tmp, .on_event = on_event, .user = r};
+  struct fr_engine_opts o = {.registry = &reg,
+                             .cache_path = cache_path,
+                             .no_cache = no_cache,
+                             .output_dir = tmp,
+                             .on_event = on_event,
+                             .user = r};
   struct fr_engine *e = NULL;
   enum fr_status rc = fr_engine_new(&o, &e, err);
   if (rc != FR_OK)
@@ -239,6 +284,7 @@ static void test_cache_reuse(void) {
   CHECKF(sum.executed == 4 && sum.cached == 0, "executed %d cached %d", sum.executed, sum.cached);
   CHECK(read_num("out.txt") == 5);
   CHECK(r.outputs == 1 && r.run_done == 1 && r.done_status == FR_OK);
+  CHECKF(seen_graph_dir[0] == '/', "graph dir %s", seen_graph_dir); /* the test graph's "." made absolute */
 
   /* Identical second run, new engine on the same file: nothing runs, only the output node is cached
    * (everything upstream of it is pruned: not even loaded). */
@@ -386,8 +432,8 @@ static void test_failures(void) {
   memset(&r, 0, sizeof r);
   r.g = &t.g;
   r.cancel_at_step = 2;
-  struct fr_engine_opts o = {.registry = &reg, .cache_path = cache_path, .output_dir = tmp, .on_event = on_event,
-                             .user = &r};
+  struct fr_engine_opts o = {
+      .registry = &reg, .cache_path = cache_path, .output_dir = tmp, .on_event = on_event, .user = &r};
   struct fr_engine *e = NULL;
   CHECK_OK(fr_engine_new(&o, &e, &err), &err);
   r.cancel_engine = e;
@@ -430,8 +476,8 @@ static void test_alloc_faults(void) {
     rm_out("m.txt");
     memset(&r, 0, sizeof r);
     r.g = &t.g;
-    struct fr_engine_opts o = {.registry = &reg, .cache_path = cache_path, .output_dir = tmp,
-                               .on_event = on_event, .user = &r};
+    struct fr_engine_opts o = {
+        .registry = &reg, .cache_path = cache_path, .output_dir = tmp, .on_event = on_event, .user = &r};
     struct fr_engine *e = NULL;
     fr_alloc_fail_at(n);
     enum fr_status rc = fr_engine_new(&o, &e, &err);

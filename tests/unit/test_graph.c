@@ -261,7 +261,7 @@ static void test_errors(void) {
   EXPECT("flowrun: 1\nnodes:\n  a: {type: Int, inputs: {value: $nope}}\n", FR_E_INVALID, "3:34",
          "no param or input named 'nope'");
   EXPECT("flowrun: 1\nparams: {p: 1}\nnodes:\n  a: {type: ImageBlur, inputs: {image: $p}}\n", FR_E_INVALID,
-         "4:40", "param $p is INT, but this input takes a IMAGE link");
+         "4:40", "param $p is INT, but this input takes a link (IMAGE)");
   /* An INT output feeds a FLOAT input, a STRING output an ENUM input; an INT output does not feed STRING. */
   EXPECT("flowrun: 1\nnodes:\n  i: {type: Int}\n  t: {type: SaveImage, inputs: {images: i, prefix: {from: "
          "i}}}\n",
@@ -496,6 +496,23 @@ static void test_subgraphs(void) {
            "pong.yaml:3:13: node p: subgraph recursion: %s <- %s <- %s; a graph cannot use itself",
            fr__path("blocks/ping.yaml"), fr__path("blocks/pong.yaml"), fr__path("blocks/ping.yaml"));
   CHECKF(strstr(err.msg, chain), "%s", err.msg);
+  /* Subgraphs nest at most 32 deep: chain1 -> ... -> chain33 (32 levels) loads, chain0 adds one too many. */
+  for (int i = 0; i <= 33; i++) {
+    char name[64], text[256];
+    snprintf(name, sizeof name, "chain%d.yaml", i);
+    if (i < 33)
+      snprintf(text, sizeof text, "flowrun: 1\nnodes:\n  n: {type: chain%d.yaml}\n", i + 1);
+    else
+      snprintf(text, sizeof text, "flowrun: 1\nnodes:\n  n: {type: Int}\n");
+    fr__write(fr__path(name), text);
+  }
+  CHECK_OK(fr_graph_load_file(fr__path("chain1.yaml"), &o, &g, &err), &err);
+  if (g) {
+    CHECK(g->n_nodes == 1 && strlen(g->nodes[0].id) == 33 * 2 - 1); /* "n/n/.../n" */
+    fr_graph_free(g);
+  }
+  CHECK(fr_graph_load_file(fr__path("chain0.yaml"), &o, &g, &err) == FR_E_INVALID);
+  CHECKF(strstr(err.msg, "chain32.yaml:3:13: subgraphs nested more than 32 deep"), "%s", err.msg);
   /* A graph used as a node twice is fine (not recursion). */
   fr__write(fr__path("twice.yaml"), "flowrun: 1\nnodes:\n  l: {type: LoadImage, inputs: {image: x}}\n"
                                     "  a: {type: blocks/soften.yaml, inputs: {image: l}}\n"
@@ -626,6 +643,13 @@ static void test_limits(void) {
   CHECK(fr_graph_load_string(b.data, b.len, "many.yaml", ".", &o, &g, &err) == FR_E_INVALID);
   CHECKF(strstr(err.msg, "many.yaml:10003:3: more than 10000 nodes"), "%s", err.msg);
   fr_buf_free(&b);
+  /* Params: at most 1,000. */
+  fr_buf_puts(&b, "flowrun: 1\nparams:\n");
+  for (int i = 0; i < 1001; i++)
+    fr_buf_printf(&b, "  p%d: %d\n", i, i);
+  CHECK(fr_graph_load_string(b.data, b.len, "params.yaml", ".", &o, &g, &err) == FR_E_INVALID);
+  CHECKF(strstr(err.msg, "params.yaml:3:3: more than 1000 params"), "%s", err.msg);
+  fr_buf_free(&b);
   /* Bytes that are not UTF-8 are a syntax error, not a crash. */
   const char bad[] = "flowrun: 1\ndescription: \xff\xfe\n";
   CHECK(fr_graph_load_string(bad, sizeof bad - 1, "bin.yaml", ".", &o, &g, &err) == FR_E_FORMAT);
@@ -633,27 +657,33 @@ static void test_limits(void) {
 }
 
 /* Every allocation failing in turn ends in FR_E_NOMEM (or success once the loader needs no more), with
- * nothing leaked (ASan) and no crash. */
-static void test_out_of_memory(void) {
+ * nothing leaked (ASan) and no crash: for a string and for a file that uses subgraphs. */
+static void fr__oom_loop(const char *file) {
   struct fr_load_opts o = fr__opts();
   int ok = 0, nomem = 0, other = 0;
-  for (long n = 1; n < 2000 && !ok; n++) {
+  for (long n = 1; n < 5000 && !ok; n++) {
     struct fr_graph *g = NULL;
     struct fr_err err;
     fr_alloc_fail_at(n);
-    enum fr_status rc = fr__load(fr__valid, &o, &g, &err);
+    enum fr_status rc = file ? fr_graph_load_file(file, &o, &g, &err) : fr__load(fr__valid, &o, &g, &err);
     fr_alloc_fail_at(0);
     if (rc == FR_OK) {
       ok++;
       fr_graph_free(g);
-    } else if (rc == FR_E_NOMEM) {
+    } else if (rc == FR_E_NOMEM && strstr(err.msg, "out of memory")) {
       nomem++;
     } else {
       other++;
       fprintf(stderr, "fail at %ld: %d %s\n", n, rc, err.msg);
     }
   }
-  CHECKF(ok == 1 && nomem > 0 && other == 0, "ok %d nomem %d other %d", ok, nomem, other);
+  CHECKF(ok == 1 && nomem > 0 && other == 0, "%s: ok %d nomem %d other %d", file ? file : "string", ok, nomem,
+         other);
+}
+
+static void test_out_of_memory(void) {
+  fr__oom_loop(NULL);
+  fr__oom_loop(fr__path("main.yaml"));
 }
 
 int main(void) {

@@ -1,38 +1,50 @@
 /* Signatures: what goes into a node's key and what stays out (DESIGN.md, "Execution and the cache"). */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "core/signature.h"
 #include "tests/test.h"
 #include "tests/unit/tgraph.h"
 
-static const struct fr_input_spec num_in[] = {{.name = "value", .type = FR_T_INT, .def = "0", .min = 1, .max = 0},
-                                              {.name = "scale", .type = FR_T_FLOAT, .def = "1.0", .min = 1, .max = 0}};
-static const struct fr_output_spec num_out[] = {{.name = "out", .type = "NUM"}, {.name = "twice", .type = "NUM"}};
-static const struct fr_node_spec num_spec = {.name = "Num", .version = 1, .inputs = num_in, .n_inputs = 2,
-                                             .outputs = num_out, .n_outputs = 2};
-static const struct fr_node_spec num_spec_v2 = {.name = "Num", .version = 2, .inputs = num_in, .n_inputs = 2,
-                                                .outputs = num_out, .n_outputs = 2};
-static const struct fr_node_spec noise_spec = {.name = "Noise", .version = 1, .inputs = num_in, .n_inputs = 2,
-                                               .outputs = num_out, .n_outputs = 2,
+static const struct fr_input_spec num_in[] = {
+    {.name = "value", .type = FR_T_INT, .def = "0", .min = 1, .max = 0},
+    {.name = "scale", .type = FR_T_FLOAT, .def = "1.0", .min = 1, .max = 0}};
+static const struct fr_output_spec num_out[] = {{.name = "out", .type = "NUM"},
+                                                {.name = "twice", .type = "NUM"}};
+static const struct fr_node_spec num_spec = {
+    .name = "Num", .version = 1, .inputs = num_in, .n_inputs = 2, .outputs = num_out, .n_outputs = 2};
+static const struct fr_node_spec num_spec_v2 = {
+    .name = "Num", .version = 2, .inputs = num_in, .n_inputs = 2, .outputs = num_out, .n_outputs = 2};
+static const struct fr_node_spec noise_spec = {.name = "Noise",
+                                               .version = 1,
+                                               .inputs = num_in,
+                                               .n_inputs = 2,
+                                               .outputs = num_out,
+                                               .n_outputs = 2,
                                                .flags = FR_NODE_NONDETERMINISTIC};
 
-static const struct fr_input_spec add_in[] = {{.name = "b", .type = "NUM"}, {.name = "a", .type = "NUM"},
+static const struct fr_input_spec add_in[] = {{.name = "b", .type = "NUM"},
+                                              {.name = "a", .type = "NUM"},
                                               {.name = "note", .type = FR_T_STRING, .flags = FR_IN_OPTIONAL}};
 static const struct fr_output_spec add_out[] = {{.name = "out", .type = "NUM"}};
-static const struct fr_node_spec add_spec = {.name = "Add", .version = 1, .inputs = add_in, .n_inputs = 3,
-                                             .outputs = add_out, .n_outputs = 1};
+static const struct fr_node_spec add_spec = {
+    .name = "Add", .version = 1, .inputs = add_in, .n_inputs = 3, .outputs = add_out, .n_outputs = 1};
 
 static const struct fr_input_spec load_in[] = {{.name = "file", .type = FR_T_STRING, .flags = FR_IN_FILE}};
-static const struct fr_node_spec load_spec = {.name = "LoadThing", .version = 1, .inputs = load_in, .n_inputs = 1,
-                                              .outputs = add_out, .n_outputs = 1};
+static const struct fr_node_spec load_spec = {
+    .name = "LoadThing", .version = 1, .inputs = load_in, .n_inputs = 1, .outputs = add_out, .n_outputs = 1};
 
 static const struct fr_input_spec save_in[] = {{.name = "x", .type = "NUM"}};
 static const struct fr_output_spec save_out[] = {{.name = "files", .type = FR_T_STRING}};
-static const struct fr_node_spec save_spec = {.name = "Save", .version = 1, .inputs = save_in, .n_inputs = 1,
-                                              .outputs = save_out, .n_outputs = 1, .flags = FR_NODE_OUTPUT};
+static const struct fr_node_spec save_spec = {.name = "Save",
+                                              .version = 1,
+                                              .inputs = save_in,
+                                              .n_inputs = 1,
+                                              .outputs = save_out,
+                                              .n_outputs = 1,
+                                              .flags = FR_NODE_OUTPUT};
 
 struct sigs {
   struct fr_key k[TG_MAX];
@@ -61,7 +73,9 @@ static void build(struct tg *t, const char *ida, int64_t aval) {
   tg_link(t, s, "x", b, 0);
 }
 
-static bool same(const struct fr_key *x, const struct fr_key *y) { return fr_key_equal(x, y); }
+static bool same(const struct fr_key *x, const struct fr_key *y) {
+  return fr_key_equal(x, y);
+}
 
 static void write_file(const char *path, const char *text) {
   FILE *f = fopen(path, "wb");
