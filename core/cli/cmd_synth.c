@@ -95,8 +95,8 @@ int fr_cmd_synth(int argc, char **argv) {
   }
   int64_t params = fr_synth_list_params(l);
   if (!quiet)
-    fprintf(stderr, "synth: %s, %d tensors, %.3f G parameters, %s -> %s\n", arch.name, l->n, (double)params / 1e9,
-            fr_dtype_name(dtype), out);
+    fprintf(stderr, "synth: %s, %d tensors, %.3f G parameters, %s -> %s\n", arch.name, l->n,
+            (double)params / 1e9, fr_dtype_name(dtype), out);
   struct fr__synth_progress p = {.l = l, .total_params = params, .last_pct = -10};
   enum fr_status rc = fr_synth_write(l, out, dtype, seed, quiet ? NULL : fr__synth_progress, &p, &err);
   fr_synth_list_free(l);

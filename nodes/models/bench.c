@@ -90,8 +90,8 @@ static enum fr_status fr__gemm_setup(struct fr__bench *b, void **state, double *
 
 static enum fr_status fr__gemm_run(struct fr__bench *b, void *state, struct fr_err *err) {
   struct fr__gemm *g = state;
-  cblas_sgemm(101, 111, 111, FR__GEMM_N, FR__GEMM_N, FR__GEMM_N, 1.0f, g->a, FR__GEMM_N, g->b, FR__GEMM_N, 0.0f,
-              g->c, FR__GEMM_N);
+  cblas_sgemm(101, 111, 111, FR__GEMM_N, FR__GEMM_N, FR__GEMM_N, 1.0f, g->a, FR__GEMM_N, g->b, FR__GEMM_N,
+              0.0f, g->c, FR__GEMM_N);
   return FR_OK;
 }
 
@@ -159,7 +159,8 @@ static enum fr_status fr__vae_run(struct fr__bench *b, void *state, struct fr_er
 }
 
 /* Deterministic values in [-scale, scale] for benchmark inputs, uploaded to the context. */
-static struct fr_tensor *fr__input(struct fr_ctx *c, int ndim, const int64_t *shape, float scale, uint32_t seed) {
+static struct fr_tensor *fr__input(struct fr_ctx *c, int ndim, const int64_t *shape, float scale,
+                                   uint32_t seed) {
   struct fr_tensor *h = fr_tensor_f32(ndim, shape);
   if (!h)
     return NULL;
@@ -204,8 +205,11 @@ static enum fr_status fr__text_setup(struct fr__bench *b, void **state, double *
       return rc;
     }
     const struct fr_clip_config *cc = &s->m[s->n]->cfg;
-    struct fr_synth_clip shape = {.hf = cc->layout == FR_CLIP_LAYOUT_HF, .width = cc->width, .layers = cc->layers,
-                                  .ff = cc->mlp, .proj = cc->proj};
+    struct fr_synth_clip shape = {.hf = cc->layout == FR_CLIP_LAYOUT_HF,
+                                  .width = cc->width,
+                                  .layers = cc->layers,
+                                  .ff = cc->mlp,
+                                  .proj = cc->proj};
     *flops += fr_synth_clip_flops(&shape, 77);
     s->n++;
   }
@@ -274,9 +278,14 @@ static enum fr_status fr__unet_setup(struct fr__bench *b, void **state, double *
     return rc ? rc : fr_errf(err, FR_E_NOMEM, "out of memory");
   }
   /* FLOPs from the loaded architecture, whatever --arch says */
-  struct fr_synth_unet a = {.ch = uc->model_channels, .levels = uc->levels, .nres = uc->num_res_blocks,
-                            .depth_mid = uc->mid_depth, .ctx_dim = uc->context_dim, .adm_in = uc->adm_in_channels,
-                            .in_ch = uc->in_channels, .out_ch = uc->out_channels};
+  struct fr_synth_unet a = {.ch = uc->model_channels,
+                            .levels = uc->levels,
+                            .nres = uc->num_res_blocks,
+                            .depth_mid = uc->mid_depth,
+                            .ctx_dim = uc->context_dim,
+                            .adm_in = uc->adm_in_channels,
+                            .in_ch = uc->in_channels,
+                            .out_ch = uc->out_channels};
   for (int i = 0; i < uc->levels && i < 4; i++)
     a.mult[i] = uc->channels[i] / uc->model_channels, a.depth[i] = uc->depth[i];
   *flops = fr_synth_unet_flops(&a, 64, 64, 77);
@@ -333,10 +342,11 @@ enum fr_status fr_bench_run(const struct fr_bench_opts *o, FILE *out, struct fr_
       size_t len = e ? (size_t)(e - p) : strlen(p);
       bool known = false;
       for (int r = 0; r < nrows; r++)
-        known = known || (strlen(fr__bench_rows[r].name) == len && strncmp(p, fr__bench_rows[r].name, len) == 0);
+        known =
+            known || (strlen(fr__bench_rows[r].name) == len && strncmp(p, fr__bench_rows[r].name, len) == 0);
       if (!known)
-        return fr_errf(err, FR_E_INVALID, "--only: unknown component '%.*s' (known: sgemm, text, unet, vae)", (int)len,
-                       p);
+        return fr_errf(err, FR_E_INVALID, "--only: unknown component '%.*s' (known: sgemm, text, unet, vae)",
+                       (int)len, p);
       p += len + (e ? 1 : 0);
     }
   }
@@ -351,15 +361,17 @@ enum fr_status fr_bench_run(const struct fr_bench_opts *o, FILE *out, struct fr_
       return rc;
     }
   }
-  fprintf(out, "flowrun bench: arch %s, checkpoint %s, device %s, threads %d, median of %d runs\n", b.arch.name,
-          o->ckpt ? o->ckpt : "(none)", fr_ctx_device_name(b.ctx), o->threads, runs);
-  fprintf(out, "%-30s %10s %10s %10s %10s %12s\n", "component", "load ms", "ms", "GFLOP", "GFLOP/s", "peak RSS MiB");
+  fprintf(out, "flowrun bench: arch %s, checkpoint %s, device %s, threads %d, median of %d runs\n",
+          b.arch.name, o->ckpt ? o->ckpt : "(none)", fr_ctx_device_name(b.ctx), o->threads, runs);
+  fprintf(out, "%-30s %10s %10s %10s %10s %12s\n", "component", "load ms", "ms", "GFLOP", "GFLOP/s",
+          "peak RSS MiB");
   for (int r = 0; r < nrows && !rc; r++) {
     const struct fr__row *row = &fr__bench_rows[r];
     if (!fr__selected(o->only, row->name))
       continue;
     if (row->needs_ckpt && !b.ck) {
-      fprintf(out, "%-30s skipped: needs --ckpt (flowrun synth %s FILE makes one)\n", row->label, b.arch.name);
+      fprintf(out, "%-30s skipped: needs --ckpt (flowrun synth %s FILE makes one)\n", row->label,
+              b.arch.name);
       continue;
     }
     void *state = NULL;

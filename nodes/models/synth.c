@@ -20,19 +20,37 @@ enum fr_status fr_synth_arch(const char *name, struct fr_synth_arch *out, struct
   memset(out, 0, sizeof *out);
   /* CLIP ViT-L/14 text tower (SD1.5's encoder, SDXL's first) and OpenCLIP ViT-bigG/14 (SDXL's second,
    * the refiner's only one) */
-  const struct fr_synth_clip clip_l = {.hf = true, .vocab = 49408, .width = 768, .layers = 12, .ff = 3072,
-                                       .positions = 77, .position_ids = true};
-  const struct fr_synth_clip clip_g = {.hf = false, .vocab = 49408, .width = 1280, .layers = 32, .ff = 5120,
-                                       .positions = 77, .proj = 1280};
+  const struct fr_synth_clip clip_l = {.hf = true,
+                                       .vocab = 49408,
+                                       .width = 768,
+                                       .layers = 12,
+                                       .ff = 3072,
+                                       .positions = 77,
+                                       .position_ids = true};
+  const struct fr_synth_clip clip_g = {
+      .hf = false, .vocab = 49408, .width = 1280, .layers = 32, .ff = 5120, .positions = 77, .proj = 1280};
   const struct fr_synth_vae vae = {.ch = 128, .levels = 4, .mult = {1, 2, 4, 4}, .nres = 2, .z = 4};
   /* v1-inference.yaml: model_channels 320, attention_resolutions [4, 2, 1], channel_mult [1, 2, 4, 4],
    * num_heads 8, transformer depth 1, context_dim 768 */
-  const struct fr_synth_unet sd15 = {.ch = 320, .levels = 4, .mult = {1, 2, 4, 4}, .nres = 2,
-                                     .depth = {1, 1, 1, 0}, .depth_mid = 1, .ctx_dim = 768, .in_ch = 4,
-                                     .out_ch = 4, .heads = 8, .hint_ch = {16, 32, 96, 256}};
+  const struct fr_synth_unet sd15 = {.ch = 320,
+                                     .levels = 4,
+                                     .mult = {1, 2, 4, 4},
+                                     .nres = 2,
+                                     .depth = {1, 1, 1, 0},
+                                     .depth_mid = 1,
+                                     .ctx_dim = 768,
+                                     .in_ch = 4,
+                                     .out_ch = 4,
+                                     .heads = 8,
+                                     .hint_ch = {16, 32, 96, 256}};
   if (strcmp(name, "sd15") == 0) {
-    *out = (struct fr_synth_arch){.name = "sd15", .has_unet = true, .has_vae = true, .unet = sd15,
-                                  .vae = vae, .n_clip = 1, .ldm_extras = true};
+    *out = (struct fr_synth_arch){.name = "sd15",
+                                  .has_unet = true,
+                                  .has_vae = true,
+                                  .unet = sd15,
+                                  .vae = vae,
+                                  .n_clip = 1,
+                                  .ldm_extras = true};
     out->clip[0] = clip_l;
     out->clip[0].prefix = "cond_stage_model.transformer.text_model.";
   } else if (strcmp(name, "sdxl") == 0) {
@@ -40,9 +58,17 @@ enum fr_status fr_synth_arch(const char *name, struct fr_synth_arch *out, struct
      * transformer_depth [1, 2, 10] (level 0 has no attention), num_head_channels 64, context_dim 2048,
      * adm_in_channels 2816, use_linear_in_transformer */
     *out = (struct fr_synth_arch){.name = "sdxl", .has_unet = true, .has_vae = true, .vae = vae, .n_clip = 2};
-    out->unet = (struct fr_synth_unet){.ch = 320, .levels = 3, .mult = {1, 2, 4}, .nres = 2,
-                                       .depth = {0, 2, 10}, .depth_mid = 10, .ctx_dim = 2048,
-                                       .linear_proj = true, .adm_in = 2816, .in_ch = 4, .out_ch = 4,
+    out->unet = (struct fr_synth_unet){.ch = 320,
+                                       .levels = 3,
+                                       .mult = {1, 2, 4},
+                                       .nres = 2,
+                                       .depth = {0, 2, 10},
+                                       .depth_mid = 10,
+                                       .ctx_dim = 2048,
+                                       .linear_proj = true,
+                                       .adm_in = 2816,
+                                       .in_ch = 4,
+                                       .out_ch = 4,
                                        .head_dim = 64};
     out->clip[0] = clip_l;
     out->clip[0].prefix = "conditioner.embedders.0.transformer.text_model.";
@@ -52,11 +78,19 @@ enum fr_status fr_synth_arch(const char *name, struct fr_synth_arch *out, struct
   } else if (strcmp(name, "sdxl-refiner") == 0) {
     /* sd_xl_refiner.yaml: model_channels 384, channel_mult [1, 2, 4, 4], attention_resolutions [4, 2],
      * transformer_depth 4, num_head_channels 64, context_dim 1280, adm_in_channels 2560 */
-    *out = (struct fr_synth_arch){.name = "sdxl-refiner", .has_unet = true, .has_vae = true, .vae = vae,
-                                  .n_clip = 1};
-    out->unet = (struct fr_synth_unet){.ch = 384, .levels = 4, .mult = {1, 2, 4, 4}, .nres = 2,
-                                       .depth = {0, 4, 4, 0}, .depth_mid = 4, .ctx_dim = 1280,
-                                       .linear_proj = true, .adm_in = 2560, .in_ch = 4, .out_ch = 4,
+    *out = (struct fr_synth_arch){
+        .name = "sdxl-refiner", .has_unet = true, .has_vae = true, .vae = vae, .n_clip = 1};
+    out->unet = (struct fr_synth_unet){.ch = 384,
+                                       .levels = 4,
+                                       .mult = {1, 2, 4, 4},
+                                       .nres = 2,
+                                       .depth = {0, 4, 4, 0},
+                                       .depth_mid = 4,
+                                       .ctx_dim = 1280,
+                                       .linear_proj = true,
+                                       .adm_in = 2560,
+                                       .in_ch = 4,
+                                       .out_ch = 4,
                                        .head_dim = 64};
     out->clip[0] = clip_g;
     out->clip[0].prefix = "conditioner.embedders.0.model.";
@@ -64,8 +98,10 @@ enum fr_status fr_synth_arch(const char *name, struct fr_synth_arch *out, struct
     *out = (struct fr_synth_arch){.name = "controlnet-sd15", .has_unet = true, .unet = sd15};
     out->unet.controlnet = true;
   } else {
-    return fr_errf(err, FR_E_INVALID, "unknown architecture '%s' (expected sd15, sdxl, sdxl-refiner or "
-                                      "controlnet-sd15)", name);
+    return fr_errf(err, FR_E_INVALID,
+                   "unknown architecture '%s' (expected sd15, sdxl, sdxl-refiner or "
+                   "controlnet-sd15)",
+                   name);
   }
   return FR_OK;
 }
@@ -78,11 +114,12 @@ struct fr__b {
   struct fr_err *err;
 };
 
-static struct fr_synth_tensor *fr__add(struct fr__b *b, enum fr_synth_init init, int ndim, const int64_t *shape,
-                                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static struct fr_synth_tensor *fr__add(struct fr__b *b, enum fr_synth_init init, int ndim,
+                                       const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
-static struct fr_synth_tensor *fr__add(struct fr__b *b, enum fr_synth_init init, int ndim, const int64_t *shape,
-                                       const char *fmt, ...) {
+static struct fr_synth_tensor *fr__add(struct fr__b *b, enum fr_synth_init init, int ndim,
+                                       const int64_t *shape, const char *fmt, ...) {
   if (b->rc)
     return NULL;
   struct fr_synth_list *l = b->l;
@@ -393,7 +430,8 @@ static void fr__clip(struct fr__b *b, const struct fr_synth_clip *c) {
   for (int i = 0; i < c->layers; i++) {
     FR__NAME(n, "%stransformer.resblocks.%d.ln_1", P, i);
     fr__norm(b, n, W);
-    fr__add(b, FR_SYNTH_RANDOM, 2, (int64_t[]){3 * W, W}, "%stransformer.resblocks.%d.attn.in_proj_weight", P, i);
+    fr__add(b, FR_SYNTH_RANDOM, 2, (int64_t[]){3 * W, W}, "%stransformer.resblocks.%d.attn.in_proj_weight", P,
+            i);
     fr__add(b, FR_SYNTH_RANDOM, 1, (int64_t[]){3 * W}, "%stransformer.resblocks.%d.attn.in_proj_bias", P, i);
     FR__NAME(n, "%stransformer.resblocks.%d.attn.out_proj", P, i);
     fr__lin(b, n, W, W, true);
@@ -415,10 +453,18 @@ static void fr__clip(struct fr__b *b, const struct fr_synth_clip *c) {
 }
 
 /* The DDPM buffers of ldm's LatentDiffusion, in its register_schedule order. */
-static const char *const fr__sched_names[] = {
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2"};
+static const char *const fr__sched_names[] = {"betas",
+                                              "alphas_cumprod",
+                                              "alphas_cumprod_prev",
+                                              "sqrt_alphas_cumprod",
+                                              "sqrt_one_minus_alphas_cumprod",
+                                              "log_one_minus_alphas_cumprod",
+                                              "sqrt_recip_alphas_cumprod",
+                                              "sqrt_recipm1_alphas_cumprod",
+                                              "posterior_variance",
+                                              "posterior_log_variance_clipped",
+                                              "posterior_mean_coef1",
+                                              "posterior_mean_coef2"};
 
 static void fr__extras(struct fr__b *b) {
   for (int i = 0; i < 12; i++) {
@@ -672,9 +718,9 @@ done:
 static double fr__st_flops(const struct fr_synth_unet *u, double c, double T, int depth, double L) {
   double f = 2 * (2.0 * T * c * c); /* proj_in, proj_out */
   for (int d = 0; d < depth; d++) {
-    f += 4 * 2.0 * T * c * c + 2 * 2.0 * T * T * c;                     /* self-attention */
+    f += 4 * 2.0 * T * c * c + 2 * 2.0 * T * T * c;                                /* self-attention */
     f += 2 * 2.0 * T * c * c + 2 * 2.0 * L * u->ctx_dim * c + 2 * 2.0 * T * L * c; /* cross-attention */
-    f += 2.0 * T * c * 8 * c + 2.0 * T * 4 * c * c;                     /* GEGLU feed-forward */
+    f += 2.0 * T * c * 8 * c + 2.0 * T * 4 * c * c;                                /* GEGLU feed-forward */
   }
   return f;
 }
@@ -688,7 +734,8 @@ static double fr__res_flops(double cin, double cout, double T, double tdim) {
 
 double fr_synth_unet_flops(const struct fr_synth_unet *u, int h, int w, int ctx_len) {
   double tdim = 4.0 * u->ch, T = (double)h * w, L = ctx_len;
-  double f = 2.0 * u->ch * tdim + 2.0 * tdim * tdim + (u->adm_in ? 2.0 * u->adm_in * tdim + 2.0 * tdim * tdim : 0);
+  double f =
+      2.0 * u->ch * tdim + 2.0 * tdim * tdim + (u->adm_in ? 2.0 * u->adm_in * tdim + 2.0 * tdim * tdim : 0);
   f += 2.0 * u->in_ch * u->ch * 9 * T;
   int chans[32], nch = 0, cur = u->ch;
   chans[nch++] = cur;

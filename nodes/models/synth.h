@@ -17,15 +17,15 @@
 
 /* The CompVis/SGM UNet (openaimodel.UNetModel) and, with controlnet set, its ControlNet copy. */
 struct fr_synth_unet {
-  int ch;          /* model_channels: 320 (SD1.5, SDXL), 384 (refiner) */
-  int levels;      /* len(channel_mult) */
-  int mult[4];     /* channel_mult */
-  int nres;        /* num_res_blocks */
-  int depth[4];    /* transformer depth per level; 0 = no attention at that level */
-  int depth_mid;   /* transformer depth of the middle block */
-  int ctx_dim;     /* context_dim: 768, 2048, 1280 */
-  bool linear_proj;/* use_linear_projection: proj_in/out as [C, C] linears (SDXL) or 1x1 convs (SD1.5) */
-  int adm_in;      /* adm_in_channels (label_emb): 0, 2816 (SDXL), 2560 (refiner) */
+  int ch;           /* model_channels: 320 (SD1.5, SDXL), 384 (refiner) */
+  int levels;       /* len(channel_mult) */
+  int mult[4];      /* channel_mult */
+  int nres;         /* num_res_blocks */
+  int depth[4];     /* transformer depth per level; 0 = no attention at that level */
+  int depth_mid;    /* transformer depth of the middle block */
+  int ctx_dim;      /* context_dim: 768, 2048, 1280 */
+  bool linear_proj; /* use_linear_projection: proj_in/out as [C, C] linears (SDXL) or 1x1 convs (SD1.5) */
+  int adm_in;       /* adm_in_channels (label_emb): 0, 2816 (SDXL), 2560 (refiner) */
   int in_ch, out_ch;
   int heads;       /* attention heads (not in the keys; for FLOP counts and the models) */
   int head_dim;    /* or a fixed head width (SDXL: 64); 0 when heads is used */
@@ -63,12 +63,12 @@ enum fr_status fr_synth_arch(const char *name, struct fr_synth_arch *out, struct
 
 /* What each tensor is filled with. */
 enum fr_synth_init {
-  FR_SYNTH_RANDOM, /* uniform with std 0.02 (weights and biases) */
-  FR_SYNTH_ONES,   /* norm gains */
-  FR_SYNTH_ZEROS,  /* norm shifts */
-  FR_SYNTH_ARANGE, /* position_ids */
+  FR_SYNTH_RANDOM,   /* uniform with std 0.02 (weights and biases) */
+  FR_SYNTH_ONES,     /* norm gains */
+  FR_SYNTH_ZEROS,    /* norm shifts */
+  FR_SYNTH_ARANGE,   /* position_ids */
   FR_SYNTH_SCHEDULE, /* an LDM schedule buffer, computed as the real one (see synth.c) */
-  FR_SYNTH_CONST,  /* a scalar constant (logit_scale, model_ema.*) */
+  FR_SYNTH_CONST,    /* a scalar constant (logit_scale, model_ema.*) */
 };
 
 struct fr_synth_tensor {
@@ -90,7 +90,7 @@ struct fr_synth_list {
 /* Builds the key list of an architecture in file order. Free with fr_synth_list_free. */
 enum fr_status fr_synth_list_build(const struct fr_synth_arch *arch, struct fr_synth_list **out,
                                    struct fr_err *err);
-void fr_synth_list_free(struct fr_synth_list *l); /* NULL is fine */
+void fr_synth_list_free(struct fr_synth_list *l);            /* NULL is fine */
 int64_t fr_synth_list_params(const struct fr_synth_list *l); /* total elements */
 
 /* Writes the checkpoint to path: float tensors in dtype (F32, F16 or BF16), random data from seed,

@@ -111,7 +111,8 @@ struct fr__ld {
 };
 
 /* Formats the base name (without .weight/.bias) of group k for indices i, j (CompVis meaning). */
-static void fr__key(const struct fr__ld *L, char *buf, size_t n, enum fr__vk k, const char *side, int i, int j) {
+static void fr__key(const struct fr__ld *L, char *buf, size_t n, enum fr__vk k, const char *side, int i,
+                    int j) {
   const char *fmt = fr__vae_keys[k].ldm;
   int levels = L->vae->cfg.levels;
   if (L->naming != FR__LDM) {
@@ -171,7 +172,8 @@ static void fr__load(struct fr__ld *L, const char *base, int ndim, const int64_t
     fr__keep(L, p->b);
 }
 
-static void fr__load_conv(struct fr__ld *L, const char *base, int64_t o, int64_t i, int k, struct fr__conv *p) {
+static void fr__load_conv(struct fr__ld *L, const char *base, int64_t o, int64_t i, int k,
+                          struct fr__conv *p) {
   fr__load(L, base, 4, (int64_t[]){o, i, k, k}, p);
 }
 
@@ -191,7 +193,8 @@ static void fr__load_res(struct fr__ld *L, const char *base, int64_t cin, int64_
   fr__load_conv(L, b, cout, cout, 3, &r->c2);
   if (cin != cout) {
     snprintf(b, sizeof b, "%s.%s", base,
-             L->naming == FR__LDM ? fr__vae_keys[VK_RES_SHORTCUT].ldm : fr__vae_keys[VK_RES_SHORTCUT].diffusers);
+             L->naming == FR__LDM ? fr__vae_keys[VK_RES_SHORTCUT].ldm
+                                  : fr__vae_keys[VK_RES_SHORTCUT].diffusers);
     fr__load_conv(L, b, cout, cin, 1, &r->sc);
   }
 }
@@ -222,7 +225,8 @@ static enum fr_status fr__detect(struct fr__ld *L) {
   fr__key(L, b, sizeof b, VK_POST_QUANT, "decoder", 0, 0);
   const struct fr_st_entry *pq = fr__find(L, b, "weight");
   if (!dout || dout->ndim != 4 || !pq || pq->ndim != 4)
-    return fr_errf(L->err, FR_E_NOTFOUND, "%s: no VAE decoder found (tensor %sdecoder.conv_out.weight or "
+    return fr_errf(L->err, FR_E_NOTFOUND,
+                   "%s: no VAE decoder found (tensor %sdecoder.conv_out.weight or "
                    "%spost_quant_conv.weight missing or not 4-D)",
                    L->w.st->path, L->w.prefix, L->w.prefix);
   cfg->out_channels = (int)dout->shape[0];
@@ -232,14 +236,15 @@ static enum fr_status fr__detect(struct fr__ld *L) {
    * 0..levels-1, so counting either works. */
   int levels = 0;
   for (; levels < FR_VAE_MAX_LEVELS + 1; levels++) {
-    snprintf(b, sizeof b, L->naming == FR__LDM ? "decoder.up.%d.block.0.conv1" : "decoder.up_blocks.%d.resnets.0.conv1",
+    snprintf(b, sizeof b,
+             L->naming == FR__LDM ? "decoder.up.%d.block.0.conv1" : "decoder.up_blocks.%d.resnets.0.conv1",
              levels);
     if (!fr__has(L, b, "weight"))
       break;
   }
   if (levels < 1 || levels > FR_VAE_MAX_LEVELS)
-    return fr_errf(L->err, FR_E_UNSUPPORTED, "%s: VAE decoder has %d up blocks (1..%d supported)", L->w.st->path,
-                   levels, FR_VAE_MAX_LEVELS);
+    return fr_errf(L->err, FR_E_UNSUPPORTED, "%s: VAE decoder has %d up blocks (1..%d supported)",
+                   L->w.st->path, levels, FR_VAE_MAX_LEVELS);
   cfg->levels = levels;
   int nres = 0;
   for (; nres < FR_VAE_MAX_RES + 2; nres++) {
@@ -255,7 +260,8 @@ static enum fr_status fr__detect(struct fr__ld *L) {
     fr__key(L, b, sizeof b, VK_UP_RES, "decoder", i, 0);
     const struct fr_st_entry *e = fr__find(L, b, "conv1.weight");
     if (!e || e->ndim != 4 || cfg->ch <= 0 || e->shape[0] % cfg->ch)
-      return fr_errf(L->err, FR_E_SHAPE, "%s: VAE decoder block %s: conv1 output channels are not a multiple of %d",
+      return fr_errf(L->err, FR_E_SHAPE,
+                     "%s: VAE decoder block %s: conv1 output channels are not a multiple of %d",
                      L->w.st->path, b, cfg->ch);
     cfg->mult[i] = (int)(e->shape[0] / cfg->ch);
   }
@@ -265,8 +271,8 @@ static enum fr_status fr__detect(struct fr__ld *L) {
   cfg->in_channels = ein && ein->ndim == 4 ? (int)ein->shape[1] : 3;
   for (int i = 0; i < levels; i++)
     if (cfg->ch * cfg->mult[i] % FR__GROUPS)
-      return fr_errf(L->err, FR_E_UNSUPPORTED, "%s: VAE channels %d not divisible into %d groups", L->w.st->path,
-                     cfg->ch * cfg->mult[i], FR__GROUPS);
+      return fr_errf(L->err, FR_E_UNSUPPORTED, "%s: VAE channels %d not divisible into %d groups",
+                     L->w.st->path, cfg->ch * cfg->mult[i], FR__GROUPS);
   return FR_OK;
 }
 
@@ -341,8 +347,8 @@ enum fr_status fr_vae_load(struct fr_ctx *c, const struct fr_checkpoint *ck, str
   if (fr_wsrc_has(&L.w, "decoder.up.0.block.0.conv1.weight"))
     L.naming = FR__LDM;
   else if (fr_wsrc_has(&L.w, "decoder.up_blocks.0.resnets.0.conv1.weight"))
-    L.naming = fr_wsrc_has(&L.w, "decoder.mid_block.attentions.0.query.weight") ? FR__DIFFUSERS_OLD
-                                                                                  : FR__DIFFUSERS;
+    L.naming =
+        fr_wsrc_has(&L.w, "decoder.mid_block.attentions.0.query.weight") ? FR__DIFFUSERS_OLD : FR__DIFFUSERS;
   else
     return fr_errf(err, FR_E_NOTFOUND,
                    "%s: no VAE found (neither first_stage_model.decoder.* / decoder.up.N.block.M nor "
@@ -371,7 +377,9 @@ void fr_vae_free(struct fr_vae *vae) {
   fr_free(vae);
 }
 
-const struct fr_vae_config *fr_vae_config(const struct fr_vae *vae) { return &vae->cfg; }
+const struct fr_vae_config *fr_vae_config(const struct fr_vae *vae) {
+  return &vae->cfg;
+}
 
 /* ---- forward ---- */
 
@@ -398,7 +406,7 @@ static struct fr_tensor *fr__attn(struct fr_ctx *c, const struct fr__attn *a, co
     return NULL;
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   struct fr_tensor *h = fr_group_norm(c, x, FR__GROUPS, a->n.w, a->n.b, FR__EPS, false); /* [B, C, H, W] */
-  struct fr_tensor *tok = fr_permute(c, h, (const int[]){0, 2, 3, 1});                  /* [B, H, W, C] */
+  struct fr_tensor *tok = fr_permute(c, h, (const int[]){0, 2, 3, 1});                   /* [B, H, W, C] */
   fr_tensor_free(h);
   if (tok)
     fr_tensor_reshape(tok, 3, (int64_t[]){B, H * W, C}); /* [B, HW, C] */
@@ -446,8 +454,8 @@ static enum fr_status fr__check_input(struct fr_ctx *c, const struct fr_tensor *
                    mult > 1 ? " with H and W multiples of the downsampling factor" : "", have);
   }
   if (x->dtype != fr_ctx_dtype(c))
-    return fr_errf(err, FR_E_INVALID, "VAE %s: dtype %s, the context computes in %s", what, fr_dtype_name(x->dtype),
-                   fr_dtype_name(fr_ctx_dtype(c)));
+    return fr_errf(err, FR_E_INVALID, "VAE %s: dtype %s, the context computes in %s", what,
+                   fr_dtype_name(x->dtype), fr_dtype_name(fr_ctx_dtype(c)));
   return FR_OK;
 }
 
@@ -461,7 +469,7 @@ enum fr_status fr_vae_decode(struct fr_ctx *c, const struct fr_vae *vae, const s
   if (fr_ctx_failed(c))
     return fr_ctx_status(c, err);
   struct fr_tensor *h = fr_conv2d(c, z, vae->post_quant.w, vae->post_quant.b, 1, 0); /* [B, z, h, w] */
-  h = fr__step(h, fr_conv2d(c, h, vae->d_conv_in.w, vae->d_conv_in.b, 1, 1));      /* [B, top, h, w] */
+  h = fr__step(h, fr_conv2d(c, h, vae->d_conv_in.w, vae->d_conv_in.b, 1, 1));        /* [B, top, h, w] */
   h = fr__step(h, fr__mid(c, &vae->d_mid, h));
   for (int i = cfg->levels - 1; i >= 0; i--) {
     for (int j = 0; j <= cfg->num_res_blocks; j++)

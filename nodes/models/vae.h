@@ -25,13 +25,13 @@
 #define FR_VAE_MAX_RES 4
 
 struct fr_vae_config {
-  int ch;                          /* base channels: 128 for SD1.5/SDXL */
-  int levels;                      /* resolution levels: 4 (three 2x down/upsamplings) */
-  int mult[FR_VAE_MAX_LEVELS];     /* channel multipliers per level: 1, 2, 4, 4 */
-  int num_res_blocks;              /* encoder res blocks per level (decoder has one more): 2 */
-  int in_channels, out_channels;   /* image channels: 3 */
-  int z_channels;                  /* latent channels: 4 */
-  bool has_encoder;                /* a decoder-only file still loads; encoding it is an error */
+  int ch;                        /* base channels: 128 for SD1.5/SDXL */
+  int levels;                    /* resolution levels: 4 (three 2x down/upsamplings) */
+  int mult[FR_VAE_MAX_LEVELS];   /* channel multipliers per level: 1, 2, 4, 4 */
+  int num_res_blocks;            /* encoder res blocks per level (decoder has one more): 2 */
+  int in_channels, out_channels; /* image channels: 3 */
+  int z_channels;                /* latent channels: 4 */
+  bool has_encoder;              /* a decoder-only file still loads; encoding it is an error */
 };
 
 struct fr_vae;

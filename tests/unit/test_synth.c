@@ -93,10 +93,12 @@ static void full_size(void) {
     check_shape(l, "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight", 2,
                 (int64_t[]){1280, 768});
     check_shape(l, "model.diffusion_model.out.2.weight", 4, (int64_t[]){4, 320, 3, 3});
-    check_shape(l, "first_stage_model.decoder.up.1.block.0.nin_shortcut.weight", 4, (int64_t[]){256, 512, 1, 1});
+    check_shape(l, "first_stage_model.decoder.up.1.block.0.nin_shortcut.weight", 4,
+                (int64_t[]){256, 512, 1, 1});
     check_shape(l, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2,
                 (int64_t[]){49408, 768});
-    const struct fr_synth_tensor *ids = find(l, "cond_stage_model.transformer.text_model.embeddings.position_ids");
+    const struct fr_synth_tensor *ids =
+        find(l, "cond_stage_model.transformer.text_model.embeddings.position_ids");
     CHECK(ids && ids->dtype == FR_I64);
     double tf = fr_synth_unet_flops(&a.unet, 64, 64, 77) / 1e12;
     printf("sd15 UNet forward at 64x64, batch 1: %.3f TFLOP (the issue: 0.80)\n", tf);
@@ -184,8 +186,8 @@ static void same_as_fixture(const char *what, const struct fr_synth_list *l, con
       ok = ok && e->dtype == t->dtype;
     if (!ok && mismatched++ < 5) {
       char a[96], b[96];
-      fprintf(stderr, "%s: %s generated %s, fixture %s\n", what, name, fr_shape_str_dims(t->ndim, t->shape, a, 96),
-              fr_shape_str_dims(e->ndim, e->shape, b, 96));
+      fprintf(stderr, "%s: %s generated %s, fixture %s\n", what, name,
+              fr_shape_str_dims(t->ndim, t->shape, a, 96), fr_shape_str_dims(e->ndim, e->shape, b, 96));
     }
   }
   printf("%s: %d generated, %d in the fixture, %d missing there, %d mismatched\n", what, l->n, st->n, missing,

@@ -237,8 +237,8 @@ int main(void) {
   snprintf(novae, sizeof novae, "%s/novae.safetensors", tmp);
   if (sf) {
     write_copy(bare, sf, "first_stage_model.", "", NULL, 0, NULL, NULL);
-    write_copy(missing, sf, "first_stage_model.", "first_stage_model.", NULL, 0, "first_stage_model.encoder.mid.attn_1.k.bias",
-               NULL);
+    write_copy(missing, sf, "first_stage_model.", "first_stage_model.", NULL, 0,
+               "first_stage_model.encoder.mid.attn_1.k.bias", NULL);
     write_copy(badshape, sf, "first_stage_model.", "", NULL, 0, NULL, "decoder.up.2.block.1.conv2.weight");
     write_copy(novae, sf, "model.diffusion_model.", "model.diffusion_model.", NULL, 0, NULL, NULL);
   }
