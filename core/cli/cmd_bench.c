@@ -9,7 +9,7 @@
 
 static void fr__bench_usage(FILE *f) {
   fprintf(f, "usage: flowrun bench [--ckpt FILE] [--arch sd15|sdxl|sdxl-refiner] [--threads N] [--runs N]\n"
-             "                     [--device cpu|cuda] [--only sgemm,text,unet,vae]\n"
+             "                     [--device cpu|cuda] [--only sgemm,text,unet,vae,txt2img]\n"
              "  Times full-size components (make a checkpoint with: flowrun synth sd15 sd15.safetensors)\n"
              "  and prints ms (median of runs), GFLOP, GFLOP/s and the process's peak memory.\n");
 }

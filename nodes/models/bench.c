@@ -3,6 +3,7 @@
  * timed forward, teardown frees everything so the next row starts from the same memory. */
 #include "nodes/models/bench.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
 #include "nodes/models/weights.h"
+#include "nodes/sampling/sampling.h"
 
 /* OpenBLAS' C interface, declared here because the nodes library does not see cblas.h (only the
  * kernels library does); the values are CBLAS' (CblasRowMajor = 101, CblasNoTrans = 111) and the
@@ -302,12 +304,161 @@ static enum fr_status fr__unet_run(struct fr__bench *b, void *state, struct fr_e
   return rc;
 }
 
+
+/* ---- txt2img: the SD1.5 pipeline at 512x512, 20 euler steps with CFG (batch-2 UNet forwards) ----
+ * Text encoding of prompt and negative (one batch-2 encoder call), 20 sampler steps each one batch-2 UNet
+ * forward, and the VAE decode: what a Sampler node plus its TextEncode and VAEDecode nodes compute. */
+
+#define FR__T2I_STEPS 20
+
+struct fr__t2i_state {
+  struct fr_clip *clip;
+  struct fr_unet *u;
+  struct fr_vae *vae;
+  int32_t ids[2 * 77];
+  struct fr_tensor *ctx; /* [2, 77, D] after encoding */
+  struct fr__bench *b;
+  struct fr_err *err;
+  double sample_s;
+};
+
+static void fr__t2i_teardown(void *state) {
+  struct fr__t2i_state *s = state;
+  if (!s)
+    return;
+  fr_clip_free(s->clip);
+  fr_unet_free(s->u);
+  fr_vae_free(s->vae);
+  fr_tensor_free(s->ctx);
+  fr_free(s);
+}
+
+static enum fr_status fr__t2i_setup(struct fr__bench *b, void **state, double *flops, struct fr_err *err) {
+  struct fr__t2i_state *s = fr_calloc(1, sizeof *s);
+  if (!s)
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  enum fr_status rc = fr_clip_load(b->ctx, b->ck, FR_CLIP_ROLE_L, &s->clip, err);
+  if (!rc)
+    rc = fr_unet_load(b->ctx, b->ck, &s->u, err);
+  if (!rc)
+    rc = fr_vae_load(b->ctx, b->ck, &s->vae, err);
+  if (!rc && s->u->cfg.adm_in_channels)
+    rc = fr_errf(err, FR_E_UNSUPPORTED, "txt2img: the SD1.5 pipeline row needs an SD1.x checkpoint");
+  if (rc) {
+    fr__t2i_teardown(s);
+    return rc;
+  }
+  for (int k = 0; k < 2; k++) /* BOS, 8 word tokens, EOS, padding */
+    for (int i = 0; i < 77; i++)
+      s->ids[k * 77 + i] = i == 0 ? 49406 : i <= 8 ? 320 + 37 * i + k : 49407;
+  const struct fr_unet_config *uc = &s->u->cfg;
+  struct fr_synth_unet a = {.ch = uc->model_channels, .levels = uc->levels, .nres = uc->num_res_blocks,
+                            .depth_mid = uc->mid_depth, .ctx_dim = uc->context_dim, .adm_in = uc->adm_in_channels,
+                            .in_ch = uc->in_channels, .out_ch = uc->out_channels};
+  for (int i = 0; i < uc->levels && i < 4; i++)
+    a.mult[i] = uc->channels[i] / uc->model_channels, a.depth[i] = uc->depth[i];
+  *flops = 2.0 * FR__T2I_STEPS * fr_synth_unet_flops(&a, 64, 64, 77) +
+           fr_vae_decode_flops(fr_vae_config(s->vae), 64, 64);
+  s->b = b;
+  *state = s;
+  return FR_OK;
+}
+
+static enum fr_status fr__t2i_denoise(void *user, const float *x, int64_t n, double sigma, double t, float *out) {
+  struct fr__t2i_state *s = user;
+  struct fr_ctx *c = s->b->ctx;
+  struct fr_tensor *hx = fr_tensor_f32(4, (int64_t[]){2, 4, 64, 64}), *ht = fr_tensor_f32(1, (int64_t[]){1});
+  if (!hx || !ht) {
+    fr_tensor_free(hx);
+    fr_tensor_free(ht);
+    return fr_errf(s->err, FR_E_NOMEM, "out of memory");
+  }
+  float k = (float)(1.0 / sqrt(sigma * sigma + 1.0));
+  for (int64_t i = 0; i < n; i++)
+    ((float *)hx->data)[i] = ((float *)hx->data)[n + i] = x[i] * k;
+  ((float *)ht->data)[0] = (float)t;
+  struct fr_tensor *dx = fr_ctx_upload(c, hx), *dt = fr_ctx_upload(c, ht), *eps = NULL, *he = NULL;
+  fr_tensor_free(hx);
+  fr_tensor_free(ht);
+  struct fr_unet_cond cond = {.context = s->ctx};
+  enum fr_status rc = dx && dt ? fr_unet_forward(c, s->u, dx, dt, &cond, NULL, &eps, s->err) : fr_ctx_status(c, s->err);
+  if (!rc && !(he = fr_ctx_download(c, eps)))
+    rc = fr_ctx_status(c, s->err);
+  fr_tensor_free(dx);
+  fr_tensor_free(dt);
+  fr_tensor_free(eps);
+  if (!rc)
+    for (int64_t i = 0; i < n; i++) {
+      const float *e = he->data;
+      out[i] = (float)(x[i] - sigma * (e[i] + 7.5 * (e[n + i] - e[i])));
+    }
+  fr_tensor_free(he);
+  return rc;
+}
+
+static enum fr_status fr__t2i_run(struct fr__bench *b, void *state, struct fr_err *err) {
+  struct fr__t2i_state *s = state;
+  s->err = err;
+  struct fr_clip_out o = {0};
+  enum fr_status rc = fr_clip_encode(b->ctx, s->clip, s->ids, 2, 77, &o, err);
+  fr_tensor_free(s->ctx);
+  s->ctx = rc ? NULL : o.last;
+  o.last = NULL;
+  fr_clip_out_free(&o);
+  if (rc)
+    return rc;
+  int64_t n = 4 * 64 * 64;
+  float *x = fr_malloc((size_t)n * sizeof(float));
+  struct fr_model_sched *ms = fr_malloc(sizeof *ms);
+  struct fr_schedule *sc = fr_malloc(sizeof *sc);
+  if (!x || !ms || !sc) {
+    fr_free(x);
+    fr_free(ms);
+    fr_free(sc);
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  }
+  fr_model_sched_sd(ms);
+  rc = fr_schedule_make(ms, "normal", FR__T2I_STEPS, 1.0, NULL, sc, err);
+  if (!rc) {
+    struct fr_torch_gen g;
+    fr_torch_gen_seed(&g, 0);
+    fr_torch_randn(&g, x, n);
+    double k = sqrt(1.0 + sc->sigmas[0] * sc->sigmas[0]);
+    for (int64_t i = 0; i < n; i++)
+      x[i] = (float)(x[i] * k);
+    struct fr_sampler_io io = {.denoise = fr__t2i_denoise, .denoise_user = s, .model = ms, .eta = 1.0};
+    double t0 = fr__now();
+    rc = fr_sample("euler", &io, sc, x, n, err);
+    s->sample_s = fr__now() - t0;
+  }
+  if (!rc) {
+    struct fr_tensor *hz = fr_tensor_f32(4, (int64_t[]){1, 4, 64, 64}), *z = NULL, *img = NULL;
+    if (hz) {
+      for (int64_t i = 0; i < n; i++)
+        ((float *)hz->data)[i] = x[i] / 0.18215f;
+      z = fr_ctx_upload(b->ctx, hz);
+    }
+    rc = z ? fr_vae_decode(b->ctx, s->vae, z, &img, err) : fr_errf(err, FR_E_NOMEM, "out of memory");
+    fr_tensor_free(hz);
+    fr_tensor_free(z);
+    fr_tensor_free(img);
+  }
+  if (!rc)
+    fprintf(b->out, "  txt2img: %.2f s per sampler step (batch-2 UNet forward), %.1f s for 20 steps\n",
+            s->sample_s / FR__T2I_STEPS, s->sample_s);
+  fr_free(x);
+  fr_free(ms);
+  fr_free(sc);
+  return rc;
+}
+
 /* The table, in pipeline order. The pipelines issue adds a 20-step txt2img row. */
 static const struct fr__row fr__bench_rows[] = {
     {"sgemm", "OpenBLAS sgemm 2048^3", false, fr__gemm_setup, fr__gemm_run, fr__gemm_teardown},
     {"text", "text encoder(s), 77 tokens", true, fr__text_setup, fr__text_run, fr__text_teardown},
     {"unet", "UNet forward 64x64, batch 1", true, fr__unet_setup, fr__unet_run, fr__unet_teardown},
     {"vae", "VAE decode 64x64 -> 512x512", true, fr__vae_setup, fr__vae_run, fr__vae_teardown},
+    {"txt2img", "SD1.5 txt2img 512x512 20 steps", true, fr__t2i_setup, fr__t2i_run, fr__t2i_teardown},
 };
 
 static bool fr__selected(const char *only, const char *name) {
@@ -345,7 +496,7 @@ enum fr_status fr_bench_run(const struct fr_bench_opts *o, FILE *out, struct fr_
         known =
             known || (strlen(fr__bench_rows[r].name) == len && strncmp(p, fr__bench_rows[r].name, len) == 0);
       if (!known)
-        return fr_errf(err, FR_E_INVALID, "--only: unknown component '%.*s' (known: sgemm, text, unet, vae)",
+        return fr_errf(err, FR_E_INVALID, "--only: unknown component '%.*s' (known: sgemm, text, unet, vae, txt2img)",
                        (int)len, p);
       p += len + (e ? 1 : 0);
     }
@@ -369,6 +520,10 @@ enum fr_status fr_bench_run(const struct fr_bench_opts *o, FILE *out, struct fr_
     const struct fr__row *row = &fr__bench_rows[r];
     if (!fr__selected(o->only, row->name))
       continue;
+    if (!o->only && !strcmp(row->name, "txt2img")) { /* minutes on a CPU: only when asked for */
+      fprintf(out, "%-30s skipped: takes minutes; ask for it with --only txt2img\n", row->label);
+      continue;
+    }
     if (row->needs_ckpt && !b.ck) {
       fprintf(out, "%-30s skipped: needs --ckpt (flowrun synth %s FILE makes one)\n", row->label,
               b.arch.name);

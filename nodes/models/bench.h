@@ -13,7 +13,7 @@ struct fr_bench_opts {
   const char *ckpt;   /* single-file checkpoint (flowrun synth writes one); required for model rows */
   const char *arch;   /* architecture table for FLOP counts: "sd15" (default), "sdxl", "sdxl-refiner" */
   const char *device; /* "cpu" (default) or "cuda" */
-  const char *only;   /* comma-separated component names to run (NULL: all): sgemm,text,unet,vae */
+  const char *only;   /* comma-separated component names to run (NULL: all but txt2img): sgemm,text,unet,vae,txt2img */
   int threads;        /* 0: all cores */
   int runs;           /* timed runs per component (median printed); 0: 3 */
 };
