@@ -24,7 +24,9 @@ static void fr__pctx_unref(struct fr__pctx *p) {
   }
 }
 
-static void fr__pctx_destroy(void *p) { fr__pctx_unref(p); }
+static void fr__pctx_destroy(void *p) {
+  fr__pctx_unref(p);
+}
 
 static enum fr_status fr__pctx_get(struct fr_node_ctx *nc, struct fr__pctx **out) {
   char key[64];
@@ -110,8 +112,8 @@ static bool fr__exists(const char *path) {
 
 /* Finds the CLIP tokenizer: the loader's explicit one, else the diffusers folder's tokenizer/, else a
  * tokenizer/ or bpe_simple_vocab_16e6.txt.gz beside the checkpoint or one folder up. */
-static enum fr_status fr__find_tokenizer(const struct fr_pipe_obj *o, const struct fr_checkpoint *ck, char *out,
-                                         size_t n, struct fr_err *err) {
+static enum fr_status fr__find_tokenizer(const struct fr_pipe_obj *o, const struct fr_checkpoint *ck,
+                                         char *out, size_t n, struct fr_err *err) {
   if (o->tokenizer) {
     snprintf(out, n, "%s", o->tokenizer);
     return FR_OK;
@@ -206,7 +208,8 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
   return FR_OK;
 }
 
-enum fr_status fr_pipe_get(struct fr_node_ctx *nc, const char *input, const char *type, struct fr_pipe_comp **out) {
+enum fr_status fr_pipe_get(struct fr_node_ctx *nc, const char *input, const char *type,
+                           struct fr_pipe_comp **out) {
   const struct fr_value *v = fr_in(nc, input);
   if (!v || v->kind != FR_V_OBJECT || !v->obj || strcmp(v->obj->type, type) != 0) {
     *out = NULL;

@@ -11,7 +11,9 @@
 
 #define FR__N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-static enum fr_status fr__oom(struct fr_node_ctx *nc) { return fr_node_fail(nc, FR_E_NOMEM, "out of memory"); }
+static enum fr_status fr__oom(struct fr_node_ctx *nc) {
+  return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+}
 
 static enum fr_status fr__set_obj(struct fr_node_ctx *nc, int idx, const char *type, const char *path,
                                   const char *tok) {
@@ -39,7 +41,8 @@ static enum fr_status fr__ckpt_run(struct fr_node_ctx *nc) {
 
 static const struct fr_input_spec fr__ckpt_in[] = {
     {"ckpt_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE,
-     "checkpoint: a .safetensors file (SD1.x, SDXL base or refiner) or a diffusers folder, on the model path"},
+     "checkpoint: a .safetensors file (SD1.x, SDXL base or refiner) or a diffusers folder, on the model "
+     "path"},
     {"tokenizer", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_OPTIONAL | FR_IN_HIDDEN,
      "CLIP tokenizer (folder with vocab.json + merges.txt, or bpe_simple_vocab_16e6.txt.gz); default: "
      "searched beside the checkpoint and one folder up"},
@@ -50,8 +53,16 @@ static const struct fr_output_spec fr__ckpt_out[] = {
     {"vae", FR_T_VAE, "the VAE (loaded when first used)"},
 };
 const struct fr_node_spec fr_node_checkpoint_loader = {
-    "CheckpointLoader", 1, "loaders", "Names a checkpoint's UNet, text encoders and VAE; each loads lazily.",
-    fr__ckpt_in, FR__N(fr__ckpt_in), fr__ckpt_out, FR__N(fr__ckpt_out), 0, fr__ckpt_run};
+    "CheckpointLoader",
+    1,
+    "loaders",
+    "Names a checkpoint's UNet, text encoders and VAE; each loads lazily.",
+    fr__ckpt_in,
+    FR__N(fr__ckpt_in),
+    fr__ckpt_out,
+    FR__N(fr__ckpt_out),
+    0,
+    fr__ckpt_run};
 
 /* ---- ControlNetLoader ---- */
 
@@ -66,9 +77,16 @@ static const struct fr_input_spec fr__cnl_in[] = {
      "ControlNet: original (control_model.*) or diffusers file/folder, on the model path"},
 };
 static const struct fr_output_spec fr__cnl_out[] = {{"control_net", FR_T_CONTROL_NET, "the ControlNet"}};
-const struct fr_node_spec fr_node_controlnet_loader = {
-    "ControlNetLoader", 1, "loaders", "Names a ControlNet file; it loads when first used.",
-    fr__cnl_in, FR__N(fr__cnl_in), fr__cnl_out, FR__N(fr__cnl_out), 0, fr__cnl_run};
+const struct fr_node_spec fr_node_controlnet_loader = {"ControlNetLoader",
+                                                       1,
+                                                       "loaders",
+                                                       "Names a ControlNet file; it loads when first used.",
+                                                       fr__cnl_in,
+                                                       FR__N(fr__cnl_in),
+                                                       fr__cnl_out,
+                                                       FR__N(fr__cnl_out),
+                                                       0,
+                                                       fr__cnl_run};
 
 /* ---- TextEncode ---- */
 
@@ -156,8 +174,8 @@ static enum fr_status fr__text_run(struct fr_node_ctx *nc) {
     fr_tensor_free(hl);
     fr_tensor_free(hg);
     if (!rc) { /* original size, crop top-left, target size: (h, w) pairs as diffusers' add_time_ids */
-      float v[6] = {(float)fr_in_int(nc, "height"),      (float)fr_in_int(nc, "width"),
-                    (float)fr_in_int(nc, "crop_h"),      (float)fr_in_int(nc, "crop_w"),
+      float v[6] = {(float)fr_in_int(nc, "height"),        (float)fr_in_int(nc, "width"),
+                    (float)fr_in_int(nc, "crop_h"),        (float)fr_in_int(nc, "crop_w"),
                     (float)fr_in_int(nc, "target_height"), (float)fr_in_int(nc, "target_width")};
       if (!(tids = fr__row(6, v)))
         rc = fr__oom(nc);
@@ -165,8 +183,9 @@ static enum fr_status fr__text_run(struct fr_node_ctx *nc) {
   } else { /* refiner: G only, penultimate; size, crop and aesthetic score */
     rc = fr__encode(nc, m, m->g, text, 0, true, false, &ctx, &pooled);
     if (!rc) {
-      float v[5] = {(float)fr_in_int(nc, "height"), (float)fr_in_int(nc, "width"), (float)fr_in_int(nc, "crop_h"),
-                    (float)fr_in_int(nc, "crop_w"), (float)fr_in_float(nc, "aesthetic_score")};
+      float v[5] = {(float)fr_in_int(nc, "height"), (float)fr_in_int(nc, "width"),
+                    (float)fr_in_int(nc, "crop_h"), (float)fr_in_int(nc, "crop_w"),
+                    (float)fr_in_float(nc, "aesthetic_score")};
       if (!(tids = fr__row(5, v)))
         rc = fr__oom(nc);
     }
@@ -192,8 +211,10 @@ static enum fr_status fr__text_run(struct fr_node_ctx *nc) {
 
 static const struct fr_input_spec fr__text_in[] = {
     {"clip", FR_T_CLIP, NULL, 0, -1, NULL, 0, "text encoder(s) from CheckpointLoader"},
-    {"text", FR_T_STRING, "", 0, -1, NULL, FR_IN_MULTILINE, "the prompt (longer than 75 tokens: more windows)"},
-    {"clip_skip", FR_T_INT, "1", 1, 2, NULL, 0, "SD1.x: 1 = last layer, 2 = penultimate (SDXL always uses 2)"},
+    {"text", FR_T_STRING, "", 0, -1, NULL, FR_IN_MULTILINE,
+     "the prompt (longer than 75 tokens: more windows)"},
+    {"clip_skip", FR_T_INT, "1", 1, 2, NULL, 0,
+     "SD1.x: 1 = last layer, 2 = penultimate (SDXL always uses 2)"},
     {"width", FR_T_INT, "1024", 0, 16384, NULL, 0, "SDXL: original width conditioning"},
     {"height", FR_T_INT, "1024", 0, 16384, NULL, 0, "SDXL: original height conditioning"},
     {"crop_w", FR_T_INT, "0", 0, 16384, NULL, 0, "SDXL: crop left conditioning"},
@@ -202,11 +223,19 @@ static const struct fr_input_spec fr__text_in[] = {
     {"target_height", FR_T_INT, "1024", 0, 16384, NULL, 0, "SDXL base: target height conditioning"},
     {"aesthetic_score", FR_T_FLOAT, "6.0", 0, 10, NULL, 0, "SDXL refiner: aesthetic score (negatives: 2.5)"},
 };
-static const struct fr_output_spec fr__cond_out[] = {{"conditioning", FR_T_CONDITIONING, "text conditioning"}};
+static const struct fr_output_spec fr__cond_out[] = {
+    {"conditioning", FR_T_CONDITIONING, "text conditioning"}};
 const struct fr_node_spec fr_node_text_encode = {
-    "TextEncode", 1, "conditioning",
+    "TextEncode",
+    1,
+    "conditioning",
     "Encodes a prompt with the checkpoint's text encoder(s) (SD1.x, SDXL base and refiner detected).",
-    fr__text_in, FR__N(fr__text_in), fr__cond_out, FR__N(fr__cond_out), 0, fr__text_run};
+    fr__text_in,
+    FR__N(fr__text_in),
+    fr__cond_out,
+    FR__N(fr__cond_out),
+    0,
+    fr__text_run};
 
 /* ---- EmptyLatent ---- */
 
@@ -225,9 +254,16 @@ static const struct fr_input_spec fr__empty_in[] = {
     {"batch", FR_T_INT, "1", 1, 64, NULL, 0, "images per batch"},
 };
 static const struct fr_output_spec fr__latent_out[] = {{"latent", FR_T_LATENT, "latents [B, 4, h, w]"}};
-const struct fr_node_spec fr_node_empty_latent = {
-    "EmptyLatent", 1, "latent", "A zero latent of an image size (the start of txt2img).",
-    fr__empty_in, FR__N(fr__empty_in), fr__latent_out, FR__N(fr__latent_out), 0, fr__empty_run};
+const struct fr_node_spec fr_node_empty_latent = {"EmptyLatent",
+                                                  1,
+                                                  "latent",
+                                                  "A zero latent of an image size (the start of txt2img).",
+                                                  fr__empty_in,
+                                                  FR__N(fr__empty_in),
+                                                  fr__latent_out,
+                                                  FR__N(fr__latent_out),
+                                                  0,
+                                                  fr__empty_run};
 
 /* ---- ControlNet (apply) ---- */
 
@@ -247,7 +283,8 @@ static enum fr_status fr__copy_fields(struct fr_value *dst, const struct fr_valu
 }
 
 static enum fr_status fr__cn_run(struct fr_node_ctx *nc) {
-  const struct fr_value *cond = fr_in(nc, "conditioning"), *img = fr_in(nc, "image"), *cnv = fr_in(nc, "control_net");
+  const struct fr_value *cond = fr_in(nc, "conditioning"), *img = fr_in(nc, "image"),
+                        *cnv = fr_in(nc, "control_net");
   const struct fr_tensor *it = img ? fr_value_get_tensor(img, "image") : NULL;
   if (!cond || !fr_value_get_tensor(cond, "context"))
     return fr_node_fail(nc, FR_E_INVALID, "input 'conditioning': no CONDITIONING connected");
@@ -298,16 +335,25 @@ static enum fr_status fr__cn_run(struct fr_node_ctx *nc) {
 static const struct fr_input_spec fr__cn_in[] = {
     {"conditioning", FR_T_CONDITIONING, NULL, 0, -1, NULL, 0, "conditioning to add the control to"},
     {"control_net", FR_T_CONTROL_NET, NULL, 0, -1, NULL, 0, "from ControlNetLoader"},
-    {"image", FR_T_IMAGE, NULL, 0, -1, NULL, 0, "control image (edges, depth ...), 8x the latent size, [0, 1]"},
-    {"strength", FR_T_FLOAT, "1.0", 0, 10, NULL, 0, "residual scale (diffusers' controlnet_conditioning_scale)"},
+    {"image", FR_T_IMAGE, NULL, 0, -1, NULL, 0,
+     "control image (edges, depth ...), 8x the latent size, [0, 1]"},
+    {"strength", FR_T_FLOAT, "1.0", 0, 10, NULL, 0,
+     "residual scale (diffusers' controlnet_conditioning_scale)"},
     {"start_percent", FR_T_FLOAT, "0.0", 0, 1, NULL, 0, "fraction of sampling at which the control starts"},
     {"end_percent", FR_T_FLOAT, "1.0", 0, 1, NULL, 0, "fraction of sampling at which it stops"},
 };
 const struct fr_node_spec fr_node_controlnet_apply = {
-    "ControlNet", 1, "conditioning",
+    "ControlNet",
+    1,
+    "conditioning",
     "Adds a ControlNet application (image, strength, start/end) to a conditioning; apply it to both the "
     "positive and the negative to control both halves of CFG, as diffusers does.",
-    fr__cn_in, FR__N(fr__cn_in), fr__cond_out, FR__N(fr__cond_out), 0, fr__cn_run};
+    fr__cn_in,
+    FR__N(fr__cn_in),
+    fr__cond_out,
+    FR__N(fr__cond_out),
+    0,
+    fr__cn_run};
 
 /* ---- VAEDecode ---- */
 
@@ -445,8 +491,16 @@ static const struct fr_input_spec fr__vae_decode_in[] = {
 };
 static const struct fr_output_spec fr__image_out[] = {{"image", FR_T_IMAGE, "decoded image [B, H, W, 3]"}};
 const struct fr_node_spec fr_node_vae_decode = {
-    "VAEDecode", 1, "latent", "Decodes latents into an image (optionally in tiles for large images).",
-    fr__vae_decode_in, FR__N(fr__vae_decode_in), fr__image_out, FR__N(fr__image_out), 0, fr__vae_decode_run};
+    "VAEDecode",
+    1,
+    "latent",
+    "Decodes latents into an image (optionally in tiles for large images).",
+    fr__vae_decode_in,
+    FR__N(fr__vae_decode_in),
+    fr__image_out,
+    FR__N(fr__image_out),
+    0,
+    fr__vae_decode_run};
 
 /* ---- VAEEncode ---- */
 
@@ -458,8 +512,8 @@ static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
   int64_t B = im->shape[0], H0 = im->shape[1], W0 = im->shape[2], C0 = im->shape[3];
   int64_t H = H0 / 8 * 8, W = W0 / 8 * 8; /* crop to multiples of 8, as ComfyUI does */
   if (H == 0 || W == 0)
-    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': image %lldx%lld is smaller than 8x8", (long long)W0,
-                        (long long)H0);
+    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': image %lldx%lld is smaller than 8x8",
+                        (long long)W0, (long long)H0);
   struct fr_pipe_comp *m;
   enum fr_status rc = fr_pipe_get(nc, "vae", FR_T_VAE, &m);
   if (rc)
@@ -498,8 +552,16 @@ static const struct fr_input_spec fr__vae_encode_in[] = {
     {"vae", FR_T_VAE, NULL, 0, -1, NULL, 0, "VAE from CheckpointLoader"},
 };
 const struct fr_node_spec fr_node_vae_encode = {
-    "VAEEncode", 1, "latent", "Encodes an image into latents (the distribution's mean, scaled), for img2img.",
-    fr__vae_encode_in, FR__N(fr__vae_encode_in), fr__latent_out, FR__N(fr__latent_out), 0, fr__vae_encode_run};
+    "VAEEncode",
+    1,
+    "latent",
+    "Encodes an image into latents (the distribution's mean, scaled), for img2img.",
+    fr__vae_encode_in,
+    FR__N(fr__vae_encode_in),
+    fr__latent_out,
+    FR__N(fr__latent_out),
+    0,
+    fr__vae_encode_run};
 
 /* ---- SaveLatent / LoadLatent / SaveImageData / LoadImageData ---- */
 
@@ -507,7 +569,8 @@ const struct fr_node_spec fr_node_vae_encode = {
 static enum fr_status fr__save_tensor(struct fr_node_ctx *nc, const struct fr_tensor *t) {
   const char *fname = fr_in_str(nc, "filename"), *key = fr_in_str(nc, "key");
   if (!fname[0] || strstr(fname, ".."))
-    return fr_node_fail(nc, FR_E_INVALID, "input 'filename': '%s' must be a name inside the output folder", fname);
+    return fr_node_fail(nc, FR_E_INVALID, "input 'filename': '%s' must be a name inside the output folder",
+                        fname);
   if (!key[0])
     return fr_node_fail(nc, FR_E_INVALID, "input 'key': empty tensor name");
   char path[4200];
@@ -553,11 +616,13 @@ static enum fr_status fr__load_tensor(struct fr_node_ctx *nc, struct fr_tensor *
   if (!e) {
     char names[512] = "";
     for (int i = 0; i < st->n && strlen(names) < 400; i++)
-      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", st->entries[i].name);
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+               st->entries[i].name);
     rc = fr_node_fail(nc, FR_E_NOTFOUND, "%s: no tensor '%s' (it has: %s)", path, key, names);
-  } else if (e->ndim != 4 || !(e->dtype == FR_F32 || e->dtype == FR_F16 || e->dtype == FR_BF16 || e->dtype == FR_F64)) {
-    rc = fr_node_fail(nc, FR_E_SHAPE, "%s: tensor '%s' must be a 4-D float tensor, is %s with %d dims", path, key,
-                      fr_dtype_name(e->dtype), e->ndim);
+  } else if (e->ndim != 4 ||
+             !(e->dtype == FR_F32 || e->dtype == FR_F16 || e->dtype == FR_BF16 || e->dtype == FR_F64)) {
+    rc = fr_node_fail(nc, FR_E_SHAPE, "%s: tensor '%s' must be a 4-D float tensor, is %s with %d dims", path,
+                      key, fr_dtype_name(e->dtype), e->ndim);
   } else {
     struct fr_tensor *view = fr_st_view(e);
     *out = view ? fr_tensor_to_f32(view) : NULL;
@@ -611,28 +676,47 @@ static enum fr_status fr__load_image_data_run(struct fr_node_ctx *nc) {
 static const struct fr_output_spec fr__files_out[] = {{"files", FR_T_STRING, "the file written"}};
 static const struct fr_input_spec fr__save_latent_in[] = {
     {"samples", FR_T_LATENT, NULL, 0, -1, NULL, 0, "latents to save"},
-    {"filename", FR_T_STRING, "latent.safetensors", 0, -1, NULL, 0, "file name in the output folder (replaced)"},
+    {"filename", FR_T_STRING, "latent.safetensors", 0, -1, NULL, 0,
+     "file name in the output folder (replaced)"},
     {"key", FR_T_STRING, "latent", 0, -1, NULL, 0, "tensor name in the file"},
 };
 const struct fr_node_spec fr_node_save_latent = {
-    "SaveLatent", 1, "latent", "Writes latents to a safetensors file (F32 [B, 4, h, w]).",
-    fr__save_latent_in, FR__N(fr__save_latent_in), fr__files_out, FR__N(fr__files_out), FR_NODE_OUTPUT,
-    fr__save_latent_run};
+    "SaveLatent",       1,
+    "latent",           "Writes latents to a safetensors file (F32 [B, 4, h, w]).",
+    fr__save_latent_in, FR__N(fr__save_latent_in),
+    fr__files_out,      FR__N(fr__files_out),
+    FR_NODE_OUTPUT,     fr__save_latent_run};
 static const struct fr_input_spec fr__load_latent_in[] = {
     {"file", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_FILE, "safetensors file, relative to the graph's folder"},
     {"key", FR_T_STRING, "latent", 0, -1, NULL, 0, "tensor name in the file (4-D float)"},
 };
 const struct fr_node_spec fr_node_load_latent = {
-    "LoadLatent", 1, "latent", "Reads latents [B, 4, h, w] from a safetensors file, tensor chosen by key.",
-    fr__load_latent_in, FR__N(fr__load_latent_in), fr__latent_out, FR__N(fr__latent_out), 0, fr__load_latent_run};
+    "LoadLatent",
+    1,
+    "latent",
+    "Reads latents [B, 4, h, w] from a safetensors file, tensor chosen by key.",
+    fr__load_latent_in,
+    FR__N(fr__load_latent_in),
+    fr__latent_out,
+    FR__N(fr__latent_out),
+    0,
+    fr__load_latent_run};
 static const struct fr_input_spec fr__save_image_data_in[] = {
     {"images", FR_T_IMAGE, NULL, 0, -1, NULL, 0, "images to save at full precision"},
-    {"filename", FR_T_STRING, "image.safetensors", 0, -1, NULL, 0, "file name in the output folder (replaced)"},
+    {"filename", FR_T_STRING, "image.safetensors", 0, -1, NULL, 0,
+     "file name in the output folder (replaced)"},
     {"key", FR_T_STRING, "image", 0, -1, NULL, 0, "tensor name in the file"},
 };
 const struct fr_node_spec fr_node_save_image_data = {
-    "SaveImageData", 1, "image", "Writes images as F32 [B, H, W, C] in [0, 1] to a safetensors file (no rounding).",
-    fr__save_image_data_in, FR__N(fr__save_image_data_in), fr__files_out, FR__N(fr__files_out), FR_NODE_OUTPUT,
+    "SaveImageData",
+    1,
+    "image",
+    "Writes images as F32 [B, H, W, C] in [0, 1] to a safetensors file (no rounding).",
+    fr__save_image_data_in,
+    FR__N(fr__save_image_data_in),
+    fr__files_out,
+    FR__N(fr__files_out),
+    FR_NODE_OUTPUT,
     fr__save_image_data_run};
 static const char *const fr__layouts[] = {"BHWC", "BCHW", NULL};
 static const struct fr_input_spec fr__load_image_data_in[] = {
@@ -641,6 +725,13 @@ static const struct fr_input_spec fr__load_image_data_in[] = {
     {"layout", FR_T_ENUM, "BHWC", 0, -1, fr__layouts, 0, "BHWC (flowrun, ComfyUI) or BCHW (PyTorch)"},
 };
 const struct fr_node_spec fr_node_load_image_data = {
-    "LoadImageData", 1, "image", "Reads an image tensor from a safetensors file at full precision.",
-    fr__load_image_data_in, FR__N(fr__load_image_data_in), fr__image_out, FR__N(fr__image_out), 0,
+    "LoadImageData",
+    1,
+    "image",
+    "Reads an image tensor from a safetensors file at full precision.",
+    fr__load_image_data_in,
+    FR__N(fr__load_image_data_in),
+    fr__image_out,
+    FR__N(fr__image_out),
+    0,
     fr__load_image_data_run};

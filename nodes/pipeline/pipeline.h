@@ -49,7 +49,8 @@ struct fr_pipe_comp {
 /* The component of object value v (of socket type `type`), loading it if this engine has not yet.
  * Loading prints "flowrun: loading <what> from <path>" on stderr: the only time a checkpoint is opened.
  * Errors are recorded on the node (fr_node_fail) and returned. */
-enum fr_status fr_pipe_get(struct fr_node_ctx *nc, const char *input, const char *type, struct fr_pipe_comp **out);
+enum fr_status fr_pipe_get(struct fr_node_ctx *nc, const char *input, const char *type,
+                           struct fr_pipe_comp **out);
 /* The same for a ControlNet file named by path (ControlNet applications inside CONDITIONING). */
 enum fr_status fr_pipe_get_controlnet(struct fr_node_ctx *nc, const char *path, struct fr_pipe_comp **out);
 

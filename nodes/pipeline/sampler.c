@@ -14,16 +14,16 @@
 
 #define FR__N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-const char *const fr_pipe_sampler_names[] = {"euler", "euler_ancestral", "heun",   "dpm_2",      "lms",
-                                             "dpmpp_2m", "dpmpp_2m_sde", "ddim", "ddpm", "uni_pc",
-                                             "uni_pc_bh2", "lcm", NULL};
+const char *const fr_pipe_sampler_names[] = {
+    "euler", "euler_ancestral", "heun",       "dpm_2", "lms", "dpmpp_2m", "dpmpp_2m_sde", "ddim",
+    "ddpm",  "uni_pc",          "uni_pc_bh2", "lcm",   NULL};
 
 #define FR__MAX_CTL 8
 
 struct fr__ctl {
-  int half;                  /* 0: uncond (negative), 1: cond (positive) */
+  int half; /* 0: uncond (negative), 1: cond (positive) */
   struct fr_pipe_comp *cn;
-  struct fr_tensor *hint;    /* device [B, 3, H, W] */
+  struct fr_tensor *hint; /* device [B, 3, H, W] */
   float strength;
   double sigma_hi, sigma_lo; /* active while sigma_lo <= sigma <= sigma_hi */
 };
@@ -36,7 +36,7 @@ struct fr__den {
   int64_t C, h, w;
   double cfg;
   bool use_cfg;
-  int halves;                       /* 2 with CFG (uncond first, as diffusers), else 1 (cond only) */
+  int halves;                                /* 2 with CFG (uncond first, as diffusers), else 1 (cond only) */
   struct fr_tensor *ctx[2], *te[2], *tid[2]; /* device, per half [B, ...] */
   struct fr_tensor *ctx_all, *te_all, *tid_all; /* device, all halves concatenated */
   struct fr__ctl ctl[FR__MAX_CTL];
@@ -65,7 +65,9 @@ static struct fr_tensor *fr__rows(const struct fr_tensor *t, int64_t B, int64_t 
   return o;
 }
 
-static int64_t fr__gcd(int64_t a, int64_t b) { return b ? fr__gcd(b, a % b) : a; }
+static int64_t fr__gcd(int64_t a, int64_t b) {
+  return b ? fr__gcd(b, a % b) : a;
+}
 
 static double fr__percent_to_sigma(const struct fr_model_sched *ms, double p) {
   if (p <= 0)
@@ -76,21 +78,24 @@ static double fr__percent_to_sigma(const struct fr_model_sched *ms, double p) {
 }
 
 /* Uploads one half's conditioning (and its ControlNet applications). */
-static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct fr_value *cond, const char *what,
-                                     int64_t T_out, const struct fr_model_sched *ms) {
+static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct fr_value *cond,
+                                     const char *what, int64_t T_out, const struct fr_model_sched *ms) {
   struct fr_node_ctx *nc = d->nc;
   const struct fr_unet_config *uc = &d->m->unet->cfg;
   const struct fr_tensor *ctx = fr_value_get_tensor(cond, "context");
-  const struct fr_tensor *pooled = fr_value_get_tensor(cond, "pooled"), *tids = fr_value_get_tensor(cond, "time_ids");
+  const struct fr_tensor *pooled = fr_value_get_tensor(cond, "pooled"),
+                         *tids = fr_value_get_tensor(cond, "time_ids");
   if (ctx->shape[2] != uc->context_dim)
     return fr_node_fail(nc, FR_E_SHAPE,
                         "input '%s': text context width %lld does not fit this model (it expects %d): the "
                         "conditioning comes from another checkpoint's text encoder",
                         what, (long long)ctx->shape[2], uc->context_dim);
   if (uc->adm_in_channels > 0 && (!pooled || !tids))
-    return fr_node_fail(nc, FR_E_INVALID,
-                        "input '%s': an SDXL model needs pooled text and size conditioning (TextEncode with an "
-                        "SDXL checkpoint's CLIP)", what);
+    return fr_node_fail(
+        nc, FR_E_INVALID,
+        "input '%s': an SDXL model needs pooled text and size conditioning (TextEncode with an "
+        "SDXL checkpoint's CLIP)",
+        what);
   struct fr_tensor *h = fr__rows(ctx, d->B, T_out);
   d->ctx[half] = h ? fr_ctx_upload(d->c, h) : NULL;
   fr_tensor_free(h);
@@ -128,8 +133,9 @@ static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct f
         sscanf(s, "%lf", &vals[i]);
     }
     if (!im || im->ndim != 4 || im->shape[1] != d->h * 8 || im->shape[2] != d->w * 8)
-      return fr_node_fail(nc, FR_E_SHAPE, "input '%s': ControlNet image %lldx%lld must be 8x the latent (%lldx%lld)",
-                          what, im ? (long long)im->shape[2] : 0LL, im ? (long long)im->shape[1] : 0LL,
+      return fr_node_fail(nc, FR_E_SHAPE,
+                          "input '%s': ControlNet image %lldx%lld must be 8x the latent (%lldx%lld)", what,
+                          im ? (long long)im->shape[2] : 0LL, im ? (long long)im->shape[1] : 0LL,
                           (long long)d->w * 8, (long long)d->h * 8);
     int64_t H = im->shape[1], W = im->shape[2];
     struct fr_tensor *hh = fr_tensor_f32(4, (int64_t[]){d->B, 3, H, W});
@@ -173,8 +179,8 @@ static struct fr_tensor *fr__cat2(struct fr_ctx *c, struct fr_tensor *const *t, 
 /* ---- the denoiser ---- */
 
 /* ControlNet residuals for the whole batch (all halves) at this step, or an empty control. */
-static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xin_half, const struct fr_tensor *tt,
-                                   double sigma, struct fr_unet_control *all) {
+static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xin_half,
+                                   const struct fr_tensor *tt, double sigma, struct fr_unet_control *all) {
   struct fr_unet_control per[2];
   memset(per, 0, sizeof per);
   bool any[2] = {false, false};
@@ -185,10 +191,12 @@ static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xi
     int hi = ct->half - hoff;
     if (hi < 0 || sigma > ct->sigma_hi * (1 + 1e-6) || sigma < ct->sigma_lo * (1 - 1e-6))
       continue;
-    struct fr_unet_cond cc = {.context = d->ctx[ct->half], .text_embeds = d->te[ct->half], .time_ids = d->tid[ct->half]};
+    struct fr_unet_cond cc = {
+        .context = d->ctx[ct->half], .text_embeds = d->te[ct->half], .time_ids = d->tid[ct->half]};
     struct fr_unet_control r;
     memset(&r, 0, sizeof r);
-    enum fr_status rc = fr_controlnet_forward(d->c, ct->cn->cn, xin_half, tt, &cc, ct->hint, ct->strength, &r, &d->err);
+    enum fr_status rc =
+        fr_controlnet_forward(d->c, ct->cn->cn, xin_half, tt, &cc, ct->hint, ct->strength, &r, &d->err);
     if (rc) {
       fr_unet_control_free(&per[0]);
       fr_unet_control_free(&per[1]);
@@ -285,10 +293,14 @@ static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double 
 
 /* Latent -> RGB preview by a linear map of the 4 latent channels (the approximation ComfyUI's previews
  * use; factors fitted for SD1.x and SDXL latents). [1, h, w, 3] of the first sample. */
-static const float fr__rgb_sd15[4][3] = {
-    {0.3512f, 0.2297f, 0.3227f}, {0.3250f, 0.4974f, 0.2350f}, {-0.2829f, 0.1762f, 0.2721f}, {-0.2120f, -0.2616f, -0.7177f}};
-static const float fr__rgb_sdxl[4][3] = {
-    {0.3651f, 0.4232f, 0.4341f}, {-0.2533f, -0.0042f, 0.1068f}, {0.1076f, 0.1111f, -0.0362f}, {-0.3165f, -0.2492f, -0.2188f}};
+static const float fr__rgb_sd15[4][3] = {{0.3512f, 0.2297f, 0.3227f},
+                                         {0.3250f, 0.4974f, 0.2350f},
+                                         {-0.2829f, 0.1762f, 0.2721f},
+                                         {-0.2120f, -0.2616f, -0.7177f}};
+static const float fr__rgb_sdxl[4][3] = {{0.3651f, 0.4232f, 0.4341f},
+                                         {-0.2533f, -0.0042f, 0.1068f},
+                                         {0.1076f, 0.1111f, -0.0362f},
+                                         {-0.3165f, -0.2492f, -0.2188f}};
 static const float fr__bias_sdxl[3] = {0.1084f, -0.0175f, -0.0011f};
 
 static enum fr_status fr__progress(void *user, int step, int steps, const float *x, const float *den) {
@@ -312,7 +324,8 @@ static enum fr_status fr__progress(void *user, int step, int steps, const float 
 }
 
 static bool fr__diffusers_spacing(const char *s) {
-  return !strcmp(s, "linspace") || !strcmp(s, "leading") || !strcmp(s, "trailing") || !strcmp(s, "linspace_karras");
+  return !strcmp(s, "linspace") || !strcmp(s, "leading") || !strcmp(s, "trailing") ||
+         !strcmp(s, "linspace_karras");
 }
 
 enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sample_args *a) {
@@ -339,7 +352,8 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
                         (long long)lat->shape[1], uc->in_channels);
   int64_t mult = (int64_t)1 << (uc->levels - 1);
   if (lat->shape[2] % mult || lat->shape[3] % mult)
-    return fr_node_fail(nc, FR_E_SHAPE, "input 'latent': %lldx%lld is not a multiple of %lld (the UNet's levels)",
+    return fr_node_fail(nc, FR_E_SHAPE,
+                        "input 'latent': %lldx%lld is not a multiple of %lld (the UNet's levels)",
                         (long long)lat->shape[3], (long long)lat->shape[2], (long long)mult);
 
   struct fr_model_sched *ms = fr_malloc(sizeof *ms);
@@ -426,7 +440,8 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   d.halves = d.use_cfg ? 2 : 1;
   d.xl = uc->adm_in_channels > 0;
   {
-    const struct fr_tensor *cp = fr_value_get_tensor(pos, "context"), *cn = fr_value_get_tensor(neg, "context");
+    const struct fr_tensor *cp = fr_value_get_tensor(pos, "context"),
+                           *cn = fr_value_get_tensor(neg, "context");
     int64_t tp = cp->shape[1], tn = cn->shape[1];
     int64_t T = d.use_cfg ? tp / fr__gcd(tp, tn) * tn : tp;
     if (cp->ndim != 3 || cn->ndim != 3 || T > 77 * 64) {
@@ -452,8 +467,13 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
       goto done;
     }
   }
-  struct fr_sampler_io io = {.denoise = fr__denoise, .denoise_user = &d, .seed = a->seed, .progress = fr__progress,
-                             .progress_user = &d, .model = ms, .eta = 1.0,
+  struct fr_sampler_io io = {.denoise = fr__denoise,
+                             .denoise_user = &d,
+                             .seed = a->seed,
+                             .progress = fr__progress,
+                             .progress_user = &d,
+                             .model = ms,
+                             .eta = 1.0,
                              .uni_pc_variant = !strcmp(a->sampler, "uni_pc_bh2") ? 2 : 1};
   rc = fr_sample(sname, &io, s, x->data, n, &err);
   if (rc == FR_E_CANCELLED) {
@@ -502,18 +522,25 @@ static enum fr_status fr__sampler_run(struct fr_node_ctx *nc) {
   return fr_pipe_sample(nc, &a);
 }
 
-#define FR__COMMON_IN                                                                                            \
-  {"model", FR_T_MODEL, NULL, 0, -1, NULL, 0, "UNet from CheckpointLoader"},                                     \
-      {"positive", FR_T_CONDITIONING, NULL, 0, -1, NULL, 0, "what the image should show"},                      \
-      {"negative", FR_T_CONDITIONING, NULL, 0, -1, NULL, 0, "what it should not (the CFG unconditional)"},      \
-      {"latent", FR_T_LATENT, NULL, 0, -1, NULL, 0, "start latent (EmptyLatent, VAEEncode, a base's output)"},  \
-      {"seed", FR_T_INT, "0", 0, 9007199254740991.0, NULL, FR_IN_SEED,                                          \
-       "noise seed: torch.randn on the CPU generator, as ComfyUI"},                                             \
+#define FR__COMMON_IN                                                                                          \
+  {"model", FR_T_MODEL, NULL, 0, -1, NULL, 0, "UNet from CheckpointLoader"},                                   \
+      {"positive", FR_T_CONDITIONING, NULL, 0, -1, NULL, 0, "what the image should show"},                     \
+      {"negative", FR_T_CONDITIONING, NULL, 0, -1, NULL, 0, "what it should not (the CFG unconditional)"},     \
+      {"latent", FR_T_LATENT, NULL, 0, -1, NULL, 0, "start latent (EmptyLatent, VAEEncode, a base's output)"}, \
+      {"seed",                                                                                                 \
+       FR_T_INT,                                                                                               \
+       "0",                                                                                                    \
+       0,                                                                                                      \
+       9007199254740991.0,                                                                                     \
+       NULL,                                                                                                   \
+       FR_IN_SEED,                                                                                             \
+       "noise seed: torch.randn on the CPU generator, as ComfyUI"},                                            \
       {"steps", FR_T_INT, "20", 1, FR_MAX_STEPS, NULL, 0, "steps of the schedule"},                            \
-      {"cfg", FR_T_FLOAT, "7.0", 0, 100, NULL, 0, "classifier-free guidance scale (1: no guidance)"},           \
-      {"sampler", FR_T_ENUM, "euler", 0, -1, fr_pipe_sampler_names, 0, "sampler (ComfyUI's names)"},            \
-      {"scheduler", FR_T_ENUM, "normal", 0, -1, fr_schedule_names, 0,                                           \
-       "sigma schedule (ComfyUI's, or diffusers' linspace/leading/trailing)"}
+      {"cfg", FR_T_FLOAT, "7.0", 0, 100, NULL, 0, "classifier-free guidance scale (1: no guidance)"},          \
+      {"sampler", FR_T_ENUM, "euler", 0, -1, fr_pipe_sampler_names, 0, "sampler (ComfyUI's names)"}, {         \
+    "scheduler", FR_T_ENUM, "normal", 0, -1, fr_schedule_names, 0,                                             \
+        "sigma schedule (ComfyUI's, or diffusers' linspace/leading/trailing)"                                  \
+  }
 
 static const struct fr_input_spec fr__sampler_in[] = {
     FR__COMMON_IN,
@@ -523,13 +550,21 @@ static const struct fr_input_spec fr__sampler_in[] = {
     {"add_noise", FR_T_BOOL, "true", 0, -1, NULL, 0, "add the seed's noise to the latent first"},
     {"return_with_leftover_noise", FR_T_BOOL, "false", 0, -1, NULL, 0,
      "stopping at end_step: return the still-noisy latent (for a refiner) instead of finishing"},
-    {"noise", FR_T_LATENT, NULL, 0, -1, NULL, FR_IN_OPTIONAL, "unit-variance noise replacing the seeded draw"},
+    {"noise", FR_T_LATENT, NULL, 0, -1, NULL, FR_IN_OPTIONAL,
+     "unit-variance noise replacing the seeded draw"},
 };
 static const struct fr_output_spec fr__latent_out[] = {{"latent", FR_T_LATENT, "sampled latents"}};
 const struct fr_node_spec fr_node_sampler = {
-    "Sampler", 1, "sampling",
+    "Sampler",
+    1,
+    "sampling",
     "Denoises a latent with a model, positive and negative conditioning, a sampler and a schedule.",
-    fr__sampler_in, FR__N(fr__sampler_in), fr__latent_out, FR__N(fr__latent_out), 0, fr__sampler_run};
+    fr__sampler_in,
+    FR__N(fr__sampler_in),
+    fr__latent_out,
+    FR__N(fr__latent_out),
+    0,
+    fr__sampler_run};
 
 /* ---- Refiner ---- */
 
@@ -553,7 +588,14 @@ static const struct fr_input_spec fr__refiner_in[] = {
      "step where the base stopped (its end_step); the refiner runs from here to the end"},
 };
 const struct fr_node_spec fr_node_refiner = {
-    "Refiner", 1, "sampling",
+    "Refiner",
+    1,
+    "sampling",
     "Finishes an SDXL base latent (returned with leftover noise) with the refiner from the switch step: "
     "the \"ensemble of experts\" hand-off.",
-    fr__refiner_in, FR__N(fr__refiner_in), fr__latent_out, FR__N(fr__latent_out), 0, fr__refiner_run};
+    fr__refiner_in,
+    FR__N(fr__refiner_in),
+    fr__latent_out,
+    FR__N(fr__latent_out),
+    0,
+    fr__refiner_run};

@@ -24,14 +24,24 @@ struct pcase {
   const char *graph;  /* relative to the source root */
   const char *latent; /* file SaveLatent writes */
   const char *sets[12];
-  bool image;         /* compare image.safetensors with the golden's decoded image */
+  bool image; /* compare image.safetensors with the golden's decoded image */
 };
 
 static const struct pcase cases[] = {
-    {"sd15_pipe_euler", "tests/pipe/sd15.yaml", "latent.safetensors", {"sampler=euler", "scheduler=linspace"}, true},
-    {"sd15_pipe_ddim", "tests/pipe/sd15.yaml", "latent.safetensors", {"sampler=ddim", "scheduler=leading"}, true},
+    {"sd15_pipe_euler",
+     "tests/pipe/sd15.yaml",
+     "latent.safetensors",
+     {"sampler=euler", "scheduler=linspace"},
+     true},
+    {"sd15_pipe_ddim",
+     "tests/pipe/sd15.yaml",
+     "latent.safetensors",
+     {"sampler=ddim", "scheduler=leading"},
+     true},
     /* seed only: the shared graph as users run it */
-    {"sd15_pipe_seeded", "graphs/sd15-txt2img.yaml", "latent.safetensors",
+    {"sd15_pipe_seeded",
+     "graphs/sd15-txt2img.yaml",
+     "latent.safetensors",
      {"ckpt=sd15-tiny.safetensors", "width=128", "height=128", "steps=5", "cfg=6", "seed=1234", "negative=",
       "prompt=a photo of a cat", "sampler=euler", "scheduler=linspace", "latent_file=latent.safetensors"},
      false},
@@ -68,8 +78,11 @@ static void run_case(const struct pcase *pc, const char *fx, const char *src) {
   if (strcmp(pc->name, "sd15_pipe_seeded") != 0)
     ov[n++] = (struct fr_override){"golden", gset};
   const char *dirs[1] = {models};
-  struct fr_engine_opts eo = {.registry = fr_builtin_registry(), .no_cache = true, .model_dirs = dirs,
-                              .n_model_dirs = 1, .output_dir = out};
+  struct fr_engine_opts eo = {.registry = fr_builtin_registry(),
+                              .no_cache = true,
+                              .model_dirs = dirs,
+                              .n_model_dirs = 1,
+                              .output_dir = out};
   struct fr_engine *e = NULL;
   struct fr_graph *g = NULL;
   struct fr_err err = {{0}};
