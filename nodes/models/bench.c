@@ -304,7 +304,6 @@ static enum fr_status fr__unet_run(struct fr__bench *b, void *state, struct fr_e
   return rc;
 }
 
-
 /* ---- txt2img: the SD1.5 pipeline at 512x512, 20 euler steps with CFG (batch-2 UNet forwards) ----
  * Text encoding of prompt and negative (one batch-2 encoder call), 20 sampler steps each one batch-2 UNet
  * forward, and the VAE decode: what a Sampler node plus its TextEncode and VAEDecode nodes compute. */
@@ -352,9 +351,14 @@ static enum fr_status fr__t2i_setup(struct fr__bench *b, void **state, double *f
     for (int i = 0; i < 77; i++)
       s->ids[k * 77 + i] = i == 0 ? 49406 : i <= 8 ? 320 + 37 * i + k : 49407;
   const struct fr_unet_config *uc = &s->u->cfg;
-  struct fr_synth_unet a = {.ch = uc->model_channels, .levels = uc->levels, .nres = uc->num_res_blocks,
-                            .depth_mid = uc->mid_depth, .ctx_dim = uc->context_dim, .adm_in = uc->adm_in_channels,
-                            .in_ch = uc->in_channels, .out_ch = uc->out_channels};
+  struct fr_synth_unet a = {.ch = uc->model_channels,
+                            .levels = uc->levels,
+                            .nres = uc->num_res_blocks,
+                            .depth_mid = uc->mid_depth,
+                            .ctx_dim = uc->context_dim,
+                            .adm_in = uc->adm_in_channels,
+                            .in_ch = uc->in_channels,
+                            .out_ch = uc->out_channels};
   for (int i = 0; i < uc->levels && i < 4; i++)
     a.mult[i] = uc->channels[i] / uc->model_channels, a.depth[i] = uc->depth[i];
   *flops = 2.0 * FR__T2I_STEPS * fr_synth_unet_flops(&a, 64, 64, 77) +
@@ -364,7 +368,8 @@ static enum fr_status fr__t2i_setup(struct fr__bench *b, void **state, double *f
   return FR_OK;
 }
 
-static enum fr_status fr__t2i_denoise(void *user, const float *x, int64_t n, double sigma, double t, float *out) {
+static enum fr_status fr__t2i_denoise(void *user, const float *x, int64_t n, double sigma, double t,
+                                      float *out) {
   struct fr__t2i_state *s = user;
   struct fr_ctx *c = s->b->ctx;
   struct fr_tensor *hx = fr_tensor_f32(4, (int64_t[]){2, 4, 64, 64}), *ht = fr_tensor_f32(1, (int64_t[]){1});
@@ -381,7 +386,8 @@ static enum fr_status fr__t2i_denoise(void *user, const float *x, int64_t n, dou
   fr_tensor_free(hx);
   fr_tensor_free(ht);
   struct fr_unet_cond cond = {.context = s->ctx};
-  enum fr_status rc = dx && dt ? fr_unet_forward(c, s->u, dx, dt, &cond, NULL, &eps, s->err) : fr_ctx_status(c, s->err);
+  enum fr_status rc =
+      dx && dt ? fr_unet_forward(c, s->u, dx, dt, &cond, NULL, &eps, s->err) : fr_ctx_status(c, s->err);
   if (!rc && !(he = fr_ctx_download(c, eps)))
     rc = fr_ctx_status(c, s->err);
   fr_tensor_free(dx);
@@ -496,8 +502,9 @@ enum fr_status fr_bench_run(const struct fr_bench_opts *o, FILE *out, struct fr_
         known =
             known || (strlen(fr__bench_rows[r].name) == len && strncmp(p, fr__bench_rows[r].name, len) == 0);
       if (!known)
-        return fr_errf(err, FR_E_INVALID, "--only: unknown component '%.*s' (known: sgemm, text, unet, vae, txt2img)",
-                       (int)len, p);
+        return fr_errf(err, FR_E_INVALID,
+                       "--only: unknown component '%.*s' (known: sgemm, text, unet, vae, txt2img)", (int)len,
+                       p);
       p += len + (e ? 1 : 0);
     }
   }
