@@ -39,9 +39,13 @@ bool fr_cache_default_path(char *buf, size_t n);
  * its checksum, which is then dropped), FR_E_CACHE on a database failure. Updates the LRU stamp. */
 enum fr_status fr_cache_get(struct fr_cache *c, const struct fr_key *key, void **blob, size_t *len,
                             struct fr_err *err);
-/* Presence without reading the blob (the planner's question). */
+/* Presence without reading the blob (the planner's question). The checksum is not verified here: an
+ * entry reported present can still turn out bad on fr_cache_get (a miss then), so callers must handle
+ * that miss like any other. */
 bool fr_cache_has(struct fr_cache *c, const struct fr_key *key);
-/* Stores (replacing), then evicts down to the limit. */
+/* Stores (replacing), then evicts least-recently-used entries down to the limit, all in one
+ * transaction: on failure (FR_E_CACHE) the database is as it was before. A blob larger than the whole
+ * limit is not stored: a warning, and FR_OK. */
 enum fr_status fr_cache_put(struct fr_cache *c, const struct fr_key *key, const void *blob, size_t len,
                             struct fr_err *err);
 
@@ -60,7 +64,8 @@ enum fr_status fr_cache_gc(struct fr_cache *c, int64_t *dropped, struct fr_err *
 enum fr_status fr_cache_kv_get(struct fr_cache *c, const char *key, char *val, size_t n, struct fr_err *err);
 enum fr_status fr_cache_kv_put(struct fr_cache *c, const char *key, const char *val, struct fr_err *err);
 
-/* Test hook for fault injection: the n-th SQLite write operation from now fails (0 disables). */
+/* Test hook for fault injection: the n-th SQLite write operation from now fails (only that one; each
+ * write statement and each commit counts as one; 0 disables). */
 void fr_cache_fail_at(struct fr_cache *c, long n);
 
 #endif

@@ -27,7 +27,9 @@ enum fr_event_kind {
   FR_EV_NODE_DONE,   /* node, ms */
   FR_EV_ERROR,       /* node (NULL if not about one node), message, status */
   FR_EV_RUN_DONE,    /* executed, cached, ms, status */
-  FR_EV_OUTPUT,      /* node, path: a file an output node wrote */
+  FR_EV_OUTPUT,      /* node, path: a file an output node wrote (also when it was cached: the file
+                        it wrote before, which still exists) */
+  FR_EV_WARNING,     /* message: something that is not an error (a corrupt cache entry recomputed) */
 };
 
 struct fr_event {
@@ -41,6 +43,7 @@ struct fr_event {
   const char *message;
   const char *path;
   enum fr_status status;
+  const char *key; /* node_cached / node_start: the node's signature, 32 hex digits */
 };
 
 typedef void (*fr_event_fn)(void *user, const struct fr_event *ev);
@@ -68,6 +71,12 @@ void fr_engine_free(struct fr_engine *e);
 /* Loads and validates a graph with this engine's registry and model path. */
 enum fr_status fr_engine_load(struct fr_engine *e, const char *path, const struct fr_override *overrides,
                               int n_overrides, struct fr_graph **out, struct fr_err *err);
+
+/* Like fr_engine_load for YAML text already in memory (a workflow embedded in a picture). name is
+ * used in error messages; dir is the folder relative file inputs resolve against (NULL: "."). */
+enum fr_status fr_engine_load_string(struct fr_engine *e, const char *text, size_t len, const char *name,
+                                     const char *dir, const struct fr_override *overrides, int n_overrides,
+                                     struct fr_graph **out, struct fr_err *err);
 
 struct fr_run_summary {
   int executed, cached, planned;

@@ -3,7 +3,10 @@
  * The loaded graph is flat: a subgraph used as a node is inlined at load time, its nodes getting ids
  * "outer_id/inner_id" and its declared inputs becoming links or literals. Every node input is bound to
  * a literal value (params already substituted, defaults already filled), to another node's output,
- * or to nothing (an optional input left unset). Everything is allocated in the graph's arena. */
+ * or to nothing (an optional input left unset). Everything is allocated in the graph's arena, literal
+ * values included: they have refcount 1, belong to the graph and are freed with it, so a user may
+ * fr_value_ref/fr_value_unref them in pairs but must never drop the graph's own reference.
+ * The file format is docs/graph-format.md. */
 #ifndef FR_GRAPH_H
 #define FR_GRAPH_H
 
@@ -25,7 +28,7 @@ enum fr_bind_kind { FR_BIND_NONE, FR_BIND_LITERAL, FR_BIND_LINK };
 
 struct fr_binding {
   enum fr_bind_kind kind;
-  struct fr_value *literal; /* FR_BIND_LITERAL: typed as the input (INT/FLOAT/BOOL/STRING) */
+  struct fr_value *literal; /* FR_BIND_LITERAL: typed as the input (INT/FLOAT/BOOL/STRING; ENUM -> STRING) */
   const char *path;         /* FR_IN_FILE / FR_IN_MODEL_FILE literals: the resolved path, or NULL */
   int src_node;             /* FR_BIND_LINK: index into graph->nodes */
   int src_output;           /* FR_BIND_LINK: index into that node's spec outputs */
@@ -57,7 +60,8 @@ struct fr_graph {
   const char *yaml;        /* the source text, as read */
   int n_nodes;
   struct fr_gnode *nodes;
-  int *order;              /* topological order: indices into nodes, dependencies first */
+  int *order;              /* topological order: indices into nodes, dependencies first; nodes[] itself
+                              is in file order (a subgraph's nodes where the subgraph node stands) */
   int n_params;
   struct fr_param *params;
 };
@@ -90,7 +94,8 @@ enum fr_status fr_graph_load_string(const char *text, size_t len, const char *na
 void fr_graph_free(struct fr_graph *g);
 
 int fr_graph_find(const struct fr_graph *g, const char *id); /* node index or -1 */
-/* The params after overrides as a JSON object {"name": value, ...} (arena-allocated). */
+/* The params after overrides as a JSON object {"name": value, ...} in file order (arena-allocated; NULL
+ * when out of memory). */
 const char *fr_graph_params_json(const struct fr_graph *g);
 
 #endif

@@ -30,3 +30,7 @@ bool fr_type_is_primitive(const char *type) {
       return true;
   return false;
 }
+
+bool fr_input_has_range(const struct fr_input_spec *in) {
+  return in->min < in->max && (strcmp(in->type, FR_T_INT) == 0 || strcmp(in->type, FR_T_FLOAT) == 0);
+}

@@ -43,7 +43,7 @@ struct fr_input_spec {
   const char *name;
   const char *type;            /* FR_T_INT ... or a socket type name */
   const char *def;             /* default as literal text ("512", "0.5", "true", "euler"); NULL: none */
-  double min, max;             /* INT/FLOAT range, inclusive; ignored when min > max */
+  double min, max;             /* INT/FLOAT range, inclusive; none unless min < max (fr_input_has_range) */
   const char *const *choices;  /* FR_T_ENUM: NULL-terminated list of allowed strings */
   unsigned flags;              /* enum fr_input_flags */
   const char *help;
@@ -93,6 +93,8 @@ const struct fr_node_spec *fr_registry_find(const struct fr_registry *r, const c
 int fr_spec_input_index(const struct fr_node_spec *s, const char *name);   /* -1 if none */
 int fr_spec_output_index(const struct fr_node_spec *s, const char *name);  /* -1 if none */
 bool fr_type_is_primitive(const char *type); /* INT FLOAT BOOL STRING ENUM */
+/* Whether an INT/FLOAT input declares a range: min < max. A zero-initialised spec (0, 0) has none. */
+bool fr_input_has_range(const struct fr_input_spec *in);
 
 /* ---- what a run function may use ---- */
 
@@ -124,6 +126,9 @@ const char *fr_node_id(struct fr_node_ctx *nc);
 const char *fr_node_graph_yaml(struct fr_node_ctx *nc);
 const char *fr_node_graph_params_json(struct fr_node_ctx *nc); /* resolved params as a JSON object */
 const char *fr_node_output_dir(struct fr_node_ctx *nc);
+/* The absolute folder of the graph file (where its relative subgraphs and files resolve); "." when it
+ * cannot be resolved. SaveImage embeds it (FR_PNG_KEY_DIR) so a picture re-runs from anywhere. */
+const char *fr_node_graph_dir(struct fr_node_ctx *nc);
 const char *fr_node_device(struct fr_node_ctx *nc); /* "cpu" or "cuda" */
 /* Engine-wide state a node type keeps across runs (e.g. loaded models), by key; NULL if absent. */
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key);

@@ -14,6 +14,9 @@
 /* Keys of the tEXt/iTXt chunks SaveImage writes: the workflow YAML and its resolved params (JSON). */
 #define FR_PNG_KEY_WORKFLOW "flowrun-workflow"
 #define FR_PNG_KEY_PARAMS "flowrun-params"
+/* Optional: the absolute folder of the graph file (fr_node_graph_dir), so that `flowrun PICTURE.png`
+ * resolves the workflow's relative subgraphs and input files as the original run did. */
+#define FR_PNG_KEY_DIR "flowrun-dir"
 
 struct fr_png_text {
   const char *key;

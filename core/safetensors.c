@@ -31,9 +31,13 @@ struct fr__st_index {
   int32_t *slots;
 };
 
-static uint64_t fr__name_hash(const char *name) { return XXH3_64bits(name, strlen(name)); }
+static uint64_t fr__name_hash(const char *name) {
+  return XXH3_64bits(name, strlen(name));
+}
 
-static const char *fr__what(const char *what) { return what ? what : "<memory>"; }
+static const char *fr__what(const char *what) {
+  return what ? what : "<memory>";
+}
 
 /* Builds the index; FR_E_FORMAT on a duplicate name (the JSON reader keeps duplicate keys). */
 static enum fr_status fr__st_index_build(struct fr_safetensors *st, struct fr_err *err) {
@@ -104,8 +108,10 @@ static enum fr_status fr__st_entry(struct fr_safetensors *st, const char *name, 
   if (!dt || dt->type != FR_JSON_STRING)
     return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: missing or non-string \"dtype\"", p, name);
   if (!fr_dtype_from_name(dt->str, dt->len, &e->dtype))
-    return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: unknown dtype \"%.32s\" (known: F64 F32 F16 BF16 I64 I32 I16 "
-                   "I8 U8 BOOL)", p, name, dt->str);
+    return fr_errf(err, FR_E_FORMAT,
+                   "%s: tensor %s: unknown dtype \"%.32s\" (known: F64 F32 F16 BF16 I64 I32 I16 "
+                   "I8 U8 BOOL)",
+                   p, name, dt->str);
   if (!shape || shape->type != FR_JSON_ARRAY)
     return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: missing or non-array \"shape\"", p, name);
   if (shape->n > FR_MAX_DIMS)
@@ -128,14 +134,15 @@ static enum fr_status fr__st_entry(struct fr_safetensors *st, const char *name, 
   int64_t begin, end;
   if (!offs || offs->type != FR_JSON_ARRAY || offs->n != 2 || !fr__json_uint(&offs->items[0], &begin) ||
       !fr__json_uint(&offs->items[1], &end))
-    return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: \"data_offsets\" must be [begin, end] of non-negative integers",
-                   p, name);
+    return fr_errf(err, FR_E_FORMAT,
+                   "%s: tensor %s: \"data_offsets\" must be [begin, end] of non-negative integers", p, name);
   if (begin > end)
     return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: data_offsets begin %lld > end %lld", p, name,
                    (long long)begin, (long long)end);
   if ((uint64_t)end > data_len)
-    return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: data_offsets [%lld, %lld] outside the data area (%zu bytes)",
-                   p, name, (long long)begin, (long long)end, data_len);
+    return fr_errf(err, FR_E_FORMAT,
+                   "%s: tensor %s: data_offsets [%lld, %lld] outside the data area (%zu bytes)", p, name,
+                   (long long)begin, (long long)end, data_len);
   if ((uint64_t)(end - begin) != nbytes) {
     char sh[96];
     return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: %s %s needs %llu bytes, data_offsets give %lld", p, name,
@@ -201,8 +208,9 @@ enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct
     return fr_errf(err, FR_E_FORMAT, "%s: header length %llu exceeds the %u byte limit (corrupt file?)", what,
                    (unsigned long long)hlen, FR__ST_MAX_HEADER);
   if (hlen > len - 8)
-    return fr_errf(err, FR_E_FORMAT, "%s: header length %llu past the end of the file (%zu bytes; truncated?)",
-                   what, (unsigned long long)hlen, len);
+    return fr_errf(err, FR_E_FORMAT,
+                   "%s: header length %llu past the end of the file (%zu bytes; truncated?)", what,
+                   (unsigned long long)hlen, len);
   size_t data_len = len - 8 - (size_t)hlen;
   const unsigned char *data = b + 8 + hlen;
 

@@ -48,10 +48,15 @@ void fr_st_close(struct fr_safetensors *st); /* NULL is fine */
 
 const struct fr_st_entry *fr_st_find(const struct fr_safetensors *st, const char *name);
 const char *fr_st_meta(const struct fr_safetensors *st, const char *key); /* NULL if absent */
-/* A borrowed view of an entry's data (no copy, not owned): free it with fr_tensor_free. */
+/* A borrowed view of an entry's data (no copy, not owned): free it with fr_tensor_free. Data that is
+ * not aligned to its dtype's size (possible only in files from other writers) is copied into an owned,
+ * aligned tensor instead; fr_tensor_free frees either. NULL when out of memory. */
 struct fr_tensor *fr_st_view(const struct fr_st_entry *e);
 
-/* Writer. Tensors are CPU tensors in any dtype; metadata may be NULL. Names must be unique. */
+/* Writer. Tensors are CPU tensors in any dtype; metadata may be NULL. Names must be unique and not
+ * "__metadata__" (FR_E_INVALID otherwise). fr_st_serialize appends the blob to out; data offsets are
+ * 8-byte aligned relative to the blob's start. Strings are written as JSON, so invalid UTF-8 in a name
+ * or metadata value becomes U+FFFD. */
 struct fr_st_item {
   const char *name;
   const struct fr_tensor *t;

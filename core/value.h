@@ -62,7 +62,7 @@ struct fr_value *fr_value_float(double f);
 struct fr_value *fr_value_bool(bool b);
 struct fr_value *fr_value_string(const char *s); /* copies s */
 struct fr_value *fr_value_data(const char *type);
-struct fr_value *fr_value_object(struct fr_object *o); /* takes o's reference */
+struct fr_value *fr_value_object(struct fr_object *o); /* takes o's reference (released on failure) */
 /* A data value of one tensor field (takes ownership of t, freed even on failure). */
 struct fr_value *fr_value_tensor(const char *type, const char *field, struct fr_tensor *t);
 
@@ -71,6 +71,10 @@ enum fr_status fr_value_add_tensor(struct fr_value *v, const char *name, struct 
 enum fr_status fr_value_add_string(struct fr_value *v, const char *name, const char *s);
 const struct fr_tensor *fr_value_get_tensor(const struct fr_value *v, const char *name);
 const char *fr_value_get_string(const struct fr_value *v, const char *name);
+
+/* The one process-wide copy of a type name (static for the built-in types, else kept for the life of
+ * the process), suitable for fr_value.type. NULL when out of memory. Thread-safe. */
+const char *fr_type_intern(const char *name);
 
 struct fr_value *fr_value_ref(struct fr_value *v);
 void fr_value_unref(struct fr_value *v); /* NULL is fine */

@@ -46,9 +46,9 @@ struct fr_bcast {
 };
 
 struct fr_backend {
-  int version;          /* FR_BACKEND_VERSION this table was built against */
-  const char *name;     /* "cpu", "cuda": the device name fr_ctx_new matches */
-  enum fr_device dev;   /* where this backend's tensors live */
+  int version;        /* FR_BACKEND_VERSION this table was built against */
+  const char *name;   /* "cpu", "cuda": the device name fr_ctx_new matches */
+  enum fr_device dev; /* where this backend's tensors live */
 
   /* Creates the backend context for one fr_ctx (threads, streams, handles, scratch). Returns
    * FR_E_DEVICE when the device is unusable, FR_E_UNSUPPORTED for a compute dtype it cannot do. */
@@ -64,24 +64,27 @@ struct fr_backend {
   enum fr_status (*weight)(void *bctx, const struct fr_tensor *host, bool may_borrow, struct fr_tensor **out,
                            struct fr_err *err);
   /* Host F32/F16/BF16/F64 (converted to the compute dtype) or I32/I64 (kept) -> device tensor. */
-  enum fr_status (*upload)(void *bctx, const struct fr_tensor *host, struct fr_tensor **out, struct fr_err *err);
+  enum fr_status (*upload)(void *bctx, const struct fr_tensor *host, struct fr_tensor **out,
+                           struct fr_err *err);
   /* Device tensor -> new host tensor: F32 for float dtypes, the same dtype for integers. */
-  enum fr_status (*download)(void *bctx, const struct fr_tensor *t, struct fr_tensor **out, struct fr_err *err);
+  enum fr_status (*download)(void *bctx, const struct fr_tensor *t, struct fr_tensor **out,
+                             struct fr_err *err);
 
   /* ---- ops: y is allocated by ops.c with the output shape; see kernels/ops.h for each meaning ---- */
-  enum fr_status (*linear)(void *bctx, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
+  enum fr_status (*linear)(void *bctx, struct fr_tensor *y, const struct fr_tensor *x,
+                           const struct fr_tensor *w, const struct fr_tensor *b, struct fr_err *err);
+  enum fr_status (*matmul)(void *bctx, struct fr_tensor *y, const struct fr_tensor *a,
                            const struct fr_tensor *b, struct fr_err *err);
-  enum fr_status (*matmul)(void *bctx, struct fr_tensor *y, const struct fr_tensor *a, const struct fr_tensor *b,
+  enum fr_status (*conv2d)(void *bctx, struct fr_tensor *y, const struct fr_tensor *x,
+                           const struct fr_tensor *w, const struct fr_tensor *b, int stride, int pad,
                            struct fr_err *err);
-  enum fr_status (*conv2d)(void *bctx, struct fr_tensor *y, const struct fr_tensor *x, const struct fr_tensor *w,
-                           const struct fr_tensor *b, int stride, int pad, struct fr_err *err);
   enum fr_status (*attention)(void *bctx, struct fr_tensor *y, const struct fr_tensor *q,
                               const struct fr_tensor *k, const struct fr_tensor *v, int heads, bool causal,
                               struct fr_err *err);
   /* x viewed as [B, C, S] (S = product of the dims after C). */
   enum fr_status (*group_norm)(void *bctx, struct fr_tensor *y, const struct fr_tensor *x, int groups,
-                               const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps, bool silu,
-                               struct fr_err *err);
+                               const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
+                               bool silu, struct fr_err *err);
   enum fr_status (*layer_norm)(void *bctx, struct fr_tensor *y, const struct fr_tensor *x,
                                const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
                                struct fr_err *err);
@@ -108,8 +111,8 @@ struct fr_backend {
   enum fr_status (*embedding)(void *bctx, struct fr_tensor *y, const struct fr_tensor *ids,
                               const struct fr_tensor *table, struct fr_err *err);
   /* index is a host array of x.shape[0] entries, already checked to lie in [0, T). */
-  enum fr_status (*gather_rows)(void *bctx, struct fr_tensor *y, const struct fr_tensor *x, const int64_t *index,
-                                struct fr_err *err);
+  enum fr_status (*gather_rows)(void *bctx, struct fr_tensor *y, const struct fr_tensor *x,
+                                const int64_t *index, struct fr_err *err);
   enum fr_status (*timestep_embedding)(void *bctx, struct fr_tensor *y, const struct fr_tensor *t,
                                        bool flip_sin_to_cos, float downscale_freq_shift, float max_period,
                                        struct fr_err *err);

@@ -73,7 +73,9 @@ void fr_ctx_free(struct fr_ctx *c) {
   fr_free(c);
 }
 
-bool fr_ctx_failed(const struct fr_ctx *c) { return c->st != FR_OK; }
+bool fr_ctx_failed(const struct fr_ctx *c) {
+  return c->st != FR_OK;
+}
 
 enum fr_status fr_ctx_status(const struct fr_ctx *c, struct fr_err *err) {
   if (c->st != FR_OK && err)
@@ -101,9 +103,15 @@ enum fr_status fr_ctx_fail(struct fr_ctx *c, enum fr_status rc, const char *fmt,
   return rc;
 }
 
-const char *fr_ctx_device_name(const struct fr_ctx *c) { return c->be->name; }
-enum fr_dtype fr_ctx_dtype(const struct fr_ctx *c) { return c->dtype; }
-const struct fr_backend *fr_ctx_backend(const struct fr_ctx *c) { return c->be; }
+const char *fr_ctx_device_name(const struct fr_ctx *c) {
+  return c->be->name;
+}
+enum fr_dtype fr_ctx_dtype(const struct fr_ctx *c) {
+  return c->dtype;
+}
+const struct fr_backend *fr_ctx_backend(const struct fr_ctx *c) {
+  return c->be;
+}
 
 /* ---- helpers ---- */
 
@@ -130,8 +138,8 @@ static bool fr__skip(struct fr_ctx *c, const char *op, int n, const struct fr_te
   }
   return false;
 }
-#define FR__SKIP(c, op, ...)                                                                                \
-  fr__skip((c), #op, (int)(sizeof((const struct fr_tensor *[]){__VA_ARGS__}) / sizeof(void *)),          \
+#define FR__SKIP(c, op, ...)                                                                                 \
+  fr__skip((c), #op, (int)(sizeof((const struct fr_tensor *[]){__VA_ARGS__}) / sizeof(void *)),              \
            (const struct fr_tensor *const[]){__VA_ARGS__}, fr__names_##op)
 
 /* A float input must be in the compute dtype on the context's device. */
@@ -174,8 +182,9 @@ static struct fr_tensor *fr__weight(struct fr_ctx *c, const struct fr_tensor *ho
   }
   if (host->dev != FR_DEV_CPU || (host->dtype != FR_F32 && host->dtype != FR_F16 && host->dtype != FR_BF16)) {
     char s[96];
-    fr_ctx_fail(c, FR_E_UNSUPPORTED, "fr_ctx_weight: weight %s is %s%s; expected a host F32, F16 or BF16 tensor",
-                FR__SHAPE(host, s), fr_dtype_name(host->dtype), host->dev != FR_DEV_CPU ? " on a device" : "");
+    fr_ctx_fail(
+        c, FR_E_UNSUPPORTED, "fr_ctx_weight: weight %s is %s%s; expected a host F32, F16 or BF16 tensor",
+        FR__SHAPE(host, s), fr_dtype_name(host->dtype), host->dev != FR_DEV_CPU ? " on a device" : "");
     return NULL;
   }
   struct fr_tensor *out = NULL;
@@ -186,7 +195,9 @@ static struct fr_tensor *fr__weight(struct fr_ctx *c, const struct fr_tensor *ho
   return out;
 }
 
-struct fr_tensor *fr_ctx_weight(struct fr_ctx *c, const struct fr_tensor *host) { return fr__weight(c, host, false); }
+struct fr_tensor *fr_ctx_weight(struct fr_ctx *c, const struct fr_tensor *host) {
+  return fr__weight(c, host, false);
+}
 struct fr_tensor *fr_ctx_weight_view(struct fr_ctx *c, const struct fr_tensor *host) {
   return fr__weight(c, host, true);
 }
@@ -202,7 +213,8 @@ struct fr_tensor *fr_ctx_upload(struct fr_ctx *c, const struct fr_tensor *host) 
   if (host->dev != FR_DEV_CPU ||
       !(dt == FR_F32 || dt == FR_F16 || dt == FR_BF16 || dt == FR_F64 || dt == FR_I32 || dt == FR_I64)) {
     char s[96];
-    fr_ctx_fail(c, FR_E_UNSUPPORTED, "fr_ctx_upload: tensor %s is %s%s; expected a host float or I32/I64 tensor",
+    fr_ctx_fail(c, FR_E_UNSUPPORTED,
+                "fr_ctx_upload: tensor %s is %s%s; expected a host float or I32/I64 tensor",
                 FR__SHAPE(host, s), fr_dtype_name(dt), host->dev != FR_DEV_CPU ? " on a device" : "");
     return NULL;
   }
@@ -246,13 +258,13 @@ struct fr_tensor *fr_linear(struct fr_ctx *c, const struct fr_tensor *x, const s
     return NULL;
   char s1[96], s2[96];
   if (x->ndim < 1 || w->ndim != 2 || w->shape[1] != x->shape[x->ndim - 1]) {
-    fr_ctx_fail(c, FR_E_SHAPE, "fr_linear: weight %s does not fit input %s (expected [N, %lld])", FR__SHAPE(w, s1),
-                FR__SHAPE(x, s2), x->ndim ? (long long)x->shape[x->ndim - 1] : 0LL);
+    fr_ctx_fail(c, FR_E_SHAPE, "fr_linear: weight %s does not fit input %s (expected [N, %lld])",
+                FR__SHAPE(w, s1), FR__SHAPE(x, s2), x->ndim ? (long long)x->shape[x->ndim - 1] : 0LL);
     return NULL;
   }
   if (b && !fr__is_vec(b, w->shape[0])) {
-    fr_ctx_fail(c, FR_E_SHAPE, "fr_linear: bias %s does not fit weight %s (expected [%lld])", FR__SHAPE(b, s1),
-                FR__SHAPE(w, s2), (long long)w->shape[0]);
+    fr_ctx_fail(c, FR_E_SHAPE, "fr_linear: bias %s does not fit weight %s (expected [%lld])",
+                FR__SHAPE(b, s1), FR__SHAPE(w, s2), (long long)w->shape[0]);
     return NULL;
   }
   int64_t shape[FR_MAX_DIMS];
@@ -303,7 +315,8 @@ struct fr_tensor *fr_conv2d(struct fr_ctx *c, const struct fr_tensor *x, const s
     return NULL;
   char s1[96], s2[96];
   if (x->ndim != 4 || w->ndim != 4 || w->shape[1] != x->shape[1]) {
-    fr_ctx_fail(c, FR_E_SHAPE, "fr_conv2d: weight %s does not fit input %s (expected [O, C, kh, kw] x [B, C, H, W])",
+    fr_ctx_fail(c, FR_E_SHAPE,
+                "fr_conv2d: weight %s does not fit input %s (expected [O, C, kh, kw] x [B, C, H, W])",
                 FR__SHAPE(w, s1), FR__SHAPE(x, s2));
     return NULL;
   }
@@ -314,13 +327,14 @@ struct fr_tensor *fr_conv2d(struct fr_ctx *c, const struct fr_tensor *x, const s
   int64_t ho = (x->shape[2] + 2 * pad - w->shape[2]) / stride + 1;
   int64_t wo = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
   if (x->shape[2] + 2 * pad < w->shape[2] || x->shape[3] + 2 * pad < w->shape[3] || ho < 1 || wo < 1) {
-    fr_ctx_fail(c, FR_E_SHAPE, "fr_conv2d: weight %s does not fit input %s: kernel larger than padded input (pad %d)",
+    fr_ctx_fail(c, FR_E_SHAPE,
+                "fr_conv2d: weight %s does not fit input %s: kernel larger than padded input (pad %d)",
                 FR__SHAPE(w, s1), FR__SHAPE(x, s2), pad);
     return NULL;
   }
   if (b && !fr__is_vec(b, w->shape[0])) {
-    fr_ctx_fail(c, FR_E_SHAPE, "fr_conv2d: bias %s does not fit weight %s (expected [%lld])", FR__SHAPE(b, s1),
-                FR__SHAPE(w, s2), (long long)w->shape[0]);
+    fr_ctx_fail(c, FR_E_SHAPE, "fr_conv2d: bias %s does not fit weight %s (expected [%lld])",
+                FR__SHAPE(b, s1), FR__SHAPE(w, s2), (long long)w->shape[0]);
     return NULL;
   }
   struct fr_tensor *y = fr__alloc(c, op, c->dtype, 4, (int64_t[]){x->shape[0], w->shape[0], ho, wo});
@@ -342,13 +356,15 @@ struct fr_tensor *fr_attention(struct fr_ctx *c, const struct fr_tensor *q, cons
   char s1[96], s2[96], s3[96];
   if (q->ndim != 3 || k->ndim != 3 || !fr_tensor_same_shape(k, v) || k->shape[0] != q->shape[0] ||
       k->shape[2] != q->shape[2] || k->shape[1] < 1) {
-    fr_ctx_fail(c, FR_E_SHAPE,
-                "fr_attention: q %s, k %s, v %s do not fit (expected [B, Tq, H*D], [B, Tk, H*D], [B, Tk, H*D])",
-                FR__SHAPE(q, s1), FR__SHAPE(k, s2), FR__SHAPE(v, s3));
+    fr_ctx_fail(
+        c, FR_E_SHAPE,
+        "fr_attention: q %s, k %s, v %s do not fit (expected [B, Tq, H*D], [B, Tk, H*D], [B, Tk, H*D])",
+        FR__SHAPE(q, s1), FR__SHAPE(k, s2), FR__SHAPE(v, s3));
     return NULL;
   }
   if (heads < 1 || q->shape[2] % heads != 0) {
-    fr_ctx_fail(c, FR_E_SHAPE, "fr_attention: %d heads do not divide q %s's last dim", heads, FR__SHAPE(q, s1));
+    fr_ctx_fail(c, FR_E_SHAPE, "fr_attention: %d heads do not divide q %s's last dim", heads,
+                FR__SHAPE(q, s1));
     return NULL;
   }
   struct fr_tensor *y = fr__alloc(c, op, c->dtype, 3, q->shape);
@@ -373,14 +389,16 @@ struct fr_tensor *fr_group_norm(struct fr_ctx *c, const struct fr_tensor *x, int
     return NULL;
   char s1[96], s2[96];
   if (x->ndim < 2 || groups < 1 || x->shape[1] % groups != 0) {
-    fr_ctx_fail(c, FR_E_SHAPE, "fr_group_norm: %d groups do not divide the channels of input %s (expected [B, C, ...])",
+    fr_ctx_fail(c, FR_E_SHAPE,
+                "fr_group_norm: %d groups do not divide the channels of input %s (expected [B, C, ...])",
                 groups, FR__SHAPE(x, s1));
     return NULL;
   }
   if ((gamma && !fr__is_vec(gamma, x->shape[1])) || (beta && !fr__is_vec(beta, x->shape[1]))) {
     const struct fr_tensor *bad = gamma && !fr__is_vec(gamma, x->shape[1]) ? gamma : beta;
     fr_ctx_fail(c, FR_E_SHAPE, "fr_group_norm: %s %s does not fit input %s (expected [%lld])",
-                bad == gamma ? "gamma" : "beta", FR__SHAPE(bad, s1), FR__SHAPE(x, s2), (long long)x->shape[1]);
+                bad == gamma ? "gamma" : "beta", FR__SHAPE(bad, s1), FR__SHAPE(x, s2),
+                (long long)x->shape[1]);
     return NULL;
   }
   struct fr_tensor *y = fr__alloc(c, op, c->dtype, x->ndim, x->shape);
@@ -442,8 +460,8 @@ struct fr_tensor *fr_softmax(struct fr_ctx *c, const struct fr_tensor *x) {
 
 /* ---- activations ---- */
 
-static struct fr_tensor *fr__unary(struct fr_ctx *c, const char *op, enum fr_unary_op u, const struct fr_tensor *x,
-                                   float p0, float p1) {
+static struct fr_tensor *fr__unary(struct fr_ctx *c, const char *op, enum fr_unary_op u,
+                                   const struct fr_tensor *x, float p0, float p1) {
   if (c->st != FR_OK)
     return NULL;
   if (!x) {
@@ -553,8 +571,9 @@ static bool fr__broadcast(const struct fr_tensor *a, const struct fr_tensor *b, 
   return true;
 }
 
-static struct fr_tensor *fr__binary(struct fr_ctx *c, const char *op, enum fr_binary_op bop, struct fr_tensor *inplace,
-                                    const struct fr_tensor *a, const struct fr_tensor *b) {
+static struct fr_tensor *fr__binary(struct fr_ctx *c, const char *op, enum fr_binary_op bop,
+                                    struct fr_tensor *inplace, const struct fr_tensor *a,
+                                    const struct fr_tensor *b) {
   if (c->st != FR_OK)
     return NULL;
   if (!a || !b) {
@@ -568,13 +587,15 @@ static struct fr_tensor *fr__binary(struct fr_ctx *c, const char *op, enum fr_bi
   struct fr_bcast bc;
   char s1[96], s2[96];
   if (!fr__broadcast(a, b, &ndim, shape, &bc)) {
-    fr_ctx_fail(c, FR_E_SHAPE, "%s: shapes %s and %s do not broadcast", op, FR__SHAPE(a, s1), FR__SHAPE(b, s2));
+    fr_ctx_fail(c, FR_E_SHAPE, "%s: shapes %s and %s do not broadcast", op, FR__SHAPE(a, s1),
+                FR__SHAPE(b, s2));
     return NULL;
   }
   struct fr_tensor *y;
   if (inplace) {
     if (ndim != a->ndim || memcmp(shape, a->shape, sizeof(int64_t) * (size_t)ndim) != 0) {
-      fr_ctx_fail(c, FR_E_SHAPE, "%s: b %s does not broadcast to a %s", op, FR__SHAPE(b, s1), FR__SHAPE(a, s2));
+      fr_ctx_fail(c, FR_E_SHAPE, "%s: b %s does not broadcast to a %s", op, FR__SHAPE(b, s1),
+                  FR__SHAPE(a, s2));
       return NULL;
     }
     y = inplace;
@@ -716,8 +737,8 @@ struct fr_tensor *fr_permute(struct fr_ctx *c, const struct fr_tensor *x, const 
 }
 
 static const char *const fr__names_fr_pad2d[] = {"x"};
-struct fr_tensor *fr_pad2d(struct fr_ctx *c, const struct fr_tensor *x, int left, int right, int top, int bottom,
-                           float value) {
+struct fr_tensor *fr_pad2d(struct fr_ctx *c, const struct fr_tensor *x, int left, int right, int top,
+                           int bottom, float value) {
   const char *op = "fr_pad2d";
   if (FR__SKIP(c, fr_pad2d, x))
     return NULL;
@@ -725,8 +746,8 @@ struct fr_tensor *fr_pad2d(struct fr_ctx *c, const struct fr_tensor *x, int left
     return NULL;
   char s1[96];
   if (x->ndim < 2 || left < 0 || right < 0 || top < 0 || bottom < 0) {
-    fr_ctx_fail(c, FR_E_INVALID, "fr_pad2d: pads (%d, %d, %d, %d) on input %s: need >= 2 dims and pads >= 0", left,
-                right, top, bottom, FR__SHAPE(x, s1));
+    fr_ctx_fail(c, FR_E_INVALID, "fr_pad2d: pads (%d, %d, %d, %d) on input %s: need >= 2 dims and pads >= 0",
+                left, right, top, bottom, FR__SHAPE(x, s1));
     return NULL;
   }
   int64_t shape[FR_MAX_DIMS];
@@ -826,8 +847,8 @@ struct fr_tensor *fr_gather_rows(struct fr_ctx *c, const struct fr_tensor *x, co
 }
 
 static const char *const fr__names_fr_timestep_embedding[] = {"t"};
-struct fr_tensor *fr_timestep_embedding(struct fr_ctx *c, const struct fr_tensor *t, int dim, bool flip_sin_to_cos,
-                                        float downscale_freq_shift, float max_period) {
+struct fr_tensor *fr_timestep_embedding(struct fr_ctx *c, const struct fr_tensor *t, int dim,
+                                        bool flip_sin_to_cos, float downscale_freq_shift, float max_period) {
   const char *op = "fr_timestep_embedding";
   if (FR__SKIP(c, fr_timestep_embedding, t))
     return NULL;

@@ -1,8 +1,16 @@
-/* The built-in node types, in palette order. A new node type adds its spec here. */
+/* The built-in node types, in palette order. A new node type adds its spec here (one line each, so
+ * merges stay trivial): include its header or declare it extern, then list it in fr__builtin. */
 #include "nodes/registry.h"
 
+#include "nodes/image/image.h" /* image and primitive node specs */
+
 static const struct fr_node_spec *const fr__builtin[] = {
-    NULL, /* placeholder until the first node type lands */
+    /* primitive */
+    &fr_node_int, &fr_node_float, &fr_node_string, &fr_node_boolean, &fr_node_seed,
+    /* image */
+    &fr_node_load_image, &fr_node_save_image, &fr_node_solid_image, &fr_node_test_pattern,
+    &fr_node_image_resize, &fr_node_image_blur, &fr_node_canny, &fr_node_image_blend, &fr_node_image_invert,
+    NULL, /* end marker; keep last */
 };
 
 const struct fr_registry *fr_builtin_registry(void) {

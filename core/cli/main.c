@@ -8,9 +8,13 @@
 
 static const struct fr_cli_cmd fr__cmds[] = {
     {"version", "print the version", fr_cmd_version},
+    {"run", "run a workflow: GRAPH.yaml or a PICTURE.png made by flowrun", fr_cmd_run},
+    {"validate", "check a workflow without running it", fr_cmd_validate},
+    {"nodes", "list the node types (--json: the editor's schema)", fr_cmd_nodes},
     {"synth", "write a full-size random-weight checkpoint (sd15, sdxl, ...)", fr_cmd_synth},
     {"bench", "time full-size model components on the CPU or GPU", fr_cmd_bench},
     {"tokenize", "print the CLIP token ids of a prompt", fr_cmd_tokenize},
+    {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
 };
 
 static void fr__usage(FILE *f) {
@@ -39,6 +43,10 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < sizeof fr__cmds / sizeof fr__cmds[0]; i++)
     if (strcmp(argv[1], fr__cmds[i].name) == 0)
       return fr__cmds[i].fn(argc - 1, argv + 1);
+  /* `flowrun GRAPH.yaml` / `flowrun PICTURE.png`: anything that is not a command but looks like a file
+   * (or an option of run) is a run. */
+  if (strchr(argv[1], '.') || strchr(argv[1], '/') || argv[1][0] == '-')
+    return fr_cmd_run(argc, argv);
   fprintf(stderr, "flowrun: unknown command '%s' (flowrun --help lists them)\n", argv[1]);
   return 2;
 }

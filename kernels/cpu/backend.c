@@ -1,6 +1,7 @@
 /* The CPU backend table: fp32 compute, OpenBLAS for the GEMMs, a worker pool for everything else.
  * Memory is plain host memory from fr_malloc (fault injection applies). */
 #include <cblas.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -8,10 +9,29 @@
 #include "core/alloc.h"
 #include "kernels/cpu/cpu.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+/* Every op returns a fresh output tensor, and activations are 1-50 MB. glibc serves blocks that large with
+ * mmap and unmaps them on free, so each op would page-fault its output in again: measured on this VM, a
+ * [4096, 2560] linear runs at ~27 GFLOP per CPU-second into fresh memory and ~47 into reused memory. Keeping
+ * blocks up to 512 MB in the heap (and up to 1 GB of free heap) lets outputs reuse the pages freed by the
+ * previous op. Process-wide and harmless for the rest of flowrun; done once. */
+static void fr__cpu_malloc_tune(void) {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+static pthread_once_t fr__cpu_once = PTHREAD_ONCE_INIT;
+
 static enum fr_status fr__cpu_init(const struct fr_ctx_opts *o, void **bctx, struct fr_err *err) {
   if (o->dtype != FR_F32)
-    return fr_errf(err, FR_E_UNSUPPORTED, "device cpu: compute dtype %s is not supported (cpu computes in F32)",
+    return fr_errf(err, FR_E_UNSUPPORTED,
+                   "device cpu: compute dtype %s is not supported (cpu computes in F32)",
                    fr_dtype_name(o->dtype));
+  pthread_once(&fr__cpu_once, fr__cpu_malloc_tune);
   int threads = o->threads;
   if (threads <= 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -72,8 +92,8 @@ static enum fr_status fr__cpu_to_f32(void *b, const struct fr_tensor *host, stru
   struct fr_tensor *t = fr__cpu_alloc(b, FR_F32, host->ndim, host->shape);
   if (!t) {
     char s[96];
-    return fr_errf(err, FR_E_NOMEM, "out of memory for %s F32 copy of a %s tensor", fr_shape_str(host, s, sizeof s),
-                   fr_dtype_name(host->dtype));
+    return fr_errf(err, FR_E_NOMEM, "out of memory for %s F32 copy of a %s tensor",
+                   fr_shape_str(host, s, sizeof s), fr_dtype_name(host->dtype));
   }
   fr_convert_to_f32(t->data, host->data, host->dtype, (size_t)fr_tensor_numel(host));
   *out = t;
@@ -82,8 +102,8 @@ static enum fr_status fr__cpu_to_f32(void *b, const struct fr_tensor *host, stru
 
 /* F32 that is 4-byte aligned is borrowed when allowed (fr_ctx_weight_view); everything else is converted
  * into one owned F32 copy, the only fp32 working copy of that weight. */
-static enum fr_status fr__cpu_weight(void *b, const struct fr_tensor *host, bool may_borrow, struct fr_tensor **out,
-                                     struct fr_err *err) {
+static enum fr_status fr__cpu_weight(void *b, const struct fr_tensor *host, bool may_borrow,
+                                     struct fr_tensor **out, struct fr_err *err) {
   if (may_borrow && host->dtype == FR_F32 && ((uintptr_t)host->data % sizeof(float)) == 0) {
     struct fr_tensor *t = fr_tensor_view(FR_F32, host->ndim, host->shape, host->data);
     if (!t)

@@ -16,29 +16,20 @@ struct fr__unary {
   float p0, p1;
 };
 
-static void fr__unary_task(void *argp, int64_t i0, int64_t i1) {
+static void fr__unary_task(void *argp, int64_t i0, int64_t i1, int part) {
   const struct fr__unary *a = argp;
   const float *x = a->x;
   float *y = a->y;
   switch (a->op) {
-  case FR_UNARY_SILU:
-    for (int64_t i = i0; i < i1; i++)
-      y[i] = x[i] / (1.0f + expf(-x[i]));
-    break;
-  case FR_UNARY_GELU:
-    for (int64_t i = i0; i < i1; i++)
-      y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-    break;
+  case FR_UNARY_SILU: fr_cpu_vec()->silu(y + i0, x + i0, i1 - i0, 1.0f); break;
+  case FR_UNARY_GELU: fr_cpu_vec()->gelu(y + i0, x + i0, i1 - i0); break;
   case FR_UNARY_GELU_TANH:
     for (int64_t i = i0; i < i1; i++) {
       float v = x[i];
       y[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
     }
     break;
-  case FR_UNARY_QUICK_GELU:
-    for (int64_t i = i0; i < i1; i++)
-      y[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-    break;
+  case FR_UNARY_QUICK_GELU: fr_cpu_vec()->silu(y + i0, x + i0, i1 - i0, 1.702f); break;
   case FR_UNARY_AFFINE:
     for (int64_t i = i0; i < i1; i++)
       y[i] = x[i] * a->p0 + a->p1;
@@ -47,8 +38,8 @@ static void fr__unary_task(void *argp, int64_t i0, int64_t i1) {
   }
 }
 
-enum fr_status fr_cpu_unary(void *b, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x, float p0,
-                            float p1, struct fr_err *err) {
+enum fr_status fr_cpu_unary(void *b, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x,
+                            float p0, float p1, struct fr_err *err) {
   struct fr_cpu *cpu = b;
   struct fr__unary a = {op, x->data, y->data, p0, p1};
   fr_cpu_parallel(cpu->pool, fr_tensor_numel(x), FR__MIN_CHUNK, fr__unary_task, &a);
@@ -61,13 +52,11 @@ struct fr__geglu {
   int64_t n; /* output row length N; input rows are 2N */
 };
 
-static void fr__geglu_task(void *argp, int64_t r0, int64_t r1) {
+static void fr__geglu_task(void *argp, int64_t r0, int64_t r1, int part) {
   const struct fr__geglu *a = argp;
   for (int64_t r = r0; r < r1; r++) {
     const float *h = a->x + r * 2 * a->n, *g = h + a->n;
-    float *y = a->y + r * a->n;
-    for (int64_t j = 0; j < a->n; j++)
-      y[j] = h[j] * (0.5f * g[j] * (1.0f + erff(g[j] * 0.70710678118654752f)));
+    fr_cpu_vec()->geglu(a->y + r * a->n, h, g, a->n);
   }
 }
 
@@ -90,7 +79,7 @@ struct fr__binary {
   const struct fr_bcast *bc;
 };
 
-static void fr__binary_task(void *argp, int64_t e0, int64_t e1) {
+static void fr__binary_task(void *argp, int64_t e0, int64_t e1, int part) {
   const struct fr__binary *t = argp;
   const struct fr_bcast *bc = t->bc;
   int nd = bc->ndim;
@@ -111,16 +100,34 @@ static void fr__binary_task(void *argp, int64_t e0, int64_t e1) {
     /* The common strides get their own loops so the compiler vectorises them. */
     if (la == 1 && lb == 1) {
       switch (t->op) {
-      case FR_BINARY_ADD: for (int64_t j = 0; j < run; j++) py[j] = pa[j] + pb[j]; break;
-      case FR_BINARY_SUB: for (int64_t j = 0; j < run; j++) py[j] = pa[j] - pb[j]; break;
-      case FR_BINARY_MUL: for (int64_t j = 0; j < run; j++) py[j] = pa[j] * pb[j]; break;
+      case FR_BINARY_ADD:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] + pb[j];
+        break;
+      case FR_BINARY_SUB:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] - pb[j];
+        break;
+      case FR_BINARY_MUL:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] * pb[j];
+        break;
       }
     } else if (la == 1 && lb == 0) {
       float vb = pb[0];
       switch (t->op) {
-      case FR_BINARY_ADD: for (int64_t j = 0; j < run; j++) py[j] = pa[j] + vb; break;
-      case FR_BINARY_SUB: for (int64_t j = 0; j < run; j++) py[j] = pa[j] - vb; break;
-      case FR_BINARY_MUL: for (int64_t j = 0; j < run; j++) py[j] = pa[j] * vb; break;
+      case FR_BINARY_ADD:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] + vb;
+        break;
+      case FR_BINARY_SUB:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] - vb;
+        break;
+      case FR_BINARY_MUL:
+        for (int64_t j = 0; j < run; j++)
+          py[j] = pa[j] * vb;
+        break;
       }
     } else {
       for (int64_t j = 0; j < run; j++) {
@@ -166,7 +173,8 @@ enum fr_status fr_cpu_concat(void *b, struct fr_tensor *y, const struct fr_tenso
   for (int i = 0; i < n; i++) {
     int64_t row = xs[i]->shape[dim] * inner;
     for (int64_t o = 0; o < outer; o++)
-      memcpy((float *)y->data + o * yrow + off, (const float *)xs[i]->data + o * row, (size_t)row * sizeof(float));
+      memcpy((float *)y->data + o * yrow + off, (const float *)xs[i]->data + o * row,
+             (size_t)row * sizeof(float));
     off += row;
   }
   return FR_OK;
@@ -194,7 +202,7 @@ struct fr__permute {
   int64_t st[FR_MAX_DIMS];    /* input stride of each output dim */
 };
 
-static void fr__permute_task(void *argp, int64_t e0, int64_t e1) {
+static void fr__permute_task(void *argp, int64_t e0, int64_t e1, int part) {
   const struct fr__permute *a = argp;
   int nd = a->nd;
   int64_t idx[FR_MAX_DIMS], off = 0, rem = e0;
@@ -246,8 +254,8 @@ enum fr_status fr_cpu_permute(void *b, struct fr_tensor *y, const struct fr_tens
   return FR_OK;
 }
 
-enum fr_status fr_cpu_pad2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, int left, int top, float value,
-                            struct fr_err *err) {
+enum fr_status fr_cpu_pad2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, int left, int top,
+                            float value, struct fr_err *err) {
   int nd = x->ndim;
   int64_t H = x->shape[nd - 2], W = x->shape[nd - 1], Ho = y->shape[nd - 2], Wo = y->shape[nd - 1];
   if (Ho == 0 || Wo == 0)
@@ -280,7 +288,7 @@ struct fr__up {
   int64_t H, W;
 };
 
-static void fr__up_task(void *argp, int64_t r0, int64_t r1) {
+static void fr__up_task(void *argp, int64_t r0, int64_t r1, int part) {
   const struct fr__up *a = argp;
   for (int64_t r = r0; r < r1; r++) { /* r = plane * H + i: one input row -> two output rows */
     const float *src = a->x + r * a->W;
@@ -308,18 +316,19 @@ enum fr_status fr_cpu_embedding(void *b, struct fr_tensor *y, const struct fr_te
   for (int64_t i = 0; i < n; i++) {
     int64_t id = ids->dtype == FR_I64 ? ((const int64_t *)ids->data)[i] : ((const int32_t *)ids->data)[i];
     if (id < 0 || id >= V)
-      return fr_errf(err, FR_E_INVALID, "id %lld at position %lld is outside the table's %lld rows", (long long)id,
-                     (long long)i, (long long)V);
+      return fr_errf(err, FR_E_INVALID, "id %lld at position %lld is outside the table's %lld rows",
+                     (long long)id, (long long)i, (long long)V);
     memcpy((float *)y->data + i * D, (const float *)table->data + id * D, (size_t)D * sizeof(float));
   }
   return FR_OK;
 }
 
-enum fr_status fr_cpu_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x, const int64_t *index,
-                                  struct fr_err *err) {
+enum fr_status fr_cpu_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                  const int64_t *index, struct fr_err *err) {
   int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2];
   for (int64_t i = 0; i < B; i++)
-    memcpy((float *)y->data + i * D, (const float *)x->data + (i * T + index[i]) * D, (size_t)D * sizeof(float));
+    memcpy((float *)y->data + i * D, (const float *)x->data + (i * T + index[i]) * D,
+           (size_t)D * sizeof(float));
   return FR_OK;
 }
 

@@ -12,7 +12,7 @@ struct fr__gn {
   bool silu;
 };
 
-static void fr__gn_task(void *argp, int64_t i0, int64_t i1) {
+static void fr__gn_task(void *argp, int64_t i0, int64_t i1, int part) {
   const struct fr__gn *a = argp;
   int64_t cpg = a->C / a->groups, n = cpg * a->S;
   for (int64_t i = i0; i < i1; i++) { /* i = b * groups + g: one contiguous group */
@@ -34,28 +34,21 @@ static void fr__gn_task(void *argp, int64_t i0, int64_t i1) {
       float sc = rstd * g, sh = bb - fmean * sc; /* y = x * sc + sh */
       const float *xc = x + c * a->S;
       float *yc = y + c * a->S;
-      if (a->silu) {
-        for (int64_t j = 0; j < a->S; j++) {
-          float v = xc[j] * sc + sh;
-          yc[j] = v / (1.0f + expf(-v));
-        }
-      } else {
-        for (int64_t j = 0; j < a->S; j++)
-          yc[j] = xc[j] * sc + sh;
-      }
+      fr_cpu_vec()->affine_silu(yc, xc, a->S, sc, sh, a->silu);
     }
   }
 }
 
 enum fr_status fr_cpu_group_norm(void *b, struct fr_tensor *y, const struct fr_tensor *x, int groups,
-                                 const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps, bool silu,
-                                 struct fr_err *err) {
+                                 const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
+                                 bool silu, struct fr_err *err) {
   struct fr_cpu *cpu = b;
   int64_t B = x->shape[0], C = x->shape[1];
   if (fr_tensor_numel(x) == 0)
     return FR_OK;
   int64_t S = fr_tensor_numel(x) / (B * C);
-  struct fr__gn a = {x->data, gamma ? gamma->data : NULL, beta ? beta->data : NULL, y->data, C, S, groups, eps, silu};
+  struct fr__gn a = {
+      x->data, gamma ? gamma->data : NULL, beta ? beta->data : NULL, y->data, C, S, groups, eps, silu};
   fr_cpu_parallel(cpu->pool, B * groups, 1, fr__gn_task, &a);
   return FR_OK;
 }
@@ -67,7 +60,7 @@ struct fr__ln {
   float eps;
 };
 
-static void fr__ln_task(void *argp, int64_t r0, int64_t r1) {
+static void fr__ln_task(void *argp, int64_t r0, int64_t r1, int part) {
   const struct fr__ln *a = argp;
   for (int64_t r = r0; r < r1; r++) {
     const float *x = a->x + r * a->C;
@@ -109,27 +102,18 @@ struct fr__sm {
   int64_t n;
 };
 
-static void fr__sm_task(void *argp, int64_t r0, int64_t r1) {
+static void fr__sm_task(void *argp, int64_t r0, int64_t r1, int part) {
   const struct fr__sm *a = argp;
   for (int64_t r = r0; r < r1; r++) {
     float *x = a->x + r * a->n;
-    float m = -INFINITY;
-    for (int64_t j = 0; j < a->n; j++)
-      m = x[j] > m ? x[j] : m;
+    const struct fr_cpu_vec *vec = fr_cpu_vec();
+    float m = vec->max(x, a->n);
     if (m == -INFINITY) { /* a fully masked row: no key to attend to; define it as zeros, never NaN */
       for (int64_t j = 0; j < a->n; j++)
         x[j] = 0.0f;
       continue;
     }
-    float sum = 0.0f;
-    for (int64_t j = 0; j < a->n; j++) {
-      float e = expf(x[j] - m);
-      x[j] = e;
-      sum += e;
-    }
-    float inv = 1.0f / sum;
-    for (int64_t j = 0; j < a->n; j++)
-      x[j] *= inv;
+    vec->scale(x, a->n, 1.0f / vec->exp_sum(x, a->n, m));
   }
 }
 

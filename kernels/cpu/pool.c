@@ -34,7 +34,7 @@ static void fr__run_part(struct fr_cpu_pool *p, int part) {
     return;
   int64_t b = p->n * part / p->parts, e = p->n * (part + 1) / p->parts;
   if (e > b)
-    p->fn(p->arg, b, e);
+    p->fn(p->arg, b, e, part);
 }
 
 static void *fr__worker_main(void *argp) {
@@ -100,7 +100,9 @@ void fr_cpu_pool_free(struct fr_cpu_pool *p) {
   fr_free(p);
 }
 
-int fr_cpu_pool_threads(const struct fr_cpu_pool *p) { return p->threads; }
+int fr_cpu_pool_threads(const struct fr_cpu_pool *p) {
+  return p->threads;
+}
 
 void fr_cpu_parallel(struct fr_cpu_pool *p, int64_t n, int64_t min_chunk, fr_cpu_task_fn fn, void *arg) {
   if (n <= 0)
@@ -111,7 +113,7 @@ void fr_cpu_parallel(struct fr_cpu_pool *p, int64_t n, int64_t min_chunk, fr_cpu
   if (parts > p->threads)
     parts = p->threads;
   if (parts <= 1) {
-    fn(arg, 0, n);
+    fn(arg, 0, n, 0);
     return;
   }
   pthread_mutex_lock(&p->mu);

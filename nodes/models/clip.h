@@ -10,13 +10,15 @@
  *   - transformers' (HF): <p>text_model.embeddings.token_embedding.weight, ...encoder.layers.N.self_attn.
  *     {q,k,v,out}_proj, mlp.fc1/fc2, final_layer_norm, and <p>text_projection.weight [P, W] when projected;
  *     the variant without the "text_model." level is accepted too;
- *   - OpenCLIP's: <p>token_embedding.weight, positional_embedding, transformer.resblocks.N.attn.in_proj_weight
- *     (q, k, v fused [3W, W]), mlp.c_fc/c_proj, ln_final, text_projection stored as [W, P] (x @ proj).
- * Activation: hidden_act from a diffusers config.json; otherwise quick_gelu for the HF layout (SD1.5 and
- * SDXL's CLIP-L are) and exact gelu for the OpenCLIP layout. Heads: config.json's num_attention_heads when
- * there is one; otherwise width / 64 (every real CLIP: 768 -> 12, 1024 -> 16, 1280 -> 20), and for widths
- * under 64 * 4 (the tiny test models) width / 8 (sd15-tiny's config: width 32, 4 heads; the SDXL tiny
- * goldens agree). */
+ *   - OpenCLIP's: <p>token_embedding.weight, positional_embedding,
+ * transformer.resblocks.N.attn.in_proj_weight (q, k, v fused [3W, W]), mlp.c_fc/c_proj, ln_final,
+ * text_projection stored as [W, P] (x @ proj). Activation: hidden_act from a diffusers config.json; otherwise
+ * quick_gelu for the HF layout (SD1.5 and SDXL's CLIP-L are) and exact gelu for the OpenCLIP layout. Heads:
+ * config.json's num_attention_heads when there is one; otherwise width / 64 (every real CLIP: 768 -> 12, 1024
+ * -> 16, 1280 -> 20). Widths under 256 are the tiny test models, whose head width follows the fixtures'
+ * convention: 8 in the HF layout (sd15-tiny's config.json: width 32, 4 heads; the sdxl_text_encoder_1 golden
+ * agrees) and 16 in the OpenCLIP layout (the sdxl_text_encoder_2 golden matches 2 heads and no other count).
+ */
 #ifndef FR_MODELS_CLIP_H
 #define FR_MODELS_CLIP_H
 
@@ -40,17 +42,17 @@ enum fr_clip_layout { FR_CLIP_LAYOUT_HF, FR_CLIP_LAYOUT_OPENCLIP };
 
 struct fr_clip_config {
   enum fr_clip_layout layout;
-  int width;     /* W: 768 (L), 1280 (G) */
-  int layers;    /* 12 (L), 32 (G) */
-  int heads;     /* 12 (L), 20 (G) */
-  int mlp;       /* 3072 (L), 5120 (G) */
-  int vocab;     /* 49408 */
-  int ctx;       /* 77 */
-  int proj;      /* P: text_projection output width, 0 when the file has none */
+  int width;  /* W: 768 (L), 1280 (G) */
+  int layers; /* 12 (L), 32 (G) */
+  int heads;  /* 12 (L), 20 (G) */
+  int mlp;    /* 3072 (L), 5120 (G) */
+  int vocab;  /* 49408 */
+  int ctx;    /* 77 */
+  int proj;   /* P: text_projection output width, 0 when the file has none */
   enum fr_clip_act act;
-  float ln_eps;  /* 1e-5 */
-  int32_t eos_id;   /* 49407: the pooled output is taken at its first occurrence */
-  bool eos_argmax;  /* transformers' legacy rule (configs with eos_token_id 2): argmax of the ids instead */
+  float ln_eps;    /* 1e-5 */
+  int32_t eos_id;  /* 49407: the pooled output is taken at its first occurrence */
+  bool eos_argmax; /* transformers' legacy rule (configs with eos_token_id 2): argmax of the ids instead */
 };
 
 struct fr_clip_layer {
@@ -60,12 +62,12 @@ struct fr_clip_layer {
 
 struct fr_clip {
   struct fr_clip_config cfg;
-  struct fr_tensor *tok_emb; /* [V, W] */
-  struct fr_tensor *pos_emb; /* [C, W] */
+  struct fr_tensor *tok_emb;       /* [V, W] */
+  struct fr_tensor *pos_emb;       /* [C, W] */
   struct fr_tensor *lnf_w, *lnf_b; /* [W] */
-  struct fr_tensor *proj;    /* [P, W] (as a linear weight, whatever the file's layout) or NULL */
+  struct fr_tensor *proj;          /* [P, W] (as a linear weight, whatever the file's layout) or NULL */
   struct fr_clip_layer *layer;
-  char where[512];           /* file and key prefix, for messages */
+  char where[512]; /* file and key prefix, for messages */
 };
 
 /* Finds the encoder for role in ck, detects its architecture and loads its weights into context c
@@ -91,8 +93,8 @@ struct fr_clip_out {
 };
 
 /* Runs the encoder over ids [B, T] (host, row-major; T <= ctx, normally 77; every id < vocab). */
-enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const int32_t *ids, int batch, int len,
-                              struct fr_clip_out *out, struct fr_err *err);
+enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const int32_t *ids, int batch,
+                              int len, struct fr_clip_out *out, struct fr_err *err);
 void fr_clip_out_free(struct fr_clip_out *o);
 
 #endif

@@ -50,8 +50,8 @@ static enum fr_status fr__load_hint(struct fr__usrc *s, struct fr_controlnet *cn
   }
   if (n < 2 || n > FR_CONTROLNET_MAX_HINT) {
     fr__hint_key(s->diffusers, n < 2 ? 0 : n, n, "weight", key, sizeof key);
-    return fr_errf(s->err, FR_E_NOTFOUND, "tensor %s%s: missing from %s (ControlNet hint network)", s->w.prefix,
-                   key, s->w.st->path);
+    return fr_errf(s->err, FR_E_NOTFOUND, "tensor %s%s: missing from %s (ControlNet hint network)",
+                   s->w.prefix, key, s->w.st->path);
   }
   cn->n_hint = n;
   cn->hint_downscale = 1;
@@ -84,7 +84,8 @@ static enum fr_status fr__load_zero(struct fr__usrc *s, struct fr_controlnet *cn
   enum fr_status rc;
   for (int i = 0; i < ns; i++) {
     int64_t C = ch[i];
-    snprintf(key, sizeof key, s->diffusers ? "controlnet_down_blocks.%d.weight" : "zero_convs.%d.0.weight", i);
+    snprintf(key, sizeof key, s->diffusers ? "controlnet_down_blocks.%d.weight" : "zero_convs.%d.0.weight",
+             i);
     if ((rc = fr__cn_load(s, key, 4, (const int64_t[]){C, C, 1, 1}, &cn->zw[i])))
       return rc;
     snprintf(key, sizeof key, s->diffusers ? "controlnet_down_blocks.%d.bias" : "zero_convs.%d.0.bias", i);
@@ -100,8 +101,8 @@ static enum fr_status fr__load_zero(struct fr__usrc *s, struct fr_controlnet *cn
   return FR_OK;
 }
 
-enum fr_status fr_controlnet_load(struct fr_ctx *c, const struct fr_checkpoint *ck, struct fr_controlnet **out,
-                                  struct fr_err *err) {
+enum fr_status fr_controlnet_load(struct fr_ctx *c, const struct fr_checkpoint *ck,
+                                  struct fr_controlnet **out, struct fr_err *err) {
   *out = NULL;
   struct fr__usrc s = {.c = c, .err = err};
   const struct fr_safetensors *st = ck->controlnet ? ck->controlnet : ck->file;
@@ -154,7 +155,8 @@ void fr_controlnet_free(struct fr_controlnet *cn) {
 }
 
 /* hint [B, 3, 8h, 8w] -> [B, model_channels, h, w]: conv+SiLU ..., last conv without activation. */
-static struct fr_tensor *fr__hint(struct fr_ctx *c, const struct fr_controlnet *cn, const struct fr_tensor *hint) {
+static struct fr_tensor *fr__hint(struct fr_ctx *c, const struct fr_controlnet *cn,
+                                  const struct fr_tensor *hint) {
   struct fr_tensor *h = NULL;
   for (int i = 0; i < cn->n_hint; i++) {
     struct fr_tensor *y = fr_conv2d(c, i ? h : hint, cn->hw[i], cn->hb[i], cn->hstride[i], 1);
@@ -169,10 +171,10 @@ static struct fr_tensor *fr__hint(struct fr_ctx *c, const struct fr_controlnet *
   return h;
 }
 
-enum fr_status fr_controlnet_forward(struct fr_ctx *c, const struct fr_controlnet *cn, const struct fr_tensor *x,
-                                     const struct fr_tensor *t, const struct fr_unet_cond *cond,
-                                     const struct fr_tensor *hint, float scale, struct fr_unet_control *out,
-                                     struct fr_err *err) {
+enum fr_status fr_controlnet_forward(struct fr_ctx *c, const struct fr_controlnet *cn,
+                                     const struct fr_tensor *x, const struct fr_tensor *t,
+                                     const struct fr_unet_cond *cond, const struct fr_tensor *hint,
+                                     float scale, struct fr_unet_control *out, struct fr_err *err) {
   memset(out, 0, sizeof *out);
   if (fr_ctx_failed(c))
     return fr_ctx_status(c, err);
@@ -185,7 +187,8 @@ enum fr_status fr_controlnet_forward(struct fr_ctx *c, const struct fr_controlne
   int64_t B = x->shape[0], d = cn->hint_downscale;
   if (!hint || hint->ndim != 4 || hint->shape[0] != B || hint->shape[1] != cn->hint_channels ||
       hint->shape[2] != x->shape[2] * d || hint->shape[3] != x->shape[3] * d)
-    return fr_errf(err, FR_E_SHAPE, "ControlNet: hint image is %s, expected [%lld, %d, %lld, %lld] (%lldx the latent %s)",
+    return fr_errf(err, FR_E_SHAPE,
+                   "ControlNet: hint image is %s, expected [%lld, %d, %lld, %lld] (%lldx the latent %s)",
                    hint ? fr_shape_str(hint, s1, sizeof s1) : "missing", (long long)B, cn->hint_channels,
                    (long long)(x->shape[2] * d), (long long)(x->shape[3] * d), (long long)d,
                    fr_shape_str(x, s2, sizeof s2));
@@ -195,7 +198,8 @@ enum fr_status fr_controlnet_forward(struct fr_ctx *c, const struct fr_controlne
   const struct fr_tensor *context = cond ? cond->context : NULL;
   if (!context || context->ndim != 3 || context->shape[0] != B || context->shape[2] != cfg->context_dim)
     return fr_errf(err, FR_E_SHAPE, "ControlNet: context is %s, expected [%lld, T, %d]",
-                   context ? fr_shape_str(context, s1, sizeof s1) : "missing", (long long)B, cfg->context_dim);
+                   context ? fr_shape_str(context, s1, sizeof s1) : "missing", (long long)B,
+                   cfg->context_dim);
 
   struct fr_tensor *emb = fr__unet_embed(c, cn->impl, cfg, t, cond);
   struct fr_tensor *g = emb ? fr__hint(c, cn, hint) : NULL; /* [B, mc, h, w] */

@@ -28,17 +28,17 @@ struct fr_controlnet {
 
 /* Loads a ControlNet from a checkpoint opened with fr_checkpoint_open (a control_model.* file, a diffusers
  * ControlNet folder or file). Errors as fr_unet_load's: a missing or mis-shaped tensor is named. */
-enum fr_status fr_controlnet_load(struct fr_ctx *c, const struct fr_checkpoint *ck, struct fr_controlnet **out,
-                                  struct fr_err *err);
+enum fr_status fr_controlnet_load(struct fr_ctx *c, const struct fr_checkpoint *ck,
+                                  struct fr_controlnet **out, struct fr_err *err);
 void fr_controlnet_free(struct fr_controlnet *cn); /* NULL is fine */
 
 /* Residuals for x [B, 4, h, w] at timestep t ([B] or [1]) with cond (context, and SDXL's added
  * conditioning for SDXL ControlNets) and the conditioning image hint [B, hint_channels, h*8, w*8] (values
  * 0..1). Each residual is multiplied by scale (the conditioning strength). *out receives new context
  * tensors: free them with fr_unet_control_free. */
-enum fr_status fr_controlnet_forward(struct fr_ctx *c, const struct fr_controlnet *cn, const struct fr_tensor *x,
-                                     const struct fr_tensor *t, const struct fr_unet_cond *cond,
-                                     const struct fr_tensor *hint, float scale, struct fr_unet_control *out,
-                                     struct fr_err *err);
+enum fr_status fr_controlnet_forward(struct fr_ctx *c, const struct fr_controlnet *cn,
+                                     const struct fr_tensor *x, const struct fr_tensor *t,
+                                     const struct fr_unet_cond *cond, const struct fr_tensor *hint,
+                                     float scale, struct fr_unet_control *out, struct fr_err *err);
 
 #endif

@@ -68,6 +68,8 @@ static struct fr_tensor *fr__attn(struct fr_ctx *c, const struct fr__uattn *a, c
 /* SpatialTransformer. x [B, C, H, W], context [B, S, D] -> [B, C, H, W] */
 static struct fr_tensor *fr__xf(struct fr_ctx *c, const struct fr__uxf *xf, const struct fr_tensor *x,
                                 const struct fr_tensor *context) {
+  if (!x) /* an earlier op failed; the context holds the error */
+    return NULL;
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   struct fr_tensor *g = fr_group_norm(c, x, FR__GROUPS, xf->nw, xf->nb, FR__XF_EPS, false);
   struct fr_tensor *p = fr_permute(c, g, (const int[]){0, 2, 3, 1}); /* [B, H, W, C] */

@@ -30,18 +30,18 @@ enum fr_unet_arch {
 struct fr_unet_config {
   enum fr_unet_arch arch;
   int in_channels, out_channels;
-  int model_channels;                    /* conv_in's output channels (320 for SD1.5) */
-  int time_embed_dim;                    /* 4 x model_channels */
-  int levels;                            /* 4 for SD1.5 and the refiner, 3 for SDXL */
-  int num_res_blocks;                    /* per level in the encoder (the decoder has one more) */
-  int channels[FR_UNET_MAX_LEVELS];      /* channels of each level (320, 640, 1280, 1280) */
-  int depth[FR_UNET_MAX_LEVELS];         /* transformer blocks per attention block of a level; 0: none */
-  int mid_depth;                         /* transformer blocks in the middle block (0: none) */
-  int context_dim;                       /* cross-attention key width (768, 1024, 2048, 1280) */
-  bool linear_proj;                      /* proj_in/proj_out are linear (SD2, SDXL) not 1x1 convs */
-  int heads;                             /* when head_dim is 0: the same head count at every level */
-  int head_dim;                          /* when > 0: heads = channels / head_dim */
-  int adm_in_channels;                   /* label_emb input width (2816 SDXL, 2560 refiner); 0: none */
+  int model_channels;               /* conv_in's output channels (320 for SD1.5) */
+  int time_embed_dim;               /* 4 x model_channels */
+  int levels;                       /* 4 for SD1.5 and the refiner, 3 for SDXL */
+  int num_res_blocks;               /* per level in the encoder (the decoder has one more) */
+  int channels[FR_UNET_MAX_LEVELS]; /* channels of each level (320, 640, 1280, 1280) */
+  int depth[FR_UNET_MAX_LEVELS];    /* transformer blocks per attention block of a level; 0: none */
+  int mid_depth;                    /* transformer blocks in the middle block (0: none) */
+  int context_dim;                  /* cross-attention key width (768, 1024, 2048, 1280) */
+  bool linear_proj;                 /* proj_in/proj_out are linear (SD2, SDXL) not 1x1 convs */
+  int heads;                        /* when head_dim is 0: the same head count at every level */
+  int head_dim;                     /* when > 0: heads = channels / head_dim */
+  int adm_in_channels;              /* label_emb input width (2816 SDXL, 2560 refiner); 0: none */
 };
 
 struct fr_unet_impl;
@@ -53,7 +53,7 @@ struct fr_unet {
 /* Conditioning of one forward call. All tensors are context tensors (on the context's device, F32 on
  * the CPU). */
 struct fr_unet_cond {
-  const struct fr_tensor *context;     /* [B, T, context_dim] text embeddings */
+  const struct fr_tensor *context; /* [B, T, context_dim] text embeddings */
   /* Added conditioning (SDXL / refiner), either y directly [B, adm_in_channels] or built from the parts:
    * text_embeds [B, P] (pooled, projected text) and time_ids [B, N] (base: original h, w, crop top, left,
    * target h, w; refiner: original h, w, crop top, left, aesthetic score). Each time id is embedded

@@ -39,8 +39,8 @@ struct fr__ublock {
 };
 
 struct fr_unet_impl {
-  struct fr_arena *arena;      /* the structs above */
-  struct fr_tensor **owned;    /* every loaded weight, freed with the model */
+  struct fr_arena *arena;   /* the structs above */
+  struct fr_tensor **owned; /* every loaded weight, freed with the model */
   int n_owned, cap_owned;
   struct fr_tensor *te0w, *te0b, *te2w, *te2b; /* time_embed */
   struct fr_tensor *le0w, *le0b, *le2w, *le2b; /* label_emb (SDXL); NULL otherwise */
@@ -48,8 +48,8 @@ struct fr_unet_impl {
   struct fr__ublock in[FR_UNET_MAX_SKIPS];     /* in[1 .. n_in-1]; in[0] is conv_in */
   int n_in;
   struct fr__ures *mres0, *mres1;
-  struct fr__uxf *mxf; /* NULL when the middle block has no attention */
-  struct fr__ublock out[FR_UNET_MAX_SKIPS];    /* decoder; n_out = 0 in a ControlNet */
+  struct fr__uxf *mxf;                      /* NULL when the middle block has no attention */
+  struct fr__ublock out[FR_UNET_MAX_SKIPS]; /* decoder; n_out = 0 in a ControlNet */
   int n_out;
   struct fr_tensor *onw, *onb, *ocw, *ocb; /* out.0 (GroupNorm), out.2 (conv) */
 };

@@ -12,19 +12,24 @@
 
 /* ResBlock layer names: SGM -> diffusers. */
 static const char *const fr__res_names[][2] = {
-    {"in_layers.0.", "norm1."},        {"in_layers.2.", "conv1."},  {"emb_layers.1.", "time_emb_proj."},
-    {"out_layers.0.", "norm2."},       {"out_layers.3.", "conv2."}, {"skip_connection.", "conv_shortcut."},
+    {"in_layers.0.", "norm1."},  {"in_layers.2.", "conv1."},  {"emb_layers.1.", "time_emb_proj."},
+    {"out_layers.0.", "norm2."}, {"out_layers.3.", "conv2."}, {"skip_connection.", "conv_shortcut."},
 };
 
 /* Whole-module renames: SGM prefix -> diffusers prefix. */
 static const char *const fr__top_names[][2] = {
-    {"time_embed.0.", "time_embedding.linear_1."}, {"time_embed.2.", "time_embedding.linear_2."},
-    {"label_emb.0.0.", "add_embedding.linear_1."}, {"label_emb.0.2.", "add_embedding.linear_2."},
-    {"input_blocks.0.0.", "conv_in."},             {"out.0.", "conv_norm_out."},
+    {"time_embed.0.", "time_embedding.linear_1."},
+    {"time_embed.2.", "time_embedding.linear_2."},
+    {"label_emb.0.0.", "add_embedding.linear_1."},
+    {"label_emb.0.2.", "add_embedding.linear_2."},
+    {"input_blocks.0.0.", "conv_in."},
+    {"out.0.", "conv_norm_out."},
     {"out.2.", "conv_out."},
 };
 
-static bool fr__starts(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+static bool fr__starts(const char *s, const char *p) {
+  return strncmp(s, p, strlen(p)) == 0;
+}
 
 /* "<base><rest>" where rest is a ResBlock-internal SGM name. */
 static bool fr__put_res(char *out, size_t n, const char *base, const char *rest) {
@@ -205,10 +210,12 @@ enum fr_status fr__unet_detect_layout(struct fr__usrc *s) {
     }
     s->nr = nr;
     return nr >= 1 ? FR_OK
-                   : fr_errf(s->err, FR_E_NOTFOUND, "tensor %sdown_blocks.0.resnets.0.conv1.weight: missing from %s",
-                             s->w.prefix, s->w.st->path);
+                   : fr_errf(s->err, FR_E_NOTFOUND,
+                             "tensor %sdown_blocks.0.resnets.0.conv1.weight: missing from %s", s->w.prefix,
+                             s->w.st->path);
   }
-  return fr_errf(s->err, FR_E_NOTFOUND, "%s: no UNet weights (neither %sinput_blocks.0.0.weight nor %sconv_in.weight)",
+  return fr_errf(s->err, FR_E_NOTFOUND,
+                 "%s: no UNet weights (neither %sinput_blocks.0.0.weight nor %sconv_in.weight)",
                  s->w.st->path, s->w.prefix, s->w.prefix);
 }
 
@@ -317,7 +324,9 @@ int fr_unet_heads(const struct fr_unet_config *cfg, int level) {
   return cfg->heads;
 }
 
-int fr_unet_num_skips(const struct fr_unet_config *cfg) { return cfg->levels * (cfg->num_res_blocks + 1); }
+int fr_unet_num_skips(const struct fr_unet_config *cfg) {
+  return cfg->levels * (cfg->num_res_blocks + 1);
+}
 
 int fr__unet_skip_channels(const struct fr_unet_config *cfg, int *out) {
   int ns = 0, ch = cfg->model_channels;

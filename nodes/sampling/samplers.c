@@ -41,7 +41,9 @@ static enum fr_status fr__noise(struct fr__run *r, int step, float *out) {
   return FR_OK;
 }
 
-static enum fr_status fr__progress(struct fr__run *r, int i, const float *x, const float *den) {
+/* End of step i: the test hook sees the state, the caller's progress callback may cancel. */
+static enum fr_status fr__step_done(struct fr__run *r, int i, const float *x, const float *den) {
+  fr__substep(r, x);
   if (!r->io->progress)
     return FR_OK;
   return r->io->progress(r->io->progress_user, i + 1, r->s->steps, x, den);
@@ -50,7 +52,13 @@ static enum fr_status fr__progress(struct fr__run *r, int i, const float *x, con
 /* Model timestep for an intermediate sigma. */
 static double fr__t_of(struct fr__run *r, double sigma) { return fr_sigma_to_t(r->io->model, sigma); }
 
-static float *fr__bufs(int64_t n, int k) { return fr_malloc(sizeof(float) * (size_t)n * (size_t)k); }
+/* k work vectors of n floats in one block; NULL (with the error set) when out of memory. */
+static float *fr__bufs(struct fr__run *r, int k) {
+  float *p = fr_malloc(sizeof(float) * (size_t)r->n * (size_t)k);
+  if (!p)
+    fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler (%d x %lld floats)", k, (long long)r->n);
+  return p;
+}
 
 #define FR_TRY(expr)                                                                                      \
   do {                                                                                                    \
@@ -63,16 +71,15 @@ static float *fr__bufs(int64_t n, int k) { return fr_malloc(sizeof(float) * (siz
 static enum fr_status fr__euler(struct fr__run *r, float *x) {
   const struct fr_schedule *s = r->s;
   enum fr_status rc = FR_OK;
-  float *den = fr__bufs(r->n, 1);
+  float *den = fr__bufs(r, 1);
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i], next = s->sigmas[i + 1];
     FR_TRY(fr__denoise(r, x, sig, s->timesteps[i], den));
     for (int64_t k = 0; k < r->n; k++)
       x[k] = (float)(x[k] + (x[k] - den[k]) / sig * (next - sig));
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);
@@ -94,9 +101,9 @@ static void fr__ancestral(double from, double to, double eta, double *down, doub
 static enum fr_status fr__euler_ancestral(struct fr__run *r, float *x) {
   const struct fr_schedule *s = r->s;
   enum fr_status rc = FR_OK;
-  float *den = fr__bufs(r->n, 2), *noise = den + r->n;
+  float *den = fr__bufs(r, 2), *noise = den + r->n;
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i], down, up;
     fr__ancestral(sig, s->sigmas[i + 1], r->io->eta, &down, &up);
@@ -108,8 +115,7 @@ static enum fr_status fr__euler_ancestral(struct fr__run *r, float *x) {
       for (int64_t k = 0; k < r->n; k++)
         x[k] = (float)(x[k] + noise[k] * up);
     }
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);
@@ -121,9 +127,9 @@ done:
 static enum fr_status fr__two_stage(struct fr__run *r, float *x, bool midpoint) {
   const struct fr_schedule *s = r->s;
   enum fr_status rc = FR_OK;
-  float *den = fr__bufs(r->n, 3), *d = den + r->n, *x2 = d + r->n;
+  float *den = fr__bufs(r, 3), *d = den + r->n, *x2 = d + r->n;
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i], next = s->sigmas[i + 1];
     FR_TRY(fr__denoise(r, x, sig, s->timesteps[i], den));
@@ -132,8 +138,7 @@ static enum fr_status fr__two_stage(struct fr__run *r, float *x, bool midpoint) 
     if (next == 0) {
       for (int64_t k = 0; k < r->n; k++)
         x[k] = (float)(x[k] + d[k] * (next - sig));
-      fr__substep(r, x);
-      FR_TRY(fr__progress(r, i, x, den));
+      FR_TRY(fr__step_done(r, i, x, den));
       continue;
     }
     double mid = midpoint ? exp(0.5 * (log(sig) + log(next))) : next;
@@ -146,8 +151,7 @@ static enum fr_status fr__two_stage(struct fr__run *r, float *x, bool midpoint) 
       double d2 = (x2[k] - den[k]) / mid;
       x[k] = midpoint ? (float)(x[k] + d2 * (next - sig)) : (float)(x[k] + 0.5 * (d[k] + d2) * (next - sig));
     }
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);
@@ -181,9 +185,9 @@ static enum fr_status fr__lms(struct fr__run *r, float *x) {
   enum { ORDER = 4 };
   const struct fr_schedule *s = r->s;
   enum fr_status rc = FR_OK;
-  float *den = fr__bufs(r->n, 1 + ORDER), *ds = den + r->n; /* ds: ring of the last derivatives */
+  float *den = fr__bufs(r, 1 + ORDER), *ds = den + r->n; /* ds: ring of the last derivatives */
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i];
     FR_TRY(fr__denoise(r, x, sig, s->timesteps[i], den));
@@ -197,8 +201,7 @@ static enum fr_status fr__lms(struct fr__run *r, float *x) {
       for (int64_t k = 0; k < r->n; k++)
         x[k] = (float)(x[k] + c * dj[k]);
     }
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);
@@ -210,9 +213,9 @@ done:
 static enum fr_status fr__dpmpp_2m(struct fr__run *r, float *x) {
   const struct fr_schedule *s = r->s;
   enum fr_status rc = FR_OK;
-  float *den = fr__bufs(r->n, 2), *old = den + r->n;
+  float *den = fr__bufs(r, 2), *old = den + r->n;
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i], next = s->sigmas[i + 1];
     FR_TRY(fr__denoise(r, x, sig, s->timesteps[i], den));
@@ -230,8 +233,7 @@ static enum fr_status fr__dpmpp_2m(struct fr__run *r, float *x) {
       }
     }
     memcpy(old, den, sizeof(float) * (size_t)r->n);
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);
@@ -243,9 +245,9 @@ static enum fr_status fr__dpmpp_2m_sde(struct fr__run *r, float *x) {
   const struct fr_schedule *s = r->s;
   const double eta = r->io->eta;
   enum fr_status rc = FR_OK;
-  float *den = fr__bufs(r->n, 3), *old = den + r->n, *noise = old + r->n;
+  float *den = fr__bufs(r, 3), *old = den + r->n, *noise = old + r->n;
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   double h_last = 0;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i], next = s->sigmas[i + 1];
@@ -270,8 +272,7 @@ static enum fr_status fr__dpmpp_2m_sde(struct fr__run *r, float *x) {
       h_last = h;
     }
     memcpy(old, den, sizeof(float) * (size_t)r->n);
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);
@@ -283,9 +284,9 @@ done:
 static enum fr_status fr__ddpm(struct fr__run *r, float *x) {
   const struct fr_schedule *s = r->s;
   enum fr_status rc = FR_OK;
-  float *den = fr__bufs(r->n, 2), *noise = den + r->n;
+  float *den = fr__bufs(r, 2), *noise = den + r->n;
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i], next = s->sigmas[i + 1];
     FR_TRY(fr__denoise(r, x, sig, s->timesteps[i], den));
@@ -303,8 +304,7 @@ static enum fr_status fr__ddpm(struct fr__run *r, float *x) {
         v += sd * noise[k];
       x[k] = (float)(v * out_scale);
     }
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);
@@ -315,9 +315,9 @@ done:
 static enum fr_status fr__lcm(struct fr__run *r, float *x) {
   const struct fr_schedule *s = r->s;
   enum fr_status rc = FR_OK;
-  float *den = fr__bufs(r->n, 2), *noise = den + r->n;
+  float *den = fr__bufs(r, 2), *noise = den + r->n;
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i], next = s->sigmas[i + 1];
     FR_TRY(fr__denoise(r, x, sig, s->timesteps[i], den));
@@ -333,8 +333,7 @@ static enum fr_status fr__lcm(struct fr__run *r, float *x) {
       for (int64_t k = 0; k < r->n; k++)
         x[k] = (float)(x[k] + next * noise[k]);
     }
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);
@@ -350,9 +349,9 @@ static enum fr_status fr__uni_pc(struct fr__run *r, float *x) {
   enum fr_status rc = FR_OK;
   /* den: this step's model output; m0/m1: the last two model outputs; xl: the sample the last predictor
    * started from */
-  float *den = fr__bufs(r->n, 4), *m0 = den + r->n, *m1 = m0 + r->n, *xl = m1 + r->n;
+  float *den = fr__bufs(r, 4), *m0 = den + r->n, *m1 = m0 + r->n, *xl = m1 + r->n;
   if (!den)
-    return fr_errf(r->err, FR_E_NOMEM, "out of memory in sampler");
+    return FR_E_NOMEM;
   int last_order = 0;
   for (int i = 0; i < s->steps; i++) {
     double sig = s->sigmas[i];
@@ -395,8 +394,7 @@ static enum fr_status fr__uni_pc(struct fr__run *r, float *x) {
       }
     }
     last_order = order;
-    fr__substep(r, x);
-    FR_TRY(fr__progress(r, i, x, den));
+    FR_TRY(fr__step_done(r, i, x, den));
   }
 done:
   fr_free(den);

@@ -87,8 +87,8 @@ int main(void) {
     if (ck)
       CHECK_OK(fr_controlnet_load(c, ck, &cn, &err), &err);
     if (cn) {
-      printf("%s: %d hint convs (hint %dx the latent, %d channels), %d levels, %d skips\n", models[m], cn->n_hint,
-             cn->hint_downscale, cn->hint_channels, cn->cfg.levels, fr_unet_num_skips(&cn->cfg));
+      printf("%s: %d hint convs (hint %dx the latent, %d channels), %d levels, %d skips\n", models[m],
+             cn->n_hint, cn->hint_downscale, cn->hint_channels, cn->cfg.levels, fr_unet_num_skips(&cn->cfg));
       CHECK(cn->n_hint == 8 && cn->hint_downscale == 8 && cn->hint_channels == 3);
       struct fr_unet_control ctl;
       CHECK_OK(fr_controlnet_forward(c, cn, x, t, &cond, hint, 1.0f, &ctl, &err), &err);

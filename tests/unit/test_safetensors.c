@@ -41,10 +41,11 @@ static void expect_bad(const char *label, const char *header, size_t data_len, c
 }
 
 static void test_bad_headers(void) {
-  expect_bad("unknown dtype", "{\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, "tensor w",
-             "F8_E4M3");
-  expect_bad("shape x dtype != bytes", "{\"a.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}",
-             24, "tensor a.weight", "24 bytes");
+  expect_bad("unknown dtype", "{\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
+             "tensor w", "F8_E4M3");
+  expect_bad("shape x dtype != bytes",
+             "{\"a.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 24,
+             "tensor a.weight", "24 bytes");
   expect_bad("offsets outside", "{\"bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}", 16,
              "tensor bias", "outside");
   expect_bad("begin > end", "{\"x\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[4,0]}}", 8, "tensor x",
@@ -58,20 +59,19 @@ static void test_bad_headers(void) {
              "\"small\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]},"
              "\"late\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[16,20]}}",
              32, "overlaps tensor big", NULL);
-  expect_bad("negative dim", "{\"n\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 0, "tensor n",
-             "shape[0]");
-  expect_bad("fractional dim", "{\"n\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,0]}}", 0, "tensor n",
-             "shape[0]");
-  expect_bad("too many dims",
-             "{\"d\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1, "tensor d",
-             "dimensions");
+  expect_bad("negative dim", "{\"n\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 0,
+             "tensor n", "shape[0]");
+  expect_bad("fractional dim", "{\"n\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,0]}}", 0,
+             "tensor n", "shape[0]");
+  expect_bad("too many dims", "{\"d\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}",
+             1, "tensor d", "dimensions");
   expect_bad("shape overflow",
              "{\"o\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", 0,
              "tensor o", "overflow");
   expect_bad("missing dtype", "{\"m\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "tensor m", "dtype");
   expect_bad("missing offsets", "{\"m\":{\"dtype\":\"U8\",\"shape\":[1]}}", 1, "tensor m", "data_offsets");
-  expect_bad("three offsets", "{\"m\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}", 2, "tensor m",
-             "data_offsets");
+  expect_bad("three offsets", "{\"m\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}", 2,
+             "tensor m", "data_offsets");
   expect_bad("entry not object", "{\"m\":[1,2]}", 0, "tensor m", NULL);
   expect_bad("duplicate name",
              "{\"dup\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
@@ -144,9 +144,12 @@ static void test_round_trip(const char *dir) {
   uint8_t boolv[3] = {1, 0, 1};
   double f64[2] = {3.141592653589793, -0.0};
   struct fr_tensor *ts[] = {
-      fr_tensor_view(FR_F32, 2, (int64_t[]){2, 3}, f32),  fr_tensor_view(FR_F16, 1, (int64_t[]){5}, f16),
-      fr_tensor_view(FR_I64, 0, NULL, &i64),              fr_tensor_view(FR_U8, 1, (int64_t[]){0}, NULL),
-      fr_tensor_view(FR_BOOL, 1, (int64_t[]){3}, boolv),  fr_tensor_view(FR_F64, 3, (int64_t[]){1, 2, 1}, f64),
+      fr_tensor_view(FR_F32, 2, (int64_t[]){2, 3}, f32),
+      fr_tensor_view(FR_F16, 1, (int64_t[]){5}, f16),
+      fr_tensor_view(FR_I64, 0, NULL, &i64),
+      fr_tensor_view(FR_U8, 1, (int64_t[]){0}, NULL),
+      fr_tensor_view(FR_BOOL, 1, (int64_t[]){3}, boolv),
+      fr_tensor_view(FR_F64, 3, (int64_t[]){1, 2, 1}, f64),
   };
   const char *names[] = {"model.w", "half \"quoted\"", "scalar", "empty", "mask", "unicode é ✓"};
   int n = 6;

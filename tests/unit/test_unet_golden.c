@@ -53,7 +53,8 @@ static void run_golden(const char *fx, const char *model, const char *gname, con
   CHECK(cfg->arch == arch);
   CHECK(cfg->levels == levels);
   for (int l = 0; l < levels; l++)
-    CHECKF(cfg->channels[l] == channels[l], "level %d: %d channels, expected %d", l, cfg->channels[l], channels[l]);
+    CHECKF(cfg->channels[l] == channels[l], "level %d: %d channels, expected %d", l, cfg->channels[l],
+           channels[l]);
   CHECKF(fr_unet_heads(cfg, levels - 1) == heads0 * (channels[levels - 1] / channels[0]) ||
              (arch == FR_UNET_SD15 && fr_unet_heads(cfg, levels - 1) == 8),
          "heads at the last level: %d", fr_unet_heads(cfg, levels - 1));
@@ -79,8 +80,8 @@ static void run_golden(const char *fx, const char *model, const char *gname, con
       CHECK(h && fr_tensor_same_shape(h, want));
       if (h && fr_tensor_same_shape(h, want)) {
         double e = fr_test_rel_err(h->data, want->data, (long)fr_tensor_numel(want));
-        printf("%s t%d (t=%g): max|diff|/max|golden| = %.3g (tolerance %g)\n", gname, i, ((float *)t->data)[0], e,
-               TOL);
+        printf("%s t%d (t=%g): max|diff|/max|golden| = %.3g (tolerance %g)\n", gname, i,
+               ((float *)t->data)[0], e, TOL);
         CHECKF(e <= TOL, "%s t%d: error %.3g > %g", gname, i, e, TOL);
       }
       fr_tensor_free(h);

@@ -16,8 +16,8 @@ static const char *fx, *tmp;
 
 /* Writes a copy of src into dst keeping the keys that start with keep (all when NULL), without the key
  * drop, and with the key reshape replaced by a zero F16 tensor of shape (ndim, shape). */
-static int write_copy(const char *src, const char *dst, const char *keep, const char *drop, const char *reshape,
-                      int ndim, const int64_t *shape) {
+static int write_copy(const char *src, const char *dst, const char *keep, const char *drop,
+                      const char *reshape, int ndim, const int64_t *shape) {
   struct fr_err err = {{0}};
   struct fr_safetensors *st = NULL;
   CHECK_OK(fr_st_open(src, &st, &err), &err);
@@ -193,7 +193,8 @@ static void test_bad_inputs(struct fr_ctx *c) {
     enum fr_status rc = fr_unet_forward(c, u, cases[i].x, t, &cond, NULL, &eps, &err);
     printf("bad input (%s): status %d: %s\n", cases[i].what, rc, err.msg);
     CHECKF(rc == cases[i].want && eps == NULL, "%s: status %d", cases[i].what, rc);
-    CHECKF(strstr(err.msg, cases[i].needle) != NULL, "%s: message lacks \"%s\"", cases[i].what, cases[i].needle);
+    CHECKF(strstr(err.msg, cases[i].needle) != NULL, "%s: message lacks \"%s\"", cases[i].what,
+           cases[i].needle);
     fr_tensor_free(eps);
     eps = NULL;
     fr_ctx_clear(c);
@@ -269,6 +270,39 @@ static void test_alloc_failures(struct fr_ctx *c) {
   }
   printf("load with allocation n failing: %d of %d tries failed cleanly with FR_E_NOMEM\n", failures, tries);
   CHECK(failures > 0 && loaded);
+
+  /* out of memory in the middle of a forward pass: a clean error, no output, no leak; the model still
+   * works afterwards */
+  struct fr_unet *u = NULL;
+  CHECK_OK(fr_unet_load(c, ck, &u, &err), &err);
+  struct fr_tensor *x = zeros(c, 4, (const int64_t[]){1, 4, 16, 16});
+  struct fr_tensor *t = zeros(c, 1, (const int64_t[]){1});
+  struct fr_tensor *ctx = zeros(c, 3, (const int64_t[]){1, 77, 32});
+  struct fr_unet_cond cond = {.context = ctx};
+  int fwd_fail = 0;
+  for (long n = 1; u && n < 4000; n = n * 3 + 1) {
+    struct fr_tensor *eps = NULL;
+    fr_alloc_fail_at(n);
+    enum fr_status rc = fr_unet_forward(c, u, x, t, &cond, NULL, &eps, &err);
+    fr_alloc_fail_at(0);
+    if (rc) {
+      fwd_fail++;
+      CHECKF(eps == NULL && rc == FR_E_NOMEM, "forward, fail at %ld: status %d (%s)", n, rc, err.msg);
+    }
+    fr_tensor_free(eps);
+    fr_ctx_clear(c);
+  }
+  printf("forward with allocation n failing: %d clean FR_E_NOMEM failures\n", fwd_fail);
+  CHECK(fwd_fail > 0);
+  struct fr_tensor *eps = NULL;
+  if (u)
+    CHECK_OK(fr_unet_forward(c, u, x, t, &cond, NULL, &eps, &err), &err);
+  CHECK(eps != NULL);
+  fr_tensor_free(eps);
+  fr_tensor_free(x);
+  fr_tensor_free(t);
+  fr_tensor_free(ctx);
+  fr_unet_free(u);
   fr_checkpoint_close(ck);
 }
 

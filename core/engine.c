@@ -1,0 +1,851 @@
+/* The engine: plans a graph against the cache and runs what must run.
+ *
+ * A run goes: signatures for every node (topological order, so upstream signatures are known) → plan
+ * (walk back from the output nodes; a node whose needed outputs are available, in memory or in the
+ * cache, does not run, and neither does anything only it needed) → execute in topological order
+ * (cached values are loaded at their producer's place in the order, computed values are stored in the
+ * cache right after their node ran, values are freed when their last consumer has run).
+ *
+ * A cached entry that turns out to be unreadable (corrupt, evicted by another process between plan and
+ * load) is not an error: its node is forced to run and the plan is made again from the current state;
+ * everything already computed stays in memory or in the cache, so nothing runs twice. */
+#include "core/flowrun.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "core/buf.h"
+#include "core/cache.h"
+#include "core/signature.h"
+
+struct fr__state {
+  char *key;
+  void *p;
+  void (*destroy)(void *);
+};
+
+struct fr_engine {
+  const struct fr_registry *registry;
+  char **model_dirs;
+  int n_model_dirs;
+  char *output_dir, *device, *dtype;
+  int threads;
+  fr_event_fn on_event;
+  void *user;
+  struct fr_cache *cache; /* NULL with no_cache */
+  struct fr_fp_memo memo;
+  atomic_int cancelled;
+  struct fr__state *states;
+  int n_states, cap_states;
+  uint64_t runs;
+};
+
+enum fr__nstate { FR__SKIP, FR__CACHED, FR__RUN };
+
+/* Per-run state, all in one arena. Per-output arrays are indexed [node][output]. */
+struct fr__run {
+  struct fr_engine *e;
+  const struct fr_graph *g;
+  struct fr_arena *a;
+  struct fr_key *sigs;
+  char (*hex)[33];
+  struct fr_key **okeys;
+  struct fr_value ***mem; /* values held in memory (owned references) */
+  int **need;             /* how many planned-to-run consumers still read this output */
+  bool **want;            /* some running consumer (or the node being a root) needs this output */
+  enum fr__nstate *st;
+  bool *forced;   /* must run: a cached entry of it could not be loaded */
+  bool *done;     /* ran during this run */
+  bool *reported; /* node_cached was emitted */
+  bool *outputs_emitted;
+  int executed, cached;
+  int fail_node; /* the node an error is about, or -1 */
+  const char *params_json;
+  const char *graph_dir; /* absolute, resolved on first use */
+};
+
+struct fr_node_ctx {
+  struct fr__run *r;
+  int node;
+  struct fr_value **in;
+  struct fr_value **out;
+  struct fr_arena *arena;
+  bool has_msg;
+  char msg[FR_ERR_MAX];
+};
+
+static double fr__now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void fr__emit(struct fr_engine *e, const struct fr_event *ev) {
+  if (e->on_event)
+    e->on_event(e->user, ev);
+}
+
+static void fr__warn(void *user, const char *msg) {
+  struct fr_engine *e = user;
+  struct fr_event ev = {.kind = FR_EV_WARNING, .message = msg};
+  fr__emit(e, &ev);
+}
+
+/* ---- engine ---- */
+
+enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine **out, struct fr_err *err) {
+  *out = NULL;
+  if (!opts || !opts->registry)
+    return fr_errf(err, FR_E_INVALID, "fr_engine_new: a node registry is required");
+  const char *device = opts->device ? opts->device : "cpu";
+  if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0)
+    return fr_errf(err, FR_E_INVALID, "device '%s': expected cpu or cuda", device);
+  if (opts->threads < 0)
+    return fr_errf(err, FR_E_INVALID, "threads %d: expected 0 (all cores) or more", opts->threads);
+  struct fr_engine *e = fr_calloc(1, sizeof *e);
+  if (!e)
+    return fr_errf(err, FR_E_NOMEM, "out of memory creating the engine");
+  atomic_init(&e->cancelled, 0);
+  e->registry = opts->registry;
+  e->threads = opts->threads;
+  e->on_event = opts->on_event;
+  e->user = opts->user;
+  e->output_dir = fr_strdup(opts->output_dir ? opts->output_dir : ".");
+  e->device = fr_strdup(device);
+  e->dtype = fr_strdup(opts->dtype ? opts->dtype : "");
+  bool oom = !e->output_dir || !e->device || !e->dtype;
+  if (!oom && opts->n_model_dirs > 0) {
+    e->model_dirs = fr_calloc((size_t)opts->n_model_dirs, sizeof *e->model_dirs);
+    oom = !e->model_dirs;
+    for (int i = 0; !oom && i < opts->n_model_dirs; i++) {
+      e->model_dirs[i] = fr_strdup(opts->model_dirs[i]);
+      oom = !e->model_dirs[i];
+      e->n_model_dirs = i + 1;
+    }
+  }
+  if (oom) {
+    fr_engine_free(e);
+    return fr_errf(err, FR_E_NOMEM, "out of memory creating the engine");
+  }
+  if (!opts->no_cache) {
+    char def[4096];
+    const char *path = opts->cache_path;
+    if (!path) {
+      if (!fr_cache_default_path(def, sizeof def)) {
+        fr_engine_free(e);
+        return fr_errf(err, FR_E_INVALID,
+                       "no default cache location (neither XDG_CACHE_HOME nor HOME is set): "
+                       "give a cache path (--cache PATH) or run without one (--no-cache)");
+      }
+      path = def;
+    }
+    struct fr_cache_opts co = {.max_bytes = opts->cache_max_bytes, .warn = fr__warn, .user = e};
+    enum fr_status rc = fr_cache_open(path, &co, &e->cache, err);
+    if (rc != FR_OK) {
+      fr_engine_free(e);
+      return rc;
+    }
+  }
+  *out = e;
+  return FR_OK;
+}
+
+void fr_engine_free(struct fr_engine *e) {
+  if (!e)
+    return;
+  /* Engine state is destroyed newest first: a later entry may use an earlier one. */
+  for (int i = e->n_states - 1; i >= 0; i--) {
+    if (e->states[i].destroy)
+      e->states[i].destroy(e->states[i].p);
+    fr_free(e->states[i].key);
+  }
+  fr_free(e->states);
+  fr_cache_close(e->cache);
+  fr_fp_memo_free(&e->memo);
+  for (int i = 0; i < e->n_model_dirs; i++)
+    fr_free(e->model_dirs[i]);
+  fr_free(e->model_dirs);
+  fr_free(e->output_dir);
+  fr_free(e->device);
+  fr_free(e->dtype);
+  fr_free(e);
+}
+
+void fr_engine_cancel(struct fr_engine *e) {
+  atomic_store(&e->cancelled, 1);
+}
+
+const struct fr_registry *fr_engine_registry(const struct fr_engine *e) {
+  return e->registry;
+}
+
+static void fr__load_opts(struct fr_engine *e, const struct fr_override *ov, int n_ov,
+                          struct fr_load_opts *lo) {
+  memset(lo, 0, sizeof *lo);
+  lo->registry = e->registry;
+  lo->overrides = ov;
+  lo->n_overrides = n_ov;
+  lo->model_dirs = (const char *const *)e->model_dirs;
+  lo->n_model_dirs = e->n_model_dirs;
+  lo->require_files = true;
+}
+
+enum fr_status fr_engine_load(struct fr_engine *e, const char *path, const struct fr_override *overrides,
+                              int n_overrides, struct fr_graph **out, struct fr_err *err) {
+  struct fr_load_opts lo;
+  fr__load_opts(e, overrides, n_overrides, &lo);
+  return fr_graph_load_file(path, &lo, out, err);
+}
+
+enum fr_status fr_engine_load_string(struct fr_engine *e, const char *text, size_t len, const char *name,
+                                     const char *dir, const struct fr_override *overrides, int n_overrides,
+                                     struct fr_graph **out, struct fr_err *err) {
+  struct fr_load_opts lo;
+  fr__load_opts(e, overrides, n_overrides, &lo);
+  return fr_graph_load_string(text, len, name, dir ? dir : ".", &lo, out, err);
+}
+
+/* ---- planning ---- */
+
+static int fr__files_output(const struct fr_node_spec *s) {
+  if (!(s->flags & FR_NODE_OUTPUT))
+    return -1;
+  int i = fr_spec_output_index(s, "files");
+  return i >= 0 && strcmp(s->outputs[i].type, FR_T_STRING) == 0 ? i : -1;
+}
+
+/* Loads output o of node n from the cache into r->mem. FR_E_NOTFOUND for a miss or an unreadable
+ * entry (the caller re-plans), FR_E_NOMEM when out of memory (the run fails). */
+static enum fr_status fr__load_cached(struct fr__run *r, int n, int o, struct fr_err *err) {
+  if (r->mem[n][o])
+    return FR_OK;
+  if (!r->e->cache)
+    return FR_E_NOTFOUND;
+  void *blob = NULL;
+  size_t len = 0;
+  struct fr_err lerr;
+  enum fr_status rc = fr_cache_get(r->e->cache, &r->okeys[n][o], &blob, &len, &lerr);
+  if (rc == FR_E_NOMEM)
+    return fr_errf(err, rc, "loading a cached value: %s", lerr.msg);
+  if (rc != FR_OK) {
+    if (rc != FR_E_NOTFOUND) {
+      char msg[FR_ERR_MAX + 128];
+      snprintf(msg, sizeof msg, "node %s: cached output %s unreadable, recomputing: %s", r->g->nodes[n].id,
+               r->g->nodes[n].spec->outputs[o].name, lerr.msg);
+      fr__warn(r->e, msg);
+    }
+    return FR_E_NOTFOUND;
+  }
+  struct fr_value *v = NULL;
+  rc = fr_value_deserialize(blob, len, &v, &lerr);
+  fr_free(blob);
+  if (rc == FR_E_NOMEM)
+    return fr_errf(err, rc, "loading a cached value: %s", lerr.msg);
+  if (rc != FR_OK) {
+    char msg[FR_ERR_MAX + 128];
+    snprintf(msg, sizeof msg, "node %s: cached output %s is corrupt, recomputing: %s", r->g->nodes[n].id,
+             r->g->nodes[n].spec->outputs[o].name, lerr.msg);
+    fr__warn(r->e, msg);
+    return FR_E_NOTFOUND;
+  }
+  r->mem[n][o] = v;
+  return FR_OK;
+}
+
+static bool fr__available(struct fr__run *r, int n, int o) {
+  return r->mem[n][o] || (r->e->cache && fr_cache_has(r->e->cache, &r->okeys[n][o]));
+}
+
+/* True when every file named in a "files" value (one path per line) exists. */
+static bool fr__files_exist(const struct fr_value *v) {
+  if (!v || v->kind != FR_V_STRING || !v->s)
+    return false;
+  const char *p = v->s;
+  while (*p) {
+    const char *nl = strchr(p, '\n');
+    size_t n = nl ? (size_t)(nl - p) : strlen(p);
+    if (n > 0) {
+      char path[4096];
+      if (n >= sizeof path)
+        return false;
+      memcpy(path, p, n);
+      path[n] = 0;
+      if (access(path, F_OK) != 0)
+        return false;
+    }
+    p += n;
+    if (*p == '\n')
+      p++;
+  }
+  return true;
+}
+
+/* Decides for every node whether it runs, comes from the cache (memory or SQLite) or is not needed,
+ * walking back from the output nodes in reverse topological order. */
+static enum fr_status fr__plan(struct fr__run *r, struct fr_err *err) {
+  const struct fr_graph *g = r->g;
+  for (int n = 0; n < g->n_nodes; n++) {
+    r->st[n] = FR__SKIP;
+    for (int o = 0; o < g->nodes[n].spec->n_outputs; o++) {
+      r->need[n][o] = 0;
+      r->want[n][o] = false;
+    }
+  }
+  for (int k = g->n_nodes - 1; k >= 0; k--) {
+    int n = g->order[k];
+    const struct fr_gnode *gn = &g->nodes[n];
+    const struct fr_node_spec *s = gn->spec;
+    bool root = (s->flags & FR_NODE_OUTPUT) != 0;
+    bool wanted = root;
+    for (int o = 0; o < s->n_outputs; o++)
+      wanted = wanted || r->want[n][o];
+    if (!wanted)
+      continue;
+    /* A forced node that already ran in this run has its outputs in memory or in the cache now. */
+    bool run = r->forced[n] && !r->done[n];
+    if (!run && root && s->n_outputs == 0)
+      run = !r->done[n]; /* nothing to cache: its work is its side effect */
+    for (int o = 0; !run && o < s->n_outputs; o++)
+      if ((root || r->want[n][o]) && !fr__available(r, n, o))
+        run = true;
+    int fo = fr__files_output(s);
+    if (!run && fo >= 0 && !r->done[n]) {
+      enum fr_status rc = fr__load_cached(r, n, fo, err);
+      if (rc == FR_E_NOMEM)
+        return rc;
+      if (rc != FR_OK || !fr__files_exist(r->mem[n][fo]))
+        run = true; /* re-materialise the file from its (cached) inputs */
+    }
+    r->st[n] = run ? FR__RUN : FR__CACHED;
+    if (!run)
+      continue;
+    for (int i = 0; i < s->n_inputs; i++) {
+      const struct fr_binding *b = &gn->inputs[i];
+      if (b->kind != FR_BIND_LINK)
+        continue;
+      r->want[b->src_node][b->src_output] = true;
+      r->need[b->src_node][b->src_output]++;
+    }
+  }
+  /* Nothing left dangling: every input of a running node is produced before it or available. */
+  for (int k = 0; k < g->n_nodes; k++) {
+    int n = g->order[k];
+    if (r->st[n] != FR__RUN)
+      continue;
+    const struct fr_gnode *gn = &g->nodes[n];
+    for (int i = 0; i < gn->spec->n_inputs; i++) {
+      const struct fr_binding *b = &gn->inputs[i];
+      if (b->kind == FR_BIND_LINK && r->st[b->src_node] == FR__SKIP)
+        return fr_errf(err, FR_E_INTERNAL, "plan: node %s input %s has no producer", gn->id,
+                       gn->spec->inputs[i].name);
+    }
+  }
+  return FR_OK;
+}
+
+/* Drops in-memory values nobody in the current plan still reads (root outputs are kept until their
+ * node's output events are out). */
+static void fr__release_unneeded(struct fr__run *r) {
+  for (int n = 0; n < r->g->n_nodes; n++)
+    for (int o = 0; o < r->g->nodes[n].spec->n_outputs; o++)
+      if (r->mem[n][o] && r->need[n][o] == 0 &&
+          !((r->g->nodes[n].spec->flags & FR_NODE_OUTPUT) && r->st[n] != FR__SKIP &&
+            !r->outputs_emitted[n])) {
+        fr_value_unref(r->mem[n][o]);
+        r->mem[n][o] = NULL;
+      }
+}
+
+/* ---- executing one node ---- */
+
+static void fr__emit_outputs(struct fr__run *r, int n) {
+  int fo = fr__files_output(r->g->nodes[n].spec);
+  r->outputs_emitted[n] = true;
+  if (fo < 0 || !r->mem[n][fo] || r->mem[n][fo]->kind != FR_V_STRING || !r->mem[n][fo]->s)
+    return;
+  const char *p = r->mem[n][fo]->s;
+  while (*p) {
+    const char *nl = strchr(p, '\n');
+    size_t len = nl ? (size_t)(nl - p) : strlen(p);
+    if (len > 0 && len < 4096) {
+      char path[4096];
+      memcpy(path, p, len);
+      path[len] = 0;
+      struct fr_event ev = {.kind = FR_EV_OUTPUT,
+                            .node = r->g->nodes[n].id,
+                            .node_type = r->g->nodes[n].spec->name,
+                            .path = path};
+      fr__emit(r->e, &ev);
+    }
+    p += len;
+    if (*p == '\n')
+      p++;
+  }
+}
+
+static enum fr_status fr__store(struct fr__run *r, int n, struct fr_err *err) {
+  const struct fr_gnode *gn = &r->g->nodes[n];
+  if (!r->e->cache)
+    return FR_OK;
+  for (int o = 0; o < gn->spec->n_outputs; o++) {
+    struct fr_value *v = r->mem[n][o];
+    if (!fr_value_cacheable(v))
+      continue;
+    struct fr_buf b = {0};
+    enum fr_status rc = fr_value_serialize(v, &b, err);
+    if (rc == FR_OK && b.oom)
+      rc = fr_errf(err, FR_E_NOMEM, "out of memory");
+    if (rc == FR_OK)
+      rc = fr_cache_put(r->e->cache, &r->okeys[n][o], b.data, b.len, err);
+    fr_buf_free(&b);
+    if (rc != FR_OK)
+      return fr_err_prefix(err, rc, "node %s (%s): storing output %s in the cache: ", gn->id, gn->spec->name,
+                           gn->spec->outputs[o].name);
+  }
+  return FR_OK;
+}
+
+static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) {
+  const struct fr_gnode *gn = &r->g->nodes[n];
+  const struct fr_node_spec *s = gn->spec;
+  struct fr_node_ctx *nc = fr_arena_alloc(r->a, sizeof *nc);
+  struct fr_value **in = fr_arena_alloc(r->a, (size_t)(s->n_inputs + 1) * sizeof *in);
+  if (!nc || !in)
+    return fr_errf(err, FR_E_NOMEM, "node %s (%s): out of memory", gn->id, s->name);
+  nc->r = r;
+  nc->node = n;
+  nc->in = in;
+  nc->out = r->mem[n];
+  for (int i = 0; i < s->n_inputs; i++) {
+    const struct fr_binding *b = &gn->inputs[i];
+    if (b->kind == FR_BIND_LITERAL)
+      in[i] = b->literal;
+    else if (b->kind == FR_BIND_LINK) {
+      in[i] = r->mem[b->src_node][b->src_output];
+      if (!in[i])
+        return fr_errf(err, FR_E_INTERNAL, "node %s (%s): input %s is missing at run time", gn->id, s->name,
+                       s->inputs[i].name);
+    }
+  }
+  /* Outputs left from an earlier attempt of this run are replaced. */
+  for (int o = 0; o < s->n_outputs; o++) {
+    fr_value_unref(r->mem[n][o]);
+    r->mem[n][o] = NULL;
+  }
+
+  struct fr_event ev = {.kind = FR_EV_NODE_START, .node = gn->id, .node_type = s->name, .key = r->hex[n]};
+  fr__emit(r->e, &ev);
+  double t0 = fr__now_ms();
+  enum fr_status rc = s->run ? s->run(nc) : fr_node_fail(nc, FR_E_INTERNAL, "node type has no run function");
+  double ms = fr__now_ms() - t0;
+  if (rc != FR_OK)
+    r->fail_node = n;
+  fr_arena_free(nc->arena);
+  nc->arena = NULL;
+  if (rc != FR_OK) {
+    if (rc == FR_E_CANCELLED)
+      return fr_errf(err, rc, "cancelled during node %s (%s)", gn->id, s->name);
+    return fr_errf(err, rc, "node %s (%s): %s", gn->id, s->name, nc->has_msg ? nc->msg : fr_status_str(rc));
+  }
+  for (int o = 0; o < s->n_outputs; o++)
+    if (!r->mem[n][o])
+      return fr_errf(err, FR_E_INTERNAL, "node %s (%s): did not set its output %s", gn->id, s->name,
+                     s->outputs[o].name);
+  r->done[n] = true;
+  r->executed++;
+  rc = fr__store(r, n, err);
+  if (rc != FR_OK) {
+    r->fail_node = n;
+    return rc;
+  }
+  struct fr_event done = {.kind = FR_EV_NODE_DONE, .node = gn->id, .node_type = s->name, .ms = ms};
+  fr__emit(r->e, &done);
+  fr__emit_outputs(r, n);
+  /* Its inputs have one reader less. */
+  for (int i = 0; i < s->n_inputs; i++) {
+    const struct fr_binding *b = &gn->inputs[i];
+    if (b->kind != FR_BIND_LINK)
+      continue;
+    if (--r->need[b->src_node][b->src_output] <= 0) {
+      r->need[b->src_node][b->src_output] = 0;
+      if (!(r->g->nodes[b->src_node].spec->flags & FR_NODE_OUTPUT) || r->outputs_emitted[b->src_node]) {
+        fr_value_unref(r->mem[b->src_node][b->src_output]);
+        r->mem[b->src_node][b->src_output] = NULL;
+      }
+    }
+  }
+  return FR_OK;
+}
+
+/* Brings the cached outputs of node n that running consumers need into memory. FR_E_NOTFOUND: one is
+ * unreadable, re-plan with n forced. */
+static enum fr_status fr__use_cached(struct fr__run *r, int n, struct fr_err *err) {
+  const struct fr_gnode *gn = &r->g->nodes[n];
+  for (int o = 0; o < gn->spec->n_outputs; o++) {
+    if (r->need[n][o] == 0)
+      continue;
+    enum fr_status rc = fr__load_cached(r, n, o, err);
+    if (rc != FR_OK)
+      return rc;
+  }
+  if (!r->reported[n] && !r->done[n]) {
+    r->reported[n] = true;
+    r->cached++;
+    struct fr_event ev = {
+        .kind = FR_EV_NODE_CACHED, .node = gn->id, .node_type = gn->spec->name, .key = r->hex[n]};
+    fr__emit(r->e, &ev);
+  }
+  if ((gn->spec->flags & FR_NODE_OUTPUT) && !r->outputs_emitted[n])
+    fr__emit_outputs(r, n);
+  return FR_OK;
+}
+
+/* ---- a run ---- */
+
+static enum fr_status fr__run_alloc(struct fr__run *r, struct fr_err *err) {
+  const struct fr_graph *g = r->g;
+  int N = g->n_nodes > 0 ? g->n_nodes : 1;
+  struct fr_arena *a = r->a;
+  r->sigs = fr_arena_alloc(a, (size_t)N * sizeof *r->sigs);
+  r->hex = fr_arena_alloc(a, (size_t)N * sizeof *r->hex);
+  r->okeys = fr_arena_alloc(a, (size_t)N * sizeof *r->okeys);
+  r->mem = fr_arena_alloc(a, (size_t)N * sizeof *r->mem);
+  r->need = fr_arena_alloc(a, (size_t)N * sizeof *r->need);
+  r->want = fr_arena_alloc(a, (size_t)N * sizeof *r->want);
+  r->st = fr_arena_alloc(a, (size_t)N * sizeof *r->st);
+  r->forced = fr_arena_alloc(a, (size_t)N);
+  r->done = fr_arena_alloc(a, (size_t)N);
+  r->reported = fr_arena_alloc(a, (size_t)N);
+  r->outputs_emitted = fr_arena_alloc(a, (size_t)N);
+  if (!r->sigs || !r->hex || !r->okeys || !r->mem || !r->need || !r->want || !r->st || !r->forced ||
+      !r->done || !r->reported || !r->outputs_emitted)
+    return fr_errf(err, FR_E_NOMEM, "out of memory planning the run");
+  for (int n = 0; n < g->n_nodes; n++) {
+    size_t no = (size_t)(g->nodes[n].spec->n_outputs > 0 ? g->nodes[n].spec->n_outputs : 1);
+    r->okeys[n] = fr_arena_alloc(a, no * sizeof **r->okeys);
+    r->mem[n] = fr_arena_alloc(a, no * sizeof **r->mem);
+    r->need[n] = fr_arena_alloc(a, no * sizeof **r->need);
+    r->want[n] = fr_arena_alloc(a, no * sizeof **r->want);
+    if (!r->okeys[n] || !r->mem[n] || !r->need[n] || !r->want[n])
+      return fr_errf(err, FR_E_NOMEM, "out of memory planning the run");
+  }
+  return FR_OK;
+}
+
+static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
+  struct fr_engine *e = r->e;
+  struct fr_sig_ctx ctx = {.device = e->device,
+                           .dtype = e->dtype,
+                           .output_dir = e->output_dir,
+                           .cache = e->cache,
+                           .memo = &e->memo};
+  /* A fresh nonce per run for non-deterministic nodes: time, pid, run counter. */
+  struct {
+    struct timespec ts;
+    pid_t pid;
+    uint64_t runs;
+    const void *self;
+  } seed;
+  memset(&seed, 0, sizeof seed);
+  clock_gettime(CLOCK_REALTIME, &seed.ts);
+  seed.pid = getpid();
+  seed.runs = ++e->runs;
+  seed.self = (const void *)e;
+  XXH128_hash_t h = XXH3_128bits(&seed, sizeof seed);
+  ctx.nonce[0] = h.low64;
+  ctx.nonce[1] = h.high64;
+  for (int k = 0; k < r->g->n_nodes; k++) {
+    int n = r->g->order[k];
+    enum fr_status rc = fr_signature_node(&ctx, r->g, n, r->sigs, &r->sigs[n], err);
+    if (rc != FR_OK)
+      return rc;
+    fr_key_hex(&r->sigs[n], r->hex[n]);
+    for (int o = 0; o < r->g->nodes[n].spec->n_outputs; o++)
+      fr_signature_output(&r->sigs[n], o, &r->okeys[n][o]);
+  }
+  return FR_OK;
+}
+
+static enum fr_status fr__run_body(struct fr__run *r, struct fr_err *err) {
+  const struct fr_graph *g = r->g;
+  bool any_root = false;
+  for (int n = 0; n < g->n_nodes; n++)
+    any_root = any_root || (g->nodes[n].spec->flags & FR_NODE_OUTPUT);
+  if (!any_root)
+    return fr_errf(err, FR_E_INVALID, "%s: nothing to do: the graph has no output node (such as SaveImage)",
+                   g->path ? g->path : "graph");
+  enum fr_status rc = fr__signatures(r, err);
+  if (rc != FR_OK)
+    return rc;
+  /* Each re-plan forces one more node to run, so this ends after at most n_nodes + 1 plans. */
+  for (int attempt = 0; attempt <= g->n_nodes; attempt++) {
+    rc = fr__plan(r, err);
+    if (rc != FR_OK)
+      return rc;
+    if (attempt == 0) {
+      int planned = 0;
+      for (int n = 0; n < g->n_nodes; n++)
+        planned += r->st[n] == FR__RUN;
+      struct fr_event ev = {.kind = FR_EV_RUN_START, .planned = planned};
+      fr__emit(r->e, &ev);
+    }
+    fr__release_unneeded(r);
+    bool replan = false;
+    for (int k = 0; k < g->n_nodes && !replan; k++) {
+      int n = g->order[k];
+      if (r->st[n] == FR__SKIP)
+        continue;
+      if (atomic_load(&r->e->cancelled))
+        return fr_errf(err, FR_E_CANCELLED, "cancelled");
+      if (r->st[n] == FR__CACHED) {
+        rc = fr__use_cached(r, n, err);
+        if (rc == FR_E_NOTFOUND) {
+          r->forced[n] = true;
+          replan = true;
+          continue;
+        }
+      } else {
+        rc = fr__execute(r, n, err);
+      }
+      if (rc != FR_OK)
+        return rc;
+    }
+    if (!replan)
+      return FR_OK;
+  }
+  return fr_errf(err, FR_E_INTERNAL, "plan did not settle");
+}
+
+enum fr_status fr_engine_run(struct fr_engine *e, const struct fr_graph *g, struct fr_run_summary *summary,
+                             struct fr_err *err) {
+  double t0 = fr__now_ms();
+  atomic_store(&e->cancelled, 0);
+  if (summary)
+    memset(summary, 0, sizeof *summary);
+  struct fr__run r = {.e = e, .g = g, .fail_node = -1};
+  enum fr_status rc = FR_OK;
+  r.a = fr_arena_new(0);
+  if (!r.a)
+    rc = fr_errf(err, FR_E_NOMEM, "out of memory starting the run");
+  if (rc == FR_OK)
+    rc = fr__run_alloc(&r, err);
+  if (rc == FR_OK) {
+    r.params_json = fr_graph_params_json(g);
+    rc = fr__run_body(&r, err);
+  }
+  int planned = 0;
+  if (r.mem)
+    for (int n = 0; n < g->n_nodes; n++) {
+      planned += r.st && r.st[n] == FR__RUN;
+      for (int o = 0; r.mem[n] && o < g->nodes[n].spec->n_outputs; o++)
+        fr_value_unref(r.mem[n][o]);
+    }
+  double ms = fr__now_ms() - t0;
+  if (rc != FR_OK && rc != FR_E_CANCELLED) {
+    struct fr_event ev = {.kind = FR_EV_ERROR,
+                          .node = r.fail_node >= 0 ? g->nodes[r.fail_node].id : NULL,
+                          .node_type = r.fail_node >= 0 ? g->nodes[r.fail_node].spec->name : NULL,
+                          .message = err ? err->msg : fr_status_str(rc),
+                          .status = rc};
+    fr__emit(e, &ev);
+  }
+  fr_arena_free(r.a);
+  struct fr_event done = {.kind = FR_EV_RUN_DONE,
+                          .executed = r.executed,
+                          .cached = r.cached,
+                          .planned = planned,
+                          .ms = ms,
+                          .status = rc};
+  fr__emit(e, &done);
+  if (summary) {
+    summary->executed = r.executed;
+    summary->cached = r.cached;
+    summary->planned = planned;
+    summary->ms = ms;
+  }
+  return rc;
+}
+
+/* ---- what run functions use ---- */
+
+static int fr__in_idx(struct fr_node_ctx *nc, const char *name) {
+  int i = fr_spec_input_index(nc->r->g->nodes[nc->node].spec, name);
+  if (i < 0)
+    fprintf(stderr, "flowrun: bug: node type %s asks for an input '%s' it does not declare\n",
+            nc->r->g->nodes[nc->node].spec->name, name);
+  return i;
+}
+
+static const struct fr_value *fr__in_val(struct fr_node_ctx *nc, const char *name) {
+  int i = fr__in_idx(nc, name);
+  return i < 0 ? NULL : nc->in[i];
+}
+
+bool fr_in_has(struct fr_node_ctx *nc, const char *name) {
+  return fr__in_val(nc, name) != NULL;
+}
+
+int64_t fr_in_int(struct fr_node_ctx *nc, const char *name) {
+  const struct fr_value *v = fr__in_val(nc, name);
+  if (!v)
+    return 0;
+  switch (v->kind) {
+  case FR_V_INT: return v->i;
+  case FR_V_FLOAT: return (int64_t)v->f;
+  case FR_V_BOOL: return v->b;
+  default: return 0;
+  }
+}
+
+double fr_in_float(struct fr_node_ctx *nc, const char *name) {
+  const struct fr_value *v = fr__in_val(nc, name);
+  if (!v)
+    return 0;
+  switch (v->kind) {
+  case FR_V_INT: return (double)v->i;
+  case FR_V_FLOAT: return v->f;
+  case FR_V_BOOL: return v->b;
+  default: return 0;
+  }
+}
+
+bool fr_in_bool(struct fr_node_ctx *nc, const char *name) {
+  const struct fr_value *v = fr__in_val(nc, name);
+  if (!v)
+    return false;
+  switch (v->kind) {
+  case FR_V_BOOL: return v->b;
+  case FR_V_INT: return v->i != 0;
+  case FR_V_FLOAT: return v->f != 0;
+  default: return false;
+  }
+}
+
+const char *fr_in_str(struct fr_node_ctx *nc, const char *name) {
+  const struct fr_value *v = fr__in_val(nc, name);
+  return v && v->kind == FR_V_STRING ? v->s : NULL;
+}
+
+const struct fr_value *fr_in(struct fr_node_ctx *nc, const char *name) {
+  return fr__in_val(nc, name);
+}
+
+const char *fr_in_path(struct fr_node_ctx *nc, const char *name) {
+  int i = fr__in_idx(nc, name);
+  if (i < 0)
+    return NULL;
+  const struct fr_binding *b = &nc->r->g->nodes[nc->node].inputs[i];
+  return b->kind == FR_BIND_LITERAL ? b->path : NULL;
+}
+
+enum fr_status fr_out_set(struct fr_node_ctx *nc, int idx, struct fr_value *v) {
+  const struct fr_node_spec *s = nc->r->g->nodes[nc->node].spec;
+  if (idx < 0 || idx >= s->n_outputs) {
+    fr_value_unref(v);
+    return fr_node_fail(nc, FR_E_INTERNAL, "fr_out_set: output index %d out of range (node has %d)", idx,
+                        s->n_outputs);
+  }
+  if (!v)
+    return fr_node_fail(nc, FR_E_NOMEM, "out of memory setting output %s", s->outputs[idx].name);
+  fr_value_unref(nc->out[idx]);
+  nc->out[idx] = v;
+  return FR_OK;
+}
+
+enum fr_status fr_node_progress(struct fr_node_ctx *nc, int step, int steps,
+                                const struct fr_tensor *preview) {
+  const struct fr_gnode *gn = &nc->r->g->nodes[nc->node];
+  struct fr_event ev = {.kind = FR_EV_PROGRESS,
+                        .node = gn->id,
+                        .node_type = gn->spec->name,
+                        .step = step,
+                        .steps = steps,
+                        .preview = preview};
+  fr__emit(nc->r->e, &ev);
+  return atomic_load(&nc->r->e->cancelled) ? FR_E_CANCELLED : FR_OK;
+}
+
+enum fr_status fr_node_fail(struct fr_node_ctx *nc, enum fr_status rc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(nc->msg, sizeof nc->msg, fmt, ap);
+  va_end(ap);
+  nc->has_msg = true;
+  return rc;
+}
+
+struct fr_arena *fr_node_arena(struct fr_node_ctx *nc) {
+  if (!nc->arena)
+    nc->arena = fr_arena_new(0);
+  return nc->arena;
+}
+
+const char *fr_node_id(struct fr_node_ctx *nc) {
+  return nc->r->g->nodes[nc->node].id;
+}
+const char *fr_node_graph_yaml(struct fr_node_ctx *nc) {
+  return nc->r->g->yaml ? nc->r->g->yaml : "";
+}
+const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
+  return nc->r->params_json ? nc->r->params_json : "{}";
+}
+const char *fr_node_output_dir(struct fr_node_ctx *nc) {
+  return nc->r->e->output_dir;
+}
+const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
+  struct fr__run *r = nc->r;
+  if (!r->graph_dir) {
+    char *real = realpath(r->g->dir ? r->g->dir : ".", NULL); /* libc malloc: copied, then freed */
+    r->graph_dir = real ? fr_arena_strdup(r->a, real) : NULL;
+    free(real);
+  }
+  return r->graph_dir ? r->graph_dir : ".";
+}
+const char *fr_node_device(struct fr_node_ctx *nc) {
+  return nc->r->e->device;
+}
+
+void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key) {
+  struct fr_engine *e = nc->r->e;
+  for (int i = 0; i < e->n_states; i++)
+    if (strcmp(e->states[i].key, key) == 0)
+      return e->states[i].p;
+  return NULL;
+}
+
+void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (*destroy)(void *)) {
+  struct fr_engine *e = nc->r->e;
+  for (int i = 0; i < e->n_states; i++)
+    if (strcmp(e->states[i].key, key) == 0) {
+      if (e->states[i].destroy && e->states[i].p != p)
+        e->states[i].destroy(e->states[i].p);
+      e->states[i].p = p;
+      e->states[i].destroy = destroy;
+      return;
+    }
+  char *k = fr_strdup(key);
+  if (k && e->n_states == e->cap_states) {
+    int cap = e->cap_states ? 2 * e->cap_states : 8;
+    struct fr__state *ns = fr_realloc(e->states, (size_t)cap * sizeof *ns);
+    if (ns) {
+      e->states = ns;
+      e->cap_states = cap;
+    }
+  }
+  if (!k || e->n_states == e->cap_states) {
+    /* Cannot keep it: release it now rather than leak it; the node finds nothing next time. */
+    fr_free(k);
+    if (destroy)
+      destroy(p);
+    return;
+  }
+  e->states[e->n_states++] = (struct fr__state){k, p, destroy};
+}

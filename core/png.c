@@ -1,0 +1,396 @@
+/* PNG reading and writing through libpng (see core/png.h).
+ *
+ * libpng reports errors by longjmp. Every function that calls libpng keeps its state (file, buffers,
+ * libpng structs) in a struct owned by its caller, and the setjmp lives in a separate function, so
+ * nothing the error path needs is an automatic variable changed between setjmp and longjmp. A libpng
+ * error becomes FR_E_FORMAT (reading) or FR_E_IO (writing) with libpng's message and the file name. */
+#include "core/png.h"
+
+#include <errno.h>
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+
+/* Largest width or height accepted. Diffusion images are at most a few thousand pixels a side; the bound
+ * keeps a file that declares a huge size from making us allocate gigabytes. */
+#define FR__PNG_MAX_DIM 16384
+/* Deflate cannot compress better than about 1032:1, so a file smaller than its raw image size over this
+ * ratio is truncated or lying about its size: refuse it before allocating the image. */
+#define FR__DEFLATE_MAX_RATIO 1100
+
+struct fr__png_state {
+  const char *path;
+  FILE *f;
+  png_structp png;
+  png_infop info;
+  unsigned char *raw;    /* decoded rows (reading) or 8-bit rows (writing) */
+  png_bytep *rows;       /* row pointers into raw */
+  struct fr_tensor *out; /* reading: the result */
+  char msg[256];         /* libpng's error message */
+  char warn[200];        /* libpng's last warning: often the reason behind the error */
+  int writing;
+  long file_size;
+  /* fr_png_read_text */
+  const char *key;
+  char *text;
+};
+
+static void fr__png_error(png_structp png, png_const_charp msg) {
+  struct fr__png_state *st = png_get_error_ptr(png);
+  snprintf(st->msg, sizeof st->msg, "%s", msg ? msg : "unknown libpng error");
+  png_longjmp(png, 1);
+}
+
+static void fr__png_warning(png_structp png, png_const_charp msg) {
+  /* Warnings (a bad CRC in an ancillary chunk, an unknown chunk) do not stop a read: keep the last one to
+   * explain an error that follows ("Invalid IHDR data" after "Image width exceeds user limit"). */
+  struct fr__png_state *st = png_get_error_ptr(png);
+  snprintf(st->warn, sizeof st->warn, "%s", msg ? msg : "");
+}
+
+/* The message for a libpng error while reading: a short read is a truncated file. */
+static enum fr_status fr__png_read_failed(struct fr__png_state *st, struct fr_err *err) {
+  if (st->f && feof(st->f))
+    return fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: file ends early (truncated)", st->path);
+  if (st->warn[0])
+    return fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: %s (%s)", st->path, st->msg, st->warn);
+  return fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: %s", st->path, st->msg);
+}
+
+static void fr__png_cleanup(struct fr__png_state *st) {
+  if (st->png) {
+    if (st->writing)
+      png_destroy_write_struct(&st->png, st->info ? &st->info : NULL);
+    else
+      png_destroy_read_struct(&st->png, st->info ? &st->info : NULL, NULL);
+  }
+  st->png = NULL;
+  st->info = NULL;
+  if (st->f)
+    fclose(st->f);
+  st->f = NULL;
+  fr_free(st->rows);
+  st->rows = NULL;
+  fr_free(st->raw);
+  st->raw = NULL;
+}
+
+/* Opens st->path and checks the signature; leaves the file positioned after it. */
+static enum fr_status fr__png_open(struct fr__png_state *st, struct fr_err *err) {
+  st->f = fopen(st->path, "rb");
+  if (!st->f)
+    return fr_errf(err, errno == ENOENT ? FR_E_NOTFOUND : FR_E_IO, "%s: cannot open: %s", st->path,
+                   strerror(errno));
+  struct stat sb;
+  if (fstat(fileno(st->f), &sb) != 0)
+    return fr_errf(err, FR_E_IO, "%s: cannot stat: %s", st->path, strerror(errno));
+  if (!S_ISREG(sb.st_mode))
+    return fr_errf(err, FR_E_IO, "%s: not a regular file", st->path);
+  st->file_size = (long)sb.st_size;
+  if (sb.st_size == 0)
+    return fr_errf(err, FR_E_FORMAT, "%s: empty file, not a PNG image", st->path);
+  unsigned char sig[8];
+  size_t n = fread(sig, 1, sizeof sig, st->f);
+  if (n < sizeof sig || png_sig_cmp(sig, 0, sizeof sig) != 0)
+    return fr_errf(err, FR_E_FORMAT, "%s: not a PNG image (bad signature)", st->path);
+  return FR_OK;
+}
+
+static enum fr_status fr__png_create_read(struct fr__png_state *st, struct fr_err *err) {
+  st->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, st, fr__png_error, fr__png_warning);
+  if (!st->png)
+    return fr_errf(err, FR_E_NOMEM, "%s: out of memory creating the PNG reader", st->path);
+  st->info = png_create_info_struct(st->png);
+  if (!st->info)
+    return fr_errf(err, FR_E_NOMEM, "%s: out of memory creating the PNG reader", st->path);
+  return FR_OK;
+}
+
+/* The libpng part of fr_png_read. Returns 0 on success, 1 after a libpng error (message in st->msg),
+ * or a negative fr_status for our own failures (message in err). */
+static int fr__png_read_body(struct fr__png_state *st, struct fr_err *err) {
+  if (setjmp(png_jmpbuf(st->png)))
+    return 1;
+  png_init_io(st->png, st->f);
+  png_set_sig_bytes(st->png, 8);
+  png_set_user_limits(st->png, FR__PNG_MAX_DIM, FR__PNG_MAX_DIM);
+  png_read_info(st->png, st->info);
+
+  png_uint_32 w = png_get_image_width(st->png, st->info);
+  png_uint_32 h = png_get_image_height(st->png, st->info);
+  int color = png_get_color_type(st->png, st->info);
+  int depth = png_get_bit_depth(st->png, st->info);
+  bool trns = png_get_valid(st->png, st->info, PNG_INFO_tRNS) != 0;
+  int file_channels = png_get_channels(st->png, st->info); /* as stored, before the transforms below */
+
+  /* Palette → RGB, grey below 8 bits → 8 bits, tRNS → an alpha channel. 16-bit stays 16-bit. */
+  png_set_expand(st->png);
+  /* Grey with alpha becomes RGBA (images are 1, 3 or 4 channels); plain grey stays one channel. */
+  if ((color == PNG_COLOR_TYPE_GRAY && trns) || color == PNG_COLOR_TYPE_GRAY_ALPHA)
+    png_set_gray_to_rgb(st->png);
+  png_set_interlace_handling(st->png);
+  png_read_update_info(st->png, st->info);
+
+  int channels = png_get_channels(st->png, st->info);
+  int out_depth = png_get_bit_depth(st->png, st->info);
+  size_t rowbytes = png_get_rowbytes(st->png, st->info);
+  if ((channels != 1 && channels != 3 && channels != 4) || (out_depth != 8 && out_depth != 16) ||
+      rowbytes != (size_t)w * (size_t)channels * (size_t)(out_depth / 8)) {
+    fr_errf(err, FR_E_UNSUPPORTED, "%s: unsupported PNG layout (colour type %d, %d bits)", st->path, color,
+            depth);
+    return FR_E_UNSUPPORTED;
+  }
+  /* The raw (filtered) data is (bytes per row + 1) * h for the stored depth; the file must be big
+   * enough to hold it compressed. */
+  double raw_size = ((double)w * file_channels * depth / 8.0 + 1.0) * (double)h;
+  if (raw_size > (double)st->file_size * FR__DEFLATE_MAX_RATIO) {
+    fr_errf(err, FR_E_FORMAT, "%s: declares a %ux%u image but the file is only %ld bytes (truncated?)",
+            st->path, (unsigned)w, (unsigned)h, st->file_size);
+    return FR_E_FORMAT;
+  }
+
+  st->raw = fr_malloc(rowbytes * h);
+  st->rows = fr_malloc(sizeof *st->rows * h);
+  st->out = fr_tensor_f32(3, (int64_t[]){(int64_t)h, (int64_t)w, channels});
+  if (!st->raw || !st->rows || !st->out) {
+    fr_errf(err, FR_E_NOMEM, "%s: out of memory for a %ux%u image", st->path, (unsigned)w, (unsigned)h);
+    return FR_E_NOMEM;
+  }
+  for (png_uint_32 y = 0; y < h; y++)
+    st->rows[y] = st->raw + (size_t)y * rowbytes;
+  png_read_image(st->png, st->rows);
+  png_read_end(st->png, NULL);
+
+  float *dst = st->out->data;
+  size_t n = (size_t)w * h * (size_t)channels;
+  if (out_depth == 8) {
+    for (size_t i = 0; i < n; i++)
+      dst[i] = (float)st->raw[i] * (1.0f / 255.0f);
+  } else {
+    for (size_t i = 0; i < n; i++) /* PNG stores 16-bit samples big-endian */
+      dst[i] = (float)((st->raw[2 * i] << 8) | st->raw[2 * i + 1]) * (1.0f / 65535.0f);
+  }
+  return 0;
+}
+
+enum fr_status fr_png_read(const char *path, struct fr_tensor **out, struct fr_err *err) {
+  *out = NULL;
+  struct fr__png_state st = {.path = path};
+  enum fr_status rc = fr__png_open(&st, err);
+  if (rc == FR_OK)
+    rc = fr__png_create_read(&st, err);
+  if (rc == FR_OK) {
+    int r = fr__png_read_body(&st, err);
+    if (r == 1)
+      rc = fr__png_read_failed(&st, err);
+    else
+      rc = (enum fr_status)r;
+  }
+  fr__png_cleanup(&st);
+  if (rc != FR_OK) {
+    fr_tensor_free(st.out);
+    return rc;
+  }
+  *out = st.out;
+  return FR_OK;
+}
+
+/* Copies the value of st->key from the text chunks read so far into st->text (first match). */
+static int fr__png_take_text(struct fr__png_state *st, struct fr_err *err) {
+  png_textp texts = NULL;
+  int n = png_get_text(st->png, st->info, &texts, NULL);
+  for (int i = 0; i < n; i++) {
+    if (strcmp(texts[i].key, st->key) != 0)
+      continue;
+    size_t len = texts[i].compression > 0 ? texts[i].itxt_length : texts[i].text_length;
+    st->text = fr_strndup(texts[i].text ? texts[i].text : "", texts[i].text ? len : 0);
+    if (!st->text) {
+      fr_errf(err, FR_E_NOMEM, "%s: out of memory reading text chunk '%s'", st->path, st->key);
+      return FR_E_NOMEM;
+    }
+    return 0;
+  }
+  return 0;
+}
+
+static int fr__png_read_text_body(struct fr__png_state *st, struct fr_err *err) {
+  if (setjmp(png_jmpbuf(st->png)))
+    return 1;
+  png_init_io(st->png, st->f);
+  png_set_sig_bytes(st->png, 8);
+  png_set_user_limits(st->png, FR__PNG_MAX_DIM, FR__PNG_MAX_DIM);
+  png_read_info(st->png, st->info);
+  int r = fr__png_take_text(st, err);
+  if (r != 0 || st->text)
+    return r;
+  /* Text chunks may also follow the image data: decode the rows into one scratch row to get past it. */
+  png_uint_32 h = png_get_image_height(st->png, st->info);
+  int passes = png_set_interlace_handling(st->png);
+  png_read_update_info(st->png, st->info);
+  size_t rowbytes = png_get_rowbytes(st->png, st->info);
+  st->raw = fr_malloc(rowbytes ? rowbytes : 1);
+  if (!st->raw) {
+    fr_errf(err, FR_E_NOMEM, "%s: out of memory", st->path);
+    return FR_E_NOMEM;
+  }
+  for (int p = 0; p < passes; p++)
+    for (png_uint_32 y = 0; y < h; y++)
+      png_read_row(st->png, st->raw, NULL);
+  png_read_end(st->png, st->info);
+  return fr__png_take_text(st, err);
+}
+
+enum fr_status fr_png_read_text(const char *path, const char *key, char **out, struct fr_err *err) {
+  *out = NULL;
+  struct fr__png_state st = {.path = path, .key = key};
+  enum fr_status rc = fr__png_open(&st, err);
+  if (rc == FR_OK)
+    rc = fr__png_create_read(&st, err);
+  if (rc == FR_OK) {
+    int r = fr__png_read_text_body(&st, err);
+    if (r == 1)
+      rc = fr__png_read_failed(&st, err);
+    else
+      rc = (enum fr_status)r;
+  }
+  fr__png_cleanup(&st);
+  if (rc != FR_OK) {
+    fr_free(st.text);
+    return rc;
+  }
+  if (!st.text)
+    return fr_errf(err, FR_E_NOTFOUND, "%s: no text chunk '%s'", path, key);
+  *out = st.text;
+  return FR_OK;
+}
+
+static int fr__png_write_body(struct fr__png_state *st, const struct fr_tensor *img,
+                              const struct fr_png_text *texts, int n_texts, png_textp ptexts) {
+  if (setjmp(png_jmpbuf(st->png)))
+    return 1;
+  png_init_io(st->png, st->f);
+  int h = (int)img->shape[0], w = (int)img->shape[1], c = (int)img->shape[2];
+  static const int color_of[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
+                                  PNG_COLOR_TYPE_RGB_ALPHA};
+  png_set_IHDR(st->png, st->info, (png_uint_32)w, (png_uint_32)h, 8, color_of[c], PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  for (int i = 0; i < n_texts; i++) {
+    ptexts[i].compression = PNG_ITXT_COMPRESSION_NONE;
+    ptexts[i].key = (png_charp)texts[i].key;
+    ptexts[i].text = (png_charp)texts[i].value;
+    ptexts[i].itxt_length = strlen(texts[i].value);
+    ptexts[i].lang = (png_charp) "";
+    ptexts[i].lang_key = (png_charp) "";
+  }
+  if (n_texts > 0)
+    png_set_text(st->png, st->info, ptexts, n_texts);
+  png_write_info(st->png, st->info);
+  png_write_image(st->png, st->rows);
+  png_write_end(st->png, NULL);
+  return 0;
+}
+
+enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const struct fr_png_text *texts,
+                            int n_texts, struct fr_err *err) {
+  char shape[64];
+  if (!img || img->dtype != FR_F32 || img->dev != FR_DEV_CPU || img->ndim != 3 || img->shape[2] < 1 ||
+      img->shape[2] > 4 || img->shape[0] < 1 || img->shape[1] < 1)
+    return fr_errf(err, FR_E_INVALID,
+                   "%s: cannot write image of shape %s: expected F32 [H, W, C], C = 1, 3 or 4", path,
+                   img ? fr_shape_str(img, shape, sizeof shape) : "(null)");
+  if (img->shape[0] > FR__PNG_MAX_DIM || img->shape[1] > FR__PNG_MAX_DIM)
+    return fr_errf(err, FR_E_INVALID, "%s: image %s larger than %d pixels a side", path,
+                   fr_shape_str(img, shape, sizeof shape), FR__PNG_MAX_DIM);
+  for (int i = 0; i < n_texts; i++) {
+    size_t kl = texts[i].key ? strlen(texts[i].key) : 0;
+    if (kl < 1 || kl > 79 || !texts[i].value)
+      return fr_errf(err, FR_E_INVALID, "%s: PNG text key '%s' must be 1 to 79 characters with a value", path,
+                     texts[i].key ? texts[i].key : "(null)");
+  }
+
+  size_t h = (size_t)img->shape[0], w = (size_t)img->shape[1], c = (size_t)img->shape[2];
+  struct fr__png_state st = {.path = path, .writing = 1};
+  enum fr_status rc = FR_OK;
+  png_textp ptexts = NULL;
+  size_t plen = strlen(path);
+  char *tmp = fr_malloc(plen + 32);
+  st.raw = fr_malloc(h * w * c);
+  st.rows = fr_malloc(sizeof *st.rows * h);
+  if (n_texts > 0)
+    ptexts = fr_calloc((size_t)n_texts, sizeof *ptexts);
+  if (!tmp || !st.raw || !st.rows || (n_texts > 0 && !ptexts)) {
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory writing PNG", path);
+    goto done;
+  }
+  const float *src = img->data;
+  for (size_t i = 0; i < h * w * c; i++) {
+    float v = src[i];
+    v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f; /* also maps NaN to 0 */
+    st.raw[i] = (unsigned char)lrintf(v * 255.0f);
+  }
+  for (size_t y = 0; y < h; y++)
+    st.rows[y] = st.raw + y * w * c;
+
+  /* A temporary file beside the target, renamed over it when complete: a reader never sees half a PNG
+   * and a failed write leaves any earlier file intact. */
+  const char *slash = strrchr(path, '/');
+  size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+  snprintf(tmp, plen + 32, "%.*s.%s.tmp-XXXXXX", (int)dirlen, path, slash ? slash + 1 : path);
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    rc = fr_errf(err, FR_E_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
+    tmp[0] = '\0';
+    goto done;
+  }
+  fchmod(fd, 0644); /* mkstemp makes 0600; an output image is for sharing */
+  st.f = fdopen(fd, "wb");
+  if (!st.f) {
+    close(fd);
+    rc = fr_errf(err, FR_E_IO, "%s: cannot open a temporary file: %s", path, strerror(errno));
+    goto done;
+  }
+  st.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &st, fr__png_error, fr__png_warning);
+  if (st.png)
+    st.info = png_create_info_struct(st.png);
+  if (!st.png || !st.info) {
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory creating the PNG writer", path);
+    goto done;
+  }
+  if (fr__png_write_body(&st, img, texts, n_texts, ptexts) != 0) {
+    rc = fr_errf(err, FR_E_IO, "%s: writing PNG failed: %s", path, st.msg);
+    goto done;
+  }
+  png_destroy_write_struct(&st.png, &st.info);
+  st.png = NULL;
+  st.info = NULL;
+  FILE *f = st.f;
+  st.f = NULL;
+  if (fflush(f) != 0 || ferror(f)) {
+    rc = fr_errf(err, FR_E_IO, "%s: writing failed: %s", path, strerror(errno));
+    fclose(f);
+    goto done;
+  }
+  if (fclose(f) != 0) {
+    rc = fr_errf(err, FR_E_IO, "%s: writing failed: %s", path, strerror(errno));
+    goto done;
+  }
+  if (rename(tmp, path) != 0) {
+    rc = fr_errf(err, FR_E_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
+    goto done;
+  }
+  tmp[0] = '\0'; /* renamed: nothing to remove */
+done:
+  fr__png_cleanup(&st);
+  if (tmp && tmp[0])
+    unlink(tmp);
+  fr_free(tmp);
+  fr_free(ptexts);
+  return rc;
+}

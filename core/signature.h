@@ -1,0 +1,65 @@
+/* Node signatures: the cache keys of node outputs.
+ *
+ * A node's signature is XXH3-128 over a canonical byte encoding of everything that decides its
+ * outputs (DESIGN.md, "Execution and the cache"):
+ *   format tag "flowrun-sig/1", node type name, spec version,
+ *   every input sorted by name, each one of:
+ *     literal:  int as int64, float as the IEEE-754 bits of the double (-0 and NaN made canonical),
+ *               bool as one byte, string with its length;
+ *     link:     the upstream node's signature and output index;
+ *     file:     (FR_IN_FILE / FR_IN_MODEL_FILE) the XXH3-128 of the file's bytes, not its name, so a
+ *               renamed or moved file keeps its cache;
+ *     unset:    a marker;
+ *   the compute context (device, dtype), for output nodes the output folder (their "files" output
+ *   names it), and for non-deterministic nodes a per-run nonce.
+ * Node ids are not in it: renaming a node keeps its cache. An output's key is XXH3-128 of the node
+ * signature and the output index. All integers are little-endian; all strings length-prefixed. */
+#ifndef FR_SIGNATURE_H
+#define FR_SIGNATURE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/cache.h"
+#include "core/graph.h"
+#include "core/status.h"
+
+/* Memoised file fingerprints: in the cache's kv table under "path|size|mtime_ns" when a cache is
+ * given, otherwise in this in-memory table (so a 7 GB checkpoint is hashed once per process). */
+struct fr_fp_memo {
+  int n, cap;
+  char **keys;
+  struct fr_key *fps;
+};
+void fr_fp_memo_free(struct fr_fp_memo *m);
+
+struct fr_sig_ctx {
+  const char *device;     /* "cpu" or "cuda" */
+  const char *dtype;      /* "" when the device has no choice */
+  const char *output_dir; /* mixed into output nodes' signatures */
+  uint64_t nonce[2];      /* mixed into non-deterministic nodes' signatures; fresh per run */
+  struct fr_cache *cache; /* may be NULL */
+  struct fr_fp_memo *memo;
+};
+
+/* The content fingerprint of a file: XXH3-128 of its bytes, memoised by path, size and mtime.
+ * FR_E_IO naming the path when it cannot be read. */
+enum fr_status fr_file_fingerprint(struct fr_sig_ctx *ctx, const char *path, struct fr_key *out,
+                                   struct fr_err *err);
+
+/* Appends node `idx`'s canonical encoding to b (exposed for tests and debugging). sigs holds the
+ * signatures of the nodes it links to (indexed like g->nodes). */
+enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
+                                   const struct fr_key *sigs, struct fr_buf *b, struct fr_err *err);
+/* The signature of node idx. Errors: a file input that cannot be fingerprinted (FR_E_IO), FR_E_NOMEM. */
+enum fr_status fr_signature_node(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
+                                 const struct fr_key *sigs, struct fr_key *out, struct fr_err *err);
+/* The cache key of output `output` of a node with signature sig. */
+void fr_signature_output(const struct fr_key *sig, int output, struct fr_key *out);
+
+/* 32 lowercase hex digits and a NUL. */
+void fr_key_hex(const struct fr_key *k, char out[33]);
+bool fr_key_equal(const struct fr_key *a, const struct fr_key *b);
+
+#endif
