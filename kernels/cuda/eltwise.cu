@@ -1,0 +1,110 @@
+/* Elementwise ops: activations, GEGLU and broadcasting add/sub/mul. fp32 arithmetic on loaded values,
+ * one rounding on store. */
+#include <math.h>
+
+#include "kernels/cuda/internal.cuh"
+
+__device__ __forceinline__ float fr__gelu(float v) {
+  return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+}
+
+template <typename T>
+static __global__ void fr__unary_kernel(T *y, const T *x, int64_t n, int op, float p0, float p1) {
+  FR_CUDA_LOOP(i, n) {
+    float v = fr_ld(x + i), r;
+    switch (op) {
+    case FR_UNARY_SILU: r = v / (1.0f + expf(-v)); break;
+    case FR_UNARY_GELU: r = fr__gelu(v); break;
+    case FR_UNARY_GELU_TANH:
+      r = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+      break;
+    case FR_UNARY_QUICK_GELU: r = v / (1.0f + expf(-1.702f * v)); break;
+    case FR_UNARY_AFFINE: r = v * p0 + p1; break;
+    default: r = v; break;
+    }
+    fr_st(y + i, r);
+  }
+}
+
+enum fr_status fr_cuda_unary(void *bp, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x,
+                             float p0, float p1, struct fr_err *err) {
+  struct fr_cuda *cu = (struct fr_cuda *)bp;
+  int64_t n = fr_tensor_numel(x);
+  if (n == 0)
+    return FR_OK;
+  if (op == FR_UNARY_COPY)
+    return fr_cuda_err(
+        cudaMemcpyAsync(y->data, x->data, fr_tensor_nbytes(x), cudaMemcpyDeviceToDevice, cu->stream), err,
+        "copy: cudaMemcpyAsync");
+  FR_CUDA_DISPATCH(cu->dtype, err, T,
+                   fr__unary_kernel<T>
+                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                       (T *)y->data, (const T *)x->data, n, (int)op, p0, p1));
+  return fr_cuda_launched(err, "unary kernel");
+}
+
+/* y [R, N] = x[:, :N] * gelu(x[:, N:]) with x [R, 2N] */
+template <typename T> static __global__ void fr__geglu_kernel(T *y, const T *x, int64_t rows, int64_t N) {
+  int64_t total = rows * N;
+  FR_CUDA_LOOP(e, total) {
+    int64_t r = e / N, j = e % N;
+    const T *xr = x + r * 2 * N;
+    fr_st(y + e, fr_ld(xr + j) * fr__gelu(fr_ld(xr + N + j)));
+  }
+}
+
+enum fr_status fr_cuda_geglu(void *bp, struct fr_tensor *y, const struct fr_tensor *x, struct fr_err *err) {
+  struct fr_cuda *cu = (struct fr_cuda *)bp;
+  int64_t N = y->shape[y->ndim - 1], total = fr_tensor_numel(y);
+  if (N == 0 || total == 0)
+    return FR_OK;
+  FR_CUDA_DISPATCH(cu->dtype, err, T,
+                   fr__geglu_kernel<T>
+                   <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                       (T *)y->data, (const T *)x->data, total / N, N));
+  return fr_cuda_launched(err, "geglu kernel");
+}
+
+/* The broadcast as ops.c prepared it, passed by value. y may alias a (fr_add_inplace): each element is read
+ * and written by the same thread, so no __restrict__. */
+struct fr__bc {
+  int nd;
+  int64_t shape[FR_MAX_DIMS], sa[FR_MAX_DIMS], sb[FR_MAX_DIMS];
+};
+
+template <typename T>
+static __global__ void fr__binary_kernel(T *y, const T *a, const T *b, int64_t n, struct fr__bc bc, int op) {
+  FR_CUDA_LOOP(e, n) {
+    int64_t rem = e, oa = 0, ob = 0;
+    for (int d = bc.nd - 1; d >= 0; d--) {
+      int64_t i = rem % bc.shape[d];
+      rem /= bc.shape[d];
+      oa += i * bc.sa[d];
+      ob += i * bc.sb[d];
+    }
+    float va = fr_ld(a + oa), vb = fr_ld(b + ob);
+    fr_st(y + e, op == FR_BINARY_ADD ? va + vb : op == FR_BINARY_SUB ? va - vb : va * vb);
+  }
+}
+
+enum fr_status fr_cuda_binary(void *bp, enum fr_binary_op op, struct fr_tensor *y, const struct fr_tensor *a,
+                              const struct fr_tensor *bt, const struct fr_bcast *bc, struct fr_err *err) {
+  struct fr_cuda *cu = (struct fr_cuda *)bp;
+  int64_t n = fr_tensor_numel(y);
+  if (n == 0)
+    return FR_OK;
+  if (bc->ndim < 1 || bc->ndim > FR_MAX_DIMS)
+    return fr_errf(err, FR_E_INTERNAL, "broadcast with %d dims", bc->ndim);
+  struct fr__bc k;
+  k.nd = bc->ndim;
+  for (int d = 0; d < FR_MAX_DIMS; d++) {
+    k.shape[d] = d < bc->ndim ? bc->shape[d] : 1;
+    k.sa[d] = d < bc->ndim ? bc->sa[d] : 0;
+    k.sb[d] = d < bc->ndim ? bc->sb[d] : 0;
+  }
+  FR_CUDA_DISPATCH(cu->dtype, err, T,
+                   fr__binary_kernel<T>
+                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                       (T *)y->data, (const T *)a->data, (const T *)bt->data, n, k, (int)op));
+  return fr_cuda_launched(err, "binary kernel");
+}
