@@ -3,6 +3,7 @@
 #include "nodes/registry.h"
 
 #include "nodes/image/image.h" /* image and primitive node specs */
+#include "nodes/pipeline/pipeline.h" /* pipeline node specs */
 
 static const struct fr_node_spec *const fr__builtin[] = {
     /* primitive */
@@ -10,6 +11,10 @@ static const struct fr_node_spec *const fr__builtin[] = {
     /* image */
     &fr_node_load_image, &fr_node_save_image, &fr_node_solid_image, &fr_node_test_pattern,
     &fr_node_image_resize, &fr_node_image_blur, &fr_node_canny, &fr_node_image_blend, &fr_node_image_invert,
+    /* pipeline */
+    &fr_node_checkpoint_loader, &fr_node_controlnet_loader, &fr_node_text_encode, &fr_node_empty_latent,
+    &fr_node_sampler, &fr_node_refiner, &fr_node_controlnet_apply, &fr_node_vae_decode, &fr_node_vae_encode,
+    &fr_node_save_latent, &fr_node_load_latent, &fr_node_save_image_data, &fr_node_load_image_data,
     NULL, /* end marker; keep last */
 };
 

@@ -11,6 +11,8 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"run", "run a workflow: GRAPH.yaml or a PICTURE.png made by flowrun", fr_cmd_run},
     {"validate", "check a workflow without running it", fr_cmd_validate},
     {"nodes", "list the node types (--json: the editor's schema)", fr_cmd_nodes},
+    {"synth", "write a full-size random-weight checkpoint (sd15, sdxl, ...)", fr_cmd_synth},
+    {"bench", "time full-size model components on the CPU or GPU", fr_cmd_bench},
     {"tokenize", "print the CLIP token ids of a prompt", fr_cmd_tokenize},
     {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
 };

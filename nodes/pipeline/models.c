@@ -1,0 +1,224 @@
+/* Checkpoint objects and the engine-wide model cache.
+ *
+ * Loader nodes return objects that only name their file; a component is loaded the first time a node
+ * needs it (fr_pipe_get) and kept in the engine's state under "pipeline:<component>:<path>:<device>:
+ * <dtype>", so `flowrun serve` keeps models loaded between runs and a fully cached run opens nothing.
+ * Every loaded component holds a reference to the device's one compute context, which therefore lives
+ * until the last component is freed, whatever order the engine frees its state in. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "nodes/pipeline/pipeline.h"
+
+struct fr__pctx {
+  int refcount;
+  struct fr_ctx *c;
+};
+
+static void fr__pctx_unref(struct fr__pctx *p) {
+  if (p && --p->refcount == 0) {
+    fr_ctx_free(p->c);
+    fr_free(p);
+  }
+}
+
+static void fr__pctx_destroy(void *p) {
+  fr__pctx_unref(p);
+}
+
+static enum fr_status fr__pctx_get(struct fr_node_ctx *nc, struct fr__pctx **out) {
+  char key[64];
+  snprintf(key, sizeof key, "pipeline:ctx:%s", fr_node_device(nc));
+  struct fr__pctx *p = fr_node_engine_get(nc, key);
+  if (!p) {
+    p = fr_calloc(1, sizeof *p);
+    if (!p)
+      return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+    struct fr_ctx_opts o = {.device = fr_node_device(nc), .dtype = FR_F32, .threads = 0};
+    struct fr_err err = {{0}};
+    enum fr_status rc = fr_ctx_new(&o, &p->c, &err);
+    if (rc) {
+      fr_free(p);
+      return fr_node_fail(nc, rc, "%s", err.msg);
+    }
+    p->refcount = 1;
+    fr_node_engine_set(nc, key, p, fr__pctx_destroy);
+    if (fr_node_engine_get(nc, key) != p) /* the engine could not keep it and freed it */
+      return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+  }
+  *out = p;
+  return FR_OK;
+}
+
+enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out) {
+  struct fr__pctx *p;
+  enum fr_status rc = fr__pctx_get(nc, &p);
+  *out = rc ? NULL : p->c;
+  return rc;
+}
+
+/* ---- objects ---- */
+
+static void fr__obj_destroy(struct fr_object *o) {
+  struct fr_pipe_obj *p = (struct fr_pipe_obj *)o;
+  fr_free(p->o.identity);
+  fr_free(p->path);
+  fr_free(p->tokenizer);
+  fr_free(p);
+}
+
+struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const char *tokenizer) {
+  struct fr_pipe_obj *p = fr_calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->o.refcount = 1;
+  p->o.type = type;
+  p->o.destroy = fr__obj_destroy;
+  size_t n = strlen(type) + strlen(path) + 2;
+  p->o.identity = fr_malloc(n);
+  p->path = fr_strdup(path);
+  p->tokenizer = tokenizer ? fr_strdup(tokenizer) : NULL;
+  if (!p->o.identity || !p->path || (tokenizer && !p->tokenizer)) {
+    fr__obj_destroy(&p->o);
+    return NULL;
+  }
+  snprintf(p->o.identity, n, "%s:%s", type, path);
+  return p;
+}
+
+/* ---- loaded components ---- */
+
+static void fr__comp_destroy(void *v) {
+  struct fr_pipe_comp *m = v;
+  if (!m)
+    return;
+  fr_unet_free(m->unet);
+  fr_vae_free(m->vae);
+  fr_clip_free(m->l);
+  fr_clip_free(m->g);
+  fr_tokenizer_free(m->tok);
+  fr_controlnet_free(m->cn);
+  fr_checkpoint_close(m->ck);
+  fr__pctx_unref(m->pc);
+  fr_free(m);
+}
+
+static bool fr__exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* Finds the CLIP tokenizer: the loader's explicit one, else the diffusers folder's tokenizer/, else a
+ * tokenizer/ or bpe_simple_vocab_16e6.txt.gz beside the checkpoint or one folder up. */
+static enum fr_status fr__find_tokenizer(const struct fr_pipe_obj *o, const struct fr_checkpoint *ck,
+                                         char *out, size_t n, struct fr_err *err) {
+  if (o->tokenizer) {
+    snprintf(out, n, "%s", o->tokenizer);
+    return FR_OK;
+  }
+  char dir[4096], up[4110];
+  if (ck->dir)
+    snprintf(dir, sizeof dir, "%s", ck->dir);
+  else {
+    snprintf(dir, sizeof dir, "%s", o->path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+      *slash = 0;
+    else
+      snprintf(dir, sizeof dir, ".");
+  }
+  snprintf(up, sizeof up, "%s/..", dir);
+  const char *dirs[2] = {dir, up};
+  return fr_tokenizer_find(dirs, 2, out, n, err);
+}
+
+static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
+                               struct fr_pipe_comp *m, struct fr_err *err) {
+  fprintf(stderr, "flowrun: loading %s from %s\n", type, o->path);
+  enum fr_status rc = fr_checkpoint_open(o->path, &m->ck, err);
+  if (rc)
+    return rc;
+  if (!strcmp(type, FR_T_MODEL))
+    return fr_unet_load(m->c, m->ck, &m->unet, err);
+  if (!strcmp(type, FR_T_CONTROL_NET))
+    return fr_controlnet_load(m->c, m->ck, &m->cn, err);
+  if (!strcmp(type, FR_T_VAE)) {
+    rc = fr_vae_load(m->c, m->ck, &m->vae, err);
+    m->vae_scale = fr_vae_scaling_factor(m->ck);
+    if (m->vae_scale <= 0)
+      m->vae_scale = 0.18215f; /* a bare VAE file: SD1.x's factor, as ComfyUI assumes */
+    return rc;
+  }
+  /* CLIP: which encoders the checkpoint has tells SD1.5 (L), SDXL base (L + G) and refiner (G). */
+  struct fr_err e2 = {{0}};
+  enum fr_status rl = fr_clip_load(m->c, m->ck, FR_CLIP_ROLE_L, &m->l, err);
+  if (rl && rl != FR_E_NOTFOUND)
+    return rl;
+  enum fr_status rg = fr_clip_load(m->c, m->ck, FR_CLIP_ROLE_G, &m->g, &e2);
+  if (rg && rg != FR_E_NOTFOUND) {
+    *err = e2;
+    return rg;
+  }
+  if (!m->l && !m->g) {
+    return fr_err_prefix(err, FR_E_NOTFOUND, "%s: no text encoder found: ", o->path);
+  }
+  char tok[4096];
+  rc = fr__find_tokenizer(o, m->ck, tok, sizeof tok, err);
+  if (rc)
+    return rc;
+  (void)nc;
+  return fr_tokenizer_load(tok, &m->tok, err);
+}
+
+static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
+                              struct fr_pipe_comp **out) {
+  *out = NULL;
+  char key[4200];
+  snprintf(key, sizeof key, "pipeline:%s:%s:%s:f32:%s", type, o->path, fr_node_device(nc),
+           o->tokenizer ? o->tokenizer : "");
+  struct fr_pipe_comp *m = fr_node_engine_get(nc, key);
+  if (m) {
+    *out = m;
+    return FR_OK;
+  }
+  if (!fr__exists(o->path))
+    return fr_node_fail(nc, FR_E_NOTFOUND, "%s file %s no longer exists", type, o->path);
+  struct fr__pctx *pc;
+  enum fr_status rc = fr__pctx_get(nc, &pc);
+  if (rc)
+    return rc;
+  m = fr_calloc(1, sizeof *m);
+  if (!m)
+    return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+  pc->refcount++;
+  m->pc = pc;
+  m->c = pc->c;
+  struct fr_err err = {{0}};
+  rc = fr__load(nc, o, type, m, &err);
+  if (rc) {
+    fr__comp_destroy(m);
+    return fr_node_fail(nc, rc, "%s", err.msg);
+  }
+  fr_node_engine_set(nc, key, m, fr__comp_destroy);
+  if (fr_node_engine_get(nc, key) != m)
+    return fr_node_fail(nc, FR_E_NOMEM, "out of memory keeping the loaded %s", type);
+  *out = m;
+  return FR_OK;
+}
+
+enum fr_status fr_pipe_get(struct fr_node_ctx *nc, const char *input, const char *type,
+                           struct fr_pipe_comp **out) {
+  const struct fr_value *v = fr_in(nc, input);
+  if (!v || v->kind != FR_V_OBJECT || !v->obj || strcmp(v->obj->type, type) != 0) {
+    *out = NULL;
+    return fr_node_fail(nc, FR_E_INVALID, "input '%s': no %s connected", input, type);
+  }
+  return fr__get(nc, (const struct fr_pipe_obj *)v->obj, type, out);
+}
+
+enum fr_status fr_pipe_get_controlnet(struct fr_node_ctx *nc, const char *path, struct fr_pipe_comp **out) {
+  struct fr_pipe_obj o = {.o = {.type = FR_T_CONTROL_NET}, .path = (char *)path};
+  return fr__get(nc, &o, FR_T_CONTROL_NET, out);
+}

@@ -1,0 +1,73 @@
+/* The pipeline node types (loaders, TextEncode, EmptyLatent, Sampler, Refiner, ControlNet, VAE nodes,
+ * latent and image-data files) and the helpers they share: checkpoint objects, the engine-wide model
+ * cache, and CONDITIONING values. docs/pipelines.md describes the nodes and the CONDITIONING fields. */
+#ifndef FR_PIPELINE_H
+#define FR_PIPELINE_H
+
+#include <stdbool.h>
+
+#include "core/node.h"
+#include "kernels/ops.h"
+#include "nodes/models/clip.h"
+#include "nodes/models/controlnet.h"
+#include "nodes/models/tokenizer.h"
+#include "nodes/models/unet.h"
+#include "nodes/models/vae.h"
+
+extern const struct fr_node_spec fr_node_checkpoint_loader, fr_node_controlnet_loader, fr_node_text_encode,
+    fr_node_empty_latent, fr_node_sampler, fr_node_refiner, fr_node_controlnet_apply, fr_node_vae_decode,
+    fr_node_vae_encode, fr_node_save_latent, fr_node_load_latent, fr_node_save_image_data,
+    fr_node_load_image_data;
+
+/* A MODEL, CLIP, VAE or CONTROL_NET object: nothing but where the weights are. The weights are loaded on
+ * first use through fr_pipe_get, so a run whose consumers are all cached opens no file. */
+struct fr_pipe_obj {
+  struct fr_object o;
+  char *path;      /* checkpoint file or diffusers folder, as resolved by the engine */
+  char *tokenizer; /* CLIP: tokenizer file/folder given to the loader, or NULL (searched) */
+};
+
+/* Creates an object of socket type type (FR_T_MODEL ...) for path; NULL when out of memory. */
+struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const char *tokenizer);
+
+/* One loaded component, owned by the engine's model cache (keyed by component + path + device + dtype):
+ * valid until the engine is freed. Exactly one of the model pointers is set for the kind asked for,
+ * except CLIP where l and/or g are set (SD1.5: l; SDXL: l and g; refiner: g). */
+struct fr_pipe_comp {
+  struct fr_ctx *c; /* the engine-wide compute context of the device */
+  struct fr_unet *unet;
+  struct fr_vae *vae;
+  float vae_scale; /* latent scaling factor (0.18215 SD1.x, 0.13025 SDXL) */
+  struct fr_clip *l, *g;
+  struct fr_tokenizer *tok;
+  struct fr_controlnet *cn;
+  /* private */
+  struct fr_checkpoint *ck;
+  struct fr__pctx *pc;
+};
+
+/* The component of object value v (of socket type `type`), loading it if this engine has not yet.
+ * Loading prints "flowrun: loading <what> from <path>" on stderr: the only time a checkpoint is opened.
+ * Errors are recorded on the node (fr_node_fail) and returned. */
+enum fr_status fr_pipe_get(struct fr_node_ctx *nc, const char *input, const char *type,
+                           struct fr_pipe_comp **out);
+/* The same for a ControlNet file named by path (ControlNet applications inside CONDITIONING). */
+enum fr_status fr_pipe_get_controlnet(struct fr_node_ctx *nc, const char *path, struct fr_pipe_comp **out);
+
+/* The compute context of the node's device (created on first use, kept by the engine). */
+enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out);
+
+/* Sampling shared by Sampler and Refiner (sampler.c). */
+struct fr_pipe_sample_args {
+  uint64_t seed;
+  int steps, start_step, end_step;
+  double cfg, denoise;
+  const char *sampler, *scheduler;
+  bool add_noise, leftover_noise;
+  const struct fr_tensor *noise; /* [B, 4, h, w] or NULL: seeded */
+};
+enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sample_args *a);
+
+extern const char *const fr_pipe_sampler_names[];
+
+#endif

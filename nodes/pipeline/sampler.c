@@ -1,0 +1,601 @@
+/* Sampler and Refiner: a UNet (plus ControlNets) wrapped into the denoiser the samplers of
+ * nodes/sampling/ integrate, with classifier-free guidance in one batch-2 forward.
+ *
+ * Latents are in the graph scaled by the VAE factor (ComfyUI's convention), which is the space the UNet
+ * works in, so the sampler uses them as they are. State is kept in VE space (x = x0 + sigma * eps), the
+ * UNet sees x / sqrt(sigma^2 + 1). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "nodes/pipeline/pipeline.h"
+#include "nodes/sampling/sampling.h"
+
+#define FR__N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+const char *const fr_pipe_sampler_names[] = {
+    "euler", "euler_ancestral", "heun",       "dpm_2", "lms", "dpmpp_2m", "dpmpp_2m_sde", "ddim",
+    "ddpm",  "uni_pc",          "uni_pc_bh2", "lcm",   NULL};
+
+#define FR__MAX_CTL 8
+
+struct fr__ctl {
+  int half; /* 0: uncond (negative), 1: cond (positive) */
+  struct fr_pipe_comp *cn;
+  struct fr_tensor *hint; /* device [B, 3, H, W] */
+  float strength;
+  double sigma_hi, sigma_lo; /* active while sigma_lo <= sigma <= sigma_hi */
+};
+
+struct fr__den {
+  struct fr_node_ctx *nc;
+  struct fr_pipe_comp *m;
+  struct fr_ctx *c;
+  int64_t B, per; /* batch, floats per sample */
+  int64_t C, h, w;
+  double cfg;
+  bool use_cfg;
+  int halves;                                /* 2 with CFG (uncond first, as diffusers), else 1 (cond only) */
+  struct fr_tensor *ctx[2], *te[2], *tid[2]; /* device, per half [B, ...] */
+  struct fr_tensor *ctx_all, *te_all, *tid_all; /* device, all halves concatenated */
+  struct fr__ctl ctl[FR__MAX_CTL];
+  int n_ctl;
+  bool xl; /* preview factors */
+  int steps;
+  struct fr_err err;
+};
+
+/* ---- conditioning ---- */
+
+/* Host tensor [B, ...] repeating the first row of t ([1, ...] or [B, ...]) so it has B rows; for the
+ * context also T repeated to T_out (a multiple of T) as ComfyUI does for prompts of different lengths. */
+static struct fr_tensor *fr__rows(const struct fr_tensor *t, int64_t B, int64_t T_out) {
+  int64_t T = t->ndim == 3 ? t->shape[1] : 1, D = t->shape[t->ndim - 1];
+  int64_t shape[3] = {B, T_out, D};
+  struct fr_tensor *o = t->ndim == 3 ? fr_tensor_f32(3, shape) : fr_tensor_f32(2, (int64_t[]){B, D});
+  if (!o)
+    return NULL;
+  for (int64_t b = 0; b < B; b++) {
+    int64_t sb = t->shape[0] == B ? b : 0;
+    for (int64_t r = 0; r < T_out; r++)
+      memcpy((float *)o->data + (b * T_out + r) * D, (const float *)t->data + (sb * T + r % T) * D,
+             (size_t)D * sizeof(float));
+  }
+  return o;
+}
+
+static int64_t fr__gcd(int64_t a, int64_t b) {
+  return b ? fr__gcd(b, a % b) : a;
+}
+
+static double fr__percent_to_sigma(const struct fr_model_sched *ms, double p) {
+  if (p <= 0)
+    return 1e30;
+  if (p >= 1)
+    return 0;
+  return fr_t_to_sigma(ms, (1.0 - p) * (FR_TRAIN_STEPS - 1));
+}
+
+/* Uploads one half's conditioning (and its ControlNet applications). */
+static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct fr_value *cond,
+                                     const char *what, int64_t T_out, const struct fr_model_sched *ms) {
+  struct fr_node_ctx *nc = d->nc;
+  const struct fr_unet_config *uc = &d->m->unet->cfg;
+  const struct fr_tensor *ctx = fr_value_get_tensor(cond, "context");
+  const struct fr_tensor *pooled = fr_value_get_tensor(cond, "pooled"),
+                         *tids = fr_value_get_tensor(cond, "time_ids");
+  if (ctx->shape[2] != uc->context_dim)
+    return fr_node_fail(nc, FR_E_SHAPE,
+                        "input '%s': text context width %lld does not fit this model (it expects %d): the "
+                        "conditioning comes from another checkpoint's text encoder",
+                        what, (long long)ctx->shape[2], uc->context_dim);
+  if (uc->adm_in_channels > 0 && (!pooled || !tids))
+    return fr_node_fail(
+        nc, FR_E_INVALID,
+        "input '%s': an SDXL model needs pooled text and size conditioning (TextEncode with an "
+        "SDXL checkpoint's CLIP)",
+        what);
+  struct fr_tensor *h = fr__rows(ctx, d->B, T_out);
+  d->ctx[half] = h ? fr_ctx_upload(d->c, h) : NULL;
+  fr_tensor_free(h);
+  if (uc->adm_in_channels > 0) {
+    h = fr__rows(pooled, d->B, 1);
+    d->te[half] = h ? fr_ctx_upload(d->c, h) : NULL;
+    fr_tensor_free(h);
+    h = fr__rows(tids, d->B, 1);
+    d->tid[half] = h ? fr_ctx_upload(d->c, h) : NULL;
+    fr_tensor_free(h);
+  }
+  if (!d->ctx[half] || (uc->adm_in_channels > 0 && (!d->te[half] || !d->tid[half])))
+    return fr_node_fail(nc, FR_E_NOMEM, "out of memory uploading the conditioning");
+  for (int k = 0;; k++) {
+    char name[64];
+    snprintf(name, sizeof name, "control.%d.path", k);
+    const char *path = fr_value_get_string(cond, name);
+    if (!path)
+      break;
+    if (d->n_ctl == FR__MAX_CTL)
+      return fr_node_fail(nc, FR_E_INVALID, "more than %d ControlNet applications", FR__MAX_CTL);
+    struct fr__ctl *ct = &d->ctl[d->n_ctl];
+    ct->half = half;
+    enum fr_status rc = fr_pipe_get_controlnet(nc, path, &ct->cn);
+    if (rc)
+      return rc;
+    snprintf(name, sizeof name, "control.%d.image", k);
+    const struct fr_tensor *im = fr_value_get_tensor(cond, name);
+    double vals[3] = {1, 0, 1};
+    const char *keys[3] = {"strength", "start", "end"};
+    for (int i = 0; i < 3; i++) {
+      snprintf(name, sizeof name, "control.%d.%s", k, keys[i]);
+      const char *s = fr_value_get_string(cond, name);
+      if (s)
+        sscanf(s, "%lf", &vals[i]);
+    }
+    if (!im || im->ndim != 4 || im->shape[1] != d->h * 8 || im->shape[2] != d->w * 8)
+      return fr_node_fail(nc, FR_E_SHAPE,
+                          "input '%s': ControlNet image %lldx%lld must be 8x the latent (%lldx%lld)", what,
+                          im ? (long long)im->shape[2] : 0LL, im ? (long long)im->shape[1] : 0LL,
+                          (long long)d->w * 8, (long long)d->h * 8);
+    int64_t H = im->shape[1], W = im->shape[2];
+    struct fr_tensor *hh = fr_tensor_f32(4, (int64_t[]){d->B, 3, H, W});
+    if (!hh)
+      return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+    for (int64_t b = 0; b < d->B; b++) /* [1, H, W, 3] -> [B, 3, H, W] */
+      for (int c = 0; c < 3; c++)
+        for (int64_t p = 0; p < H * W; p++)
+          ((float *)hh->data)[(b * 3 + c) * H * W + p] = ((const float *)im->data)[p * 3 + c];
+    ct->hint = fr_ctx_upload(d->c, hh);
+    fr_tensor_free(hh);
+    if (!ct->hint)
+      return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+    ct->strength = (float)vals[0];
+    ct->sigma_hi = fr__percent_to_sigma(ms, vals[1]);
+    ct->sigma_lo = fr__percent_to_sigma(ms, vals[2]);
+    d->n_ctl++;
+  }
+  return FR_OK;
+}
+
+static void fr__den_free(struct fr__den *d) {
+  for (int i = 0; i < 2; i++) {
+    fr_tensor_free(d->ctx[i]);
+    fr_tensor_free(d->te[i]);
+    fr_tensor_free(d->tid[i]);
+  }
+  fr_tensor_free(d->ctx_all);
+  fr_tensor_free(d->te_all);
+  fr_tensor_free(d->tid_all);
+  for (int i = 0; i < d->n_ctl; i++)
+    fr_tensor_free(d->ctl[i].hint);
+}
+
+static struct fr_tensor *fr__cat2(struct fr_ctx *c, struct fr_tensor *const *t, int n) {
+  if (n == 1)
+    return fr_copy(c, t[0]);
+  return fr_concat(c, (const struct fr_tensor *const *)t, n, 0);
+}
+
+/* ---- the denoiser ---- */
+
+/* ControlNet residuals for the whole batch (all halves) at this step, or an empty control. */
+static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xin_half,
+                                   const struct fr_tensor *tt, double sigma, struct fr_unet_control *all) {
+  struct fr_unet_control per[2];
+  memset(per, 0, sizeof per);
+  bool any[2] = {false, false};
+  memset(all, 0, sizeof *all);
+  int hoff = d->halves == 2 ? 0 : 1;
+  for (int i = 0; i < d->n_ctl; i++) {
+    struct fr__ctl *ct = &d->ctl[i];
+    int hi = ct->half - hoff;
+    if (hi < 0 || sigma > ct->sigma_hi * (1 + 1e-6) || sigma < ct->sigma_lo * (1 - 1e-6))
+      continue;
+    struct fr_unet_cond cc = {
+        .context = d->ctx[ct->half], .text_embeds = d->te[ct->half], .time_ids = d->tid[ct->half]};
+    struct fr_unet_control r;
+    memset(&r, 0, sizeof r);
+    enum fr_status rc =
+        fr_controlnet_forward(d->c, ct->cn->cn, xin_half, tt, &cc, ct->hint, ct->strength, &r, &d->err);
+    if (rc) {
+      fr_unet_control_free(&per[0]);
+      fr_unet_control_free(&per[1]);
+      return rc;
+    }
+    if (!any[hi]) {
+      per[hi] = r;
+      any[hi] = true;
+      continue;
+    }
+    for (int k = 0; k < r.n_down; k++)
+      fr_add_inplace(d->c, per[hi].down[k], r.down[k]);
+    fr_add_inplace(d->c, per[hi].mid, r.mid);
+    fr_unet_control_free(&r);
+  }
+  if (!any[0] && !any[1])
+    return FR_OK;
+  int ref = any[0] ? 0 : 1;
+  int nd = per[ref].n_down;
+  all->n_down = nd;
+  for (int k = 0; k <= nd; k++) {
+    struct fr_tensor *parts[2], *zero[2] = {NULL, NULL};
+    for (int h = 0; h < d->halves; h++) {
+      struct fr_tensor *src = k < nd ? per[h].down[k] : per[h].mid;
+      if (!any[h]) {
+        struct fr_tensor *like = k < nd ? per[ref].down[k] : per[ref].mid;
+        src = zero[h] = fr_affine(d->c, like, 0.0f, 0.0f);
+      }
+      parts[h] = src;
+    }
+    struct fr_tensor *cat = fr__cat2(d->c, parts, d->halves);
+    fr_tensor_free(zero[0]);
+    fr_tensor_free(zero[1]);
+    if (k < nd)
+      all->down[k] = cat;
+    else
+      all->mid = cat;
+  }
+  fr_unet_control_free(&per[0]);
+  fr_unet_control_free(&per[1]);
+  return fr_ctx_status(d->c, &d->err);
+}
+
+static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double sigma, double t, float *out) {
+  struct fr__den *d = user;
+  struct fr_ctx *c = d->c;
+  int64_t NB = d->B * d->halves;
+  float s = (float)(1.0 / sqrt(sigma * sigma + 1.0));
+  struct fr_tensor *hx = fr_tensor_f32(4, (int64_t[]){NB, d->C, d->h, d->w});
+  struct fr_tensor *ht = fr_tensor_f32(1, (int64_t[]){1});
+  if (!hx || !ht) {
+    fr_tensor_free(hx);
+    fr_tensor_free(ht);
+    return fr_errf(&d->err, FR_E_NOMEM, "out of memory");
+  }
+  for (int h = 0; h < d->halves; h++)
+    for (int64_t i = 0; i < n; i++)
+      ((float *)hx->data)[h * n + i] = x[i] * s;
+  ((float *)ht->data)[0] = (float)t;
+  struct fr_tensor *dx = fr_ctx_upload(c, hx), *dt = fr_ctx_upload(c, ht), *eps = NULL, *he = NULL;
+  fr_tensor_free(hx);
+  fr_tensor_free(ht);
+  struct fr_unet_control ctl;
+  memset(&ctl, 0, sizeof ctl);
+  enum fr_status rc = dx && dt ? FR_OK : fr_ctx_status(c, &d->err);
+  if (!rc && d->n_ctl) {
+    struct fr_tensor *xh = d->halves == 2 ? fr_slice(c, dx, 0, 0, d->B) : fr_copy(c, dx);
+    rc = xh ? fr__controls(d, xh, dt, sigma, &ctl) : fr_ctx_status(c, &d->err);
+    fr_tensor_free(xh);
+  }
+  if (!rc) {
+    struct fr_unet_cond cond = {.context = d->ctx_all, .text_embeds = d->te_all, .time_ids = d->tid_all};
+    rc = fr_unet_forward(c, d->m->unet, dx, dt, &cond, ctl.mid ? &ctl : NULL, &eps, &d->err);
+  }
+  if (!rc && !(he = fr_ctx_download(c, eps)))
+    rc = fr_ctx_status(c, &d->err);
+  fr_unet_control_free(&ctl);
+  fr_tensor_free(dx);
+  fr_tensor_free(dt);
+  fr_tensor_free(eps);
+  if (rc) {
+    fr_tensor_free(he);
+    fr_ctx_clear(c);
+    return rc ? rc : fr_errf(&d->err, FR_E_NOMEM, "out of memory");
+  }
+  const float *e = he->data;
+  for (int64_t i = 0; i < n; i++) {
+    double ep = d->halves == 2 ? e[i] + d->cfg * ((double)e[n + i] - e[i]) : e[i];
+    out[i] = (float)(x[i] - sigma * ep);
+  }
+  fr_tensor_free(he);
+  return FR_OK;
+}
+
+/* Latent -> RGB preview by a linear map of the 4 latent channels (the approximation ComfyUI's previews
+ * use; factors fitted for SD1.x and SDXL latents). [1, h, w, 3] of the first sample. */
+static const float fr__rgb_sd15[4][3] = {{0.3512f, 0.2297f, 0.3227f},
+                                         {0.3250f, 0.4974f, 0.2350f},
+                                         {-0.2829f, 0.1762f, 0.2721f},
+                                         {-0.2120f, -0.2616f, -0.7177f}};
+static const float fr__rgb_sdxl[4][3] = {{0.3651f, 0.4232f, 0.4341f},
+                                         {-0.2533f, -0.0042f, 0.1068f},
+                                         {0.1076f, 0.1111f, -0.0362f},
+                                         {-0.3165f, -0.2492f, -0.2188f}};
+static const float fr__bias_sdxl[3] = {0.1084f, -0.0175f, -0.0011f};
+
+static enum fr_status fr__progress(void *user, int step, int steps, const float *x, const float *den) {
+  struct fr__den *d = user;
+  (void)x;
+  struct fr_tensor *p = d->C == 4 ? fr_tensor_f32(4, (int64_t[]){1, d->h, d->w, 3}) : NULL;
+  if (p) {
+    int64_t hw = d->h * d->w;
+    for (int64_t i = 0; i < hw; i++)
+      for (int ch = 0; ch < 3; ch++) {
+        float v = d->xl ? fr__bias_sdxl[ch] : 0.0f;
+        for (int c = 0; c < 4; c++)
+          v += den[c * hw + i] * (d->xl ? fr__rgb_sdxl : fr__rgb_sd15)[c][ch];
+        v = (v + 1.0f) * 0.5f;
+        ((float *)p->data)[i * 3 + ch] = v < 0 ? 0 : v > 1 ? 1 : v;
+      }
+  }
+  enum fr_status rc = fr_node_progress(d->nc, step, steps, p);
+  fr_tensor_free(p);
+  return rc;
+}
+
+static bool fr__diffusers_spacing(const char *s) {
+  return !strcmp(s, "linspace") || !strcmp(s, "leading") || !strcmp(s, "trailing") ||
+         !strcmp(s, "linspace_karras");
+}
+
+enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sample_args *a) {
+  const struct fr_value *lv = fr_in(nc, "latent"), *pos = fr_in(nc, "positive"), *neg = fr_in(nc, "negative");
+  const struct fr_tensor *lat = lv ? fr_value_get_tensor(lv, "samples") : NULL;
+  if (!lat || lat->ndim != 4)
+    return fr_node_fail(nc, FR_E_INVALID, "input 'latent': expected a LATENT [B, 4, h, w]");
+  if (!pos || !fr_value_get_tensor(pos, "context"))
+    return fr_node_fail(nc, FR_E_INVALID, "input 'positive': no CONDITIONING connected");
+  if (!neg || !fr_value_get_tensor(neg, "context"))
+    return fr_node_fail(nc, FR_E_INVALID, "input 'negative': no CONDITIONING connected");
+  if (a->noise && !fr_tensor_same_shape(a->noise, lat)) {
+    char s1[64], s2[64];
+    return fr_node_fail(nc, FR_E_SHAPE, "input 'noise': shape %s differs from the latent's %s",
+                        fr_shape_str(a->noise, s1, sizeof s1), fr_shape_str(lat, s2, sizeof s2));
+  }
+  struct fr_pipe_comp *m;
+  enum fr_status rc = fr_pipe_get(nc, "model", FR_T_MODEL, &m);
+  if (rc)
+    return rc;
+  const struct fr_unet_config *uc = &m->unet->cfg;
+  if (lat->shape[1] != uc->in_channels)
+    return fr_node_fail(nc, FR_E_SHAPE, "input 'latent': %lld channels, the model takes %d",
+                        (long long)lat->shape[1], uc->in_channels);
+  int64_t mult = (int64_t)1 << (uc->levels - 1);
+  if (lat->shape[2] % mult || lat->shape[3] % mult)
+    return fr_node_fail(nc, FR_E_SHAPE,
+                        "input 'latent': %lldx%lld is not a multiple of %lld (the UNet's levels)",
+                        (long long)lat->shape[3], (long long)lat->shape[2], (long long)mult);
+
+  struct fr_model_sched *ms = fr_malloc(sizeof *ms);
+  struct fr_schedule *s = fr_malloc(sizeof *s);
+  struct fr_tensor *x = fr_tensor_to_f32(lat);
+  float *noise = NULL;
+  struct fr__den d = {.nc = nc, .m = m, .c = m->c, .cfg = a->cfg};
+  if (!ms || !s || !x) {
+    rc = fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+    goto done;
+  }
+  fr_model_sched_sd(ms);
+  bool spacing = fr__diffusers_spacing(a->scheduler);
+  const char *sname = !strcmp(a->sampler, "uni_pc_bh2") ? "uni_pc" : a->sampler;
+  struct fr_schedule_opts so = {
+      .steps_offset = !strcmp(a->scheduler, "leading") ? 1 : 0, /* SD's scheduler configs */
+      .final = spacing && !strcmp(sname, "ddim") ? FR_FINAL_SIGMA_MIN : FR_FINAL_ZERO,
+      .round_timesteps = spacing && (!strncmp(sname, "dpmpp", 5) || !strcmp(sname, "uni_pc")),
+  };
+  struct fr_err err = {{0}};
+  rc = fr_schedule_make(ms, a->scheduler, a->steps, a->denoise, &so, s, &err);
+  if (rc) {
+    rc = fr_node_fail(nc, rc, "%s", err.msg);
+    goto done;
+  }
+  int start = a->start_step < 0 ? 0 : a->start_step, end = a->end_step < s->steps ? a->end_step : s->steps;
+  if (start >= end) { /* nothing to do: the latent passes through, as ComfyUI's KSamplerAdvanced */
+    struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
+    x = NULL;
+    rc = v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+    goto done;
+  }
+  bool to_end = end == s->steps;
+  if (start > 0 || !to_end) {
+    int k = end - start;
+    memmove(s->sigmas, s->sigmas + start, (size_t)(k + 1) * sizeof(double));
+    memmove(s->timesteps, s->timesteps + start, (size_t)(k + 1) * sizeof(double));
+    s->steps = k;
+    if (!to_end && !a->leftover_noise) {
+      s->sigmas[k] = 0; /* finish the denoising early, ComfyUI's force_full_denoise */
+      s->timesteps[k] = 0;
+      to_end = true;
+    }
+  }
+  int64_t n = fr_tensor_numel(x);
+  if (a->add_noise) {
+    noise = fr_malloc((size_t)n * sizeof(float));
+    if (!noise) {
+      rc = fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+      goto done;
+    }
+    if (a->noise) {
+      struct fr_tensor *nf = fr_tensor_to_f32(a->noise);
+      if (!nf) {
+        rc = fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+        goto done;
+      }
+      memcpy(noise, nf->data, (size_t)n * sizeof(float));
+      fr_tensor_free(nf);
+    } else {
+      struct fr_torch_gen g;
+      fr_torch_gen_seed(&g, a->seed);
+      fr_torch_randn(&g, noise, n);
+    }
+    /* From the start of a full schedule: noise * sqrt(1 + sigma^2) (ComfyUI's max_denoise; diffusers'
+     * init_noise_sigma of its VP-space schedulers: DDIM, DDPM, DPM-Solver, UniPC, LCM, and of the
+     * k-diffusion ones with "leading" spacing); otherwise the latent plus noise at the first sigma
+     * (img2img, hand-offs). diffusers' Euler/Heun/LMS/KDPM2 schedulers with linspace or trailing spacing
+     * start at noise * sigma_max instead (their init_noise_sigma), so those diffusers spacings do too. */
+    double s0 = s->sigmas[0];
+    bool k_sampler = !strcmp(sname, "euler") || !strcmp(sname, "euler_ancestral") || !strcmp(sname, "heun") ||
+                     !strcmp(sname, "lms") || !strcmp(sname, "dpm_2");
+    bool sigma_start = spacing && strcmp(a->scheduler, "leading") != 0 && k_sampler;
+    double scale = start == 0 && a->denoise >= 1.0 && !sigma_start ? sqrt(1.0 + s0 * s0) : s0;
+    for (int64_t i = 0; i < n; i++)
+      ((float *)x->data)[i] += (float)(noise[i] * scale);
+  }
+  d.B = x->shape[0];
+  d.C = x->shape[1];
+  d.h = x->shape[2];
+  d.w = x->shape[3];
+  d.per = n / d.B;
+  d.use_cfg = a->cfg != 1.0;
+  d.halves = d.use_cfg ? 2 : 1;
+  d.xl = uc->adm_in_channels > 0;
+  {
+    const struct fr_tensor *cp = fr_value_get_tensor(pos, "context"),
+                           *cn = fr_value_get_tensor(neg, "context");
+    int64_t tp = cp->shape[1], tn = cn->shape[1];
+    int64_t T = d.use_cfg ? tp / fr__gcd(tp, tn) * tn : tp;
+    if (cp->ndim != 3 || cn->ndim != 3 || T > 77 * 64) {
+      rc = fr_node_fail(nc, FR_E_SHAPE, "conditioning: contexts of %lld and %lld tokens cannot be combined",
+                        (long long)tp, (long long)tn);
+      goto done;
+    }
+    if (d.use_cfg && (rc = fr__setup_half(&d, 0, neg, "negative", T, ms)))
+      goto done;
+    if ((rc = fr__setup_half(&d, 1, pos, "positive", T, ms)))
+      goto done;
+  }
+  {
+    int h0 = d.use_cfg ? 0 : 1;
+    d.ctx_all = fr__cat2(d.c, d.ctx + h0, d.halves);
+    if (d.te[1]) {
+      d.te_all = fr__cat2(d.c, d.te + h0, d.halves);
+      d.tid_all = fr__cat2(d.c, d.tid + h0, d.halves);
+    }
+    if ((rc = fr_ctx_status(d.c, &err))) {
+      fr_ctx_clear(d.c);
+      rc = fr_node_fail(nc, rc, "%s", err.msg);
+      goto done;
+    }
+  }
+  struct fr_sampler_io io = {.denoise = fr__denoise,
+                             .denoise_user = &d,
+                             .seed = a->seed,
+                             .progress = fr__progress,
+                             .progress_user = &d,
+                             .model = ms,
+                             .eta = 1.0,
+                             .uni_pc_variant = !strcmp(a->sampler, "uni_pc_bh2") ? 2 : 1};
+  rc = fr_sample(sname, &io, s, x->data, n, &err);
+  if (rc == FR_E_CANCELLED) {
+    rc = fr_node_fail(nc, rc, "cancelled");
+    goto done;
+  }
+  if (rc) {
+    rc = fr_node_fail(nc, rc, "%s", d.err.msg[0] ? d.err.msg : err.msg);
+    goto done;
+  }
+  /* A schedule that ends above sigma 0 (diffusers' DDIM with set_alpha_to_one=False) ends in VP space, as
+   * diffusers' latents do. */
+  double last = s->sigmas[s->steps];
+  if (to_end && last > 0)
+    for (int64_t i = 0; i < n; i++)
+      ((float *)x->data)[i] = (float)(((float *)x->data)[i] / sqrt(1.0 + last * last));
+  struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
+  x = NULL;
+  rc = v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+done:
+  fr__den_free(&d);
+  fr_tensor_free(x);
+  fr_free(noise);
+  fr_free(ms);
+  fr_free(s);
+  return rc;
+}
+
+/* ---- Sampler ---- */
+
+static enum fr_status fr__sampler_run(struct fr_node_ctx *nc) {
+  const struct fr_value *nv = fr_in_has(nc, "noise") ? fr_in(nc, "noise") : NULL;
+  struct fr_pipe_sample_args a = {
+      .seed = (uint64_t)fr_in_int(nc, "seed"),
+      .steps = (int)fr_in_int(nc, "steps"),
+      .start_step = (int)fr_in_int(nc, "start_step"),
+      .end_step = (int)fr_in_int(nc, "end_step"),
+      .cfg = fr_in_float(nc, "cfg"),
+      .denoise = fr_in_float(nc, "denoise"),
+      .sampler = fr_in_str(nc, "sampler"),
+      .scheduler = fr_in_str(nc, "scheduler"),
+      .add_noise = fr_in_bool(nc, "add_noise"),
+      .leftover_noise = fr_in_bool(nc, "return_with_leftover_noise"),
+      .noise = nv ? fr_value_get_tensor(nv, "samples") : NULL,
+  };
+  return fr_pipe_sample(nc, &a);
+}
+
+#define FR__COMMON_IN                                                                                          \
+  {"model", FR_T_MODEL, NULL, 0, -1, NULL, 0, "UNet from CheckpointLoader"},                                   \
+      {"positive", FR_T_CONDITIONING, NULL, 0, -1, NULL, 0, "what the image should show"},                     \
+      {"negative", FR_T_CONDITIONING, NULL, 0, -1, NULL, 0, "what it should not (the CFG unconditional)"},     \
+      {"latent", FR_T_LATENT, NULL, 0, -1, NULL, 0, "start latent (EmptyLatent, VAEEncode, a base's output)"}, \
+      {"seed",                                                                                                 \
+       FR_T_INT,                                                                                               \
+       "0",                                                                                                    \
+       0,                                                                                                      \
+       9007199254740991.0,                                                                                     \
+       NULL,                                                                                                   \
+       FR_IN_SEED,                                                                                             \
+       "noise seed: torch.randn on the CPU generator, as ComfyUI"},                                            \
+      {"steps", FR_T_INT, "20", 1, FR_MAX_STEPS, NULL, 0, "steps of the schedule"},                            \
+      {"cfg", FR_T_FLOAT, "7.0", 0, 100, NULL, 0, "classifier-free guidance scale (1: no guidance)"},          \
+      {"sampler", FR_T_ENUM, "euler", 0, -1, fr_pipe_sampler_names, 0, "sampler (ComfyUI's names)"}, {         \
+    "scheduler", FR_T_ENUM, "normal", 0, -1, fr_schedule_names, 0,                                             \
+        "sigma schedule (ComfyUI's, or diffusers' linspace/leading/trailing)"                                  \
+  }
+
+static const struct fr_input_spec fr__sampler_in[] = {
+    FR__COMMON_IN,
+    {"denoise", FR_T_FLOAT, "1.0", 0, 1, NULL, 0, "fraction of the schedule to run (img2img strength)"},
+    {"start_step", FR_T_INT, "0", 0, FR_MAX_STEPS, NULL, 0, "first step to run (hand-offs)"},
+    {"end_step", FR_T_INT, "10000", 0, 10000, NULL, 0, "step to stop at (exclusive)"},
+    {"add_noise", FR_T_BOOL, "true", 0, -1, NULL, 0, "add the seed's noise to the latent first"},
+    {"return_with_leftover_noise", FR_T_BOOL, "false", 0, -1, NULL, 0,
+     "stopping at end_step: return the still-noisy latent (for a refiner) instead of finishing"},
+    {"noise", FR_T_LATENT, NULL, 0, -1, NULL, FR_IN_OPTIONAL,
+     "unit-variance noise replacing the seeded draw"},
+};
+static const struct fr_output_spec fr__latent_out[] = {{"latent", FR_T_LATENT, "sampled latents"}};
+const struct fr_node_spec fr_node_sampler = {
+    "Sampler",
+    1,
+    "sampling",
+    "Denoises a latent with a model, positive and negative conditioning, a sampler and a schedule.",
+    fr__sampler_in,
+    FR__N(fr__sampler_in),
+    fr__latent_out,
+    FR__N(fr__latent_out),
+    0,
+    fr__sampler_run};
+
+/* ---- Refiner ---- */
+
+static enum fr_status fr__refiner_run(struct fr_node_ctx *nc) {
+  struct fr_pipe_sample_args a = {
+      .seed = (uint64_t)fr_in_int(nc, "seed"),
+      .steps = (int)fr_in_int(nc, "steps"),
+      .start_step = (int)fr_in_int(nc, "switch_step"),
+      .end_step = 10000,
+      .cfg = fr_in_float(nc, "cfg"),
+      .denoise = 1.0,
+      .sampler = fr_in_str(nc, "sampler"),
+      .scheduler = fr_in_str(nc, "scheduler"),
+      .add_noise = false,
+  };
+  return fr_pipe_sample(nc, &a);
+}
+static const struct fr_input_spec fr__refiner_in[] = {
+    FR__COMMON_IN,
+    {"switch_step", FR_T_INT, "16", 0, FR_MAX_STEPS, NULL, 0,
+     "step where the base stopped (its end_step); the refiner runs from here to the end"},
+};
+const struct fr_node_spec fr_node_refiner = {
+    "Refiner",
+    1,
+    "sampling",
+    "Finishes an SDXL base latent (returned with leftover noise) with the refiner from the switch step: "
+    "the \"ensemble of experts\" hand-off.",
+    fr__refiner_in,
+    FR__N(fr__refiner_in),
+    fr__latent_out,
+    FR__N(fr__latent_out),
+    0,
+    fr__refiner_run};

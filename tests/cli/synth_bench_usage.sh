@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# flowrun synth / bench: bad usage is exit 2 with a message naming the problem; nothing is written.
+# (Full-size synth and bench runs take minutes and gigabytes: they are run by hand, see BENCHMARKS.md.)
+set -u
+fail=0
+tmp="${FR_TEST_TMP:-/tmp}/cli_synth.$$"
+mkdir -p "$tmp"
+expect() { # expect CODE NEEDLE -- command...
+  local code=$1 needle=$2; shift 3
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" != "$code" ] || ! grep -q -- "$needle" <<<"$out"; then
+    echo "FAIL: $* -> exit $rc (want $code), output: $out"; fail=1
+  else
+    echo "ok: $* -> exit $rc: $(head -1 <<<"$out")"
+  fi
+}
+expect 2 "unknown architecture 'sd9'" -- "$FLOWRUN" synth sd9 "$tmp/x.safetensors"
+expect 2 "usage" -- "$FLOWRUN" synth sd15
+expect 2 "expected f32, f16 or bf16" -- "$FLOWRUN" synth sd15 "$tmp/x.safetensors" --dtype f8
+expect 2 "non-negative integer" -- "$FLOWRUN" synth sd15 "$tmp/x.safetensors" --seed abc
+expect 2 "unknown or incomplete option --bogus" -- "$FLOWRUN" synth sd15 "$tmp/x.safetensors" --bogus
+expect 1 "cannot create a temporary file" -- "$FLOWRUN" synth controlnet-sd15 "$tmp/no/dir/x.safetensors" --quiet
+expect 2 "unknown option --bogus" -- "$FLOWRUN" bench --bogus 1
+expect 2 "expected an integer >= 1" -- "$FLOWRUN" bench --runs 0
+expect 2 "unknown component 'gpu'" -- "$FLOWRUN" bench --only gpu
+expect 2 "unknown architecture" -- "$FLOWRUN" bench --arch sd9
+expect 1 "no such file" -- "$FLOWRUN" bench --ckpt "$tmp/missing.safetensors" --only vae
+expect 0 "skipped: needs --ckpt" -- "$FLOWRUN" bench --only vae
+if ls "$tmp" | grep -q .; then echo "FAIL: files left in $tmp: $(ls "$tmp")"; fail=1; fi
+rm -rf "$tmp"
+exit $fail

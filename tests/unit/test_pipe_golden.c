@@ -1,0 +1,150 @@
+/* Pipeline goldens: diffusers' SD1.5 (Euler, DDIM, seeded), ControlNet, SDXL base and refiner pipelines on
+ * the tiny fixture models, reproduced by running YAML graphs through the engine (what `flowrun` does) and
+ * comparing the saved final latents (and the decoded image where the golden has one).
+ *
+ * Tolerance 1e-3 of max|golden| (the fixtures' bound for multi-step pipelines): every step is an fp32 UNet
+ * evaluation whose ~1e-6 relative differences from PyTorch (summation order in GEMMs and convolutions)
+ * are amplified by CFG (x7.5) and carried through 5-6 steps; a semantic mistake (wrong noise scaling,
+ * padding token, time ids, VP/VE space) shows as 1e-2 or more. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/flowrun.h"
+#include "core/graph.h"
+#include "core/safetensors.h"
+#include "nodes/registry.h"
+#include "tests/test.h"
+
+#define TOL 1e-3
+
+struct pcase {
+  const char *name;   /* golden file stem */
+  const char *graph;  /* relative to the source root */
+  const char *latent; /* file SaveLatent writes */
+  const char *sets[12];
+  bool image; /* compare image.safetensors with the golden's decoded image */
+};
+
+static const struct pcase cases[] = {
+    {"sd15_pipe_euler",
+     "tests/pipe/sd15.yaml",
+     "latent.safetensors",
+     {"sampler=euler", "scheduler=linspace"},
+     true},
+    {"sd15_pipe_ddim",
+     "tests/pipe/sd15.yaml",
+     "latent.safetensors",
+     {"sampler=ddim", "scheduler=leading"},
+     true},
+    /* seed only: the shared graph as users run it */
+    {"sd15_pipe_seeded",
+     "graphs/sd15-txt2img.yaml",
+     "latent.safetensors",
+     {"ckpt=sd15-tiny.safetensors", "width=128", "height=128", "steps=5", "cfg=6", "seed=1234", "negative=",
+      "prompt=a photo of a cat", "sampler=euler", "scheduler=linspace", "latent_file=latent.safetensors"},
+     false},
+    {"controlnet_pipe", "tests/pipe/controlnet.yaml", "latent.safetensors", {NULL}, false},
+    {"sdxl_pipe", "tests/pipe/sdxl_base.yaml", "latent.safetensors", {NULL}, false},
+    {"sdxl_refiner_pipe", "tests/pipe/sdxl_refiner.yaml", "latent.safetensors", {NULL}, false},
+};
+
+static const float *get(const struct fr_safetensors *st, const char *name, int64_t *n) {
+  const struct fr_st_entry *e = st ? fr_st_find(st, name) : NULL;
+  if (!e || e->dtype != FR_F32)
+    return NULL;
+  *n = (int64_t)(e->nbytes / 4);
+  return e->data;
+}
+
+static void run_case(const struct pcase *pc, const char *fx, const char *src) {
+  char golden[4096], graph[4096], models[4096], gset[4200];
+  snprintf(golden, sizeof golden, "%s/golden/%s.safetensors", fx, pc->name);
+  snprintf(graph, sizeof graph, "%s/%s", src, pc->graph);
+  snprintf(models, sizeof models, "%s/models", fx);
+  snprintf(gset, sizeof gset, "%s", golden);
+  const char *out = fr_test_tmpdir(pc->name);
+  struct fr_override ov[16];
+  int n = 0;
+  for (int i = 0; i < 12 && pc->sets[i]; i++) {
+    static char buf[16][256];
+    snprintf(buf[n], sizeof buf[n], "%s", pc->sets[i]);
+    char *eq = strchr(buf[n], '=');
+    *eq = 0;
+    ov[n] = (struct fr_override){buf[n], eq + 1};
+    n++;
+  }
+  if (strcmp(pc->name, "sd15_pipe_seeded") != 0)
+    ov[n++] = (struct fr_override){"golden", gset};
+  const char *dirs[1] = {models};
+  struct fr_engine_opts eo = {.registry = fr_builtin_registry(),
+                              .no_cache = true,
+                              .model_dirs = dirs,
+                              .n_model_dirs = 1,
+                              .output_dir = out};
+  struct fr_engine *e = NULL;
+  struct fr_graph *g = NULL;
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_engine_new(&eo, &e, &err), &err);
+  if (!e)
+    return;
+  CHECK_OK(fr_engine_load(e, graph, ov, n, &g, &err), &err);
+  if (g) {
+    struct fr_run_summary sum;
+    CHECK_OK(fr_engine_run(e, g, &sum, &err), &err);
+    fr_graph_free(g);
+  }
+  fr_engine_free(e);
+
+  struct fr_safetensors *gs = NULL, *ls = NULL, *is = NULL;
+  char path[4200];
+  CHECK_OK(fr_st_open(golden, &gs, &err), &err);
+  snprintf(path, sizeof path, "%s/%s", out, pc->latent);
+  CHECK_OK(fr_st_open(path, &ls, &err), &err);
+  int64_t ng = 0, nl = 0;
+  const float *gl = get(gs, "latents_final", &ng), *ll = get(ls, "latent", &nl);
+  CHECKF(gl && ll && ng == nl, "%s: latents missing or of different sizes", pc->name);
+  if (gl && ll && ng == nl) {
+    double r = fr_test_rel_err(ll, gl, (long)nl);
+    printf("%-18s final latent: max|diff|/max|golden| = %.3g (tolerance %g)\n", pc->name, r, TOL);
+    CHECKF(r < TOL, "%s: latent error %g", pc->name, r);
+  }
+  if (pc->image) {
+    snprintf(path, sizeof path, "%s/image.safetensors", out);
+    CHECK_OK(fr_st_open(path, &is, &err), &err);
+    int64_t ngi = 0, ni = 0;
+    const float *gi = get(gs, "image", &ngi), *im = get(is, "image", &ni);
+    CHECKF(gi && im && ngi == ni, "%s: image missing or of different sizes", pc->name);
+    if (gi && im && ngi == ni) {
+      /* golden: decode [1, 3, H, W] in [-1, 1]; ours: IMAGE [1, H, W, 3] = clamp((x + 1) / 2) */
+      int64_t hw = ni / 3;
+      static float ref[3 * 256 * 256];
+      if (ni <= (int64_t)(sizeof ref / sizeof ref[0])) {
+        for (int64_t p = 0; p < hw; p++)
+          for (int c = 0; c < 3; c++) {
+            float v = (gi[c * hw + p] + 1.0f) * 0.5f;
+            ref[p * 3 + c] = v < 0 ? 0 : v > 1 ? 1 : v;
+          }
+        double r = fr_test_rel_err(im, ref, (long)ni);
+        printf("%-18s decoded image: max|diff|/max|golden| = %.3g (tolerance %g)\n", pc->name, r, TOL);
+        CHECKF(r < TOL, "%s: image error %g", pc->name, r);
+      }
+    }
+  }
+  fr_st_close(gs);
+  fr_st_close(ls);
+  fr_st_close(is);
+}
+
+int main(void) {
+  const char *fx = fr_test_fixtures();
+  if (!fx)
+    return fr_test_done();
+  const char *src = getenv("FR_SRC");
+  if (!src)
+    src = ".";
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    run_case(&cases[i], fx, src);
+  return fr_test_done();
+}
