@@ -4,8 +4,10 @@
  * its inputs and returns a NEW tensor that the caller frees with fr_tensor_free; inputs are never
  * modified unless the name ends in _inplace. Errors are sticky in the context: an op that fails
  * (shape mismatch, out of memory, device error) records the first error in the context and returns
- * NULL, and every op given a NULL input returns NULL at once. Model code therefore chains ops and
- * checks fr_ctx_status() once at the end of a block:
+ * NULL, and every op given a NULL input returns NULL at once. Once a context has failed, every op
+ * (and fr_ctx_weight/upload/download) returns NULL without computing until fr_ctx_clear(), so a
+ * failed UNet block costs nothing further. Model code therefore chains ops and checks
+ * fr_ctx_status() once at the end of a block:
  *
  *   struct fr_tensor *h = fr_group_norm(c, x, 32, gn_w, gn_b, 1e-5f, true);  // [B, C, H, W]
  *   struct fr_tensor *y = fr_conv2d(c, h, conv_w, conv_b, 1, 1);             // [B, O, H, W]
@@ -58,6 +60,11 @@ enum fr_dtype fr_ctx_dtype(const struct fr_ctx *c);
  * into an mmap'd file): converted to the compute dtype, uploaded when on a device. The result is
  * owned by the caller. */
 struct fr_tensor *fr_ctx_weight(struct fr_ctx *c, const struct fr_tensor *host);
+/* As fr_ctx_weight, but when host already is what the context computes with (F32 on the CPU, suitably
+ * aligned) the result BORROWS host's data instead of copying it: no second fp32 copy of an F32
+ * checkpoint. The caller keeps host's data (the mmap'd file) alive and unchanged for as long as the
+ * result is used. Otherwise (conversion or upload needed) it is exactly fr_ctx_weight. */
+struct fr_tensor *fr_ctx_weight_view(struct fr_ctx *c, const struct fr_tensor *host);
 /* Host F32 (or I32/I64 ids) tensor -> context tensor; context tensor -> new host F32 tensor. */
 struct fr_tensor *fr_ctx_upload(struct fr_ctx *c, const struct fr_tensor *host);
 struct fr_tensor *fr_ctx_download(struct fr_ctx *c, const struct fr_tensor *t);

@@ -13,6 +13,7 @@ int fr_cmd_version(int argc, char **argv);
 int fr_cmd_run(int argc, char **argv);      /* core/cli/cmd_run.c; also `flowrun GRAPH.yaml` */
 int fr_cmd_validate(int argc, char **argv); /* core/cli/cmd_validate.c */
 int fr_cmd_nodes(int argc, char **argv);    /* core/cli/cmd_nodes.c */
+int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int fr_cmd_cache(int argc, char **argv); /* core/cli/cmd_cache.c */
 
 #endif

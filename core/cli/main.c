@@ -11,6 +11,7 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"run", "run a workflow: GRAPH.yaml or a PICTURE.png made by flowrun", fr_cmd_run},
     {"validate", "check a workflow without running it", fr_cmd_validate},
     {"nodes", "list the node types (--json: the editor's schema)", fr_cmd_nodes},
+    {"tokenize", "print the CLIP token ids of a prompt", fr_cmd_tokenize},
     {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
 };
 

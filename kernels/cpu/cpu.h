@@ -1,0 +1,95 @@
+/* CPU backend internals: the backend context, the worker pool and the kernels' entry points.
+ * Only the files in kernels/cpu/ include this; everything else reaches the CPU through kernels/backend.h. */
+#ifndef FR_KERNELS_CPU_H
+#define FR_KERNELS_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+
+/* ---- worker pool (pool.c) ----
+ * A fixed set of threads that run one parallel loop at a time. The calling thread takes part, so a pool
+ * of n threads starts n - 1 workers. Not re-entrant: a task must not call fr_cpu_parallel itself. */
+struct fr_cpu_pool;
+/* Starts up to threads - 1 workers (fewer if pthread_create fails: the pool still works). NULL: no memory. */
+struct fr_cpu_pool *fr_cpu_pool_new(int threads);
+void fr_cpu_pool_free(struct fr_cpu_pool *p);
+int fr_cpu_pool_threads(const struct fr_cpu_pool *p);
+/* Calls fn(arg, begin, end, part) over disjoint ranges covering [0, n), in parallel; returns when all are
+ * done. part (0 .. threads-1) is unique among the concurrent calls, for per-thread scratch. A range has at
+ * least min_chunk items (so small loops run on the caller alone). */
+typedef void (*fr_cpu_task_fn)(void *arg, int64_t begin, int64_t end, int part);
+void fr_cpu_parallel(struct fr_cpu_pool *p, int64_t n, int64_t min_chunk, fr_cpu_task_fn fn, void *arg);
+
+/* ---- vector math (vec.c): hot fp32 loops, vectorised for the running CPU ---- */
+struct fr_cpu_vec {
+  float (*exp_sum)(float *x, int64_t n, float m); /* x = exp(x - m) in place; returns the sum */
+  float (*max)(const float *x, int64_t n);        /* n >= 1 */
+  void (*silu)(float *y, const float *x, int64_t n, float alpha); /* x * sigmoid(alpha x) */
+  void (*gelu)(float *y, const float *x, int64_t n);              /* erf GELU */
+  void (*geglu)(float *y, const float *h, const float *g, int64_t n);
+  void (*affine_silu)(float *y, const float *x, int64_t n, float sc, float sh, int silu);
+  void (*scale)(float *x, int64_t n, float s);
+};
+/* The fastest implementation this CPU supports (AVX2+FMA or baseline); never NULL. */
+const struct fr_cpu_vec *fr_cpu_vec(void);
+/* Every implementation built in (baseline first), so tests can check each one whatever the CPU picks.
+ * Returns the count (1 or 2) and fills out (room for 2). */
+int fr_cpu_vec_all(const struct fr_cpu_vec **out);
+
+/* ---- backend context (backend.c) ---- */
+struct fr_cpu {
+  struct fr_cpu_pool *pool;
+  int threads;
+  /* Scratch reused across ops (im2col columns, attention scores) so hot loops do not allocate. */
+  float *scratch;
+  size_t scratch_n; /* floats */
+};
+/* A scratch buffer of at least n floats, valid until the next call; NULL when out of memory. */
+float *fr_cpu_scratch(struct fr_cpu *cpu, size_t n);
+
+/* ---- kernels (gemm.c, norm.c, eltwise.c): the backend's op entry points ---- */
+enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err);
+enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a,
+                             const struct fr_tensor *bm, struct fr_err *err);
+enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
+                             struct fr_err *err);
+enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_tensor *q,
+                                const struct fr_tensor *k, const struct fr_tensor *v, int heads, bool causal,
+                                struct fr_err *err);
+enum fr_status fr_cpu_group_norm(void *b, struct fr_tensor *y, const struct fr_tensor *x, int groups,
+                                 const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
+                                 bool silu, struct fr_err *err);
+enum fr_status fr_cpu_layer_norm(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                 const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
+                                 struct fr_err *err);
+enum fr_status fr_cpu_softmax(void *b, struct fr_tensor *y, const struct fr_tensor *x, struct fr_err *err);
+/* Softmax of `rows` rows of n floats in place (row max subtracted, fp32), on the pool. */
+void fr_cpu_softmax_rows(struct fr_cpu *cpu, float *x, int64_t rows, int64_t n);
+enum fr_status fr_cpu_unary(void *b, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x,
+                            float p0, float p1, struct fr_err *err);
+enum fr_status fr_cpu_geglu(void *b, struct fr_tensor *y, const struct fr_tensor *x, struct fr_err *err);
+enum fr_status fr_cpu_binary(void *b, enum fr_binary_op op, struct fr_tensor *y, const struct fr_tensor *a,
+                             const struct fr_tensor *bt, const struct fr_bcast *bc, struct fr_err *err);
+enum fr_status fr_cpu_concat(void *b, struct fr_tensor *y, const struct fr_tensor *const *xs, int n, int dim,
+                             struct fr_err *err);
+enum fr_status fr_cpu_slice(void *b, struct fr_tensor *y, const struct fr_tensor *x, int dim, int64_t start,
+                            struct fr_err *err);
+enum fr_status fr_cpu_permute(void *b, struct fr_tensor *y, const struct fr_tensor *x, const int *perm,
+                              struct fr_err *err);
+enum fr_status fr_cpu_pad2d(void *b, struct fr_tensor *y, const struct fr_tensor *x, int left, int top,
+                            float value, struct fr_err *err);
+enum fr_status fr_cpu_upsample_nearest2x(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                         struct fr_err *err);
+enum fr_status fr_cpu_embedding(void *b, struct fr_tensor *y, const struct fr_tensor *ids,
+                                const struct fr_tensor *table, struct fr_err *err);
+enum fr_status fr_cpu_gather_rows(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                  const int64_t *index, struct fr_err *err);
+enum fr_status fr_cpu_timestep_embedding(void *b, struct fr_tensor *y, const struct fr_tensor *t,
+                                         bool flip_sin_to_cos, float downscale_freq_shift, float max_period,
+                                         struct fr_err *err);
+
+#endif

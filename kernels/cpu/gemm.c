@@ -1,0 +1,250 @@
+/* GEMM-shaped ops on the CPU: linear, matmul, conv2d (im2col + sgemm) and attention (QK^T sgemm, fp32
+ * softmax, PV sgemm, tiled over query blocks). OpenBLAS threads the sgemms; the pool threads the rest. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu.h"
+
+/* Scratch budgets in floats: the im2col columns of one chunk of output rows, the scores of one block of
+ * queries. Small enough to stay near the caches, large enough that each sgemm is big. */
+#define FR__IM2COL_BUDGET ((size_t)4 << 20)
+#define FR__ATTN_BUDGET ((size_t)1 << 18)
+
+struct fr__fill_rows {
+  float *y;
+  const float *v;
+  int64_t cols; /* row r of y (rows x cols) = v[r % period] broadcast, or v[0..cols) when per_col */
+  int64_t period;
+  int per_col;
+};
+
+static void fr__fill_rows_task(void *argp, int64_t r0, int64_t r1, int part) {
+  const struct fr__fill_rows *a = argp;
+  for (int64_t r = r0; r < r1; r++) {
+    float *row = a->y + r * a->cols;
+    if (a->per_col) {
+      memcpy(row, a->v, (size_t)a->cols * sizeof(float));
+    } else {
+      float v = a->v[r % a->period];
+      for (int64_t j = 0; j < a->cols; j++)
+        row[j] = v;
+    }
+  }
+}
+
+enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err) {
+  struct fr_cpu *cpu = b;
+  int64_t K = w->shape[1], N = w->shape[0], M = fr_tensor_numel(x) / (K ? K : 1);
+  if (M == 0 || N == 0)
+    return FR_OK;
+  float beta = 0.0f;
+  if (bias) { /* y = bias, then y += x w^T */
+    struct fr__fill_rows f = {y->data, bias->data, N, 0, 1};
+    fr_cpu_parallel(cpu->pool, M, 64, fr__fill_rows_task, &f);
+    beta = 1.0f;
+  }
+  if (K == 0) {
+    if (!bias)
+      memset(y->data, 0, (size_t)(M * N) * sizeof(float));
+    return FR_OK;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x->data, (int)K, w->data,
+              (int)K, beta, y->data, (int)N);
+  return FR_OK;
+}
+
+enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a,
+                             const struct fr_tensor *bm, struct fr_err *err) {
+  int nd = a->ndim;
+  int64_t M = a->shape[nd - 2], K = a->shape[nd - 1], N = bm->shape[nd - 1];
+  if (fr_tensor_numel(y) == 0)
+    return FR_OK;
+  int64_t batch = fr_tensor_numel(y) / (M * N);
+  if (K == 0) {
+    memset(y->data, 0, fr_tensor_nbytes(y));
+    return FR_OK;
+  }
+  for (int64_t i = 0; i < batch; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f,
+                (const float *)a->data + i * M * K, (int)K, (const float *)bm->data + i * K * N, (int)N, 0.0f,
+                (float *)y->data + i * M * N, (int)N);
+  return FR_OK;
+}
+
+/* im2col of output rows [oh0, oh0 + rows) of one image: cols[(c, ki, kj), (oh - oh0) * Wo + ow]. */
+struct fr__im2col {
+  const float *x; /* [C, H, W] */
+  float *cols;    /* [C*kh*kw, rows*Wo] */
+  int64_t C, H, W, kh, kw, Wo, oh0, rows;
+  int stride, pad;
+};
+
+static void fr__im2col_task(void *argp, int64_t r0, int64_t r1, int part) {
+  const struct fr__im2col *a = argp;
+  int64_t ld = a->rows * a->Wo;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t c = r / (a->kh * a->kw), ki = (r / a->kw) % a->kh, kj = r % a->kw;
+    const float *xc = a->x + c * a->H * a->W;
+    float *dst = a->cols + r * ld;
+    for (int64_t i = 0; i < a->rows; i++, dst += a->Wo) {
+      int64_t ih = (a->oh0 + i) * a->stride - a->pad + ki;
+      if (ih < 0 || ih >= a->H) {
+        memset(dst, 0, (size_t)a->Wo * sizeof(float));
+        continue;
+      }
+      const float *src = xc + ih * a->W;
+      if (a->stride == 1) {
+        /* iw = ow - pad + kj: valid ow in [lo, hi) */
+        int64_t lo = a->pad - kj, hi = a->W + a->pad - kj;
+        if (lo < 0)
+          lo = 0;
+        if (hi > a->Wo)
+          hi = a->Wo;
+        if (hi < lo)
+          hi = lo;
+        for (int64_t ow = 0; ow < lo; ow++)
+          dst[ow] = 0.0f;
+        if (hi > lo)
+          memcpy(dst + lo, src + lo - a->pad + kj, (size_t)(hi - lo) * sizeof(float));
+        for (int64_t ow = hi; ow < a->Wo; ow++)
+          dst[ow] = 0.0f;
+      } else {
+        for (int64_t ow = 0; ow < a->Wo; ow++) {
+          int64_t iw = ow * a->stride - a->pad + kj;
+          dst[ow] = iw >= 0 && iw < a->W ? src[iw] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
+                             struct fr_err *err) {
+  struct fr_cpu *cpu = b;
+  int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+  int64_t Ho = y->shape[2], Wo = y->shape[3], P = Ho * Wo, K = C * kh * kw;
+  if (B == 0 || O == 0 || P == 0)
+    return FR_OK;
+  float beta = 0.0f;
+  if (bias) { /* y[b, o, :] = bias[o], then y += W cols */
+    struct fr__fill_rows f = {y->data, bias->data, P, O, 0};
+    fr_cpu_parallel(cpu->pool, B * O, 16, fr__fill_rows_task, &f);
+    beta = 1.0f;
+  } else if (K == 0) {
+    memset(y->data, 0, fr_tensor_nbytes(y));
+  }
+  if (K == 0)
+    return FR_OK;
+  bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0; /* x[b] already is [C, H*W] */
+  int64_t rows = Ho;
+  float *cols = NULL;
+  if (!direct) {
+    rows = (int64_t)(FR__IM2COL_BUDGET / (size_t)(K * Wo));
+    if (rows < 1)
+      rows = 1;
+    if (rows > Ho)
+      rows = Ho;
+    cols = fr_cpu_scratch(cpu, (size_t)(K * rows * Wo));
+    if (!cols) {
+      return fr_errf(err, FR_E_NOMEM, "out of memory for im2col scratch [%lld, %lld]", (long long)K,
+                     (long long)(rows * Wo));
+    }
+  }
+  for (int64_t bi = 0; bi < B; bi++) {
+    const float *xb = (const float *)x->data + bi * C * H * W;
+    float *yb = (float *)y->data + bi * O * P;
+    if (direct) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)C, 1.0f, w->data, (int)C,
+                  xb, (int)P, beta, yb, (int)P);
+      continue;
+    }
+    for (int64_t oh0 = 0; oh0 < Ho; oh0 += rows) {
+      int64_t r = Ho - oh0 < rows ? Ho - oh0 : rows;
+      struct fr__im2col a = {xb, cols, C, H, W, kh, kw, Wo, oh0, r, stride, pad};
+      fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)(r * Wo), (int)K, 1.0f, w->data,
+                  (int)K, cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);
+    }
+  }
+  return FR_OK;
+}
+
+/* Attention work is split into tasks of (batch, head, block of qb queries), run in parallel on the pool,
+ * each with its own scores buffer of qb x Tk floats sized to stay in the core's cache. Inside a task the
+ * sgemms run single-threaded (the parallelism is across tasks), so OpenBLAS is set to one thread for the
+ * duration. Softmax normalisation is folded into the output: P is left unnormalised, and the [qb, D] result
+ * rows are scaled by 1/sum after PV, which saves a pass over the scores. */
+struct fr__attn {
+  const float *q, *k, *v;
+  float *y, *scratch; /* scratch: per part, qb * Tk scores + qb row sums */
+  int64_t Tq, Tk, HD, D, heads, qb, nblk;
+  float scale;
+  bool causal;
+};
+
+static void fr__attn_task(void *argp, int64_t t0, int64_t t1, int part) {
+  const struct fr__attn *a = argp;
+  const struct fr_cpu_vec *vec = fr_cpu_vec();
+  float *s = a->scratch + (size_t)part * (size_t)(a->qb * a->Tk + a->qb);
+  float *inv = s + a->qb * a->Tk;
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t blk = t % a->nblk, h = (t / a->nblk) % a->heads, bi = t / a->nblk / a->heads;
+    int64_t q0 = blk * a->qb, n = a->Tq - q0 < a->qb ? a->Tq - q0 : a->qb, Tk = a->Tk, HD = a->HD;
+    const float *qp = a->q + (bi * a->Tq + q0) * HD + h * a->D;
+    const float *kp = a->k + bi * Tk * HD + h * a->D;
+    const float *vp = a->v + bi * Tk * HD + h * a->D;
+    float *yp = a->y + (bi * a->Tq + q0) * HD + h * a->D;
+    /* S [n, Tk] = scale * Q K^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)a->D, a->scale, qp, (int)HD,
+                kp, (int)HD, 0.0f, s, (int)Tk);
+    for (int64_t i = 0; i < n; i++) {
+      float *row = s + i * Tk;
+      int64_t valid = a->causal ? q0 + i + 1 : Tk; /* query q0+i sees keys <= q0+i */
+      if (valid > Tk)
+        valid = Tk;
+      for (int64_t j = valid; j < Tk; j++)
+        row[j] = 0.0f;
+      float m = vec->max(row, valid);
+      inv[i] = 1.0f / vec->exp_sum(row, valid, m);
+    }
+    /* Y [n, D] = P V, then each row / its sum */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)a->D, (int)Tk, 1.0f, s, (int)Tk, vp,
+                (int)HD, 0.0f, yp, (int)HD);
+    for (int64_t i = 0; i < n; i++)
+      vec->scale(yp + i * HD, a->D, inv[i]);
+  }
+}
+
+enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_tensor *q,
+                                const struct fr_tensor *k, const struct fr_tensor *v, int heads, bool causal,
+                                struct fr_err *err) {
+  struct fr_cpu *cpu = b;
+  int64_t B = q->shape[0], Tq = q->shape[1], HD = q->shape[2], Tk = k->shape[1], D = HD / heads;
+  if (B == 0 || Tq == 0 || HD == 0)
+    return FR_OK;
+  int64_t qb = (int64_t)(FR__ATTN_BUDGET / (size_t)Tk);
+  if (qb < 8)
+    qb = 8;
+  if (qb > Tq)
+    qb = Tq;
+  int64_t nblk = (Tq + qb - 1) / qb, tasks = B * heads * nblk;
+  int parts = cpu->threads;
+  float *s = fr_cpu_scratch(cpu, (size_t)parts * (size_t)(qb * Tk + qb));
+  if (!s)
+    return fr_errf(err, FR_E_NOMEM, "out of memory for attention scores %d x [%lld, %lld]", parts,
+                   (long long)qb, (long long)Tk);
+  struct fr__attn a = {
+      q->data, k->data, v->data, y->data, s, Tq, Tk, HD, D, heads, qb, nblk, 1.0f / sqrtf((float)D), causal};
+  if (parts > 1 && tasks > 1) {
+    openblas_set_num_threads(1);
+    fr_cpu_parallel(cpu->pool, tasks, 1, fr__attn_task, &a);
+    openblas_set_num_threads(cpu->threads);
+  } else {
+    fr__attn_task(&a, 0, tasks, 0);
+  }
+  return FR_OK;
+}

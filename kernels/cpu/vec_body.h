@@ -1,0 +1,123 @@
+/* Vectorisable fp32 math loops, included twice by vec.c: once compiled for AVX2+FMA and once for the
+ * baseline ISA, each with its own FR__V(name) suffix. The loops are branch-free and work on blocks of 8
+ * so the compiler vectorises them (including the sums) without -ffast-math. No include guard on purpose. */
+
+/* exp(x) for fp32: range reduction x = n ln2 + r (|r| <= ln2/2, ln2 split in two parts), Cephes' degree-5
+ * minimax polynomial for exp(r), and 2^n built in the exponent bits. About 1 ulp of error over the range;
+ * inputs below -87.3 (including -inf from masks) give exactly 0, inputs above 88.3 are clamped. */
+static inline float FR__V(exp1)(float x) {
+  float xc = x > 88.3f ? 88.3f : x;
+  xc = xc < -87.3f ? -87.3f : xc;
+  float n = xc * 1.44269504088896341f;
+  n = (n + 12582912.0f) - 12582912.0f; /* round to nearest integer (1.5 * 2^23 trick) */
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float r2 = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r2 + r + 1.0f;
+  union {
+    int32_t i;
+    float f;
+  } s;
+  s.i = ((int32_t)n + 127) * (1 << 23);
+  return x < -87.3f ? 0.0f : p * s.f;
+}
+
+/* erf(x), Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with the odd symmetry. */
+static inline float FR__V(erf1)(float x) {
+  float a = x < 0 ? -x : x;
+  float t = 1.0f / (1.0f + 0.3275911f * a);
+  float p = 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  float e = 1.0f - p * t * FR__V(exp1)(-a * a);
+  return x < 0 ? -e : e;
+}
+
+/* x[j] = exp(x[j] - m) for j < n; returns the sum of the new values (8 partial sums). */
+static float FR__V(exp_sum)(float *x, int64_t n, float m) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int k = 0; k < 8; k++) {
+      float v = FR__V(exp1)(x[j + k] - m);
+      x[j + k] = v;
+      acc[k] += v;
+    }
+  }
+  float s = 0;
+  for (; j < n; j++) {
+    x[j] = FR__V(exp1)(x[j] - m);
+    s += x[j];
+  }
+  for (int k = 0; k < 8; k++)
+    s += acc[k];
+  return s;
+}
+
+/* max of x[0..n) (n >= 1). GCC vector extensions: the compiler will not turn a float max reduction into
+ * vector code by itself without -ffinite-math-only. */
+static float FR__V(max)(const float *x, int64_t n) {
+  typedef float v8f __attribute__((vector_size(32)));
+  typedef int32_t v8i __attribute__((vector_size(32)));
+  v8f acc = {x[0], x[0], x[0], x[0], x[0], x[0], x[0], x[0]};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    v8f v;
+    memcpy(&v, x + j, sizeof v);
+    v8i gt = v > acc;
+    acc = (v8f)(((v8i)v & gt) | ((v8i)acc & ~gt));
+  }
+  float m = x[0];
+  for (; j < n; j++)
+    m = x[j] > m ? x[j] : m;
+  for (int k = 0; k < 8; k++)
+    m = acc[k] > m ? acc[k] : m;
+  return m;
+}
+
+/* y = x * sigmoid(alpha x): SiLU (alpha 1) and QuickGELU (alpha 1.702). */
+static void FR__V(silu)(float *y, const float *x, int64_t n, float alpha) {
+  for (int64_t j = 0; j < n; j++)
+    y[j] = x[j] / (1.0f + FR__V(exp1)(-alpha * x[j]));
+}
+
+static void FR__V(gelu)(float *y, const float *x, int64_t n) {
+  for (int64_t j = 0; j < n; j++)
+    y[j] = 0.5f * x[j] * (1.0f + FR__V(erf1)(x[j] * 0.70710678118654752f));
+}
+
+static void FR__V(geglu)(float *y, const float *h, const float *g, int64_t n) {
+  for (int64_t j = 0; j < n; j++)
+    y[j] = h[j] * (0.5f * g[j] * (1.0f + FR__V(erf1)(g[j] * 0.70710678118654752f)));
+}
+
+/* y = x * sc + sh, then SiLU when silu is set (GroupNorm's per-channel affine). */
+static void FR__V(affine_silu)(float *y, const float *x, int64_t n, float sc, float sh, int silu) {
+  if (silu) {
+    for (int64_t j = 0; j < n; j++) {
+      float v = x[j] * sc + sh;
+      y[j] = v / (1.0f + FR__V(exp1)(-v));
+    }
+  } else {
+    for (int64_t j = 0; j < n; j++)
+      y[j] = x[j] * sc + sh;
+  }
+}
+
+/* x *= s */
+static void FR__V(scale)(float *x, int64_t n, float s) {
+  for (int64_t j = 0; j < n; j++)
+    x[j] *= s;
+}
+
+static const struct fr_cpu_vec FR__V(table) = {
+    FR__V(exp_sum), FR__V(max), FR__V(silu), FR__V(gelu), FR__V(geglu), FR__V(affine_silu), FR__V(scale),
+};

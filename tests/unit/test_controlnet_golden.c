@@ -1,0 +1,135 @@
+/* ControlNet golden (../shared/fixtures/golden/controlnet): residuals down0..down11 and mid for x, ctx and
+ * the conditioning image at t = 500 (controlnet.json), from both ControlNet layouts (original
+ * control_model.* file and the diffusers folder), and the SD1.5 UNet's eps with those residuals added.
+ * Tolerance: max|diff| / max|golden| <= 1e-4 per tensor (fixtures README: fp32 implementations differ by
+ * summation order only, ~1e-6; a missing stride, activation or scale gives errors of 1e-2 and more). */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/safetensors.h"
+#include "kernels/ops.h"
+#include "nodes/models/controlnet.h"
+#include "nodes/models/unet.h"
+#include "tests/test.h"
+
+#define TOL 1e-4
+
+static struct fr_tensor *golden(struct fr_ctx *c, const struct fr_safetensors *g, const char *name) {
+  const struct fr_st_entry *e = fr_st_find(g, name);
+  CHECKF(e != NULL, "golden tensor %s missing", name);
+  if (!e)
+    return NULL;
+  struct fr_tensor *v = fr_st_view(e), *h = v ? fr_tensor_to_f32(v) : NULL;
+  struct fr_tensor *t = h ? fr_ctx_upload(c, h) : NULL;
+  fr_tensor_free(v);
+  fr_tensor_free(h);
+  return t;
+}
+
+static void compare(struct fr_ctx *c, const char *what, const char *name, const struct fr_tensor *got,
+                    const struct fr_tensor *want) {
+  struct fr_tensor *h = got ? fr_ctx_download(c, got) : NULL;
+  CHECKF(h && want && fr_tensor_same_shape(h, want), "%s %s: missing or wrong shape", what, name);
+  if (h && want && fr_tensor_same_shape(h, want)) {
+    double e = fr_test_rel_err(h->data, want->data, (long)fr_tensor_numel(want));
+    printf("%s %s: max|diff|/max|golden| = %.3g (tolerance %g)\n", what, name, e, TOL);
+    CHECKF(e <= TOL, "%s %s: error %.3g > %g", what, name, e, TOL);
+  }
+  fr_tensor_free(h);
+}
+
+int main(void) {
+  const char *fx = fr_test_fixtures();
+  if (!fx)
+    return fr_test_done();
+  struct fr_err err = {{0}};
+  struct fr_ctx *c = NULL;
+  CHECK_OK(fr_ctx_new(&(struct fr_ctx_opts){.device = "cpu", .dtype = FR_F32}, &c, &err), &err);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/golden/controlnet.safetensors", fx);
+  struct fr_safetensors *g = NULL;
+  CHECK_OK(fr_st_open(path, &g, &err), &err);
+  snprintf(path, sizeof path, "%s/models/sd15-tiny.safetensors", fx);
+  struct fr_checkpoint *uck = NULL;
+  struct fr_unet *u = NULL;
+  CHECK_OK(fr_checkpoint_open(path, &uck, &err), &err);
+  if (uck)
+    CHECK_OK(fr_unet_load(c, uck, &u, &err), &err);
+  if (!g || !u || !c)
+    goto done;
+  struct fr_tensor *x = golden(c, g, "x"), *ctx = golden(c, g, "ctx"), *hint = golden(c, g, "cond");
+  struct fr_tensor *want_eps = golden(c, g, "unet_eps_with_control");
+  float tv = 500.0f; /* controlnet.json: "t": 500 */
+  struct fr_tensor *th = fr_tensor_view(FR_F32, 1, (const int64_t[]){1}, &tv);
+  struct fr_tensor *t = th ? fr_ctx_upload(c, th) : NULL;
+  fr_tensor_free(th);
+  struct fr_unet_cond cond = {.context = ctx};
+
+  /* The UNet with the golden residuals (independent of the ControlNet code). */
+  struct fr_unet_control gold = {.n_down = 12};
+  for (int i = 0; i < 12; i++) {
+    char n[16];
+    snprintf(n, sizeof n, "down%d", i);
+    gold.down[i] = golden(c, g, n);
+  }
+  gold.mid = golden(c, g, "mid");
+  struct fr_tensor *eps = NULL;
+  CHECK_OK(fr_unet_forward(c, u, x, t, &cond, &gold, &eps, &err), &err);
+  compare(c, "unet + golden residuals", "unet_eps_with_control", eps, want_eps);
+  fr_tensor_free(eps);
+
+  const char *models[] = {"controlnet-tiny.safetensors", "controlnet-tiny"};
+  for (int m = 0; m < 2; m++) {
+    snprintf(path, sizeof path, "%s/models/%s", fx, models[m]);
+    struct fr_checkpoint *ck = NULL;
+    struct fr_controlnet *cn = NULL;
+    CHECK_OK(fr_checkpoint_open(path, &ck, &err), &err);
+    if (ck)
+      CHECK_OK(fr_controlnet_load(c, ck, &cn, &err), &err);
+    if (cn) {
+      printf("%s: %d hint convs (hint %dx the latent, %d channels), %d levels, %d skips\n", models[m],
+             cn->n_hint, cn->hint_downscale, cn->hint_channels, cn->cfg.levels, fr_unet_num_skips(&cn->cfg));
+      CHECK(cn->n_hint == 8 && cn->hint_downscale == 8 && cn->hint_channels == 3);
+      struct fr_unet_control ctl;
+      CHECK_OK(fr_controlnet_forward(c, cn, x, t, &cond, hint, 1.0f, &ctl, &err), &err);
+      CHECK(ctl.n_down == 12);
+      for (int i = 0; i < ctl.n_down && i < 12; i++) {
+        char n[16];
+        snprintf(n, sizeof n, "down%d", i);
+        compare(c, models[m], n, ctl.down[i], gold.down[i]);
+      }
+      compare(c, models[m], "mid", ctl.mid, gold.mid);
+      if (ctl.mid) {
+        eps = NULL;
+        CHECK_OK(fr_unet_forward(c, u, x, t, &cond, &ctl, &eps, &err), &err);
+        compare(c, models[m], "unet_eps_with_control", eps, want_eps);
+        fr_tensor_free(eps);
+      }
+      /* conditioning scale: residuals scale linearly (0.5 x the golden) */
+      struct fr_unet_control half;
+      CHECK_OK(fr_controlnet_forward(c, cn, x, t, &cond, hint, 0.5f, &half, &err), &err);
+      if (half.mid) {
+        struct fr_tensor *h = fr_affine(c, gold.mid, 0.5f, 0.0f), *hh = h ? fr_ctx_download(c, h) : NULL;
+        compare(c, models[m], "mid x 0.5", half.mid, hh);
+        fr_tensor_free(hh);
+        fr_tensor_free(h);
+      }
+      fr_unet_control_free(&half);
+      fr_unet_control_free(&ctl);
+    }
+    fr_controlnet_free(cn);
+    fr_checkpoint_close(ck);
+  }
+  fr_unet_control_free(&gold);
+  fr_tensor_free(x);
+  fr_tensor_free(ctx);
+  fr_tensor_free(hint);
+  fr_tensor_free(want_eps);
+  fr_tensor_free(t);
+done:
+  fr_unet_free(u);
+  fr_checkpoint_close(uck);
+  fr_st_close(g);
+  fr_ctx_free(c);
+  return fr_test_done();
+}

@@ -1,0 +1,117 @@
+/* UNet goldens: sd15_unet (single file and the diffusers folder), sdxl_unet and refiner_unet from
+ * ../shared/fixtures, made by diffusers in fp32 from the same fp16 weights. Tolerance: max|diff| /
+ * max|golden| <= 1e-4, the fixtures README's bound for a correct fp32 implementation (a different
+ * summation order in GEMMs and softmax moves results by ~1e-6 relative; a semantic error such as a wrong
+ * head count, epsilon or embedding order moves them by 1e-2 or more). */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/safetensors.h"
+#include "kernels/ops.h"
+#include "nodes/models/unet.h"
+#include "tests/test.h"
+
+#define TOL 1e-4
+
+static struct fr_tensor *golden(struct fr_ctx *c, const struct fr_safetensors *g, const char *name) {
+  const struct fr_st_entry *e = fr_st_find(g, name);
+  CHECKF(e != NULL, "golden tensor %s missing", name);
+  if (!e)
+    return NULL;
+  struct fr_tensor *v = fr_st_view(e), *h = v ? fr_tensor_to_f32(v) : NULL;
+  struct fr_tensor *t = h ? fr_ctx_upload(c, h) : NULL;
+  fr_tensor_free(v);
+  fr_tensor_free(h);
+  return t;
+}
+
+/* Runs the three timesteps of golden file gname through the UNet of checkpoint path. */
+static void run_golden(const char *fx, const char *model, const char *gname, const int *channels, int levels,
+                       enum fr_unet_arch arch, int heads0) {
+  char path[1024], gpath[1024];
+  snprintf(path, sizeof path, "%s/models/%s", fx, model);
+  snprintf(gpath, sizeof gpath, "%s/golden/%s.safetensors", fx, gname);
+  struct fr_err err = {{0}};
+  struct fr_ctx *c = NULL;
+  CHECK_OK(fr_ctx_new(&(struct fr_ctx_opts){.device = "cpu", .dtype = FR_F32, .threads = 0}, &c, &err), &err);
+  struct fr_checkpoint *ck = NULL;
+  struct fr_unet *u = NULL;
+  struct fr_safetensors *g = NULL;
+  CHECK_OK(fr_checkpoint_open(path, &ck, &err), &err);
+  if (ck)
+    CHECK_OK(fr_unet_load(c, ck, &u, &err), &err);
+  CHECK_OK(fr_st_open(gpath, &g, &err), &err);
+  if (!u || !g)
+    goto done;
+  const struct fr_unet_config *cfg = &u->cfg;
+  printf("%s: arch %d, levels %d, channels", model, cfg->arch, cfg->levels);
+  for (int l = 0; l < cfg->levels; l++)
+    printf(" %d(depth %d, heads %d)", cfg->channels[l], cfg->depth[l], fr_unet_heads(cfg, l));
+  printf(", res blocks %d, context %d, linear proj %d, adm %d\n", cfg->num_res_blocks, cfg->context_dim,
+         cfg->linear_proj, cfg->adm_in_channels);
+  /* expected structure: from the fixtures README and the diffusers configs, not from this code */
+  CHECK(cfg->arch == arch);
+  CHECK(cfg->levels == levels);
+  for (int l = 0; l < levels; l++)
+    CHECKF(cfg->channels[l] == channels[l], "level %d: %d channels, expected %d", l, cfg->channels[l],
+           channels[l]);
+  CHECKF(fr_unet_heads(cfg, levels - 1) == heads0 * (channels[levels - 1] / channels[0]) ||
+             (arch == FR_UNET_SD15 && fr_unet_heads(cfg, levels - 1) == 8),
+         "heads at the last level: %d", fr_unet_heads(cfg, levels - 1));
+  CHECK(fr_unet_heads(cfg, 0) == heads0);
+  CHECK(cfg->in_channels == 4 && cfg->out_channels == 4 && cfg->num_res_blocks == 2);
+  for (int i = 0; i < 3; i++) {
+    char n[64];
+#define G(field) (snprintf(n, sizeof n, "t%d_%s", i, field), golden(c, g, n))
+    struct fr_tensor *x = G("x"), *t = G("t"), *ctx = G("ctx"), *want = G("eps");
+    struct fr_tensor *te = NULL, *ti = NULL;
+    if (cfg->adm_in_channels) {
+      te = G("text_embeds");
+      ti = G("time_ids");
+    }
+#undef G
+    struct fr_unet_cond cond = {.context = ctx, .text_embeds = te, .time_ids = ti};
+    struct fr_tensor *eps = NULL;
+    if (x && t && ctx && want) {
+      CHECK_OK(fr_unet_forward(c, u, x, t, &cond, NULL, &eps, &err), &err);
+    }
+    if (eps) {
+      struct fr_tensor *h = fr_ctx_download(c, eps);
+      CHECK(h && fr_tensor_same_shape(h, want));
+      if (h && fr_tensor_same_shape(h, want)) {
+        double e = fr_test_rel_err(h->data, want->data, (long)fr_tensor_numel(want));
+        printf("%s t%d (t=%g): max|diff|/max|golden| = %.3g (tolerance %g)\n", gname, i,
+               ((float *)t->data)[0], e, TOL);
+        CHECKF(e <= TOL, "%s t%d: error %.3g > %g", gname, i, e, TOL);
+      }
+      fr_tensor_free(h);
+    }
+    fr_tensor_free(eps);
+    fr_tensor_free(x);
+    fr_tensor_free(t);
+    fr_tensor_free(ctx);
+    fr_tensor_free(want);
+    fr_tensor_free(te);
+    fr_tensor_free(ti);
+  }
+done:
+  fr_unet_free(u);
+  fr_st_close(g);
+  fr_checkpoint_close(ck);
+  fr_ctx_free(c);
+}
+
+int main(void) {
+  const char *fx = fr_test_fixtures();
+  if (!fx)
+    return fr_test_done();
+  /* SD1.5: channels (32,32,64,64), 8 heads everywhere */
+  run_golden(fx, "sd15-tiny.safetensors", "sd15_unet", (const int[]){32, 32, 64, 64}, 4, FR_UNET_SD15, 8);
+  run_golden(fx, "sd15-tiny", "sd15_unet", (const int[]){32, 32, 64, 64}, 4, FR_UNET_SD15, 8);
+  /* SDXL: channels (32,64,64), heads (2,4,4) per the fixtures README */
+  run_golden(fx, "sdxl-tiny.safetensors", "sdxl_unet", (const int[]){32, 64, 64}, 3, FR_UNET_SDXL, 2);
+  /* refiner: channels (32,64,64,64) */
+  run_golden(fx, "sdxl-refiner-tiny.safetensors", "refiner_unet", (const int[]){32, 64, 64, 64}, 4,
+             FR_UNET_SDXL_REFINER, 2);
+  return fr_test_done();
+}
