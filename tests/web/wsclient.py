@@ -2,7 +2,7 @@
 """A tiny websocket client (stdlib only) for the flowrun serve tests.
 
   wsclient.py PORT [--origin O] [--send JSON]... [--expect SUBSTR]... [--raw-size N] [--drop-after N]
-              [--timeout S] [--expect-refused] [--expect-close CODE]
+              [--timeout S] [--expect-refused] [--expect-close CODE] [--count SUBSTR N]
 
 Connects to ws://127.0.0.1:PORT/ws, sends each --send message (text), then reads messages until every
 --expect substring has been seen in some message (exit 0), the timeout passes (exit 1) or the server
@@ -83,6 +83,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=20)
     ap.add_argument("--expect-refused", action="store_true")
     ap.add_argument("--expect-close", type=int, default=0)
+    ap.add_argument("--count", nargs=2, metavar=("SUBSTR", "N"), help="wait for N messages containing SUBSTR")
     a = ap.parse_args()
     conn, head = handshake(a.port, a.origin, a.timeout)
     if a.expect_refused:
@@ -92,12 +93,14 @@ def main():
         print("handshake failed:", head[:200])
         return 1
     s, rest = conn
+    print("connected", flush=True)  # tests wait for this line before making the events they expect
     for m in a.send:
         send(s, m.encode())
     if a.raw_size:
         send(s, b"x" * a.raw_size)
     r = Reader(s, rest)
     want = list(a.expect)
+    counted = 0
     deadline = time.time() + a.timeout
     seen = 0
     try:
@@ -110,6 +113,12 @@ def main():
                 return 0 if a.expect_close and code == a.expect_close and not want else 1
             text = data.decode(errors="replace")
             want = [w for w in want if w not in text]
+            if a.count and a.count[0] in text:
+                counted += 1
+                if counted < int(a.count[1]):
+                    continue
+            elif a.count:
+                continue
             seen += 1
             if a.drop_after and seen >= a.drop_after:
                 s.close()  # abrupt: no close frame

@@ -1170,6 +1170,9 @@ static const struct lws_protocols fr__protocols[2];
 static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
   struct fr__pss *pss = user;
   struct fr__srv *s = lws_context_user(lws_get_context(wsi));
+  /* Connections that close before their headers are complete have no per-session data. */
+  if (!pss && reason != LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
   switch (reason) {
   case LWS_CALLBACK_HTTP: {
     const char *uri = in;
