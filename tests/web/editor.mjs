@@ -64,7 +64,19 @@ try {
   await page.getByTestId('save').click();
   await page.getByTestId('message').filter({ hasText: 'saved editor-saved.yaml' }).waitFor();
 
-  step('an invalid connection is refused, a node can be added and deleted');
+  step('dropping a PNG written by flowrun restores its workflow');
+  await page.evaluate(async () => {
+    const src = document.querySelector('[data-testid=output-image]').getAttribute('src');
+    const bytes = await (await fetch(src)).arrayBuffer();
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }));
+    document.querySelector('.app').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  await page.getByTestId('message').filter({ hasText: 'restored the workflow of dropped.png' }).waitFor();
+  await page.getByTestId('node-overlay').waitFor();
+  if ((await page.getByTestId('path').inputValue()) !== 'dropped.yaml') throw new Error('drop did not load the workflow');
+
+  step('a node can be added from the palette and deleted');
   await page.getByTestId('palette-search').fill('TestPattern');
   await page.getByTestId('palette-TestPattern').click();
   await page.getByTestId('node-testpattern').waitFor();

@@ -124,6 +124,10 @@ function Editor() {
   const [outputs, setOutputs] = useState([]);
   const [preview, setPreview] = useState(null);
   const runRef = useRef(null);
+  // Events by run id: a fast run can finish before the answer to its POST arrives, so events of runs
+  // not yet known here are kept and replayed once the id is known.
+  const pendingRef = useRef(new Map());
+  const applyRef = useRef(null);
   const flow = useReactFlow();
 
   const specOf = useCallback((t) => schema[t] || subgraphs[t], [schema, subgraphs]);
@@ -206,8 +210,11 @@ function Editor() {
       setNodes((ns) => ns.map((n) => ({ ...n, data: { ...n.data, state: { kind: 'queued' } } })));
       setOutputs([]);
       setPreview(null);
+      runRef.current = -1;
       const r = await api('api/run', { path, yaml: yamlText(), params: typed });
       runRef.current = r.id;
+      for (const ev of pendingRef.current.get(r.id) || []) applyRef.current(ev);
+      pendingRef.current.clear();
       setRun({ id: r.id, state: 'queued' });
       setMessage(`run ${r.id} queued`);
     } catch (e) {
@@ -235,6 +242,16 @@ function Editor() {
       ws.onclose = () => { if (!stop) setTimeout(connect, 1000); };
       ws.onmessage = (m) => {
         const ev = JSON.parse(m.data);
+        if (ev.run && runRef.current === -1) {
+          const list = pendingRef.current.get(ev.run) || [];
+          if (list.length < 10000) list.push(ev);
+          pendingRef.current.set(ev.run, list);
+          return;
+        }
+        applyRef.current(ev);
+      };
+    };
+    applyRef.current = (ev) => {
         if (ev.run !== runRef.current) return;
         const top = ev.node ? ev.node.split('/')[0] : null;
         const set = (state) => setNodes((ns) => ns.map((n) => (n.id === top ? { ...n, data: { ...n.data, state: { ...n.data.state, ...state } } } : n)));
@@ -258,7 +275,6 @@ function Editor() {
             break;
           default: break;
         }
-      };
     };
     connect();
     return () => { stop = true; if (ws) ws.close(); };
