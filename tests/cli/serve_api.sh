@@ -149,7 +149,7 @@ cancel_id=$(sed -n 's/{"id":\([0-9]*\)}/\1/p' "$T/body")
 check "cancel a queued run" 200 -X POST -d "{\"id\":$cancel_id}" "$U/api/cancel"
 pids=()
 for i in $(seq 24); do
-  $WS "$PORT" --drop-after $((i % 4 + 1)) --timeout 30 > /dev/null 2>&1 &
+  $WS "$PORT" --send '{"type":"ping"}' --drop-after $((i % 2 + 1)) --timeout 5 > /dev/null 2>&1 &
   pids+=($!)
   if [ $((i % 6)) = 0 ]; then # a half-open TCP connection that never finishes its handshake
     (exec 3<>/dev/tcp/127.0.0.1/$PORT; printf 'GET /ws HTTP/1.1\r\n' >&3; sleep 1) 2>/dev/null &
