@@ -17,5 +17,8 @@ int fr_cmd_synth(int argc, char **argv); /* cmd_synth.c */
 int fr_cmd_bench(int argc, char **argv); /* cmd_bench.c */
 int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int fr_cmd_cache(int argc, char **argv); /* core/cli/cmd_cache.c */
+#ifdef FLOWRUN_HAVE_SERVE
+int fr_cmd_serve(int argc, char **argv); /* core/cli/cmd_serve.c, with web/server (libwebsockets) */
+#endif
 
 #endif

@@ -15,6 +15,9 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"bench", "time full-size model components on the CPU or GPU", fr_cmd_bench},
     {"tokenize", "print the CLIP token ids of a prompt", fr_cmd_tokenize},
     {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
+#ifdef FLOWRUN_HAVE_SERVE
+    {"serve", "serve the browser editor and its API (http://127.0.0.1:8188)", fr_cmd_serve},
+#endif
 };
 
 static void fr__usage(FILE *f) {

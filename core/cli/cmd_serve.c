@@ -1,0 +1,104 @@
+/* flowrun serve: the browser editor's server (web/server/serve.c). Built only when libwebsockets is found
+ * (FLOWRUN_HAVE_SERVE); see docs/protocol.md for the API.
+ *
+ * Exit status: 0 after Ctrl-C / SIGTERM, 1 the server failed (port in use), 2 bad usage. */
+#ifdef FLOWRUN_HAVE_SERVE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/cli/cli.h"
+#include "web/server/serve.h"
+
+static void fr__serve_usage(FILE *f) {
+  fprintf(f, "usage: flowrun serve [options]\n"
+             "  --host ADDR      bind address (default 127.0.0.1; any other needs --token)\n"
+             "  --port N         port (default 8188; 0: any free port, printed on stdout)\n"
+             "  --graphs DIR     workflow files the editor lists, loads and saves (default graphs)\n"
+             "  --output DIR     where output nodes write; served to the editor (default output)\n"
+             "  --models DIR     model search folder (repeatable; also FLOWRUN_MODELS=dir1:dir2)\n"
+             "  --editor DIR     the built editor (default: web/dist here or beside the build folder)\n"
+             "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
+             "  --no-cache       run everything, store nothing\n"
+             "  --token TOKEN    required on every request (?token=, Authorization: Bearer, or cookie)\n"
+             "  --device cpu|cuda, --threads N   as for flowrun run\n");
+}
+
+int fr_cmd_serve(int argc, char **argv) {
+  struct fr_serve_opts o = {.port = 8188, .argv0 = argv[0]};
+  char *envcopy = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    bool takes = !strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--graphs") ||
+                 !strcmp(a, "--output") || !strcmp(a, "--models") || !strcmp(a, "--editor") ||
+                 !strcmp(a, "--cache") || !strcmp(a, "--token") || !strcmp(a, "--device") ||
+                 !strcmp(a, "--threads");
+    if (takes && !v) {
+      fprintf(stderr, "flowrun: serve: %s needs a value\n", a);
+      return 2;
+    }
+    if (takes)
+      i++;
+    if (!strcmp(a, "--host")) {
+      o.host = v;
+    } else if (!strcmp(a, "--port") || !strcmp(a, "--threads")) {
+      char *end;
+      long n = strtol(v, &end, 10);
+      long max = !strcmp(a, "--port") ? 65535 : 4096;
+      if (!*v || *end || n < 0 || n > max) {
+        fprintf(stderr, "flowrun: serve: %s %s: expected a number from 0 to %ld\n", a, v, max);
+        return 2;
+      }
+      *(!strcmp(a, "--port") ? &o.port : &o.threads) = (int)n;
+    } else if (!strcmp(a, "--graphs")) {
+      o.graphs_dir = v;
+    } else if (!strcmp(a, "--output")) {
+      o.output_dir = v;
+    } else if (!strcmp(a, "--editor")) {
+      o.editor_dir = v;
+    } else if (!strcmp(a, "--cache")) {
+      o.cache_path = v;
+    } else if (!strcmp(a, "--token")) {
+      o.token = v;
+    } else if (!strcmp(a, "--device")) {
+      if (strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0) {
+        fprintf(stderr, "flowrun: serve: --device %s: expected cpu or cuda\n", v);
+        return 2;
+      }
+      o.device = v;
+    } else if (!strcmp(a, "--models")) {
+      if (o.n_model_dirs == FR_SERVE_MAX_MODEL_DIRS) {
+        fprintf(stderr, "flowrun: serve: too many model folders (at most %d)\n", FR_SERVE_MAX_MODEL_DIRS);
+        return 2;
+      }
+      o.model_dirs[o.n_model_dirs++] = v;
+    } else if (!strcmp(a, "--no-cache")) {
+      o.no_cache = true;
+    } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fr__serve_usage(stdout);
+      return 0;
+    } else {
+      fprintf(stderr, "flowrun: serve: unknown argument %s\n", a);
+      fr__serve_usage(stderr);
+      return 2;
+    }
+  }
+  const char *env = getenv("FLOWRUN_MODELS");
+  if (env && *env) {
+    envcopy = fr_strdup(env);
+    for (char *save = NULL, *p = envcopy ? strtok_r(envcopy, ":", &save) : NULL; p;
+         p = strtok_r(NULL, ":", &save))
+      if (*p && o.n_model_dirs < FR_SERVE_MAX_MODEL_DIRS)
+        o.model_dirs[o.n_model_dirs++] = p;
+  }
+  struct fr_err err = {{0}};
+  enum fr_status rc = fr_serve(&o, &err);
+  fr_free(envcopy);
+  if (rc != FR_OK) {
+    fprintf(stderr, "flowrun: serve: %s\n", err.msg);
+    return rc == FR_E_INVALID || rc == FR_E_NOTFOUND ? 2 : 1;
+  }
+  return 0;
+}
+#endif

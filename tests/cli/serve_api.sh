@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# flowrun serve: the JSON API and the websocket under bad input. Starts a server on a free port of
+# 127.0.0.1 (--port 0, read back from its first line), checks every refusal path, runs graphs through
+# the queue while clients connect and drop, and kills the server at the end. Skips (77) when this build
+# has no serve (no libwebsockets) or curl/python3 are missing.
+set -u
+: "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:?}"
+command -v curl >/dev/null || { echo "skipped: curl not found"; exit 77; }
+command -v python3 >/dev/null || { echo "skipped: python3 not found"; exit 77; }
+"$FLOWRUN" serve --help >/dev/null 2>&1 || { echo "skipped: this flowrun was built without serve (libwebsockets)"; exit 77; }
+
+T="$FR_TEST_TMP/serve_api"
+rm -rf "$T" && mkdir -p "$T/graphs" "$T/out" "$T/editor" "$T/outside"
+cp -r "$FR_SRC/graphs/." "$T/graphs/"
+echo '<!doctype html><title>test editor</title>' > "$T/editor/index.html"
+echo 'secret' > "$T/outside/secret.yaml"
+echo 'secret' > "$T/outside/secret.png"
+echo 'not a graph' > "$T/graphs/notes.txt"
+ln -s "$T/outside/secret.yaml" "$T/graphs/escape.yaml"     # a file symlink out of the folder
+ln -s "$T/outside" "$T/graphs/outdir"                      # a folder symlink out of the folder
+ln -s "$T/outside/secret.png" "$T/out/escape.png"
+ln -s "$T/outside/secret.yaml" "$T/editor/escape.html"
+WS="python3 $FR_SRC/tests/web/wsclient.py"
+fails=0
+SERVER=""
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; }
+trap cleanup EXIT
+
+start_server() { # args...; sets SERVER, PORT, U
+  "$FLOWRUN" serve --port 0 --graphs "$T/graphs" --output "$T/out" --editor "$T/editor" \
+    --cache "$T/cache.sqlite" "$@" > "$T/server.log" 2>&1 &
+  SERVER=$!
+  PORT=""
+  for _ in $(seq 100); do
+    PORT=$(sed -n 's|^flowrun serve: http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$T/server.log")
+    [ -n "$PORT" ] && break
+    kill -0 "$SERVER" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$PORT" ] || { echo "FAIL: server did not start"; cat "$T/server.log"; exit 1; }
+  U="http://127.0.0.1:$PORT"
+}
+wait_connected() { for _ in $(seq 200); do grep -q connected "$T/watch.log" && return; sleep 0.05; done; }
+stop_server() { kill "$SERVER" 2>/dev/null; wait "$SERVER"; local rc=$?; SERVER=""; return $rc; }
+
+check() { # name expected_code curl-args... : the HTTP status must match
+  local name=$1 want=$2; shift 2
+  local got
+  got=$(curl -s -o "$T/body" -w '%{http_code}' --max-time 20 "$@")
+  if [ "$got" = "$want" ]; then echo "ok   $name ($got: $(head -c 120 "$T/body" | tr -cd '[:print:]'))"
+  else echo "FAIL $name: expected $want, got $got: $(head -c 300 "$T/body" | tr -d '\0')"; fails=$((fails + 1)); fi
+}
+body_has() { # name substring
+  if grep -q -- "$2" "$T/body"; then echo "ok   $1"; else echo "FAIL $1: no '$2' in $(head -c 300 "$T/body")"; fails=$((fails + 1)); fi
+}
+alive() { check "server still serving ($1)" 200 "$U/api/info"; }
+ws() { # name wsclient-args...
+  local name=$1; shift
+  if out=$($WS "$PORT" "$@" 2>&1); then echo "ok   $name ($out)"; else echo "FAIL $name: $out"; fails=$((fails + 1)); fi
+}
+
+# -- options ------------------------------------------------------------------------------------------
+"$FLOWRUN" serve --host 0.0.0.0 --port 0 --graphs "$T/graphs" > "$T/o" 2>&1
+rc=$?
+if [ $rc = 2 ] && grep -q -- "--token is required" "$T/o"; then echo "ok   non-loopback host without --token refused"
+else echo "FAIL non-loopback without token: rc=$rc $(cat "$T/o")"; fails=$((fails + 1)); fi
+"$FLOWRUN" serve --port 0 --graphs "$T/nonexistent" > "$T/o" 2>&1
+rc=$?
+if [ $rc = 2 ] && grep -q "graphs folder" "$T/o"; then echo "ok   missing graphs folder refused"
+else echo "FAIL missing graphs folder: rc=$rc $(cat "$T/o")"; fails=$((fails + 1)); fi
+
+start_server
+# -- reading ------------------------------------------------------------------------------------------
+check "info" 200 "$U/api/info"
+check "schema" 200 "$U/api/schema"; body_has "schema lists ImageBlur" '"name":"ImageBlur"'
+check "graph list" 200 "$U/api/graphs"; body_has "list has image-demo.yaml" '"image-demo.yaml"'
+if grep -q 'escape.yaml\|outdir' "$T/body"; then echo "FAIL list shows symlinks out of the folder"; fails=$((fails + 1)); fi
+check "load a graph" 200 "$U/api/graph?path=image-demo.yaml"; body_has "graph text" 'TestPattern'
+check "static index" 200 "$U/"; body_has "index served" 'test editor'
+check "unknown endpoint" 404 "$U/api/nope"
+check "missing graph" 404 "$U/api/graph?path=nope.yaml"
+# -- path traversal -----------------------------------------------------------------------------------
+check "graph ../" 400 "$U/api/graph?path=../graphs/image-demo.yaml"
+check "graph ../ encoded" 400 "$U/api/graph?path=%2e%2e%2fgraphs%2fimage-demo.yaml"
+check "graph absolute" 400 "$U/api/graph?path=$T/graphs/image-demo.yaml"
+check "graph file symlink out" 403 "$U/api/graph?path=escape.yaml"
+check "graph folder symlink out" 403 "$U/api/graph?path=outdir/secret.yaml"
+check "graph not yaml" 400 "$U/api/graph?path=notes.txt"
+check "graph is a folder" 404 "$U/api/graph?path=blocks"
+check "output ../" 400 "$U/api/output?file=../outside/secret.png"
+check "output symlink out" 403 "$U/api/output?file=escape.png"
+check "static symlink out" 403 --path-as-is "$U/escape.html"
+check "static ../" 404 --path-as-is "$U/../outside/secret.yaml"
+check "save ../" 400 -X POST -d '{"path":"../x.yaml","yaml":"flowrun: 1\nnodes: {}\n"}' "$U/api/graph"
+check "save absolute" 400 -X POST -d "{\"path\":\"$T/outside/x.yaml\",\"yaml\":\"flowrun: 1\"}" "$U/api/graph"
+check "save through folder symlink" 403 -X POST -d '{"path":"outdir/x.yaml","yaml":"flowrun: 1\nnodes: {}\n"}' "$U/api/graph"
+check "save over file symlink" 403 -X POST -d '{"path":"escape.yaml","yaml":"flowrun: 1\nnodes: {}\n"}' "$U/api/graph"
+[ "$(cat "$T/outside/secret.yaml")" = secret ] && [ ! -e "$T/outside/x.yaml" ] && [ ! -e "$T/x.yaml" ] \
+  && echo "ok   nothing written outside the folders" || { echo "FAIL a file outside was written"; fails=$((fails + 1)); }
+# -- bad requests ---------------------------------------------------------------------------------------
+check "malformed JSON" 400 -X POST -d '{"path": ' "$U/api/run"; body_has "says malformed" 'malformed JSON'
+check "JSON not an object" 400 -X POST -d '[1,2]' "$U/api/run"
+check "run without graph" 400 -X POST -d '{}' "$U/api/run"
+check "run bad params" 400 -X POST -d '{"path":"image-demo.yaml","params":[1]}' "$U/api/run"
+check "cancel bad id" 400 -X POST -d '{"id":"x"}' "$U/api/cancel"
+check "cancel unknown run" 404 -X POST -d '{"id":999}' "$U/api/cancel"
+check "save invalid graph" 422 -X POST -d '{"path":"bad.yaml","yaml":"flowrun: 1\nnodes:\n  a: {type: NoSuchNode}\n"}' "$U/api/graph"
+body_has "save error names the line" 'bad.yaml:3'
+[ ! -e "$T/graphs/bad.yaml" ] && echo "ok   invalid graph not written" || { echo "FAIL invalid graph written"; fails=$((fails + 1)); }
+head -c 11000000 /dev/zero | tr '\0' ' ' > "$T/big.json"
+check "oversized body" 413 -X POST --data-binary @"$T/big.json" "$U/api/run"
+check "foreign Origin POST" 403 -H 'Origin: http://evil.example' -X POST -d '{"path":"image-demo.yaml"}' "$U/api/run"
+check "foreign Host (DNS rebinding)" 403 -H "Host: evil.example:$PORT" "$U/api/info"
+check "PUT refused" 405 -X PUT -d '{}' "$U/api/run"
+alive "after bad requests"
+# -- websocket ----------------------------------------------------------------------------------------
+ws "ws hello" --expect '"event":"hello"'
+ws "ws malformed JSON" --send '{"type": ' --expect 'malformed JSON'
+ws "ws unknown type" --send '{"type":"launch_missiles"}' --expect 'unknown message type'
+ws "ws not an object" --send '42' --expect 'client_error'
+ws "ws oversized message closed (1009)" --raw-size 200000 --expect-close 1009
+ws "ws foreign Origin refused" --origin http://evil.example --expect-refused
+ws "ws same Origin accepted" --origin "http://127.0.0.1:$PORT" --send '{"type":"ping"}' --expect pong
+alive "after bad websocket messages"
+# -- save and load ------------------------------------------------------------------------------------
+python3 - "$T/graphs/image-demo.yaml" > "$T/save.json" <<'PY'
+import json, sys
+print(json.dumps({"path": "sub/saved.yaml", "yaml": open(sys.argv[1]).read().replace("blocks/", "../blocks/")}))
+PY
+check "save into a missing folder" 404 -X POST -d @"$T/save.json" "$U/api/graph"
+mkdir -p "$T/graphs/sub"
+check "save" 200 -X POST -d @"$T/save.json" "$U/api/graph"
+check "load saved" 200 "$U/api/graph?path=sub/saved.yaml"; body_has "saved text" 'TestPattern'
+# -- the queue, with clients connecting and dropping --------------------------------------------------
+# A run of the demo at 512 px takes a fraction of a second to seconds; four different sizes queue up.
+# A watcher connected before the runs are queued must see all five finish (the cancelled one never starts).
+$WS "$PORT" --timeout 120 --count '"event":"run_done"' 5 > "$T/watch.log" 2>&1 &
+watcher=$!
+wait_connected
+ids=()
+for sz in 384 448 512 320; do
+  curl -s -X POST -d "{\"path\":\"image-demo.yaml\",\"params\":{\"size\":$sz}}" "$U/api/run" > "$T/body"
+  ids+=("$(sed -n 's/{"id":\([0-9]*\)}/\1/p' "$T/body")")
+done
+curl -s -X POST -d '{"path":"sub/saved.yaml","params":{"size":256}}' "$U/api/run" > "$T/body"; ids+=("$(sed -n 's/{"id":\([0-9]*\)}/\1/p' "$T/body")")
+# One to cancel while it waits behind the others.
+curl -s -X POST -d '{"path":"image-demo.yaml","params":{"size":200}}' "$U/api/run" > "$T/body"
+cancel_id=$(sed -n 's/{"id":\([0-9]*\)}/\1/p' "$T/body")
+check "cancel a queued run" 200 -X POST -d "{\"id\":$cancel_id}" "$U/api/cancel"
+pids=()
+for i in $(seq 24); do
+  $WS "$PORT" --send '{"type":"ping"}' --drop-after $((i % 2 + 1)) --timeout 5 > /dev/null 2>&1 &
+  pids+=($!)
+  if [ $((i % 6)) = 0 ]; then # a half-open TCP connection that never finishes its handshake
+    (exec 3<>/dev/tcp/127.0.0.1/$PORT; printf 'GET /ws HTTP/1.1\r\n' >&3; sleep 1) 2>/dev/null &
+    pids+=($!)
+  fi
+done
+if wait $watcher; then echo "ok   a client connected throughout saw all five runs finish"
+else echo "FAIL watcher: $(cat "$T/watch.log")"; fails=$((fails + 1)); fi
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+for _ in $(seq 600); do
+  curl -s "$U/api/runs" > "$T/runs.json"
+  grep -q '"state":"queued"\|"state":"running"' "$T/runs.json" || break
+  sleep 0.2
+done
+python3 - "$T/runs.json" "$cancel_id" "${ids[@]}" <<'PY' || fails=$((fails + 1))
+import json, sys
+runs = {r["id"]: r for r in json.load(open(sys.argv[1]))["runs"]}
+cancel, ids = int(sys.argv[2]), [int(x) for x in sys.argv[3:]]
+bad = [f"run {i}: {runs.get(i)}" for i in ids if runs.get(i, {}).get("state") != "done" or not runs[i]["outputs"]]
+if runs.get(cancel, {}).get("state") != "cancelled":
+    bad.append(f"cancelled run {cancel}: {runs.get(cancel)}")
+print("FAIL queue: " + "; ".join(bad) if bad else f"ok   all {len(ids)} queued runs done with outputs, run {cancel} cancelled")
+sys.exit(1 if bad else 0)
+PY
+check "output image" 200 "$U/api/output?file=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runs"][0]["outputs"][0])' "$T/runs.json")"
+[ "$(head -c 4 "$T/body" | tail -c 3)" = PNG ] && echo "ok   output is a PNG" || { echo "FAIL output not a PNG"; fails=$((fails + 1)); }
+# The same graph again: everything is cached, and the file is written again.
+$WS "$PORT" --timeout 60 --expect '"executed":0,' --expect '"event":"run_done"' > "$T/watch.log" 2>&1 &
+watcher=$!
+wait_connected
+curl -s -X POST -d '{"path":"image-demo.yaml","params":{"size":320}}' "$U/api/run" > /dev/null
+if wait $watcher; then echo "ok   the same graph again is all cached ($(cat "$T/watch.log"))"
+else echo "FAIL re-run: $(cat "$T/watch.log")"; fails=$((fails + 1)); fi
+# Cancel the running run: a big pattern, cancelled as soon as it starts.
+curl -s -X POST -d '{"path":"image-demo.yaml","params":{"size":4096}}' "$U/api/run" > "$T/body"
+big=$(sed -n 's/{"id":\([0-9]*\)}/\1/p' "$T/body")
+for _ in $(seq 100); do curl -s "$U/api/runs" | grep -q "\"id\":$big,\"state\":\"running\"" && break; sleep 0.05; done
+check "cancel the running run" 200 -X POST -d "{\"id\":$big}" "$U/api/cancel"
+for _ in $(seq 300); do curl -s "$U/api/runs" > "$T/runs.json"; grep -q "\"id\":$big,\"state\":\"running\"" "$T/runs.json" || break; sleep 0.1; done
+grep -q "\"id\":$big,\"state\":\"\(cancelled\|done\)\"" "$T/runs.json" && echo "ok   running run ended (cancelled or finished first)" \
+  || { echo "FAIL running run state: $(cat "$T/runs.json")"; fails=$((fails + 1)); }
+alive "after the queue"
+stop_server
+echo "server exit status after SIGTERM: $?"
+
+# -- token --------------------------------------------------------------------------------------------
+start_server --token s3cret-token
+check "no token" 401 "$U/api/info"
+check "wrong token" 401 -H 'Authorization: Bearer nope-nope-nope' "$U/api/info"
+check "bearer token" 200 -H 'Authorization: Bearer s3cret-token' "$U/api/info"
+check "query token sets the cookie" 200 -D "$T/headers" "$U/?token=s3cret-token"
+grep -qi 'set-cookie: flowrun_token=s3cret-token' "$T/headers" && echo "ok   cookie set" || { echo "FAIL no cookie"; fails=$((fails + 1)); }
+check "cookie token" 200 -H 'Cookie: flowrun_token=s3cret-token' "$U/api/graphs"
+ws "ws without token refused" --expect-refused
+stop_server
+
+if [ $fails -ne 0 ]; then echo "$fails check(s) failed"; cat "$T/server.log"; exit 1; fi
+echo "all serve checks passed"

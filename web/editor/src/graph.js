@@ -1,0 +1,108 @@
+// Workflow YAML <-> the editor's nodes and edges. The YAML is the file the CLI runs (docs: graph format);
+// node positions live in each node's `ui: {x, y}`. Top-level keys the editor does not edit (description,
+// params, inputs, outputs) are kept as they were.
+import YAML from 'yaml';
+
+export const PRIMITIVES = new Set(['INT', 'FLOAT', 'BOOL', 'STRING', 'ENUM']);
+
+// The interface of a subgraph file used as a node: declared inputs and outputs, typed from the
+// schema of the nodes its outputs come from.
+export function subgraphSpec(name, text, schema) {
+  const doc = YAML.parse(text) || {};
+  const inputs = Object.entries(doc.inputs || {}).map(([n, d]) => {
+    const type = String((d && d.type) || 'STRING');
+    const socket = !PRIMITIVES.has(type);
+    return { name: n, type, socket, required: d.default === undefined && socket, default: d.default, help: d.help };
+  });
+  const outputs = Object.entries(doc.outputs || {}).map(([n, ref]) => {
+    const [src, out] = String(ref).split('.');
+    const srcType = doc.nodes && doc.nodes[src] && doc.nodes[src].type;
+    const spec = schema[srcType];
+    const o = spec && (out ? spec.outputs.find((x) => x.name === out) : spec.outputs[0]);
+    return { name: n, type: o ? o.type : '*' };
+  });
+  return { name, category: 'subgraph', help: doc.description || '', inputs, outputs, subgraph: true };
+}
+
+// Parses YAML into {doc, nodes, edges}. specOf(type) gives a node spec (schema or subgraph).
+export function fromYaml(text, specOf) {
+  const doc = YAML.parse(text) || {};
+  const nodes = [];
+  const edges = [];
+  const ids = Object.keys(doc.nodes || {});
+  const depth = {};
+  const depthOf = (id, seen = new Set()) => {
+    if (depth[id] !== undefined) return depth[id];
+    if (seen.has(id)) return 0;
+    seen.add(id);
+    let d = 0;
+    const n = doc.nodes[id] || {};
+    for (const v of Object.values(n.inputs || {}))
+      if (typeof v === 'string' && ids.includes(v.split('.')[0]) && !v.startsWith('$'))
+        d = Math.max(d, depthOf(v.split('.')[0], seen) + 1);
+    return (depth[id] = d);
+  };
+  const rows = {};
+  for (const id of ids) {
+    const n = doc.nodes[id] || {};
+    const spec = specOf(n.type);
+    const values = {};
+    for (const [k, v] of Object.entries(n.inputs || {})) {
+      const inSpec = spec && spec.inputs.find((i) => i.name === k);
+      if (inSpec && inSpec.socket && typeof v === 'string' && !v.startsWith('$')) {
+        const [src, out] = v.split('.');
+        const srcSpec = doc.nodes[src] && specOf(doc.nodes[src].type);
+        const outName = out || (srcSpec && srcSpec.outputs[0] && srcSpec.outputs[0].name) || 'out';
+        edges.push(edgeFor(src, outName, id, k));
+      } else {
+        values[k] = v;
+      }
+    }
+    const d = depthOf(id);
+    rows[d] = (rows[d] || 0) + 1;
+    const position = n.ui ? { x: n.ui.x, y: n.ui.y } : { x: 40 + d * 300, y: 40 + (rows[d] - 1) * 260 };
+    nodes.push({ id, type: 'fr', position, data: { type: n.type, values, state: null } });
+  }
+  return { doc, nodes, edges };
+}
+
+export function edgeFor(source, sourceHandle, target, targetHandle) {
+  return { id: `${source}.${sourceHandle}->${target}.${targetHandle}`, source, sourceHandle, target, targetHandle };
+}
+
+// Back to YAML: the original document with its nodes replaced by the editor's.
+export function toYaml(doc, nodes, edges, specOf) {
+  const out = { ...doc, flowrun: doc.flowrun || 1 };
+  const ynodes = {};
+  for (const n of nodes) {
+    const spec = specOf(n.data.type);
+    const inputs = {};
+    for (const [k, v] of Object.entries(n.data.values || {})) {
+      if (v === undefined || v === '') continue;
+      inputs[k] = v;
+    }
+    for (const e of edges.filter((e) => e.target === n.id)) {
+      const src = nodes.find((x) => x.id === e.source);
+      const srcSpec = src && specOf(src.data.type);
+      const first = srcSpec && srcSpec.outputs[0] && srcSpec.outputs[0].name;
+      inputs[e.targetHandle] = e.sourceHandle === first ? e.source : `${e.source}.${e.sourceHandle}`;
+    }
+    // Inputs in the spec's order, for a stable, readable file.
+    const ordered = {};
+    for (const i of (spec && spec.inputs) || []) if (i.name in inputs) ordered[i.name] = inputs[i.name];
+    for (const k of Object.keys(inputs)) if (!(k in ordered)) ordered[k] = inputs[k];
+    ynodes[n.id] = { type: n.data.type, inputs: ordered, ui: { x: Math.round(n.position.x), y: Math.round(n.position.y) } };
+  }
+  out.nodes = ynodes;
+  const d = new YAML.Document(out);
+  // Flow style for small maps keeps each node a few lines, like the hand-written graphs.
+  YAML.visit(d, {
+    Pair(_, pair) {
+      const k = pair.key && pair.key.value;
+      if ((k === 'ui' || k === 'inputs') && YAML.isMap(pair.value)) pair.value.flow = true;
+    },
+  });
+  for (const p of Object.values((d.get('params', true) || { items: [] }).items || []))
+    if (YAML.isPair(p) && YAML.isMap(p.value)) p.value.flow = true;
+  return d.toString({ lineWidth: 0 });
+}

@@ -1,0 +1,1531 @@
+/* flowrun serve (see serve.h and docs/protocol.md).
+ *
+ * Threads: libwebsockets runs on the main thread and owns every connection; the worker thread owns the
+ * engine and runs one graph at a time. They share the run list and the event log under one mutex. The
+ * worker appends engine events (already JSON) to the log and wakes the service loop with
+ * lws_cancel_service; the loop then asks every websocket for a write and each client sends the log
+ * entries it has not seen. Nothing from a connection is touched by the worker, and the engine is touched
+ * only by the worker (fr_engine_cancel, which is thread-safe, excepted). */
+#include "web/server/serve.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <libwebsockets.h>
+#include <limits.h>
+#include <png.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/events.h"
+#include "core/flowrun.h"
+#include "core/graph.h"
+#include "core/json.h"
+#include "core/schema.h"
+#include "nodes/registry.h"
+
+/* Bounds: a graph is at most 4 MiB (the loader's limit), so a request body (JSON around the YAML, whose
+ * escaping can grow it) is at most 10 MiB; websocket messages from clients are small commands. */
+#define FR__MAX_BODY (10u << 20)
+#define FR__MAX_WS_MSG (64u << 10)
+#define FR__MAX_STATIC (64u << 20)
+#define FR__LOG_SIZE 2048   /* events kept for clients that lag behind */
+#define FR__MAX_HISTORY 200 /* finished runs kept in the history */
+#define FR__MAX_REPLIES 32  /* unsent direct replies before a client is dropped */
+#define FR__MAX_PARAMS 256
+#define FR__PREVIEW_MAX 256 /* preview side in pixels (larger previews are subsampled) */
+
+enum fr__run_state { FR__QUEUED, FR__RUNNING, FR__DONE, FR__FAILED, FR__CANCELLED };
+static const char *const fr__state_names[] = {"queued", "running", "done", "error", "cancelled"};
+
+struct fr__run {
+  int id;
+  enum fr__run_state state;
+  char *path;             /* graph file relative to the graphs folder ("" for an unsaved graph) */
+  char *yaml;             /* the text that runs */
+  struct fr_arena *arena; /* overrides */
+  struct fr_override *ov;
+  int n_ov;
+  bool cancel_requested;
+  struct fr_run_summary sum;
+  char *error;           /* fr_malloc'd message when it failed */
+  struct fr_buf outputs; /* JSON array items: "file", ... (relative to the output folder) */
+  double queued_at;
+  struct fr__run *next;
+};
+
+struct fr__msg {
+  uint64_t seq;
+  char *data; /* LWS_PRE bytes, then the JSON text */
+  size_t len;
+};
+
+struct fr__srv {
+  struct fr_serve_opts o;
+  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX];
+  bool have_editor, loopback;
+  struct lws_context *ctx;
+  struct fr_engine *engine;
+
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t worker;
+  bool worker_started, stopping;
+  struct fr__run *runs, *runs_tail; /* history and queue, oldest first */
+  int next_id, n_runs;
+  struct fr__run *current; /* the running one (worker) */
+  struct fr__msg log[FR__LOG_SIZE];
+  uint64_t log_next; /* seq of the next message */
+};
+
+static struct fr__srv *fr__g; /* for the signal handler only */
+static volatile sig_atomic_t fr__interrupted;
+
+/* Per connection, HTTP or websocket. */
+struct fr__pss {
+  /* HTTP */
+  bool is_post;
+  char uri[256];
+  struct fr_buf body;
+  bool body_too_big;
+  bool close_after;
+  bool responded; /* an answer is on its way: further body bytes are ignored */
+  char *resp;     /* LWS_PRE + body */
+  size_t resp_len, resp_sent;
+  /* websocket */
+  bool is_ws;
+  uint64_t next_seq;
+  struct fr_buf rx;
+  char *replies[FR__MAX_REPLIES];
+  int n_replies;
+  struct fr__pss *next_ws;
+};
+
+static double fr__now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ---- event log ------------------------------------------------------------------------------------- */
+
+/* Appends a JSON message for every websocket client and wakes the service loop. Takes the mutex. */
+static void fr__broadcast_len(struct fr__srv *s, const char *json, size_t n) {
+  char *d = fr_malloc(LWS_PRE + n + 1);
+  if (!d)
+    return; /* an event lost to out-of-memory; the run itself goes on */
+  memcpy(d + LWS_PRE, json, n);
+  d[LWS_PRE + n] = 0;
+  pthread_mutex_lock(&s->mu);
+  struct fr__msg *m = &s->log[s->log_next % FR__LOG_SIZE];
+  fr_free(m->data);
+  *m = (struct fr__msg){s->log_next, d, n};
+  s->log_next++;
+  pthread_mutex_unlock(&s->mu);
+  if (s->ctx)
+    lws_cancel_service(s->ctx);
+}
+
+static void fr__broadcast_buf(struct fr__srv *s, struct fr_buf *b) {
+  if (!b->oom && b->len)
+    fr__broadcast_len(s, b->data, b->len);
+  fr_buf_free(b);
+}
+
+/* ---- paths ------------------------------------------------------------------------------------------ */
+
+static bool fr__under(const char *root, const char *real) {
+  size_t n = strlen(root);
+  return strncmp(real, root, n) == 0 && (real[n] == '/' || real[n] == 0);
+}
+
+/* A relative path a client sent: no absolute paths, no ".." components, no empty components or control
+ * characters. The realpath check after it is what actually keeps files inside the folder (symlinks). */
+static bool fr__rel_ok(const char *rel) {
+  if (!rel || !*rel || rel[0] == '/' || strlen(rel) >= 1024)
+    return false;
+  for (const char *p = rel; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == '\\')
+      return false;
+  const char *c = rel;
+  while (*c) {
+    const char *e = strchr(c, '/');
+    size_t n = e ? (size_t)(e - c) : strlen(c);
+    if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+      return false;
+    c += n + (e ? 1 : 0);
+    if (e && !*c)
+      return false; /* trailing slash */
+  }
+  return true;
+}
+
+/* Resolves rel under root (a realpath) into out: the file must exist (for reading) or its folder must
+ * (for writing; an existing file there must also resolve inside root). Returns an HTTP status: 200 ok,
+ * 400 a malformed path, 403 outside the folder, 404 missing. */
+static int fr__resolve(const char *root, const char *rel, bool for_write, char out[PATH_MAX]) {
+  if (!fr__rel_ok(rel))
+    return 400;
+  char joined[PATH_MAX * 2];
+  snprintf(joined, sizeof joined, "%s/%s", root, rel);
+  if (strlen(joined) >= PATH_MAX)
+    return 400;
+  char real[PATH_MAX];
+  if (realpath(joined, real)) {
+    if (!fr__under(root, real))
+      return 403;
+    struct stat st;
+    if (stat(real, &st) != 0 || !S_ISREG(st.st_mode))
+      return for_write ? 403 : 404;
+    strcpy(out, for_write ? joined : real);
+    return 200;
+  }
+  if (!for_write)
+    return errno == ENOENT ? (lstat(joined, &(struct stat){0}) == 0 ? 403 : 404) : 403;
+  /* A new file: its folder must exist and resolve inside root; the name must not be a dangling link. */
+  struct stat lst;
+  if (lstat(joined, &lst) == 0)
+    return 403;
+  char dir[PATH_MAX];
+  strcpy(dir, joined);
+  char *slash = strrchr(dir, '/');
+  *slash = 0;
+  if (!realpath(dir, real))
+    return 404;
+  if (!fr__under(root, real))
+    return 403;
+  if (snprintf(out, PATH_MAX, "%s/%s", real, slash + 1) >= PATH_MAX)
+    return 400;
+  return 200;
+}
+
+static bool fr__has_ext(const char *p, const char *ext) {
+  size_t n = strlen(p), m = strlen(ext);
+  return n > m && strcasecmp(p + n - m, ext) == 0;
+}
+
+static bool fr__is_yaml(const char *p) {
+  return fr__has_ext(p, ".yaml") || fr__has_ext(p, ".yml");
+}
+
+/* Reads a whole regular file of at most max bytes (fr_free). */
+static enum fr_status fr__read_file(const char *path, size_t max, char **out, size_t *len,
+                                    struct fr_err *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return fr_errf(err, FR_E_IO, "cannot open: %s", strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+    fclose(f);
+    return fr_errf(err, FR_E_INVALID, "not a regular file of at most %zu bytes", max);
+  }
+  char *d = fr_malloc((size_t)st.st_size + 1);
+  if (!d) {
+    fclose(f);
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  }
+  size_t n = fread(d, 1, (size_t)st.st_size, f);
+  fclose(f);
+  d[n] = 0;
+  *out = d;
+  *len = n;
+  return FR_OK;
+}
+
+/* Writes atomically: a temporary file beside it, then rename (a reader never sees half a graph). */
+static enum fr_status fr__write_file(const char *path, const char *data, size_t n, struct fr_err *err) {
+  char tmp[PATH_MAX + 32];
+  snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
+  if (fd < 0)
+    return fr_errf(err, FR_E_IO, "cannot write: %s", strerror(errno));
+  size_t off = 0;
+  while (off < n) {
+    ssize_t w = write(fd, data + off, n - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      close(fd);
+      unlink(tmp);
+      return fr_errf(err, FR_E_IO, "cannot write: %s", strerror(errno));
+    }
+    off += (size_t)w;
+  }
+  if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return fr_errf(err, FR_E_IO, "cannot write: %s", strerror(errno));
+  }
+  return FR_OK;
+}
+
+/* ---- previews: an F32 [1, h, w, 3] tensor as a small PNG, base64 ------------------------------------- */
+
+static void fr__png_write_cb(png_structp p, png_bytep data, png_size_t n) {
+  fr_buf_append((struct fr_buf *)png_get_io_ptr(p), data, n);
+}
+static void fr__png_flush_cb(png_structp p) {
+  (void)p;
+}
+
+static void fr__base64(struct fr_buf *out, const unsigned char *d, size_t n) {
+  static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (size_t i = 0; i < n; i += 3) {
+    unsigned v =
+        (unsigned)d[i] << 16 | (i + 1 < n ? (unsigned)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
+    char q[4] = {t[v >> 18 & 63], t[v >> 12 & 63], i + 1 < n ? t[v >> 6 & 63] : '=',
+                 i + 2 < n ? t[v & 63] : '='};
+    fr_buf_append(out, q, 4);
+  }
+}
+
+/* Appends ,"preview":"data:image/png;base64,..." for a CPU F32 [1, h, w, 3] (or [h, w, 3]) tensor. */
+static void fr__append_preview(struct fr_buf *b, const struct fr_tensor *t) {
+  if (!t || t->dtype != FR_F32 || t->dev != FR_DEV_CPU || !t->data || t->ndim < 3)
+    return;
+  int64_t h = t->shape[t->ndim - 3], w = t->shape[t->ndim - 2], c = t->shape[t->ndim - 1];
+  if (h <= 0 || w <= 0 || (c != 3 && c != 4) || h > 16384 || w > 16384)
+    return;
+  int64_t step = 1;
+  while (h / step > FR__PREVIEW_MAX || w / step > FR__PREVIEW_MAX)
+    step++;
+  int64_t oh = h / step, ow = w / step;
+  unsigned char *rgb = fr_malloc((size_t)(oh * ow * 3));
+  struct fr_buf png = {0};
+  if (!rgb)
+    return;
+  const float *px = t->data;
+  for (int64_t y = 0; y < oh; y++)
+    for (int64_t x = 0; x < ow; x++)
+      for (int k = 0; k < 3; k++) {
+        float v = px[((y * step) * w + x * step) * c + k];
+        v = v < 0 ? 0 : v > 1 ? 1 : v;
+        rgb[(y * ow + x) * 3 + k] = (unsigned char)(v * 255.0f + 0.5f);
+      }
+  png_structp p = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+  png_infop info = p ? png_create_info_struct(p) : NULL;
+  png_bytep *rows = fr_malloc((size_t)oh * sizeof *rows);
+  if (p && info && rows && !setjmp(png_jmpbuf(p))) {
+    png_set_write_fn(p, &png, fr__png_write_cb, fr__png_flush_cb);
+    png_set_IHDR(p, info, (png_uint_32)ow, (png_uint_32)oh, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_set_compression_level(p, 3);
+    for (int64_t y = 0; y < oh; y++)
+      rows[y] = rgb + y * ow * 3;
+    png_write_info(p, info);
+    png_write_image(p, rows);
+    png_write_end(p, NULL);
+    if (!png.oom) {
+      fr_buf_puts(b, ",\"preview\":\"data:image/png;base64,");
+      fr__base64(b, (const unsigned char *)png.data, png.len);
+      fr_buf_putc(b, '"');
+    }
+  }
+  if (p)
+    png_destroy_write_struct(&p, info ? &info : NULL);
+  fr_free(rows);
+  fr_free(rgb);
+  fr_buf_free(&png);
+}
+
+/* ---- runs ------------------------------------------------------------------------------------------- */
+
+static void fr__run_free(struct fr__run *r) {
+  if (!r)
+    return;
+  fr_free(r->path);
+  fr_free(r->yaml);
+  fr_free(r->error);
+  fr_arena_free(r->arena);
+  fr_buf_free(&r->outputs);
+  fr_free(r);
+}
+
+/* The run as a JSON object (caller holds the mutex). */
+static void fr__run_json(struct fr_buf *b, const struct fr__run *r) {
+  fr_buf_printf(b, "{\"id\":%d,\"state\":\"%s\",\"path\":", r->id, fr__state_names[r->state]);
+  fr_buf_json_str(b, r->path);
+  fr_buf_printf(b, ",\"queued_at\":%.0f,\"executed\":%d,\"cached\":%d,\"ms\":%.1f,\"outputs\":[%s]",
+                r->queued_at, r->sum.executed, r->sum.cached, r->sum.ms,
+                r->outputs.len ? r->outputs.data : "");
+  if (r->error) {
+    fr_buf_puts(b, ",\"error\":");
+    fr_buf_json_str(b, r->error);
+  }
+  fr_buf_putc(b, '}');
+}
+
+static void fr__runs_json(struct fr__srv *s, struct fr_buf *b) {
+  fr_buf_puts(b, "{\"runs\":[");
+  pthread_mutex_lock(&s->mu);
+  for (struct fr__run *r = s->runs; r; r = r->next) {
+    fr__run_json(b, r);
+    if (r->next)
+      fr_buf_putc(b, ',');
+  }
+  pthread_mutex_unlock(&s->mu);
+  fr_buf_puts(b, "]}");
+}
+
+/* A run's new state as an event message (caller holds the mutex; broadcast b after unlocking, since a
+ * finished run may leave the history as soon as the mutex is released). */
+static void fr__run_event(struct fr_buf *b, const char *event, const struct fr__run *r) {
+  fr_buf_printf(b, "{\"event\":\"%s\",\"run\":%d,\"info\":", event, r->id);
+  fr__run_json(b, r);
+  fr_buf_putc(b, '}');
+}
+
+/* Engine listener (worker thread): the event as JSON with the run id, a preview and the output file. */
+static void fr__on_event(void *user, const struct fr_event *ev) {
+  struct fr__srv *s = user;
+  struct fr__run *r = s->current;
+  struct fr_buf one = {0}, b = {0};
+  fr_event_json(&one, ev);
+  if (one.oom || one.len < 2) {
+    fr_buf_free(&one);
+    return;
+  }
+  fr_buf_printf(&b, "{\"run\":%d,", r ? r->id : 0);
+  fr_buf_append(&b, one.data + 1, one.len - 2); /* the event's members, without its braces */
+  if (ev->kind == FR_EV_PROGRESS && ev->preview)
+    fr__append_preview(&b, ev->preview);
+  if (ev->kind == FR_EV_OUTPUT && ev->path && r) {
+    char real[PATH_MAX];
+    if (realpath(ev->path, real) && fr__under(s->output_real, real) && real[strlen(s->output_real)] == '/') {
+      const char *rel = real + strlen(s->output_real) + 1;
+      fr_buf_puts(&b, ",\"file\":");
+      fr_buf_json_str(&b, rel);
+      pthread_mutex_lock(&s->mu);
+      if (r->outputs.len)
+        fr_buf_putc(&r->outputs, ',');
+      fr_buf_json_str(&r->outputs, rel);
+      pthread_mutex_unlock(&s->mu);
+    }
+  }
+  fr_buf_putc(&b, '}');
+  fr_buf_free(&one);
+  fr__broadcast_buf(s, &b);
+}
+
+/* Drops the oldest finished runs beyond the history bound (caller holds the mutex). */
+static void fr__trim_history(struct fr__srv *s) {
+  struct fr__run **pp = &s->runs;
+  while (s->n_runs > FR__MAX_HISTORY && *pp) {
+    struct fr__run *r = *pp;
+    if (r->state == FR__QUEUED || r->state == FR__RUNNING) {
+      pp = &r->next;
+      continue;
+    }
+    *pp = r->next;
+    s->n_runs--;
+    fr__run_free(r);
+  }
+  s->runs_tail = NULL;
+  for (struct fr__run *r = s->runs; r; r = r->next)
+    s->runs_tail = r;
+}
+
+static void *fr__worker_main(void *arg) {
+  struct fr__srv *s = arg;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    struct fr__run *r = NULL;
+    while (!s->stopping) {
+      for (r = s->runs; r && r->state != FR__QUEUED; r = r->next) {
+      }
+      if (r)
+        break;
+      pthread_cond_wait(&s->cv, &s->mu);
+    }
+    if (s->stopping) {
+      pthread_mutex_unlock(&s->mu);
+      return NULL;
+    }
+    r->state = FR__RUNNING;
+    s->current = r;
+    struct fr_buf ev = {0};
+    fr__run_event(&ev, "run_state", r);
+    pthread_mutex_unlock(&s->mu);
+    fr__broadcast_buf(s, &ev);
+
+    /* Relative subgraphs and file inputs resolve against the graph file's folder. */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", s->graphs_real);
+    if (*r->path) {
+      char tmp[PATH_MAX * 2];
+      snprintf(tmp, sizeof tmp, "%s/%s", s->graphs_real, r->path);
+      char *slash = strrchr(tmp, '/');
+      *slash = 0;
+      char real[PATH_MAX];
+      if (realpath(tmp, real) && fr__under(s->graphs_real, real))
+        snprintf(dir, sizeof dir, "%s", real);
+    }
+    struct fr_err err = {{0}};
+    struct fr_graph *g = NULL;
+    enum fr_status rc = fr_engine_load_string(s->engine, r->yaml, strlen(r->yaml),
+                                              *r->path ? r->path : "<editor>", dir, r->ov, r->n_ov, &g, &err);
+    struct fr_run_summary sum = {0};
+    if (rc == FR_OK) {
+      pthread_mutex_lock(&s->mu);
+      bool cancelled = r->cancel_requested;
+      pthread_mutex_unlock(&s->mu);
+      rc = cancelled ? fr_errf(&err, FR_E_CANCELLED, "cancelled") : fr_engine_run(s->engine, g, &sum, &err);
+    } else {
+      /* The engine never started, so no run_done event came: say what happened in the same shape. */
+      struct fr_buf b = {0};
+      fr_buf_printf(&b, "{\"run\":%d,\"event\":\"error\",\"node\":null,\"message\":", r->id);
+      fr_buf_json_str(&b, err.msg);
+      fr_buf_printf(&b, ",\"status\":\"%s\"}", fr_status_str(rc));
+      fr__broadcast_buf(s, &b);
+    }
+    fr_graph_free(g);
+    pthread_mutex_lock(&s->mu);
+    r->sum = sum;
+    r->state = rc == FR_OK ? FR__DONE : rc == FR_E_CANCELLED ? FR__CANCELLED : FR__FAILED;
+    if (rc != FR_OK)
+      r->error = fr_strdup(err.msg);
+    s->current = NULL;
+    fr_free(r->yaml); /* the text is not needed any more; the history keeps the outcome */
+    r->yaml = NULL;
+    fr__run_event(&ev, "run_state", r);
+    fr__trim_history(s);
+    pthread_mutex_unlock(&s->mu);
+    fr__broadcast_buf(s, &ev);
+  }
+}
+
+/* Queues a run. params: a JSON object of overrides (numbers, bools, strings) or NULL. yaml: the text, or
+ * NULL to read path from the graphs folder. Returns an HTTP status with a message in err; *id on 200. */
+static int fr__queue_run(struct fr__srv *s, const char *path, const char *yaml, size_t yaml_len,
+                         const struct fr_json *params, int *id, struct fr_err *err) {
+  struct fr__run *r = fr_calloc(1, sizeof *r);
+  if (!r || !(r->arena = fr_arena_new(0))) {
+    fr_free(r);
+    fr_errf(err, FR_E_NOMEM, "out of memory");
+    return 500;
+  }
+  int code = 200;
+  char full[PATH_MAX];
+  if (path && *path) {
+    int st = fr__resolve(s->graphs_real, path, false, full);
+    if (st != 200 || !fr__is_yaml(path)) {
+      fr_errf(err, FR_E_INVALID, "graph %s: %s", path,
+              st == 404 ? "no such file in the graphs folder" : "not a .yaml file inside the graphs folder");
+      code = st == 200 ? 400 : st;
+      goto fail;
+    }
+  }
+  r->path = fr_strdup(path ? path : "");
+  if (yaml) {
+    r->yaml = fr_strndup(yaml, yaml_len);
+  } else if (path && *path) {
+    size_t n;
+    if (fr__read_file(full, 4u << 20, &r->yaml, &n, err) != FR_OK) {
+      fr_err_prefix(err, FR_E_IO, "graph %s", path);
+      code = 400;
+      goto fail;
+    }
+  } else {
+    fr_errf(err, FR_E_INVALID, "a run needs \"path\" or \"yaml\"");
+    code = 400;
+    goto fail;
+  }
+  if (!r->path || !r->yaml) {
+    fr_errf(err, FR_E_NOMEM, "out of memory");
+    code = 500;
+    goto fail;
+  }
+  if (params && params->type != FR_JSON_NULL) {
+    if (params->type != FR_JSON_OBJECT || params->n > FR__MAX_PARAMS) {
+      fr_errf(err, FR_E_INVALID, "\"params\" must be an object of at most %d names", FR__MAX_PARAMS);
+      code = 400;
+      goto fail;
+    }
+    r->ov = fr_arena_alloc(r->arena, (size_t)(params->n + 1) * sizeof *r->ov);
+    for (int i = 0; r->ov && i < params->n; i++) {
+      const struct fr_json *v = &params->items[i];
+      const char *txt;
+      switch (v->type) {
+      case FR_JSON_BOOL: txt = v->b ? "true" : "false"; break;
+      case FR_JSON_NUMBER:
+        txt = v->is_int ? fr_arena_printf(r->arena, "%lld", (long long)v->i)
+                        : fr_arena_printf(r->arena, "%.17g", v->num);
+        break;
+      case FR_JSON_STRING: txt = fr_arena_strdup(r->arena, v->str); break;
+      default:
+        fr_errf(err, FR_E_INVALID, "param %s: expected a number, a bool or a string", params->keys[i]);
+        code = 400;
+        goto fail;
+      }
+      const char *name = fr_arena_strdup(r->arena, params->keys[i]);
+      if (!txt || !name) {
+        fr_errf(err, FR_E_NOMEM, "out of memory");
+        code = 500;
+        goto fail;
+      }
+      r->ov[r->n_ov++] = (struct fr_override){name, txt};
+    }
+  }
+  r->queued_at = fr__now_ms();
+  pthread_mutex_lock(&s->mu);
+  r->id = ++s->next_id;
+  r->state = FR__QUEUED;
+  if (s->runs_tail)
+    s->runs_tail->next = r;
+  else
+    s->runs = r;
+  s->runs_tail = r;
+  s->n_runs++;
+  pthread_cond_signal(&s->cv);
+  struct fr_buf ev = {0};
+  fr__run_event(&ev, "run_queued", r);
+  pthread_mutex_unlock(&s->mu);
+  *id = r->id;
+  fr__broadcast_buf(s, &ev);
+  return 200;
+fail:
+  fr__run_free(r);
+  return code;
+}
+
+/* Cancels a queued or running run. Returns an HTTP status. */
+static int fr__cancel_run(struct fr__srv *s, int id, struct fr_err *err) {
+  pthread_mutex_lock(&s->mu);
+  struct fr__run *r = s->runs;
+  while (r && r->id != id)
+    r = r->next;
+  if (!r) {
+    pthread_mutex_unlock(&s->mu);
+    fr_errf(err, FR_E_NOTFOUND, "no run %d", id);
+    return 404;
+  }
+  bool was_queued = r->state == FR__QUEUED;
+  if (r->state != FR__QUEUED && r->state != FR__RUNNING) {
+    pthread_mutex_unlock(&s->mu);
+    fr_errf(err, FR_E_INVALID, "run %d has already finished (%s)", id, fr__state_names[r->state]);
+    return 409;
+  }
+  r->cancel_requested = true;
+  struct fr_buf ev = {0};
+  if (was_queued) {
+    r->state = FR__CANCELLED;
+    r->error = fr_strdup("cancelled before it started");
+    fr_free(r->yaml);
+    r->yaml = NULL;
+    fr__run_event(&ev, "run_state", r);
+  } else if (s->current == r) {
+    fr_engine_cancel(s->engine);
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (was_queued)
+    fr__broadcast_buf(s, &ev);
+  return 200;
+}
+
+/* ---- HTTP ------------------------------------------------------------------------------------------- */
+
+static const char *fr__mime(const char *p) {
+  static const char *const t[][2] = {{".html", "text/html; charset=utf-8"},
+                                     {".js", "text/javascript"},
+                                     {".mjs", "text/javascript"},
+                                     {".css", "text/css"},
+                                     {".json", "application/json"},
+                                     {".svg", "image/svg+xml"},
+                                     {".png", "image/png"},
+                                     {".ico", "image/x-icon"},
+                                     {".woff2", "font/woff2"},
+                                     {".map", "application/json"},
+                                     {".yaml", "text/yaml; charset=utf-8"},
+                                     {".txt", "text/plain; charset=utf-8"}};
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+    if (fr__has_ext(p, t[i][0]))
+      return t[i][1];
+  return "application/octet-stream";
+}
+
+/* Sends headers now and queues body (taken over: fr_free'd later; it must have LWS_PRE spare bytes in
+ * front, as fr__resp_* below arrange). Returns what the callback should return. */
+static int fr__respond_raw(struct lws *wsi, struct fr__pss *pss, int status, const char *type, char *data,
+                           size_t len, const char *extra_header) {
+  unsigned char hdr[LWS_PRE + 2048], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
+  fr_free(pss->resp);
+  pss->responded = true;
+  pss->resp = data;
+  pss->resp_len = len;
+  pss->resp_sent = 0;
+  if (lws_add_http_common_headers(wsi, (unsigned)status, type, len, &p, end))
+    return 1;
+  static const char nosniff[] = "nosniff", nocache[] = "no-store";
+  if (lws_add_http_header_by_name(wsi, (const unsigned char *)"x-content-type-options:",
+                                  (const unsigned char *)nosniff, (int)strlen(nosniff), &p, end) ||
+      lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                  (const unsigned char *)nocache, (int)strlen(nocache), &p, end))
+    return 1;
+  if (extra_header) {
+    const char *colon = strchr(extra_header, ' ');
+    char name[64];
+    size_t n = (size_t)(colon - extra_header);
+    if (n < sizeof name) {
+      memcpy(name, extra_header, n);
+      name[n] = 0;
+      if (lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)colon + 1,
+                                      (int)strlen(colon + 1), &p, end))
+        return 1;
+    }
+  }
+  if (lws_finalize_write_http_header(wsi, start, &p, end))
+    return 1;
+  lws_callback_on_writable(wsi);
+  return 0;
+}
+
+static int fr__respond(struct lws *wsi, struct fr__pss *pss, int status, const char *type, const char *body,
+                       size_t len, const char *extra_header) {
+  char *d = fr_malloc(LWS_PRE + len + 1);
+  if (!d)
+    return -1;
+  memcpy(d + LWS_PRE, body, len);
+  return fr__respond_raw(wsi, pss, status, type, d, len, extra_header);
+}
+
+/* Sends b (JSON) and frees it. */
+static int fr__respond_json(struct lws *wsi, struct fr__pss *pss, int status, struct fr_buf *b) {
+  if (b->oom) {
+    fr_buf_free(b);
+    static const char oom[] = "{\"error\":\"out of memory\"}";
+    return fr__respond(wsi, pss, 500, "application/json", oom, sizeof oom - 1, NULL);
+  }
+  int r = fr__respond(wsi, pss, status, "application/json", b->data ? b->data : "", b->len, NULL);
+  fr_buf_free(b);
+  return r;
+}
+
+static int fr__respond_error(struct lws *wsi, struct fr__pss *pss, int status, const char *msg) {
+  struct fr_buf b = {0};
+  fr_buf_puts(&b, "{\"error\":");
+  fr_buf_json_str(&b, msg);
+  fr_buf_putc(&b, '}');
+  return fr__respond_json(wsi, pss, status, &b);
+}
+
+/* The value of the query argument name ("path"), URL-decoded by lws, or NULL. */
+static const char *fr__arg(struct lws *wsi, const char *name, char *buf, int len) {
+  char key[64];
+  snprintf(key, sizeof key, "%s=", name);
+  return lws_get_urlarg_by_name(wsi, key, buf, len);
+}
+
+static bool fr__is_loopback_name(const char *h, size_t n) {
+  return (n == 9 && !strncasecmp(h, "localhost", 9)) || (n >= 4 && !strncmp(h, "127.", 4)) ||
+         (n == 5 && !strncmp(h, "[::1]", 5)) || (n == 3 && !strncmp(h, "::1", 3));
+}
+
+/* Host name part of "name:port" / "[v6]:port". */
+static size_t fr__host_len(const char *h) {
+  if (h[0] == '[') {
+    const char *e = strchr(h, ']');
+    return e ? (size_t)(e - h + 1) : strlen(h);
+  }
+  const char *c = strchr(h, ':');
+  return c ? (size_t)(c - h) : strlen(h);
+}
+
+static bool fr__ct_equal(const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b);
+  unsigned char d = (unsigned char)(na != nb);
+  for (size_t i = 0; i < nb; i++)
+    d |= (unsigned char)(a[i % (na ? na : 1)] ^ b[i]);
+  return d == 0 && na == nb;
+}
+
+/* Checks every request and websocket upgrade: the Host (a loopback server answers only to loopback
+ * names, against DNS rebinding), the Origin when there is one (same origin only: browsers send it on
+ * cross-site requests, and a page elsewhere must not drive the engine), and the token when one is set
+ * (Authorization: Bearer, ?token= or the cookie set when the editor was opened with ?token=).
+ * Returns NULL when allowed, else the reason (and *status). */
+static const char *fr__check_access(struct fr__srv *s, struct lws *wsi, bool state_changing, int *status,
+                                    bool *set_cookie) {
+  char host[256] = "", origin[512] = "", buf[512];
+  *set_cookie = false;
+  if (lws_hdr_total_length(wsi, WSI_TOKEN_HOST) >= (int)sizeof host ||
+      lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0) {
+    *status = 400;
+    return "missing or oversized Host header";
+  }
+  if (s->loopback && !fr__is_loopback_name(host, fr__host_len(host))) {
+    *status = 403;
+    return "this server answers only to localhost / 127.0.0.1";
+  }
+  int olen = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+  if (olen > 0) {
+    if (olen >= (int)sizeof origin || lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0) {
+      *status = 403;
+      return "oversized Origin";
+    }
+    char same[300];
+    snprintf(same, sizeof same, "http://%s", host);
+    if (strcasecmp(origin, same) != 0) {
+      *status = 403;
+      return "foreign Origin: only pages served by this server may use it";
+    }
+  } else if (state_changing) {
+    /* Non-browser clients (curl, scripts) send no Origin; browsers always do on POST and upgrades. */
+  }
+  if (s->o.token) {
+    bool ok = false;
+    int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (alen > 0 && alen < (int)sizeof buf &&
+        lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 && !strncmp(buf, "Bearer ", 7))
+      ok = fr__ct_equal(buf + 7, s->o.token);
+    const char *q = fr__arg(wsi, "token", buf, sizeof buf);
+    if (!ok && q) {
+      ok = fr__ct_equal(q, s->o.token);
+      *set_cookie = ok;
+    }
+    int clen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_COOKIE);
+    if (!ok && clen > 0 && clen < (int)sizeof buf &&
+        lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_COOKIE) > 0) {
+      for (char *save = NULL, *c = strtok_r(buf, ";", &save); c && !ok; c = strtok_r(NULL, ";", &save)) {
+        while (*c == ' ')
+          c++;
+        if (!strncmp(c, "flowrun_token=", 14))
+          ok = fr__ct_equal(c + 14, s->o.token);
+      }
+    }
+    if (!ok) {
+      *status = 401;
+      return "a token is required (?token=, Authorization: Bearer, or the cookie)";
+    }
+  }
+  return NULL;
+}
+
+static int fr__serve_static(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, const char *uri,
+                            const char *cookie_header) {
+  if (!s->have_editor) {
+    static const char msg[] =
+        "<!doctype html><title>flowrun</title><h1>The editor was not built</h1>"
+        "<p>flowrun serve found no built editor (web/dist). Build it with "
+        "<code>npm ci --prefix web/editor &amp;&amp; npm run build --prefix web/editor</code>, or point "
+        "<code>--editor DIR</code> at it. The JSON API (/api/...) and the websocket (/ws) work without "
+        "it.</p>";
+    return fr__respond(wsi, pss, 503, "text/html; charset=utf-8", msg, sizeof msg - 1, cookie_header);
+  }
+  const char *rel = uri[0] == '/' ? uri + 1 : uri;
+  if (!*rel)
+    rel = "index.html";
+  char full[PATH_MAX];
+  int st = fr__resolve(s->editor_real, rel, false, full);
+  if (st == 404 && !strchr(rel, '.')) /* client-side routes get the app */
+    st = fr__resolve(s->editor_real, "index.html", false, full);
+  if (st != 200)
+    return fr__respond_error(wsi, pss, st, st == 404 ? "not found" : "forbidden path");
+  char *d = NULL;
+  size_t n = 0;
+  struct fr_err err = {{0}};
+  if (fr__read_file(full, FR__MAX_STATIC, &d, &n, &err) != FR_OK)
+    return fr__respond_error(wsi, pss, 500, err.msg);
+  char *withpre = fr_malloc(LWS_PRE + n + 1);
+  if (!withpre) {
+    fr_free(d);
+    return -1;
+  }
+  memcpy(withpre + LWS_PRE, d, n);
+  fr_free(d);
+  return fr__respond_raw(wsi, pss, 200, fr__mime(full), withpre, n, cookie_header);
+}
+
+static int fr__cmp_names(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Lists *.yaml files under dir (relative names), skipping symlinks that leave the folder. */
+static void fr__list_graphs(struct fr__srv *s, const char *rel, int depth, struct fr_buf *b, bool *first) {
+  char path[PATH_MAX];
+  if (snprintf(path, sizeof path, "%s%s%s", s->graphs_real, *rel ? "/" : "", rel) >= (int)sizeof path)
+    return;
+  DIR *d = opendir(path);
+  if (!d || depth > 8) {
+    if (d)
+      closedir(d);
+    return;
+  }
+  struct dirent *e;
+  /* Sorted output: collect names first. */
+  char **names = NULL;
+  int n = 0, cap = 0;
+  while ((e = readdir(d)) && n < 10000) {
+    if (e->d_name[0] == '.')
+      continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 32;
+      char **nn = fr_realloc(names, (size_t)cap * sizeof *nn);
+      if (!nn)
+        break;
+      names = nn;
+    }
+    names[n] = fr_strdup(e->d_name);
+    if (names[n])
+      n++;
+  }
+  closedir(d);
+  qsort(names, (size_t)n, sizeof *names, fr__cmp_names);
+  for (int i = 0; i < n; i++) {
+    char sub[PATH_MAX], full[PATH_MAX], real[PATH_MAX];
+    snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", names[i]);
+    struct stat st;
+    if (snprintf(full, sizeof full, "%s/%s", s->graphs_real, sub) < (int)sizeof full &&
+        realpath(full, real) && fr__under(s->graphs_real, real) && stat(real, &st) == 0) {
+      if (S_ISDIR(st.st_mode)) {
+        fr__list_graphs(s, sub, depth + 1, b, first);
+      } else if (S_ISREG(st.st_mode) && fr__is_yaml(sub)) {
+        if (!*first)
+          fr_buf_putc(b, ',');
+        *first = false;
+        fr_buf_json_str(b, sub);
+      }
+    }
+    fr_free(names[i]);
+  }
+  fr_free(names);
+}
+
+/* Saving: the YAML must load (with files not required) so that what the editor saves runs with flowrun. */
+static int fr__save_graph(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss,
+                          const struct fr_json *req) {
+  const char *path = fr_json_str(req, "path", NULL);
+  const struct fr_json *y = fr_json_get(req, "yaml");
+  if (!path || !y || y->type != FR_JSON_STRING)
+    return fr__respond_error(wsi, pss, 400, "save needs {\"path\": \"name.yaml\", \"yaml\": \"...\"}");
+  if (!fr__is_yaml(path))
+    return fr__respond_error(wsi, pss, 400, "graph files end in .yaml or .yml");
+  char full[PATH_MAX];
+  int st = fr__resolve(s->graphs_real, path, true, full);
+  if (st != 200)
+    return fr__respond_error(wsi, pss, st,
+                             st == 404 ? "the folder does not exist in the graphs folder"
+                                       : "the path is outside the graphs folder");
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", full);
+  *strrchr(dir, '/') = 0;
+  struct fr_load_opts lo = {.registry = fr_builtin_registry(),
+                            .model_dirs = s->o.model_dirs,
+                            .n_model_dirs = s->o.n_model_dirs,
+                            .require_files = false};
+  struct fr_graph *g = NULL;
+  struct fr_err err = {{0}};
+  if (fr_graph_load_string(y->str, y->len, path, dir, &lo, &g, &err) != FR_OK)
+    return fr__respond_error(wsi, pss, 422, err.msg);
+  fr_graph_free(g);
+  if (fr__write_file(full, y->str, y->len, &err) != FR_OK)
+    return fr__respond_error(wsi, pss, 500, err.msg);
+  struct fr_buf b = {0};
+  fr_buf_puts(&b, "{\"saved\":");
+  fr_buf_json_str(&b, path);
+  fr_buf_putc(&b, '}');
+  return fr__respond_json(wsi, pss, 200, &b);
+}
+
+/* Checks YAML without saving or running: {"ok":true} or 422 with the loader's message. */
+static int fr__validate(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, const struct fr_json *req) {
+  const struct fr_json *y = fr_json_get(req, "yaml");
+  if (!y || y->type != FR_JSON_STRING)
+    return fr__respond_error(wsi, pss, 400, "validate needs {\"yaml\": \"...\"}");
+  struct fr_load_opts lo = {.registry = fr_builtin_registry(),
+                            .model_dirs = s->o.model_dirs,
+                            .n_model_dirs = s->o.n_model_dirs,
+                            .require_files = false};
+  struct fr_graph *g = NULL;
+  struct fr_err err = {{0}};
+  if (fr_graph_load_string(y->str, y->len, "<editor>", s->graphs_real, &lo, &g, &err) != FR_OK)
+    return fr__respond_error(wsi, pss, 422, err.msg);
+  fr_graph_free(g);
+  static const char ok[] = "{\"ok\":true}";
+  return fr__respond(wsi, pss, 200, "application/json", ok, sizeof ok - 1, NULL);
+}
+
+static int fr__api_post(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss) {
+  struct fr_arena *a = fr_arena_new(0);
+  struct fr_json *req = NULL;
+  struct fr_err err = {{0}};
+  if (!a)
+    return -1;
+  int ret;
+  if (fr_json_parse(a, pss->body.data ? pss->body.data : "", pss->body.len, 32, &req, &err) != FR_OK) {
+    char msg[sizeof err.msg + 32];
+    snprintf(msg, sizeof msg, "malformed JSON: %s", err.msg);
+    ret = fr__respond_error(wsi, pss, 400, msg);
+  } else if (req->type != FR_JSON_OBJECT) {
+    ret = fr__respond_error(wsi, pss, 400, "expected a JSON object");
+  } else if (!strcmp(pss->uri, "/api/graph")) {
+    ret = fr__save_graph(s, wsi, pss, req);
+  } else if (!strcmp(pss->uri, "/api/validate")) {
+    ret = fr__validate(s, wsi, pss, req);
+  } else if (!strcmp(pss->uri, "/api/run")) {
+    const struct fr_json *y = fr_json_get(req, "yaml");
+    if (y && y->type != FR_JSON_STRING) {
+      ret = fr__respond_error(wsi, pss, 400, "\"yaml\" must be a string");
+    } else {
+      int id = 0;
+      int st = fr__queue_run(s, fr_json_str(req, "path", NULL), y ? y->str : NULL, y ? y->len : 0,
+                             fr_json_get(req, "params"), &id, &err);
+      if (st == 200) {
+        struct fr_buf b = {0};
+        fr_buf_printf(&b, "{\"id\":%d}", id);
+        ret = fr__respond_json(wsi, pss, 200, &b);
+      } else {
+        ret = fr__respond_error(wsi, pss, st, err.msg);
+      }
+    }
+  } else if (!strcmp(pss->uri, "/api/cancel")) {
+    const struct fr_json *id = fr_json_get(req, "id");
+    if (!id || id->type != FR_JSON_NUMBER || !id->is_int || id->i < 1 || id->i > INT32_MAX) {
+      ret = fr__respond_error(wsi, pss, 400, "cancel needs {\"id\": RUN_ID}");
+    } else {
+      int st = fr__cancel_run(s, (int)id->i, &err);
+      if (st == 200) {
+        struct fr_buf b = {0};
+        fr_buf_printf(&b, "{\"cancelled\":%d}", (int)id->i);
+        ret = fr__respond_json(wsi, pss, 200, &b);
+      } else {
+        ret = fr__respond_error(wsi, pss, st, err.msg);
+      }
+    }
+  } else {
+    ret = fr__respond_error(wsi, pss, 404, "unknown API endpoint");
+  }
+  fr_arena_free(a);
+  return ret;
+}
+
+static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, const char *uri) {
+  char arg[1100];
+  if (!strcmp(uri, "/api/schema")) {
+    struct fr_buf b = {0};
+    fr_schema_json(fr_builtin_registry(), &b);
+    return fr__respond_json(wsi, pss, 200, &b);
+  }
+  if (!strcmp(uri, "/api/info")) {
+    struct fr_buf b = {0};
+    fr_buf_printf(&b, "{\"flowrun\":\"%s\",\"editor\":%s,\"token\":%s}", FLOWRUN_VERSION,
+                  s->have_editor ? "true" : "false", s->o.token ? "true" : "false");
+    return fr__respond_json(wsi, pss, 200, &b);
+  }
+  if (!strcmp(uri, "/api/graphs")) {
+    struct fr_buf b = {0};
+    bool first = true;
+    fr_buf_puts(&b, "{\"graphs\":[");
+    fr__list_graphs(s, "", 0, &b, &first);
+    fr_buf_puts(&b, "]}");
+    return fr__respond_json(wsi, pss, 200, &b);
+  }
+  if (!strcmp(uri, "/api/graph")) {
+    const char *p = fr__arg(wsi, "path", arg, sizeof arg);
+    if (!p)
+      return fr__respond_error(wsi, pss, 400, "missing ?path=");
+    char full[PATH_MAX];
+    int st = fr__resolve(s->graphs_real, p, false, full);
+    if (st == 200 && !fr__is_yaml(p))
+      st = 400;
+    if (st != 200)
+      return fr__respond_error(wsi, pss, st,
+                               st == 404 ? "no such graph"
+                                         : "the path is not a .yaml file inside the graphs folder");
+    char *d = NULL;
+    size_t n = 0;
+    struct fr_err err = {{0}};
+    if (fr__read_file(full, 4u << 20, &d, &n, &err) != FR_OK)
+      return fr__respond_error(wsi, pss, 500, err.msg);
+    struct fr_buf b = {0};
+    fr_buf_puts(&b, "{\"path\":");
+    fr_buf_json_str(&b, p);
+    fr_buf_puts(&b, ",\"yaml\":");
+    fr_buf_json_strn(&b, d, n);
+    fr_buf_putc(&b, '}');
+    fr_free(d);
+    return fr__respond_json(wsi, pss, 200, &b);
+  }
+  if (!strcmp(uri, "/api/runs")) {
+    struct fr_buf b = {0};
+    fr__runs_json(s, &b);
+    return fr__respond_json(wsi, pss, 200, &b);
+  }
+  if (!strcmp(uri, "/api/output")) {
+    const char *p = fr__arg(wsi, "file", arg, sizeof arg);
+    if (!p)
+      return fr__respond_error(wsi, pss, 400, "missing ?file=");
+    char full[PATH_MAX];
+    int st = fr__resolve(s->output_real, p, false, full);
+    if (st == 200 && !fr__has_ext(p, ".png"))
+      st = 400;
+    if (st != 200)
+      return fr__respond_error(
+          wsi, pss, st, st == 404 ? "no such output" : "the path is not a .png inside the output folder");
+    char *d = NULL;
+    size_t n = 0;
+    struct fr_err err = {{0}};
+    if (fr__read_file(full, FR__MAX_STATIC, &d, &n, &err) != FR_OK)
+      return fr__respond_error(wsi, pss, 500, err.msg);
+    char *withpre = fr_malloc(LWS_PRE + n + 1);
+    if (!withpre) {
+      fr_free(d);
+      return -1;
+    }
+    memcpy(withpre + LWS_PRE, d, n);
+    fr_free(d);
+    return fr__respond_raw(wsi, pss, 200, "image/png", withpre, n, NULL);
+  }
+  return fr__respond_error(wsi, pss, 404, "unknown API endpoint");
+}
+
+/* ---- websocket commands ----------------------------------------------------------------------------- */
+
+static void fr__ws_reply(struct lws *wsi, struct fr__pss *pss, struct fr_buf *b) {
+  if (b->oom || pss->n_replies == FR__MAX_REPLIES) {
+    fr_buf_free(b);
+    return;
+  }
+  char *d = fr_malloc(LWS_PRE + b->len + sizeof(size_t) + 1);
+  if (d) {
+    memcpy(d, &b->len, sizeof(size_t)); /* length in the spare bytes before LWS_PRE's end */
+    memcpy(d + sizeof(size_t) + LWS_PRE, b->data, b->len);
+    pss->replies[pss->n_replies++] = d;
+  }
+  fr_buf_free(b);
+  lws_callback_on_writable(wsi);
+}
+
+static void fr__ws_error(struct lws *wsi, struct fr__pss *pss, const char *msg) {
+  struct fr_buf b = {0};
+  fr_buf_puts(&b, "{\"event\":\"client_error\",\"message\":");
+  fr_buf_json_str(&b, msg);
+  fr_buf_putc(&b, '}');
+  fr__ws_reply(wsi, pss, &b);
+}
+
+static void fr__ws_command(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss) {
+  struct fr_arena *a = fr_arena_new(0);
+  struct fr_json *m = NULL;
+  struct fr_err err = {{0}};
+  if (!a)
+    return;
+  if (fr_json_parse(a, pss->rx.data ? pss->rx.data : "", pss->rx.len, 32, &m, &err) != FR_OK) {
+    char msg[sizeof err.msg + 32];
+    snprintf(msg, sizeof msg, "malformed JSON: %s", err.msg);
+    fr__ws_error(wsi, pss, msg);
+  } else if (m->type != FR_JSON_OBJECT || !fr_json_str(m, "type", NULL)) {
+    fr__ws_error(wsi, pss, "expected an object with a \"type\"");
+  } else {
+    const char *t = fr_json_str(m, "type", "");
+    struct fr_buf b = {0};
+    if (!strcmp(t, "ping")) {
+      fr_buf_puts(&b, "{\"event\":\"pong\"}");
+      fr__ws_reply(wsi, pss, &b);
+    } else if (!strcmp(t, "runs")) {
+      fr_buf_puts(&b, "{\"event\":\"runs\",\"info\":");
+      fr__runs_json(s, &b);
+      fr_buf_putc(&b, '}');
+      fr__ws_reply(wsi, pss, &b);
+    } else if (!strcmp(t, "run")) {
+      const struct fr_json *y = fr_json_get(m, "yaml");
+      int id = 0;
+      int st = y && y->type != FR_JSON_STRING
+                   ? (fr_errf(&err, FR_E_INVALID, "\"yaml\" must be a string"), 400)
+                   : fr__queue_run(s, fr_json_str(m, "path", NULL), y ? y->str : NULL, y ? y->len : 0,
+                                   fr_json_get(m, "params"), &id, &err);
+      if (st == 200) {
+        fr_buf_printf(&b, "{\"event\":\"queued\",\"run\":%d}", id);
+        fr__ws_reply(wsi, pss, &b);
+      } else {
+        fr__ws_error(wsi, pss, err.msg);
+      }
+    } else if (!strcmp(t, "cancel")) {
+      const struct fr_json *id = fr_json_get(m, "id");
+      if (!id || id->type != FR_JSON_NUMBER || !id->is_int || id->i < 1 || id->i > INT32_MAX)
+        fr__ws_error(wsi, pss, "cancel needs {\"type\":\"cancel\",\"id\":RUN_ID}");
+      else if (fr__cancel_run(s, (int)id->i, &err) != 200)
+        fr__ws_error(wsi, pss, err.msg);
+    } else {
+      char msg[200];
+      snprintf(msg, sizeof msg, "unknown message type '%.64s' (known: ping, runs, run, cancel)", t);
+      fr__ws_error(wsi, pss, msg);
+    }
+  }
+  fr_arena_free(a);
+}
+
+/* ---- the libwebsockets callback --------------------------------------------------------------------- */
+
+static const struct lws_protocols fr__protocols[2];
+
+static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
+  struct fr__pss *pss = user;
+  struct fr__srv *s = lws_context_user(lws_get_context(wsi));
+  /* Connections that close before their headers are complete have no per-session data. */
+  if (!pss && reason != LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+  switch (reason) {
+  case LWS_CALLBACK_HTTP: {
+    const char *uri = in;
+    int status;
+    bool cookie;
+    pss->is_post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    pss->body_too_big = false;
+    pss->responded = false;
+    pss->close_after = pss->is_post; /* until the body is read, an early answer ends the connection */
+    fr_buf_free(&pss->body);
+    bool is_get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+    snprintf(pss->uri, sizeof pss->uri, "%s", uri ? uri : "/");
+    const char *why = fr__check_access(s, wsi, pss->is_post, &status, &cookie);
+    if (why)
+      return fr__respond_error(wsi, pss, status, why);
+    if (!pss->is_post && !is_get)
+      return fr__respond_error(wsi, pss, 405, "only GET and POST");
+    if (pss->is_post) {
+      char cl[32] = "";
+      if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+          strtoull(cl, NULL, 10) > FR__MAX_BODY)
+        return fr__respond_error(wsi, pss, 413, "request body too large (at most 10 MiB)");
+      if (strncmp(pss->uri, "/api/", 5) != 0)
+        return fr__respond_error(wsi, pss, 404, "POST goes to /api/...");
+      return 0; /* the body comes in LWS_CALLBACK_HTTP_BODY */
+    }
+    if (!strncmp(pss->uri, "/api/", 5) || !strcmp(pss->uri, "/api"))
+      return fr__api_get(s, wsi, pss, pss->uri);
+    char cookie_hdr[300];
+    if (cookie && s->o.token)
+      snprintf(cookie_hdr, sizeof cookie_hdr,
+               "set-cookie: flowrun_token=%s; Path=/; HttpOnly; SameSite=Strict", s->o.token);
+    return fr__serve_static(s, wsi, pss, pss->uri, cookie && s->o.token ? cookie_hdr : NULL);
+  }
+  case LWS_CALLBACK_HTTP_BODY:
+    if (pss->body_too_big || pss->responded)
+      return 0;
+    if (pss->body.len + len > FR__MAX_BODY) {
+      pss->body_too_big = true;
+      fr_buf_free(&pss->body);
+      return 0;
+    }
+    fr_buf_append(&pss->body, in, len);
+    return 0;
+  case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+    int r;
+    if (pss->responded)
+      return 0;
+    pss->close_after = false;
+    if (pss->body_too_big)
+      r = fr__respond_error(wsi, pss, 413, "request body too large (at most 10 MiB)");
+    else if (pss->body.oom)
+      r = fr__respond_error(wsi, pss, 500, "out of memory");
+    else
+      r = fr__api_post(s, wsi, pss);
+    fr_buf_free(&pss->body);
+    return r;
+  }
+  case LWS_CALLBACK_HTTP_WRITEABLE: {
+    if (!pss->resp)
+      return 0;
+    size_t left = pss->resp_len - pss->resp_sent, n = left > 32768 ? 32768 : left;
+    bool last = n == left;
+    /* lws_write may use the LWS_PRE bytes before what it sends: the spare head or bytes already sent. */
+    unsigned char *chunk = (unsigned char *)pss->resp + LWS_PRE + pss->resp_sent;
+    if (n && lws_write(wsi, chunk, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+      return -1;
+    pss->resp_sent += n;
+    if (!last) {
+      lws_callback_on_writable(wsi);
+      return 0;
+    }
+    fr_free(pss->resp);
+    pss->resp = NULL;
+    if (pss->close_after) /* an answer before the request body was read: the connection cannot go on */
+      return -1;
+    if (lws_http_transaction_completed(wsi))
+      return -1;
+    return 0;
+  }
+  case LWS_CALLBACK_CLOSED_HTTP:
+  case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    fr_free(pss->resp);
+    pss->resp = NULL;
+    fr_buf_free(&pss->body);
+    return 0;
+
+  case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+    char uri[64] = "";
+    int status;
+    bool cookie;
+    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
+      return 1;
+    const char *why = fr__check_access(s, wsi, true, &status, &cookie);
+    if (why) {
+      lwsl_user("flowrun serve: websocket refused: %s\n", why);
+      return 1;
+    }
+    return 0;
+  }
+  case LWS_CALLBACK_ESTABLISHED: {
+    memset(pss, 0, sizeof *pss);
+    pss->is_ws = true;
+    pthread_mutex_lock(&s->mu);
+    pss->next_seq = s->log_next; /* new clients get the current state from the hello, then live events */
+    pthread_mutex_unlock(&s->mu);
+    struct fr_buf b = {0};
+    fr_buf_printf(&b, "{\"event\":\"hello\",\"flowrun\":\"%s\",\"info\":", FLOWRUN_VERSION);
+    fr__runs_json(s, &b);
+    fr_buf_putc(&b, '}');
+    fr__ws_reply(wsi, pss, &b);
+    return 0;
+  }
+  case LWS_CALLBACK_RECEIVE: {
+    if (pss->rx.len + len > FR__MAX_WS_MSG) {
+      static const char why[] = "message too large";
+      lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why, sizeof why - 1);
+      return -1;
+    }
+    fr_buf_append(&pss->rx, in, len);
+    if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+      if (lws_frame_is_binary(wsi))
+        fr__ws_error(wsi, pss, "binary messages are not understood; send JSON text");
+      else
+        fr__ws_command(s, wsi, pss);
+      fr_buf_free(&pss->rx);
+    }
+    return 0;
+  }
+  case LWS_CALLBACK_SERVER_WRITEABLE: {
+    if (pss->n_replies) {
+      char *d = pss->replies[0];
+      size_t n;
+      memcpy(&n, d, sizeof n);
+      memmove(pss->replies, pss->replies + 1, (size_t)(--pss->n_replies) * sizeof *pss->replies);
+      int w = lws_write(wsi, (unsigned char *)d + sizeof(size_t) + LWS_PRE, n, LWS_WRITE_TEXT);
+      fr_free(d);
+      if (w < (int)n)
+        return -1;
+      lws_callback_on_writable(wsi);
+      return 0;
+    }
+    pthread_mutex_lock(&s->mu);
+    uint64_t oldest = s->log_next > FR__LOG_SIZE ? s->log_next - FR__LOG_SIZE : 0;
+    if (pss->next_seq < oldest)
+      pss->next_seq = oldest; /* a client too slow for the log skips what it missed */
+    if (pss->next_seq >= s->log_next) {
+      pthread_mutex_unlock(&s->mu);
+      return 0;
+    }
+    struct fr__msg *m = &s->log[pss->next_seq % FR__LOG_SIZE];
+    size_t n = m->len;
+    char *copy = fr_malloc(LWS_PRE + n);
+    if (copy)
+      memcpy(copy + LWS_PRE, m->data + LWS_PRE, n);
+    pss->next_seq++;
+    bool more = pss->next_seq < s->log_next;
+    pthread_mutex_unlock(&s->mu);
+    if (copy) {
+      int w = lws_write(wsi, (unsigned char *)copy + LWS_PRE, n, LWS_WRITE_TEXT);
+      fr_free(copy);
+      if (w < (int)n)
+        return -1;
+    }
+    if (more)
+      lws_callback_on_writable(wsi);
+    return 0;
+  }
+  case LWS_CALLBACK_CLOSED:
+    for (int i = 0; i < pss->n_replies; i++)
+      fr_free(pss->replies[i]);
+    pss->n_replies = 0;
+    fr_buf_free(&pss->rx);
+    return 0;
+  case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+    lws_callback_on_writable_all_protocol(lws_get_context(wsi), &fr__protocols[0]);
+    return 0;
+  default: break;
+  }
+  return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols fr__protocols[2] = {
+    {"flowrun", fr__callback, sizeof(struct fr__pss), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void fr__on_signal(int sig) {
+  (void)sig;
+  fr__interrupted = 1;
+  if (fr__g && fr__g->ctx)
+    lws_cancel_service(fr__g->ctx);
+}
+
+/* Makes dir if missing, then its realpath into out. */
+static enum fr_status fr__folder(const char *what, const char *dir, bool create, char out[PATH_MAX],
+                                 struct fr_err *err) {
+  if (create)
+    mkdir(dir, 0755);
+  struct stat st;
+  if (!realpath(dir, out) || stat(out, &st) != 0 || !S_ISDIR(st.st_mode))
+    return fr_errf(err, FR_E_NOTFOUND, "%s folder %s: %s", what, dir,
+                   errno ? strerror(errno) : "not a folder");
+  return FR_OK;
+}
+
+static bool fr__find_editor(struct fr__srv *s) {
+  const char *cands[4] = {s->o.editor_dir, s->o.editor_dir ? NULL : getenv("FLOWRUN_EDITOR"), NULL, NULL};
+  char beside[PATH_MAX] = "";
+  if (!s->o.editor_dir) {
+    cands[2] = "web/dist";
+    /* A build folder inside the source tree: <src>/build/flowrun -> <src>/web/dist. */
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+      self[n] = 0;
+      snprintf(beside, sizeof beside, "%s/../web/dist", dirname(self));
+      cands[3] = beside;
+    }
+  }
+  for (int i = 0; i < 4; i++) {
+    char idx[PATH_MAX + 16];
+    if (!cands[i])
+      continue;
+    snprintf(idx, sizeof idx, "%s/index.html", cands[i]);
+    if (access(idx, R_OK) == 0 && realpath(cands[i], s->editor_real))
+      return true;
+    if (i == 0)
+      return false; /* an explicit --editor that is not there: say so rather than guess */
+  }
+  return false;
+}
+
+enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
+  struct fr__srv *s = fr_calloc(1, sizeof *s);
+  if (!s)
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  s->o = *opts;
+  if (!s->o.host)
+    s->o.host = "127.0.0.1";
+  if (!s->o.graphs_dir)
+    s->o.graphs_dir = "graphs";
+  if (!s->o.output_dir)
+    s->o.output_dir = "output";
+  s->loopback = fr__is_loopback_name(s->o.host, strlen(s->o.host));
+  enum fr_status rc = FR_OK;
+  if (!s->loopback && (!s->o.token || !*s->o.token)) {
+    rc = fr_errf(err, FR_E_INVALID, "--host %s is not a loopback address: --token is required", s->o.host);
+    goto out;
+  }
+  if (s->o.token &&
+      (strlen(s->o.token) < 8 || strlen(s->o.token) > 200 || strpbrk(s->o.token, " ;,\"\r\n"))) {
+    rc = fr_errf(err, FR_E_INVALID, "--token: 8 to 200 characters, without spaces, quotes, ';' or ','");
+    goto out;
+  }
+  if ((rc = fr__folder("graphs", s->o.graphs_dir, false, s->graphs_real, err)) != FR_OK ||
+      (rc = fr__folder("output", s->o.output_dir, true, s->output_real, err)) != FR_OK)
+    goto out;
+  s->have_editor = fr__find_editor(s);
+  if (s->o.editor_dir && !s->have_editor) {
+    rc = fr_errf(err, FR_E_NOTFOUND, "--editor %s: no index.html there (build the editor first)",
+                 s->o.editor_dir);
+    goto out;
+  }
+
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  struct fr_engine_opts eo = {
+      .registry = fr_builtin_registry(),
+      .cache_path = s->o.cache_path,
+      .no_cache = s->o.no_cache,
+      .model_dirs = s->o.model_dirs,
+      .n_model_dirs = s->o.n_model_dirs,
+      .output_dir = s->output_real,
+      .device = s->o.device,
+      .threads = s->o.threads,
+      .on_event = fr__on_event,
+      .user = s,
+  };
+  if ((rc = fr_engine_new(&eo, &s->engine, err)) != FR_OK)
+    goto out_sync;
+
+  lws_set_log_level(LLL_ERR, NULL);
+  struct lws_context_creation_info info;
+  memset(&info, 0, sizeof info);
+  info.port = s->o.port;
+  info.iface = s->o.host;
+  info.protocols = fr__protocols;
+  info.user = s;
+  info.max_http_header_data = 8192;
+  info.timeout_secs = 30;
+  info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+  s->ctx = lws_create_context(&info);
+  if (!s->ctx) {
+    rc = fr_errf(err, FR_E_IO, "cannot listen on %s:%d (in use, or not an address of this machine)",
+                 s->o.host, s->o.port);
+    goto out_engine;
+  }
+  if (pthread_create(&s->worker, NULL, fr__worker_main, s) != 0) {
+    rc = fr_errf(err, FR_E_INTERNAL, "cannot start the worker thread");
+    goto out_ctx;
+  }
+  s->worker_started = true;
+
+  int port = s->o.port;
+  struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
+  if (vh)
+    port = lws_get_vhost_listen_port(vh);
+  printf("flowrun serve: http://%s:%d/%s%s\n", strchr(s->o.host, ':') ? "[::1]" : s->o.host, port,
+         s->o.token ? "?token=" : "", s->o.token ? s->o.token : "");
+  if (!s->have_editor)
+    printf("flowrun serve: the editor was not built (npm ci --prefix web/editor && npm run build --prefix "
+           "web/editor); the API and /ws work without it\n");
+  fflush(stdout);
+
+  fr__g = s;
+  struct sigaction sa, old_int, old_term;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = fr__on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  signal(SIGPIPE, SIG_IGN);
+  while (!fr__interrupted && lws_service(s->ctx, 0) >= 0) {
+  }
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+
+  /* Shut down: stop the running graph, let the worker finish, then drop the connections. */
+  pthread_mutex_lock(&s->mu);
+  s->stopping = true;
+  if (s->current)
+    fr_engine_cancel(s->engine);
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  pthread_join(s->worker, NULL);
+out_ctx:
+  lws_context_destroy(s->ctx);
+  s->ctx = NULL;
+  fr__g = NULL;
+out_engine:
+  fr_engine_free(s->engine);
+out_sync:
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+out:
+  while (s->runs) {
+    struct fr__run *r = s->runs;
+    s->runs = r->next;
+    fr__run_free(r);
+  }
+  for (int i = 0; i < FR__LOG_SIZE; i++)
+    fr_free(s->log[i].data);
+  fr_free(s);
+  return rc;
+}

@@ -1,0 +1,34 @@
+/* flowrun serve: the editor's server (libwebsockets). Static files from the built editor, a JSON API and a
+ * websocket of engine events; one engine for the server's life and a run queue on a worker thread. The
+ * protocol is documented in docs/protocol.md. */
+#ifndef FR_SERVE_H
+#define FR_SERVE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+#define FR_SERVE_MAX_MODEL_DIRS 64
+
+struct fr_serve_opts {
+  const char *host;       /* bind address; default "127.0.0.1" */
+  int port;               /* default 8188; 0: any free port (printed on stdout) */
+  const char *graphs_dir; /* workflow files (list/load/save); default "graphs" */
+  const char *output_dir; /* where output nodes write, served read-only; default "output" */
+  const char *editor_dir; /* built editor (web/dist); NULL: $FLOWRUN_EDITOR, ./web/dist, beside the binary */
+  const char *cache_path; /* NULL: the CLI's default cache */
+  bool no_cache;
+  const char *token; /* required when host is not loopback; checked on every request */
+  const char *model_dirs[FR_SERVE_MAX_MODEL_DIRS];
+  int n_model_dirs;
+  const char *device; /* "cpu" (default) or "cuda" */
+  int threads;
+  const char *argv0; /* to find web/dist beside the binary */
+};
+
+/* Runs until SIGINT/SIGTERM. Returns FR_OK after a clean shutdown, or an error (bad options, port in use,
+ * folder missing) with the reason in err. */
+enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err);
+
+#endif
