@@ -3,11 +3,17 @@
 #ifndef FR_CLI_H
 #define FR_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 struct fr_cli_cmd {
   const char *name;
   const char *help;
   int (*fn)(int argc, char **argv);
 };
+
+/* "2G", "512MiB", "100k", "12345" -> bytes; "unlimited" -> -1. False when malformed or not positive. */
+bool fr_cli_parse_size(const char *s, int64_t *out);
 
 int fr_cmd_version(int argc, char **argv);
 int fr_cmd_run(int argc, char **argv);      /* core/cli/cmd_run.c; also `flowrun GRAPH.yaml` */

@@ -25,50 +25,6 @@ static void fr__cache_usage(FILE *f) {
              "                    default 10G\n");
 }
 
-/* "2G", "512MiB", "100k", "12345", "unlimited" -> bytes (-1 for unlimited). False when malformed. */
-static bool fr__parse_size(const char *s, int64_t *out) {
-  if (strcmp(s, "unlimited") == 0) {
-    *out = -1;
-    return true;
-  }
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (end == s || errno || !(v > 0))
-    return false;
-  double mul = 1;
-  switch (*end) {
-  case 'k':
-  case 'K':
-    mul = 1024.0;
-    end++;
-    break;
-  case 'm':
-  case 'M':
-    mul = 1024.0 * 1024;
-    end++;
-    break;
-  case 'g':
-  case 'G':
-    mul = 1024.0 * 1024 * 1024;
-    end++;
-    break;
-  case 't':
-  case 'T':
-    mul = 1024.0 * 1024 * 1024 * 1024;
-    end++;
-    break;
-  default: break;
-  }
-  if (mul > 1 && *end == 'i')
-    end++;
-  if (*end == 'B' || *end == 'b')
-    end++;
-  if (*end || v * mul >= 9.0e18 || v * mul < 1)
-    return false;
-  *out = (int64_t)(v * mul);
-  return true;
-}
 
 static const char *fr__human(int64_t n, char *buf, size_t len) {
   static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -126,7 +82,7 @@ int fr_cmd_cache(int argc, char **argv) {
       }
       if (is_cache) {
         path = val;
-      } else if (!fr__parse_size(val, &max_bytes)) {
+      } else if (!fr_cli_parse_size(val, &max_bytes)) {
         fprintf(stderr, "flowrun cache: --max-size '%s' is not a size (e.g. 2G, 500M, unlimited)\n", val);
         return 2;
       }

@@ -43,44 +43,6 @@ static void fr__on_sigint(int sig) {
     fr_engine_cancel(fr__engine); /* an atomic store: async-signal-safe */
 }
 
-/* "10G", "512M", "1.5G", "1000": bytes. */
-static bool fr__parse_size(const char *s, int64_t *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0)
-    return false;
-  double mul = 1;
-  switch (*end) {
-  case 'k':
-  case 'K':
-    mul = 1024.0;
-    end++;
-    break;
-  case 'm':
-  case 'M':
-    mul = 1024.0 * 1024;
-    end++;
-    break;
-  case 'g':
-  case 'G':
-    mul = 1024.0 * 1024 * 1024;
-    end++;
-    break;
-  case 't':
-  case 'T':
-    mul = 1024.0 * 1024 * 1024 * 1024;
-    end++;
-    break;
-  default: break;
-  }
-  if (*end == 'B' || *end == 'b')
-    end++;
-  if (*end || v * mul > 9e18)
-    return false;
-  *out = (int64_t)(v * mul);
-  return true;
-}
 
 static void fr__run_usage(FILE *f) {
   fprintf(f, "usage: flowrun [run] GRAPH.yaml|PICTURE.png [options]\n"
@@ -131,7 +93,7 @@ static int fr__parse_args(int argc, char **argv, struct fr__run_args *a) {
       a->no_cache = true;
     } else if (strcmp(o, "--cache-size") == 0) {
       FR__NEEDVAL();
-      if (!fr__parse_size(val, &a->cache_size)) {
+      if (!fr_cli_parse_size(val, &a->cache_size)) {
         fprintf(stderr, "flowrun: --cache-size %s: expected a size such as 10G, 512M or 1000000\n", val);
         return 2;
       }
