@@ -3,7 +3,6 @@
  * stats never creates a cache file (asking about a cache that does not exist says so); clear and gc
  * open it as a run would. Exit status: 0 ok, 1 the cache failed (e.g. the file is not a flowrun
  * cache), 2 bad usage. */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,6 @@
  *
  * Exit status: 0 ok, 1 the run failed, 2 bad usage or an invalid graph, 130 cancelled (Ctrl-C). The
  * first Ctrl-C asks the engine to stop between nodes (or sampler steps); a second one exits at once. */
-#include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
