@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Browser test of the editor: flowrun serve + tests/web/editor.mjs in headless chromium (playwright-core
-# from web/editor's node_modules, Debian's /usr/bin/chromium). Then the YAML the editor saved must run
-# unchanged with the CLI. Screenshots: $FR_TEST_TMP/serve_editor/*.png. Skips (77) with the reason when
-# node, chromium, playwright-core, the built editor (web/dist) or serve itself is missing.
+# from web/editor's node_modules, Debian's /usr/bin/chromium). Screenshots: $FR_TEST_TMP/serve_editor/*.png.
+# Skips (77) with the reason when node, chromium, playwright-core, the built editor (web/dist) or serve
+# itself is missing.
+#   1. image-demo.yaml (no models): run, cached re-run, save, PNG drop, palette, typed connections; then the
+#      YAML the editor saved must run unchanged with the CLI.
+#   2. tiny-demo.yaml on a server started with --models $FR_FIXTURES/models: Sampler step progress and
+#      preview while it runs, the output image, cached TextEncodes after a seed change, cancel mid-run.
+#      Without the fixtures this scenario is skipped with a message (a failure when FR_REQUIRE_FIXTURES=1).
 set -u
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:?}"
 CHROMIUM=${FR_CHROMIUM:-/usr/bin/chromium}
@@ -15,23 +20,52 @@ command -v node >/dev/null || { echo "skipped: node not found (apt-get install n
 T="$FR_TEST_TMP/serve_editor"
 rm -rf "$T" && mkdir -p "$T/graphs" "$T/out" "$T/cli-out"
 cp -r "$FR_SRC/graphs/." "$T/graphs/"
-"$FLOWRUN" serve --port 0 --graphs "$T/graphs" --output "$T/out" --editor "$FR_SRC/web/dist" \
-  --cache "$T/cache.sqlite" > "$T/server.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
-PORT=""
-for _ in $(seq 100); do
-  PORT=$(sed -n 's|^flowrun serve: http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$T/server.log")
-  [ -n "$PORT" ] && break
-  sleep 0.1
-done
-[ -n "$PORT" ] || { echo "FAIL: server did not start"; cat "$T/server.log"; exit 1; }
+SERVER=""
+trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null; wait 2>/dev/null' EXIT
 
-FR_EDITOR_MODULES="$FR_SRC/web/editor" FR_CHROMIUM="$CHROMIUM" \
-  timeout 240 node "$FR_SRC/tests/web/editor.mjs" "http://127.0.0.1:$PORT/" "$T" || { cat "$T/server.log"; exit 1; }
+# serve NAME [serve options...]: starts a server logging to $T/NAME.log, sets SERVER and URL.
+serve() {
+  local name=$1; shift
+  "$FLOWRUN" serve --port 0 --graphs "$T/graphs" --editor "$FR_SRC/web/dist" "$@" > "$T/$name.log" 2>&1 &
+  SERVER=$!
+  local port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's|^flowrun serve: http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$T/$name.log")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { echo "FAIL: server $name did not start"; cat "$T/$name.log"; exit 1; }
+  URL="http://127.0.0.1:$port/"
+}
+stop() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; SERVER=""; }
+browser() { # scenario log
+  FR_EDITOR_MODULES="$FR_SRC/web/editor" FR_CHROMIUM="$CHROMIUM" \
+    timeout 240 node "$FR_SRC/tests/web/editor.mjs" "$URL" "$T" "$1" || { cat "$T/$2.log"; exit 1; }
+}
+
+serve server --output "$T/out" --cache "$T/cache.sqlite"
+browser image server
+stop
 
 saved="$T/graphs/editor-saved.yaml"
 grep -q 'ui: {' "$saved" && grep -q 'blend_factor: 0.5' "$saved" || { echo "FAIL: saved YAML lacks positions or the edit"; cat "$saved"; exit 1; }
 "$FLOWRUN" run "$saved" --cache "$T/cache.sqlite" --output "$T/cli-out" --set size=256 || { echo "FAIL: the CLI could not run the saved YAML"; cat "$saved"; exit 1; }
 ls "$T/cli-out"/*.png >/dev/null 2>&1 || { echo "FAIL: the CLI run wrote no picture"; exit 1; }
-echo "ok: the editor's saved YAML runs with the CLI; screenshots in $T"
+echo "ok: the editor's saved YAML runs with the CLI"
+
+FX="${FR_FIXTURES:-}"
+if [ ! -f "$FX/models/sd15-tiny.safetensors" ]; then
+  if [ "${FR_REQUIRE_FIXTURES:-}" = 1 ]; then
+    echo "FAIL: the sampler scenario needs the fixtures (FR_FIXTURES=$FX has no models/sd15-tiny.safetensors) and FR_REQUIRE_FIXTURES=1"
+    exit 1
+  fi
+  echo "skipped the sampler scenario: fixtures not found (FR_FIXTURES=$FX has no models/sd15-tiny.safetensors)"
+  echo "ok: image scenario passed; screenshots in $T"
+  exit 0
+fi
+mkdir -p "$T/sampler-out"
+serve sampler --models "$FX/models" --output "$T/sampler-out" --cache "$T/sampler-cache.sqlite"
+browser sampler sampler
+stop
+ls "$T/sampler-out"/tiny-demo_*.png >/dev/null 2>&1 || { echo "FAIL: the sampler runs wrote no picture"; exit 1; }
+echo "ok: both scenarios passed; screenshots in $T"

@@ -389,6 +389,16 @@ static void fr__on_event(void *user, const struct fr_event *ev) {
   struct fr__srv *s = user;
   struct fr__run *r = s->current;
   struct fr_buf one = {0}, b = {0};
+  if (ev->kind == FR_EV_RUN_START && r) {
+    /* fr_engine_run clears the engine's cancel flag as it starts, so a cancel that came after the
+     * worker's last look at cancel_requested and before that reset would be lost: the engine emits
+     * run_start after the reset and before the first node, so look again here. */
+    pthread_mutex_lock(&s->mu);
+    bool cancelled = r->cancel_requested;
+    pthread_mutex_unlock(&s->mu);
+    if (cancelled)
+      fr_engine_cancel(s->engine);
+  }
   fr_event_json(&one, ev);
   if (one.oom || one.len < 2) {
     fr_buf_free(&one);

@@ -71,6 +71,7 @@ function FlowNode({ id, data }) {
         {st.kind === 'running' && (st.steps ? `running ${st.step}/${st.steps}` : 'running…')}
         {st.kind === 'cached' && 'cached'}
         {st.kind === 'done' && `done in ${st.ms < 10 ? st.ms.toFixed(1) : Math.round(st.ms)} ms`}
+        {st.kind === 'cancelled' && (st.steps ? `cancelled at ${st.step}/${st.steps}` : 'cancelled')}
         {st.kind === 'error' && <span className="msg">{st.message}</span>}
         {st.kind === 'queued' && 'waiting'}
       </div>
@@ -101,7 +102,7 @@ function FlowNode({ id, data }) {
           <Widget input={i} value={data.values[i.name]} onChange={(v) => setValue(id, i.name, v)} />
         </label>
       ))}
-      {st.preview && <img className="preview" src={st.preview} alt="preview" />}
+      {st.preview && <img className="preview" data-testid={`preview-${id}`} src={st.preview} alt="preview" />}
       {st.image && <img className="preview" data-testid={`image-${id}`} src={st.image} alt="output" />}
     </div>
   );
@@ -270,7 +271,15 @@ function Editor() {
             }
             break;
           case 'run_done':
-            setNodes((ns) => ns.map((n) => (n.data.state && n.data.state.kind === 'queued' ? { ...n, data: { ...n.data, state: null } } : n)));
+            // Nodes that never ran go back to idle; one that was running when the run was cancelled
+            // (or stopped by another node's error) says so instead of looking busy for ever.
+            setNodes((ns) => ns.map((n) => {
+              const k = n.data.state && n.data.state.kind;
+              if (k === 'queued') return { ...n, data: { ...n.data, state: null } };
+              if (k === 'running' && ev.status !== 'ok')
+                return { ...n, data: { ...n.data, state: ev.status === 'cancelled' ? { ...n.data.state, kind: 'cancelled' } : { kind: 'error', message: ev.status } } };
+              return n;
+            }));
             setMessage(`run ${ev.run}: ${ev.status}, ${ev.executed} ran, ${ev.cached} cached, ${Math.round(ev.ms)} ms`);
             break;
           default: break;
