@@ -40,7 +40,7 @@ if [ "${FR_PACK_NO_EXCLUDE:-0}" != 1 ]; then
   case "$EXCLUDE" in /*) ;; *) EXCLUDE="$ROOT/$EXCLUDE" ;; esac
   mkdir -p "$(dirname "$EXCLUDE")"
   grep -qxF "/.fixtures-gpu/" "$EXCLUDE" 2>/dev/null || echo "/.fixtures-gpu/" >>"$EXCLUDE"
-  echo "git ignores .fixtures-gpu/ through $EXCLUDE"
+  echo "git ignores .fixtures-gpu/ through $EXCLUDE: a copy of the working tree for the GPU machine must"
+  echo "include it explicitly"
 fi
 echo "packed $(find "$DST" -type f | wc -l) files, $(du -sh "$DST" | cut -f1), into $DST"
-echo "(ignored by git: a copy of the working tree for the GPU machine must include it explicitly)"
