@@ -8,10 +8,11 @@
 # on cuda F32/F16/BF16 against the reference and the cpu), runs them, then the golden tests of the models
 # on cuda (test_unet_golden, test_controlnet_golden, test_clip_golden with FR_TEST_DEVICE=cuda and
 # FR_TEST_DTYPE=f32, f16, bf16: the diffusers fp32 goldens at each dtype's stated bound), test_ops under
-# compute-sanitizer memcheck when it is installed, and last, only when everything before passed, the
-# full-size SD1.5 UNet step benchmark (tests/gpu/bench_unet_cuda.c, 120 s at most). Everything printed
-# also goes to LOG_DIR/gpu_checks.log (LOG_DIR: the argument, else $OUT, else build-gpu/). Exit status 0
-# only when no step failed; skipped steps (no device, no zlib.h for the tokenizer) are listed.
+# compute-sanitizer memcheck when it is installed, and last, only when everything before passed (a
+# failed bf16 golden excepted: the benchmark runs f16), the full-size SD1.5 UNet step benchmark
+# (tests/gpu/bench_unet_cuda.c, 120 s at most). Everything printed also goes to LOG_DIR/gpu_checks.log
+# (LOG_DIR: the argument, else $OUT, else build-gpu/). Exit status 0 only when no step failed; skipped
+# steps (no device, no zlib.h for the tokenizer) are listed.
 #
 # Fixtures: $FR_FIXTURES if set, else .fixtures-gpu/ in the repository when it exists (a subset that
 # tests/gpu/pack_fixtures.sh copies there, for machines without ../shared), else ../shared/fixtures.
@@ -162,7 +163,7 @@ if [ "$MODE" = min ]; then
     done
     link tests/gpu/bench_unet_cuda.c bench_unet_cuda "${objs[@]}" "${mobjs[@]}" || mok=0
   fi
-  [ $ZLIB = 1 ] || SKIPPED+=("test_clip_golden (no zlib.h)")
+  [ $ZLIB = 1 ] || { SKIPPED+=("test_clip_golden (no zlib.h)"); rm -f "$B/test_clip_golden"; }
   if [ $ok = 1 ]; then BIN="$B"; else FAILED+=("build"); fi
   if [ $mok = 0 ]; then
     FAILED+=("build (models, goldens, bench)")
@@ -224,11 +225,17 @@ if [ -n "$BIN" ]; then
   else
     step "compute-sanitizer: skipped (not installed or FR_GPU_SANITIZE=0)"
   fi
-  if [ ${#FAILED[@]} = 0 ] && [ -x "$BIN/bench_unet_cuda" ]; then
+  # The benchmark only means something when the code it times is right: it runs when every check before
+  # passed, except that a failed bf16 golden does not stop it (it times f16; bf16 has a known extra error
+  # source, docs/cuda.md: timesteps rounded to bf16 before the sinusoidal embedding).
+  BLOCKING=()
+  for f in "${FAILED[@]}"; do case "$f" in *" cuda bf16") ;; *) BLOCKING+=("$f") ;; esac; done
+  if [ ${#BLOCKING[@]} = 0 ] && [ -x "$BIN/bench_unet_cuda" ]; then
+    [ ${#FAILED[@]} = 0 ] || echo "(running the f16 benchmark although these bf16 goldens failed: ${FAILED[*]})"
     run "bench: SD1.5 UNet step, batch 2, 64x64, fp16 (full size, random weights)" 120 \
       "$BIN/bench_unet_cuda" --device cuda --dtype f16 --runs "${FR_BENCH_RUNS:-10}" --warmup 2
   else
-    step "bench: not run ($([ ${#FAILED[@]} = 0 ] && echo "not built" || echo "a check before it failed"))"
+    step "bench: not run ($([ ${#BLOCKING[@]} = 0 ] && echo "not built" || echo "failed before it: ${BLOCKING[*]}"))"
   fi
 fi
 
