@@ -116,6 +116,12 @@ struct fr_backend {
   enum fr_status (*timestep_embedding)(void *bctx, struct fr_tensor *y, const struct fr_tensor *t,
                                        bool flip_sin_to_cos, float downscale_freq_shift, float max_period,
                                        struct fr_err *err);
+
+  /* ---- added after version 1 (NULL where a backend has nothing to do) ---- */
+  /* Waits for all queued work of the context. NULL: ops complete in their call (the CPU). */
+  enum fr_status (*sync)(void *bctx, struct fr_err *err);
+  /* Memory counters of the context's allocator (kernels/ops.h: fr_ctx_mem_stats). NULL: not counted. */
+  enum fr_status (*mem_stats)(void *bctx, bool reset_peak, struct fr_ctx_mem *out, struct fr_err *err);
 };
 
 /* The backends built into this binary. The CPU one always exists. */

@@ -113,6 +113,26 @@ const struct fr_backend *fr_ctx_backend(const struct fr_ctx *c) {
   return c->be;
 }
 
+enum fr_status fr_ctx_sync(struct fr_ctx *c, struct fr_err *err) {
+  if (!c->be->sync)
+    return FR_OK;
+  struct fr_err e = {{0}};
+  enum fr_status rc = c->be->sync(c->bctx, &e);
+  if (rc != FR_OK) {
+    fr_ctx_fail(c, rc, "sync: %s", e.msg);
+    return fr_errf(err, rc, "sync: %s", e.msg);
+  }
+  return FR_OK;
+}
+
+enum fr_status fr_ctx_mem_stats(struct fr_ctx *c, bool reset_peak, struct fr_ctx_mem *out,
+                                struct fr_err *err) {
+  memset(out, 0, sizeof *out);
+  if (!c->be->mem_stats)
+    return fr_errf(err, FR_E_UNSUPPORTED, "device %s: no memory counters", c->be->name);
+  return c->be->mem_stats(c->bctx, reset_peak, out, err);
+}
+
 /* ---- helpers ---- */
 
 #define FR__SHAPE(t, buf) fr_shape_str((t), (buf), sizeof(buf))

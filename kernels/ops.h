@@ -33,9 +33,9 @@
 struct fr_backend; /* kernels/backend.h */
 
 struct fr_ctx_opts {
-  const char *device;   /* "cpu" (default) or "cuda" */
-  enum fr_dtype dtype;  /* compute dtype for activations and matmul weights; F32 on the CPU */
-  int threads;          /* CPU worker threads; 0: all cores */
+  const char *device;  /* "cpu" (default) or "cuda" */
+  enum fr_dtype dtype; /* compute dtype for activations and matmul weights; F32 on the CPU */
+  int threads;         /* CPU worker threads; 0: all cores */
 };
 
 struct fr_ctx;
@@ -55,6 +55,22 @@ enum fr_status fr_ctx_fail(struct fr_ctx *c, enum fr_status rc, const char *fmt,
     __attribute__((format(printf, 3, 4)));
 const char *fr_ctx_device_name(const struct fr_ctx *c);
 enum fr_dtype fr_ctx_dtype(const struct fr_ctx *c);
+
+/* Waits until every op queued on the context has finished (a device backend queues work
+ * asynchronously; the CPU computes in the call, so there it returns at once). For timing: a clock read
+ * after fr_ctx_sync covers all the work queued before it. A device failure found while waiting is
+ * FR_E_DEVICE (also recorded as the context's sticky error). */
+enum fr_status fr_ctx_sync(struct fr_ctx *c, struct fr_err *err);
+
+/* Device memory held by the context, in bytes: in_use now and peak since the context was made (or since
+ * the last reset_peak), both counting its tensors and fixed buffers (CUDA: the cuBLASLt workspace);
+ * cached = freed blocks the pool keeps for reuse (not in in_use). FR_E_UNSUPPORTED where the backend
+ * does not count (the CPU: tensors there are plain heap memory). */
+struct fr_ctx_mem {
+  size_t in_use, peak, cached;
+};
+enum fr_status fr_ctx_mem_stats(struct fr_ctx *c, bool reset_peak, struct fr_ctx_mem *out,
+                                struct fr_err *err);
 
 /* Prepares a weight for this context from a host tensor of any float dtype (F32/F16/BF16, e.g. a view
  * into an mmap'd file): converted to the compute dtype, uploaded when on a device. The result is

@@ -86,3 +86,90 @@ double fr_test_rel_err(const float *a, const float *b, long n) {
   }
   return maxref > 0 ? maxdiff / maxref : maxdiff;
 }
+
+bool fr_test_have_fixture(const char *fx, const char *rel) {
+  char path[4096];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/%s", fx, rel);
+  if (stat(path, &st) == 0)
+    return true;
+  const char *req = getenv("FR_REQUIRE_FIXTURES");
+  if (req && strcmp(req, "1") == 0) {
+    fprintf(stderr, "FAIL: fixture %s missing and FR_REQUIRE_FIXTURES=1\n", path);
+    fr_test_failed++;
+  } else {
+    printf("part skipped: %s is not in the fixtures folder\n", rel);
+  }
+  return false;
+}
+
+bool fr_test_ctx_opts(struct fr_ctx_opts *out) {
+  *out = (struct fr_ctx_opts){.device = "cpu", .dtype = FR_F32, .threads = 0};
+  const char *dev = getenv("FR_TEST_DEVICE"), *dt = getenv("FR_TEST_DTYPE");
+  bool ok = true;
+  if (dev && *dev) {
+    if (strcmp(dev, "cpu") == 0 || strcmp(dev, "cuda") == 0) {
+      out->device = strcmp(dev, "cpu") == 0 ? "cpu" : "cuda";
+    } else {
+      fprintf(stderr, "FAIL: FR_TEST_DEVICE=%s: expected cpu or cuda\n", dev);
+      ok = false;
+    }
+  }
+  if (dt && *dt) {
+    if (strcmp(dt, "f32") == 0)
+      out->dtype = FR_F32;
+    else if (strcmp(dt, "f16") == 0)
+      out->dtype = FR_F16;
+    else if (strcmp(dt, "bf16") == 0)
+      out->dtype = FR_BF16;
+    else {
+      fprintf(stderr, "FAIL: FR_TEST_DTYPE=%s: expected f32, f16 or bf16\n", dt);
+      ok = false;
+    }
+  }
+  if (!ok)
+    fr_test_failed++;
+  return ok;
+}
+
+struct fr_ctx *fr_test_ctx_new(void) {
+  struct fr_ctx_opts o;
+  if (!fr_test_ctx_opts(&o))
+    return NULL;
+  struct fr_err err = {{0}};
+  struct fr_ctx *c = NULL;
+  enum fr_status rc = fr_ctx_new(&o, &c, &err);
+  if (rc == FR_E_DEVICE || (rc == FR_E_UNSUPPORTED && strcmp(o.device, "cpu") != 0)) {
+    char why[FR_ERR_MAX + 64];
+    snprintf(why, sizeof why, "FR_TEST_DEVICE=%s FR_TEST_DTYPE=%s: %s", o.device, fr_dtype_name(o.dtype),
+             err.msg);
+    fr_test_skip(why);
+    return NULL;
+  }
+  fr_test_check(rc == FR_OK, __FILE__, __LINE__, "fr_ctx_new", "status %d: %s", (int)rc, err.msg);
+  if (c)
+    printf("context: %s\n", fr_test_ctx_label(c));
+  return c;
+}
+
+const char *fr_test_ctx_label(const struct fr_ctx *c) {
+  static char buf[64];
+  const char *dt = "?";
+  switch (fr_ctx_dtype(c)) {
+  case FR_F32: dt = "f32"; break;
+  case FR_F16: dt = "f16"; break;
+  case FR_BF16: dt = "bf16"; break;
+  default: dt = fr_dtype_name(fr_ctx_dtype(c));
+  }
+  snprintf(buf, sizeof buf, "%s %s", fr_ctx_device_name(c), dt);
+  return buf;
+}
+
+double fr_test_golden_tol(const struct fr_ctx *c, double fp32_tol) {
+  double floor = 0; /* see test.h for the reasons */
+  if (fr_ctx_dtype(c) == FR_F16)
+    floor = 1e-2;
+  else if (fr_ctx_dtype(c) == FR_BF16)
+    floor = 3e-2;
+  return fp32_tol > floor ? fp32_tol : floor;
+}

@@ -5,7 +5,10 @@
 #ifndef FR_TEST_H
 #define FR_TEST_H
 
+#include <stdbool.h>
 #include <stdio.h>
+
+#include "kernels/ops.h"
 
 extern int fr_test_passed, fr_test_failed;
 
@@ -14,10 +17,10 @@ void fr_test_check(int ok, const char *file, int line, const char *expr, const c
 
 #define CHECK(cond) fr_test_check(!!(cond), __FILE__, __LINE__, #cond, NULL)
 #define CHECKF(cond, ...) fr_test_check(!!(cond), __FILE__, __LINE__, #cond, __VA_ARGS__)
-#define CHECK_OK(expr_rc, errp)                                                                        \
-  do {                                                                                                 \
-    int rc_ = (int)(expr_rc);                                                                          \
-    fr_test_check(rc_ == 0, __FILE__, __LINE__, #expr_rc, "status %d: %s", rc_, (errp)->msg);          \
+#define CHECK_OK(expr_rc, errp)                                                                              \
+  do {                                                                                                       \
+    int rc_ = (int)(expr_rc);                                                                                \
+    fr_test_check(rc_ == 0, __FILE__, __LINE__, #expr_rc, "status %d: %s", rc_, (errp)->msg);                \
   } while (0)
 
 /* The fixtures folder or NULL (skip). */
@@ -30,5 +33,36 @@ int fr_test_done(void);
 
 /* max |a - b| / max |b| over n floats (the fixtures' normalised error). */
 double fr_test_rel_err(const float *a, const float *b, long n);
+
+/* True when fixtures folder fx has rel (a file or folder). A test that can run without it prints
+ * "part skipped: <rel> is not in the fixtures folder" and goes on with the rest (the GPU machine gets a
+ * subset of the fixtures); with FR_REQUIRE_FIXTURES=1 (CI) a missing one is a failure instead. */
+bool fr_test_have_fixture(const char *fx, const char *rel);
+
+/* ---- the compute context of golden tests ----
+ * FR_TEST_DEVICE = cpu (default) | cuda and FR_TEST_DTYPE = f32 (default) | f16 | bf16 choose where a
+ * golden test computes; unset, everything is as before (cpu, F32). */
+
+/* The context options from the environment. An unknown value is a test failure (returns false). */
+bool fr_test_ctx_opts(struct fr_ctx_opts *out);
+/* Makes the context from fr_test_ctx_opts() and prints which one it is. NULL when the test cannot run
+ * there: a device not built in, absent, or without that dtype marks the test skipped with the reason
+ * (fr_test_done returns 77); any other error is a failure. */
+struct fr_ctx *fr_test_ctx_new(void);
+/* "cpu f32", "cuda f16", ... */
+const char *fr_test_ctx_label(const struct fr_ctx *c);
+/* The golden tolerance in context c for a test whose fp32 bound is fp32_tol:
+ *  - F32 (any device): fp32_tol itself. cuda F32 has no TF32 and accumulates in fp32, like the CPU.
+ *  - F16: max(fp32_tol, 1e-2). Every op stores its output rounded to F16 (unit roundoff u = 2^-11 =
+ *    4.9e-4). The fixtures' weights are fp16 values, so they are exact; what moves the result is the
+ *    activations' roundings along the network's longest path (40-60 ops for the tiny UNet, ControlNet
+ *    and CLIP: convs, norms, attention, residual adds). Independent roundings add up like a random walk,
+ *    sqrt(50) * u = 3.5e-3, and normalisations and attention softmax amplify that by a small factor
+ *    (~2-3), giving 1e-2. A real error (wrong scale, layout, epsilon) is >= 1e-1 at these sizes.
+ *  - BF16: max(fp32_tol, 3e-2). u = 2^-8 = 3.9e-3, 8x F16's, and the weights round too (fp16 values
+ *    keep 11 significant bits, BF16 8): sqrt(50) * u = 2.8e-2 before amplification; 3e-2 is the
+ *    bound that still separates rounding from a semantic error. Tests print the measured error with
+ *    the bound so it can be judged. */
+double fr_test_golden_tol(const struct fr_ctx *c, double fp32_tol);
 
 #endif

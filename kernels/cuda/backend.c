@@ -30,4 +30,6 @@ const struct fr_backend fr_backend_cuda = {
     .embedding = fr_cuda_embedding,
     .gather_rows = fr_cuda_gather_rows,
     .timestep_embedding = fr_cuda_timestep_embedding,
+    .sync = fr_cuda_sync,
+    .mem_stats = fr_cuda_mem_stats,
 };

@@ -223,6 +223,27 @@ void fr_cuda_free(void *bctx) {
   fr_free(cu);
 }
 
+enum fr_status fr_cuda_sync(void *bctx, struct fr_err *err) {
+  struct fr_cuda *cu = (struct fr_cuda *)bctx;
+  return fr_cuda_err(cudaStreamSynchronize(cu->stream), err, "cudaStreamSynchronize (a queued op failed)");
+}
+
+/* The pool's counters plus the fixed cuBLASLt workspace, so `peak` is all the device memory this
+ * context held at its busiest (what torch.cuda.max_memory_allocated reports for PyTorch, which also
+ * allocates cuBLAS workspaces from its caching allocator). */
+enum fr_status fr_cuda_mem_stats(void *bctx, bool reset_peak, struct fr_ctx_mem *out, struct fr_err *err) {
+  struct fr_cuda *cu = (struct fr_cuda *)bctx;
+  struct fr_cuda_pool *p = cu->pool;
+  pthread_mutex_lock(&p->mu);
+  if (reset_peak)
+    p->peak = p->in_use;
+  out->in_use = p->in_use + cu->ws_size;
+  out->peak = p->peak + cu->ws_size;
+  out->cached = p->cached;
+  pthread_mutex_unlock(&p->mu);
+  return FR_OK;
+}
+
 static void fr__tensor_release(struct fr_tensor *t) {
   fr_cuda_pool_release((struct fr_cuda_block *)t->backend_priv);
   t->backend_priv = NULL;

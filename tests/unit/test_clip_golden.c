@@ -13,8 +13,11 @@
 #include "tests/test.h"
 
 /* The fixtures README's bound for a correct fp32 CPU implementation: max|diff| / max|golden| <= 1e-4
- * (summation order differs from torch's; larger errors mean a semantic difference). */
-#define TOL 1e-4
+ * (summation order differs from torch's; larger errors mean a semantic difference). FR_TEST_DEVICE /
+ * FR_TEST_DTYPE run the test on another device or dtype: F32 keeps 1e-4, F16 and BF16 get
+ * fr_test_golden_tol's looser bounds (tests/test.h gives the reasons). */
+#define TOL32 1e-4
+static double tol = TOL32;
 
 static const char *fx;
 static struct fr_ctx *ctx;
@@ -69,7 +72,7 @@ static bool golden_ids(const struct fr_safetensors *g, int p, int32_t ids[FR_CLI
   return true;
 }
 
-/* Runs every prompt of golden `gname` through encoder m; checks all three outputs within TOL. */
+/* Runs every prompt of golden `gname` through encoder m; checks all three outputs within tol. */
 static void check_encoder(const char *label, const struct fr_clip *m, const char *gname, bool projected) {
   char path[4096];
   struct fr_err err = {{0}};
@@ -89,7 +92,8 @@ static void check_encoder(const char *label, const struct fr_clip *m, const char
   const struct fr_json *prompts = fr_json_get(j, "prompts");
   snprintf(path, sizeof path, "%s/tokenizer", fx);
   struct fr_tokenizer *tok = NULL;
-  CHECK_OK(fr_tokenizer_load(path, &tok, &err), &err);
+  if (fr_test_have_fixture(fx, "tokenizer"))
+    CHECK_OK(fr_tokenizer_load(path, &tok, &err), &err);
 
   for (int p = 0; p < 4; p++) {
     int32_t ids[FR_CLIP_CTX], mine[FR_CLIP_CTX];
@@ -107,11 +111,11 @@ static void check_encoder(const char *label, const struct fr_clip *m, const char
     snprintf(n3, sizeof n3, "p%d_pooled", p);
     double e1 = rel_err(o.last, g, n1), e2 = rel_err(o.penultimate, g, n2);
     double e3 = rel_err(projected ? o.projected : o.pooled, g, n3);
-    printf("%-34s p%d: last %.2e  penultimate %.2e  %s %.2e  (tolerance %.0e)\n", label, p, e1, e2,
-           projected ? "projected" : "pooled", e3, TOL);
-    CHECKF(e1 >= 0 && e1 <= TOL, "%s p%d last: %.3e", label, p, e1);
-    CHECKF(e2 >= 0 && e2 <= TOL, "%s p%d penultimate: %.3e", label, p, e2);
-    CHECKF(e3 >= 0 && e3 <= TOL, "%s p%d pooled: %.3e", label, p, e3);
+    printf("%-34s p%d: last %.2e  penultimate %.2e  %s %.2e  (tolerance %.0e, %s)\n", label, p, e1, e2,
+           projected ? "projected" : "pooled", e3, tol, fr_test_ctx_label(ctx));
+    CHECKF(e1 >= 0 && e1 <= tol, "%s p%d last: %.3e", label, p, e1);
+    CHECKF(e2 >= 0 && e2 <= tol, "%s p%d penultimate: %.3e", label, p, e2);
+    CHECKF(e3 >= 0 && e3 <= tol, "%s p%d pooled: %.3e", label, p, e3);
     fr_clip_out_free(&o);
   }
   fr_tokenizer_free(tok);
@@ -124,6 +128,9 @@ static void check_checkpoint(const char *file, enum fr_clip_role role, const cha
                              enum fr_clip_act act) {
   char path[4096], label[256];
   struct fr_err err = {{0}};
+  snprintf(path, sizeof path, "models/%s", file);
+  if (!fr_test_have_fixture(fx, path))
+    return;
   snprintf(path, sizeof path, "%s/models/%s", fx, file);
   struct fr_checkpoint *ck = NULL;
   CHECK_OK(fr_checkpoint_open(path, &ck, &err), &err);
@@ -270,6 +277,9 @@ static void check_layouts_and_errors(void) {
               {"controlnet-tiny.safetensors", FR_CLIP_ROLE_L},
               {"sd15-tiny", FR_CLIP_ROLE_G}};
   for (size_t i = 0; i < sizeof none / sizeof none[0]; i++) {
+    snprintf(path, sizeof path, "models/%s", none[i].file);
+    if (!fr_test_have_fixture(fx, path))
+      continue;
     snprintf(path, sizeof path, "%s/models/%s", fx, none[i].file);
     struct fr_checkpoint *ck = NULL;
     CHECK_OK(fr_checkpoint_open(path, &ck, &err), &err);
@@ -310,7 +320,12 @@ static void check_layouts_and_errors(void) {
     CHECK_OK(fr_clip_encode(ctx, m, two + FR_CLIP_CTX, 1, FR_CLIP_CTX, &o1, &err), &err);
     if (o2.pooled && o1.pooled) {
       struct fr_tensor *h2 = fr_ctx_download(ctx, o2.pooled), *h1 = fr_ctx_download(ctx, o1.pooled);
-      CHECK(h1 && h2 && fr_test_rel_err((float *)h2->data + 32, h1->data, 32) < 1e-6);
+      /* fp32: equal to 1e-6 (only GEMM blocking may differ); F16/BF16: within the golden bound (a
+       * GEMM of 154 rows may take another kernel than one of 77, rounding differently) */
+      double eb = h1 && h2 ? fr_test_rel_err((float *)h2->data + 32, h1->data, 32) : -1;
+      double tb = fr_test_golden_tol(ctx, 1e-6);
+      printf("batch 2 row 1 vs batch 1: %.2e (tolerance %.0e)\n", eb, tb);
+      CHECKF(eb >= 0 && eb < tb, "batch 2 vs batch 1: %.3e", eb);
       fr_tensor_free(h1);
       fr_tensor_free(h2);
     }
@@ -353,11 +368,10 @@ int main(void) {
   fx = fr_test_fixtures();
   if (!fx)
     return fr_test_done();
-  struct fr_err err = {{0}};
-  struct fr_ctx_opts opts = {.device = "cpu", .dtype = FR_F32, .threads = 0};
-  CHECK_OK(fr_ctx_new(&opts, &ctx, &err), &err);
+  ctx = fr_test_ctx_new(); /* cpu F32 unless FR_TEST_DEVICE / FR_TEST_DTYPE say otherwise */
   if (!ctx)
     return fr_test_done();
+  tol = fr_test_golden_tol(ctx, TOL32);
   /* tiny heads: 4 for the HF layout (sd15-tiny's config.json), 2 for OpenCLIP (clip.h says why) */
   check_checkpoint("sd15-tiny.safetensors", FR_CLIP_ROLE_L, "sd15_text_encoder", 4, 0,
                    FR_CLIP_ACT_QUICK_GELU);

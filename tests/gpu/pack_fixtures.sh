@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Fills .fixtures-gpu/ in the repository with the subset of ../shared/fixtures that the GPU checks need
+# (tests/gpu/run_gpu_checks.sh uses it when it exists), for a GPU machine that has the repository but
+# not ../shared: the tiny single-file models, the UNet / ControlNet / text-encoder goldens and the
+# tokenizers, about 47 MB. The diffusers folders (models/sd15-tiny/, models/controlnet-tiny/) are left
+# out; the tests skip those parts with a message. The folder is kept out of git through
+# .git/info/exclude (added here, once), never committed: the fixtures are not to be copied into the
+# repository's history.
+#
+#   bash tests/gpu/pack_fixtures.sh [SRC]     SRC: the fixtures folder (default ../shared/fixtures)
+#   FR_PACK_NO_EXCLUDE=1 ...                  leave .git/info/exclude alone
+set -eu
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SRC=${1:-$ROOT/../shared/fixtures}
+DST=$ROOT/.fixtures-gpu
+[ -d "$SRC/models" ] && [ -d "$SRC/golden" ] || { echo "pack_fixtures: no fixtures at $SRC" >&2; exit 1; }
+
+FILES="models/sd15-tiny.safetensors models/sdxl-tiny.safetensors models/sdxl-refiner-tiny.safetensors
+  models/controlnet-tiny.safetensors"
+for g in sd15_unet sdxl_unet refiner_unet controlnet sd15_text_encoder sdxl_text_encoder_1 sdxl_text_encoder_2; do
+  FILES="$FILES golden/$g.safetensors golden/$g.json"
+done
+DIRS="tokenizer tokenizer_2"
+
+rm -rf "$DST"
+mkdir -p "$DST/models" "$DST/golden"
+for f in $FILES; do
+  [ -f "$SRC/$f" ] || { echo "pack_fixtures: $SRC/$f missing" >&2; exit 1; }
+  cp "$SRC/$f" "$DST/$f"
+done
+for d in $DIRS; do
+  [ -d "$SRC/$d" ] || { echo "pack_fixtures: $SRC/$d missing" >&2; exit 1; }
+  cp -R "$SRC/$d" "$DST/$d"
+done
+cp "$SRC/README.md" "$DST/README.md" 2>/dev/null || true
+chmod -R u+w "$DST" # the shared copy is read-only; this one must be removable
+
+if [ "${FR_PACK_NO_EXCLUDE:-0}" != 1 ]; then
+  EXCLUDE=$(cd "$ROOT" && git rev-parse --git-path info/exclude)
+  case "$EXCLUDE" in /*) ;; *) EXCLUDE="$ROOT/$EXCLUDE" ;; esac
+  mkdir -p "$(dirname "$EXCLUDE")"
+  grep -qxF "/.fixtures-gpu/" "$EXCLUDE" 2>/dev/null || echo "/.fixtures-gpu/" >>"$EXCLUDE"
+  echo "git ignores .fixtures-gpu/ through $EXCLUDE: a copy of the working tree for the GPU machine must"
+  echo "include it explicitly"
+fi
+echo "packed $(find "$DST" -type f | wc -l) files, $(du -sh "$DST" | cut -f1), into $DST"
