@@ -31,15 +31,17 @@ static struct fr_tensor *golden(struct fr_ctx *c, const struct fr_safetensors *g
 
 static void compare(struct fr_ctx *c, const char *what, const char *name, const struct fr_tensor *got,
                     const struct fr_tensor *want) {
-  struct fr_tensor *h = got ? fr_ctx_download(c, got) : NULL;
-  CHECKF(h && want && fr_tensor_same_shape(h, want), "%s %s: missing or wrong shape", what, name);
-  if (h && want && fr_tensor_same_shape(h, want)) {
-    double e = fr_test_rel_err(h->data, want->data, (long)fr_tensor_numel(want));
+  /* both sides to the host: the golden was uploaded with the inputs (it is on the device under cuda) */
+  struct fr_tensor *h = got ? fr_ctx_download(c, got) : NULL, *hw = want ? fr_ctx_download(c, want) : NULL;
+  CHECKF(h && hw && fr_tensor_same_shape(h, hw), "%s %s: missing or wrong shape", what, name);
+  if (h && hw && fr_tensor_same_shape(h, hw)) {
+    double e = fr_test_rel_err(h->data, hw->data, (long)fr_tensor_numel(hw));
     printf("%s %s: max|diff|/max|golden| = %.3g (tolerance %g, %s)\n", what, name, e, tol,
            fr_test_ctx_label(c));
     CHECKF(e <= tol, "%s %s: error %.3g > %g (%s)", what, name, e, tol, fr_test_ctx_label(c));
   }
   fr_tensor_free(h);
+  fr_tensor_free(hw);
 }
 
 int main(void) {

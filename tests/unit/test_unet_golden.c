@@ -80,10 +80,11 @@ static void run_golden(struct fr_ctx *c, const char *fx, const char *model, cons
       CHECK_OK(fr_unet_forward(c, u, x, t, &cond, NULL, &eps, &err), &err);
     }
     if (eps) {
-      struct fr_tensor *h = fr_ctx_download(c, eps);
-      CHECK(h && fr_tensor_same_shape(h, want));
-      if (h && fr_tensor_same_shape(h, want)) {
-        double e = fr_test_rel_err(h->data, want->data, (long)fr_tensor_numel(want));
+      /* both sides to the host: the golden was uploaded with the inputs (on the device under cuda) */
+      struct fr_tensor *h = fr_ctx_download(c, eps), *hw = fr_ctx_download(c, want);
+      CHECK(h && hw && fr_tensor_same_shape(h, hw));
+      if (h && hw && fr_tensor_same_shape(h, hw)) {
+        double e = fr_test_rel_err(h->data, hw->data, (long)fr_tensor_numel(hw));
         snprintf(n, sizeof n, "t%d_t", i);
         const struct fr_st_entry *te0 = fr_st_find(g, n); /* the host value: t itself is on the device */
         float tval = te0 && te0->dtype == FR_F32 && te0->nbytes >= 4 ? *(const float *)te0->data : -1.0f;
@@ -92,6 +93,7 @@ static void run_golden(struct fr_ctx *c, const char *fx, const char *model, cons
         CHECKF(e <= tol, "%s %s t%d: error %.3g > %g (%s)", model, gname, i, e, tol, fr_test_ctx_label(c));
       }
       fr_tensor_free(h);
+      fr_tensor_free(hw);
     }
     fr_tensor_free(eps);
     fr_tensor_free(x);
