@@ -32,7 +32,8 @@ static struct fr_tensor *golden(struct fr_ctx *c, const struct fr_safetensors *g
 static void compare(struct fr_ctx *c, const char *what, const char *name, const struct fr_tensor *got,
                     const struct fr_tensor *want) {
   /* both sides to the host: the golden was uploaded with the inputs (it is on the device under cuda) */
-  struct fr_tensor *h = got ? fr_ctx_download(c, got) : NULL, *hw = want ? fr_ctx_download(c, want) : NULL;
+  struct fr_tensor *h = got ? fr_ctx_download(c, got) : NULL;
+  struct fr_tensor *hw = !want ? NULL : want->dev == FR_DEV_CPU ? fr_tensor_clone(want) : fr_ctx_download(c, want);
   CHECKF(h && hw && fr_tensor_same_shape(h, hw), "%s %s: missing or wrong shape", what, name);
   if (h && hw && fr_tensor_same_shape(h, hw)) {
     double e = fr_test_rel_err(h->data, hw->data, (long)fr_tensor_numel(hw));
