@@ -173,3 +173,25 @@ double fr_test_golden_tol(const struct fr_ctx *c, double fp32_tol) {
     floor = 3e-2;
   return fp32_tol > floor ? fp32_tol : floor;
 }
+
+char *fr_test_read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  char *s = NULL;
+  long n = -1;
+  if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+    s = malloc((size_t)n + 1);
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+      free(s);
+      s = NULL;
+    }
+  }
+  fclose(f);
+  if (!s)
+    return NULL;
+  s[n] = 0;
+  if (len)
+    *len = (size_t)n;
+  return s;
+}

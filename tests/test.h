@@ -31,6 +31,10 @@ const char *fr_test_tmpdir(const char *name);
 void fr_test_skip(const char *why);
 int fr_test_done(void);
 
+/* The whole file as a NUL-terminated string (malloc; the caller frees), its length in *len when len is
+ * not NULL; NULL when it cannot be read. */
+char *fr_test_read_file(const char *path, size_t *len);
+
 /* max |a - b| / max |b| over n floats (the fixtures' normalised error). */
 double fr_test_rel_err(const float *a, const float *b, long n);
 

@@ -22,25 +22,6 @@ static double tol = TOL32;
 static const char *fx;
 static struct fr_ctx *ctx;
 
-static char *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  if (s)
-    s[n] = 0;
-  fclose(f);
-  *len = (size_t)n;
-  return s;
-}
-
 /* rel err of a context tensor against a golden entry (same element count); -1 when unusable */
 static double rel_err(const struct fr_tensor *t, const struct fr_safetensors *g, const char *name) {
   const struct fr_st_entry *e = fr_st_find(g, name);
@@ -84,7 +65,7 @@ static void check_encoder(const char *label, const struct fr_clip *m, const char
   /* the golden ids must also be what our tokenizer makes of the prompts (pad 0 for the G encoder) */
   snprintf(path, sizeof path, "%s/golden/%s.json", fx, gname);
   size_t jlen = 0;
-  char *jtext = read_all(path, &jlen);
+  char *jtext = fr_test_read_file(path, &jlen);
   struct fr_arena *a = fr_arena_new(0);
   struct fr_json *j = NULL;
   if (jtext)

@@ -10,25 +10,6 @@
 #include "nodes/models/tokenizer.h"
 #include "tests/test.h"
 
-static char *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  if (s)
-    s[n] = 0;
-  fclose(f);
-  *len = (size_t)n;
-  return s;
-}
-
 static void write_file(const char *path, const char *text) {
   FILE *f = fopen(path, "wb");
   if (f) {
@@ -357,7 +338,7 @@ static void check_bad_files(void) {
     gzclose(g);
   }
   size_t len = 0;
-  char *data = read_all(path, &len);
+  char *data = fr_test_read_file(path, &len);
   if (data) {
     FILE *f = fopen(path, "wb");
     fwrite(data, 1, len / 2, f);
@@ -394,7 +375,7 @@ int main(void) {
   char path[4096];
   size_t len = 0;
   snprintf(path, sizeof path, "%s/golden/tokenizer.json", fx);
-  char *text = read_all(path, &len);
+  char *text = fr_test_read_file(path, &len);
   CHECKF(text != NULL, "read %s", path);
   struct fr_arena *a = fr_arena_new(0);
   struct fr_json *golden = NULL;

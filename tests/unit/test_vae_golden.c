@@ -149,22 +149,6 @@ static void write_text(const char *path, const char *text) {
   }
 }
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n)
-    n = 0;
-  if (s)
-    s[n] = 0;
-  fclose(f);
-  return s;
-}
-
 /* Expects loading path to fail with rc and a message containing `needle`. */
 static void expect_load_error(const char *what, const char *path, enum fr_status want, const char *needle) {
   struct fr_err err = {{0}};
@@ -210,7 +194,7 @@ int main(void) {
   snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
   CHECK(system(cmd) == 0);
   snprintf(cfgp, sizeof cfgp, "%s/models/sd15-tiny/vae/config.json", fx);
-  char *cfg = read_text(cfgp);
+  char *cfg = fr_test_read_file(cfgp, NULL);
   CHECK(cfg != NULL);
   snprintf(file, sizeof file, "%s/config.json", dir);
   write_text(file, cfg ? cfg : "");
