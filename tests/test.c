@@ -1,5 +1,7 @@
 #include "tests/test.h"
 
+#include "core/safetensors.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -194,4 +196,16 @@ char *fr_test_read_file(const char *path, size_t *len) {
   if (len)
     *len = (size_t)n;
   return s;
+}
+
+struct fr_tensor *fr_test_golden_upload(struct fr_ctx *c, const struct fr_safetensors *g, const char *name) {
+  const struct fr_st_entry *e = fr_st_find(g, name);
+  CHECKF(e != NULL, "golden tensor %s missing", name);
+  if (!e)
+    return NULL;
+  struct fr_tensor *v = fr_st_view(e), *h = v ? fr_tensor_to_f32(v) : NULL;
+  struct fr_tensor *t = h ? fr_ctx_upload(c, h) : NULL;
+  fr_tensor_free(v);
+  fr_tensor_free(h);
+  return t;
 }

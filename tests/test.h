@@ -69,4 +69,9 @@ const char *fr_test_ctx_label(const struct fr_ctx *c);
  *    the bound so it can be judged. */
 double fr_test_golden_tol(const struct fr_ctx *c, double fp32_tol);
 
+struct fr_safetensors;
+/* Golden tensor `name` of g, converted to F32 and uploaded to context c (the model inputs and expected
+ * outputs of the golden tests); NULL, with a failed check, when it is missing. The caller frees it. */
+struct fr_tensor *fr_test_golden_upload(struct fr_ctx *c, const struct fr_safetensors *g, const char *name);
+
 #endif

@@ -17,18 +17,6 @@
 #define TOL32 1e-4
 static double tol = TOL32;
 
-static struct fr_tensor *golden(struct fr_ctx *c, const struct fr_safetensors *g, const char *name) {
-  const struct fr_st_entry *e = fr_st_find(g, name);
-  CHECKF(e != NULL, "golden tensor %s missing", name);
-  if (!e)
-    return NULL;
-  struct fr_tensor *v = fr_st_view(e), *h = v ? fr_tensor_to_f32(v) : NULL;
-  struct fr_tensor *t = h ? fr_ctx_upload(c, h) : NULL;
-  fr_tensor_free(v);
-  fr_tensor_free(h);
-  return t;
-}
-
 static void compare(struct fr_ctx *c, const char *what, const char *name, const struct fr_tensor *got,
                     const struct fr_tensor *want) {
   /* both sides to the host: the golden was uploaded with the inputs (it is on the device under cuda) */
@@ -66,8 +54,8 @@ int main(void) {
     CHECK_OK(fr_unet_load(c, uck, &u, &err), &err);
   if (!g || !u || !c)
     goto done;
-  struct fr_tensor *x = golden(c, g, "x"), *ctx = golden(c, g, "ctx"), *hint = golden(c, g, "cond");
-  struct fr_tensor *want_eps = golden(c, g, "unet_eps_with_control");
+  struct fr_tensor *x = fr_test_golden_upload(c, g, "x"), *ctx = fr_test_golden_upload(c, g, "ctx"), *hint = fr_test_golden_upload(c, g, "cond");
+  struct fr_tensor *want_eps = fr_test_golden_upload(c, g, "unet_eps_with_control");
   float tv = 500.0f; /* controlnet.json: "t": 500 */
   struct fr_tensor *th = fr_tensor_view(FR_F32, 1, (const int64_t[]){1}, &tv);
   struct fr_tensor *t = th ? fr_ctx_upload(c, th) : NULL;
@@ -79,9 +67,9 @@ int main(void) {
   for (int i = 0; i < 12; i++) {
     char n[16];
     snprintf(n, sizeof n, "down%d", i);
-    gold.down[i] = golden(c, g, n);
+    gold.down[i] = fr_test_golden_upload(c, g, n);
   }
-  gold.mid = golden(c, g, "mid");
+  gold.mid = fr_test_golden_upload(c, g, "mid");
   struct fr_tensor *eps = NULL;
   CHECK_OK(fr_unet_forward(c, u, x, t, &cond, &gold, &eps, &err), &err);
   compare(c, "unet + golden residuals", "unet_eps_with_control", eps, want_eps);

@@ -15,18 +15,6 @@
 
 #define TOL32 1e-4
 
-static struct fr_tensor *golden(struct fr_ctx *c, const struct fr_safetensors *g, const char *name) {
-  const struct fr_st_entry *e = fr_st_find(g, name);
-  CHECKF(e != NULL, "golden tensor %s missing", name);
-  if (!e)
-    return NULL;
-  struct fr_tensor *v = fr_st_view(e), *h = v ? fr_tensor_to_f32(v) : NULL;
-  struct fr_tensor *t = h ? fr_ctx_upload(c, h) : NULL;
-  fr_tensor_free(v);
-  fr_tensor_free(h);
-  return t;
-}
-
 /* Runs the three timesteps of golden file gname through the UNet of checkpoint model in context c. */
 static void run_golden(struct fr_ctx *c, const char *fx, const char *model, const char *gname,
                        const int *channels, int levels, enum fr_unet_arch arch, int heads0) {
@@ -66,7 +54,7 @@ static void run_golden(struct fr_ctx *c, const char *fx, const char *model, cons
   CHECK(cfg->in_channels == 4 && cfg->out_channels == 4 && cfg->num_res_blocks == 2);
   for (int i = 0; i < 3; i++) {
     char n[64];
-#define G(field) (snprintf(n, sizeof n, "t%d_%s", i, field), golden(c, g, n))
+#define G(field) (snprintf(n, sizeof n, "t%d_%s", i, field), fr_test_golden_upload(c, g, n))
     struct fr_tensor *x = G("x"), *t = G("t"), *ctx = G("ctx"), *want = G("eps");
     struct fr_tensor *te = NULL, *ti = NULL;
     if (cfg->adm_in_channels) {
