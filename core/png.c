@@ -180,20 +180,25 @@ static int fr__png_read_body(struct fr__png_state *st, struct fr_err *err) {
   return 0;
 }
 
+/* Opens the file, sets up libpng, runs one reading body (which returns 1 when libpng longjmp'd out of it,
+ * else a status) and cleans up; the body's results stay in st. */
+static enum fr_status fr__png_run(struct fr__png_state *st, int (*body)(struct fr__png_state *, struct fr_err *),
+                                  struct fr_err *err) {
+  enum fr_status rc = fr__png_open(st, err);
+  if (rc == FR_OK)
+    rc = fr__png_create_read(st, err);
+  if (rc == FR_OK) {
+    int r = body(st, err);
+    rc = r == 1 ? fr__png_read_failed(st, err) : (enum fr_status)r;
+  }
+  fr__png_cleanup(st);
+  return rc;
+}
+
 enum fr_status fr_png_read(const char *path, struct fr_tensor **out, struct fr_err *err) {
   *out = NULL;
   struct fr__png_state st = {.path = path};
-  enum fr_status rc = fr__png_open(&st, err);
-  if (rc == FR_OK)
-    rc = fr__png_create_read(&st, err);
-  if (rc == FR_OK) {
-    int r = fr__png_read_body(&st, err);
-    if (r == 1)
-      rc = fr__png_read_failed(&st, err);
-    else
-      rc = (enum fr_status)r;
-  }
-  fr__png_cleanup(&st);
+  enum fr_status rc = fr__png_run(&st, fr__png_read_body, err);
   if (rc != FR_OK) {
     fr_tensor_free(st.out);
     return rc;
@@ -250,17 +255,7 @@ static int fr__png_read_text_body(struct fr__png_state *st, struct fr_err *err) 
 enum fr_status fr_png_read_text(const char *path, const char *key, char **out, struct fr_err *err) {
   *out = NULL;
   struct fr__png_state st = {.path = path, .key = key};
-  enum fr_status rc = fr__png_open(&st, err);
-  if (rc == FR_OK)
-    rc = fr__png_create_read(&st, err);
-  if (rc == FR_OK) {
-    int r = fr__png_read_text_body(&st, err);
-    if (r == 1)
-      rc = fr__png_read_failed(&st, err);
-    else
-      rc = (enum fr_status)r;
-  }
-  fr__png_cleanup(&st);
+  enum fr_status rc = fr__png_run(&st, fr__png_read_text_body, err);
   if (rc != FR_OK) {
     fr_free(st.text);
     return rc;
