@@ -819,6 +819,25 @@ static const char *fr__check_access(struct fr__srv *s, struct lws *wsi, bool sta
   return NULL;
 }
 
+
+/* Answers 200 with the whole file (already resolved inside an allowed folder) as body. */
+static int fr__respond_file(struct lws *wsi, struct fr__pss *pss, const char *full, const char *mime,
+                            const char *cookie_header) {
+  char *d = NULL;
+  size_t n = 0;
+  struct fr_err err = {{0}};
+  if (fr__read_file(full, FR__MAX_STATIC, &d, &n, &err) != FR_OK)
+    return fr__respond_error(wsi, pss, 500, err.msg);
+  char *withpre = fr_malloc(LWS_PRE + n + 1);
+  if (!withpre) {
+    fr_free(d);
+    return -1;
+  }
+  memcpy(withpre + LWS_PRE, d, n);
+  fr_free(d);
+  return fr__respond_raw(wsi, pss, 200, mime, withpre, n, cookie_header);
+}
+
 static int fr__serve_static(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, const char *uri,
                             const char *cookie_header) {
   if (!s->have_editor) {
@@ -839,19 +858,7 @@ static int fr__serve_static(struct fr__srv *s, struct lws *wsi, struct fr__pss *
     st = fr__resolve(s->editor_real, "index.html", false, full);
   if (st != 200)
     return fr__respond_error(wsi, pss, st, st == 404 ? "not found" : "forbidden path");
-  char *d = NULL;
-  size_t n = 0;
-  struct fr_err err = {{0}};
-  if (fr__read_file(full, FR__MAX_STATIC, &d, &n, &err) != FR_OK)
-    return fr__respond_error(wsi, pss, 500, err.msg);
-  char *withpre = fr_malloc(LWS_PRE + n + 1);
-  if (!withpre) {
-    fr_free(d);
-    return -1;
-  }
-  memcpy(withpre + LWS_PRE, d, n);
-  fr_free(d);
-  return fr__respond_raw(wsi, pss, 200, fr__mime(full), withpre, n, cookie_header);
+  return fr__respond_file(wsi, pss, full, fr__mime(full), cookie_header);
 }
 
 static int fr__cmp_names(const void *a, const void *b) {
@@ -1080,19 +1087,7 @@ static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, 
     if (st != 200)
       return fr__respond_error(
           wsi, pss, st, st == 404 ? "no such output" : "the path is not a .png inside the output folder");
-    char *d = NULL;
-    size_t n = 0;
-    struct fr_err err = {{0}};
-    if (fr__read_file(full, FR__MAX_STATIC, &d, &n, &err) != FR_OK)
-      return fr__respond_error(wsi, pss, 500, err.msg);
-    char *withpre = fr_malloc(LWS_PRE + n + 1);
-    if (!withpre) {
-      fr_free(d);
-      return -1;
-    }
-    memcpy(withpre + LWS_PRE, d, n);
-    fr_free(d);
-    return fr__respond_raw(wsi, pss, 200, "image/png", withpre, n, NULL);
+    return fr__respond_file(wsi, pss, full, "image/png", NULL);
   }
   return fr__respond_error(wsi, pss, 404, "unknown API endpoint");
 }
