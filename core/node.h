@@ -29,6 +29,9 @@
 #define FR_T_VAE "VAE"
 #define FR_T_CONTROL_NET "CONTROL_NET"
 
+/* Number of elements of a static array: node specs give their input and output counts with it. */
+#define FR_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
 enum fr_input_flags {
   FR_IN_OPTIONAL = 1 << 0,  /* may be left unset (no default): the run function sees it as absent */
   FR_IN_MULTILINE = 1 << 1, /* STRING edited as a text area (prompts) */

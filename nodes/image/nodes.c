@@ -5,7 +5,6 @@
 #include "core/alloc.h"
 #include "nodes/image/image.h"
 
-#define FR__N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* The IMAGE tensor of input name, or a failure naming the input. */
 static enum fr_status fr__in_image(struct fr_node_ctx *nc, const char *name, const struct fr_tensor **t) {
@@ -78,9 +77,9 @@ const struct fr_node_spec fr_node_load_image = {
     "image",
     "Loads a PNG file as an image and its alpha mask.",
     fr__load_image_in,
-    FR__N(fr__load_image_in),
+    FR_COUNT(fr__load_image_in),
     fr__load_image_out,
-    FR__N(fr__load_image_out),
+    FR_COUNT(fr__load_image_out),
     0,
     fr__load_image_run,
 };
@@ -131,9 +130,9 @@ const struct fr_node_spec fr_node_save_image = {
     "image",
     "Saves images as PNG files with the workflow embedded.",
     fr__save_image_in,
-    FR__N(fr__save_image_in),
+    FR_COUNT(fr__save_image_in),
     fr__save_image_out,
-    FR__N(fr__save_image_out),
+    FR_COUNT(fr__save_image_out),
     FR_NODE_OUTPUT,
     fr__save_image_run,
 };
@@ -176,7 +175,7 @@ const struct fr_node_spec fr_node_image_resize = {
     "image",
     "Resizes an image (nearest, bilinear, bicubic or area), optionally centre-cropped.",
     fr__resize_in,
-    FR__N(fr__resize_in),
+    FR_COUNT(fr__resize_in),
     fr__image_out,
     1,
     0,
@@ -209,7 +208,7 @@ const struct fr_node_spec fr_node_image_blur = {
     "image",
     "Gaussian blur with clamped edges.",
     fr__blur_in,
-    FR__N(fr__blur_in),
+    FR_COUNT(fr__blur_in),
     fr__image_out,
     1,
     0,
@@ -247,7 +246,7 @@ const struct fr_node_spec fr_node_canny = {
     "image",
     "Canny edge map (white edges on black), the control image for ControlNet canny.",
     fr__canny_in,
-    FR__N(fr__canny_in),
+    FR_COUNT(fr__canny_in),
     fr__image_out,
     1,
     0,
@@ -289,7 +288,7 @@ const struct fr_node_spec fr_node_image_blend = {
     "image",
     "Blends two images of the same size with a blend mode.",
     fr__blend_in,
-    FR__N(fr__blend_in),
+    FR_COUNT(fr__blend_in),
     fr__image_out,
     1,
     0,
@@ -323,7 +322,7 @@ const struct fr_node_spec fr_node_solid_image = {
     "image",
     "An image of one colour.",
     fr__solid_in,
-    FR__N(fr__solid_in),
+    FR_COUNT(fr__solid_in),
     fr__image_out,
     1,
     0,
@@ -360,7 +359,7 @@ const struct fr_node_spec fr_node_test_pattern = {
     "image",
     "A synthetic image with structure, for demos and tests without input files.",
     fr__pattern_in,
-    FR__N(fr__pattern_in),
+    FR_COUNT(fr__pattern_in),
     fr__image_out,
     1,
     0,
@@ -391,7 +390,7 @@ const struct fr_node_spec fr_node_image_invert = {
     "image",
     "1 - x on the colour channels (alpha kept).",
     fr__invert_in,
-    FR__N(fr__invert_in),
+    FR_COUNT(fr__invert_in),
     fr__image_out,
     1,
     0,

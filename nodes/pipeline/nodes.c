@@ -9,7 +9,6 @@
 #include "core/safetensors.h"
 #include "nodes/pipeline/pipeline.h"
 
-#define FR__N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static enum fr_status fr__oom(struct fr_node_ctx *nc) {
   return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
@@ -58,9 +57,9 @@ const struct fr_node_spec fr_node_checkpoint_loader = {
     "loaders",
     "Names a checkpoint's UNet, text encoders and VAE; each loads lazily.",
     fr__ckpt_in,
-    FR__N(fr__ckpt_in),
+    FR_COUNT(fr__ckpt_in),
     fr__ckpt_out,
-    FR__N(fr__ckpt_out),
+    FR_COUNT(fr__ckpt_out),
     0,
     fr__ckpt_run};
 
@@ -82,9 +81,9 @@ const struct fr_node_spec fr_node_controlnet_loader = {"ControlNetLoader",
                                                        "loaders",
                                                        "Names a ControlNet file; it loads when first used.",
                                                        fr__cnl_in,
-                                                       FR__N(fr__cnl_in),
+                                                       FR_COUNT(fr__cnl_in),
                                                        fr__cnl_out,
-                                                       FR__N(fr__cnl_out),
+                                                       FR_COUNT(fr__cnl_out),
                                                        0,
                                                        fr__cnl_run};
 
@@ -231,9 +230,9 @@ const struct fr_node_spec fr_node_text_encode = {
     "conditioning",
     "Encodes a prompt with the checkpoint's text encoder(s) (SD1.x, SDXL base and refiner detected).",
     fr__text_in,
-    FR__N(fr__text_in),
+    FR_COUNT(fr__text_in),
     fr__cond_out,
-    FR__N(fr__cond_out),
+    FR_COUNT(fr__cond_out),
     0,
     fr__text_run};
 
@@ -259,9 +258,9 @@ const struct fr_node_spec fr_node_empty_latent = {"EmptyLatent",
                                                   "latent",
                                                   "A zero latent of an image size (the start of txt2img).",
                                                   fr__empty_in,
-                                                  FR__N(fr__empty_in),
+                                                  FR_COUNT(fr__empty_in),
                                                   fr__latent_out,
-                                                  FR__N(fr__latent_out),
+                                                  FR_COUNT(fr__latent_out),
                                                   0,
                                                   fr__empty_run};
 
@@ -349,9 +348,9 @@ const struct fr_node_spec fr_node_controlnet_apply = {
     "Adds a ControlNet application (image, strength, start/end) to a conditioning; apply it to both the "
     "positive and the negative to control both halves of CFG, as diffusers does.",
     fr__cn_in,
-    FR__N(fr__cn_in),
+    FR_COUNT(fr__cn_in),
     fr__cond_out,
-    FR__N(fr__cond_out),
+    FR_COUNT(fr__cond_out),
     0,
     fr__cn_run};
 
@@ -496,9 +495,9 @@ const struct fr_node_spec fr_node_vae_decode = {
     "latent",
     "Decodes latents into an image (optionally in tiles for large images).",
     fr__vae_decode_in,
-    FR__N(fr__vae_decode_in),
+    FR_COUNT(fr__vae_decode_in),
     fr__image_out,
-    FR__N(fr__image_out),
+    FR_COUNT(fr__image_out),
     0,
     fr__vae_decode_run};
 
@@ -557,9 +556,9 @@ const struct fr_node_spec fr_node_vae_encode = {
     "latent",
     "Encodes an image into latents (the distribution's mean, scaled), for img2img.",
     fr__vae_encode_in,
-    FR__N(fr__vae_encode_in),
+    FR_COUNT(fr__vae_encode_in),
     fr__latent_out,
-    FR__N(fr__latent_out),
+    FR_COUNT(fr__latent_out),
     0,
     fr__vae_encode_run};
 
@@ -683,8 +682,8 @@ static const struct fr_input_spec fr__save_latent_in[] = {
 const struct fr_node_spec fr_node_save_latent = {
     "SaveLatent",       1,
     "latent",           "Writes latents to a safetensors file (F32 [B, 4, h, w]).",
-    fr__save_latent_in, FR__N(fr__save_latent_in),
-    fr__files_out,      FR__N(fr__files_out),
+    fr__save_latent_in, FR_COUNT(fr__save_latent_in),
+    fr__files_out,      FR_COUNT(fr__files_out),
     FR_NODE_OUTPUT,     fr__save_latent_run};
 static const struct fr_input_spec fr__load_latent_in[] = {
     {"file", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_FILE, "safetensors file, relative to the graph's folder"},
@@ -696,9 +695,9 @@ const struct fr_node_spec fr_node_load_latent = {
     "latent",
     "Reads latents [B, 4, h, w] from a safetensors file, tensor chosen by key.",
     fr__load_latent_in,
-    FR__N(fr__load_latent_in),
+    FR_COUNT(fr__load_latent_in),
     fr__latent_out,
-    FR__N(fr__latent_out),
+    FR_COUNT(fr__latent_out),
     0,
     fr__load_latent_run};
 static const struct fr_input_spec fr__save_image_data_in[] = {
@@ -713,9 +712,9 @@ const struct fr_node_spec fr_node_save_image_data = {
     "image",
     "Writes images as F32 [B, H, W, C] in [0, 1] to a safetensors file (no rounding).",
     fr__save_image_data_in,
-    FR__N(fr__save_image_data_in),
+    FR_COUNT(fr__save_image_data_in),
     fr__files_out,
-    FR__N(fr__files_out),
+    FR_COUNT(fr__files_out),
     FR_NODE_OUTPUT,
     fr__save_image_data_run};
 static const char *const fr__layouts[] = {"BHWC", "BCHW", NULL};
@@ -730,8 +729,8 @@ const struct fr_node_spec fr_node_load_image_data = {
     "image",
     "Reads an image tensor from a safetensors file at full precision.",
     fr__load_image_data_in,
-    FR__N(fr__load_image_data_in),
+    FR_COUNT(fr__load_image_data_in),
     fr__image_out,
-    FR__N(fr__image_out),
+    FR_COUNT(fr__image_out),
     0,
     fr__load_image_data_run};

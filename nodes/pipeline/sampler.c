@@ -12,7 +12,6 @@
 #include "nodes/pipeline/pipeline.h"
 #include "nodes/sampling/sampling.h"
 
-#define FR__N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 const char *const fr_pipe_sampler_names[] = {
     "euler", "euler_ancestral", "heun",       "dpm_2", "lms", "dpmpp_2m", "dpmpp_2m_sde", "ddim",
@@ -560,9 +559,9 @@ const struct fr_node_spec fr_node_sampler = {
     "sampling",
     "Denoises a latent with a model, positive and negative conditioning, a sampler and a schedule.",
     fr__sampler_in,
-    FR__N(fr__sampler_in),
+    FR_COUNT(fr__sampler_in),
     fr__latent_out,
-    FR__N(fr__latent_out),
+    FR_COUNT(fr__latent_out),
     0,
     fr__sampler_run};
 
@@ -594,8 +593,8 @@ const struct fr_node_spec fr_node_refiner = {
     "Finishes an SDXL base latent (returned with leftover noise) with the refiner from the switch step: "
     "the \"ensemble of experts\" hand-off.",
     fr__refiner_in,
-    FR__N(fr__refiner_in),
+    FR_COUNT(fr__refiner_in),
     fr__latent_out,
-    FR__N(fr__latent_out),
+    FR_COUNT(fr__latent_out),
     0,
     fr__refiner_run};
