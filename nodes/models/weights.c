@@ -5,27 +5,13 @@
 #include <sys/stat.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 
-/* Reads a whole small text file (config.json) into a NUL-terminated string; NULL if absent. */
-static char *fr__read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  char *s = NULL;
-  if (fseek(f, 0, SEEK_END) == 0) {
-    long n = ftell(f);
-    if (n >= 0 && n < (1 << 24) && fseek(f, 0, SEEK_SET) == 0) {
-      s = fr_malloc((size_t)n + 1);
-      if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        fr_free(s);
-        s = NULL;
-      } else if (s) {
-        s[n] = 0;
-      }
-    }
-  }
-  fclose(f);
-  return s;
+/* A component's config.json (small text), or NULL when absent or unreadable. */
+static char *fr__read_config(const char *path) {
+  char *text = NULL;
+  size_t len;
+  return fr_read_file(path, (size_t)1 << 24, &text, &len, NULL) == FR_OK ? text : NULL;
 }
 
 static bool fr__is_file(const char *path) {
@@ -54,7 +40,7 @@ static enum fr_status fr__open_component(const char *dir, const char *sub, struc
       return rc;
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.json", path);
-    *config = fr__read_text(cfg);
+    *config = fr__read_config(cfg);
     return FR_OK;
   }
   char bin[4200];

@@ -28,6 +28,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/events.h"
+#include "core/file.h"
 #include "core/flowrun.h"
 #include "core/graph.h"
 #include "core/json.h"
@@ -219,29 +220,6 @@ static bool fr__is_yaml(const char *p) {
 }
 
 /* Reads a whole regular file of at most max bytes (fr_free). */
-static enum fr_status fr__read_file(const char *path, size_t max, char **out, size_t *len,
-                                    struct fr_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return fr_errf(err, FR_E_IO, "cannot open: %s", strerror(errno));
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
-    fclose(f);
-    return fr_errf(err, FR_E_INVALID, "not a regular file of at most %zu bytes", max);
-  }
-  char *d = fr_malloc((size_t)st.st_size + 1);
-  if (!d) {
-    fclose(f);
-    return fr_errf(err, FR_E_NOMEM, "out of memory");
-  }
-  size_t n = fread(d, 1, (size_t)st.st_size, f);
-  fclose(f);
-  d[n] = 0;
-  *out = d;
-  *len = n;
-  return FR_OK;
-}
-
 /* Writes atomically: a temporary file beside it, then rename (a reader never sees half a graph). */
 static enum fr_status fr__write_file(const char *path, const char *data, size_t n, struct fr_err *err) {
   char tmp[PATH_MAX + 32];
@@ -539,7 +517,7 @@ static int fr__queue_run(struct fr__srv *s, const char *path, const char *yaml, 
     r->yaml = fr_strndup(yaml, yaml_len);
   } else if (path && *path) {
     size_t n;
-    if (fr__read_file(full, 4u << 20, &r->yaml, &n, err) != FR_OK) {
+    if (fr_read_file(full, 4u << 20, &r->yaml, &n, err) != FR_OK) {
       fr_err_prefix(err, FR_E_IO, "graph %s", path);
       code = 400;
       goto fail;
@@ -826,7 +804,7 @@ static int fr__respond_file(struct lws *wsi, struct fr__pss *pss, const char *fu
   char *d = NULL;
   size_t n = 0;
   struct fr_err err = {{0}};
-  if (fr__read_file(full, FR__MAX_STATIC, &d, &n, &err) != FR_OK)
+  if (fr_read_file(full, FR__MAX_STATIC, &d, &n, &err) != FR_OK)
     return fr__respond_error(wsi, pss, 500, err.msg);
   char *withpre = fr_malloc(LWS_PRE + n + 1);
   if (!withpre) {
@@ -1060,7 +1038,7 @@ static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, 
     char *d = NULL;
     size_t n = 0;
     struct fr_err err = {{0}};
-    if (fr__read_file(full, 4u << 20, &d, &n, &err) != FR_OK)
+    if (fr_read_file(full, 4u << 20, &d, &n, &err) != FR_OK)
       return fr__respond_error(wsi, pss, 500, err.msg);
     struct fr_buf b = {0};
     fr_buf_puts(&b, "{\"path\":");
