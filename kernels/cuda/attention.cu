@@ -1,5 +1,7 @@
-/* Scaled dot-product attention with an fp32 online softmax (flash-attention's recurrence), a
- * straightforward correct kernel; tensor-core tiling is later work (docs/cuda.md).
+/* Scaled dot-product attention with an fp32 online softmax (flash-attention's recurrence) on CUDA cores:
+ * the kernel of F32 contexts (fp32 products, so F32 CUDA matches the cpu to ~1e-6) and the fallback of
+ * F16/BF16 ones where the tensor-core kernel (attention_tc.cu) does not fit: a head dim that is not a
+ * multiple of 8, an unaligned operand, a pre-sm_80 device, or FLOWRUN_CUDA_ATTN=simple.
  *
  * Grid: (query blocks of FR__QB, heads, batch). A block of 4 warps loads a tile of 32 keys and values into
  * shared memory (fp32) and every warp advances FR__QPW queries over it: lane j scores key j (its K row is
@@ -14,7 +16,7 @@
 #define FR__QPW 4                    /* queries per warp */
 #define FR__QB (FR__WARPS * FR__QPW) /* queries per block */
 #define FR__KT 32                    /* keys per tile: one per lane */
-#define FR__MAXD 256
+#define FR__MAXD 512                 /* the VAE's single 512-wide head */
 
 /* NACC = output dims per lane (ceil(D / 32)), a compile-time bound so the accumulators stay in registers. */
 template <typename T, int NACC>
@@ -153,13 +155,17 @@ enum fr_status fr_cuda_attention(void *bp, struct fr_tensor *y, const struct fr_
   if (heads > 65535 || B > 65535 || (Tq + FR__QB - 1) / FR__QB > INT32_MAX)
     return fr_errf(err, FR_E_UNSUPPORTED, "%lld batches x %d heads x %lld queries exceed the launch grid",
                    (long long)B, heads, (long long)Tq);
+  if (fr_cuda_attention_tc_fits(cu, y, q, k, v, heads))
+    return fr_cuda_attention_tc(cu, y, q, k, v, heads, causal, err);
   int d = (int)D;
   if (d <= 64) {
     FR_CUDA_DISPATCH(cu->dtype, err, T, return fr__attn_launch<T, 2>(cu, y, q, k, v, heads, d, causal, err));
   } else if (d <= 128) {
     FR_CUDA_DISPATCH(cu->dtype, err, T, return fr__attn_launch<T, 4>(cu, y, q, k, v, heads, d, causal, err));
-  } else {
+  } else if (d <= 256) {
     FR_CUDA_DISPATCH(cu->dtype, err, T, return fr__attn_launch<T, 8>(cu, y, q, k, v, heads, d, causal, err));
+  } else {
+    FR_CUDA_DISPATCH(cu->dtype, err, T, return fr__attn_launch<T, 16>(cu, y, q, k, v, heads, d, causal, err));
   }
   return FR_OK;
 }

@@ -2,6 +2,7 @@
  * the host <-> device transfers (weights and activations converted to the compute dtype on the device). */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cuda/internal.cuh"
@@ -182,7 +183,10 @@ enum fr_status fr_cuda_init(const struct fr_ctx_opts *o, void **bctx, struct fr_
   cu->device = dev;
   cu->dtype = o->dtype;
   cu->sm_count = prop.multiProcessorCount;
+  cu->cc = prop.major * 10 + prop.minor;
   cu->smem_optin = prop.sharedMemPerBlockOptin;
+  const char *attn = getenv("FLOWRUN_CUDA_ATTN");
+  cu->attn_simple = attn && strcmp(attn, "simple") == 0;
   enum fr_status rc = fr_cuda_err(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking), err,
                                   "device cuda: cudaStreamCreate");
   if (rc == FR_OK)

@@ -40,7 +40,9 @@ struct fr_cuda {
   int gemm_n, gemm_cap;
   uint64_t gemm_tick;
   int sm_count;
+  int cc;            /* compute capability, major * 10 + minor */
   size_t smem_optin; /* largest dynamic shared memory a block may opt into */
+  bool attn_simple; /* FLOWRUN_CUDA_ATTN=simple: the CUDA-core attention kernel even where tensor cores fit */
 };
 
 /* ---- errors ---- */
@@ -90,6 +92,15 @@ struct fr_cuda_gemm {
 };
 enum fr_status fr_cuda_gemm_run(struct fr_cuda *cu, const struct fr_cuda_gemm *g, struct fr_err *err);
 void fr_cuda_gemm_cache_free(struct fr_cuda *cu);
+/* ---- attention on tensor cores (attention_tc.cu) ----
+ * Whether the tensor-core kernel takes this case (F16/BF16 context on sm_80+, head dim a multiple of 8 and
+ * at most 512, 16-byte aligned operands, the grid within limits), and the kernel itself. */
+bool fr_cuda_attention_tc_fits(const struct fr_cuda *cu, const struct fr_tensor *y, const struct fr_tensor *q,
+                               const struct fr_tensor *k, const struct fr_tensor *v, int heads);
+enum fr_status fr_cuda_attention_tc(struct fr_cuda *cu, struct fr_tensor *y, const struct fr_tensor *q,
+                                    const struct fr_tensor *k, const struct fr_tensor *v, int heads,
+                                    bool causal, struct fr_err *err);
+
 /* Fills n elements of y with value v (compute dtype). */
 enum fr_status fr_cuda_fill(struct fr_cuda *cu, void *y, int64_t n, float v, struct fr_err *err);
 

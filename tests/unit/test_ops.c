@@ -105,6 +105,12 @@ static const struct row ROWS[] = {
      .tol = GEMM_TOL, .why = "CLIP's causal mask; fp32 sums"},
     {"attention 1 head", K_ATTENTION, 3, S(1, 50, 64), 3, S(1, 50, 64), .p = {1}, .amp = 3, .tol = GEMM_TOL,
      .why = "VAE mid-block attention (1 head); large logits test the max subtraction"},
+    {"attention d40 tails", K_ATTENTION, 3, S(1, 70, 320), 3, S(1, 100, 320), .p = {8}, .tol = GEMM_TOL,
+     .why = "64-query and 64-key tiles of the cuda tensor-core kernel with partial last tiles"},
+    {"attention d512", K_ATTENTION, 3, S(1, 96, 512), 3, S(1, 96, 512), .p = {1}, .tol = GEMM_TOL,
+     .why = "the VAE's one 512-wide head: 4 output chunks on cuda"},
+    {"attention causal 130", K_ATTENTION, 3, S(1, 130, 64), 3, S(1, 130, 64), .p = {1}, .flag = true,
+     .amp = 3, .tol = GEMM_TOL, .why = "causal over 3 key tiles; later tiles masked for early queries"},
     /* ---- normalisation ---- */
     {"group_norm 32", K_GROUP_NORM, 4, S(2, 64, 9, 7), .p = {32}, .f = 1e-5f, .tol = 1e-5,
      .why = "fp32 output of double statistics; inputs offset by 3 to test mean removal"},

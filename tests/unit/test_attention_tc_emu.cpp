@@ -1,0 +1,345 @@
+/* The tensor-core attention kernel (kernels/cuda/attention_tc.cuh) run on the host, so its tiling, masks,
+ * online softmax and fragment bookkeeping are tested on every machine, CI included (no GPU there).
+ *
+ * How: the kernel source is compiled as plain C++ with FR_CUDA_EMULATE defined. Each CUDA thread of a
+ * block is a host thread (128 per block, blocks one after another); __syncthreads is a barrier of the
+ * block, and the warp-level primitives the kernel uses are written here from the PTX ISA's definitions,
+ * independently of the kernel:
+ *  - mma.sync.m16n8k16 (f16/bf16 in, fp32 accumulate): every lane posts its A, B and C registers, a warp
+ *    barrier, then each lane rebuilds the 16x16 A and 16x8 B from the documented fragment layouts and
+ *    computes its four D elements;
+ *  - ldmatrix .x4 (plain and .trans): lanes 8i..8i+7 post the row addresses of matrix i; lane l receives
+ *    (row l/4, cols 2(l%4), 2(l%4)+1) of each matrix, or with .trans (rows 2(l%4), 2(l%4)+1, col l/4);
+ *  - __shfl_xor_sync, and cp.async as a plain 16-byte copy (or zero fill), which is what it does once
+ *    waited for.
+ * Storage types: F16 as IEEE binary16 (_Float16), BF16 as the top 16 bits of a float, both rounded to
+ * nearest even. The result is compared with attention computed in double precision from the same rounded
+ * inputs; the bound is stated with the cases.
+ *
+ * This is C++ only because the kernel is CUDA C++; it links nothing of flowrun. */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+/* ---- the CUDA vocabulary the kernel uses ---- */
+#define FR_CUDA_EMULATE 1
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__
+#define __align__(n)
+#define __launch_bounds__(n)
+
+struct fr_dim3 {
+  unsigned x, y, z;
+};
+static thread_local fr_dim3 threadIdx, blockIdx;
+
+/* 16-bit storage types */
+struct __half {
+  uint16_t bits;
+};
+struct __nv_bfloat16 {
+  uint16_t bits;
+};
+static uint16_t fr_emu_f2h(float f) {
+  _Float16 h = (_Float16)f; /* round to nearest even */
+  uint16_t b;
+  memcpy(&b, &h, 2);
+  return b;
+}
+static float fr_emu_h2f(uint16_t b) {
+  _Float16 h;
+  memcpy(&h, &b, 2);
+  return (float)h;
+}
+static uint16_t fr_emu_f2bf(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+  u += 0x7fffu + ((u >> 16) & 1);        /* round to nearest even */
+  return (uint16_t)(u >> 16);
+}
+static float fr_emu_bf2f(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+template <typename T> struct fr_emu_type;
+template <> struct fr_emu_type<__half> {
+  static uint16_t enc(float f) { return fr_emu_f2h(f); }
+  static float dec(uint16_t b) { return fr_emu_h2f(b); }
+};
+template <> struct fr_emu_type<__nv_bfloat16> {
+  static uint16_t enc(float f) { return fr_emu_f2bf(f); }
+  static float dec(uint16_t b) { return fr_emu_bf2f(b); }
+};
+
+/* ---- the block: barriers and the per-warp exchange area ---- */
+#define FR_EMU_THREADS 128
+static pthread_barrier_t fr_emu_block_bar, fr_emu_warp_bar[FR_EMU_THREADS / 32];
+static struct {
+  uint32_t r[32][8];
+  float f[32][4];
+} fr_emu_warp[FR_EMU_THREADS / 32];
+
+alignas(16) unsigned char fr__tc_sh[256 * 1024]; /* the block's shared memory */
+
+static inline void __syncthreads(void) {
+  pthread_barrier_wait(&fr_emu_block_bar);
+}
+static inline int fr_emu_lane(void) {
+  return (int)(threadIdx.x & 31);
+}
+static inline void fr_emu_warp_sync(void) {
+  pthread_barrier_wait(&fr_emu_warp_bar[threadIdx.x >> 5]);
+}
+static inline float __shfl_xor_sync(unsigned mask, float v, int o) {
+  (void)mask;
+  int w = (int)(threadIdx.x >> 5), l = fr_emu_lane();
+  fr_emu_warp[w].f[l][0] = v;
+  fr_emu_warp_sync();
+  float r = fr_emu_warp[w].f[l ^ o][0];
+  fr_emu_warp_sync();
+  return r;
+}
+
+static inline uint32_t fr__smem_addr(const void *p) {
+  return (uint32_t)((const unsigned char *)p - fr__tc_sh);
+}
+static inline uint16_t fr_emu_sh16(uint32_t addr) {
+  uint16_t v;
+  memcpy(&v, fr__tc_sh + addr, 2);
+  return v;
+}
+static void fr_emu_ldsm(uint32_t *r, uint32_t addr, bool trans) {
+  int w = (int)(threadIdx.x >> 5), l = fr_emu_lane();
+  fr_emu_warp[w].r[l][0] = addr;
+  fr_emu_warp_sync();
+  for (int i = 0; i < 4; i++) { /* matrix i: row j starts at the address lane 8i + j posted */
+    uint32_t lo, hi;
+    if (!trans) {
+      uint32_t row = fr_emu_warp[w].r[8 * i + l / 4][0];
+      lo = fr_emu_sh16(row + 2 * (2 * (l % 4)));
+      hi = fr_emu_sh16(row + 2 * (2 * (l % 4) + 1));
+    } else {
+      lo = fr_emu_sh16(fr_emu_warp[w].r[8 * i + 2 * (l % 4)][0] + 2 * (l / 4));
+      hi = fr_emu_sh16(fr_emu_warp[w].r[8 * i + 2 * (l % 4) + 1][0] + 2 * (l / 4));
+    }
+    r[i] = lo | (hi << 16);
+  }
+  fr_emu_warp_sync();
+}
+static inline void fr__ldsm_x4(uint32_t *r, uint32_t addr) {
+  fr_emu_ldsm(r, addr, false);
+}
+static inline void fr__ldsm_x4_trans(uint32_t *r, uint32_t addr) {
+  fr_emu_ldsm(r, addr, true);
+}
+static inline void fr__cp16(void *dst, const void *src, bool ok) {
+  if (ok)
+    memcpy(dst, src, 16);
+  else
+    memset(dst, 0, 16);
+}
+static inline void fr__cp_commit(void) {}
+static inline void fr__cp_wait_all_but_one(void) {}
+
+template <typename T> struct fr__mma {
+  static uint32_t pack(float lo, float hi) {
+    return (uint32_t)fr_emu_type<T>::enc(lo) | ((uint32_t)fr_emu_type<T>::enc(hi) << 16);
+  }
+  /* c += a b, m16n8k16; A row-major 16x16, B 16x8 (k x n) */
+  static void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    int w = (int)(threadIdx.x >> 5), l = fr_emu_lane();
+    uint32_t *mine = fr_emu_warp[w].r[l];
+    mine[0] = a[0], mine[1] = a[1], mine[2] = a[2], mine[3] = a[3], mine[4] = b0, mine[5] = b1;
+    fr_emu_warp_sync();
+    auto half = [&](int lane, int reg, int hi) {
+      uint32_t v = fr_emu_warp[w].r[lane][reg];
+      return fr_emu_type<T>::dec((uint16_t)(hi ? v >> 16 : v & 0xffffu));
+    };
+    auto A = [&](int r, int k) { /* a_reg: reg = (r >= 8) + 2 (k >= 8), lane = 4 (r % 8) + (k % 8) / 2 */
+                                 return half(4 * (r % 8) + (k % 8) / 2, (r >= 8) + 2 * (k >= 8), k % 2);
+    };
+    auto B = [&](int k, int n) { /* b_reg: reg = 4 + (k >= 8), lane = 4 n + (k % 8) / 2 */
+                                 return half(4 * n + (k % 8) / 2, 4 + (k >= 8), k % 2);
+    };
+    int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; i++) { /* c0, c1: (g, 2t), (g, 2t+1); c2, c3: (g+8, 2t), (g+8, 2t+1) */
+      int r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
+      float acc = c[i];
+      for (int k = 0; k < 16; k++)
+        acc += A(r, k) * B(k, n);
+      c[i] = acc;
+    }
+    fr_emu_warp_sync();
+  }
+};
+
+#include "kernels/cuda/attention_tc.cuh"
+
+/* ---- running a grid ---- */
+
+template <typename T, int DP, int DV, int BK> struct fr_emu_launch {
+  T *y;
+  const T *q, *k, *v;
+  int64_t Tq, Tk, HD;
+  int D, chunks, causal;
+  float scale_log2;
+  fr_dim3 block;
+};
+template <typename T, int DP, int DV, int BK> static void *fr_emu_thread(void *arg) {
+  auto *L = (fr_emu_launch<T, DP, DV, BK> *)((void **)arg)[0];
+  threadIdx = fr_dim3{(unsigned)(uintptr_t)((void **)arg)[1], 0, 0};
+  blockIdx = L->block;
+  fr__attn_tc_kernel<T, DP, DV, BK>(L->y, L->q, L->k, L->v, L->Tq, L->Tk, L->HD, L->D, L->chunks,
+                                    L->scale_log2, L->causal);
+  return NULL;
+}
+
+template <typename T, int DP, int DV, int BK>
+static bool fr_emu_run(T *y, const T *q, const T *k, const T *v, int64_t B, int64_t Tq, int64_t Tk, int heads,
+                       int D, bool causal) {
+  size_t smem = sizeof(T) * (size_t)(FR__TQ * (DP + 8) + 2 * BK * (DP + 8) + 2 * BK * (DV + 8));
+  if (smem > sizeof fr__tc_sh) {
+    printf("emulator: %zu bytes of shared memory do not fit\n", smem);
+    return false;
+  }
+  fr_emu_launch<T, DP, DV, BK> L = {y,
+                                    q,
+                                    k,
+                                    v,
+                                    Tq,
+                                    Tk,
+                                    (int64_t)heads * D,
+                                    D,
+                                    (D + DV - 1) / DV,
+                                    causal ? 1 : 0,
+                                    1.4426950408889634f / sqrtf((float)D),
+                                    {0, 0, 0}};
+  unsigned gx = (unsigned)((Tq + FR__TQ - 1) / FR__TQ), gy = (unsigned)(heads * L.chunks), gz = (unsigned)B;
+  for (unsigned z = 0; z < gz; z++)
+    for (unsigned yy = 0; yy < gy; yy++)
+      for (unsigned x = 0; x < gx; x++) {
+        L.block = fr_dim3{x, yy, z};
+        memset(fr__tc_sh, 0xA5, sizeof fr__tc_sh); /* stale shared memory must not matter */
+        pthread_t th[FR_EMU_THREADS];
+        void *args[FR_EMU_THREADS][2];
+        for (int i = 0; i < FR_EMU_THREADS; i++) {
+          args[i][0] = &L;
+          args[i][1] = (void *)(uintptr_t)i;
+          if (pthread_create(&th[i], NULL, fr_emu_thread<T, DP, DV, BK>, args[i]) != 0) {
+            printf("emulator: pthread_create failed\n");
+            exit(1);
+          }
+        }
+        for (int i = 0; i < FR_EMU_THREADS; i++)
+          pthread_join(th[i], NULL);
+      }
+  return true;
+}
+
+/* ---- the cases ---- */
+
+static int fr_emu_passed, fr_emu_failed;
+
+static uint64_t fr_emu_rng = 0x9E3779B97F4A7C15ull;
+static float fr_emu_uniform(void) { /* [-1, 1) */
+  fr_emu_rng ^= fr_emu_rng << 13, fr_emu_rng ^= fr_emu_rng >> 7, fr_emu_rng ^= fr_emu_rng << 17;
+  return (float)((fr_emu_rng >> 40) * (1.0 / 8388608.0) - 1.0);
+}
+
+template <typename T, int DP, int DV, int BK>
+static void fr_emu_case(const char *name, int64_t B, int64_t Tq, int64_t Tk, int heads, int D, bool causal,
+                        float amp, double tol) {
+  const int64_t HD = (int64_t)heads * D;
+  std::vector<T> q(B * Tq * HD), k(B * Tk * HD), v(B * Tk * HD), y(B * Tq * HD);
+  std::vector<double> qd(q.size()), kd(k.size()), vd(v.size());
+  auto fill = [&](std::vector<T> &s, std::vector<double> &d, float a) {
+    for (size_t i = 0; i < s.size(); i++) {
+      s[i].bits = fr_emu_type<T>::enc(a * fr_emu_uniform());
+      d[i] = fr_emu_type<T>::dec(s[i].bits); /* the reference sees what the device holds */
+    }
+  };
+  fill(q, qd, amp);
+  fill(k, kd, amp);
+  fill(v, vd, 1.0f);
+  const uint16_t poison = fr_emu_type<T>::enc(777.0f);
+  for (auto &e : y)
+    e.bits = poison;
+  if (!fr_emu_run<T, DP, DV, BK>(y.data(), q.data(), k.data(), v.data(), B, Tq, Tk, heads, D, causal)) {
+    fr_emu_failed++;
+    return;
+  }
+  double worst = 0, vmax = 0;
+  std::vector<double> s(Tk);
+  for (int64_t b = 0; b < B; b++)
+    for (int h = 0; h < heads; h++)
+      for (int64_t i = 0; i < Tq; i++) {
+        const double *qr = &qd[(b * Tq + i) * HD + h * D];
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < Tk; j++) {
+          double a = 0;
+          const double *kr = &kd[(b * Tk + j) * HD + h * D];
+          for (int d = 0; d < D; d++)
+            a += qr[d] * kr[d];
+          s[j] = causal && j > i ? -INFINITY : a / sqrt((double)D);
+          mx = s[j] > mx ? s[j] : mx;
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < Tk; j++)
+          sum += s[j] = s[j] == -INFINITY ? 0.0 : exp(s[j] - mx);
+        for (int d = 0; d < D; d++) {
+          double o = 0;
+          for (int64_t j = 0; j < Tk; j++)
+            o += s[j] * vd[(b * Tk + j) * HD + h * D + d];
+          o = sum > 0 ? o / sum : 0.0;
+          double got = fr_emu_type<T>::dec(y[(b * Tq + i) * HD + h * D + d].bits);
+          double e = fabs(got - o);
+          worst = e > worst || e != e ? e : worst;
+          vmax = fabs(o) > vmax ? fabs(o) : vmax;
+        }
+      }
+  bool ok = worst <= tol; /* NaN fails */
+  printf("%s %s: B %lld, Tq %lld, Tk %lld, %d heads x %d%s: max |err| %.3g (bound %.3g, max |out| %.3g)\n",
+         ok ? "ok  " : "FAIL", name, (long long)B, (long long)Tq, (long long)Tk, heads, D,
+         causal ? ", causal" : "", worst, tol, vmax);
+  ok ? fr_emu_passed++ : fr_emu_failed++;
+}
+
+int main(void) {
+  if (pthread_barrier_init(&fr_emu_block_bar, NULL, FR_EMU_THREADS) != 0)
+    return 1;
+  for (int w = 0; w < FR_EMU_THREADS / 32; w++)
+    if (pthread_barrier_init(&fr_emu_warp_bar[w], NULL, 32) != 0)
+      return 1;
+  /* Bounds. Outputs are convex combinations of v (|v| < 1), so errors are absolute. The kernel rounds P
+   * to the storage dtype before P V (relative 2^-11 for F16, 2^-8 for BF16 per term, partly averaging
+   * out) and the output once (the same u again); fp32 accumulation adds ~1e-6. Bound: 4u, i.e. 2e-3 for
+   * F16 and 1.6e-2 for BF16. A wrong fragment, mask or rescale gives errors of 1e-1 and more. */
+  const double f16 = 2e-3, bf16 = 1.6e-2;
+  /* SD's head dims, tails in queries (70 = 64 + 6) and keys (100 = 64 + 36), cross attention */
+  fr_emu_case<__half, 48, 48, 64>("f16 d40 (padded to 48)", 1, 70, 100, 2, 40, false, 2.0f, f16);
+  fr_emu_case<__half, 64, 64, 64>("f16 d64 cross", 2, 33, 77, 1, 64, false, 2.0f, f16);
+  fr_emu_case<__half, 80, 80, 64>("f16 d80, three key tiles", 1, 20, 130, 1, 80, false, 2.0f, f16);
+  fr_emu_case<__half, 160, 160, 32>("f16 d160", 1, 17, 40, 1, 160, false, 2.0f, f16);
+  /* causal (the text encoders), a key tile entirely masked for the first query tile, large logits */
+  fr_emu_case<__half, 16, 16, 64>("f16 d8 causal (CLIP-like)", 1, 77, 77, 3, 8, true, 3.0f, f16);
+  fr_emu_case<__half, 64, 64, 64>("f16 d64 causal, 3 tiles", 1, 130, 130, 1, 64, true, 3.0f, f16);
+  /* the VAE's single 512-wide head: 4 output chunks of 128 */
+  fr_emu_case<__half, 512, 128, 32>("f16 d512 chunked", 1, 20, 40, 1, 512, false, 1.0f, f16);
+  fr_emu_case<__half, 256, 128, 32>("f16 d200 chunked (padded to 256)", 1, 9, 33, 1, 200, false, 1.0f, f16);
+  /* BF16 */
+  fr_emu_case<__nv_bfloat16, 64, 64, 64>("bf16 d64", 1, 65, 70, 2, 64, false, 2.0f, bf16);
+  fr_emu_case<__nv_bfloat16, 160, 160, 32>("bf16 d160 causal", 1, 40, 40, 1, 160, true, 2.0f, bf16);
+  printf("%d passed, %d failed\n", fr_emu_passed, fr_emu_failed);
+  return fr_emu_failed ? 1 : 0;
+}
