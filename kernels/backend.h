@@ -122,6 +122,12 @@ struct fr_backend {
   enum fr_status (*sync)(void *bctx, struct fr_err *err);
   /* Memory counters of the context's allocator (kernels/ops.h: fr_ctx_mem_stats). NULL: not counted. */
   enum fr_status (*mem_stats)(void *bctx, bool reset_peak, struct fr_ctx_mem *out, struct fr_err *err);
+  /* Recorded replays (kernels/ops.h: fr_ctx_record_begin). NULL: the backend cannot record (the CPU).
+   * record_end returns the backend's graph object, graph_replay queues it again, graph_free drops it. */
+  enum fr_status (*record_begin)(void *bctx, struct fr_err *err);
+  enum fr_status (*record_end)(void *bctx, void **graph, struct fr_err *err);
+  enum fr_status (*graph_replay)(void *bctx, void *graph, struct fr_err *err);
+  void (*graph_free)(void *bctx, void *graph);
 };
 
 /* The backends built into this binary. The CPU one always exists. */

@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -131,6 +132,97 @@ enum fr_status fr_ctx_mem_stats(struct fr_ctx *c, bool reset_peak, struct fr_ctx
   if (!c->be->mem_stats)
     return fr_errf(err, FR_E_UNSUPPORTED, "device %s: no memory counters", c->be->name);
   return c->be->mem_stats(c->bctx, reset_peak, out, err);
+}
+
+/* ---- recorded replays ---- */
+
+struct fr_recording {
+  struct fr_ctx *c;
+  void *g; /* the backend's */
+};
+
+static bool fr__graphs_off(void) {
+  const char *v = getenv("FLOWRUN_CUDA_GRAPHS");
+  return v && strcmp(v, "0") == 0;
+}
+
+enum fr_status fr_ctx_record_begin(struct fr_ctx *c, struct fr_err *err) {
+  if (!c->be->record_begin || fr__graphs_off())
+    return fr_errf(err, FR_E_UNSUPPORTED, "device %s: no recorded replays%s", c->be->name,
+                   c->be->record_begin ? " (FLOWRUN_CUDA_GRAPHS=0)" : "");
+  if (c->st != FR_OK)
+    return fr_ctx_status(c, err);
+  return c->be->record_begin(c->bctx, err);
+}
+
+enum fr_status fr_ctx_record_end(struct fr_ctx *c, struct fr_recording **out, struct fr_err *err) {
+  *out = NULL;
+  if (!c->be->record_end)
+    return fr_errf(err, FR_E_UNSUPPORTED, "device %s: no recorded replays", c->be->name);
+  void *g = NULL;
+  struct fr_err e = {{0}};
+  enum fr_status rc = c->be->record_end(c->bctx, &g, &e); /* always ends the capture */
+  if (c->st != FR_OK) { /* an op failed while recording: that is the error to report */
+    if (g)
+      c->be->graph_free(c->bctx, g);
+    return fr_ctx_status(c, err);
+  }
+  if (rc != FR_OK) {
+    fr_ctx_fail(c, rc, "%s", e.msg);
+    return fr_errf(err, rc, "%s", e.msg);
+  }
+  struct fr_recording *gr = fr_calloc(1, sizeof *gr);
+  if (!gr) {
+    c->be->graph_free(c->bctx, g);
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  }
+  gr->c = c;
+  gr->g = g;
+  *out = gr;
+  return FR_OK;
+}
+
+enum fr_status fr_recording_replay(struct fr_recording *g, struct fr_err *err) {
+  struct fr_ctx *c = g->c;
+  if (c->st != FR_OK)
+    return fr_ctx_status(c, err);
+  struct fr_err e = {{0}};
+  enum fr_status rc = c->be->graph_replay(c->bctx, g->g, &e);
+  if (rc != FR_OK) {
+    fr_ctx_fail(c, rc, "%s", e.msg);
+    return fr_errf(err, rc, "%s", e.msg);
+  }
+  return FR_OK;
+}
+
+void fr_recording_free(struct fr_recording *g) {
+  if (!g)
+    return;
+  g->c->be->graph_free(g->c->bctx, g->g);
+  fr_free(g);
+}
+
+enum fr_status fr_ctx_write(struct fr_ctx *c, struct fr_tensor *dst, const struct fr_tensor *src,
+                            struct fr_err *err) {
+  char s1[96], s2[96];
+  if (c->st != FR_OK)
+    return fr_ctx_status(c, err);
+  if (!dst || !src || dst->dev != c->be->dev || dst->dtype != c->dtype || src->dev != FR_DEV_CPU ||
+      !fr_tensor_same_shape(dst, src))
+    return fr_errf(
+        err, FR_E_INVALID, "fr_ctx_write: %s into %s: expected a host tensor of the destination's shape",
+        src ? fr_shape_str(src, s1, sizeof s1) : "NULL", dst ? fr_shape_str(dst, s2, sizeof s2) : "NULL");
+  struct fr_tensor *tmp = fr_ctx_upload(c, src);
+  if (!tmp)
+    return fr_ctx_status(c, err);
+  struct fr_err e = {{0}};
+  enum fr_status rc = c->be->unary(c->bctx, FR_UNARY_COPY, dst, tmp, 0.0f, 0.0f, &e);
+  fr_tensor_free(tmp);
+  if (rc != FR_OK) {
+    fr_ctx_fail(c, rc, "fr_ctx_write: %s", e.msg);
+    return fr_errf(err, rc, "fr_ctx_write: %s", e.msg);
+  }
+  return FR_OK;
 }
 
 /* ---- helpers ---- */

@@ -72,6 +72,27 @@ struct fr_ctx_mem {
 enum fr_status fr_ctx_mem_stats(struct fr_ctx *c, bool reset_peak, struct fr_ctx_mem *out,
                                 struct fr_err *err);
 
+/* ---- recorded replays (CUDA graphs) ----
+ * On a device that queues its work (cuda), the ops issued between fr_ctx_record_begin and
+ * fr_ctx_record_end are recorded instead of run: nothing is computed until fr_recording_replay, which runs
+ * the recorded ops again, on the same tensors, with one launch. Overwrite a recording's inputs in place
+ * with fr_ctx_write before a replay and read its outputs (tensors made while recording, kept by the
+ * caller) after it. Every tensor made while recording keeps its device memory reserved for the graph,
+ * even once freed, until fr_recording_free. While recording, nothing may be downloaded or waited for (the
+ * recording then fails), and host data uploaded inside it is read once, when recording. A failed op or
+ * recording is reported by fr_ctx_record_end (and stays the context's sticky error: fr_ctx_clear it to
+ * go on eagerly). FR_E_UNSUPPORTED where the device cannot record (the CPU, or FLOWRUN_CUDA_GRAPHS=0):
+ * callers then simply run the ops. Free graphs before their context. */
+struct fr_recording;
+enum fr_status fr_ctx_record_begin(struct fr_ctx *c, struct fr_err *err);
+enum fr_status fr_ctx_record_end(struct fr_ctx *c, struct fr_recording **out, struct fr_err *err);
+enum fr_status fr_recording_replay(struct fr_recording *g, struct fr_err *err);
+void fr_recording_free(struct fr_recording *g); /* NULL is fine */
+/* Overwrites context tensor dst with host tensor src's values (same shape, any float dtype, converted to
+ * the compute dtype), in order with the ops queued before and after it. */
+enum fr_status fr_ctx_write(struct fr_ctx *c, struct fr_tensor *dst, const struct fr_tensor *src,
+                            struct fr_err *err);
+
 /* Prepares a weight for this context from a host tensor of any float dtype (F32/F16/BF16, e.g. a view
  * into an mmap'd file): converted to the compute dtype, uploaded when on a device. The result is
  * owned by the caller. */

@@ -32,4 +32,8 @@ const struct fr_backend fr_backend_cuda = {
     .timestep_embedding = fr_cuda_timestep_embedding,
     .sync = fr_cuda_sync,
     .mem_stats = fr_cuda_mem_stats,
+    .record_begin = fr_cuda_record_begin,
+    .record_end = fr_cuda_record_end,
+    .graph_replay = fr_cuda_graph_replay,
+    .graph_free = fr_cuda_graph_free,
 };

@@ -28,16 +28,29 @@ struct fr_cuda_block {
   void *ptr;
   size_t size;
   struct fr_cuda_pool *pool;
-  struct fr_cuda_block *next; /* in the free list */
+  struct fr_cuda_arena *arena; /* the graph that reserves this block, or NULL */
+  struct fr_cuda_block *next;  /* in a free list */
+};
+
+/* The blocks a recorded graph uses. A replay writes to the addresses the recording saw, so every block
+ * allocated or released while recording belongs to the graph until the graph is freed: released ones wait
+ * in the arena's own free list (reused only by later allocations of the same recording, which is what the
+ * replay does too), never in the pool's. When the graph goes, its free blocks move to the pool and its
+ * live ones (the outputs the caller still holds) follow when they are released. */
+struct fr_cuda_arena {
+  struct fr_cuda_block *free_list;
+  long blocks; /* blocks owned (live or free) */
+  bool closed; /* the graph is gone: the last block's release frees the arena */
 };
 
 struct fr_cuda_pool {
   pthread_mutex_t mu;
   int device;
   struct fr_cuda_block *free_list;
-  size_t cached, in_use, peak; /* bytes */
-  long live;                   /* blocks handed out and not yet released */
-  bool closing;                /* the context is gone: the last release destroys the pool */
+  size_t cached, in_use, peak;     /* bytes */
+  long live;                       /* blocks handed out and not yet released */
+  bool closing;                    /* the context is gone: the last release destroys the pool */
+  struct fr_cuda_arena *recording; /* the arena of the graph being recorded, or NULL */
 };
 
 static size_t fr__round_size(size_t n) {
@@ -68,15 +81,24 @@ static void fr__pool_destroy(struct fr_cuda_pool *p) {
   fr_free(p);
 }
 
+/* The smallest block of a free list that holds need bytes and wastes at most limit - need; NULL: none. */
+static struct fr_cuda_block **fr__best_fit(struct fr_cuda_block **list, size_t need, size_t limit) {
+  struct fr_cuda_block **best = NULL;
+  for (struct fr_cuda_block **pp = list; *pp; pp = &(*pp)->next)
+    if ((*pp)->size >= need && (*pp)->size <= limit && (!best || (*pp)->size < (*best)->size))
+      best = pp;
+  return best;
+}
+
 void *fr_cuda_pool_alloc(struct fr_cuda *cu, size_t n, struct fr_cuda_block **blk) {
   struct fr_cuda_pool *p = cu->pool;
   size_t need = fr__round_size(n), limit = need + need / 4 + ((size_t)64 << 10);
   *blk = NULL;
   pthread_mutex_lock(&p->mu);
-  struct fr_cuda_block **best = NULL;
-  for (struct fr_cuda_block **pp = &p->free_list; *pp; pp = &(*pp)->next)
-    if ((*pp)->size >= need && (*pp)->size <= limit && (!best || (*pp)->size < (*best)->size))
-      best = pp;
+  struct fr_cuda_arena *rec = p->recording;
+  struct fr_cuda_block **best = fr__best_fit(rec ? &rec->free_list : &p->free_list, need, limit);
+  if (!best && rec)
+    best = fr__best_fit(&p->free_list, need, limit);
   struct fr_cuda_block *b = NULL;
   if (best) {
     b = *best;
@@ -87,7 +109,9 @@ void *fr_cuda_pool_alloc(struct fr_cuda *cu, size_t n, struct fr_cuda_block **bl
     if (b) {
       void *ptr = NULL;
       cudaError_t e = cudaMalloc(&ptr, need);
-      if (e == cudaErrorMemoryAllocation) { /* give the cache back to the driver and try once more */
+      /* give the cache back to the driver and try once more; not while recording (cudaFree synchronises
+       * the device, which would end the recording) */
+      if (e == cudaErrorMemoryAllocation && !rec) {
         cudaGetLastError();
         fr__pool_trim(p);
         e = cudaMalloc(&ptr, need);
@@ -105,6 +129,10 @@ void *fr_cuda_pool_alloc(struct fr_cuda *cu, size_t n, struct fr_cuda_block **bl
   }
   if (b) {
     b->next = NULL;
+    if (rec && b->arena != rec) {
+      b->arena = rec;
+      rec->blocks++;
+    }
     p->live++;
     p->in_use += b->size;
     if (p->in_use > p->peak)
@@ -123,6 +151,9 @@ void fr_cuda_pool_release(struct fr_cuda_block *b) {
   p->in_use -= b->size;
   p->live--;
   if (p->closing) {
+    struct fr_cuda_arena *a = b->arena; /* graphs are freed before their context: a is closed */
+    if (a && a->closed && --a->blocks == 0)
+      fr_free(a);
     cudaFree(b->ptr);
     fr_free(b);
     if (p->live == 0) {
@@ -130,11 +161,70 @@ void fr_cuda_pool_release(struct fr_cuda_block *b) {
       return;
     }
   } else {
-    b->next = p->free_list;
-    p->free_list = b;
+    if (!b->arena && p->recording) { /* the recording may have used it: the graph keeps it */
+      b->arena = p->recording;
+      b->arena->blocks++;
+    }
+    struct fr_cuda_arena *a = b->arena;
+    if (a && a->closed) { /* its graph is gone: back to the pool */
+      b->arena = NULL;
+      if (--a->blocks == 0)
+        fr_free(a);
+      a = NULL;
+    }
+    struct fr_cuda_block **list = a ? &a->free_list : &p->free_list;
+    b->next = *list;
+    *list = b;
     p->cached += b->size;
   }
   pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- recording (graph.cu) ---- */
+
+enum fr_status fr_cuda_pool_record_begin(struct fr_cuda *cu, struct fr_cuda_arena **out, struct fr_err *err) {
+  struct fr_cuda_pool *p = cu->pool;
+  struct fr_cuda_arena *a = (struct fr_cuda_arena *)fr_calloc(1, sizeof *a);
+  if (!a)
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  pthread_mutex_lock(&p->mu);
+  bool busy = p->recording != NULL;
+  if (!busy)
+    p->recording = a;
+  pthread_mutex_unlock(&p->mu);
+  if (busy) {
+    fr_free(a);
+    return fr_errf(err, FR_E_INVALID, "a recording is already in progress on this context");
+  }
+  *out = a;
+  return FR_OK;
+}
+
+void fr_cuda_pool_record_end(struct fr_cuda *cu) {
+  struct fr_cuda_pool *p = cu->pool;
+  pthread_mutex_lock(&p->mu);
+  p->recording = NULL;
+  pthread_mutex_unlock(&p->mu);
+}
+
+void fr_cuda_pool_arena_free(struct fr_cuda *cu, struct fr_cuda_arena *a) {
+  if (!a)
+    return;
+  struct fr_cuda_pool *p = cu->pool;
+  pthread_mutex_lock(&p->mu);
+  while (a->free_list) { /* free blocks: to the pool */
+    struct fr_cuda_block *b = a->free_list;
+    a->free_list = b->next;
+    b->arena = NULL;
+    b->next = p->free_list;
+    p->free_list = b;
+    a->blocks--;
+  }
+  a->closed = true;
+  bool last = a->blocks == 0; /* else live blocks remain: the last one's release frees a */
+  pthread_mutex_unlock(&p->mu);
+  if (last)
+    fr_free(a);
 }
 
 /* Called when the context goes: cached blocks are freed now, live ones when their tensors are freed. */

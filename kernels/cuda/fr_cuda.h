@@ -68,6 +68,11 @@ enum fr_status fr_cuda_gather_rows(void *b, struct fr_tensor *y, const struct fr
 enum fr_status fr_cuda_timestep_embedding(void *b, struct fr_tensor *y, const struct fr_tensor *t,
                                           bool flip_sin_to_cos, float downscale_freq_shift, float max_period,
                                           struct fr_err *err);
+/* graph.cu */
+enum fr_status fr_cuda_record_begin(void *bctx, struct fr_err *err);
+enum fr_status fr_cuda_record_end(void *bctx, void **graph, struct fr_err *err);
+enum fr_status fr_cuda_graph_replay(void *bctx, void *graph, struct fr_err *err);
+void fr_cuda_graph_free(void *bctx, void *graph);
 
 #ifdef __cplusplus
 }

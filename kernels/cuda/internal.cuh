@@ -43,6 +43,7 @@ struct fr_cuda {
   int cc;            /* compute capability, major * 10 + minor */
   size_t smem_optin; /* largest dynamic shared memory a block may opt into */
   bool attn_simple; /* FLOWRUN_CUDA_ATTN=simple: the CUDA-core attention kernel even where tensor cores fit */
+  struct fr_cuda_arena *recording; /* graph.cu: the arena of the recording in progress, or NULL */
 };
 
 /* ---- errors ---- */
@@ -71,6 +72,13 @@ void *fr_cuda_pool_alloc(struct fr_cuda *cu, size_t n, struct fr_cuda_block **bl
 /* Returns a block to the pool. Work already queued on the stream may still read it: the next user of the
  * block is queued behind it on the same stream. */
 void fr_cuda_pool_release(struct fr_cuda_block *blk);
+/* Recording (graph.cu): from record_begin to record_end, every block allocated or released belongs to
+ * the arena (reserved for the graph's replays) instead of returning to the pool; arena_free gives its
+ * free blocks back and the live ones follow when released. At most one recording per context. */
+struct fr_cuda_arena;
+enum fr_status fr_cuda_pool_record_begin(struct fr_cuda *cu, struct fr_cuda_arena **out, struct fr_err *err);
+void fr_cuda_pool_record_end(struct fr_cuda *cu);
+void fr_cuda_pool_arena_free(struct fr_cuda *cu, struct fr_cuda_arena *a);
 
 /* ---- cuBLASLt (gemm.cu) ----
  * D = op(A) op(B) (+ bias) (+ D when accumulate), COLUMN-major as in BLAS, batched with strides, in the

@@ -6,7 +6,9 @@
  *  - with a device: exact transfers in every dtype, the pool's reuse of freed blocks, device out of memory
  *    as a clean FR_E_NOMEM that leaves the context usable, host allocation failures inside device ops,
  *    tensors that outlive their context, the cuBLASLt descriptor cache past its eviction limit, and conv2d
- *    and attention at sizes that take the chunked and multi-tile paths, against the cpu. */
+ *    and attention at sizes that take the chunked and multi-tile paths, against the cpu; recorded replays
+ *    (CUDA graphs): inputs written in place, memory kept for the graph, a failed recording;
+ *  - everywhere: the cpu refuses to record, fr_ctx_write. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -212,6 +214,119 @@ static void check_gemm_cache(struct fr_ctx *c) {
   fr_tensor_free(hw);
 }
 
+/* ---- recorded replays ---- */
+
+/* y = silu(x w^T + b) + x; temporaries freed inside, as model code does */
+static struct fr_tensor *rec_step(struct fr_ctx *c, const struct fr_tensor *x, const struct fr_tensor *w,
+                                  const struct fr_tensor *b) {
+  struct fr_tensor *h = fr_linear(c, x, w, b), *s = fr_silu(c, h);
+  fr_tensor_free(h);
+  struct fr_tensor *y = fr_add(c, s, x);
+  fr_tensor_free(s);
+  return y;
+}
+static double rec_ref_err(const float *hx, const float *hw, const float *hb, const float *y) {
+  double worst = 0;
+  for (int i = 0; i < 4; i++)
+    for (int o = 0; o < 16; o++) {
+      double a = hb[o];
+      for (int k = 0; k < 16; k++)
+        a += (double)hx[i * 16 + k] * hw[o * 16 + k];
+      worst = fmax(worst, fabs(y[i * 16 + o] - (a / (1.0 + exp(-a)) + hx[i * 16 + o])));
+    }
+  return worst;
+}
+
+/* The cpu cannot record (callers run eagerly); fr_ctx_write works everywhere. */
+static void check_recording_cpu(void) {
+  struct fr_ctx *c = new_ctx("cpu", FR_F32);
+  if (!c)
+    return;
+  struct fr_err e;
+  enum fr_status st = fr_ctx_record_begin(c, &e);
+  CHECKF(st == FR_E_UNSUPPORTED && !fr_ctx_failed(c), "cpu record_begin: %d %s", st, e.msg);
+  struct fr_tensor *h = rand_t(2, (int64_t[]){4, 16}, 1.0f), *h2 = rand_t(2, (int64_t[]){4, 16}, 1.0f);
+  struct fr_tensor *d = fr_ctx_upload(c, h);
+  CHECK_OK(fr_ctx_write(c, d, h2, &e), &e);
+  struct fr_tensor *back = fr_ctx_download(c, d);
+  CHECK(back && memcmp(back->data, h2->data, fr_tensor_nbytes(h2)) == 0);
+  struct fr_tensor *wrong = rand_t(2, (int64_t[]){4, 15}, 1.0f);
+  st = fr_ctx_write(c, d, wrong, &e);
+  CHECKF(st == FR_E_INVALID && strstr(e.msg, "[4, 15]"), "write of another shape: %d %s", st, e.msg);
+  fr_tensor_free(wrong);
+  fr_tensor_free(back);
+  fr_tensor_free(d);
+  fr_tensor_free(h);
+  fr_tensor_free(h2);
+  fr_ctx_free(c);
+}
+
+/* Record once, replay with new inputs written in place; tensors made and written between replays are
+ * never touched by a replay (the graph's memory stays reserved); a download while recording fails the
+ * recording cleanly and the context goes on eagerly. */
+static void check_recording(struct fr_ctx *c) {
+  const char *dn = fr_dtype_name(fr_ctx_dtype(c));
+  double tol = fr_ctx_dtype(c) == FR_F32 ? 1e-5 : fr_ctx_dtype(c) == FR_F16 ? 2e-2 : 1e-1; /* |y| < ~6 */
+  struct fr_tensor *hw = rand_t(2, (int64_t[]){16, 16}, 0.25f), *hb = rand_t(1, (int64_t[]){16}, 0.5f);
+  struct fr_tensor *hx = rand_t(2, (int64_t[]){4, 16}, 1.0f);
+  struct fr_tensor *w = fr_ctx_weight(c, hw), *b = fr_ctx_weight(c, hb), *x = fr_ctx_upload(c, hx);
+  struct fr_tensor *warm = rec_step(c, x, w, b); /* eager first: warms the pool and the GEMM cache */
+  fr_tensor_free(warm);
+  struct fr_err e;
+  enum fr_status st = fr_ctx_record_begin(c, &e);
+  CHECKF(st == FR_OK, "%s record_begin: %s", dn, e.msg);
+  struct fr_tensor *y = rec_step(c, x, w, b);
+  struct fr_recording *rec = NULL;
+  st = fr_ctx_record_end(c, &rec, &e);
+  CHECKF(st == FR_OK && rec && y, "%s record_end: %d %s", dn, st, e.msg);
+  for (int it = 0; rec && y && it < 3; it++) {
+    struct fr_tensor *nx = rand_t(2, (int64_t[]){4, 16}, 1.0f);
+    for (int64_t i = 0; i < fr_tensor_numel(nx); i++) /* values the storage dtype holds exactly */
+      ((float *)nx->data)[i] = roundf(((float *)nx->data)[i] * 64.0f) / 64.0f;
+    /* a live tensor made between replays, the size of the recording's temporaries */
+    struct fr_tensor *hj = rand_t(2, (int64_t[]){4, 16}, 100.0f);
+    for (int64_t i = 0; i < fr_tensor_numel(hj); i++)
+      ((float *)hj->data)[i] = roundf(((float *)hj->data)[i]);
+    struct fr_tensor *junk = fr_ctx_upload(c, hj);
+    CHECK_OK(fr_ctx_write(c, x, nx, &e), &e);
+    CHECK_OK(fr_recording_replay(rec, &e), &e);
+    struct fr_tensor *hy = fr_ctx_download(c, y), *hj2 = fr_ctx_download(c, junk);
+    double err = hy ? rec_ref_err(nx->data, hw->data, hb->data, hy->data) : INFINITY;
+    printf("%s replay %d: max abs err %.3g (tol %.3g)\n", dn, it, err, tol);
+    CHECKF(err <= tol, "%s replay %d: %.3g > %.3g", dn, it, err, tol);
+    CHECKF(hj2 && memcmp(hj2->data, hj->data, fr_tensor_nbytes(hj)) == 0,
+           "%s replay %d wrote into a tensor made after the recording", dn, it);
+    fr_tensor_free(hy);
+    fr_tensor_free(hj2);
+    fr_tensor_free(junk);
+    fr_tensor_free(hj);
+    fr_tensor_free(nx);
+  }
+  fr_tensor_free(y);
+  fr_recording_free(rec);
+  /* a download while recording: the recording fails, nothing leaks, eager work goes on */
+  st = fr_ctx_record_begin(c, &e);
+  CHECKF(st == FR_OK, "%s second record_begin: %s", dn, e.msg);
+  struct fr_tensor *dl = fr_ctx_download(c, x);
+  st = fr_ctx_record_end(c, &rec, &e);
+  CHECKF(st != FR_OK && rec == NULL, "%s download while recording: %d %s", dn, st, st ? e.msg : "");
+  printf("download while recording: %s\n", st ? e.msg : "(no error)");
+  fr_tensor_free(dl);
+  fr_ctx_clear(c);
+  y = rec_step(c, x, w, b);
+  struct fr_tensor *hy = y ? fr_ctx_download(c, y) : NULL;
+  CHECKF(hy && !fr_ctx_failed(c), "%s eager after a failed recording", dn);
+  fr_tensor_free(hy);
+  fr_tensor_free(y);
+  fr_tensor_free(x);
+  fr_tensor_free(w);
+  fr_tensor_free(b);
+  fr_tensor_free(hx);
+  fr_tensor_free(hw);
+  fr_tensor_free(hb);
+  fr_ctx_clear(c);
+}
+
 int main(void) {
   struct fr_ctx *c = NULL;
   struct fr_err e;
@@ -226,6 +341,7 @@ int main(void) {
     fr_ctx_free(c);
     c = NULL;
   }
+  check_recording_cpu();
   st = fr_ctx_new(&(struct fr_ctx_opts){.device = "cuda", .dtype = FR_F16}, &c, &e);
   if (st != FR_OK) {
     CHECKF(st == FR_E_DEVICE && c == NULL && strstr(e.msg, "no CUDA device"), "no device: %d '%s'", st,
@@ -244,6 +360,7 @@ int main(void) {
     check_oom(c);
     if (dts[i] == FR_F32)
       check_gemm_cache(c);
+    check_recording(c);
     fr_ctx_free(c);
   }
   /* A tensor may outlive its context: freeing it afterwards returns its memory to the driver. */
