@@ -152,5 +152,12 @@ struct fr_tensor *fr_gather_rows(struct fr_ctx *c, const struct fr_tensor *x, co
  * freq_shift 0 with flip_sin_to_cos true), max_period 10000. */
 struct fr_tensor *fr_timestep_embedding(struct fr_ctx *c, const struct fr_tensor *t, int dim,
                                         bool flip_sin_to_cos, float downscale_freq_shift, float max_period);
+/* The same embedding from fp32 HOST values t[0..n) -> context tensor [n, dim]: the sinusoid is computed
+ * on the host in fp32 and the result uploaded (rounded once to the compute dtype), as diffusers embeds
+ * fp32 timesteps and casts afterwards. Use it where t must not be rounded first: in BF16 a context
+ * tensor holding t = 999 is already 1000. Bit-identical to fr_timestep_embedding on the CPU. */
+struct fr_tensor *fr_timestep_embedding_f32(struct fr_ctx *c, const float *t, int64_t n, int dim,
+                                            bool flip_sin_to_cos, float downscale_freq_shift,
+                                            float max_period);
 
 #endif
