@@ -36,7 +36,9 @@ struct fr_engine {
   const struct fr_registry *registry;
   char **model_dirs;
   int n_model_dirs;
-  char *output_dir, *device, *dtype;
+  char *output_dir, *device;
+  const char *dtype;     /* resolved compute dtype: "f32", "f16" or "bf16" (fr_node_dtype) */
+  const char *sig_dtype; /* what signatures hold: "" for the cpu's only dtype (f32), else dtype */
   int threads;
   fr_event_fn on_event;
   void *user;
@@ -110,6 +112,18 @@ enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine
     return fr_errf(err, FR_E_INVALID, "device '%s': expected cpu or cuda", device);
   if (opts->threads < 0)
     return fr_errf(err, FR_E_INVALID, "threads %d: expected 0 (all cores) or more", opts->threads);
+  /* The compute dtype: f32 on the cpu by default, f16 on cuda. Whether the device can do it is the
+   * backend's to say (fr_ctx_new, when the first model loads; the CLI asks it up front). */
+  static const char *const dtypes[] = {"f32", "f16", "bf16"};
+  const char *dtype = strcmp(device, "cpu") == 0 ? "f32" : "f16";
+  if (opts->dtype && *opts->dtype) {
+    dtype = NULL;
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+      if (strcmp(opts->dtype, dtypes[i]) == 0)
+        dtype = dtypes[i];
+    if (!dtype)
+      return fr_errf(err, FR_E_INVALID, "dtype '%s': expected f32, f16 or bf16", opts->dtype);
+  }
   struct fr_engine *e = fr_calloc(1, sizeof *e);
   if (!e)
     return fr_errf(err, FR_E_NOMEM, "out of memory creating the engine");
@@ -120,8 +134,11 @@ enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine
   e->user = opts->user;
   e->output_dir = fr_strdup(opts->output_dir ? opts->output_dir : ".");
   e->device = fr_strdup(device);
-  e->dtype = fr_strdup(opts->dtype ? opts->dtype : "");
-  bool oom = !e->output_dir || !e->device || !e->dtype;
+  e->dtype = dtype;
+  /* The cpu computes in f32 only, so its signatures keep the "" they always had (no cache entry made
+   * before dtypes could be chosen is invalidated); every other (device, dtype) pair is its own key. */
+  e->sig_dtype = strcmp(device, "cpu") == 0 && strcmp(dtype, "f32") == 0 ? "" : dtype;
+  bool oom = !e->output_dir || !e->device;
   if (!oom && opts->n_model_dirs > 0) {
     e->model_dirs = fr_calloc((size_t)opts->n_model_dirs, sizeof *e->model_dirs);
     oom = !e->model_dirs;
@@ -175,7 +192,6 @@ void fr_engine_free(struct fr_engine *e) {
   fr_free(e->model_dirs);
   fr_free(e->output_dir);
   fr_free(e->device);
-  fr_free(e->dtype);
   fr_free(e);
 }
 
@@ -543,7 +559,7 @@ static enum fr_status fr__run_alloc(struct fr__run *r, struct fr_err *err) {
 static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
   struct fr_engine *e = r->e;
   struct fr_sig_ctx ctx = {.device = e->device,
-                           .dtype = e->dtype,
+                           .dtype = e->sig_dtype,
                            .output_dir = e->output_dir,
                            .cache = e->cache,
                            .memo = &e->memo};
@@ -811,6 +827,21 @@ const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
 }
 const char *fr_node_device(struct fr_node_ctx *nc) {
   return nc->r->e->device;
+}
+const char *fr_node_dtype(struct fr_node_ctx *nc) {
+  return nc->r->e->dtype;
+}
+
+void fr_node_warn(struct fr_node_ctx *nc, const char *fmt, ...) {
+  char msg[FR_ERR_MAX], full[FR_ERR_MAX + 128];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  const struct fr_gnode *gn = &nc->r->g->nodes[nc->node];
+  snprintf(full, sizeof full, "node %s (%s): %s", gn->id, gn->spec->name, msg);
+  struct fr_event ev = {.kind = FR_EV_WARNING, .node = gn->id, .node_type = gn->spec->name, .message = full};
+  fr__emit(nc->r->e, &ev);
 }
 
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key) {

@@ -34,7 +34,7 @@ enum fr_event_kind {
 
 struct fr_event {
   enum fr_event_kind kind;
-  const char *node;       /* node id */
+  const char *node; /* node id */
   const char *node_type;
   int step, steps;
   const struct fr_tensor *preview; /* F32 [1, h, w, 3] in [0, 1], progress only */
@@ -52,14 +52,16 @@ struct fr_engine_opts {
   const struct fr_registry *registry; /* required: e.g. fr_builtin_registry() from nodes/registry.h */
   const char *cache_path;             /* NULL: the default path; ignored when no_cache */
   bool no_cache;
-  int64_t cache_max_bytes;            /* 0: default */
-  const char *const *model_dirs;      /* model search path (--models, FLOWRUN_MODELS) */
+  int64_t cache_max_bytes;       /* 0: default */
+  const char *const *model_dirs; /* model search path (--models, FLOWRUN_MODELS) */
   int n_model_dirs;
-  const char *output_dir;             /* where output nodes write; NULL: "." */
-  const char *device;                 /* "cpu" (default) or "cuda" */
-  const char *dtype;                  /* compute dtype name for devices that have a choice; NULL: default */
-  int threads;                        /* 0: all cores */
-  fr_event_fn on_event;               /* may be NULL */
+  const char *output_dir; /* where output nodes write; NULL: "." */
+  const char *device;     /* "cpu" (default) or "cuda" */
+  /* "f32", "f16" or "bf16"; NULL or "": f32 on cpu, f16 on cuda. Part of every signature. What a device
+   * cannot do (f16 on the cpu) fails when the first model loads; the CLI asks fr_ctx_new before any work. */
+  const char *dtype;
+  int threads;          /* 0: all cores */
+  fr_event_fn on_event; /* may be NULL */
   void *user;
 };
 

@@ -33,22 +33,22 @@
 #define FR_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 enum fr_input_flags {
-  FR_IN_OPTIONAL = 1 << 0,  /* may be left unset (no default): the run function sees it as absent */
-  FR_IN_MULTILINE = 1 << 1, /* STRING edited as a text area (prompts) */
-  FR_IN_FILE = 1 << 2,      /* STRING naming an input file: resolved against the graph's folder (or the
-                               model search path) and fingerprinted by content for the signature */
-  FR_IN_MODEL_FILE = 1 << 3,/* like FR_IN_FILE but resolved along the model search path */
-  FR_IN_SEED = 1 << 4,      /* INT seed: the editor offers "randomise" */
-  FR_IN_HIDDEN = 1 << 5,    /* not shown as a widget (advanced) */
+  FR_IN_OPTIONAL = 1 << 0,   /* may be left unset (no default): the run function sees it as absent */
+  FR_IN_MULTILINE = 1 << 1,  /* STRING edited as a text area (prompts) */
+  FR_IN_FILE = 1 << 2,       /* STRING naming an input file: resolved against the graph's folder (or the
+                                model search path) and fingerprinted by content for the signature */
+  FR_IN_MODEL_FILE = 1 << 3, /* like FR_IN_FILE but resolved along the model search path */
+  FR_IN_SEED = 1 << 4,       /* INT seed: the editor offers "randomise" */
+  FR_IN_HIDDEN = 1 << 5,     /* not shown as a widget (advanced) */
 };
 
 struct fr_input_spec {
   const char *name;
-  const char *type;            /* FR_T_INT ... or a socket type name */
-  const char *def;             /* default as literal text ("512", "0.5", "true", "euler"); NULL: none */
-  double min, max;             /* INT/FLOAT range, inclusive; none unless min < max (fr_input_has_range) */
-  const char *const *choices;  /* FR_T_ENUM: NULL-terminated list of allowed strings */
-  unsigned flags;              /* enum fr_input_flags */
+  const char *type;           /* FR_T_INT ... or a socket type name */
+  const char *def;            /* default as literal text ("512", "0.5", "true", "euler"); NULL: none */
+  double min, max;            /* INT/FLOAT range, inclusive; none unless min < max (fr_input_has_range) */
+  const char *const *choices; /* FR_T_ENUM: NULL-terminated list of allowed strings */
+  unsigned flags;             /* enum fr_input_flags */
   const char *help;
 };
 
@@ -93,9 +93,9 @@ struct fr_registry {
   int n;
 };
 const struct fr_node_spec *fr_registry_find(const struct fr_registry *r, const char *name);
-int fr_spec_input_index(const struct fr_node_spec *s, const char *name);   /* -1 if none */
-int fr_spec_output_index(const struct fr_node_spec *s, const char *name);  /* -1 if none */
-bool fr_type_is_primitive(const char *type); /* INT FLOAT BOOL STRING ENUM */
+int fr_spec_input_index(const struct fr_node_spec *s, const char *name);  /* -1 if none */
+int fr_spec_output_index(const struct fr_node_spec *s, const char *name); /* -1 if none */
+bool fr_type_is_primitive(const char *type);                              /* INT FLOAT BOOL STRING ENUM */
 /* Whether an INT/FLOAT input declares a range: min < max. A zero-initialised spec (0, 0) has none. */
 bool fr_input_has_range(const struct fr_input_spec *in);
 
@@ -133,6 +133,12 @@ const char *fr_node_output_dir(struct fr_node_ctx *nc);
  * cannot be resolved. SaveImage embeds it (FR_PNG_KEY_DIR) so a picture re-runs from anywhere. */
 const char *fr_node_graph_dir(struct fr_node_ctx *nc);
 const char *fr_node_device(struct fr_node_ctx *nc); /* "cpu" or "cuda" */
+/* The run's compute dtype, resolved: "f32", "f16" or "bf16" (--dtype; default f32 on cpu, f16 on cuda).
+ * Model nodes map it per component (nodes/pipeline: the VAE never computes in f16). */
+const char *fr_node_dtype(struct fr_node_ctx *nc);
+/* Emits a warning event ("node <id> (<Type>): message"): something the user should know that is not a
+ * failure, e.g. a decode that fell back to tiles because the device ran out of memory. */
+void fr_node_warn(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Engine-wide state a node type keeps across runs (e.g. loaded models), by key; NULL if absent. */
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key);
 void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (*destroy)(void *));

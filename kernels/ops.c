@@ -7,6 +7,7 @@
  *   4. call the backend; on failure free the output and record the backend's message. */
 #include "kernels/ops.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -979,4 +980,51 @@ struct fr_tensor *fr_timestep_embedding(struct fr_ctx *c, const struct fr_tensor
   enum fr_status rc =
       c->be->timestep_embedding(c->bctx, y, t, flip_sin_to_cos, downscale_freq_shift, max_period, &e);
   return rc == FR_OK ? y : fr__backend_failed(c, op, rc, &e, y);
+}
+
+/* The one fp32 definition of the sinusoid (kernels/backend.h): diffusers' get_timestep_embedding step by
+ * step in fp32 (exponent, exp, t * freq, sin/cos), so the rounding of the large sin/cos arguments (t up to
+ * 999) is the reference's. The CPU backend's op and fr_timestep_embedding_f32 both call it, so the two
+ * paths are bit-identical on the CPU. */
+void fr_timestep_sinusoid(const float *t, int64_t n, int64_t dim, bool flip_sin_to_cos,
+                          float downscale_freq_shift, float max_period, float *out) {
+  int64_t half = dim / 2;
+  float lnp = logf(max_period);
+  for (int64_t k = 0; k < n; k++) {
+    float tv = t[k];
+    float *row = out + k * dim;
+    for (int64_t i = 0; i < half; i++) {
+      float ex = (-lnp * (float)i) / ((float)half - downscale_freq_shift);
+      float arg = tv * expf(ex);
+      float sv = sinf(arg), cv = cosf(arg);
+      row[i] = flip_sin_to_cos ? cv : sv;
+      row[half + i] = flip_sin_to_cos ? sv : cv;
+    }
+    if (dim % 2)
+      row[dim - 1] = 0.0f; /* odd dim: zero padding column, as diffusers */
+  }
+}
+
+struct fr_tensor *fr_timestep_embedding_f32(struct fr_ctx *c, const float *t, int64_t n, int dim,
+                                            bool flip_sin_to_cos, float downscale_freq_shift,
+                                            float max_period) {
+  if (c->st != FR_OK)
+    return NULL;
+  if (!t || n < 1 || dim < 2 || (float)(dim / 2) - downscale_freq_shift == 0.0f) {
+    fr_ctx_fail(c, FR_E_INVALID,
+                "fr_timestep_embedding_f32: %lld timesteps%s (expected at least 1) with dim %d and shift %g",
+                (long long)n, t ? "" : " at NULL", dim, (double)downscale_freq_shift);
+    return NULL;
+  }
+  /* [n, dim] computed on the host in fp32, then uploaded: rounded once to the compute dtype, as diffusers
+   * casts its fp32 embedding to the model's dtype. */
+  struct fr_tensor *h = fr_tensor_f32(2, (int64_t[]){n, dim});
+  if (!h) {
+    fr_ctx_fail(c, FR_E_NOMEM, "fr_timestep_embedding_f32: out of memory for [%lld, %d]", (long long)n, dim);
+    return NULL;
+  }
+  fr_timestep_sinusoid(t, n, dim, flip_sin_to_cos, downscale_freq_shift, max_period, h->data);
+  struct fr_tensor *y = fr_ctx_upload(c, h);
+  fr_tensor_free(h);
+  return y;
 }

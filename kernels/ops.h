@@ -36,6 +36,12 @@ struct fr_ctx_opts {
   const char *device;  /* "cpu" (default) or "cuda" */
   enum fr_dtype dtype; /* compute dtype for activations and matmul weights; F32 on the CPU */
   int threads;         /* CPU worker threads; 0: all cores */
+  /* Test hook: the most bytes of tensors (op outputs, uploads, weight copies) the context may hold at
+   * once; an allocation past it fails as a full device does (FR_E_NOMEM naming the op and shape), so
+   * out-of-memory fallbacks (the VAE's tiled decode) can be tested on the CPU. 0: no limit. The CPU
+   * backend implements it and then also counts fr_ctx_mem_stats; a GPU backend is limited by its real
+   * memory and ignores it. */
+  size_t mem_limit;
 };
 
 struct fr_ctx;
@@ -65,7 +71,7 @@ enum fr_status fr_ctx_sync(struct fr_ctx *c, struct fr_err *err);
 /* Device memory held by the context, in bytes: in_use now and peak since the context was made (or since
  * the last reset_peak), both counting its tensors and fixed buffers (CUDA: the cuBLASLt workspace);
  * cached = freed blocks the pool keeps for reuse (not in in_use). FR_E_UNSUPPORTED where the backend
- * does not count (the CPU: tensors there are plain heap memory). */
+ * does not count (the CPU, unless its context was made with a mem_limit: then its tensors are counted). */
 struct fr_ctx_mem {
   size_t in_use, peak, cached;
 };
@@ -173,5 +179,12 @@ struct fr_tensor *fr_gather_rows(struct fr_ctx *c, const struct fr_tensor *x, co
  * freq_shift 0 with flip_sin_to_cos true), max_period 10000. */
 struct fr_tensor *fr_timestep_embedding(struct fr_ctx *c, const struct fr_tensor *t, int dim,
                                         bool flip_sin_to_cos, float downscale_freq_shift, float max_period);
+/* The same embedding from fp32 HOST values t[0..n) -> context tensor [n, dim]: the sinusoid is computed
+ * on the host in fp32 and the result uploaded (rounded once to the compute dtype), as diffusers embeds
+ * fp32 timesteps and casts afterwards. Use it where t must not be rounded first: in BF16 a context
+ * tensor holding t = 999 is already 1000. Bit-identical to fr_timestep_embedding on the CPU. */
+struct fr_tensor *fr_timestep_embedding_f32(struct fr_ctx *c, const float *t, int64_t n, int dim,
+                                            bool flip_sin_to_cos, float downscale_freq_shift,
+                                            float max_period);
 
 #endif

@@ -15,14 +15,21 @@ struct fr_cli_cmd {
 /* "2G", "512MiB", "100k", "12345" -> bytes; "unlimited" -> -1. False when malformed or not positive. */
 bool fr_cli_parse_size(const char *s, int64_t *out);
 
+/* Checks, before any work, that device ("cpu", "cuda"; NULL: cpu) computes in dtype ("f32", "f16", "bf16";
+ * NULL or "": the device's default, f32 on cpu and f16 on cuda) by making and freeing a context, so a
+ * dtype the device lacks (the cpu has f32 only), a device not built in or absent is one clear message:
+ * "flowrun: <prefix>--device cpu --dtype f16: <the backend's reason>". Returns 0, or the exit status:
+ * 2 for a dtype the device does not have, 1 for an unusable device. */
+int fr_cli_check_compute(const char *prefix, const char *device, const char *dtype, int threads);
+
 int fr_cmd_version(int argc, char **argv);
 int fr_cmd_run(int argc, char **argv);      /* core/cli/cmd_run.c; also `flowrun GRAPH.yaml` */
 int fr_cmd_validate(int argc, char **argv); /* core/cli/cmd_validate.c */
 int fr_cmd_nodes(int argc, char **argv);    /* core/cli/cmd_nodes.c */
-int fr_cmd_synth(int argc, char **argv); /* cmd_synth.c */
-int fr_cmd_bench(int argc, char **argv); /* cmd_bench.c */
+int fr_cmd_synth(int argc, char **argv);    /* cmd_synth.c */
+int fr_cmd_bench(int argc, char **argv);    /* cmd_bench.c */
 int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
-int fr_cmd_cache(int argc, char **argv); /* core/cli/cmd_cache.c */
+int fr_cmd_cache(int argc, char **argv);    /* core/cli/cmd_cache.c */
 #ifdef FLOWRUN_HAVE_SERVE
 int fr_cmd_serve(int argc, char **argv); /* core/cli/cmd_serve.c, with web/server (libwebsockets) */
 #endif

@@ -5,6 +5,10 @@
 
 #include "core/cli/cli.h"
 
+#include <stdio.h>
+
+#include "kernels/ops.h"
+
 bool fr_cli_parse_size(const char *s, int64_t *out) {
   if (strcmp(s, "unlimited") == 0) {
     *out = -1;
@@ -47,4 +51,38 @@ bool fr_cli_parse_size(const char *s, int64_t *out) {
     return false;
   *out = (int64_t)(v * mul);
   return true;
+}
+
+int fr_cli_check_compute(const char *prefix, const char *device, const char *dtype, int threads) {
+  if (!device)
+    device = "cpu";
+  enum fr_dtype dt = strcmp(device, "cpu") == 0 ? FR_F32 : FR_F16;
+  if (dtype && *dtype) {
+    if (strcmp(dtype, "f32") == 0)
+      dt = FR_F32;
+    else if (strcmp(dtype, "f16") == 0)
+      dt = FR_F16;
+    else if (strcmp(dtype, "bf16") == 0)
+      dt = FR_BF16;
+    else {
+      fprintf(stderr, "flowrun: %s--dtype %s: expected f32, f16 or bf16\n", prefix, dtype);
+      return 2;
+    }
+  }
+  /* The cpu's f32 always exists: no context (and no worker threads) just to learn that. */
+  if (strcmp(device, "cpu") == 0 && dt == FR_F32)
+    return 0;
+  struct fr_ctx *c = NULL;
+  struct fr_err err = {{0}};
+  enum fr_status rc =
+      fr_ctx_new(&(struct fr_ctx_opts){.device = device, .dtype = dt, .threads = threads}, &c, &err);
+  fr_ctx_free(c);
+  if (rc == FR_OK)
+    return 0;
+  fprintf(stderr, "flowrun: %s--device %s --dtype %s: %s\n", prefix, device,
+          dt == FR_F32   ? "f32"
+          : dt == FR_F16 ? "f16"
+                         : "bf16",
+          err.msg);
+  return rc == FR_E_UNSUPPORTED || rc == FR_E_INVALID ? 2 : 1;
 }

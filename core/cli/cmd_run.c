@@ -25,7 +25,7 @@ struct fr__run_args {
   int n_sets;
   const char *models[FR__MAX_LIST];
   int n_models;
-  const char *cache_path, *output_dir, *device, *events;
+  const char *cache_path, *output_dir, *device, *dtype, *events;
   bool no_cache, quiet;
   int64_t cache_size;
   int threads;
@@ -42,7 +42,6 @@ static void fr__on_sigint(int sig) {
     fr_engine_cancel(fr__engine); /* an atomic store: async-signal-safe */
 }
 
-
 static void fr__run_usage(FILE *f) {
   fprintf(f, "usage: flowrun [run] GRAPH.yaml|PICTURE.png [options]\n"
              "  --set NAME=VALUE   override a graph param (repeatable)\n"
@@ -53,6 +52,9 @@ static void fr__run_usage(FILE *f) {
              "  --models DIR       model search folder (repeatable; also FLOWRUN_MODELS=dir1:dir2)\n"
              "  --output DIR       where output nodes write files (default .)\n"
              "  --device cpu|cuda  compute device (default cpu)\n"
+             "  --dtype f32|f16|bf16  compute dtype of the UNet, ControlNet and text encoders (default f32\n"
+             "                     on cpu, the only one there; f16 on cuda). The VAE computes in bf16 for\n"
+             "                     f16 (fp16 overflows in the SDXL VAE; f32 where the GPU has no bf16)\n"
              "  --threads N        CPU threads (default: all cores)\n"
              "  --quiet            print only warnings and errors\n");
 }
@@ -120,6 +122,13 @@ static int fr__parse_args(int argc, char **argv, struct fr__run_args *a) {
         return 2;
       }
       a->device = val;
+    } else if (strcmp(o, "--dtype") == 0) {
+      FR__NEEDVAL();
+      if (strcmp(val, "f32") != 0 && strcmp(val, "f16") != 0 && strcmp(val, "bf16") != 0) {
+        fprintf(stderr, "flowrun: --dtype %s: expected f32, f16 or bf16\n", val);
+        return 2;
+      }
+      a->dtype = val;
     } else if (strcmp(o, "--threads") == 0) {
       FR__NEEDVAL();
       char *end;
@@ -234,6 +243,10 @@ int fr_cmd_run(int argc, char **argv) {
   if (st)
     return st < 0 ? 0 : st;
 
+  /* A device or dtype that cannot work fails here, before anything is loaded or run. */
+  if ((st = fr_cli_check_compute("", args.device, args.dtype, args.threads)) != 0)
+    return st;
+
   /* Model folders: --models first, then FLOWRUN_MODELS (colon-separated). */
   char *envcopy = NULL;
   const char *env = getenv("FLOWRUN_MODELS");
@@ -260,6 +273,7 @@ int fr_cmd_run(int argc, char **argv) {
       .n_model_dirs = args.n_models,
       .output_dir = args.output_dir,
       .device = args.device,
+      .dtype = args.dtype,
       .threads = args.threads,
       .on_event = jsonl ? fr_events_jsonl : fr_events_display,
       .user = jsonl ? (void *)stdout : (void *)&disp,

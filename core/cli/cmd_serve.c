@@ -22,7 +22,7 @@ static void fr__serve_usage(FILE *f) {
              "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
              "  --no-cache       run everything, store nothing\n"
              "  --token TOKEN    required on every request (?token=, Authorization: Bearer, or cookie)\n"
-             "  --device cpu|cuda, --threads N   as for flowrun run\n");
+             "  --device cpu|cuda, --dtype f32|f16|bf16, --threads N   as for flowrun run\n");
 }
 
 int fr_cmd_serve(int argc, char **argv) {
@@ -33,7 +33,7 @@ int fr_cmd_serve(int argc, char **argv) {
     bool takes = !strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--graphs") ||
                  !strcmp(a, "--output") || !strcmp(a, "--models") || !strcmp(a, "--editor") ||
                  !strcmp(a, "--cache") || !strcmp(a, "--token") || !strcmp(a, "--device") ||
-                 !strcmp(a, "--threads");
+                 !strcmp(a, "--dtype") || !strcmp(a, "--threads");
     if (takes && !v) {
       fprintf(stderr, "flowrun: serve: %s needs a value\n", a);
       return 2;
@@ -67,6 +67,12 @@ int fr_cmd_serve(int argc, char **argv) {
         return 2;
       }
       o.device = v;
+    } else if (!strcmp(a, "--dtype")) {
+      if (strcmp(v, "f32") != 0 && strcmp(v, "f16") != 0 && strcmp(v, "bf16") != 0) {
+        fprintf(stderr, "flowrun: serve: --dtype %s: expected f32, f16 or bf16\n", v);
+        return 2;
+      }
+      o.dtype = v;
     } else if (!strcmp(a, "--models")) {
       if (o.n_model_dirs == FR_SERVE_MAX_MODEL_DIRS) {
         fprintf(stderr, "flowrun: serve: too many model folders (at most %d)\n", FR_SERVE_MAX_MODEL_DIRS);
@@ -84,6 +90,9 @@ int fr_cmd_serve(int argc, char **argv) {
       return 2;
     }
   }
+  int st = fr_cli_check_compute("serve: ", o.device, o.dtype, o.threads);
+  if (st)
+    return st;
   const char *env = getenv("FLOWRUN_MODELS");
   if (env && *env) {
     envcopy = fr_strdup(env);

@@ -44,7 +44,8 @@ struct fr_cpu {
   int threads;
   /* Scratch reused across ops (im2col columns, attention scores) so hot loops do not allocate. */
   float *scratch;
-  size_t scratch_n; /* floats */
+  size_t scratch_n;             /* floats */
+  struct fr_cpu_budget *budget; /* fr_ctx_opts.mem_limit > 0: tensor bytes counted against it; else NULL */
 };
 /* A scratch buffer of at least n floats, valid until the next call; NULL when out of memory. */
 float *fr_cpu_scratch(struct fr_cpu *cpu, size_t n);

@@ -332,25 +332,11 @@ enum fr_status fr_cpu_gather_rows(void *b, struct fr_tensor *y, const struct fr_
   return FR_OK;
 }
 
-/* Follows diffusers' get_timestep_embedding step by step in fp32 (exponent, exp, t * freq, sin/cos), so
- * the rounding of the large sin/cos arguments (t up to 999) is the same as the reference's. */
+/* The shared fp32 definition (kernels/ops.c), so the op and fr_timestep_embedding_f32 agree bit for bit. */
 enum fr_status fr_cpu_timestep_embedding(void *b, struct fr_tensor *y, const struct fr_tensor *t,
                                          bool flip_sin_to_cos, float downscale_freq_shift, float max_period,
                                          struct fr_err *err) {
-  int64_t N = t->shape[0], dim = y->shape[1], half = dim / 2;
-  float lnp = logf(max_period);
-  for (int64_t n = 0; n < N; n++) {
-    float tv = ((const float *)t->data)[n];
-    float *row = (float *)y->data + n * dim;
-    for (int64_t i = 0; i < half; i++) {
-      float ex = (-lnp * (float)i) / ((float)half - downscale_freq_shift);
-      float arg = tv * expf(ex);
-      float sv = sinf(arg), cv = cosf(arg);
-      row[i] = flip_sin_to_cos ? cv : sv;
-      row[half + i] = flip_sin_to_cos ? sv : cv;
-    }
-    if (dim % 2)
-      row[dim - 1] = 0.0f; /* odd dim: zero padding column, as diffusers */
-  }
+  fr_timestep_sinusoid(t->data, t->shape[0], y->shape[1], flip_sin_to_cos, downscale_freq_shift, max_period,
+                       y->data);
   return FR_OK;
 }

@@ -32,7 +32,8 @@ enum fr_status fr_controlnet_load(struct fr_ctx *c, const struct fr_checkpoint *
                                   struct fr_controlnet **out, struct fr_err *err);
 void fr_controlnet_free(struct fr_controlnet *cn); /* NULL is fine */
 
-/* Residuals for x [B, 4, h, w] at timestep t ([B] or [1]) with cond (context, and SDXL's added
+/* Residuals for x [B, 4, h, w] at timestep t ([B] or [1]; best a host F32 tensor, embedded from its fp32
+ * values as in fr_unet_forward) with cond (context, and SDXL's added
  * conditioning for SDXL ControlNets) and the conditioning image hint [B, hint_channels, h*8, w*8] (values
  * 0..1). Each residual is multiplied by scale (the conditioning strength). *out receives new context
  * tensors: free them with fr_unet_control_free. */

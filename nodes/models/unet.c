@@ -116,6 +116,13 @@ static struct fr_tensor *fr__xf(struct fr_ctx *c, const struct fr__uxf *xf, cons
   return r;
 }
 
+/* True for a host F32 tensor: timesteps and time ids given that way are embedded from their fp32 values
+ * (fr_timestep_embedding_f32), never rounded to the compute dtype first (BF16 holds 999 as 1000). On the
+ * CPU a host F32 tensor is also a context tensor; both paths give the same bits there. */
+static bool fr__host_f32(const struct fr_tensor *t) {
+  return t->dev == FR_DEV_CPU && t->dtype == FR_F32 && t->data;
+}
+
 /* The added-conditioning vector y [B, adm_in_channels]: given, or text_embeds ++ embed(time_ids). */
 static struct fr_tensor *fr__adm_input(struct fr_ctx *c, const struct fr_unet_config *cfg,
                                        const struct fr_unet_cond *cond) {
@@ -150,10 +157,15 @@ static struct fr_tensor *fr__adm_input(struct fr_ctx *c, const struct fr_unet_co
                 (long long)P, (long long)N, adm);
     return NULL;
   }
-  struct fr_tensor *ids = fr_copy(c, ti);
-  ids = fr__reshape(c, ids, 1, (const int64_t[]){B * N});
-  struct fr_tensor *e = fr_timestep_embedding(c, ids, (int)D, true, 0.0f, 10000.0f); /* [B*N, D] */
-  fr_tensor_free(ids);
+  struct fr_tensor *e = NULL; /* [B*N, D] */
+  if (fr__host_f32(ti)) {
+    e = fr_timestep_embedding_f32(c, ti->data, B * N, (int)D, true, 0.0f, 10000.0f);
+  } else {
+    struct fr_tensor *ids = fr_copy(c, ti);
+    ids = fr__reshape(c, ids, 1, (const int64_t[]){B * N});
+    e = fr_timestep_embedding(c, ids, (int)D, true, 0.0f, 10000.0f);
+    fr_tensor_free(ids);
+  }
   e = fr__reshape(c, e, 2, (const int64_t[]){B, N * D});
   const struct fr_tensor *parts[2] = {te, e};
   struct fr_tensor *y = e ? fr_concat(c, parts, 2, 1) : NULL; /* [B, P + N*D] */
@@ -164,7 +176,10 @@ static struct fr_tensor *fr__adm_input(struct fr_ctx *c, const struct fr_unet_co
 struct fr_tensor *fr__unet_embed(struct fr_ctx *c, const struct fr_unet_impl *im,
                                  const struct fr_unet_config *cfg, const struct fr_tensor *t,
                                  const struct fr_unet_cond *cond) {
-  struct fr_tensor *te = fr_timestep_embedding(c, t, cfg->model_channels, true, 0.0f, 10000.0f);
+  struct fr_tensor *te = /* [N, model_channels] */
+      fr__host_f32(t)
+          ? fr_timestep_embedding_f32(c, t->data, t->shape[0], cfg->model_channels, true, 0.0f, 10000.0f)
+          : fr_timestep_embedding(c, t, cfg->model_channels, true, 0.0f, 10000.0f);
   struct fr_tensor *h = fr_linear(c, te, im->te0w, im->te0b);
   fr_tensor_free(te);
   struct fr_tensor *s = fr_silu(c, h);

@@ -51,7 +51,8 @@ struct fr_unet {
 };
 
 /* Conditioning of one forward call. All tensors are context tensors (on the context's device, F32 on
- * the CPU). */
+ * the CPU), except time_ids, which is best a host F32 tensor (embedded from fp32 values, see
+ * fr_unet_forward). */
 struct fr_unet_cond {
   const struct fr_tensor *context; /* [B, T, context_dim] text embeddings */
   /* Added conditioning (SDXL / refiner), either y directly [B, adm_in_channels] or built from the parts:
@@ -88,7 +89,10 @@ int fr_unet_heads(const struct fr_unet_config *cfg, int level);
 int fr_unet_num_skips(const struct fr_unet_config *cfg);
 
 /* eps = unet(x, t, cond, control). x [B, in_channels, h, w] with h, w multiples of 2^(levels-1);
- * t [B] or [1] float timesteps (not scaled: 999 ... 0); control may be NULL. *eps [B, out_channels, h, w]
+ * t [B] or [1] float timesteps (not scaled: 999 ... 0), best a HOST F32 tensor: the sinusoidal embedding
+ * is then computed from the fp32 values and cast afterwards, as diffusers does (a context tensor is
+ * accepted too, but in F16/BF16 it already holds t rounded: 999 is 1000 in BF16). The same holds for
+ * cond->time_ids. control may be NULL. *eps [B, out_channels, h, w]
  * is a new context tensor the caller frees. Intermediates are freed as soon as they are used. */
 enum fr_status fr_unet_forward(struct fr_ctx *c, const struct fr_unet *u, const struct fr_tensor *x,
                                const struct fr_tensor *t, const struct fr_unet_cond *cond,

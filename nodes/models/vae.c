@@ -11,6 +11,7 @@
  * Mid attention: single head over the H*W tokens, GroupNorm first, residual added. */
 #include "nodes/models/vae.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -488,6 +489,139 @@ enum fr_status fr_vae_decode(struct fr_ctx *c, const struct fr_vae *vae, const s
   }
   *img = h;
   return FR_OK;
+}
+
+/* ---- decoding host latents: whole, tiled, and tiled as the fallback when the device is full ---- */
+
+/* Whole decode of host z [B, C, h, w] -> new host F32 [B, 3, 8h, 8w]. The context is cleared on error
+ * (the caller may retry in tiles). */
+static enum fr_status fr__decode_host(struct fr_ctx *c, const struct fr_vae *vae, const struct fr_tensor *z,
+                                      struct fr_tensor **out, struct fr_err *err) {
+  *out = NULL;
+  struct fr_tensor *dz = fr_ctx_upload(c, z), *img = NULL;
+  enum fr_status rc = dz ? fr_vae_decode(c, vae, dz, &img, err) : fr_ctx_status(c, err);
+  if (!rc && !(*out = fr_ctx_download(c, img)))
+    rc = fr_ctx_status(c, err);
+  fr_tensor_free(dz);
+  fr_tensor_free(img);
+  if (!rc && !*out)
+    rc = fr_errf(err, FR_E_NOMEM, "VAE decode: out of memory");
+  if (rc)
+    fr_ctx_clear(c);
+  return rc;
+}
+
+/* Blend weight of tile pixel p (of n along one axis) whose tile starts at a shared edge when lo and ends
+ * at one when hi: ramps 1/(ov+1) ... ov/(ov+1) across an overlap of ov pixels, 1 elsewhere, so the
+ * weights of two overlapping tiles sum to 1 at every pixel of the overlap. */
+static float fr__ramp(int64_t p, int64_t n, int64_t ov, bool lo, bool hi) {
+  float w = 1.0f;
+  if (lo && p < ov)
+    w = (float)(p + 1) / (float)(ov + 1);
+  if (hi && p >= n - ov)
+    w = fminf(w, (float)(n - p) / (float)(ov + 1));
+  return w;
+}
+
+enum fr_status fr_vae_decode_tiled(struct fr_ctx *c, const struct fr_vae *vae, const struct fr_tensor *z,
+                                   int tile, int overlap, struct fr_tensor **out, struct fr_err *err) {
+  *out = NULL;
+  if (!z || z->ndim != 4 || z->dtype != FR_F32 || z->dev != FR_DEV_CPU) {
+    char s[96] = "(null)";
+    if (z)
+      fr_shape_str(z, s, sizeof s);
+    return fr_errf(err, FR_E_INVALID, "VAE tiled decode: latents %s: expected a host F32 [B, C, h, w]", s);
+  }
+  if (tile < 1 || overlap < 0 || overlap >= tile)
+    return fr_errf(err, FR_E_INVALID,
+                   "VAE tiled decode: tile %d, overlap %d: need tile >= 1, 0 <= overlap < tile", tile,
+                   overlap);
+  int64_t B = z->shape[0], C = z->shape[1], h = z->shape[2], w = z->shape[3];
+  if (h <= tile && w <= tile) /* one tile covers it: exactly the whole decode */
+    return fr__decode_host(c, vae, z, out, err);
+  int64_t f = (int64_t)1 << (vae->cfg.levels - 1); /* 8: pixels per latent */
+  int64_t H = h * f, W = w * f, OV = overlap * f, stride = tile - overlap;
+  struct fr_tensor *acc = fr_tensor_f32(4, (int64_t[]){B, 3, H, W}); /* sum of weight x tile */
+  float *wsum = fr_calloc((size_t)(H * W), sizeof(float));
+  enum fr_status rc = acc && wsum ? FR_OK : fr_errf(err, FR_E_NOMEM, "VAE tiled decode: out of memory");
+  if (acc)
+    memset(acc->data, 0, fr_tensor_nbytes(acc));
+  for (int64_t y0 = 0; !rc && y0 < h; y0 += stride) {
+    int64_t th = y0 + tile > h ? h - y0 : tile;
+    for (int64_t x0 = 0; !rc && x0 < w; x0 += stride) {
+      int64_t tw = x0 + tile > w ? w - x0 : tile;
+      struct fr_tensor *zt = fr_tensor_f32(4, (int64_t[]){B, C, th, tw}), *it = NULL; /* the tile's latents */
+      if (!zt) {
+        rc = fr_errf(err, FR_E_NOMEM, "VAE tiled decode: out of memory");
+        break;
+      }
+      for (int64_t bc = 0; bc < B * C; bc++)
+        for (int64_t y = 0; y < th; y++)
+          memcpy((float *)zt->data + (bc * th + y) * tw, (const float *)z->data + (bc * h + y0 + y) * w + x0,
+                 (size_t)tw * sizeof(float));
+      rc = fr__decode_host(c, vae, zt, &it, err); /* [B, 3, th*f, tw*f] */
+      fr_tensor_free(zt);
+      if (rc)
+        break;
+      int64_t PH = th * f, PW = tw * f;
+      for (int64_t y = 0; y < PH; y++) {
+        float wy = fr__ramp(y, PH, OV, y0 > 0, y0 + th < h); /* ramps only on edges shared with a tile */
+        for (int64_t x = 0; x < PW; x++) {
+          float wt = wy * fr__ramp(x, PW, OV, x0 > 0, x0 + tw < w);
+          int64_t gy = y0 * f + y, gx = x0 * f + x;
+          wsum[gy * W + gx] += wt;
+          for (int64_t bc = 0; bc < B * 3; bc++)
+            ((float *)acc->data)[(bc * H + gy) * W + gx] +=
+                wt * ((const float *)it->data)[(bc * PH + y) * PW + x];
+        }
+      }
+      fr_tensor_free(it);
+      if (x0 + tw >= w)
+        break;
+    }
+    if (y0 + th >= h)
+      break;
+  }
+  if (!rc)
+    for (int64_t bc = 0; bc < B * 3; bc++)
+      for (int64_t p = 0; p < H * W; p++)
+        ((float *)acc->data)[bc * H * W + p] /= wsum[p];
+  fr_free(wsum);
+  if (rc) {
+    fr_tensor_free(acc);
+    return fr_err_prefix(err, rc, "VAE tiled decode (%d-latent tiles): ", tile);
+  }
+  *out = acc;
+  return FR_OK;
+}
+
+enum fr_status fr_vae_decode_host(struct fr_ctx *c, const struct fr_vae *vae, const struct fr_tensor *z,
+                                  int tile, struct fr_tensor **out, int *used_tile, struct fr_err *err) {
+  *out = NULL;
+  *used_tile = 0;
+  if (!z || z->ndim != 4 || z->dtype != FR_F32 || z->dev != FR_DEV_CPU) {
+    char s[96] = "(null)";
+    if (z)
+      fr_shape_str(z, s, sizeof s);
+    return fr_errf(err, FR_E_INVALID, "VAE decode: latents %s: expected a host F32 [B, C, h, w]", s);
+  }
+  int64_t side = z->shape[2] > z->shape[3] ? z->shape[2] : z->shape[3];
+  if (tile > 0 && side <= tile)
+    tile = 0; /* one tile covers it */
+  enum fr_status rc = tile > 0 ? fr_vae_decode_tiled(c, vae, z, tile, tile / 4, out, err)
+                               : fr__decode_host(c, vae, z, out, err);
+  /* Out of device memory: smaller tiles (ComfyUI's fallback is 64-latent tiles overlapping by 16),
+   * halving while tiles still split the image. */
+  static const int fallback[] = {FR_VAE_FALLBACK_TILE, FR_VAE_FALLBACK_TILE / 2, FR_VAE_FALLBACK_TILE / 4};
+  for (size_t i = 0; rc == FR_E_NOMEM && i < sizeof fallback / sizeof fallback[0]; i++) {
+    if (fallback[i] >= side || (tile > 0 && fallback[i] >= tile))
+      continue;
+    tile = fallback[i];
+    rc = fr_vae_decode_tiled(c, vae, z, tile, tile / 4, out, err);
+  }
+  if (!rc)
+    *used_tile = tile;
+  return rc;
 }
 
 enum fr_status fr_vae_encode(struct fr_ctx *c, const struct fr_vae *vae, const struct fr_tensor *img,

@@ -50,6 +50,27 @@ const struct fr_vae_config *fr_vae_config(const struct fr_vae *vae);
 enum fr_status fr_vae_decode(struct fr_ctx *c, const struct fr_vae *vae, const struct fr_tensor *z,
                              struct fr_tensor **img, struct fr_err *err);
 
+/* Decodes HOST F32 latents z [B, z_channels, h, w] (not scaled) in tiles of tile x tile latents whose
+ * neighbours overlap by `overlap` latents, blended with weights that ramp linearly across each overlap
+ * (so seams do not show), into a new host F32 image *out [B, 3, 8h, 8w]. Peak device memory is one
+ * tile's decode. Each tile sees less context than a whole decode (GroupNorm statistics and the mid
+ * block's attention are per tile), so the result differs slightly from fr_vae_decode, most near seams;
+ * when one tile covers z it IS the whole decode. Errors: FR_E_INVALID (z not a host F32 [B, C, h, w],
+ * tile < 1, overlap outside [0, tile)), the decode's own (FR_E_NOMEM when a tile does not fit). */
+enum fr_status fr_vae_decode_tiled(struct fr_ctx *c, const struct fr_vae *vae, const struct fr_tensor *z,
+                                   int tile, int overlap, struct fr_tensor **out, struct fr_err *err);
+
+/* First tile size (latents) the out-of-memory fallback tries: 64 latents = 512 pixels. */
+#define FR_VAE_FALLBACK_TILE 64
+/* The pipeline's decode of host F32 latents z into a new host F32 image *out [B, 3, 8h, 8w]: whole when
+ * tile is 0 (or z fits one tile), else in tiles of `tile` latents overlapping by tile / 4. When that runs
+ * out of device memory (FR_E_NOMEM), it decodes again in tiles of 64, then 32, then 16 latents
+ * (overlap a quarter: 16, 8, 4), skipping sizes that would not split z or are not smaller than the
+ * failed tiles. *used_tile: the tile size of the result (0: whole); the caller tells the user when it
+ * differs from what was asked. Errors as fr_vae_decode_tiled; FR_E_NOMEM when even 16 does not fit. */
+enum fr_status fr_vae_decode_host(struct fr_ctx *c, const struct fr_vae *vae, const struct fr_tensor *z,
+                                  int tile, struct fr_tensor **out, int *used_tile, struct fr_err *err);
+
 /* Encodes img [B, in_channels, H, W] (H, W multiples of 8; values in [-1, 1]) into the latent
  * distribution's mean and logvar, each [B, z_channels, H/8, W/8] (logvar clamped to [-30, 20] as
  * diffusers' DiagonalGaussianDistribution does). Both are new context tensors the caller frees. */

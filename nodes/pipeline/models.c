@@ -2,9 +2,11 @@
  *
  * Loader nodes return objects that only name their file; a component is loaded the first time a node
  * needs it (fr_pipe_get) and kept in the engine's state under "pipeline:<component>:<path>:<device>:
- * <dtype>", so `flowrun serve` keeps models loaded between runs and a fully cached run opens nothing.
- * Every loaded component holds a reference to the device's one compute context, which therefore lives
- * until the last component is freed, whatever order the engine frees its state in. */
+ * <dtype>:<tokenizer>", so `flowrun serve` keeps models loaded between runs and a fully cached run opens
+ * nothing. The dtype is the component's (fr_pipe_comp_dtype: the run's, except the VAE in bf16 for an
+ * f16 run). Every loaded component holds a reference to the compute context of its (device, dtype), one
+ * per engine, which therefore lives until the last component using it is freed, whatever order the
+ * engine frees its state in. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,35 +30,50 @@ static void fr__pctx_destroy(void *p) {
   fr__pctx_unref(p);
 }
 
-static enum fr_status fr__pctx_get(struct fr_node_ctx *nc, struct fr__pctx **out) {
+static enum fr_dtype fr__dtype_of(const char *name) {
+  return !strcmp(name, "f16") ? FR_F16 : !strcmp(name, "bf16") ? FR_BF16 : FR_F32;
+}
+
+const char *fr_pipe_comp_dtype(const char *run_dtype, const char *type) {
+  if (!run_dtype || !*run_dtype)
+    run_dtype = "f32";
+  if (!strcmp(type, FR_T_VAE) && !strcmp(run_dtype, "f16"))
+    return "bf16"; /* the SDXL VAE overflows fp16 (inf/NaN in the decoder's mid block) */
+  return run_dtype;
+}
+
+/* The engine-wide context of (this run's device, dtype): key "pipeline:ctx:<device>:<dtype>". Errors are
+ * returned with the message in err (not recorded on the node: the caller may try another dtype). */
+static enum fr_status fr__pctx_get(struct fr_node_ctx *nc, const char *dtype, struct fr__pctx **out,
+                                   struct fr_err *err) {
   char key[64];
-  snprintf(key, sizeof key, "pipeline:ctx:%s", fr_node_device(nc));
+  snprintf(key, sizeof key, "pipeline:ctx:%s:%s", fr_node_device(nc), dtype);
   struct fr__pctx *p = fr_node_engine_get(nc, key);
   if (!p) {
     p = fr_calloc(1, sizeof *p);
     if (!p)
-      return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
-    struct fr_ctx_opts o = {.device = fr_node_device(nc), .dtype = FR_F32, .threads = 0};
-    struct fr_err err = {{0}};
-    enum fr_status rc = fr_ctx_new(&o, &p->c, &err);
+      return fr_errf(err, FR_E_NOMEM, "out of memory");
+    struct fr_ctx_opts o = {.device = fr_node_device(nc), .dtype = fr__dtype_of(dtype), .threads = 0};
+    enum fr_status rc = fr_ctx_new(&o, &p->c, err);
     if (rc) {
       fr_free(p);
-      return fr_node_fail(nc, rc, "%s", err.msg);
+      return rc;
     }
     p->refcount = 1;
     fr_node_engine_set(nc, key, p, fr__pctx_destroy);
     if (fr_node_engine_get(nc, key) != p) /* the engine could not keep it and freed it */
-      return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+      return fr_errf(err, FR_E_NOMEM, "out of memory");
   }
   *out = p;
   return FR_OK;
 }
 
 enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out) {
-  struct fr__pctx *p;
-  enum fr_status rc = fr__pctx_get(nc, &p);
+  struct fr__pctx *p = NULL;
+  struct fr_err err = {{0}};
+  enum fr_status rc = fr__pctx_get(nc, fr_node_dtype(nc), &p, &err);
   *out = rc ? NULL : p->c;
-  return rc;
+  return rc ? fr_node_fail(nc, rc, "%s", err.msg) : FR_OK;
 }
 
 /* ---- objects ---- */
@@ -175,8 +192,9 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
 static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
                               struct fr_pipe_comp **out) {
   *out = NULL;
+  const char *dtype = fr_pipe_comp_dtype(fr_node_dtype(nc), type);
   char key[4200];
-  snprintf(key, sizeof key, "pipeline:%s:%s:%s:f32:%s", type, o->path, fr_node_device(nc),
+  snprintf(key, sizeof key, "pipeline:%s:%s:%s:%s:%s", type, o->path, fr_node_device(nc), dtype,
            o->tokenizer ? o->tokenizer : "");
   struct fr_pipe_comp *m = fr_node_engine_get(nc, key);
   if (m) {
@@ -185,17 +203,23 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
   }
   if (!fr__exists(o->path))
     return fr_node_fail(nc, FR_E_NOTFOUND, "%s file %s no longer exists", type, o->path);
-  struct fr__pctx *pc;
-  enum fr_status rc = fr__pctx_get(nc, &pc);
+  struct fr__pctx *pc = NULL;
+  struct fr_err err = {{0}};
+  enum fr_status rc = fr__pctx_get(nc, dtype, &pc, &err);
+  if (rc == FR_E_UNSUPPORTED && strcmp(dtype, fr_node_dtype(nc)) != 0) {
+    /* the VAE's bf16 for an f16 run, on a GPU without bf16 (before sm_80): f32 instead, never f16 */
+    fr_node_warn(nc, "%s: this device has no bf16, so it computes in f32 (an f16 run never puts it in f16)",
+                 type);
+    rc = fr__pctx_get(nc, "f32", &pc, &err);
+  }
   if (rc)
-    return rc;
+    return fr_node_fail(nc, rc, "%s", err.msg);
   m = fr_calloc(1, sizeof *m);
   if (!m)
     return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
   pc->refcount++;
   m->pc = pc;
   m->c = pc->c;
-  struct fr_err err = {{0}};
   rc = fr__load(nc, o, type, m, &err);
   if (rc) {
     fr__comp_destroy(m);

@@ -9,7 +9,6 @@
 #include "core/safetensors.h"
 #include "nodes/pipeline/pipeline.h"
 
-
 static enum fr_status fr__oom(struct fr_node_ctx *nc) {
   return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
 }
@@ -356,90 +355,6 @@ const struct fr_node_spec fr_node_controlnet_apply = {
 
 /* ---- VAEDecode ---- */
 
-/* Decodes host latents z [B, 4, h, w] (already divided by the scaling factor) into host [B, 3, 8h, 8w]. */
-static enum fr_status fr__decode(struct fr_pipe_comp *m, const struct fr_tensor *z, struct fr_tensor **out,
-                                 struct fr_err *err) {
-  struct fr_tensor *dz = fr_ctx_upload(m->c, z), *img = NULL;
-  enum fr_status rc = dz ? fr_vae_decode(m->c, m->vae, dz, &img, err) : fr_ctx_status(m->c, err);
-  *out = rc ? NULL : fr_ctx_download(m->c, img);
-  fr_tensor_free(dz);
-  fr_tensor_free(img);
-  if (!rc && !*out)
-    rc = fr_ctx_status(m->c, err);
-  if (!rc && !*out)
-    rc = fr_errf(err, FR_E_NOMEM, "out of memory");
-  if (rc)
-    fr_ctx_clear(m->c);
-  return rc;
-}
-
-/* Tiled decode: latent tiles of `tile` with `ov` overlap, blended with weights that ramp linearly across
- * the overlap so seams do not show. Each tile sees less context than a whole decode (the VAE's attention
- * and GroupNorm are global), so results differ slightly from an untiled decode; the point is memory. */
-static enum fr_status fr__decode_tiled(struct fr_pipe_comp *m, const struct fr_tensor *z, int tile,
-                                       struct fr_tensor **out, struct fr_err *err) {
-  int64_t B = z->shape[0], C = z->shape[1], h = z->shape[2], w = z->shape[3], ov = tile / 4;
-  int64_t H = h * 8, W = w * 8;
-  struct fr_tensor *acc = fr_tensor_f32(4, (int64_t[]){B, 3, H, W});
-  float *wsum = fr_calloc((size_t)(H * W), sizeof(float));
-  enum fr_status rc = acc && wsum ? FR_OK : fr_errf(err, FR_E_NOMEM, "out of memory");
-  int64_t stride = tile - ov;
-  for (int64_t y0 = 0; !rc && y0 < h; y0 += stride) {
-    int64_t th = y0 + tile > h ? h - y0 : tile;
-    for (int64_t x0 = 0; !rc && x0 < w; x0 += stride) {
-      int64_t tw = x0 + tile > w ? w - x0 : tile;
-      struct fr_tensor *zt = fr_tensor_f32(4, (int64_t[]){B, C, th, tw}), *it = NULL;
-      if (!zt) {
-        rc = fr_errf(err, FR_E_NOMEM, "out of memory");
-        break;
-      }
-      for (int64_t bc = 0; bc < B * C; bc++)
-        for (int64_t y = 0; y < th; y++)
-          memcpy((float *)zt->data + (bc * th + y) * tw, (const float *)z->data + (bc * h + y0 + y) * w + x0,
-                 (size_t)tw * 4);
-      rc = fr__decode(m, zt, &it, err);
-      fr_tensor_free(zt);
-      if (rc)
-        break;
-      int64_t PH = th * 8, PW = tw * 8, OV = ov * 8;
-      for (int64_t y = 0; y < PH; y++)
-        for (int64_t x = 0; x < PW; x++) {
-          /* ramps only on edges shared with a neighbouring tile */
-          float wy = 1, wx = 1;
-          if (y0 > 0 && y < OV)
-            wy = (float)(y + 1) / (float)(OV + 1);
-          if (y0 + th < h && y >= PH - OV)
-            wy = fminf(wy, (float)(PH - y) / (float)(OV + 1));
-          if (x0 > 0 && x < OV)
-            wx = (float)(x + 1) / (float)(OV + 1);
-          if (x0 + tw < w && x >= PW - OV)
-            wx = fminf(wx, (float)(PW - x) / (float)(OV + 1));
-          float wt = wy * wx;
-          int64_t gy = y0 * 8 + y, gx = x0 * 8 + x;
-          wsum[gy * W + gx] += wt;
-          for (int64_t bc = 0; bc < B * 3; bc++)
-            ((float *)acc->data)[(bc * H + gy) * W + gx] += wt * ((float *)it->data)[(bc * PH + y) * PW + x];
-        }
-      fr_tensor_free(it);
-      if (x0 + tw >= w)
-        break;
-    }
-    if (y0 + th >= h)
-      break;
-  }
-  if (!rc)
-    for (int64_t bc = 0; bc < B * 3; bc++)
-      for (int64_t p = 0; p < H * W; p++)
-        ((float *)acc->data)[bc * H * W + p] /= wsum[p];
-  fr_free(wsum);
-  if (rc) {
-    fr_tensor_free(acc);
-    acc = NULL;
-  }
-  *out = acc;
-  return rc;
-}
-
 static enum fr_status fr__vae_decode_run(struct fr_node_ctx *nc) {
   const struct fr_value *lv = fr_in(nc, "samples");
   const struct fr_tensor *s = lv ? fr_value_get_tensor(lv, "samples") : NULL;
@@ -455,13 +370,18 @@ static enum fr_status fr__vae_decode_run(struct fr_node_ctx *nc) {
   float inv = 1.0f / m->vae_scale;
   for (int64_t i = 0; i < fr_tensor_numel(z); i++)
     ((float *)z->data)[i] *= inv;
-  int tile = (int)fr_in_int(nc, "tile_size") / 8;
+  int tile = (int)fr_in_int(nc, "tile_size") / 8, used = 0;
+  if (tile > 0 && z->shape[2] <= tile && z->shape[3] <= tile)
+    tile = 0; /* one tile covers it: the whole decode */
   struct fr_err err = {{0}};
   struct fr_tensor *img = NULL;
-  if (tile > 0 && (z->shape[2] > tile || z->shape[3] > tile))
-    rc = fr__decode_tiled(m, z, tile, &img, &err);
-  else
-    rc = fr__decode(m, z, &img, &err);
+  rc = fr_vae_decode_host(m->c, m->vae, z, tile, &img, &used, &err);
+  if (!rc && used != tile) /* the device ran out of memory: tiles instead, say so */
+    fr_node_warn(nc,
+                 "out of device memory decoding %lldx%lld latents %s; decoded in %dx%d-latent tiles "
+                 "(%d px, overlap %d px) instead: seams may differ slightly from a whole decode",
+                 (long long)z->shape[3], (long long)z->shape[2], tile ? "in tiles" : "whole", used, used,
+                 used * 8, used / 4 * 8);
   fr_tensor_free(z);
   if (rc)
     return fr_node_fail(nc, rc, "%s", err.msg);

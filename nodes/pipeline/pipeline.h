@@ -34,7 +34,7 @@ struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const ch
  * valid until the engine is freed. Exactly one of the model pointers is set for the kind asked for,
  * except CLIP where l and/or g are set (SD1.5: l; SDXL: l and g; refiner: g). */
 struct fr_pipe_comp {
-  struct fr_ctx *c; /* the engine-wide compute context of the device */
+  struct fr_ctx *c; /* the engine-wide compute context of (device, this component's dtype) */
   struct fr_unet *unet;
   struct fr_vae *vae;
   float vae_scale; /* latent scaling factor (0.18215 SD1.x, 0.13025 SDXL) */
@@ -45,6 +45,11 @@ struct fr_pipe_comp {
   struct fr_checkpoint *ck;
   struct fr__pctx *pc;
 };
+
+/* The dtype a component computes in for a run in run_dtype ("f32", "f16", "bf16"; NULL or "": f32):
+ * the run's for MODEL, CLIP and CONTROL_NET; for the VAE bf16 when the run is f16 (the SDXL VAE
+ * overflows in fp16; a device without bf16 then gets f32), else the run's. */
+const char *fr_pipe_comp_dtype(const char *run_dtype, const char *type);
 
 /* The component of object value v (of socket type `type`), loading it if this engine has not yet.
  * Loading prints "flowrun: loading <what> from <path>" on stderr: the only time a checkpoint is opened.

@@ -12,7 +12,6 @@
 #include "nodes/pipeline/pipeline.h"
 #include "nodes/sampling/sampling.h"
 
-
 const char *const fr_pipe_sampler_names[] = {
     "euler", "euler_ancestral", "heun",       "dpm_2", "lms", "dpmpp_2m", "dpmpp_2m_sde", "ddim",
     "ddpm",  "uni_pc",          "uni_pc_bh2", "lcm",   NULL};
@@ -35,9 +34,11 @@ struct fr__den {
   int64_t C, h, w;
   double cfg;
   bool use_cfg;
-  int halves;                                /* 2 with CFG (uncond first, as diffusers), else 1 (cond only) */
-  struct fr_tensor *ctx[2], *te[2], *tid[2]; /* device, per half [B, ...] */
-  struct fr_tensor *ctx_all, *te_all, *tid_all; /* device, all halves concatenated */
+  int halves;                         /* 2 with CFG (uncond first, as diffusers), else 1 (cond only) */
+  struct fr_tensor *ctx[2], *te[2];   /* device, per half [B, ...] */
+  struct fr_tensor *tid[2];           /* HOST F32 [B, N]: embedded from fp32 values by the UNet */
+  struct fr_tensor *ctx_all, *te_all; /* device, all halves concatenated */
+  struct fr_tensor *tid_all;          /* host, all halves concatenated */
   struct fr__ctl ctl[FR__MAX_CTL];
   int n_ctl;
   bool xl; /* preview factors */
@@ -102,9 +103,7 @@ static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct f
     h = fr__rows(pooled, d->B, 1);
     d->te[half] = h ? fr_ctx_upload(d->c, h) : NULL;
     fr_tensor_free(h);
-    h = fr__rows(tids, d->B, 1);
-    d->tid[half] = h ? fr_ctx_upload(d->c, h) : NULL;
-    fr_tensor_free(h);
+    d->tid[half] = fr__rows(tids, d->B, 1); /* stays on the host in fp32 (fr_unet_forward) */
   }
   if (!d->ctx[half] || (uc->adm_in_channels > 0 && (!d->te[half] || !d->tid[half])))
     return fr_node_fail(nc, FR_E_NOMEM, "out of memory uploading the conditioning");
@@ -173,6 +172,20 @@ static struct fr_tensor *fr__cat2(struct fr_ctx *c, struct fr_tensor *const *t, 
   if (n == 1)
     return fr_copy(c, t[0]);
   return fr_concat(c, (const struct fr_tensor *const *)t, n, 0);
+}
+
+/* Host F32 tensors [B, N] (n of them) stacked along dim 0; NULL when out of memory. */
+static struct fr_tensor *fr__cat2_host(struct fr_tensor *const *t, int n) {
+  int64_t B = 0;
+  for (int i = 0; i < n; i++)
+    B += t[i]->shape[0];
+  struct fr_tensor *o = fr_tensor_f32(2, (int64_t[]){B, t[0]->shape[1]});
+  size_t off = 0;
+  for (int i = 0; o && i < n; i++) {
+    memcpy((char *)o->data + off, t[i]->data, fr_tensor_nbytes(t[i]));
+    off += fr_tensor_nbytes(t[i]);
+  }
+  return o;
 }
 
 /* ---- the denoiser ---- */
@@ -255,26 +268,27 @@ static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double 
     for (int64_t i = 0; i < n; i++)
       ((float *)hx->data)[h * n + i] = x[i] * s;
   ((float *)ht->data)[0] = (float)t;
-  struct fr_tensor *dx = fr_ctx_upload(c, hx), *dt = fr_ctx_upload(c, ht), *eps = NULL, *he = NULL;
+  /* t stays a host fp32 tensor: the UNet and ControlNets embed it before any rounding to the compute
+   * dtype (in BF16, t = 999 would become 1000). */
+  struct fr_tensor *dx = fr_ctx_upload(c, hx), *eps = NULL, *he = NULL;
   fr_tensor_free(hx);
-  fr_tensor_free(ht);
   struct fr_unet_control ctl;
   memset(&ctl, 0, sizeof ctl);
-  enum fr_status rc = dx && dt ? FR_OK : fr_ctx_status(c, &d->err);
+  enum fr_status rc = dx ? FR_OK : fr_ctx_status(c, &d->err);
   if (!rc && d->n_ctl) {
     struct fr_tensor *xh = d->halves == 2 ? fr_slice(c, dx, 0, 0, d->B) : fr_copy(c, dx);
-    rc = xh ? fr__controls(d, xh, dt, sigma, &ctl) : fr_ctx_status(c, &d->err);
+    rc = xh ? fr__controls(d, xh, ht, sigma, &ctl) : fr_ctx_status(c, &d->err);
     fr_tensor_free(xh);
   }
   if (!rc) {
     struct fr_unet_cond cond = {.context = d->ctx_all, .text_embeds = d->te_all, .time_ids = d->tid_all};
-    rc = fr_unet_forward(c, d->m->unet, dx, dt, &cond, ctl.mid ? &ctl : NULL, &eps, &d->err);
+    rc = fr_unet_forward(c, d->m->unet, dx, ht, &cond, ctl.mid ? &ctl : NULL, &eps, &d->err);
   }
   if (!rc && !(he = fr_ctx_download(c, eps)))
     rc = fr_ctx_status(c, &d->err);
   fr_unet_control_free(&ctl);
   fr_tensor_free(dx);
-  fr_tensor_free(dt);
+  fr_tensor_free(ht);
   fr_tensor_free(eps);
   if (rc) {
     fr_tensor_free(he);
@@ -458,7 +472,9 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
     d.ctx_all = fr__cat2(d.c, d.ctx + h0, d.halves);
     if (d.te[1]) {
       d.te_all = fr__cat2(d.c, d.te + h0, d.halves);
-      d.tid_all = fr__cat2(d.c, d.tid + h0, d.halves);
+      d.tid_all = fr__cat2_host(d.tid + h0, d.halves);
+      if (!d.tid_all)
+        fr_ctx_fail(d.c, FR_E_NOMEM, "out of memory for the size conditioning");
     }
     if ((rc = fr_ctx_status(d.c, &err))) {
       fr_ctx_clear(d.c);

@@ -21,7 +21,9 @@ static void compare(struct fr_ctx *c, const char *what, const char *name, const 
                     const struct fr_tensor *want) {
   /* both sides to the host: the golden was uploaded with the inputs (it is on the device under cuda) */
   struct fr_tensor *h = got ? fr_ctx_download(c, got) : NULL;
-  struct fr_tensor *hw = !want ? NULL : want->dev == FR_DEV_CPU ? fr_tensor_clone(want) : fr_ctx_download(c, want);
+  struct fr_tensor *hw = !want                     ? NULL
+                         : want->dev == FR_DEV_CPU ? fr_tensor_clone(want)
+                                                   : fr_ctx_download(c, want);
   CHECKF(h && hw && fr_tensor_same_shape(h, hw), "%s %s: missing or wrong shape", what, name);
   if (h && hw && fr_tensor_same_shape(h, hw)) {
     double e = fr_test_rel_err(h->data, hw->data, (long)fr_tensor_numel(hw));
@@ -54,12 +56,12 @@ int main(void) {
     CHECK_OK(fr_unet_load(c, uck, &u, &err), &err);
   if (!g || !u || !c)
     goto done;
-  struct fr_tensor *x = fr_test_golden_upload(c, g, "x"), *ctx = fr_test_golden_upload(c, g, "ctx"), *hint = fr_test_golden_upload(c, g, "cond");
+  struct fr_tensor *x = fr_test_golden_upload(c, g, "x"), *ctx = fr_test_golden_upload(c, g, "ctx"),
+                   *hint = fr_test_golden_upload(c, g, "cond");
   struct fr_tensor *want_eps = fr_test_golden_upload(c, g, "unet_eps_with_control");
   float tv = 500.0f; /* controlnet.json: "t": 500 */
-  struct fr_tensor *th = fr_tensor_view(FR_F32, 1, (const int64_t[]){1}, &tv);
-  struct fr_tensor *t = th ? fr_ctx_upload(c, th) : NULL;
-  fr_tensor_free(th);
+  /* t as a host fp32 tensor, as the sampler passes it: embedded from the fp32 value on every device */
+  struct fr_tensor *t = fr_tensor_view(FR_F32, 1, (const int64_t[]){1}, &tv);
   struct fr_unet_cond cond = {.context = ctx};
 
   /* The UNet with the golden residuals (independent of the ControlNet code). */

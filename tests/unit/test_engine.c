@@ -17,8 +17,10 @@
 
 static int runs_num, runs_add, runs_model, runs_use, runs_save, models_alive;
 
+static char seen_dtype[16];
 static enum fr_status num_run(struct fr_node_ctx *nc) {
   runs_num++;
+  snprintf(seen_dtype, sizeof seen_dtype, "%s", fr_node_dtype(nc));
   return fr_out_set(nc, 0, fr_value_int(fr_in_int(nc, "value")));
 }
 static const struct fr_input_spec num_in[] = {
@@ -509,6 +511,62 @@ static void test_alloc_faults(void) {
   tg_free(&t);
 }
 
+/* Runs g without a cache on (device, dtype) and returns the signature of node idx (hex) in out. */
+static enum fr_status run_on(const struct fr_graph *g, const char *device, const char *dtype, int idx,
+                             char *out, struct fr_err *err) {
+  struct rec r;
+  memset(&r, 0, sizeof r);
+  r.g = g;
+  struct fr_engine_opts o = {.registry = &reg,
+                             .no_cache = true,
+                             .output_dir = tmp,
+                             .device = device,
+                             .dtype = dtype,
+                             .on_event = on_event,
+                             .user = &r};
+  struct fr_engine *e = NULL;
+  struct fr_run_summary sum;
+  enum fr_status rc = fr_engine_new(&o, &e, err);
+  if (rc == FR_OK)
+    rc = fr_engine_run(e, g, &sum, err);
+  fr_engine_free(e);
+  snprintf(out, 33, "%s", r.key_of[idx]);
+  return rc;
+}
+
+/* The compute dtype is in every signature: the same graph on cpu f32 (default or explicit, the keys the
+ * cpu always had), cuda f16 (its default), cuda bf16 and cuda f32 gives four different keys, and nodes
+ * see the resolved dtype. None of these test nodes makes a compute context, so no GPU is needed. */
+static void test_dtype_keys(void) {
+  struct tg t;
+  struct fr_err err = {{0}};
+  build_sum(&t, 2);
+  static const struct {
+    const char *device, *dtype, *seen;
+  } cases[] = {{"cpu", NULL, "f32"},   {"cpu", "f32", "f32"},    {"cuda", NULL, "f16"},
+               {"cuda", "f16", "f16"}, {"cuda", "bf16", "bf16"}, {"cuda", "f32", "f32"}};
+  char key[6][33];
+  for (int i = 0; i < 6; i++) {
+    seen_dtype[0] = 0;
+    CHECK_OK(run_on(&t.g, cases[i].device, cases[i].dtype, 0, key[i], &err), &err);
+    CHECKF(strcmp(seen_dtype, cases[i].seen) == 0, "%s %s: node saw dtype '%s', want %s", cases[i].device,
+           cases[i].dtype ? cases[i].dtype : "(default)", seen_dtype, cases[i].seen);
+    CHECKF(strlen(key[i]) == 32, "%s %s: no signature seen", cases[i].device, cases[i].seen);
+  }
+  CHECKF(strcmp(key[0], key[1]) == 0, "cpu default and cpu f32 must share keys");
+  CHECKF(strcmp(key[2], key[3]) == 0, "cuda default and cuda f16 must share keys");
+  CHECKF(strcmp(key[0], key[2]) && strcmp(key[2], key[4]) && strcmp(key[4], key[5]) && strcmp(key[0], key[5]),
+         "(device, dtype) pairs must have different keys: %s %s %s %s", key[0], key[2], key[4], key[5]);
+  /* a dtype name that does not exist: FR_E_INVALID naming it, no engine */
+  struct fr_engine *e = NULL;
+  struct fr_engine_opts o = {.registry = &reg, .no_cache = true, .dtype = "fp8"};
+  enum fr_status rc = fr_engine_new(&o, &e, &err);
+  CHECKF(rc == FR_E_INVALID && !e && strstr(err.msg, "dtype 'fp8'") && strstr(err.msg, "f32, f16 or bf16"),
+         "bad dtype: status %d, message '%s'", rc, err.msg);
+  fr_engine_free(e);
+  tg_free(&t);
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_engine");
   snprintf(cache_path, sizeof cache_path, "%s/cache.sqlite", tmp);
@@ -516,5 +574,6 @@ int main(void) {
   test_objects();
   test_failures();
   test_alloc_faults();
+  test_dtype_keys();
   return fr_test_done();
 }

@@ -944,6 +944,79 @@ static bool failed_with(struct fr_ctx *c, enum fr_status want, const char *needl
   return ok;
 }
 
+/* ---- fr_timestep_embedding_f32: the embedding from fp32 host timesteps ----
+ * On every device and dtype the result is the fp32 sinusoid of the UNROUNDED t, rounded once to the
+ * compute dtype: against the double-precision reference the bound is the op row's fp32 tolerance (2e-4:
+ * t * freq rounded in fp32 for t up to 999) plus one rounding, u = 0 (F32), 2^-11 (F16), 2^-8 (BF16). The
+ * timesteps include 999 and 981.25, which BF16 cannot hold (they become 1000 and 980): through a context
+ * tensor their embedding would be off by O(1). On the cpu the host path and the op agree bit for bit
+ * (the UNet goldens stay unchanged). */
+static void check_timestep_f32(struct fr_ctx *c) {
+  static const float ts[] = {999, 981.25f, 500.5f, 1, 0, 0.125f, 261};
+  const int64_t n = (int64_t)(sizeof ts / sizeof ts[0]);
+  static const struct {
+    int dim;
+    bool flip;
+    float shift;
+  } cfgs[] = {{320, true, 0}, {33, false, 1}, {256, true, 0}};
+  enum fr_dtype dt = fr_ctx_dtype(c);
+  double u = dt == FR_F16 ? 1.0 / 2048 : dt == FR_BF16 ? 1.0 / 256 : 0;
+  const char *dev = fr_ctx_device_name(c);
+  for (size_t k = 0; k < sizeof cfgs / sizeof cfgs[0]; k++) {
+    int dim = cfgs[k].dim;
+    int64_t half = dim / 2;
+    struct fr_tensor *y = fr_timestep_embedding_f32(c, ts, n, dim, cfgs[k].flip, cfgs[k].shift, 10000.0f);
+    struct fr_tensor *hy = y ? fr_ctx_download(c, y) : NULL;
+    CHECKF(hy && hy->ndim == 2 && hy->shape[0] == n && hy->shape[1] == dim, "timestep_f32 dim %d on %s %s",
+           dim, dev, fr_dtype_name(dt));
+    if (hy) {
+      double worst = 0;
+      for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < dim; j++) {
+          double want = 0;
+          if (j < 2 * half) {
+            int64_t f = j < half ? j : j - half;
+            double arg =
+                (double)ts[i] * exp(-log(10000.0) * (double)f / ((double)half - (double)cfgs[k].shift));
+            bool first = j < half;
+            want = (first == cfgs[k].flip) ? cos(arg) : sin(arg);
+          }
+          worst = fmax(worst, fabs(((const float *)hy->data)[i * dim + j] - want));
+        }
+      double tol = 2e-4 + u;
+      printf("%-5s timestep_f32 dim %-3d %-4s err %.3g (tol %.3g: fp32 t * freq + one rounding)\n", dev, dim,
+             fr_dtype_name(dt), worst, tol);
+      CHECKF(worst <= tol, "timestep_f32 dim %d on %s %s: error %.3g > %.3g", dim, dev, fr_dtype_name(dt),
+             worst, tol);
+    }
+    if (hy && strcmp(dev, "cpu") == 0) { /* the op on the same values: the same bits */
+      struct fr_tensor *ht = fr_tensor_f32(1, (int64_t[]){n});
+      memcpy(ht->data, ts, sizeof ts);
+      struct fr_tensor *dt_t = fr_ctx_upload(c, ht);
+      struct fr_tensor *yo = fr_timestep_embedding(c, dt_t, dim, cfgs[k].flip, cfgs[k].shift, 10000.0f);
+      struct fr_tensor *ho = yo ? fr_ctx_download(c, yo) : NULL;
+      CHECKF(ho && memcmp(ho->data, hy->data, (size_t)(n * dim) * sizeof(float)) == 0,
+             "timestep_f32 dim %d: not bit-identical to fr_timestep_embedding on the cpu", dim);
+      fr_tensor_free(ht);
+      fr_tensor_free(dt_t);
+      fr_tensor_free(yo);
+      fr_tensor_free(ho);
+    }
+    fr_tensor_free(y);
+    fr_tensor_free(hy);
+  }
+  /* bad arguments: a clear FR_E_INVALID naming the function; a failed context stays failed */
+  struct fr_tensor *y = fr_timestep_embedding_f32(c, ts, 0, 320, true, 0, 10000.0f);
+  CHECKF(!y && failed_with(c, FR_E_INVALID, "fr_timestep_embedding_f32: 0 timesteps"), "n = 0");
+  y = fr_timestep_embedding_f32(c, NULL, 2, 320, true, 0, 10000.0f);
+  CHECKF(!y && failed_with(c, FR_E_INVALID, "at NULL"), "t = NULL");
+  y = fr_timestep_embedding_f32(c, ts, 2, 1, true, 0, 10000.0f);
+  CHECKF(!y && failed_with(c, FR_E_INVALID, "dim 1"), "dim 1");
+  fr_ctx_fail(c, FR_E_SHAPE, "an earlier failure");
+  y = fr_timestep_embedding_f32(c, ts, 2, 320, true, 0, 10000.0f);
+  CHECKF(!y && failed_with(c, FR_E_SHAPE, "an earlier failure"), "failed context: no output, error kept");
+}
+
 static void check_null_inputs(struct fr_ctx *c) {
   struct fr_tensor *h = fr_tensor_f32(4, (int64_t[]){1, 4, 4, 4});
   struct fr_tensor *x = fr_ctx_upload(c, h);
@@ -1161,6 +1234,9 @@ int main(void) {
     run_rows(ctx);
     check_null_inputs(ctx[0]);
   }
+  for (int i = 0; i < NDEV; i++)
+    if (ctx[i])
+      check_timestep_f32(ctx[i]);
 #ifdef FLOWRUN_HAVE_CUDA
   for (int k = 0; ctx[0] && ctx[1] && k < 2; k++) { /* ctx[1]: cuda (F32) exists, so a device does */
     enum fr_dtype dt = k == 0 ? FR_F16 : FR_BF16;
@@ -1168,8 +1244,10 @@ int main(void) {
     struct fr_err e;
     enum fr_status st = fr_ctx_new(&(struct fr_ctx_opts){.device = "cuda", .dtype = dt}, &lp, &e);
     CHECKF(st == FR_OK, "cuda %s context: %s", fr_dtype_name(dt), e.msg);
-    if (st == FR_OK)
+    if (st == FR_OK) {
       run_rows_lowp(ctx[0], lp, dt);
+      check_timestep_f32(lp);
+    }
     fr_ctx_free(lp);
   }
 #endif

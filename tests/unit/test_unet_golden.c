@@ -15,6 +15,15 @@
 
 #define TOL32 1e-4
 
+/* Golden tensor name as a host F32 tensor (the caller frees it); NULL, with a failed check, when missing. */
+static struct fr_tensor *host_f32(const struct fr_safetensors *g, const char *name) {
+  const struct fr_st_entry *e = fr_st_find(g, name);
+  CHECKF(e != NULL, "golden tensor %s missing", name);
+  struct fr_tensor *v = e ? fr_st_view(e) : NULL, *h = v ? fr_tensor_to_f32(v) : NULL;
+  fr_tensor_free(v);
+  return h;
+}
+
 /* Runs the three timesteps of golden file gname through the UNet of checkpoint model in context c. */
 static void run_golden(struct fr_ctx *c, const char *fx, const char *model, const char *gname,
                        const int *channels, int levels, enum fr_unet_arch arch, int heads0) {
@@ -55,17 +64,32 @@ static void run_golden(struct fr_ctx *c, const char *fx, const char *model, cons
   for (int i = 0; i < 3; i++) {
     char n[64];
 #define G(field) (snprintf(n, sizeof n, "t%d_%s", i, field), fr_test_golden_upload(c, g, n))
-    struct fr_tensor *x = G("x"), *t = G("t"), *ctx = G("ctx"), *want = G("eps");
+#define H(field) (snprintf(n, sizeof n, "t%d_%s", i, field), host_f32(g, n))
+    /* t and the time ids stay host fp32 tensors, as the sampler passes them: the embedding is computed
+     * from fp32 values on every device (diffusers embeds fp32 timesteps and casts afterwards) */
+    struct fr_tensor *x = G("x"), *t = H("t"), *ctx = G("ctx"), *want = G("eps");
     struct fr_tensor *te = NULL, *ti = NULL;
     if (cfg->adm_in_channels) {
       te = G("text_embeds");
-      ti = G("time_ids");
+      ti = H("time_ids");
     }
 #undef G
+#undef H
     struct fr_unet_cond cond = {.context = ctx, .text_embeds = te, .time_ids = ti};
     struct fr_tensor *eps = NULL;
     if (x && t && ctx && want) {
       CHECK_OK(fr_unet_forward(c, u, x, t, &cond, NULL, &eps, &err), &err);
+    }
+    if (eps && i == 0 && strcmp(fr_ctx_device_name(c), "cpu") == 0) {
+      /* on the cpu, t and time ids given as context tensors (the older way) give the same bits */
+      struct fr_tensor *dt = fr_ctx_upload(c, t), *dti = ti ? fr_ctx_upload(c, ti) : NULL, *eps2 = NULL;
+      struct fr_unet_cond cond2 = {.context = ctx, .text_embeds = te, .time_ids = dti};
+      CHECK_OK(fr_unet_forward(c, u, x, dt, &cond2, NULL, &eps2, &err), &err);
+      CHECKF(eps2 && memcmp(eps2->data, eps->data, fr_tensor_nbytes(eps)) == 0,
+             "%s: host fp32 t and context t differ on the cpu", model);
+      fr_tensor_free(dt);
+      fr_tensor_free(dti);
+      fr_tensor_free(eps2);
     }
     if (eps) {
       /* both sides to the host: the golden was uploaded with the inputs (on the device under cuda) */
@@ -73,9 +97,7 @@ static void run_golden(struct fr_ctx *c, const char *fx, const char *model, cons
       CHECK(h && hw && fr_tensor_same_shape(h, hw));
       if (h && hw && fr_tensor_same_shape(h, hw)) {
         double e = fr_test_rel_err(h->data, hw->data, (long)fr_tensor_numel(hw));
-        snprintf(n, sizeof n, "t%d_t", i);
-        const struct fr_st_entry *te0 = fr_st_find(g, n); /* the host value: t itself is on the device */
-        float tval = te0 && te0->dtype == FR_F32 && te0->nbytes >= 4 ? *(const float *)te0->data : -1.0f;
+        float tval = ((const float *)t->data)[0];
         printf("%s %s t%d (t=%g): max|diff|/max|golden| = %.3g (tolerance %g, %s)\n", model, gname, i,
                (double)tval, e, tol, fr_test_ctx_label(c));
         CHECKF(e <= tol, "%s %s t%d: error %.3g > %g (%s)", model, gname, i, e, tol, fr_test_ctx_label(c));

@@ -797,7 +797,6 @@ static const char *fr__check_access(struct fr__srv *s, struct lws *wsi, bool sta
   return NULL;
 }
 
-
 /* Answers 200 with the whole file (already resolved inside an allowed folder) as body. */
 static int fr__respond_file(struct lws *wsi, struct fr__pss *pss, const char *full, const char *mime,
                             const char *cookie_header) {
@@ -1431,6 +1430,7 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
       .n_model_dirs = s->o.n_model_dirs,
       .output_dir = s->output_real,
       .device = s->o.device,
+      .dtype = s->o.dtype,
       .threads = s->o.threads,
       .on_event = fr__on_event,
       .user = s,

@@ -23,6 +23,7 @@ struct fr_serve_opts {
   const char *model_dirs[FR_SERVE_MAX_MODEL_DIRS];
   int n_model_dirs;
   const char *device; /* "cpu" (default) or "cuda" */
+  const char *dtype;  /* "f32", "f16", "bf16"; NULL: the device's default (fr_engine_opts.dtype) */
   int threads;
   const char *argv0; /* to find web/dist beside the binary */
 };
