@@ -173,14 +173,27 @@ static struct fr_tensor *fr__adm_input(struct fr_ctx *c, const struct fr_unet_co
   return y;
 }
 
+struct fr_tensor *fr_unet_added_cond(struct fr_ctx *c, const struct fr_unet *u,
+                                     const struct fr_unet_cond *cond) {
+  if (fr_ctx_failed(c))
+    return NULL;
+  if (u->cfg.adm_in_channels <= 0) {
+    fr_ctx_fail(c, FR_E_INVALID, "UNet: this model has no added conditioning");
+    return NULL;
+  }
+  return fr__adm_input(c, &u->cfg, cond);
+}
+
 struct fr_tensor *fr__unet_embed(struct fr_ctx *c, const struct fr_unet_impl *im,
                                  const struct fr_unet_config *cfg, const struct fr_tensor *t,
                                  const struct fr_unet_cond *cond) {
-  struct fr_tensor *te = /* [N, model_channels] */
-      fr__host_f32(t)
+  const struct fr_tensor *ts = cond ? cond->t_sin : NULL; /* given: [N, model_channels] */
+  struct fr_tensor *te =                                  /* [N, model_channels] */
+      ts ? NULL
+      : fr__host_f32(t)
           ? fr_timestep_embedding_f32(c, t->data, t->shape[0], cfg->model_channels, true, 0.0f, 10000.0f)
           : fr_timestep_embedding(c, t, cfg->model_channels, true, 0.0f, 10000.0f);
-  struct fr_tensor *h = fr_linear(c, te, im->te0w, im->te0b);
+  struct fr_tensor *h = fr_linear(c, ts ? ts : te, im->te0w, im->te0b);
   fr_tensor_free(te);
   struct fr_tensor *s = fr_silu(c, h);
   fr_tensor_free(h);
@@ -258,7 +271,12 @@ static enum fr_status fr__check_inputs(struct fr_ctx *c, const struct fr_unet *u
     return fr_ctx_fail(c, FR_E_SHAPE, "UNet: x is %s, expected [B, %d, h, w] with h, w multiples of %lld",
                        x ? fr_shape_str(x, s, sizeof s) : "missing", cfg->in_channels, (long long)mult);
   int64_t B = x->shape[0];
-  if (!t || t->ndim != 1 || (t->shape[0] != 1 && t->shape[0] != B))
+  const struct fr_tensor *ts = cond ? cond->t_sin : NULL;
+  if (ts &&
+      (ts->ndim != 2 || (ts->shape[0] != 1 && ts->shape[0] != B) || ts->shape[1] != cfg->model_channels))
+    return fr_ctx_fail(c, FR_E_SHAPE, "UNet: t_sin is %s, expected [%lld, %d] or [1, %d]",
+                       fr_shape_str(ts, s, sizeof s), (long long)B, cfg->model_channels, cfg->model_channels);
+  if (!ts && (!t || t->ndim != 1 || (t->shape[0] != 1 && t->shape[0] != B)))
     return fr_ctx_fail(c, FR_E_SHAPE, "UNet: t is %s, expected [%lld] or [1]",
                        t ? fr_shape_str(t, s, sizeof s) : "missing", (long long)B);
   const struct fr_tensor *ctx = cond ? cond->context : NULL;

@@ -63,6 +63,11 @@ struct fr_unet_cond {
   const struct fr_tensor *y;
   const struct fr_tensor *text_embeds;
   const struct fr_tensor *time_ids;
+  /* Optional: the sinusoidal embedding of t already made, [N, model_channels] with N = 1 or B, a context
+   * tensor (fr_timestep_embedding_f32, or a kept tensor rewritten with fr_ctx_write). t is then not read
+   * and may be NULL. A recorded step (fr_ctx_record_begin) takes its timestep this way: host values
+   * uploaded inside a recording are read once, when recording. */
+  const struct fr_tensor *t_sin;
 };
 
 /* ControlNet residuals (diffusers' down_block_additional_residuals / mid_block_additional_residual):
@@ -85,6 +90,12 @@ enum fr_status fr_unet_load(struct fr_ctx *c, const struct fr_checkpoint *ck, st
                             struct fr_err *err);
 /* Number of heads of the attention blocks at a level (or the middle block: level = levels - 1). */
 int fr_unet_heads(const struct fr_unet_config *cfg, int level);
+/* The added-conditioning vector y [B, adm_in_channels] of an SDXL-type UNet from cond (cond->y copied, or
+ * text_embeds ++ the fp32 embedding of time_ids), a new context tensor; NULL with the context's error set
+ * when the UNet has none or the parts do not fit. A sampler makes it once per run and passes it as
+ * cond->y, so no step embeds the (constant) time ids again. */
+struct fr_tensor *fr_unet_added_cond(struct fr_ctx *c, const struct fr_unet *u,
+                                     const struct fr_unet_cond *cond);
 /* Skip connections (= ControlNet down residuals) of this UNet. */
 int fr_unet_num_skips(const struct fr_unet_config *cfg);
 
