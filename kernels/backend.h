@@ -130,13 +130,6 @@ struct fr_backend {
   void (*graph_free)(void *bctx, void *graph);
 };
 
-/* The sinusoidal timestep embedding in fp32 on host memory: t[n] -> out[n, dim] (the formula of
- * fr_timestep_embedding, kernels/ops.h). The one definition shared by the CPU backend's op and
- * fr_timestep_embedding_f32, so both give the same bits; a device backend's kernel follows it step by step.
- */
-void fr_timestep_sinusoid(const float *t, int64_t n, int64_t dim, bool flip_sin_to_cos,
-                          float downscale_freq_shift, float max_period, float *out);
-
 /* The backends built into this binary. The CPU one always exists. */
 extern const struct fr_backend fr_backend_cpu;
 #ifdef FLOWRUN_HAVE_CUDA

@@ -147,6 +147,10 @@ static bool fr__graphs_off(void) {
   return v && strcmp(v, "0") == 0;
 }
 
+bool fr_ctx_can_record(const struct fr_ctx *c) {
+  return c->be->record_begin && !fr__graphs_off();
+}
+
 enum fr_status fr_ctx_record_begin(struct fr_ctx *c, struct fr_err *err) {
   if (!c->be->record_begin || fr__graphs_off())
     return fr_errf(err, FR_E_UNSUPPORTED, "device %s: no recorded replays%s", c->be->name,

@@ -90,6 +90,9 @@ enum fr_status fr_ctx_mem_stats(struct fr_ctx *c, bool reset_peak, struct fr_ctx
  * go on eagerly). FR_E_UNSUPPORTED where the device cannot record (the CPU, or FLOWRUN_CUDA_GRAPHS=0):
  * callers then simply run the ops. Free graphs before their context. */
 struct fr_recording;
+/* Whether fr_ctx_record_begin can succeed here at all (the device records and FLOWRUN_CUDA_GRAPHS is not
+ * 0), so callers skip preparing a recording that cannot happen. */
+bool fr_ctx_can_record(const struct fr_ctx *c);
 enum fr_status fr_ctx_record_begin(struct fr_ctx *c, struct fr_err *err);
 enum fr_status fr_ctx_record_end(struct fr_ctx *c, struct fr_recording **out, struct fr_err *err);
 enum fr_status fr_recording_replay(struct fr_recording *g, struct fr_err *err);
@@ -186,5 +189,11 @@ struct fr_tensor *fr_timestep_embedding(struct fr_ctx *c, const struct fr_tensor
 struct fr_tensor *fr_timestep_embedding_f32(struct fr_ctx *c, const float *t, int64_t n, int dim,
                                             bool flip_sin_to_cos, float downscale_freq_shift,
                                             float max_period);
+/* The sinusoidal timestep embedding in fp32 on host memory: t[n] -> out[n, dim] (the formula of
+ * fr_timestep_embedding). The one definition shared by the CPU backend's op, fr_timestep_embedding_f32 and
+ * the sampler's recorded steps (which write it into a kept tensor), so all give the same bits; a device
+ * backend's kernel follows it step by step. */
+void fr_timestep_sinusoid(const float *t, int64_t n, int64_t dim, bool flip_sin_to_cos,
+                          float downscale_freq_shift, float max_period, float *out);
 
 #endif

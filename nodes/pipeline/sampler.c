@@ -41,6 +41,16 @@ struct fr__den {
   struct fr_tensor *tid_all;          /* host, all halves concatenated */
   struct fr__ctl ctl[FR__MAX_CTL];
   int n_ctl;
+  /* The UNet step as a recorded replay (CUDA graph; kernels/ops.h fr_ctx_record_begin): after one eager
+   * step (it warms the memory pool and the GEMM plans), the next is recorded with kept input tensors and
+   * every later one writes its inputs and replays. Only without ControlNets (their set varies per step)
+   * and where the device records; any failure falls back to eager steps for the rest of the run. */
+  struct {
+    int state; /* 0: not tried, 1: recorded, -1: eager only */
+    int eager; /* eager steps run */
+    struct fr_recording *rec;
+    struct fr_tensor *x, *t_sin, *y, *eps; /* device: the recording's inputs and output */
+  } r;
   bool xl; /* preview factors */
   int steps;
   struct fr_err err;
@@ -155,7 +165,17 @@ static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct f
   return FR_OK;
 }
 
+static void fr__rec_drop(struct fr__den *d) {
+  fr_tensor_free(d->r.x);
+  fr_tensor_free(d->r.t_sin);
+  fr_tensor_free(d->r.y);
+  fr_tensor_free(d->r.eps);
+  fr_recording_free(d->r.rec);
+  memset(&d->r, 0, sizeof d->r);
+}
+
 static void fr__den_free(struct fr__den *d) {
+  fr__rec_drop(d);
   for (int i = 0; i < 2; i++) {
     fr_tensor_free(d->ctx[i]);
     fr_tensor_free(d->te[i]);
@@ -252,6 +272,68 @@ static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xi
   return fr_ctx_status(d->c, &d->err);
 }
 
+/* The denoised sample from eps (host, [halves * n]): classifier-free guidance, then x - sigma eps. */
+static void fr__cfg_out(const struct fr__den *d, const float *x, int64_t n, double sigma, const float *e,
+                        float *out) {
+  for (int64_t i = 0; i < n; i++) {
+    double ep = d->halves == 2 ? e[i] + d->cfg * ((double)e[n + i] - e[i]) : e[i];
+    out[i] = (float)(x[i] - sigma * ep);
+  }
+}
+
+/* One UNet step through the recording: hx the scaled input (host [NB, C, h, w]), t the timestep; *he the
+ * downloaded eps. Returns FR_OK, an error, or FR_E_UNSUPPORTED when recording is not possible or failed
+ * (then the caller runs the step eagerly; a failure is reported once as a warning). */
+static enum fr_status fr__denoise_recorded(struct fr__den *d, const struct fr_tensor *hx, float t,
+                                           struct fr_tensor **he) {
+  struct fr_ctx *c = d->c;
+  const struct fr_unet *u = d->m->unet;
+  int mc = u->cfg.model_channels;
+  *he = NULL;
+  struct fr_tensor *hs = fr_tensor_f32(2, (int64_t[]){1, mc}); /* [1, model_channels] */
+  if (!hs)
+    return fr_errf(&d->err, FR_E_NOMEM, "out of memory");
+  fr_timestep_sinusoid(&t, 1, mc, true, 0.0f, 10000.0f, hs->data);
+  enum fr_status rc = FR_OK;
+  struct fr_err e = {{0}};
+  if (d->r.state == 0) {
+    d->r.x = fr_ctx_upload(c, hx);
+    d->r.t_sin = fr_ctx_upload(c, hs);
+    if (u->cfg.adm_in_channels > 0) {
+      struct fr_unet_cond parts = {.context = d->ctx_all, .text_embeds = d->te_all, .time_ids = d->tid_all};
+      d->r.y = fr_unet_added_cond(c, u, &parts);
+    }
+    rc = fr_ctx_status(c, &d->err);
+    if (!rc) {
+      rc = fr_ctx_record_begin(c, &e);
+      if (!rc) {
+        struct fr_unet_cond cond = {.context = d->ctx_all, .y = d->r.y, .t_sin = d->r.t_sin};
+        fr_unet_forward(c, u, d->r.x, NULL, &cond, NULL, &d->r.eps, &e); /* failures: at record_end */
+        rc = fr_ctx_record_end(c, &d->r.rec, &e);
+        if (rc)
+          fr_node_warn(d->nc, "recording the sampler step failed (%s); running it eagerly", e.msg);
+      }
+      if (rc) {
+        fr_ctx_clear(c);
+        rc = FR_E_UNSUPPORTED;
+      }
+    }
+    d->r.state = rc ? -1 : 1;
+  } else {
+    rc = fr_ctx_write(c, d->r.x, hx, &d->err);
+    if (!rc)
+      rc = fr_ctx_write(c, d->r.t_sin, hs, &d->err);
+  }
+  fr_tensor_free(hs);
+  if (!rc)
+    rc = fr_recording_replay(d->r.rec, &d->err);
+  if (!rc && !(*he = fr_ctx_download(c, d->r.eps)))
+    rc = fr_ctx_status(c, &d->err);
+  if (rc == FR_E_UNSUPPORTED)
+    fr__rec_drop(d), d->r.state = -1;
+  return rc;
+}
+
 static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double sigma, double t, float *out) {
   struct fr__den *d = user;
   struct fr_ctx *c = d->c;
@@ -268,6 +350,23 @@ static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double 
     for (int64_t i = 0; i < n; i++)
       ((float *)hx->data)[h * n + i] = x[i] * s;
   ((float *)ht->data)[0] = (float)t;
+  if (d->n_ctl == 0 && d->r.state >= 0 && d->r.eager >= 1 && fr_ctx_can_record(c)) {
+    struct fr_tensor *he = NULL;
+    enum fr_status rc = fr__denoise_recorded(d, hx, (float)t, &he);
+    if (rc != FR_E_UNSUPPORTED) {
+      fr_tensor_free(hx);
+      fr_tensor_free(ht);
+      if (rc) {
+        fr_tensor_free(he);
+        fr_ctx_clear(c);
+        return rc;
+      }
+      fr__cfg_out(d, x, n, sigma, he->data, out);
+      fr_tensor_free(he);
+      return FR_OK;
+    }
+  }
+  d->r.eager++;
   /* t stays a host fp32 tensor: the UNet and ControlNets embed it before any rounding to the compute
    * dtype (in BF16, t = 999 would become 1000). */
   struct fr_tensor *dx = fr_ctx_upload(c, hx), *eps = NULL, *he = NULL;
@@ -295,11 +394,7 @@ static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double 
     fr_ctx_clear(c);
     return rc ? rc : fr_errf(&d->err, FR_E_NOMEM, "out of memory");
   }
-  const float *e = he->data;
-  for (int64_t i = 0; i < n; i++) {
-    double ep = d->halves == 2 ? e[i] + d->cfg * ((double)e[n + i] - e[i]) : e[i];
-    out[i] = (float)(x[i] - sigma * ep);
-  }
+  fr__cfg_out(d, x, n, sigma, he->data, out);
   fr_tensor_free(he);
   return FR_OK;
 }

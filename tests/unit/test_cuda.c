@@ -243,6 +243,7 @@ static void check_recording_cpu(void) {
   if (!c)
     return;
   struct fr_err e;
+  CHECK(!fr_ctx_can_record(c));
   enum fr_status st = fr_ctx_record_begin(c, &e);
   CHECKF(st == FR_E_UNSUPPORTED && !fr_ctx_failed(c), "cpu record_begin: %d %s", st, e.msg);
   struct fr_tensor *h = rand_t(2, (int64_t[]){4, 16}, 1.0f), *h2 = rand_t(2, (int64_t[]){4, 16}, 1.0f);
@@ -266,6 +267,7 @@ static void check_recording_cpu(void) {
  * recording cleanly and the context goes on eagerly. */
 static void check_recording(struct fr_ctx *c) {
   const char *dn = fr_dtype_name(fr_ctx_dtype(c));
+  CHECK(fr_ctx_can_record(c));
   double tol = fr_ctx_dtype(c) == FR_F32 ? 1e-5 : fr_ctx_dtype(c) == FR_F16 ? 2e-2 : 1e-1; /* |y| < ~6 */
   struct fr_tensor *hw = rand_t(2, (int64_t[]){16, 16}, 0.25f), *hb = rand_t(1, (int64_t[]){16}, 0.5f);
   struct fr_tensor *hx = rand_t(2, (int64_t[]){4, 16}, 1.0f);
