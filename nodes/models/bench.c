@@ -865,7 +865,7 @@ static bool fr__finite(struct fr_ctx *c, const struct fr_tensor *t) {
 static void fr__describe(const struct fr__job *j, const struct fr__result *r, char *out, size_t n) {
   int B = j->batch, S = j->latent, P = 8 * S;
   switch (j->row->kind) {
-  case FR__SGEMM: snprintf(out, n, "OpenBLAS sgemm %d^3", FR__GEMM_N); break;
+  case FR__SGEMM: snprintf(out, n, "cblas_sgemm %d^3 (OpenBLAS), host", FR__GEMM_N); break;
   case FR__CLIP: snprintf(out, n, "CLIP-L text encoder, [%d, %d] tokens", B, FR__TOKENS); break;
   case FR__UNET:
     snprintf(out, n, "%s UNet step, [%d, 4, %d, %d]%s", strcmp(j->row->arch, "sdxl") ? "SD1.5" : "SDXL", B, S,
@@ -918,9 +918,9 @@ static enum fr_status fr__row_run(struct fr__bench *b, const struct fr__row *row
   }
   if (!rc)
     rc = k->setup(&j, &state, &r->flops, err);
-  fr__memck_free(&mem); /* the weights are context tensors now (converted or uploaded copies) */
   if (!rc && j.ctx)
     rc = fr_ctx_sync(j.ctx, err);
+  fr__memck_free(&mem); /* the weights are context tensors now (converted or uploaded copies) */
   r->load_ms = (fr__now() - t0) * 1e3;
   struct fr_ctx_mem m0 = {0}, m1 = {0};
   r->have_mem = !rc && j.ctx && fr_ctx_mem_stats(j.ctx, true, &m0, NULL) == FR_OK; /* peak from here */
