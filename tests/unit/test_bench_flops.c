@@ -55,6 +55,8 @@ int main(void) {
          uxl = fr_synth_unet_flops(&sdxl.unet, 128, 128, 77);
   printf("unet-sd15 64x64: %.3f TFLOP per batch-1 forward; unet-sdxl 128x128: %.3f\n", u15 * 1e-12,
          uxl * 1e-12);
+  printf("per batch-2 run (the bench rows): unet-sd15 %.1f, unet-sdxl %.1f, controlnet-sd15 %.1f GFLOP\n",
+         2 * u15 * 1e-9, 2 * uxl * 1e-9, 2 * cn * 1e-9);
   CHECK(near(u15, 0.80e12, 0.02));
   CHECK(near(u15, 2.0e-3 * 790e12 / 2, 0.03));
   CHECK(near(uxl, 17e-3 * 790e12 / 2, 0.05));
