@@ -779,3 +779,33 @@ double fr_synth_clip_flops(const struct fr_synth_clip *c, int tokens) {
   double per = 4 * 2.0 * T * W * W + 2 * 2.0 * T * T * W + 2 * 2.0 * T * W * c->ff;
   return per * c->layers + (c->hf ? 0 : 2.0 * W * c->proj);
 }
+
+double fr_synth_controlnet_flops(const struct fr_synth_unet *u, int h, int w, int ctx_len) {
+  struct fr_synth_unet enc = *u;
+  enc.controlnet = true;
+  double f = fr_synth_unet_flops(&enc, h, w, ctx_len); /* time embedding, encoder, middle block */
+  /* hint network over the [3, 8h, 8w] image: 8 3x3 convs, those at 2, 4, 6 with stride 2 */
+  const int *hc = u->hint_ch;
+  const int io[8][2] = {{3, hc[0]},     {hc[0], hc[0]}, {hc[0], hc[1]}, {hc[1], hc[1]},
+                        {hc[1], hc[2]}, {hc[2], hc[2]}, {hc[2], hc[3]}, {hc[3], u->ch}};
+  double H = 8.0 * h, W = 8.0 * w;
+  for (int i = 0; i < 8; i++) {
+    if (i == 2 || i == 4 || i == 6)
+      H /= 2, W /= 2;
+    f += 2.0 * io[i][0] * io[i][1] * 9 * H * W;
+  }
+  /* zero convs: a 1x1 conv on every skip connection (conv_in, each res block, each downsample) and on
+   * the middle block's output */
+  double T = (double)h * w;
+  int cur = u->ch;
+  f += 2.0 * cur * cur * T;
+  for (int l = 0; l < u->levels; l++) {
+    cur = u->ch * u->mult[l];
+    f += u->nres * 2.0 * cur * cur * T;
+    if (l != u->levels - 1) {
+      T /= 4;
+      f += 2.0 * cur * cur * T;
+    }
+  }
+  return f + 2.0 * cur * cur * T;
+}

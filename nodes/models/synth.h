@@ -106,5 +106,9 @@ enum fr_status fr_synth_write(const struct fr_synth_list *l, const char *path, e
 double fr_synth_unet_flops(const struct fr_synth_unet *u, int h, int w, int ctx_len);
 /* The same for a CLIP text encoder over `tokens` tokens, batch 1. */
 double fr_synth_clip_flops(const struct fr_synth_clip *c, int tokens);
+/* The same for a ControlNet forward (u is the UNet table with hint_ch set; controlnet need not be): the
+ * encoder and middle block at latent h x w, the hint network over the 8h x 8w conditioning image and the
+ * zero convs (one per skip connection, one after the middle block), batch 1. */
+double fr_synth_controlnet_flops(const struct fr_synth_unet *u, int h, int w, int ctx_len);
 
 #endif

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# flowrun synth / bench: bad usage is exit 2 with a message naming the problem; nothing is written.
-# (Full-size synth and bench runs take minutes and gigabytes: they are run by hand, see BENCHMARKS.md.)
+# flowrun synth: bad usage is exit 2 with a message naming the problem; nothing is written.
+# (Full-size synth runs take minutes and gigabytes: they are run by hand, see BENCHMARKS.md. flowrun bench's
+# options and rows are checked by bench_rows.sh.)
 set -u
 fail=0
 tmp="${FR_TEST_TMP:-/tmp}/cli_synth.$$"
@@ -21,12 +22,6 @@ expect 2 "expected f32, f16 or bf16" -- "$FLOWRUN" synth sd15 "$tmp/x.safetensor
 expect 2 "non-negative integer" -- "$FLOWRUN" synth sd15 "$tmp/x.safetensors" --seed abc
 expect 2 "unknown or incomplete option --bogus" -- "$FLOWRUN" synth sd15 "$tmp/x.safetensors" --bogus
 expect 1 "cannot create a temporary file" -- "$FLOWRUN" synth controlnet-sd15 "$tmp/no/dir/x.safetensors" --quiet
-expect 2 "unknown option --bogus" -- "$FLOWRUN" bench --bogus 1
-expect 2 "expected an integer >= 1" -- "$FLOWRUN" bench --runs 0
-expect 2 "unknown component 'gpu'" -- "$FLOWRUN" bench --only gpu
-expect 2 "unknown architecture" -- "$FLOWRUN" bench --arch sd9
-expect 1 "no such file" -- "$FLOWRUN" bench --ckpt "$tmp/missing.safetensors" --only vae
-expect 0 "skipped: needs --ckpt" -- "$FLOWRUN" bench --only vae
 if ls "$tmp" | grep -q .; then echo "FAIL: files left in $tmp: $(ls "$tmp")"; fail=1; fi
 rm -rf "$tmp"
 exit $fail
