@@ -938,7 +938,6 @@ static enum fr_status fr__row_run(struct fr__bench *b, const struct fr__row *row
     r->median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
     r->min_ms = ms[0];
     r->max_ms = ms[n - 1];
-    r->finite = !keep || fr__finite(j.ctx, keep);
     if (r->have_mem && fr_ctx_mem_stats(j.ctx, false, &m1, NULL) == FR_OK) {
       r->peak_mib = (double)m1.peak / (1 << 20);
       r->resident_mib = (double)m0.in_use / (1 << 20);
@@ -946,6 +945,7 @@ static enum fr_status fr__row_run(struct fr__bench *b, const struct fr__row *row
       r->have_mem = false;
       r->peak_mib = fr__peak_rss_mib();
     }
+    r->finite = !keep || fr__finite(j.ctx, keep); /* after reading the peak: nothing of it counts */
     r->shrunk = r->full_flops <= 0 || fabs(r->flops - r->full_flops) > 1e-9 * r->full_flops;
   }
   snprintf(r->note, sizeof r->note, "%s", j.note);
