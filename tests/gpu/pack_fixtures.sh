@@ -17,7 +17,8 @@ DST=$ROOT/.fixtures-gpu
 
 FILES="models/sd15-tiny.safetensors models/sdxl-tiny.safetensors models/sdxl-refiner-tiny.safetensors
   models/controlnet-tiny.safetensors"
-for g in sd15_unet sdxl_unet refiner_unet controlnet sd15_text_encoder sdxl_text_encoder_1 sdxl_text_encoder_2; do
+for g in sd15_unet sdxl_unet refiner_unet controlnet sd15_text_encoder sdxl_text_encoder_1 sdxl_text_encoder_2 \
+  sd15_vae sdxl_vae; do
   FILES="$FILES golden/$g.safetensors golden/$g.json"
 done
 DIRS="tokenizer tokenizer_2"

@@ -68,10 +68,10 @@ if [ "$MODE" = cmake ]; then
   if cmake -S "$ROOT" -B "$B" -DFLOWRUN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CUDA_COMPILER="$NVCC" >"$LOGDIR/cmake.log" 2>&1 &&
     cmake --build "$B" -j"$JOBS" --target test_ops test_cuda test_unet_golden test_controlnet_golden \
-      test_clip_golden bench_unet_cuda >>"$LOGDIR/cmake.log" 2>&1; then
+      test_clip_golden test_vae_golden bench_unet_cuda >>"$LOGDIR/cmake.log" 2>&1; then
     grep -E "warning" "$LOGDIR/cmake.log" || echo "(no compiler warnings)"
     BIN="$B/tests"
-    GOLDENS="test_unet_golden test_controlnet_golden test_clip_golden"
+    GOLDENS="test_unet_golden test_controlnet_golden test_clip_golden test_vae_golden"
   else
     echo "cmake build failed (log: $LOGDIR/cmake.log); falling back to the direct build"
     tail -30 "$LOGDIR/cmake.log"
@@ -133,8 +133,9 @@ if [ "$MODE" = min ]; then
       -c "$f" -o "$o" &
     pids+=($!)
   done
-  MSRC="core/json.c core/buf.c core/safetensors.c nodes/models/weights.c nodes/models/unet.c
-    nodes/models/unet_load.c nodes/models/controlnet.c nodes/models/clip.c nodes/models/synth.c"
+  MSRC="core/json.c core/buf.c core/file.c core/safetensors.c nodes/models/weights.c nodes/models/unet.c
+    nodes/models/unet_load.c nodes/models/controlnet.c nodes/models/clip.c nodes/models/synth.c
+    nodes/models/vae.c"
   [ $ZLIB = 1 ] && MSRC="$MSRC nodes/models/tokenizer.c"
   for f in $MSRC; do
     o="$B/obj/$(echo "$f" | tr / _).o"
@@ -152,10 +153,12 @@ if [ "$MODE" = min ]; then
     $CC $CFLAGS $BLAS_INC -c "$src" -o "$B/obj/$name.o" &&
       "$NVCC" --cudart shared -o "$B/$name" "$B/obj/$name.o" "$@" "${LIBS[@]}"
   }
+  # tests/test.c's golden helpers read safetensors: the op tests link the model objects too
+  [ $mok = 1 ] || ok=0
   for t in test_ops test_cuda; do
-    [ $ok = 1 ] && { link "tests/unit/$t.c" "$t" "${objs[@]}" || ok=0; }
+    [ $ok = 1 ] && { link "tests/unit/$t.c" "$t" "${objs[@]}" "${mobjs[@]}" || ok=0; }
   done
-  GOLDENS="test_unet_golden test_controlnet_golden"
+  GOLDENS="test_unet_golden test_controlnet_golden test_vae_golden"
   [ $ZLIB = 1 ] && GOLDENS="$GOLDENS test_clip_golden"
   if [ $ok = 1 ] && [ $mok = 1 ]; then
     for t in $GOLDENS; do
