@@ -1,11 +1,13 @@
-/* conv2d as im2col + one cuBLASLt GEMM per image and chunk of output rows (correct first; an implicit-GEMM
- * kernel is later work, see docs/cuda.md).
+/* conv2d as im2col + cuBLASLt GEMMs (an implicit-GEMM kernel is later work, see docs/cuda.md).
  *
- * Per image b and chunk of output rows [oh0, oh0 + r):  y_b[O, Pc] = w[O, C*kh*kw] cols[C*kh*kw, Pc]
- * (row-major, Pc = r * Wo). Column-major that is  y_b^T [Pc, O] = (cols as Pc x CK) (w as CK x O), written
- * into y with leading dimension P = Ho * Wo. The bias is per output channel, i.e. per COLUMN of that
- * product, which cuBLASLt's BIAS epilogue (per row) cannot add: y is pre-filled with the bias and the
- * GEMMs accumulate (beta = 1). 1x1 stride-1 unpadded convolutions use x_b [C, H*W] directly as cols. */
+ * For image b and a chunk of output rows [oh0, oh0 + r):  y_b[O, Pc] = w[O, C*kh*kw] cols_b[C*kh*kw, Pc]
+ * (row-major, Pc = r * Wo). Column-major that is  y_b^T [Pc, O] = (cols_b as Pc x CK) (w as CK x O),
+ * written into y with leading dimension P = Ho * Wo. When whole images fit the column budget, a group of
+ * images is one strided-batched GEMM (weights shared: stride 0), so a UNet conv at batch 2 is one im2col
+ * and one GEMM launch; larger images (the VAE at 512x512 and up) go a chunk of output rows at a time. The
+ * bias is per output channel, i.e. per COLUMN of that product, which cuBLASLt's BIAS epilogue (per row)
+ * cannot add: y is pre-filled with the bias and the GEMMs accumulate (beta = 1). 1x1 stride-1 unpadded
+ * convolutions use x_b [C, H*W] directly as the columns. */
 #include <string.h>
 
 #include "kernels/cuda/internal.cuh"
@@ -13,20 +15,23 @@
 /* Scratch for the columns of one chunk, in elements: 32M (64 MiB in fp16) bounds the VAE's 512x512 layers. */
 #define FR__IM2COL_BUDGET ((int64_t)32 << 20)
 
-/* cols[r, p] for r = (c, ki, kj) in [0, CK), p = (oh - oh0) * Wo + ow in [0, rows * Wo). */
+/* cols_b[r, p] for image b = blockIdx.z (of a group), row r = (c, ki, kj) in [0, CK) along grid y, and
+ * p = (oh - oh0) * Wo + ow in [0, pc) along grid x. The row's (c, ki, kj) is split once per thread and the
+ * pixel's (oh, ow) with one 32-bit division: pc, H, W < 2^31 (pc is bounded by the budget). */
 template <typename T>
-static __global__ void fr__im2col_kernel(T *cols, const T *x, int64_t C, int64_t H, int64_t W, int kh, int kw,
-                                         int64_t Wo, int64_t oh0, int64_t rows, int stride, int pad) {
-  int64_t pc = rows * Wo, total = C * kh * kw * pc;
-  FR_CUDA_LOOP(e, total) {
-    int64_t p = e % pc, r = e / pc;
-    int64_t kj = r % kw, ki = (r / kw) % kh, c = r / ((int64_t)kw * kh);
-    int64_t oh = oh0 + p / Wo, ow = p % Wo;
-    int64_t ih = oh * stride - pad + ki, iw = ow * stride - pad + kj;
-    T v = (T)0.0f;
-    if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-      v = x[(c * H + ih) * W + iw];
-    cols[e] = v;
+static __global__ void fr__im2col_kernel(T *cols, const T *x, int C, int H, int W, int kh, int kw, int Wo,
+                                         int oh0, int pc, int K, int stride, int pad) {
+  const T *xb = x + (int64_t)blockIdx.z * C * H * W;
+  T *cb = cols + (int64_t)blockIdx.z * K * pc;
+  for (int r = blockIdx.y; r < K; r += gridDim.y) {
+    const int c = r / (kh * kw), kk = r % (kh * kw), ki = kk / kw, kj = kk % kw;
+    const T *xc = xb + (int64_t)c * H * W;
+    T *row = cb + (int64_t)r * pc;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < pc; p += gridDim.x * blockDim.x) {
+      const int oh = oh0 + p / Wo, ow = p % Wo;
+      const int ih = oh * stride - pad + ki, iw = ow * stride - pad + kj;
+      row[p] = ih >= 0 && ih < H && iw >= 0 && iw < W ? xc[(int64_t)ih * W + iw] : (T)0.0f;
+    }
   }
 }
 
@@ -46,6 +51,9 @@ enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_ten
   int64_t n = fr_tensor_numel(y);
   if (n == 0)
     return FR_OK;
+  if (H >= INT32_MAX || W >= INT32_MAX || Wo >= INT32_MAX || K >= INT32_MAX)
+    return fr_errf(err, FR_E_UNSUPPORTED, "conv2d: %lld x %lld input, %lld column rows: too large for cuda",
+                   (long long)H, (long long)W, (long long)K);
   size_t es = fr_dtype_size(cu->dtype);
   if (bias) {
     FR_CUDA_DISPATCH(cu->dtype, err, T,
@@ -59,32 +67,45 @@ enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_ten
   if (K == 0)
     return FR_OK;
   bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
-  int64_t rows = Ho;
+  int64_t rows = Ho, group = B; /* output rows per chunk, images per GEMM */
   struct fr_cuda_block *blk = NULL;
   void *cols = NULL;
   if (!direct) {
-    rows = FR__IM2COL_BUDGET / (K * Wo);
-    if (rows < 1)
-      rows = 1;
-    if (rows > Ho)
-      rows = Ho;
-    cols = fr_cuda_pool_alloc(cu, (size_t)(K * rows * Wo) * es, &blk);
+    if (K * P <= FR__IM2COL_BUDGET) {
+      group = FR__IM2COL_BUDGET / (K * P);
+      if (group > B)
+        group = B;
+      if (group > 65535)
+        group = 65535; /* grid z */
+    } else {
+      group = 1;
+      rows = FR__IM2COL_BUDGET / (K * Wo);
+      if (rows < 1)
+        rows = 1;
+      if (rows > Ho)
+        rows = Ho;
+    }
+    cols = fr_cuda_pool_alloc(cu, (size_t)(group * K * rows * Wo) * es, &blk);
     if (!cols)
-      return fr_errf(err, FR_E_NOMEM, "out of device memory for im2col scratch [%lld, %lld]", (long long)K,
-                     (long long)(rows * Wo));
+      return fr_errf(err, FR_E_NOMEM, "out of device memory for im2col scratch [%lld, %lld, %lld]",
+                     (long long)group, (long long)K, (long long)(rows * Wo));
   }
   enum fr_status rc = FR_OK;
-  for (int64_t bi = 0; bi < B && rc == FR_OK; bi++) {
-    const char *xb = (const char *)x->data + (size_t)(bi * C * H * W) * es;
-    char *yb = (char *)y->data + (size_t)(bi * O * P) * es;
+  for (int64_t b0 = 0; b0 < B && rc == FR_OK; b0 += group) {
+    int64_t nb = B - b0 < group ? B - b0 : group;
+    const char *xb = (const char *)x->data + (size_t)(b0 * C * H * W) * es;
+    char *yb = (char *)y->data + (size_t)(b0 * O * P) * es;
     for (int64_t oh0 = 0; oh0 < Ho && rc == FR_OK; oh0 += rows) {
       int64_t r = Ho - oh0 < rows ? Ho - oh0 : rows, pc = r * Wo;
       if (!direct) {
-        int64_t total = K * pc;
+        unsigned gx = fr_cuda_blocks(pc, FR_CUDA_THREADS);
+        if (gx > 64)
+          gx = 64; /* the row loop covers the rest; K rows along y already fill the GPU */
+        dim3 grid(gx, (unsigned)(K < 65535 ? K : 65535), (unsigned)nb);
         FR_CUDA_DISPATCH(cu->dtype, err, T,
-                         fr__im2col_kernel<T>
-                         <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                             (T *)cols, (const T *)xb, C, H, W, (int)kh, (int)kw, Wo, oh0, r, stride, pad));
+                         fr__im2col_kernel<T><<<grid, FR_CUDA_THREADS, 0, cu->stream>>>(
+                             (T *)cols, (const T *)xb, (int)C, (int)H, (int)W, (int)kh, (int)kw, (int)Wo,
+                             (int)oh0, (int)pc, (int)K, stride, pad));
         rc = fr_cuda_launched(err, "im2col kernel");
         if (rc != FR_OK)
           break;
@@ -96,13 +117,26 @@ enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_ten
       g.k = K;
       g.a = direct ? (const void *)xb : cols;
       g.lda = direct ? P : pc;
+      g.stride_a = direct ? C * H * W : K * pc;
       g.b = w->data;
       g.ldb = K;
+      g.stride_b = 0; /* every image of the group: the same weights */
       g.d = yb + (size_t)(oh0 * Wo) * es;
       g.ldd = P;
-      g.batch = 1;
+      g.stride_d = O * P;
+      g.batch = nb;
       g.accumulate = true;
       rc = fr_cuda_gemm_run(cu, &g, err);
+      if (rc != FR_OK && nb > 1) { /* no batched plan with a shared operand: one GEMM per image */
+        struct fr_cuda_gemm g1 = g;
+        g1.batch = 1;
+        rc = FR_OK;
+        for (int64_t i = 0; i < nb && rc == FR_OK; i++) {
+          g1.a = (const char *)g.a + (size_t)(i * g.stride_a) * es;
+          g1.d = (char *)g.d + (size_t)(i * g.stride_d) * es;
+          rc = fr_cuda_gemm_run(cu, &g1, err);
+        }
+      }
     }
   }
   fr_cuda_pool_release(blk);

@@ -86,6 +86,8 @@ static const struct row ROWS[] = {
      .tol = GEMM_TOL, .why = GEMM_WHY},
     {"conv2d 3x3 s2 odd", K_CONV2D, 4, S(1, 8, 15, 9), 4, S(16, 8, 3, 3), .p = {2, 0}, .tol = GEMM_TOL,
      .why = GEMM_WHY},
+    {"conv2d 3x3 s2 batch 3", K_CONV2D, 4, S(3, 8, 15, 9), 4, S(16, 8, 3, 3), .p = {2, 1}, .flag = true,
+     .tol = GEMM_TOL, .why = "three images in one batched GEMM on cuda (weights shared, stride 0)"},
     {"conv2d 1x1", K_CONV2D, 4, S(2, 64, 8, 8), 4, S(32, 64, 1, 1), .p = {1, 0}, .flag = true,
      .tol = GEMM_TOL, .why = GEMM_WHY},
     {"conv2d 4->32 in", K_CONV2D, 4, S(1, 4, 32, 32), 4, S(32, 4, 3, 3), .p = {1, 1}, .flag = true,
