@@ -492,12 +492,21 @@ static enum fr_status fr__clip_run(struct fr__job *j, void *state, struct fr_ten
 struct fr__unet_state {
   struct fr_unet *u;
   struct fr_tensor *x, *t, *ctx, *te, *tid;
+  /* the step as the sampler runs it where the device records (CUDA graphs): recorded after the first
+   * eager forward, replayed by every later run */
+  struct fr_recording *rec;
+  struct fr_tensor *t_sin, *y, *eps;
+  bool eager_only;
 };
 
 static void fr__unet_teardown(void *state) {
   struct fr__unet_state *s = state;
   if (!s)
     return;
+  fr_tensor_free(s->eps);
+  fr_tensor_free(s->t_sin);
+  fr_tensor_free(s->y);
+  fr_recording_free(s->rec);
   fr_unet_free(s->u);
   fr_tensor_free(s->x);
   fr_tensor_free(s->t);
@@ -559,11 +568,42 @@ static enum fr_status fr__unet_run(struct fr__job *j, void *state, struct fr_ten
   else
     cond.y = s->te;
   struct fr_tensor *eps = NULL;
+  if (s->rec) { /* a replay, as the sampler's steps after its first */
+    enum fr_status rc = fr_recording_replay(s->rec, err);
+    if (!rc && keep && !(*keep = fr_copy(j->ctx, s->eps)))
+      rc = fr__ctx_err(j->ctx, err);
+    return rc;
+  }
   enum fr_status rc = fr_unet_forward(j->ctx, s->u, s->x, s->t, &cond, NULL, &eps, err);
   if (!rc && keep)
     *keep = eps; /* [B, 4, h, w] */
   else
     fr_tensor_free(eps);
+  if (rc || s->eager_only || !fr_ctx_can_record(j->ctx))
+    return rc;
+  /* record the step once (nothing runs while recording), with the timestep's sinusoid and SDXL's added
+   * conditioning made beforehand, as nodes/pipeline/sampler.c does */
+  s->eager_only = true; /* unless the recording below succeeds */
+  float t = 500.0f;
+  s->t_sin = fr_timestep_embedding_f32(j->ctx, &t, 1, s->u->cfg.model_channels, true, 0.0f, 10000.0f);
+  if (s->tid)
+    s->y = fr_unet_added_cond(j->ctx, s->u, &cond);
+  struct fr_err e = {{0}};
+  rc = fr_ctx_status(j->ctx, err);
+  if (!rc && fr_ctx_record_begin(j->ctx, &e) == FR_OK) {
+    struct fr_unet_cond rcond = {.context = s->ctx, .y = s->tid ? s->y : s->te, .t_sin = s->t_sin};
+    fr_unet_forward(j->ctx, s->u, s->x, NULL, &rcond, NULL, &s->eps, &e);
+    if (fr_ctx_record_end(j->ctx, &s->rec, &e) == FR_OK) {
+      s->eager_only = false;
+      snprintf(j->note, sizeof j->note,
+               "timed runs replay the recorded step (CUDA graph), as the sampler does");
+    } else {
+      snprintf(j->note, sizeof j->note, "recording failed, eager forwards timed: %.100s", e.msg);
+      fr_ctx_clear(j->ctx);
+      fr_tensor_free(s->eps);
+      s->eps = NULL;
+    }
+  }
   return rc;
 }
 
