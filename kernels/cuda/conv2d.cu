@@ -35,10 +35,16 @@ static __global__ void fr__im2col_kernel(T *cols, const T *x, int C, int H, int 
   }
 }
 
-/* y[b, o, p] = bias[o] */
+/* y[b, o, p] = bias[o]: row b * O + o along grid y (strided past 65535 rows), p along x */
 template <typename T>
-static __global__ void fr__bias_fill_kernel(T *y, const T *bias, int64_t O, int64_t P, int64_t n) {
-  FR_CUDA_LOOP(e, n) y[e] = bias[(e / P) % O];
+static __global__ void fr__bias_fill_kernel(T *y, const T *bias, int64_t O, int64_t P, int64_t rows) {
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const T v = bias[row % O];
+    T *yr = y + row * P;
+    for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < P;
+         p += (int64_t)gridDim.x * blockDim.x)
+      yr[p] = v;
+  }
 }
 
 enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_tensor *x,
@@ -56,10 +62,11 @@ enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_ten
                    (long long)H, (long long)W, (long long)K);
   size_t es = fr_dtype_size(cu->dtype);
   if (bias) {
+    unsigned gx = fr_cuda_blocks(P, FR_CUDA_THREADS);
+    dim3 grid(gx > 64 ? 64 : gx, (unsigned)(B * O < 65535 ? B * O : 65535));
     FR_CUDA_DISPATCH(cu->dtype, err, T,
-                     fr__bias_fill_kernel<T>
-                     <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                         (T *)y->data, (const T *)bias->data, O, P, n));
+                     fr__bias_fill_kernel<T><<<grid, FR_CUDA_THREADS, 0, cu->stream>>>(
+                         (T *)y->data, (const T *)bias->data, O, P, B * O));
     FR_CUDA_TRY(fr_cuda_launched(err, "conv2d bias fill kernel"));
   } else {
     FR_CUDA_TRY(fr_cuda_fill(cu, y->data, n, 0.0f, err));

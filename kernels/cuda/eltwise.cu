@@ -43,13 +43,15 @@ enum fr_status fr_cuda_unary(void *bp, enum fr_unary_op op, struct fr_tensor *y,
   return fr_cuda_launched(err, "unary kernel");
 }
 
-/* y [R, N] = x[:, :N] * gelu(x[:, N:]) with x [R, 2N] */
-template <typename T> static __global__ void fr__geglu_kernel(T *y, const T *x, int64_t rows, int64_t N) {
-  int64_t total = rows * N;
-  FR_CUDA_LOOP(e, total) {
-    int64_t r = e / N, j = e % N;
-    const T *xr = x + r * 2 * N;
-    fr_st(y + e, fr_ld(xr + j) * fr__gelu(fr_ld(xr + N + j)));
+/* y [R, N] = x[:, :N] * gelu(x[:, N:]) with x [R, 2N]. I is the index type: int where every index fits
+ * (all SD shapes; a 32-bit division costs a fraction of a 64-bit one), int64_t otherwise. */
+template <typename T, typename I>
+static __global__ void fr__geglu_kernel(T *y, const T *x, int64_t rows, int64_t N) {
+  const I total = (I)(rows * N), n = (I)N;
+  for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += (I)(gridDim.x * blockDim.x)) {
+    const I r = e / n, j = e - r * n;
+    const T *xr = x + (int64_t)r * 2 * n;
+    fr_st(y + e, fr_ld(xr + j) * fr__gelu(fr_ld(xr + n + j)));
   }
 }
 
@@ -58,10 +60,16 @@ enum fr_status fr_cuda_geglu(void *bp, struct fr_tensor *y, const struct fr_tens
   int64_t N = y->shape[y->ndim - 1], total = fr_tensor_numel(y);
   if (N == 0 || total == 0)
     return FR_OK;
-  FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__geglu_kernel<T>
-                   <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                       (T *)y->data, (const T *)x->data, total / N, N));
+  unsigned g = fr_cuda_blocks(total, FR_CUDA_THREADS);
+  if (2 * total < INT32_MAX - (int64_t)g * FR_CUDA_THREADS) { /* x's indices too, and the loop's last step */
+    FR_CUDA_DISPATCH(cu->dtype, err, T,
+                     fr__geglu_kernel<T, int>
+                     <<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, total / N, N));
+  } else {
+    FR_CUDA_DISPATCH(cu->dtype, err, T,
+                     fr__geglu_kernel<T, int64_t>
+                     <<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, total / N, N));
+  }
   return fr_cuda_launched(err, "geglu kernel");
 }
 
@@ -72,19 +80,32 @@ struct fr__bc {
   int64_t shape[FR_MAX_DIMS], sa[FR_MAX_DIMS], sb[FR_MAX_DIMS];
 };
 
-template <typename T>
+__device__ __forceinline__ float fr__binop(int op, float va, float vb) {
+  return op == FR_BINARY_ADD ? va + vb : op == FR_BINARY_SUB ? va - vb : va * vb;
+}
+
+/* The general broadcast: per element, its index split along the merged dims. I as in fr__geglu_kernel. */
+template <typename T, typename I>
 static __global__ void fr__binary_kernel(T *y, const T *a, const T *b, int64_t n, struct fr__bc bc, int op) {
-  FR_CUDA_LOOP(e, n) {
-    int64_t rem = e, oa = 0, ob = 0;
+  I shape[FR_MAX_DIMS], sa[FR_MAX_DIMS], sb[FR_MAX_DIMS];
+  for (int d = 0; d < FR_MAX_DIMS; d++)
+    shape[d] = (I)bc.shape[d], sa[d] = (I)bc.sa[d], sb[d] = (I)bc.sb[d];
+  for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < (I)n; e += (I)(gridDim.x * blockDim.x)) {
+    I rem = e, oa = 0, ob = 0;
     for (int d = bc.nd - 1; d >= 0; d--) {
-      int64_t i = rem % bc.shape[d];
-      rem /= bc.shape[d];
-      oa += i * bc.sa[d];
-      ob += i * bc.sb[d];
+      const I q = rem / shape[d], i = rem - q * shape[d];
+      rem = q;
+      oa += i * sa[d];
+      ob += i * sb[d];
     }
-    float va = fr_ld(a + oa), vb = fr_ld(b + ob);
-    fr_st(y + e, op == FR_BINARY_ADD ? va + vb : op == FR_BINARY_SUB ? va - vb : va * vb);
+    fr_st(y + e, fr__binop(op, fr_ld(a + oa), fr_ld(b + ob)));
   }
+}
+
+/* Same shape, both contiguous (the residual adds): no index arithmetic. */
+template <typename T>
+static __global__ void fr__binary_same_kernel(T *y, const T *a, const T *b, int64_t n, int op) {
+  FR_CUDA_LOOP(e, n) fr_st(y + e, fr__binop(op, fr_ld(a + e), fr_ld(b + e)));
 }
 
 enum fr_status fr_cuda_binary(void *bp, enum fr_binary_op op, struct fr_tensor *y, const struct fr_tensor *a,
@@ -102,9 +123,20 @@ enum fr_status fr_cuda_binary(void *bp, enum fr_binary_op op, struct fr_tensor *
     k.sa[d] = d < bc->ndim ? bc->sa[d] : 0;
     k.sb[d] = d < bc->ndim ? bc->sb[d] : 0;
   }
-  FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__binary_kernel<T>
-                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                       (T *)y->data, (const T *)a->data, (const T *)bt->data, n, k, (int)op));
+  unsigned g = fr_cuda_blocks(n, FR_CUDA_THREADS);
+  if (k.nd == 1 && k.sa[0] == 1 && k.sb[0] == 1) {
+    FR_CUDA_DISPATCH(cu->dtype, err, T,
+                     fr__binary_same_kernel<T><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(
+                         (T *)y->data, (const T *)a->data, (const T *)bt->data, n, (int)op));
+  } else if (n < INT32_MAX - (int64_t)g * FR_CUDA_THREADS && fr_tensor_numel(a) < INT32_MAX &&
+             fr_tensor_numel(bt) < INT32_MAX) { /* every index and offset fits an int */
+    FR_CUDA_DISPATCH(cu->dtype, err, T,
+                     fr__binary_kernel<T, int><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(
+                         (T *)y->data, (const T *)a->data, (const T *)bt->data, n, k, (int)op));
+  } else {
+    FR_CUDA_DISPATCH(cu->dtype, err, T,
+                     fr__binary_kernel<T, int64_t><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(
+                         (T *)y->data, (const T *)a->data, (const T *)bt->data, n, k, (int)op));
+  }
   return fr_cuda_launched(err, "binary kernel");
 }

@@ -24,13 +24,16 @@ static __global__ void fr__group_norm_kernel(T *y, const T *x, const T *gamma, c
   }
   float rstd = rsqrtf(fr_block_sum(s, sh) / (float)n + eps);
   int64_t c0 = (grp % G) * cpg;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    int64_t c = c0 + i / S;
-    float g = gamma ? fr_ld(gamma + c) : 1.0f, bb = beta ? fr_ld(beta + c) : 0.0f;
-    float v = (fr_ld(xg + i) - mean) * rstd * g + bb;
-    if (silu)
-      v = v / (1.0f + expf(-v));
-    fr_st(yg + i, v);
+  for (int64_t cc = 0; cc < cpg; cc++) { /* channel by channel: gamma and beta once, no index division */
+    const float g = (gamma ? fr_ld(gamma + c0 + cc) : 1.0f) * rstd, bb = beta ? fr_ld(beta + c0 + cc) : 0.0f;
+    const T *xc = xg + cc * S;
+    T *yc = yg + cc * S;
+    for (int64_t i = threadIdx.x; i < S; i += blockDim.x) {
+      float v = (fr_ld(xc + i) - mean) * g + bb;
+      if (silu)
+        v = v / (1.0f + expf(-v));
+      fr_st(yc + i, v);
+    }
   }
 }
 
