@@ -6,27 +6,28 @@
 
 #include "kernels/cuda/internal.cuh"
 
-/* y[o * ypitch + i] = x[o * xpitch + i] for o < outer, i < w (element offsets pre-applied to x and y). */
-template <typename T>
-static __global__ void fr__rows_copy_kernel(T *y, const T *x, int64_t outer, int64_t w, int64_t ypitch,
-                                            int64_t xpitch) {
-  int64_t total = outer * w;
-  FR_CUDA_LOOP(e, total) {
-    int64_t o = e / w, i = e % w;
-    y[o * ypitch + i] = x[o * xpitch + i];
-  }
-}
-
+/* y[o * ypitch + i] = x[o * xpitch + i] for o < outer, i < w (element offsets pre-applied to x and y):
+ * one 2D copy (rows of w elements at two pitches), queued on the stream like a kernel. */
 static enum fr_status fr__rows_copy(struct fr_cuda *cu, void *y, const void *x, int64_t outer, int64_t w,
                                     int64_t ypitch, int64_t xpitch, struct fr_err *err) {
-  int64_t total = outer * w;
-  if (total == 0)
+  if (outer == 0 || w == 0)
     return FR_OK;
-  FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__rows_copy_kernel<T>
-                   <<<fr_cuda_blocks(total, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                       (T *)y, (const T *)x, outer, w, ypitch, xpitch));
-  return fr_cuda_launched(err, "row copy kernel");
+  size_t es = fr_dtype_size(cu->dtype);
+  if (outer == 1 || (ypitch == w && xpitch == w))
+    return fr_cuda_err(cudaMemcpyAsync(y, x, (size_t)(outer * w) * es, cudaMemcpyDeviceToDevice, cu->stream),
+                       err, "row copy: cudaMemcpyAsync");
+  if ((size_t)ypitch * es > INT32_MAX ||
+      (size_t)xpitch * es > INT32_MAX) { /* past the 2D copy's pitch limit */
+    for (int64_t o = 0; o < outer; o++)
+      FR_CUDA_TRY(fr_cuda_err(cudaMemcpyAsync((char *)y + (size_t)(o * ypitch) * es,
+                                              (const char *)x + (size_t)(o * xpitch) * es, (size_t)w * es,
+                                              cudaMemcpyDeviceToDevice, cu->stream),
+                              err, "row copy: cudaMemcpyAsync"));
+    return FR_OK;
+  }
+  return fr_cuda_err(cudaMemcpy2DAsync(y, (size_t)ypitch * es, x, (size_t)xpitch * es, (size_t)w * es,
+                                       (size_t)outer, cudaMemcpyDeviceToDevice, cu->stream),
+                     err, "row copy: cudaMemcpy2DAsync");
 }
 
 enum fr_status fr_cuda_concat(void *bp, struct fr_tensor *y, const struct fr_tensor *const *xs, int n,
@@ -68,13 +69,18 @@ struct fr__perm {
   int64_t st[FR_MAX_DIMS];    /* input element stride of each output dim */
 };
 
-template <typename T>
+/* I: int where every index fits (a 32-bit division is a fraction of a 64-bit one), else int64_t. */
+template <typename T, typename I>
 static __global__ void fr__permute_kernel(T *y, const T *x, int64_t n, struct fr__perm p) {
-  FR_CUDA_LOOP(e, n) {
-    int64_t rem = e, off = 0;
+  I shape[FR_MAX_DIMS], st[FR_MAX_DIMS];
+  for (int d = 0; d < FR_MAX_DIMS; d++)
+    shape[d] = (I)p.shape[d], st[d] = (I)p.st[d];
+  for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < (I)n; e += (I)(gridDim.x * blockDim.x)) {
+    I rem = e, off = 0;
     for (int d = p.nd - 1; d >= 0; d--) {
-      off += (rem % p.shape[d]) * p.st[d];
-      rem /= p.shape[d];
+      const I q = rem / shape[d];
+      off += (rem - q * shape[d]) * st[d];
+      rem = q;
     }
     y[e] = x[off];
   }
@@ -102,10 +108,16 @@ enum fr_status fr_cuda_permute(void *bp, struct fr_tensor *y, const struct fr_te
     p.shape[d] = y->shape[d];
     p.st[d] = xst[perm[d]];
   }
-  FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__permute_kernel<T>
-                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                       (T *)y->data, (const T *)x->data, n, p));
+  unsigned g = fr_cuda_blocks(n, FR_CUDA_THREADS);
+  if (n < INT32_MAX - (int64_t)g * FR_CUDA_THREADS) {
+    FR_CUDA_DISPATCH(cu->dtype, err, T,
+                     fr__permute_kernel<T, int>
+                     <<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, n, p));
+  } else {
+    FR_CUDA_DISPATCH(cu->dtype, err, T,
+                     fr__permute_kernel<T, int64_t>
+                     <<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, n, p));
+  }
   return fr_cuda_launched(err, "permute kernel");
 }
 
@@ -137,11 +149,16 @@ enum fr_status fr_cuda_pad2d(void *bp, struct fr_tensor *y, const struct fr_tens
   return fr_cuda_launched(err, "pad2d kernel");
 }
 
+/* Row r = p * 2H + i of the output along grid y (strided), columns along x: no division per element. */
 template <typename T>
-static __global__ void fr__up2_kernel(T *y, const T *x, int64_t n, int64_t H, int64_t W) {
-  FR_CUDA_LOOP(e, n) {
-    int64_t j = e % (2 * W), i = (e / (2 * W)) % (2 * H), p = e / (4 * H * W);
-    y[e] = x[(p * H + i / 2) * W + j / 2];
+static __global__ void fr__up2_kernel(T *y, const T *x, int64_t rows, int64_t H, int64_t W) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const int64_t p = r / (2 * H), i = r % (2 * H);
+    const T *xr = x + (p * H + i / 2) * W;
+    T *yr = y + r * 2 * W;
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < 2 * W;
+         j += (int64_t)gridDim.x * blockDim.x)
+      yr[j] = xr[j / 2];
   }
 }
 
@@ -152,9 +169,12 @@ enum fr_status fr_cuda_upsample_nearest2x(void *bp, struct fr_tensor *y, const s
   if (n == 0)
     return FR_OK;
   int64_t H = x->shape[x->ndim - 2], W = x->shape[x->ndim - 1];
+  int64_t rows = n / (2 * W); /* p * 2H + i */
+  unsigned gx = fr_cuda_blocks(2 * W, FR_CUDA_THREADS);
+  dim3 grid(gx > 64 ? 64 : gx, (unsigned)(rows < 65535 ? rows : 65535));
   FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__up2_kernel<T><<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                       (T *)y->data, (const T *)x->data, n, H, W));
+                   fr__up2_kernel<T>
+                   <<<grid, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, rows, H, W));
   return fr_cuda_launched(err, "upsample kernel");
 }
 
