@@ -57,6 +57,12 @@ static uint32_t fr__align(const void *p) {
   return al;
 }
 
+/* The alignment every matrix of a strided batch has: base, base + stride, base + 2 stride, ... */
+static uint32_t fr__align_batch(const void *base, size_t stride_bytes) {
+  uint32_t a = fr__align(base), s = stride_bytes ? fr__align((const void *)(uintptr_t)stride_bytes) : 256;
+  return a < s ? a : s;
+}
+
 static cudaDataType_t fr__cuda_type(enum fr_dtype dt) {
   return dt == FR_F16 ? CUDA_R_16F : dt == FR_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
@@ -219,9 +225,11 @@ enum fr_status fr_cuda_gemm_run(struct fr_cuda *cu, const struct fr_cuda_gemm *g
   k.sa = g->batch > 1 ? g->stride_a : 0;
   k.sb = g->batch > 1 ? g->stride_b : 0;
   k.sd = g->batch > 1 ? g->stride_d : 0;
-  k.align_a = fr__align(g->a);
-  k.align_b = fr__align(g->b);
-  k.align_d = fr__align(g->d);
+  /* every matrix of a batch counts: the base address and the byte stride between matrices */
+  size_t es = fr_dtype_size(cu->dtype);
+  k.align_a = fr__align_batch(g->a, (size_t)k.sa * es);
+  k.align_b = fr__align_batch(g->b, (size_t)k.sb * es);
+  k.align_d = fr__align_batch(g->d, (size_t)k.sd * es);
   struct fr_cuda_gemm_entry *e = NULL;
   struct fr_err e1;
   enum fr_status rc = fr__entry_get(cu, &k, &e, &e1);
