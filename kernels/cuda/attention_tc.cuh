@@ -3,7 +3,7 @@
  * [Tq, Tk] score matrix never exists in memory) with warp-level mma.sync m16n8k16 (fp32 accumulation)
  * and the fp32 online softmax of the simple kernel in attention.cu.
  *
- * This header is the device code; attention_tc.cu launches it. tests/unit/test_attention_tc_emu.cpp
+ * This header is the device code; attention_tc.cu launches it. tests/unit/test_cuda_emu.cpp
  * compiles the same kernel on the host with FR_CUDA_EMULATE defined, its own warp-level primitives
  * (mma, ldmatrix, shuffles, cp.async, barriers: written from the PTX ISA's fragment layouts) and one host
  * thread per CUDA thread, so the index arithmetic is checked on machines without a GPU too.
@@ -142,7 +142,9 @@ static __global__ void __launch_bounds__(FR__TC_THREADS)
   constexpr int QW = DP + 8, VW = DV + 8;
   constexpr int NS = BK / 8; /* 8-key score tiles */
   constexpr int NO = DV / 8; /* 8-column output tiles */
+#ifndef FR_CUDA_EMULATE      /* the emulator's block memory is its own global fr__tc_sh */
   extern __shared__ __align__(16) unsigned char fr__tc_sh[];
+#endif
   T *qs = reinterpret_cast<T *>(fr__tc_sh); /* [TQ][QW] */
   T *ks = qs + FR__TQ * QW;                 /* [2][BK][QW] */
   T *vs = ks + 2 * BK * QW;                 /* [2][BK][VW] */

@@ -21,6 +21,7 @@ extern "C" {
 #include "core/tensor.h"
 #include "kernels/backend.h"
 }
+#include "kernels/cuda/device.cuh"
 #include "kernels/cuda/fr_cuda.h"
 
 struct fr_cuda_pool;
@@ -112,29 +113,6 @@ enum fr_status fr_cuda_attention_tc(struct fr_cuda *cu, struct fr_tensor *y, con
 /* Fills n elements of y with value v (compute dtype). */
 enum fr_status fr_cuda_fill(struct fr_cuda *cu, void *y, int64_t n, float v, struct fr_err *err);
 
-/* ---- kernels' helpers ---- */
-
-template <typename T> __device__ __forceinline__ float fr_ld(const T *p);
-template <> __device__ __forceinline__ float fr_ld<float>(const float *p) {
-  return *p;
-}
-template <> __device__ __forceinline__ float fr_ld<__half>(const __half *p) {
-  return __half2float(*p);
-}
-template <> __device__ __forceinline__ float fr_ld<__nv_bfloat16>(const __nv_bfloat16 *p) {
-  return __bfloat162float(*p);
-}
-template <typename T> __device__ __forceinline__ void fr_st(T *p, float v);
-template <> __device__ __forceinline__ void fr_st<float>(float *p, float v) {
-  *p = v;
-}
-template <> __device__ __forceinline__ void fr_st<__half>(__half *p, float v) {
-  *p = __float2half_rn(v);
-}
-template <> __device__ __forceinline__ void fr_st<__nv_bfloat16>(__nv_bfloat16 *p, float v) {
-  *p = __float2bfloat16_rn(v);
-}
-
 /* Runs `body` with T the storage type of dtype dt (float, __half, __nv_bfloat16); other dtypes are an
  * internal error (ops.c only hands the compute dtype). Use inside a function returning enum fr_status. */
 #define FR_CUDA_DISPATCH(dt, err, T, ...)                                                                    \
@@ -167,34 +145,5 @@ static inline unsigned fr_cuda_blocks(int64_t n, int threads) {
 #define FR_CUDA_LOOP(i, n)                                                                                   \
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                                  \
        i += (int64_t)gridDim.x * blockDim.x)
-
-/* Block-wide sum of v over blockDim.x threads (a multiple of 32, at most 1024); every thread gets it.
- * sh: 32 floats of shared memory. Contains __syncthreads: call from all threads of the block. */
-__device__ __forceinline__ float fr_block_sum(float v, float *sh) {
-  for (int o = 16; o > 0; o >>= 1)
-    v += __shfl_xor_sync(0xffffffffu, v, o);
-  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads(); /* sh may still be read from a previous call */
-  if (lane == 0)
-    sh[w] = v;
-  __syncthreads();
-  v = lane < nw ? sh[lane] : 0.0f;
-  for (int o = 16; o > 0; o >>= 1)
-    v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float fr_block_max(float v, float *sh) {
-  for (int o = 16; o > 0; o >>= 1)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0)
-    sh[w] = v;
-  __syncthreads();
-  v = lane < nw ? sh[lane] : -INFINITY;
-  for (int o = 16; o > 0; o >>= 1)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 #endif

@@ -1,41 +1,11 @@
-/* GroupNorm (+SiLU fused), LayerNorm and softmax. One block per group / row; statistics are fp32, two-pass
- * (mean, then the mean of squared deviations) so a large mean does not cancel the variance; the output is
- * rounded once to the storage dtype. */
+/* GroupNorm (+SiLU fused; the kernels are in group_norm.cuh), LayerNorm and softmax. Statistics are fp32,
+ * two-pass (mean, then the mean of squared deviations) so a large mean does not cancel the variance; the
+ * output is rounded once to the storage dtype. LayerNorm and softmax: one block per row. */
 #include <math.h>
 
 #include "kernels/cuda/internal.cuh"
 
-/* One block per (batch, group): x viewed as [B, G, cpg * S]. */
-template <typename T>
-static __global__ void fr__group_norm_kernel(T *y, const T *x, const T *gamma, const T *beta, int64_t G,
-                                             int64_t cpg, int64_t S, float eps, int silu) {
-  __shared__ float sh[32];
-  int64_t grp = blockIdx.x, n = cpg * S;
-  const T *xg = x + grp * n;
-  T *yg = y + grp * n;
-  float s = 0.0f;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    s += fr_ld(xg + i);
-  float mean = fr_block_sum(s, sh) / (float)n;
-  s = 0.0f;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    float d = fr_ld(xg + i) - mean;
-    s = fmaf(d, d, s);
-  }
-  float rstd = rsqrtf(fr_block_sum(s, sh) / (float)n + eps);
-  int64_t c0 = (grp % G) * cpg;
-  for (int64_t cc = 0; cc < cpg; cc++) { /* channel by channel: gamma and beta once, no index division */
-    const float g = (gamma ? fr_ld(gamma + c0 + cc) : 1.0f) * rstd, bb = beta ? fr_ld(beta + c0 + cc) : 0.0f;
-    const T *xc = xg + cc * S;
-    T *yc = yg + cc * S;
-    for (int64_t i = threadIdx.x; i < S; i += blockDim.x) {
-      float v = (fr_ld(xc + i) - mean) * g + bb;
-      if (silu)
-        v = v / (1.0f + expf(-v));
-      fr_st(yc + i, v);
-    }
-  }
-}
+#include "kernels/cuda/group_norm.cuh"
 
 enum fr_status fr_cuda_group_norm(void *bp, struct fr_tensor *y, const struct fr_tensor *x, int groups,
                                   const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
@@ -44,14 +14,31 @@ enum fr_status fr_cuda_group_norm(void *bp, struct fr_tensor *y, const struct fr
   int64_t B = x->shape[0], C = x->shape[1];
   if (fr_tensor_numel(x) == 0)
     return FR_OK;
-  int64_t S = fr_tensor_numel(x) / (B * C), cpg = C / groups, blocks = B * groups;
-  if (blocks > INT32_MAX)
-    return fr_errf(err, FR_E_UNSUPPORTED, "%lld groups exceed the launch grid", (long long)blocks);
-  FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__group_norm_kernel<T><<<(unsigned)blocks, 512, 0, cu->stream>>>(
-                       (T *)y->data, (const T *)x->data, gamma ? (const T *)gamma->data : NULL,
-                       beta ? (const T *)beta->data : NULL, groups, cpg, S, eps, silu ? 1 : 0));
-  return fr_cuda_launched(err, "group_norm kernel");
+  int64_t S = fr_tensor_numel(x) / (B * C), cpg = C / groups, gt = B * groups, n = cpg * S, splits, chunk;
+  if (gt > INT32_MAX)
+    return fr_errf(err, FR_E_UNSUPPORTED, "%lld groups exceed the launch grid", (long long)gt);
+  fr__gn_splits(gt, n, cu->sm_count, &splits, &chunk);
+  struct fr_cuda_block *blk;
+  float *part = (float *)fr_cuda_pool_alloc(cu, (size_t)(gt * splits * 3) * sizeof(float), &blk);
+  if (!part)
+    return fr_errf(err, FR_E_NOMEM, "out of device memory for group_norm statistics");
+  const int64_t rows = B * C;
+  unsigned gx = fr_cuda_blocks(S, 256);
+  dim3 sgrid((unsigned)gt, (unsigned)splits),
+      agrid(gx > 32 ? 32 : gx, (unsigned)(rows < 65535 ? rows : 65535));
+  enum fr_status rc = FR_OK;
+  FR_CUDA_DISPATCH(cu->dtype, err, T, {
+    fr__gn_stats_kernel<T><<<sgrid, 256, 0, cu->stream>>>(part, (const T *)x->data, n, chunk);
+    rc = fr_cuda_launched(err, "group_norm statistics kernel");
+    if (rc == FR_OK) {
+      fr__gn_apply_kernel<T><<<agrid, 256, 0, cu->stream>>>(
+          (T *)y->data, (const T *)x->data, part, gamma ? (const T *)gamma->data : NULL,
+          beta ? (const T *)beta->data : NULL, C, cpg, groups, S, (int)splits, rows, eps, silu ? 1 : 0);
+      rc = fr_cuda_launched(err, "group_norm kernel");
+    }
+  });
+  fr_cuda_pool_release(blk); /* stream-ordered: the next user of the block queues behind these kernels */
+  return rc;
 }
 
 /* Grid-stride over rows of C; one block per row at a time. */

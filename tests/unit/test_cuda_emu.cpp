@@ -1,10 +1,11 @@
-/* The tensor-core attention kernel (kernels/cuda/attention_tc.cuh) run on the host, so its tiling, masks,
- * online softmax and fragment bookkeeping are tested on every machine, CI included (no GPU there).
+/* CUDA kernels run on the host, so their index arithmetic, masks, reductions and fragment bookkeeping are
+ * tested on every machine, CI included (no GPU there): the tensor-core attention
+ * (kernels/cuda/attention_tc.cuh) and the split GroupNorm (kernels/cuda/group_norm.cuh).
  *
- * How: the kernel source is compiled as plain C++ with FR_CUDA_EMULATE defined. Each CUDA thread of a
- * block is a host thread (128 per block, blocks one after another); __syncthreads is a barrier of the
- * block, and the warp-level primitives the kernel uses are written here from the PTX ISA's definitions,
- * independently of the kernel:
+ * How: the kernel sources are compiled as plain C++ with FR_CUDA_EMULATE defined. Each CUDA thread of a
+ * block is a host thread (blocks one after another); __syncthreads is a barrier of the block, __shared__
+ * variables are function statics (one block runs at a time), and the warp-level primitives the kernels use
+ * are written here from the PTX ISA's definitions, independently of the kernels:
  *  - mma.sync.m16n8k16 (f16/bf16 in, fp32 accumulate): every lane posts its A, B and C registers, a warp
  *    barrier, then each lane rebuilds the 16x16 A and 16x8 B from the documented fragment layouts and
  *    computes its four D elements;
@@ -13,10 +14,11 @@
  *  - __shfl_xor_sync, and cp.async as a plain 16-byte copy (or zero fill), which is what it does once
  *    waited for.
  * Storage types: F16 as IEEE binary16 (_Float16), BF16 as the top 16 bits of a float, both rounded to
- * nearest even. The result is compared with attention computed in double precision from the same rounded
- * inputs; the bound is stated with the cases.
+ * nearest even. Results are compared with double-precision references on the same rounded inputs; the
+ * bounds are stated with the cases. Not checked here: timing, the asynchrony of cp.async, bank conflicts
+ * (the GPU runs of test_ops do that).
  *
- * This is C++ only because the kernel is CUDA C++; it links nothing of flowrun. */
+ * This is C++ only because the kernels are CUDA C++; it links nothing of flowrun. */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -24,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <functional>
+#include <thread>
 #include <vector>
 
 /* ---- the CUDA vocabulary the kernel uses ---- */
@@ -31,14 +35,14 @@
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __shared__
+#define __shared__ static
 #define __align__(n)
 #define __launch_bounds__(n)
 
 struct fr_dim3 {
   unsigned x, y, z;
 };
-static thread_local fr_dim3 threadIdx, blockIdx;
+static thread_local fr_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 /* 16-bit storage types */
 struct __half {
@@ -72,6 +76,22 @@ static float fr_emu_bf2f(uint16_t b) {
   memcpy(&f, &u, 4);
   return f;
 }
+static inline float rsqrtf(float v) {
+  return 1.0f / sqrtf(v);
+}
+static inline float __half2float(__half h) {
+  return fr_emu_h2f(h.bits);
+}
+static inline __half __float2half_rn(float f) {
+  return __half{fr_emu_f2h(f)};
+}
+static inline float __bfloat162float(__nv_bfloat16 h) {
+  return fr_emu_bf2f(h.bits);
+}
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+  return __nv_bfloat16{fr_emu_f2bf(f)};
+}
+
 template <typename T> struct fr_emu_type;
 template <> struct fr_emu_type<__half> {
   static uint16_t enc(float f) { return fr_emu_f2h(f); }
@@ -81,14 +101,18 @@ template <> struct fr_emu_type<__nv_bfloat16> {
   static uint16_t enc(float f) { return fr_emu_f2bf(f); }
   static float dec(uint16_t b) { return fr_emu_bf2f(b); }
 };
+template <> struct fr_emu_type<float> {
+  static float enc(float f) { return f; }
+  static float dec(float f) { return f; }
+};
 
 /* ---- the block: barriers and the per-warp exchange area ---- */
-#define FR_EMU_THREADS 128
-static pthread_barrier_t fr_emu_block_bar, fr_emu_warp_bar[FR_EMU_THREADS / 32];
+#define FR_EMU_MAX_THREADS 1024
+static pthread_barrier_t fr_emu_block_bar, fr_emu_warp_bar[FR_EMU_MAX_THREADS / 32];
 static struct {
   uint32_t r[32][8];
   float f[32][4];
-} fr_emu_warp[FR_EMU_THREADS / 32];
+} fr_emu_warp[FR_EMU_MAX_THREADS / 32];
 
 alignas(16) unsigned char fr__tc_sh[256 * 1024]; /* the block's shared memory */
 
@@ -185,24 +209,32 @@ template <typename T> struct fr__mma {
 };
 
 #include "kernels/cuda/attention_tc.cuh"
+#include "kernels/cuda/group_norm.cuh"
 
 /* ---- running a grid ---- */
 
-template <typename T, int DP, int DV, int BK> struct fr_emu_launch {
-  T *y;
-  const T *q, *k, *v;
-  int64_t Tq, Tk, HD;
-  int D, chunks, causal;
-  float scale_log2;
-  fr_dim3 block;
-};
-template <typename T, int DP, int DV, int BK> static void *fr_emu_thread(void *arg) {
-  auto *L = (fr_emu_launch<T, DP, DV, BK> *)((void **)arg)[0];
-  threadIdx = fr_dim3{(unsigned)(uintptr_t)((void **)arg)[1], 0, 0};
-  blockIdx = L->block;
-  fr__attn_tc_kernel<T, DP, DV, BK>(L->y, L->q, L->k, L->v, L->Tq, L->Tk, L->HD, L->D, L->chunks,
-                                    L->scale_log2, L->causal);
-  return NULL;
+/* Runs body once per thread of every block of grid (threads per block a multiple of 32), blocks one after
+ * another; body calls the kernel. Shared memory starts poisoned: stale contents must not matter. */
+static void fr_emu_launch(fr_dim3 grid, unsigned threads, const std::function<void()> &body) {
+  pthread_barrier_init(&fr_emu_block_bar, NULL, threads);
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        memset(fr__tc_sh, 0xA5, sizeof fr__tc_sh);
+        std::vector<std::thread> th;
+        th.reserve(threads);
+        for (unsigned i = 0; i < threads; i++)
+          th.emplace_back([&, i, x, y, z] {
+            threadIdx = fr_dim3{i, 0, 0};
+            blockIdx = fr_dim3{x, y, z};
+            blockDim = fr_dim3{threads, 1, 1};
+            gridDim = grid;
+            body();
+          });
+        for (auto &t : th)
+          t.join();
+      }
+  pthread_barrier_destroy(&fr_emu_block_bar);
 }
 
 template <typename T, int DP, int DV, int BK>
@@ -213,37 +245,13 @@ static bool fr_emu_run(T *y, const T *q, const T *k, const T *v, int64_t B, int6
     printf("emulator: %zu bytes of shared memory do not fit\n", smem);
     return false;
   }
-  fr_emu_launch<T, DP, DV, BK> L = {y,
-                                    q,
-                                    k,
-                                    v,
-                                    Tq,
-                                    Tk,
-                                    (int64_t)heads * D,
-                                    D,
-                                    (D + DV - 1) / DV,
-                                    causal ? 1 : 0,
-                                    1.4426950408889634f / sqrtf((float)D),
-                                    {0, 0, 0}};
-  unsigned gx = (unsigned)((Tq + FR__TQ - 1) / FR__TQ), gy = (unsigned)(heads * L.chunks), gz = (unsigned)B;
-  for (unsigned z = 0; z < gz; z++)
-    for (unsigned yy = 0; yy < gy; yy++)
-      for (unsigned x = 0; x < gx; x++) {
-        L.block = fr_dim3{x, yy, z};
-        memset(fr__tc_sh, 0xA5, sizeof fr__tc_sh); /* stale shared memory must not matter */
-        pthread_t th[FR_EMU_THREADS];
-        void *args[FR_EMU_THREADS][2];
-        for (int i = 0; i < FR_EMU_THREADS; i++) {
-          args[i][0] = &L;
-          args[i][1] = (void *)(uintptr_t)i;
-          if (pthread_create(&th[i], NULL, fr_emu_thread<T, DP, DV, BK>, args[i]) != 0) {
-            printf("emulator: pthread_create failed\n");
-            exit(1);
-          }
-        }
-        for (int i = 0; i < FR_EMU_THREADS; i++)
-          pthread_join(th[i], NULL);
-      }
+  const int chunks = (D + DV - 1) / DV;
+  const int64_t HD = (int64_t)heads * D;
+  const float sl2 = 1.4426950408889634f / sqrtf((float)D);
+  fr_dim3 grid{(unsigned)((Tq + FR__TQ - 1) / FR__TQ), (unsigned)(heads * chunks), (unsigned)B};
+  fr_emu_launch(grid, FR__TC_THREADS, [&] {
+    fr__attn_tc_kernel<T, DP, DV, BK>(y, q, k, v, Tq, Tk, HD, D, chunks, sl2, causal ? 1 : 0);
+  });
   return true;
 }
 
@@ -315,10 +323,65 @@ static void fr_emu_case(const char *name, int64_t B, int64_t Tq, int64_t Tk, int
   ok ? fr_emu_passed++ : fr_emu_failed++;
 }
 
+/* GroupNorm: x [B, C, S] with G groups, gamma/beta optional, SiLU optional; the two kernels launched as
+ * norm.cu launches them (splits for a GPU of 132 SMs). */
+template <typename T>
+static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, int G, bool affine, bool silu,
+                           float offset, double tol) {
+  const int64_t n = B * C * S, cpg = C / G, gt = B * G, per = cpg * S;
+  std::vector<T> x(n), y(n), gamma(C), beta(C);
+  std::vector<double> xd(n), gd(C, 1.0), bd(C, 0.0);
+  for (int64_t i = 0; i < n; i++) {
+    fr_st(&x[i], offset + 2.0f * fr_emu_uniform()); /* device.cuh's store and load: rounded as on the GPU */
+    xd[i] = fr_ld(&x[i]);
+  }
+  for (int64_t c = 0; c < C; c++) {
+    fr_st(&gamma[c], 1.0f + 0.5f * fr_emu_uniform());
+    fr_st(&beta[c], 0.5f * fr_emu_uniform());
+    if (affine)
+      gd[c] = fr_ld(&gamma[c]), bd[c] = fr_ld(&beta[c]);
+  }
+  int64_t splits, chunk;
+  fr__gn_splits(gt, per, 132, &splits, &chunk);
+  std::vector<float> part(gt * splits * 3, NAN);
+  const float eps = 1e-5f;
+  fr_emu_launch(fr_dim3{(unsigned)gt, (unsigned)splits, 1}, 256,
+                [&] { fr__gn_stats_kernel<T>(part.data(), x.data(), per, chunk); });
+  const int64_t rows = B * C;
+  fr_emu_launch(fr_dim3{4, (unsigned)(rows < 7 ? rows : 7), 1}, 64,
+                [&] { /* fewer blocks than rows: strided */
+                      fr__gn_apply_kernel<T>(y.data(), x.data(), part.data(), affine ? gamma.data() : NULL,
+                                             affine ? beta.data() : NULL, C, cpg, G, S, (int)splits, rows,
+                                             eps, silu ? 1 : 0);
+                });
+  double worst = 0;
+  for (int64_t g = 0; g < gt; g++) {
+    const double *xg = &xd[g * per];
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < per; i++)
+      mean += xg[i];
+    mean /= (double)per;
+    for (int64_t i = 0; i < per; i++)
+      var += (xg[i] - mean) * (xg[i] - mean);
+    var /= (double)per;
+    for (int64_t i = 0; i < per; i++) {
+      int64_t c = (g % G) * cpg + i / S;
+      double v = (xg[i] - mean) / sqrt(var + eps) * gd[c] + bd[c];
+      if (silu)
+        v = v / (1.0 + exp(-v));
+      double e = fabs(fr_ld(&y[g * per + i]) - v);
+      worst = e > worst || e != e ? e : worst;
+    }
+  }
+  bool ok = worst <= tol;
+  printf("%s %s: B %lld, C %lld, S %lld, %d groups, %lld slices%s%s, mean %g: max |err| %.3g (bound %.3g)\n",
+         ok ? "ok  " : "FAIL", name, (long long)B, (long long)C, (long long)S, G, (long long)splits,
+         affine ? ", affine" : "", silu ? ", silu" : "", (double)offset, worst, tol);
+  ok ? fr_emu_passed++ : fr_emu_failed++;
+}
+
 int main(void) {
-  if (pthread_barrier_init(&fr_emu_block_bar, NULL, FR_EMU_THREADS) != 0)
-    return 1;
-  for (int w = 0; w < FR_EMU_THREADS / 32; w++)
+  for (int w = 0; w < FR_EMU_MAX_THREADS / 32; w++)
     if (pthread_barrier_init(&fr_emu_warp_bar[w], NULL, 32) != 0)
       return 1;
   /* Bounds. Outputs are convex combinations of v (|v| < 1), so errors are absolute. The kernel rounds P
@@ -340,6 +403,14 @@ int main(void) {
   /* BF16 */
   fr_emu_case<__nv_bfloat16, 64, 64, 64>("bf16 d64", 1, 65, 70, 2, 64, false, 2.0f, bf16);
   fr_emu_case<__nv_bfloat16, 160, 160, 32>("bf16 d160 causal", 1, 40, 40, 1, 160, true, 2.0f, bf16);
+  /* GroupNorm. Outputs are O(1-3); fp32 statistics of O(1e4)-element slices combined pairwise: F32 1e-4
+   * (the offset-10 case: sums near 1e5 keep ~1e-7 relative), F16/BF16 the output's rounding, 2u x |y|max
+   * ~ 3: 3e-3 and 2.5e-2. A wrong slice, group or channel index gives errors of 1e-1 and more. */
+  fr_emu_gn_case<float>("gn f32, one slice", 2, 8, 35, 4, true, true, 0.0f, 1e-4);
+  fr_emu_gn_case<float>("gn f32, 16 slices, offset", 1, 4, 16384, 1, true, false, 10.0f, 1e-4);
+  fr_emu_gn_case<float>("gn f32, 2 slices, no affine", 1, 4, 4096, 2, false, true, 0.0f, 1e-4);
+  fr_emu_gn_case<__half>("gn f16, 3 slices, uneven last", 2, 6, 4100, 2, true, true, 0.5f, 3e-3);
+  fr_emu_gn_case<__nv_bfloat16>("gn bf16, 8 slices", 1, 8, 8192, 2, true, false, 0.0f, 2.5e-2);
   printf("%d passed, %d failed\n", fr_emu_passed, fr_emu_failed);
   return fr_emu_failed ? 1 : 0;
 }

@@ -1,0 +1,65 @@
+/* Device-side helpers every kernel uses: loads and stores that widen to / round from fp32, and block-wide
+ * reductions. Kept apart from internal.cuh (which needs the CUDA runtime and cuBLASLt headers) so that
+ * tests/unit/test_cuda_emu.cpp can compile kernels that use them on the host (FR_CUDA_EMULATE: the emulator
+ * supplies the half/bfloat16 types, their conversions, the shuffles and __syncthreads). */
+#ifndef FR_KERNELS_CUDA_DEVICE_CUH
+#define FR_KERNELS_CUDA_DEVICE_CUH
+
+#include <math.h>
+
+#ifndef FR_CUDA_EMULATE
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+template <typename T> __device__ __forceinline__ float fr_ld(const T *p);
+template <> __device__ __forceinline__ float fr_ld<float>(const float *p) {
+  return *p;
+}
+template <> __device__ __forceinline__ float fr_ld<__half>(const __half *p) {
+  return __half2float(*p);
+}
+template <> __device__ __forceinline__ float fr_ld<__nv_bfloat16>(const __nv_bfloat16 *p) {
+  return __bfloat162float(*p);
+}
+template <typename T> __device__ __forceinline__ void fr_st(T *p, float v);
+template <> __device__ __forceinline__ void fr_st<float>(float *p, float v) {
+  *p = v;
+}
+template <> __device__ __forceinline__ void fr_st<__half>(__half *p, float v) {
+  *p = __float2half_rn(v);
+}
+template <> __device__ __forceinline__ void fr_st<__nv_bfloat16>(__nv_bfloat16 *p, float v) {
+  *p = __float2bfloat16_rn(v);
+}
+
+/* Block-wide sum of v over blockDim.x threads (a multiple of 32, at most 1024); every thread gets it.
+ * sh: 32 floats of shared memory. Contains __syncthreads: call from all threads of the block. */
+__device__ __forceinline__ float fr_block_sum(float v, float *sh) {
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads(); /* sh may still be read from a previous call */
+  if (lane == 0)
+    sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : 0.0f;
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float fr_block_max(float v, float *sh) {
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0)
+    sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : -INFINITY;
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+#endif
