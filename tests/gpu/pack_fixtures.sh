@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fills .fixtures-gpu/ in the repository with the subset of ../shared/fixtures that the GPU checks need
 # (tests/gpu/run_gpu_checks.sh uses it when it exists), for a GPU machine that has the repository but
-# not ../shared: the tiny single-file models, the UNet / ControlNet / text-encoder goldens and the
-# tokenizers, about 47 MB. The diffusers folders (models/sd15-tiny/, models/controlnet-tiny/) are left
+# not ../shared: the tiny single-file models, the UNet / ControlNet / text-encoder / VAE / pipeline goldens
+# and the tokenizers, about 48 MB (the pipelines' graphs are in the repository: tests/pipe/, graphs/). The diffusers folders (models/sd15-tiny/, models/controlnet-tiny/) are left
 # out; the tests skip those parts with a message. The folder is kept out of git through
 # .git/info/exclude (added here, once), never committed: the fixtures are not to be copied into the
 # repository's history.
@@ -17,7 +17,8 @@ DST=$ROOT/.fixtures-gpu
 
 FILES="models/sd15-tiny.safetensors models/sdxl-tiny.safetensors models/sdxl-refiner-tiny.safetensors
   models/controlnet-tiny.safetensors"
-for g in sd15_unet sdxl_unet refiner_unet controlnet sd15_text_encoder sdxl_text_encoder_1 sdxl_text_encoder_2; do
+for g in sd15_unet sdxl_unet refiner_unet controlnet sd15_text_encoder sdxl_text_encoder_1 sdxl_text_encoder_2 \
+  sd15_vae sdxl_vae sd15_pipe_euler sd15_pipe_ddim sd15_pipe_seeded controlnet_pipe sdxl_pipe sdxl_refiner_pipe; do
   FILES="$FILES golden/$g.safetensors golden/$g.json"
 done
 DIRS="tokenizer tokenizer_2"
