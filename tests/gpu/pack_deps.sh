@@ -5,7 +5,7 @@
 # project, the `flowrun` binary included, with -DFLOWRUN_CUDA=ON.
 #
 #   bash tests/gpu/pack_deps.sh
-#   FR_PACK_BLAS=shim ...       leave OpenBLAS out (about 7 of the ~9 MB); the GPU machine then builds a
+#   FR_PACK_BLAS=shim ...       leave OpenBLAS out (4.9 of the 6 MiB); the GPU machine then builds a
 #                               libopenblas.so from tests/gpu/cblas_shim.c (a plain sgemm) for its CPU GEMMs
 #   FR_PACK_NO_EXCLUDE=1 ...    leave .git/info/exclude alone
 #   FR_PACK_ANY_OS=1 ...        run on something other than Debian 12 (the packages are then that system's)
