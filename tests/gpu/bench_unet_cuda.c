@@ -3,7 +3,7 @@
  * prints numbers, run last by tests/gpu/run_gpu_checks.sh.
  *
  *   bench_unet_cuda [--device cuda|cpu] [--dtype f16|bf16|f32] [--runs N] [--warmup N] [--batch B]
- *                   [--latent S] [--ch C]
+ *                   [--latent S] [--ch C] [--profile N]
  *
  * Weights: the key list of the real v1-5-pruned-emaonly UNet (nodes/models/synth.h, built from the
  * architecture table, not typed in), filled with uniform random values of std 0.02 (norm gains 1, shifts
@@ -18,7 +18,11 @@
  * the median and min in ms, the analytic FLOPs (fr_synth_unet_flops, 2 x MACs of convs, linears and
  * attention matmuls) and the achieved TFLOP/s, and the device memory the context held at its peak
  * (weights + activations + the cuBLASLt workspace; fr_ctx_mem_stats), next to PyTorch's figures from
- * DESIGN.md. --ch shrinks model_channels for a smoke test on a machine without a GPU. */
+ * DESIGN.md. --ch shrinks model_channels for a smoke test on a machine without a GPU.
+ *
+ * --profile N (cuda): cudaProfilerStart before the first timed forward and cudaProfilerStop after the N-th,
+ * so `ncu --profile-from-start off` (run_gpu_checks.sh's per-kernel summary) sees exactly N UNet steps and
+ * none of the loading and warm-up kernels. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +34,13 @@
 #include "kernels/ops.h"
 #include "nodes/models/synth.h"
 #include "nodes/models/unet.h"
+
+#ifdef FLOWRUN_HAVE_CUDA
+/* cuda_profiler_api.h's two functions (cudaError_t is an enum returned as an int), declared here so that
+ * the C compile needs no CUDA include path; the program links libcudart through the CUDA backend. */
+int cudaProfilerStart(void);
+int cudaProfilerStop(void);
+#endif
 
 static double fr__now_ms(void) {
   struct timespec ts;
@@ -102,13 +113,13 @@ static struct fr_tensor *fr__random_input(int ndim, const int64_t *shape, float 
 
 static int fr__usage(void) {
   fprintf(stderr, "usage: bench_unet_cuda [--device cuda|cpu] [--dtype f16|bf16|f32] [--runs N] [--warmup N] "
-                  "[--batch B] [--latent S] [--ch C]\n");
+                  "[--batch B] [--latent S] [--ch C] [--profile N]\n");
   return 2;
 }
 
 int main(int argc, char **argv) {
   const char *device = "cuda", *dtname = "f16";
-  int runs = 10, warmup = 2, batch = 2, latent = 64, ch = 320;
+  int runs = 10, warmup = 2, batch = 2, latent = 64, ch = 320, profile = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v)
@@ -127,6 +138,8 @@ int main(int argc, char **argv) {
       latent = atoi(v);
     else if (strcmp(a, "--ch") == 0)
       ch = atoi(v);
+    else if (strcmp(a, "--profile") == 0)
+      profile = atoi(v);
     else
       return fr__usage();
     i++;
@@ -136,7 +149,7 @@ int main(int argc, char **argv) {
                         : strcmp(dtname, "bf16") == 0 ? FR_BF16
                                                       : FR_DTYPE_COUNT;
   if (dtype == FR_DTYPE_COUNT || runs < 1 || runs > 1000 || warmup < 0 || batch < 1 || batch > 64 ||
-      latent < 8 || latent % 8 || ch < 32 || ch % 32)
+      latent < 8 || latent % 8 || ch < 32 || ch % 32 || profile < 0 || profile > runs)
     return fr__usage();
 
   struct fr_err err = {{0}};
@@ -238,7 +251,16 @@ int main(int argc, char **argv) {
   struct fr_unet_cond cond = {.context = ctx};
 
   /* 4. warm-up, then timed forwards */
+#ifdef FLOWRUN_HAVE_CUDA
+  const bool profiling = profile > 0 && strcmp(device, "cuda") == 0;
+#else
+  (void)profile;
+#endif
   for (int r = -warmup; r < runs; r++) {
+#ifdef FLOWRUN_HAVE_CUDA
+    if (profiling && r == 0)
+      cudaProfilerStart();
+#endif
     double s = fr__now_ms();
     struct fr_tensor *eps = NULL;
     if (fr_unet_forward(c, u, x, t, &cond, NULL, &eps, &err) || fr_ctx_sync(c, &err)) {
@@ -247,6 +269,12 @@ int main(int argc, char **argv) {
       goto done;
     }
     double e = fr__now_ms() - s;
+#ifdef FLOWRUN_HAVE_CUDA
+    if (profiling && r == profile - 1) {
+      cudaProfilerStop();
+      printf("profiled: timed forward%s 1 to %d (cudaProfilerStart/Stop)\n", profile > 1 ? "s" : "", profile);
+    }
+#endif
     if (r == runs - 1) { /* the result must be finite (fp16 overflow would make the timing meaningless) */
       struct fr_tensor *h = fr_ctx_download(c, eps);
       double amax = 0;
