@@ -13,8 +13,8 @@
 #    bound; then a table of the worst error per test and dtype;
 #  - only when everything before passed (a failed bf16 golden excepted: the benchmarks run f16): the
 #    full-size SD1.5 UNet step benchmark (tests/gpu/bench_unet_cuda.c); with the full build `flowrun bench
-#    --device cuda --dtype f16` on a `flowrun synth sd15` checkpoint (when `flowrun bench --help` lists
-#    --dtype); and an Nsight Compute per-kernel summary of one UNet step (ncu over bench_unet_cuda
+#    --device cuda --dtype f16` (every GPU row, weights made in memory), then its SD1.5 UNet row eager
+#    (FLOWRUN_CUDA_GRAPHS=0) and with the CUDA-core attention (FLOWRUN_CUDA_ATTN=simple); and an Nsight Compute per-kernel summary of one UNet step (ncu over bench_unet_cuda
 #    --profile 1, gpu__time_duration of every kernel into LOG_DIR/ncu_unet_step.csv, then
 #    tests/gpu/ncu_summary.py: the 20 kernels that take the most time);
 #  - last, test_ops under compute-sanitizer memcheck when it is installed.
@@ -445,19 +445,17 @@ if [ -n "$BIN" ]; then
     [ ${#FAILED[@]} = 0 ] || echo "(running the f16 benchmarks although these bf16 goldens failed: ${FAILED[*]})"
     run "bench: SD1.5 UNet step, batch 2, 64x64, fp16 (full size, random weights)" 120 \
       "$BIN/bench_unet_cuda" --device cuda --dtype f16 --runs "${FR_BENCH_RUNS:-10}" --warmup 2
-    # flowrun bench on cuda: its f16 rows (text encoder, UNet, VAE) on a full-size random checkpoint
+    # flowrun bench on cuda: every GPU row (CLIP-L, the SD1.5 and SDXL UNet steps, the ControlNet, VAE
+    # decode 512 and 1024) on full-size random weights made in memory, f16 (the VAE rows bf16); then the
+    # SD1.5 step again eager (FLOWRUN_CUDA_GRAPHS=0) and with the CUDA-core attention
+    # (FLOWRUN_CUDA_ATTN=simple), so the gains of the recorded replay and the tensor-core attention show
     if [ -n "$FLOWRUN" ]; then
-      if "$FLOWRUN" bench --help 2>&1 | grep -q -- "--dtype"; then
-        CK="$TMPD/sd15-synth-f16.safetensors" # 2 GB: in build-gpu/tmp, not in the log folder
-        if [ -s "$CK" ] || run "flowrun synth sd15 (full-size random checkpoint for flowrun bench)" 120 \
-          "$FLOWRUN" synth sd15 "$CK" --dtype f16 --quiet; then
-          run "flowrun bench --device cuda --dtype f16" 240 \
-            "$FLOWRUN" bench --ckpt "$CK" --arch sd15 --device cuda --dtype f16 --runs "${FR_FLOWRUN_BENCH_RUNS:-3}"
-        fi
-      else
-        step "flowrun bench: skipped (flowrun bench --help does not list --dtype yet)"
-        SKIPPED+=("flowrun bench --device cuda --dtype f16 (no --dtype in flowrun bench yet)")
-      fi
+      run "flowrun bench --device cuda --dtype f16 (every GPU row)" 300 \
+        "$FLOWRUN" bench --device cuda --dtype f16 --runs "${FR_FLOWRUN_BENCH_RUNS:-10}"
+      run "flowrun bench unet-sd15 eager (FLOWRUN_CUDA_GRAPHS=0)" 90 \
+        env FLOWRUN_CUDA_GRAPHS=0 "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15
+      run "flowrun bench unet-sd15 with the CUDA-core attention (FLOWRUN_CUDA_ATTN=simple)" 90 \
+        env FLOWRUN_CUDA_ATTN=simple "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15
     fi
     # Nsight Compute: the time of every kernel of one UNet step (bench_unet_cuda --profile 1 starts the
     # profiler after loading and warm-up, and stops it after the first timed forward). gpu__time_duration
