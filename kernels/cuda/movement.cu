@@ -6,6 +6,8 @@
 
 #include "kernels/cuda/internal.cuh"
 
+#include "kernels/cuda/transpose.cuh"
+
 /* y[o * ypitch + i] = x[o * xpitch + i] for o < outer, i < w (element offsets pre-applied to x and y):
  * one 2D copy (rows of w elements at two pitches), queued on the stream like a kernel. */
 static enum fr_status fr__rows_copy(struct fr_cuda *cu, void *y, const void *x, int64_t outer, int64_t w,
@@ -96,6 +98,15 @@ enum fr_status fr_cuda_permute(void *bp, struct fr_tensor *y, const struct fr_te
     return fr_cuda_err(
         cudaMemcpyAsync(y->data, x->data, fr_tensor_nbytes(y), cudaMemcpyDeviceToDevice, cu->stream), err,
         "permute: cudaMemcpyAsync");
+  int64_t A, M, N;
+  if (fr__as_transpose(x->ndim, x->shape, perm, &A, &M, &N) && A <= 65535 &&
+      (M + FR__TT - 1) / FR__TT <= 65535 && (N + FR__TT - 1) / FR__TT <= INT32_MAX) {
+    dim3 grid((unsigned)((N + FR__TT - 1) / FR__TT), (unsigned)((M + FR__TT - 1) / FR__TT), (unsigned)A);
+    FR_CUDA_DISPATCH(cu->dtype, err, T,
+                     fr__transpose_kernel<T>
+                     <<<grid, dim3(FR__TT, FR__TR), 0, cu->stream>>>((T *)y->data, (const T *)x->data, M, N));
+    return fr_cuda_launched(err, "transpose kernel");
+  }
   int64_t xst[FR_MAX_DIMS], s = 1;
   for (int d = x->ndim - 1; d >= 0; d--) {
     xst[d] = s;

@@ -210,12 +210,14 @@ template <typename T> struct fr__mma {
 
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/group_norm.cuh"
+#include "kernels/cuda/transpose.cuh"
 
 /* ---- running a grid ---- */
 
 /* Runs body once per thread of every block of grid (threads per block a multiple of 32), blocks one after
  * another; body calls the kernel. Shared memory starts poisoned: stale contents must not matter. */
-static void fr_emu_launch(fr_dim3 grid, unsigned threads, const std::function<void()> &body) {
+static void fr_emu_launch2(fr_dim3 grid, unsigned bx, unsigned by, const std::function<void()> &body) {
+  const unsigned threads = bx * by;
   pthread_barrier_init(&fr_emu_block_bar, NULL, threads);
   for (unsigned z = 0; z < grid.z; z++)
     for (unsigned y = 0; y < grid.y; y++)
@@ -225,9 +227,9 @@ static void fr_emu_launch(fr_dim3 grid, unsigned threads, const std::function<vo
         th.reserve(threads);
         for (unsigned i = 0; i < threads; i++)
           th.emplace_back([&, i, x, y, z] {
-            threadIdx = fr_dim3{i, 0, 0};
+            threadIdx = fr_dim3{i % bx, i / bx, 0};
             blockIdx = fr_dim3{x, y, z};
-            blockDim = fr_dim3{threads, 1, 1};
+            blockDim = fr_dim3{bx, by, 1};
             gridDim = grid;
             body();
           });
@@ -235,6 +237,9 @@ static void fr_emu_launch(fr_dim3 grid, unsigned threads, const std::function<vo
           t.join();
       }
   pthread_barrier_destroy(&fr_emu_block_bar);
+}
+static void fr_emu_launch(fr_dim3 grid, unsigned threads, const std::function<void()> &body) {
+  fr_emu_launch2(grid, threads, 1, body);
 }
 
 template <typename T, int DP, int DV, int BK>
@@ -380,6 +385,36 @@ static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, in
   ok ? fr_emu_passed++ : fr_emu_failed++;
 }
 
+/* The tiled transpose and the recognition of permutes as transposes. Exact (a copy). */
+template <typename T> static void fr_emu_transpose_case(const char *name, int64_t A, int64_t M, int64_t N) {
+  std::vector<T> x(A * M * N), y(A * M * N);
+  for (size_t i = 0; i < x.size(); i++)
+    fr_st(&x[i], (float)(i % 2039) - 1000.0f); /* integers: exact in every storage type */
+  fr_dim3 grid{(unsigned)((N + FR__TT - 1) / FR__TT), (unsigned)((M + FR__TT - 1) / FR__TT), (unsigned)A};
+  fr_emu_launch2(grid, FR__TT, FR__TR, [&] { fr__transpose_kernel<T>(y.data(), x.data(), M, N); });
+  int64_t bad = 0;
+  for (int64_t a = 0; a < A; a++)
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++)
+        bad += fr_ld(&y[(a * N + n) * M + m]) != fr_ld(&x[(a * M + m) * N + n]);
+  printf("%s %s: [%lld, %lld, %lld] -> [%lld, %lld, %lld]: %lld wrong elements\n", bad ? "FAIL" : "ok  ",
+         name, (long long)A, (long long)M, (long long)N, (long long)A, (long long)N, (long long)M,
+         (long long)bad);
+  bad ? fr_emu_failed++ : fr_emu_passed++;
+}
+
+static void fr_emu_as_transpose_case(int nd, const int64_t *shape, const int *perm, bool want, int64_t wa,
+                                     int64_t wm, int64_t wn) {
+  int64_t A = 0, M = 0, N = 0;
+  bool got = fr__as_transpose(nd, shape, perm, &A, &M, &N);
+  bool ok = got == want && (!want || (A == wa && M == wm && N == wn));
+  printf("%s permute of %d dims as a transpose: %s", ok ? "ok  " : "FAIL", nd, got ? "yes" : "no");
+  if (got)
+    printf(" [%lld, %lld, %lld]", (long long)A, (long long)M, (long long)N);
+  printf("\n");
+  ok ? fr_emu_passed++ : fr_emu_failed++;
+}
+
 int main(void) {
   for (int w = 0; w < FR_EMU_MAX_THREADS / 32; w++)
     if (pthread_barrier_init(&fr_emu_warp_bar[w], NULL, 32) != 0)
@@ -411,6 +446,19 @@ int main(void) {
   fr_emu_gn_case<float>("gn f32, 2 slices, no affine", 1, 4, 4096, 2, false, true, 0.0f, 1e-4);
   fr_emu_gn_case<__half>("gn f16, 3 slices, uneven last", 2, 6, 4100, 2, true, true, 0.5f, 3e-3);
   fr_emu_gn_case<__nv_bfloat16>("gn bf16, 8 slices", 1, 8, 8192, 2, true, false, 0.0f, 2.5e-2);
+  /* transpose: partial tiles on both edges, a batch, and exactly one tile */
+  fr_emu_transpose_case<__half>("transpose f16", 2, 45, 70);
+  fr_emu_transpose_case<float>("transpose f32", 1, 32, 32);
+  fr_emu_transpose_case<__nv_bfloat16>("transpose bf16", 3, 7, 33);
+  const int64_t nchw[4] = {2, 320, 64, 64}, tok[4] = {2, 64, 64, 320}, mat[2] = {77, 768};
+  const int64_t odd[4] = {2, 3, 4, 5};
+  fr_emu_as_transpose_case(4, nchw, (const int[]){0, 2, 3, 1}, true, 2, 320, 4096); /* NCHW -> NHWC */
+  fr_emu_as_transpose_case(4, tok, (const int[]){0, 3, 1, 2}, true, 2, 4096, 320);  /* NHWC -> NCHW */
+  fr_emu_as_transpose_case(2, mat, (const int[]){1, 0}, true, 1, 77, 768);
+  fr_emu_as_transpose_case(4, odd, (const int[]){0, 2, 1, 3}, false, 0, 0, 0); /* middle swap: generic */
+  fr_emu_as_transpose_case(4, odd, (const int[]){1, 0, 2, 3}, false, 0, 0, 0); /* inner dims stay: generic */
+  fr_emu_as_transpose_case(4, odd, (const int[]){2, 3, 0, 1}, true, 1, 6, 20); /* [2*3, 4*5] -> [4*5, 2*3] */
+  fr_emu_as_transpose_case(4, odd, (const int[]){0, 1, 2, 3}, false, 0, 0, 0); /* identity: not a transpose */
   printf("%d passed, %d failed\n", fr_emu_passed, fr_emu_failed);
   return fr_emu_failed ? 1 : 0;
 }
