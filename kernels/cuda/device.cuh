@@ -12,6 +12,11 @@
 #include <cuda_fp16.h>
 #endif
 
+/* Grid-stride loop over n items with an int64 index. */
+#define FR_CUDA_LOOP(i, n)                                                                                   \
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                                  \
+       i += (int64_t)gridDim.x * blockDim.x)
+
 template <typename T> __device__ __forceinline__ float fr_ld(const T *p);
 template <> __device__ __forceinline__ float fr_ld<float>(const float *p) {
   return *p;

@@ -4,6 +4,8 @@
 
 #include "kernels/cuda/internal.cuh"
 
+#include "kernels/cuda/eltwise.cuh"
+
 __device__ __forceinline__ float fr__gelu(float v) {
   return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
 }
@@ -71,41 +73,6 @@ enum fr_status fr_cuda_geglu(void *bp, struct fr_tensor *y, const struct fr_tens
                      <<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, total / N, N));
   }
   return fr_cuda_launched(err, "geglu kernel");
-}
-
-/* The broadcast as ops.c prepared it, passed by value. y may alias a (fr_add_inplace): each element is read
- * and written by the same thread, so no __restrict__. */
-struct fr__bc {
-  int nd;
-  int64_t shape[FR_MAX_DIMS], sa[FR_MAX_DIMS], sb[FR_MAX_DIMS];
-};
-
-__device__ __forceinline__ float fr__binop(int op, float va, float vb) {
-  return op == FR_BINARY_ADD ? va + vb : op == FR_BINARY_SUB ? va - vb : va * vb;
-}
-
-/* The general broadcast: per element, its index split along the merged dims. I as in fr__geglu_kernel. */
-template <typename T, typename I>
-static __global__ void fr__binary_kernel(T *y, const T *a, const T *b, int64_t n, struct fr__bc bc, int op) {
-  I shape[FR_MAX_DIMS], sa[FR_MAX_DIMS], sb[FR_MAX_DIMS];
-  for (int d = 0; d < FR_MAX_DIMS; d++)
-    shape[d] = (I)bc.shape[d], sa[d] = (I)bc.sa[d], sb[d] = (I)bc.sb[d];
-  for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < (I)n; e += (I)(gridDim.x * blockDim.x)) {
-    I rem = e, oa = 0, ob = 0;
-    for (int d = bc.nd - 1; d >= 0; d--) {
-      const I q = rem / shape[d], i = rem - q * shape[d];
-      rem = q;
-      oa += i * sa[d];
-      ob += i * sb[d];
-    }
-    fr_st(y + e, fr__binop(op, fr_ld(a + oa), fr_ld(b + ob)));
-  }
-}
-
-/* Same shape, both contiguous (the residual adds): no index arithmetic. */
-template <typename T>
-static __global__ void fr__binary_same_kernel(T *y, const T *a, const T *b, int64_t n, int op) {
-  FR_CUDA_LOOP(e, n) fr_st(y + e, fr__binop(op, fr_ld(a + e), fr_ld(b + e)));
 }
 
 enum fr_status fr_cuda_binary(void *bp, enum fr_binary_op op, struct fr_tensor *y, const struct fr_tensor *a,

@@ -142,8 +142,4 @@ static inline unsigned fr_cuda_blocks(int64_t n, int threads) {
     b = 1 << 20;
   return (unsigned)b;
 }
-#define FR_CUDA_LOOP(i, n)                                                                                   \
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                                  \
-       i += (int64_t)gridDim.x * blockDim.x)
-
 #endif

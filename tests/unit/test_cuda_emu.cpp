@@ -1,6 +1,8 @@
 /* CUDA kernels run on the host, so their index arithmetic, masks, reductions and fragment bookkeeping are
  * tested on every machine, CI included (no GPU there): the tensor-core attention
- * (kernels/cuda/attention_tc.cuh) and the split GroupNorm (kernels/cuda/group_norm.cuh).
+ * (kernels/cuda/attention_tc.cuh), the split GroupNorm (group_norm.cuh), the tiled transpose
+ * (transpose.cuh), conv2d's im2col and bias fill (conv2d.cuh) and the broadcasting binary ops
+ * (eltwise.cuh).
  *
  * How: the kernel sources are compiled as plain C++ with FR_CUDA_EMULATE defined. Each CUDA thread of a
  * block is a host thread (blocks one after another); __syncthreads is a barrier of the block, __shared__
@@ -44,13 +46,7 @@ struct fr_dim3 {
 };
 static thread_local fr_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-/* 16-bit storage types */
-struct __half {
-  uint16_t bits;
-};
-struct __nv_bfloat16 {
-  uint16_t bits;
-};
+/* 16-bit storage types, constructible from a float as CUDA's are */
 static uint16_t fr_emu_f2h(float f) {
   _Float16 h = (_Float16)f; /* round to nearest even */
   uint16_t b;
@@ -76,6 +72,16 @@ static float fr_emu_bf2f(uint16_t b) {
   memcpy(&f, &u, 4);
   return f;
 }
+struct __half {
+  uint16_t bits;
+  __half() = default;
+  __half(float f) : bits(fr_emu_f2h(f)) {}
+};
+struct __nv_bfloat16 {
+  uint16_t bits;
+  __nv_bfloat16() = default;
+  __nv_bfloat16(float f) : bits(fr_emu_f2bf(f)) {}
+};
 static inline float rsqrtf(float v) {
   return 1.0f / sqrtf(v);
 }
@@ -83,13 +89,13 @@ static inline float __half2float(__half h) {
   return fr_emu_h2f(h.bits);
 }
 static inline __half __float2half_rn(float f) {
-  return __half{fr_emu_f2h(f)};
+  return __half(f);
 }
 static inline float __bfloat162float(__nv_bfloat16 h) {
   return fr_emu_bf2f(h.bits);
 }
 static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-  return __nv_bfloat16{fr_emu_f2bf(f)};
+  return __nv_bfloat16(f);
 }
 
 template <typename T> struct fr_emu_type;
@@ -211,6 +217,11 @@ template <typename T> struct fr__mma {
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/group_norm.cuh"
 #include "kernels/cuda/transpose.cuh"
+extern "C" {
+#include "kernels/backend.h" /* FR_MAX_DIMS, enum fr_binary_op: what the binary kernels take */
+}
+#include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/eltwise.cuh"
 
 /* ---- running a grid ---- */
 
@@ -415,6 +426,81 @@ static void fr_emu_as_transpose_case(int nd, const int64_t *shape, const int *pe
   ok ? fr_emu_passed++ : fr_emu_failed++;
 }
 
+/* conv2d's im2col against the definition, in grids smaller than the work (strided loops). Exact. */
+static void fr_emu_im2col_case(const char *name, int nb, int C, int H, int W, int k, int stride, int pad,
+                               int oh0, int rows) {
+  const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, K = C * k * k;
+  const int pc = rows * Wo;
+  std::vector<__half> x((size_t)nb * C * H * W), cols((size_t)nb * K * pc);
+  for (size_t i = 0; i < x.size(); i++)
+    fr_st(&x[i], (float)(i % 1999) - 999.0f);
+  for (auto &e : cols)
+    fr_st(&e, 12345.0f); /* every element must be written */
+  fr_emu_launch(fr_dim3{2, 5, (unsigned)nb}, 64, [&] {
+    fr__im2col_kernel<__half>(cols.data(), x.data(), C, H, W, k, k, Wo, oh0, pc, K, stride, pad);
+  });
+  int64_t bad = 0;
+  for (int b = 0; b < nb; b++)
+    for (int r = 0; r < K; r++)
+      for (int p = 0; p < pc; p++) {
+        int c = r / (k * k), ki = r / k % k, kj = r % k, oh = oh0 + p / Wo, ow = p % Wo;
+        int ih = oh * stride - pad + ki, iw = ow * stride - pad + kj;
+        float want =
+            ih >= 0 && ih < H && iw >= 0 && iw < W ? fr_ld(&x[(((size_t)b * C + c) * H + ih) * W + iw]) : 0;
+        bad += fr_ld(&cols[((size_t)b * K + r) * pc + p]) != want;
+      }
+  printf("%s %s: %d images [%d, %d, %d], %dx%d stride %d pad %d, output rows %d..%d of %d: %lld wrong\n",
+         bad ? "FAIL" : "ok  ", name, nb, C, H, W, k, k, stride, pad, oh0, oh0 + rows - 1, Ho,
+         (long long)bad);
+  bad ? fr_emu_failed++ : fr_emu_passed++;
+}
+
+static void fr_emu_bias_fill_case(void) {
+  const int64_t B = 2, O = 5, P = 300;
+  std::vector<float> y(B * O * P, NAN), bias(O);
+  for (int64_t o = 0; o < O; o++)
+    bias[o] = (float)(o * 3 + 1);
+  fr_emu_launch2(fr_dim3{2, 3, 1}, 64, 1,
+                 [&] { fr__bias_fill_kernel<float>(y.data(), bias.data(), O, P, B * O); });
+  int64_t bad = 0;
+  for (int64_t i = 0; i < B * O * P; i++)
+    bad += y[i] != bias[i / P % O];
+  printf("%s conv bias fill [%lld, %lld, %lld] in a 2 x 3 grid: %lld wrong\n", bad ? "FAIL" : "ok  ",
+         (long long)B, (long long)O, (long long)P, (long long)bad);
+  bad ? fr_emu_failed++ : fr_emu_passed++;
+}
+
+/* Broadcast binary ops as ops.c hands them over (merged dims, element strides), int and int64 index paths. */
+template <typename I>
+static void fr_emu_binary_case(const char *name, const fr__bc &bc, int64_t na, int64_t nbn) {
+  int64_t n = 1;
+  for (int d = 0; d < bc.nd; d++)
+    n *= bc.shape[d];
+  std::vector<float> a(na), b(nbn), y(n, NAN);
+  for (int64_t i = 0; i < na; i++)
+    a[i] = (float)(i % 97);
+  for (int64_t i = 0; i < nbn; i++)
+    b[i] = (float)(i % 89) * 2.0f;
+  for (int op = FR_BINARY_ADD; op <= FR_BINARY_MUL; op++) {
+    fr_emu_launch(fr_dim3{3, 1, 1}, 64,
+                  [&] { fr__binary_kernel<float, I>(y.data(), a.data(), b.data(), n, bc, op); });
+    int64_t bad = 0;
+    for (int64_t e = 0; e < n; e++) {
+      int64_t rem = e, oa = 0, ob = 0;
+      for (int d = bc.nd - 1; d >= 0; d--) {
+        oa += rem % bc.shape[d] * bc.sa[d];
+        ob += rem % bc.shape[d] * bc.sb[d];
+        rem /= bc.shape[d];
+      }
+      float want = op == FR_BINARY_ADD ? a[oa] + b[ob] : op == FR_BINARY_SUB ? a[oa] - b[ob] : a[oa] * b[ob];
+      bad += y[e] != want;
+    }
+    printf("%s binary %s op %d (%s indices): %lld wrong\n", bad ? "FAIL" : "ok  ", name, op,
+           sizeof(I) == 4 ? "int" : "int64", (long long)bad);
+    bad ? fr_emu_failed++ : fr_emu_passed++;
+  }
+}
+
 int main(void) {
   for (int w = 0; w < FR_EMU_MAX_THREADS / 32; w++)
     if (pthread_barrier_init(&fr_emu_warp_bar[w], NULL, 32) != 0)
@@ -459,6 +545,30 @@ int main(void) {
   fr_emu_as_transpose_case(4, odd, (const int[]){1, 0, 2, 3}, false, 0, 0, 0); /* inner dims stay: generic */
   fr_emu_as_transpose_case(4, odd, (const int[]){2, 3, 0, 1}, true, 1, 6, 20); /* [2*3, 4*5] -> [4*5, 2*3] */
   fr_emu_as_transpose_case(4, odd, (const int[]){0, 1, 2, 3}, false, 0, 0, 0); /* identity: not a transpose */
+  /* conv2d's im2col (exact copies): a chunk of output rows, stride 2, a 5x5 kernel */
+  fr_emu_im2col_case("im2col 3x3 chunk", 2, 3, 9, 11, 3, 1, 1, 3, 4);
+  fr_emu_im2col_case("im2col 3x3 s2", 1, 4, 9, 8, 3, 2, 1, 0, 5);
+  fr_emu_im2col_case("im2col 5x5 pad 2", 1, 2, 6, 7, 5, 1, 2, 0, 6);
+  fr_emu_bias_fill_case();
+  /* residual add [2, 6, 35] + same; time-embedding add [2*6, 35] + [2*6, 1]; a 3-dim pattern */
+  fr__bc same = {1, {420}, {1}, {1}}, emb = {2, {12, 35}, {35, 1}, {1, 0}},
+         three = {3, {2, 3, 5}, {15, 5, 1}, {0, 5, 1}};
+  fr_emu_binary_case<int>("same shape", same, 420, 420);
+  fr_emu_binary_case<int>("[12, 35] + [12, 1]", emb, 420, 12);
+  fr_emu_binary_case<int64_t>("[12, 35] + [12, 1]", emb, 420, 12);
+  fr_emu_binary_case<int>("[2, 3, 5] + [1, 3, 5]", three, 30, 15);
+  { /* the contiguous same-shape kernel (the residual adds) */
+    std::vector<float> a(300), b(300), y(300, NAN);
+    for (int i = 0; i < 300; i++)
+      a[i] = (float)i, b[i] = (float)(7 * i % 13);
+    fr_emu_launch(fr_dim3{2, 1, 1}, 64,
+                  [&] { fr__binary_same_kernel<float>(y.data(), a.data(), b.data(), 300, FR_BINARY_SUB); });
+    int bad = 0;
+    for (int i = 0; i < 300; i++)
+      bad += y[i] != a[i] - b[i];
+    printf("%s binary same-shape kernel, 300 elements: %d wrong\n", bad ? "FAIL" : "ok  ", bad);
+    bad ? fr_emu_failed++ : fr_emu_passed++;
+  }
   printf("%d passed, %d failed\n", fr_emu_passed, fr_emu_failed);
   return fr_emu_failed ? 1 : 0;
 }
