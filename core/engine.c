@@ -844,6 +844,17 @@ void fr_node_warn(struct fr_node_ctx *nc, const char *fmt, ...) {
   fr__emit(nc->r->e, &ev);
 }
 
+void fr_node_info(struct fr_node_ctx *nc, const char *fmt, ...) {
+  char msg[FR_ERR_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  const struct fr_gnode *gn = &nc->r->g->nodes[nc->node];
+  struct fr_event ev = {.kind = FR_EV_INFO, .node = gn->id, .node_type = gn->spec->name, .message = msg};
+  fr__emit(nc->r->e, &ev);
+}
+
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key) {
   struct fr_engine *e = nc->r->e;
   for (int i = 0; i < e->n_states; i++)

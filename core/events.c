@@ -47,6 +47,13 @@ void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
     fr_buf_json_str(b, ev->path ? ev->path : "");
     fr_buf_putc(b, '}');
     break;
+  case FR_EV_INFO:
+    fr_buf_puts(b, "{\"event\":\"info\"");
+    fr__json_node(b, ev);
+    fr_buf_puts(b, ",\"message\":");
+    fr_buf_json_str(b, ev->message ? ev->message : "");
+    fr_buf_putc(b, '}');
+    break;
   case FR_EV_WARNING:
     fr_buf_puts(b, "{\"event\":\"warning\",\"message\":");
     fr_buf_json_str(b, ev->message ? ev->message : "");
@@ -160,6 +167,10 @@ void fr_events_display(void *user, const struct fr_event *ev) {
   case FR_EV_OUTPUT:
     fr__close_line(d);
     fprintf(f, "  wrote   %s\n", ev->path);
+    break;
+  case FR_EV_INFO:
+    fr__close_line(d);
+    fprintf(f, "flowrun: %s\n", ev->message);
     break;
   case FR_EV_WARNING:
     fr__close_line(d);

@@ -30,6 +30,7 @@ enum fr_event_kind {
   FR_EV_OUTPUT,      /* node, path: a file an output node wrote (also when it was cached: the file
                         it wrote before, which still exists) */
   FR_EV_WARNING,     /* message: something that is not an error (a corrupt cache entry recomputed) */
+  FR_EV_INFO,        /* node, message: what a node is doing that takes a while (loading a model file) */
 };
 
 struct fr_event {

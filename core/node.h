@@ -139,6 +139,9 @@ const char *fr_node_dtype(struct fr_node_ctx *nc);
 /* Emits a warning event ("node <id> (<Type>): message"): something the user should know that is not a
  * failure, e.g. a decode that fell back to tiles because the device ran out of memory. */
 void fr_node_warn(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Emits an info event: what the node is doing that takes a while ("loading MODEL from ..."). The CLI
+ * prints it unless --quiet; --events jsonl and the server pass it on. */
+void fr_node_info(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Engine-wide state a node type keeps across runs (e.g. loaded models), by key; NULL if absent. */
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key);
 void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (*destroy)(void *));

@@ -153,7 +153,7 @@ static enum fr_status fr__find_tokenizer(const struct fr_pipe_obj *o, const stru
 
 static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
                                struct fr_pipe_comp *m, struct fr_err *err) {
-  fprintf(stderr, "flowrun: loading %s from %s\n", type, o->path);
+  fr_node_info(nc, "loading %s from %s", type, o->path);
   enum fr_status rc = fr_checkpoint_open(o->path, &m->ck, err);
   if (rc)
     return rc;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Incremental re-execution on a real pipeline (graphs/tiny-demo.yaml on the tiny SD1.5 model), observed
-# through --events jsonl (which nodes ran / came from the cache) and the lazy loader's stderr line
-# "flowrun: loading <component> from <file>", printed only when a checkpoint is opened.
+# through --events jsonl (which nodes ran / came from the cache, and the lazy loader's info event
+# "loading <component> from <file>", emitted only when a checkpoint is opened). The CLI's display prints
+# that event as "flowrun: loading ..." unless --quiet.
 set -u
 : "${FLOWRUN:?}" "${FR_SRC:?}"
 FX="${FR_FIXTURES:-}"
@@ -20,7 +21,7 @@ run() { # run NAME [--set ...]: events in $T/NAME.jsonl, stderr in $T/NAME.err
 }
 ran() { grep -q "\"event\":\"node_start\",\"node\":\"$2\"" "$T/$1.jsonl"; }
 cached() { grep -q "\"event\":\"node_cached\",\"node\":\"$2\"" "$T/$1.jsonl"; }
-loaded() { grep -q "loading $2 from" "$T/$1.err"; }
+loaded() { grep "\"event\":\"info\"" "$T/$1.jsonl" | grep -q "loading $2 from"; }
 
 run full
 check '[ "$(cat $T/full.rc)" = 0 ]' "full run succeeds"
@@ -33,7 +34,7 @@ run same
 check '[ "$(cat $T/same.rc)" = 0 ]' "unchanged re-run succeeds"
 check 'grep -q "\"executed\":0" $T/same.jsonl' "unchanged re-run executes nothing"
 check '! ran same ckpt' "unchanged re-run does not run the loader"
-check '! grep -q "loading" $T/same.err' "unchanged re-run opens no checkpoint"
+check '! grep -q "loading" $T/same.jsonl $T/same.err' "unchanged re-run opens no checkpoint"
 
 run seed --set seed=2
 check '[ "$(cat $T/seed.rc)" = 0 ]' "seed change succeeds"
@@ -46,5 +47,13 @@ run neg --set seed=2 --set negative=grainy
 check '[ "$(cat $T/neg.rc)" = 0 ]' "negative prompt change succeeds"
 check 'ran neg negative && cached neg positive' "negative change: only the negative TextEncode re-runs"
 check 'ran neg sample && ran neg decode' "negative change: the Sampler and what follows re-run"
+
+# the display: the loader's line without --events, and nothing but warnings and errors with --quiet
+"$FLOWRUN" run "$FR_SRC/graphs/tiny-demo.yaml" --models "$FX/models" --no-cache --output "$T/out" \
+  --set seed=3 >/dev/null 2>"$T/plain.err"
+check 'grep -q "^flowrun: loading MODEL from" $T/plain.err' "the display prints the loader line"
+"$FLOWRUN" run "$FR_SRC/graphs/tiny-demo.yaml" --models "$FX/models" --no-cache --output "$T/out" \
+  --set seed=3 --quiet >/dev/null 2>"$T/quiet.err"
+check '[ ! -s $T/quiet.err ]' "--quiet prints nothing (no loader line) for a run without warnings"
 
 exit $fail

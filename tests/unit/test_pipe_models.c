@@ -1,8 +1,8 @@
 /* The pipeline's model cache and compute dtypes: which dtype each component computes in for a run's
  * --dtype; weights stay resident across runs of one engine (what `flowrun serve` relies on: the second
  * run opens no checkpoint) and are loaded again by a new engine; a dtype the device does not have is a
- * clean node error naming both, not a crash. Loads are counted from the "flowrun: loading <what> from"
- * lines the model cache prints on stderr, captured here. */
+ * clean node error naming both, not a crash. Loads are counted from the model cache's info events
+ * ("loading <what> from <file>"). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,41 +32,31 @@ static void test_comp_dtypes(void) {
 }
 
 static int warnings;
+static int loads_seen;       /* info events "loading <what> from <file>" of the current run */
+static char loads_what[256]; /* their <what>s, space-separated */
 static void on_event(void *user, const struct fr_event *ev) {
   (void)user;
   if (ev->kind == FR_EV_WARNING)
     warnings++;
+  if (ev->kind == FR_EV_INFO && ev->message && strncmp(ev->message, "loading ", 8) == 0) {
+    loads_seen++;
+    char w[32] = "";
+    sscanf(ev->message + 8, "%31s", w);
+    size_t len = strlen(loads_what);
+    snprintf(loads_what + len, sizeof loads_what - len, "%s%s", len ? " " : "", w);
+  }
 }
 
-/* Runs g on e with stderr captured; returns the status and counts "loading <what>" lines in *loads. */
+/* Runs g on e; returns the status, the number of "loading <what>" info events in *loads and their
+ * <what>s in what. */
 static enum fr_status run_counting(struct fr_engine *e, const struct fr_graph *g, int *loads, char *what,
                                    size_t nwhat, struct fr_err *err) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/stderr.txt", tmp);
-  fflush(stderr);
-  int saved = dup(2);
-  FILE *f = fopen(path, "w");
-  if (f) {
-    dup2(fileno(f), 2);
-    fclose(f);
-  }
+  loads_seen = 0;
+  loads_what[0] = 0;
   struct fr_run_summary sum;
   enum fr_status rc = fr_engine_run(e, g, &sum, err);
-  fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
-  char *text = fr_test_read_file(path, NULL);
-  *loads = 0;
-  what[0] = 0;
-  for (const char *p = text ? strstr(text, "flowrun: loading ") : NULL; p;
-       p = strstr(p + 1, "flowrun: loading ")) {
-    (*loads)++;
-    char w[32] = "";
-    sscanf(p + strlen("flowrun: loading "), "%31s", w);
-    size_t len = strlen(what);
-    snprintf(what + len, nwhat - len, "%s%s", len ? " " : "", w);
-  }
-  free(text);
+  *loads = loads_seen;
+  snprintf(what, nwhat, "%s", loads_what);
   return rc;
 }
 
