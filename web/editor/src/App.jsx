@@ -263,6 +263,8 @@ function Editor() {
           case 'progress': set({ kind: 'running', step: ev.step, steps: ev.steps, preview: ev.preview || null }); if (ev.preview) setPreview(ev.preview); break;
           case 'node_done': set({ kind: ev.node === top ? 'done' : 'running', ms: ev.ms }); if (ev.node !== top) set({ kind: 'done', ms: ev.ms }); break;
           case 'error': if (top) set({ kind: 'error', message: ev.message }); setMessage(`error: ${ev.message}`); break;
+          case 'info': setMessage(ev.message); break; // e.g. "loading MODEL from ...": long, worth seeing
+          case 'warning': setMessage(`warning: ${ev.message}`); break;
           case 'output':
             if (ev.file) {
               const src = `api/output?file=${encodeURIComponent(ev.file)}&r=${ev.run}`;
