@@ -334,43 +334,19 @@ static enum fr_status fr__denoise_recorded(struct fr__den *d, const struct fr_te
   return rc;
 }
 
-static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double sigma, double t, float *out) {
-  struct fr__den *d = user;
+/* One UNet step run op by op (with the ControlNets that apply at sigma): hx the scaled input (host
+ * [NB, C, h, w]), t the timestep; *he the downloaded eps. */
+static enum fr_status fr__denoise_eager(struct fr__den *d, const struct fr_tensor *hx, float t, double sigma,
+                                        struct fr_tensor **he) {
   struct fr_ctx *c = d->c;
-  int64_t NB = d->B * d->halves;
-  float s = (float)(1.0 / sqrt(sigma * sigma + 1.0));
-  struct fr_tensor *hx = fr_tensor_f32(4, (int64_t[]){NB, d->C, d->h, d->w});
-  struct fr_tensor *ht = fr_tensor_f32(1, (int64_t[]){1});
-  if (!hx || !ht) {
-    fr_tensor_free(hx);
-    fr_tensor_free(ht);
-    return fr_errf(&d->err, FR_E_NOMEM, "out of memory");
-  }
-  for (int h = 0; h < d->halves; h++)
-    for (int64_t i = 0; i < n; i++)
-      ((float *)hx->data)[h * n + i] = x[i] * s;
-  ((float *)ht->data)[0] = (float)t;
-  if (d->n_ctl == 0 && d->r.state >= 0 && d->r.eager >= 1 && fr_ctx_can_record(c)) {
-    struct fr_tensor *he = NULL;
-    enum fr_status rc = fr__denoise_recorded(d, hx, (float)t, &he);
-    if (rc != FR_E_UNSUPPORTED) {
-      fr_tensor_free(hx);
-      fr_tensor_free(ht);
-      if (rc) {
-        fr_tensor_free(he);
-        fr_ctx_clear(c);
-        return rc;
-      }
-      fr__cfg_out(d, x, n, sigma, he->data, out);
-      fr_tensor_free(he);
-      return FR_OK;
-    }
-  }
-  d->r.eager++;
+  *he = NULL;
   /* t stays a host fp32 tensor: the UNet and ControlNets embed it before any rounding to the compute
    * dtype (in BF16, t = 999 would become 1000). */
-  struct fr_tensor *dx = fr_ctx_upload(c, hx), *eps = NULL, *he = NULL;
-  fr_tensor_free(hx);
+  struct fr_tensor *ht = fr_tensor_f32(1, (int64_t[]){1});
+  if (!ht)
+    return fr_errf(&d->err, FR_E_NOMEM, "out of memory");
+  ((float *)ht->data)[0] = t;
+  struct fr_tensor *dx = fr_ctx_upload(c, hx), *eps = NULL;
   struct fr_unet_control ctl;
   memset(&ctl, 0, sizeof ctl);
   enum fr_status rc = dx ? FR_OK : fr_ctx_status(c, &d->err);
@@ -383,16 +359,39 @@ static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double 
     struct fr_unet_cond cond = {.context = d->ctx_all, .text_embeds = d->te_all, .time_ids = d->tid_all};
     rc = fr_unet_forward(c, d->m->unet, dx, ht, &cond, ctl.mid ? &ctl : NULL, &eps, &d->err);
   }
-  if (!rc && !(he = fr_ctx_download(c, eps)))
+  if (!rc && !(*he = fr_ctx_download(c, eps)))
     rc = fr_ctx_status(c, &d->err);
   fr_unet_control_free(&ctl);
   fr_tensor_free(dx);
   fr_tensor_free(ht);
   fr_tensor_free(eps);
+  return rc;
+}
+
+static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double sigma, double t, float *out) {
+  struct fr__den *d = user;
+  struct fr_ctx *c = d->c;
+  int64_t NB = d->B * d->halves;
+  float s = (float)(1.0 / sqrt(sigma * sigma + 1.0));
+  struct fr_tensor *hx = fr_tensor_f32(4, (int64_t[]){NB, d->C, d->h, d->w});
+  if (!hx)
+    return fr_errf(&d->err, FR_E_NOMEM, "out of memory");
+  for (int h = 0; h < d->halves; h++)
+    for (int64_t i = 0; i < n; i++)
+      ((float *)hx->data)[h * n + i] = x[i] * s;
+  struct fr_tensor *he = NULL;
+  enum fr_status rc = FR_E_UNSUPPORTED;
+  if (d->n_ctl == 0 && d->r.state >= 0 && d->r.eager >= 1 && fr_ctx_can_record(c))
+    rc = fr__denoise_recorded(d, hx, (float)t, &he);
+  if (rc == FR_E_UNSUPPORTED) { /* not recorded (yet, or here at all) */
+    d->r.eager++;
+    rc = fr__denoise_eager(d, hx, (float)t, sigma, &he);
+  }
+  fr_tensor_free(hx);
   if (rc) {
     fr_tensor_free(he);
     fr_ctx_clear(c);
-    return rc ? rc : fr_errf(&d->err, FR_E_NOMEM, "out of memory");
+    return rc;
   }
   fr__cfg_out(d, x, n, sigma, he->data, out);
   fr_tensor_free(he);
