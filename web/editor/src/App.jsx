@@ -214,10 +214,11 @@ function Editor() {
       runRef.current = -1;
       const r = await api('api/run', { path, yaml: yamlText(), params: typed });
       runRef.current = r.id;
-      for (const ev of pendingRef.current.get(r.id) || []) applyRef.current(ev);
-      pendingRef.current.clear();
+      // 'queued' first: the replayed events may already say the run is done, and must win.
       setRun({ id: r.id, state: 'queued' });
       setMessage(`run ${r.id} queued`);
+      for (const ev of pendingRef.current.get(r.id) || []) applyRef.current(ev);
+      pendingRef.current.clear();
     } catch (e) {
       setMessage(`run refused: ${e.message}`);
     }
