@@ -1,0 +1,94 @@
+/* Warp-level tensor-core primitives of sm_80 and later, shared by the tensor-core kernels
+ * (attention_tc.cuh, conv_tc.cuh): mma.sync m16n8k16 with fp32 accumulation, ldmatrix and cp.async.
+ *
+ * Register fragments of mma.m16n8k16 (g = lane / 4, t = lane % 4):
+ *   A (16 x 16, row-major): a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..)
+ *   B (16 x 8, k x n):      b0 = (k 2t..2t+1, n g), b1 = (k 2t+8..2t+9, n g)
+ *   C (16 x 8, fp32):       c0, c1 = (g, 2t), (g, 2t+1); c2, c3 = (g+8, 2t), (g+8, 2t+1)
+ *
+ * With FR_CUDA_EMULATE defined (tests/unit/test_cuda_emu.cpp) nothing here is compiled: the emulator
+ * supplies the same names, written from the PTX ISA's definitions. */
+#ifndef FR_KERNELS_CUDA_MMA_CUH
+#define FR_KERNELS_CUDA_MMA_CUH
+
+#include <stdint.h>
+
+#ifndef FR_CUDA_EMULATE
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+template <typename T> struct fr__mma;
+template <> struct fr__mma<__half> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi); /* .x (the low 16 bits) = lo */
+    return *reinterpret_cast<uint32_t *>(&h);
+  }
+  /* c += a b */
+  static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+  }
+};
+template <> struct fr__mma<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+  }
+  static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+  }
+};
+
+static __device__ __forceinline__ uint32_t fr__smem_addr(const void *p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, which lands in r[i]. Plain:
+ * lane gets (row lane/4, cols 2(lane%4)..+1) of each; .trans: (rows 2(lane%4)..+1, col lane/4). */
+static __device__ __forceinline__ void fr__ldsm_x4(uint32_t *r, uint32_t addr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#endif
+}
+static __device__ __forceinline__ void fr__ldsm_x4_trans(uint32_t *r, uint32_t addr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#endif
+}
+
+/* 16 bytes global -> shared, asynchronous; with ok false nothing is read and the 16 bytes become zeros
+ * (src must still be a valid address). */
+static __device__ __forceinline__ void fr__cp16(void *dst, const void *src, bool ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(fr__smem_addr(dst)), "l"(src),
+               "r"(ok ? 16 : 0));
+#endif
+}
+static __device__ __forceinline__ void fr__cp_commit(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+/* Waits until at most one committed group is still in flight (the newest). */
+static __device__ __forceinline__ void fr__cp_wait_all_but_one(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
+}
+
+#endif /* FR_CUDA_EMULATE */
+
+#endif
