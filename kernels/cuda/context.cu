@@ -277,6 +277,11 @@ enum fr_status fr_cuda_init(const struct fr_ctx_opts *o, void **bctx, struct fr_
   cu->smem_optin = prop.sharedMemPerBlockOptin;
   const char *attn = getenv("FLOWRUN_CUDA_ATTN");
   cu->attn_simple = attn && strcmp(attn, "simple") == 0;
+  const char *conv = getenv("FLOWRUN_CUDA_CONV");
+  cu->conv_mode = !conv                         ? FR_CUDA_CONV_AUTO
+                  : strcmp(conv, "im2col") == 0 ? FR_CUDA_CONV_IM2COL
+                  : strcmp(conv, "tc") == 0     ? FR_CUDA_CONV_TC
+                                                : FR_CUDA_CONV_AUTO;
   enum fr_status rc = fr_cuda_err(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking), err,
                                   "device cuda: cudaStreamCreate");
   if (rc == FR_OK)

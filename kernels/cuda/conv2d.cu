@@ -1,4 +1,5 @@
-/* conv2d as im2col + cuBLASLt GEMMs (an implicit-GEMM kernel is later work, see docs/cuda.md).
+/* conv2d as im2col + cuBLASLt GEMMs, for what the tensor-core kernel (conv_tc.cuh: F16/BF16 3x3 convs
+ * with stride 1 and padding 1, the bulk of SD's) does not take.
  *
  * For image b and a chunk of output rows [oh0, oh0 + r):  y_b[O, Pc] = w[O, C*kh*kw] cols_b[C*kh*kw, Pc]
  * (row-major, Pc = r * Wo). Column-major that is  y_b^T [Pc, O] = (cols_b as Pc x CK) (w as CK x O),
@@ -30,6 +31,8 @@ enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_ten
   if (H >= INT32_MAX || W >= INT32_MAX || Wo >= INT32_MAX || K >= INT32_MAX)
     return fr_errf(err, FR_E_UNSUPPORTED, "conv2d: %lld x %lld input, %lld column rows: too large for cuda",
                    (long long)H, (long long)W, (long long)K);
+  if (fr_cuda_conv_tc_fits(cu, y, x, w, stride, pad))
+    return fr_cuda_conv_tc(cu, y, x, w, bias, err);
   size_t es = fr_dtype_size(cu->dtype);
   if (bias) {
     unsigned gx = fr_cuda_blocks(P, FR_CUDA_THREADS);

@@ -28,6 +28,11 @@ struct fr_cuda_pool;
 struct fr_cuda_block;
 struct fr_cuda_gemm_entry;
 
+/* FLOWRUN_CUDA_CONV: unset, the tensor-core 3x3 conv where it fits and fills the device; "im2col", every
+ * conv through im2col + cuBLASLt; "tc", the tensor-core conv wherever it fits (the tests use it to reach
+ * it with small shapes). */
+enum fr_cuda_conv_mode { FR_CUDA_CONV_AUTO, FR_CUDA_CONV_IM2COL, FR_CUDA_CONV_TC };
+
 /* One device context (the backend context of one fr_ctx). */
 struct fr_cuda {
   int device;
@@ -44,7 +49,8 @@ struct fr_cuda {
   int cc;            /* compute capability, major * 10 + minor */
   size_t smem_optin; /* largest dynamic shared memory a block may opt into */
   bool attn_simple; /* FLOWRUN_CUDA_ATTN=simple: the CUDA-core attention kernel even where tensor cores fit */
-  struct fr_cuda_arena *recording; /* graph.cu: the arena of the recording in progress, or NULL */
+  enum fr_cuda_conv_mode conv_mode; /* FLOWRUN_CUDA_CONV */
+  struct fr_cuda_arena *recording;  /* graph.cu: the arena of the recording in progress, or NULL */
 };
 
 /* ---- errors ---- */
@@ -101,6 +107,15 @@ struct fr_cuda_gemm {
 };
 enum fr_status fr_cuda_gemm_run(struct fr_cuda *cu, const struct fr_cuda_gemm *g, struct fr_err *err);
 void fr_cuda_gemm_cache_free(struct fr_cuda *cu);
+/* ---- 3x3 convolution on tensor cores (conv_tc.cu) ----
+ * Whether the implicit-GEMM kernel takes this conv2d (F16/BF16, 3x3, stride 1, padding 1, C % 16 == 0,
+ * O % 64 == 0, sm_80+; and, unless FLOWRUN_CUDA_CONV=tc, enough blocks to fill the device), and the
+ * launch. */
+bool fr_cuda_conv_tc_fits(const struct fr_cuda *cu, const struct fr_tensor *y, const struct fr_tensor *x,
+                          const struct fr_tensor *w, int stride, int pad);
+enum fr_status fr_cuda_conv_tc(struct fr_cuda *cu, struct fr_tensor *y, const struct fr_tensor *x,
+                               const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err);
+
 /* ---- attention on tensor cores (attention_tc.cu) ----
  * Whether the tensor-core kernel takes this case (F16/BF16 context on sm_80+, head dim a multiple of 8 and
  * at most 512, 16-byte aligned operands, the grid within limits), and the kernel itself. */

@@ -39,7 +39,20 @@
 #define __forceinline__ inline
 #define __shared__ static
 #define __align__(n)
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
+
+struct uint2 {
+  uint32_t x, y;
+};
+struct uint4 {
+  uint32_t x, y, z, w;
+};
+static inline uint2 make_uint2(uint32_t x, uint32_t y) {
+  return uint2{x, y};
+}
+static inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) {
+  return uint4{x, y, z, w};
+}
 
 struct fr_dim3 {
   unsigned x, y, z;
@@ -221,6 +234,7 @@ extern "C" {
 #include "kernels/backend.h" /* FR_MAX_DIMS, enum fr_binary_op: what the binary kernels take */
 }
 #include "kernels/cuda/conv2d.cuh"
+#include "kernels/cuda/conv_tc.cuh"
 #include "kernels/cuda/eltwise.cuh"
 
 /* ---- running a grid ---- */
@@ -470,6 +484,68 @@ static void fr_emu_bias_fill_case(void) {
   bad ? fr_emu_failed++ : fr_emu_passed++;
 }
 
+/* The tensor-core 3x3 conv (stride 1, padding 1) against the definition in double precision on the same
+ * rounded inputs, launched as conv_tc.cu launches it. Inputs in [-1, 1), weights scaled by 1/sqrt(9C), so
+ * outputs are O(1). Per element the bound is the output's rounding (half an ulp: 2^-11 |y| for F16, 2^-8
+ * |y| for BF16) plus 1e-4 for the fp32 accumulation of 9C terms; a wrong tap, channel, halo or fragment
+ * index gives errors of 1e-1 and more. y has a guard after it: a write past the image fails the case. */
+template <typename T>
+static void fr_emu_conv_tc_case(const char *name, int B, int C, int O, int H, int W, bool bias) {
+  const int64_t nx = (int64_t)B * C * H * W, nw = (int64_t)O * C * 9, ny = (int64_t)B * O * H * W;
+  const int guard = 4096;
+  std::vector<T> x(nx), w(nw), bv(O), y(ny + guard);
+  std::vector<double> xd(nx), wd(nw), bd(O, 0.0);
+  const float ws = 1.0f / sqrtf(9.0f * (float)C);
+  for (int64_t i = 0; i < nx; i++)
+    fr_st(&x[i], fr_emu_uniform()), xd[i] = fr_ld(&x[i]);
+  for (int64_t i = 0; i < nw; i++)
+    fr_st(&w[i], ws * fr_emu_uniform()), wd[i] = fr_ld(&w[i]);
+  for (int o = 0; o < O; o++)
+    fr_st(&bv[o], 0.5f * fr_emu_uniform()), bd[o] = bias ? fr_ld(&bv[o]) : 0.0;
+  for (auto &e : y)
+    fr_st(&e, 640.0f); /* exact in F16 and BF16 */
+  const int TW = fr__cv_tile_w(W), TH = FR__CV_BP / TW, tiles_w = (W + TW - 1) / TW;
+  fr_dim3 grid{(unsigned)((H + TH - 1) / TH * tiles_w), (unsigned)(O / FR__CV_BO), (unsigned)B};
+  if (FR__CV_SMEM(sizeof(T)) > sizeof fr__tc_sh) {
+    printf("FAIL %s: the emulator's shared memory is too small\n", name);
+    fr_emu_failed++;
+    return;
+  }
+  fr_emu_launch(grid, FR__CV_THREADS, [&] {
+    fr__conv_tc_kernel<T>(y.data(), x.data(), w.data(), bias ? bv.data() : NULL, C, H, W, O, TW, tiles_w);
+  });
+  const double u = sizeof(T) == 2 && fr_emu_type<T>::enc(1.0f + 1.0f / 512) == fr_emu_type<T>::enc(1.0f)
+                       ? 1.0 / 256   /* BF16: 1 + 2^-9 rounds to 1 */
+                       : 1.0 / 2048; /* F16 */
+  double worst = 0, ratio = 0;
+  for (int b = 0; b < B; b++)
+    for (int o = 0; o < O; o++)
+      for (int oh = 0; oh < H; oh++)
+        for (int ow = 0; ow < W; ow++) {
+          double ref = bd[o];
+          for (int c = 0; c < C; c++)
+            for (int ki = 0; ki < 3; ki++)
+              for (int kj = 0; kj < 3; kj++) {
+                const int ih = oh - 1 + ki, iw = ow - 1 + kj;
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                  ref += xd[(((int64_t)b * C + c) * H + ih) * W + iw] *
+                         wd[(((int64_t)o * C + c) * 3 + ki) * 3 + kj];
+              }
+          const double got = fr_ld(&y[(((int64_t)b * O + o) * H + oh) * W + ow]);
+          const double e = fabs(got - ref), bound = u * fabs(ref) + 1e-4;
+          worst = e > worst || e != e ? e : worst;
+          ratio = e / bound > ratio || e != e ? e / bound : ratio;
+        }
+  int64_t guarded = 0;
+  for (int i = 0; i < guard; i++)
+    guarded += fr_ld(&y[ny + i]) != 640.0f;
+  const bool ok = ratio <= 1.0 && guarded == 0; /* NaN fails */
+  printf("%s %s: [%d, %d, %d, %d] -> %d channels, tiles %dx%d%s: max |err| %.3g, %.2f of the bound%s\n",
+         ok ? "ok  " : "FAIL", name, B, C, H, W, O, TH, TW, bias ? ", bias" : "", worst, ratio,
+         guarded ? ", WROTE PAST y" : "");
+  ok ? fr_emu_passed++ : fr_emu_failed++;
+}
+
 /* Broadcast binary ops as ops.c hands them over (merged dims, element strides), int and int64 index paths. */
 template <typename I>
 static void fr_emu_binary_case(const char *name, const fr__bc &bc, int64_t na, int64_t nbn) {
@@ -550,6 +626,14 @@ int main(void) {
   fr_emu_im2col_case("im2col 3x3 s2", 1, 4, 9, 8, 3, 2, 1, 0, 5);
   fr_emu_im2col_case("im2col 5x5 pad 2", 1, 2, 6, 7, 5, 1, 2, 0, 6);
   fr_emu_bias_fill_case();
+  /* the tensor-core 3x3 conv: each tile width (8, 16, 32, 64), partial tiles in rows and columns, the
+   * 264-pixel halo of the 64-wide tiles (two halo pixels for some threads), 1 to 3 channel steps (both
+   * stages of the double buffer), two output-channel tiles, a batch */
+  fr_emu_conv_tc_case<__half>("conv tc f16, 16-wide tiles", 2, 32, 64, 5, 9, true);
+  fr_emu_conv_tc_case<__half>("conv tc f16, 64-wide tiles", 1, 16, 128, 3, 64, false);
+  fr_emu_conv_tc_case<__half>("conv tc f16, 32-wide tiles", 1, 16, 64, 5, 70, true);
+  fr_emu_conv_tc_case<__half>("conv tc f16, 8-wide tiles", 1, 16, 64, 17, 8, true);
+  fr_emu_conv_tc_case<__nv_bfloat16>("conv tc bf16, 3 steps", 1, 48, 64, 4, 64, true);
   /* residual add [2, 6, 35] + same; time-embedding add [2*6, 35] + [2*6, 1]; a 3-dim pattern */
   fr__bc same = {1, {420}, {1}, {1}}, emb = {2, {12, 35}, {35, 1}, {1, 0}},
          three = {3, {2, 3, 5}, {15, 5, 1}, {0, 5, 1}};
