@@ -14,7 +14,9 @@
 #  - only when everything before passed (a failed bf16 golden excepted: the benchmarks run f16): the
 #    full-size SD1.5 UNet step benchmark (tests/gpu/bench_unet_cuda.c); with the full build `flowrun bench
 #    --device cuda --dtype f16` (every GPU row, weights made in memory), then its SD1.5 UNet row eager
-#    (FLOWRUN_CUDA_GRAPHS=0) and with the CUDA-core attention (FLOWRUN_CUDA_ATTN=simple); and an Nsight Compute per-kernel summary of one UNet step (ncu over bench_unet_cuda
+#    (FLOWRUN_CUDA_GRAPHS=0) and with the CUDA-core attention (FLOWRUN_CUDA_ATTN=simple), its UNet and VAE
+#    rows with every conv on im2col (FLOWRUN_CUDA_CONV=im2col); and an Nsight Compute per-kernel summary of
+#    one UNet step (ncu over bench_unet_cuda
 #    --profile 1, gpu__time_duration of every kernel into LOG_DIR/ncu_unet_step.csv, then
 #    tests/gpu/ncu_summary.py: the 20 kernels that take the most time);
 #  - last, test_ops under compute-sanitizer memcheck when it is installed.
@@ -422,7 +424,7 @@ if [ -n "$BIN" ]; then
   # Diagnosis, not a check: when the f16 pipelines failed, run them again without the recorded sampler
   # steps and then without the tensor-core attention, so the log says which part is at fault.
   if printf '%s\n' "${FAILED[@]}" | grep -qx "test_pipe_golden cuda f16"; then
-    for v in FLOWRUN_CUDA_GRAPHS=0 FLOWRUN_CUDA_ATTN=simple; do
+    for v in FLOWRUN_CUDA_GRAPHS=0 FLOWRUN_CUDA_ATTN=simple FLOWRUN_CUDA_CONV=im2col; do
       RUN_SOFT=1 run "diagnosis: test_pipe_golden cuda f16 with $v" 180 \
         env "$v" FR_TEST_DEVICE=cuda FR_TEST_DTYPE=f16 "$BIN/test_pipe_golden"
     done
@@ -456,7 +458,8 @@ if [ -n "$BIN" ]; then
     # flowrun bench on cuda: every GPU row (CLIP-L, the SD1.5 and SDXL UNet steps, the ControlNet, VAE
     # decode 512 and 1024) on full-size random weights made in memory, f16 (the VAE rows bf16); then the
     # SD1.5 step again eager (FLOWRUN_CUDA_GRAPHS=0) and with the CUDA-core attention
-    # (FLOWRUN_CUDA_ATTN=simple), so the gains of the recorded replay and the tensor-core attention show
+    # (FLOWRUN_CUDA_ATTN=simple), so the gains of the recorded replay and the tensor-core attention show;
+    # and the conv-heavy rows with im2col + cuBLASLt instead of the tensor-core conv (FLOWRUN_CUDA_CONV)
     if [ -n "$FLOWRUN" ]; then
       run "flowrun bench --device cuda --dtype f16 (every GPU row)" 300 \
         "$FLOWRUN" bench --device cuda --dtype f16 --runs "${FR_FLOWRUN_BENCH_RUNS:-10}"
@@ -464,6 +467,8 @@ if [ -n "$BIN" ]; then
         env FLOWRUN_CUDA_GRAPHS=0 "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15
       run "flowrun bench unet-sd15 with the CUDA-core attention (FLOWRUN_CUDA_ATTN=simple)" 90 \
         env FLOWRUN_CUDA_ATTN=simple "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15
+      run "flowrun bench unet-sd15, vae-512, vae-1024 with every conv on im2col + cuBLASLt (FLOWRUN_CUDA_CONV=im2col)" 150 \
+        env FLOWRUN_CUDA_CONV=im2col "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15,vae-512,vae-1024
     fi
     # Nsight Compute: the time of every kernel of one UNet step (bench_unet_cuda --profile 1 starts the
     # profiler after loading and warm-up, and stops it after the first timed forward). gpu__time_duration

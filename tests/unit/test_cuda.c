@@ -7,10 +7,12 @@
  *    as a clean FR_E_NOMEM that leaves the context usable, host allocation failures inside device ops,
  *    tensors that outlive their context, the cuBLASLt descriptor cache past its eviction limit, and conv2d
  *    and attention at sizes that take the chunked and multi-tile paths, against the cpu; recorded replays
- *    (CUDA graphs): inputs written in place, memory kept for the graph, a failed recording;
+ *    (CUDA graphs): inputs written in place, memory kept for the graph, a failed recording; conv2d 3x3 at
+ *    SD sizes in F16/BF16 through the tensor-core kernel and through im2col;
  *  - everywhere: the cpu refuses to record, fr_ctx_write. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -181,6 +183,88 @@ static void check_big_paths(struct fr_ctx *cpu, struct fr_ctx *gpu) {
   compare("attention [2,1050,320] 5 heads causal", cpu, gpu, 1e-5, op_attn_causal, 2, a);
   for (int i = 0; i < 3; i++)
     fr_tensor_free(a[i]);
+}
+
+/* Rounds an F32 host tensor through dt (F16 or BF16) in place: what a context of that dtype holds. */
+static void round_through(struct fr_tensor *t, enum fr_dtype dt) {
+  float *v = t->data;
+  for (int64_t i = 0; i < fr_tensor_numel(t); i++)
+    v[i] = dt == FR_F16 ? fr_f16_to_f32(fr_f32_to_f16(v[i])) : fr_bf16_to_f32(fr_f32_to_bf16(v[i]));
+}
+
+/* conv2d 3x3 at SD sizes in F16 and BF16, by default (the tensor-core kernel where the grid fills the
+ * device: the 64x64 UNet level and the VAE's 256x256 one; im2col at the 8x8 level) and with
+ * FLOWRUN_CUDA_CONV=im2col, against the cpu in F32 on the same rounded inputs. Bound: 2 roundings of the
+ * output (u = 2^-11 or 2^-8) + 3 x 2e-5 for the fp32 sums (test_ops.c's lowp_tol for a GEMM row). */
+static void check_conv_sizes(struct fr_ctx *cpu) {
+  static const int64_t shapes[3][2][4] = {{{2, 320, 64, 64}, {320, 320, 3, 3}},
+                                          {{1, 128, 256, 256}, {128, 128, 3, 3}},
+                                          {{2, 1280, 8, 8}, {1280, 1280, 3, 3}}};
+  const char *was = getenv("FLOWRUN_CUDA_CONV");
+  char *saved = was ? strdup(was) : NULL;
+  for (int k = 0; k < 2; k++) {
+    enum fr_dtype dt = k ? FR_BF16 : FR_F16;
+    const double tol = 2 * (k ? 1.0 / 256 : 1.0 / 2048) + 6e-5;
+    for (int si = 0; si < 3; si++) {
+      const int64_t *xs = shapes[si][0], *ws = shapes[si][1];
+      struct fr_tensor *h[3] = {rand_t(4, xs, 1.0f), rand_t(4, ws, 1.0f / sqrtf((float)(ws[1] * 9))),
+                                rand_t(1, &ws[0], 0.5f)};
+      for (int i = 0; i < 3; i++)
+        round_through(h[i], dt);
+      struct fr_tensor *ref = NULL;
+      {
+        struct fr_tensor *d[3];
+        for (int i = 0; i < 3; i++)
+          d[i] = fr_ctx_upload(cpu, h[i]);
+        struct fr_tensor *y = op_conv(cpu, d);
+        ref = y ? fr_ctx_download(cpu, y) : NULL;
+        fr_tensor_free(y);
+        for (int i = 0; i < 3; i++)
+          fr_tensor_free(d[i]);
+        fr_ctx_clear(cpu);
+      }
+      for (int mode = 0; mode < 2 && ref; mode++) {
+        if (mode)
+          setenv("FLOWRUN_CUDA_CONV", "im2col", 1);
+        else
+          unsetenv("FLOWRUN_CUDA_CONV");
+        struct fr_ctx *gpu = new_ctx("cuda", dt);
+        if (!gpu)
+          continue;
+        struct fr_tensor *d[3];
+        for (int i = 0; i < 3; i++)
+          d[i] = fr_ctx_upload(gpu, h[i]);
+        struct fr_tensor *y = op_conv(gpu, d), *hy = y ? fr_ctx_download(gpu, y) : NULL;
+        struct fr_err e;
+        CHECKF(hy && !fr_ctx_failed(gpu), "conv2d [%lld, %lld, %lld, %lld] on cuda %s: %s", (long long)xs[0],
+               (long long)xs[1], (long long)xs[2], (long long)xs[3], fr_dtype_name(dt),
+               fr_ctx_status(gpu, &e) ? e.msg : "no output");
+        if (hy) {
+          double err = fr_test_rel_err(hy->data, ref->data, (long)fr_tensor_numel(ref));
+          printf("conv2d [%lld,%lld,%lld,%lld] x [%lld,%lld,3,3] cuda %-4s %-7s vs cpu %.3g (tol %.3g)\n",
+                 (long long)xs[0], (long long)xs[1], (long long)xs[2], (long long)xs[3], (long long)ws[0],
+                 (long long)ws[1], fr_dtype_name(dt), mode ? "im2col" : "default", err, tol);
+          CHECKF(err <= tol, "conv2d %lld channels at %lldx%lld, cuda %s %s: %.3g > %.3g", (long long)xs[1],
+                 (long long)xs[2], (long long)xs[3], fr_dtype_name(dt), mode ? "im2col" : "default", err,
+                 tol);
+        }
+        fr_tensor_free(hy);
+        fr_tensor_free(y);
+        for (int i = 0; i < 3; i++)
+          fr_tensor_free(d[i]);
+        fr_ctx_free(gpu);
+      }
+      CHECK(ref != NULL);
+      fr_tensor_free(ref);
+      for (int i = 0; i < 3; i++)
+        fr_tensor_free(h[i]);
+    }
+  }
+  if (saved)
+    setenv("FLOWRUN_CUDA_CONV", saved, 1);
+  else
+    unsetenv("FLOWRUN_CUDA_CONV");
+  free(saved);
 }
 
 /* More distinct GEMM shapes than the descriptor cache holds (256): eviction must keep results right. */
@@ -376,6 +460,8 @@ int main(void) {
   struct fr_ctx *cpu = new_ctx("cpu", FR_F32), *gpu = new_ctx("cuda", FR_F32);
   if (cpu && gpu)
     check_big_paths(cpu, gpu);
+  if (cpu)
+    check_conv_sizes(cpu);
   fr_ctx_free(cpu);
   fr_ctx_free(gpu);
   return fr_test_done();

@@ -90,6 +90,11 @@ static const struct row ROWS[] = {
      .tol = GEMM_TOL, .why = "three images in one batched GEMM on cuda (weights shared, stride 0)"},
     {"conv2d 1x1", K_CONV2D, 4, S(2, 64, 8, 8), 4, S(32, 64, 1, 1), .p = {1, 0}, .flag = true,
      .tol = GEMM_TOL, .why = GEMM_WHY},
+    {"conv2d 3x3 32->64", K_CONV2D, 4, S(2, 32, 9, 20), 4, S(64, 32, 3, 3), .p = {1, 1}, .flag = true,
+     .tol = GEMM_TOL,
+     .why = "on cuda F16/BF16 with FLOWRUN_CUDA_CONV=tc: the tensor-core conv, 32-wide tiles"},
+    {"conv2d 3x3 16->128", K_CONV2D, 4, S(1, 16, 5, 64), 4, S(128, 16, 3, 3), .p = {1, 1}, .tol = GEMM_TOL,
+     .why = "tensor-core conv (FLOWRUN_CUDA_CONV=tc): 64-wide tiles, 2 channel tiles, no bias"},
     {"conv2d 4->32 in", K_CONV2D, 4, S(1, 4, 32, 32), 4, S(32, 4, 3, 3), .p = {1, 1}, .flag = true,
      .tol = GEMM_TOL, .why = GEMM_WHY},
     {"conv2d 5x5 pad2", K_CONV2D, 4, S(1, 3, 11, 12), 4, S(6, 3, 5, 5), .p = {1, 2}, .flag = true,
@@ -882,11 +887,14 @@ static void round_inputs(const struct inputs *in, struct inputs *out, enum fr_dt
   out->w_host = out->t[1];
 }
 
-static void run_rows_lowp(struct fr_ctx *cpu, struct fr_ctx *dev, enum fr_dtype dt) {
-  const char *dn = fr_dtype_name(dt);
+/* only: the rows of one kind, or -1 for all; label: the dtype and how the context was made, for the lines */
+static void run_rows_lowp(struct fr_ctx *cpu, struct fr_ctx *dev, enum fr_dtype dt, int only,
+                          const char *dn) {
   int nrows = (int)(sizeof ROWS / sizeof ROWS[0]);
   for (int ri = 0; ri < nrows; ri++) {
     const struct row *r = &ROWS[ri];
+    if (only >= 0 && r->kind != (enum kind)only)
+      continue;
     rng_state = 0x9e3779b97f4a7c15ULL * (uint64_t)(ri + 1);
     struct inputs in, rin;
     make_inputs(r, &in);
@@ -918,7 +926,7 @@ static void run_rows_lowp(struct fr_ctx *cpu, struct fr_ctx *dev, enum fr_dtype 
         double tol = lowp_tol(r, dt), err = fr_test_rel_err(out->data, reff, (long)n);
         double e2 = cpu_out ? fr_test_rel_err(out->data, cpu_out->data, (long)n) : INFINITY;
         printf("cuda %-4s %-22s %-40s err %.3g, vs cpu %.3g (tol %.3g: 2 %s roundings + 3 x fp32 tol; %s)\n",
-               dn, r->op, shapes, err, e2, tol, dn, r->why);
+               dn, r->op, shapes, err, e2, tol, fr_dtype_name(dt), r->why);
         CHECKF(err <= tol, "%s %s on cuda %s: error %.3g > tolerance %.3g", r->op, shapes, dn, err, tol);
         CHECKF(e2 <= tol, "%s %s on cuda %s vs cpu: error %.3g > tolerance %.3g", r->op, shapes, dn, e2, tol);
       }
@@ -1247,10 +1255,26 @@ int main(void) {
     enum fr_status st = fr_ctx_new(&(struct fr_ctx_opts){.device = "cuda", .dtype = dt}, &lp, &e);
     CHECKF(st == FR_OK, "cuda %s context: %s", fr_dtype_name(dt), e.msg);
     if (st == FR_OK) {
-      run_rows_lowp(ctx[0], lp, dt);
+      run_rows_lowp(ctx[0], lp, dt, -1, fr_dtype_name(dt));
       check_timestep_f32(lp);
     }
     fr_ctx_free(lp);
+    /* The conv rows again with the tensor-core 3x3 conv wherever it fits: by default it only takes grids
+     * that fill the device, which these small rows do not (docs/cuda.md, FLOWRUN_CUDA_CONV). */
+    const char *was = getenv("FLOWRUN_CUDA_CONV");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("FLOWRUN_CUDA_CONV", "tc", 1);
+    lp = NULL;
+    st = fr_ctx_new(&(struct fr_ctx_opts){.device = "cuda", .dtype = dt}, &lp, &e);
+    CHECKF(st == FR_OK, "cuda %s context (FLOWRUN_CUDA_CONV=tc): %s", fr_dtype_name(dt), e.msg);
+    if (st == FR_OK)
+      run_rows_lowp(ctx[0], lp, dt, K_CONV2D, dt == FR_F16 ? "f16 tc" : "bf16 tc");
+    fr_ctx_free(lp);
+    if (saved)
+      setenv("FLOWRUN_CUDA_CONV", saved, 1);
+    else
+      unsetenv("FLOWRUN_CUDA_CONV");
+    free(saved);
   }
 #endif
   check_ctx_new();
