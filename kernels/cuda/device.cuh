@@ -6,10 +6,12 @@
 #define FR_KERNELS_CUDA_DEVICE_CUH
 
 #include <math.h>
+#include <string.h>
 
 #ifndef FR_CUDA_EMULATE
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <vector_types.h>
 #endif
 
 /* Grid-stride loop over n items with an int64 index. */
@@ -36,6 +38,28 @@ template <> __device__ __forceinline__ void fr_st<__half>(__half *p, float v) {
 }
 template <> __device__ __forceinline__ void fr_st<__nv_bfloat16>(__nv_bfloat16 *p, float v) {
   *p = __float2bfloat16_rn(v);
+}
+
+/* 16-byte vectors: FR_VEC(T) elements (8 for F16/BF16, 4 for F32) moved by one load or store, so that a
+ * thread keeps 16 bytes in flight instead of 2 (memory-bound kernels in F16 otherwise cannot have enough
+ * loads outstanding to use the bandwidth). p must be 16-byte aligned. */
+#define FR_VEC(T) ((int)(16 / sizeof(T)))
+template <typename T> __device__ __forceinline__ void fr_ldv(const T *p, float *v) {
+  const uint4 u = *reinterpret_cast<const uint4 *>(p);
+  T t[FR_VEC(T)];
+  memcpy(t, &u, 16); /* not a pointer cast: no aliasing of the vector's bytes as T (registers either way) */
+#pragma unroll
+  for (int i = 0; i < FR_VEC(T); i++)
+    v[i] = fr_ld(t + i);
+}
+template <typename T> __device__ __forceinline__ void fr_stv(T *p, const float *v) {
+  T t[FR_VEC(T)];
+#pragma unroll
+  for (int i = 0; i < FR_VEC(T); i++)
+    fr_st(t + i, v[i]);
+  uint4 u;
+  memcpy(&u, t, 16);
+  *reinterpret_cast<uint4 *>(p) = u;
 }
 
 /* Block-wide sum of v over blockDim.x threads (a multiple of 32, at most 1024); every thread gets it.

@@ -6,28 +6,6 @@
 
 #include "kernels/cuda/eltwise.cuh"
 
-__device__ __forceinline__ float fr__gelu(float v) {
-  return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-}
-
-template <typename T>
-static __global__ void fr__unary_kernel(T *y, const T *x, int64_t n, int op, float p0, float p1) {
-  FR_CUDA_LOOP(i, n) {
-    float v = fr_ld(x + i), r;
-    switch (op) {
-    case FR_UNARY_SILU: r = v / (1.0f + expf(-v)); break;
-    case FR_UNARY_GELU: r = fr__gelu(v); break;
-    case FR_UNARY_GELU_TANH:
-      r = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-      break;
-    case FR_UNARY_QUICK_GELU: r = v / (1.0f + expf(-1.702f * v)); break;
-    case FR_UNARY_AFFINE: r = v * p0 + p1; break;
-    default: r = v; break;
-    }
-    fr_st(y + i, r);
-  }
-}
-
 enum fr_status fr_cuda_unary(void *bp, enum fr_unary_op op, struct fr_tensor *y, const struct fr_tensor *x,
                              float p0, float p1, struct fr_err *err) {
   struct fr_cuda *cu = (struct fr_cuda *)bp;
@@ -38,23 +16,16 @@ enum fr_status fr_cuda_unary(void *bp, enum fr_unary_op op, struct fr_tensor *y,
     return fr_cuda_err(
         cudaMemcpyAsync(y->data, x->data, fr_tensor_nbytes(x), cudaMemcpyDeviceToDevice, cu->stream), err,
         "copy: cudaMemcpyAsync");
-  FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__unary_kernel<T>
-                   <<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
-                       (T *)y->data, (const T *)x->data, n, (int)op, p0, p1));
+  FR_CUDA_DISPATCH(cu->dtype, err, T, {
+    if (fr_cuda_vec_ok(n, FR_VEC(T), y->data, x->data, NULL))
+      fr__unary_kernel<T, true>
+          <<<fr_cuda_blocks(n / FR_VEC(T), FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+              (T *)y->data, (const T *)x->data, n, (int)op, p0, p1);
+    else
+      fr__unary_kernel<T, false><<<fr_cuda_blocks(n, FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+          (T *)y->data, (const T *)x->data, n, (int)op, p0, p1);
+  });
   return fr_cuda_launched(err, "unary kernel");
-}
-
-/* y [R, N] = x[:, :N] * gelu(x[:, N:]) with x [R, 2N]. I is the index type: int where every index fits
- * (all SD shapes; a 32-bit division costs a fraction of a 64-bit one), int64_t otherwise. */
-template <typename T, typename I>
-static __global__ void fr__geglu_kernel(T *y, const T *x, int64_t rows, int64_t N) {
-  const I total = (I)(rows * N), n = (I)N;
-  for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += (I)(gridDim.x * blockDim.x)) {
-    const I r = e / n, j = e - r * n;
-    const T *xr = x + (int64_t)r * 2 * n;
-    fr_st(y + e, fr_ld(xr + j) * fr__gelu(fr_ld(xr + n + j)));
-  }
 }
 
 enum fr_status fr_cuda_geglu(void *bp, struct fr_tensor *y, const struct fr_tensor *x, struct fr_err *err) {
@@ -62,16 +33,22 @@ enum fr_status fr_cuda_geglu(void *bp, struct fr_tensor *y, const struct fr_tens
   int64_t N = y->shape[y->ndim - 1], total = fr_tensor_numel(y);
   if (N == 0 || total == 0)
     return FR_OK;
-  unsigned g = fr_cuda_blocks(total, FR_CUDA_THREADS);
-  if (2 * total < INT32_MAX - (int64_t)g * FR_CUDA_THREADS) { /* x's indices too, and the loop's last step */
-    FR_CUDA_DISPATCH(cu->dtype, err, T,
-                     fr__geglu_kernel<T, int>
-                     <<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, total / N, N));
-  } else {
-    FR_CUDA_DISPATCH(cu->dtype, err, T,
-                     fr__geglu_kernel<T, int64_t>
-                     <<<g, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, total / N, N));
-  }
+  FR_CUDA_DISPATCH(cu->dtype, err, T, {
+    const bool v = fr_cuda_vec_ok(N, FR_VEC(T), y->data, x->data, NULL);
+    const int64_t work = v ? total / FR_VEC(T) : total;
+    const unsigned g = fr_cuda_blocks(work, FR_CUDA_THREADS);
+    const bool small = 2 * total < INT32_MAX - (int64_t)g * FR_CUDA_THREADS; /* x's indices, the last step */
+    T *py = (T *)y->data;
+    const T *px = (const T *)x->data;
+    if (v && small)
+      fr__geglu_kernel<T, int, true><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(py, px, total / N, N);
+    else if (v)
+      fr__geglu_kernel<T, int64_t, true><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(py, px, total / N, N);
+    else if (small)
+      fr__geglu_kernel<T, int, false><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(py, px, total / N, N);
+    else
+      fr__geglu_kernel<T, int64_t, false><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(py, px, total / N, N);
+  });
   return fr_cuda_launched(err, "geglu kernel");
 }
 
@@ -92,9 +69,15 @@ enum fr_status fr_cuda_binary(void *bp, enum fr_binary_op op, struct fr_tensor *
   }
   unsigned g = fr_cuda_blocks(n, FR_CUDA_THREADS);
   if (k.nd == 1 && k.sa[0] == 1 && k.sb[0] == 1) {
-    FR_CUDA_DISPATCH(cu->dtype, err, T,
-                     fr__binary_same_kernel<T><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(
-                         (T *)y->data, (const T *)a->data, (const T *)bt->data, n, (int)op));
+    FR_CUDA_DISPATCH(cu->dtype, err, T, {
+      if (fr_cuda_vec_ok(n, FR_VEC(T), y->data, a->data, bt->data))
+        fr__binary_same_kernel<T, true>
+            <<<fr_cuda_blocks(n / FR_VEC(T), FR_CUDA_THREADS), FR_CUDA_THREADS, 0, cu->stream>>>(
+                (T *)y->data, (const T *)a->data, (const T *)bt->data, n, (int)op);
+      else
+        fr__binary_same_kernel<T, false><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(
+            (T *)y->data, (const T *)a->data, (const T *)bt->data, n, (int)op);
+    });
   } else if (n < INT32_MAX - (int64_t)g * FR_CUDA_THREADS && fr_tensor_numel(a) < INT32_MAX &&
              fr_tensor_numel(bt) < INT32_MAX) { /* every index and offset fits an int */
     FR_CUDA_DISPATCH(cu->dtype, err, T,

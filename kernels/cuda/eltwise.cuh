@@ -1,14 +1,17 @@
-/* The broadcasting add/sub/mul kernels of eltwise.cu, apart so that tests/unit/test_cuda_emu.cpp can run
- * them on the host. */
+/* The kernels of eltwise.cu (activations, GEGLU, broadcasting add/sub/mul), apart so that
+ * tests/unit/test_cuda_emu.cpp can run them on the host. Kernels with a bool V template parameter have a
+ * 16-byte-vector form (device.cuh's fr_ldv/fr_stv), which the launch picks when the lengths are multiples of
+ * FR_VEC(T) and the pointers 16-byte aligned: every SD activation is. */
 #ifndef FR_KERNELS_CUDA_ELTWISE_CUH
 #define FR_KERNELS_CUDA_ELTWISE_CUH
 
+#include <math.h>
 #include <stdint.h>
 
 #include "kernels/cuda/device.cuh"
 
-/* FR_MAX_DIMS (core/tensor.h) and enum fr_binary_op (kernels/backend.h) come from the includer: internal.cuh
- * for the backend, the emulator test for the host. */
+/* FR_MAX_DIMS (core/tensor.h) and enums fr_binary_op, fr_unary_op (kernels/backend.h) come from the includer:
+ * internal.cuh for the backend, the emulator test for the host. */
 
 /* The broadcast as ops.c prepared it, passed by value. y may alias a (fr_add_inplace): each element is read
  * and written by the same thread, so no __restrict__. */
@@ -19,6 +22,64 @@ struct fr__bc {
 
 __device__ __forceinline__ float fr__binop(int op, float va, float vb) {
   return op == FR_BINARY_ADD ? va + vb : op == FR_BINARY_SUB ? va - vb : va * vb;
+}
+
+__device__ __forceinline__ float fr__gelu(float v) {
+  return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+}
+
+/* enum fr_unary_op (kernels/backend.h) on one value */
+__device__ __forceinline__ float fr__unary_op(int op, float v, float p0, float p1) {
+  switch (op) {
+  case FR_UNARY_SILU: return v / (1.0f + expf(-v));
+  case FR_UNARY_GELU: return fr__gelu(v);
+  case FR_UNARY_GELU_TANH:
+    return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+  case FR_UNARY_QUICK_GELU: return v / (1.0f + expf(-1.702f * v));
+  case FR_UNARY_AFFINE: return v * p0 + p1;
+  default: return v;
+  }
+}
+
+template <typename T, bool V>
+static __global__ void fr__unary_kernel(T *y, const T *x, int64_t n, int op, float p0, float p1) {
+  if (V) {
+    constexpr int K = FR_VEC(T);
+    FR_CUDA_LOOP(i, n / K) {
+      float v[K];
+      fr_ldv(x + i * K, v);
+#pragma unroll
+      for (int k = 0; k < K; k++)
+        v[k] = fr__unary_op(op, v[k], p0, p1);
+      fr_stv(y + i * K, v);
+    }
+  } else {
+    FR_CUDA_LOOP(i, n) fr_st(y + i, fr__unary_op(op, fr_ld(x + i), p0, p1));
+  }
+}
+
+/* y [R, N] = x[:, :N] * gelu(x[:, N:]) with x [R, 2N]. I is the index type: int where every index fits
+ * (all SD shapes; a 32-bit division costs a fraction of a 64-bit one), int64_t otherwise. V: e counts
+ * vectors of K = FR_VEC(T) elements (N a multiple of K). */
+template <typename T, typename I, bool V>
+static __global__ void fr__geglu_kernel(T *y, const T *x, int64_t rows, int64_t N) {
+  constexpr int K = V ? FR_VEC(T) : 1;
+  const I total = (I)(rows * N / K), n = (I)(N / K);
+  for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += (I)(gridDim.x * blockDim.x)) {
+    const I r = e / n, j = e - r * n;
+    const T *xa = x + ((int64_t)r * 2 * n + j) * K, *xg = xa + (int64_t)n * K;
+    if (V) {
+      float a[K], g[K];
+      fr_ldv(xa, a);
+      fr_ldv(xg, g);
+#pragma unroll
+      for (int k = 0; k < K; k++)
+        a[k] *= fr__gelu(g[k]);
+      fr_stv(y + (int64_t)e * K, a);
+    } else {
+      fr_st(y + e, fr_ld(xa) * fr__gelu(fr_ld(xg)));
+    }
+  }
 }
 
 /* The general broadcast: per element, its index split along the merged dims. I as in fr__geglu_kernel. */
@@ -40,9 +101,22 @@ static __global__ void fr__binary_kernel(T *y, const T *a, const T *b, int64_t n
 }
 
 /* Same shape, both contiguous (the residual adds): no index arithmetic. */
-template <typename T>
+template <typename T, bool V>
 static __global__ void fr__binary_same_kernel(T *y, const T *a, const T *b, int64_t n, int op) {
-  FR_CUDA_LOOP(e, n) fr_st(y + e, fr__binop(op, fr_ld(a + e), fr_ld(b + e)));
+  if (V) {
+    constexpr int K = FR_VEC(T);
+    FR_CUDA_LOOP(e, n / K) {
+      float va[K], vb[K];
+      fr_ldv(a + e * K, va);
+      fr_ldv(b + e * K, vb);
+#pragma unroll
+      for (int k = 0; k < K; k++)
+        va[k] = fr__binop(op, va[k], vb[k]);
+      fr_stv(y + e * K, va);
+    }
+  } else {
+    FR_CUDA_LOOP(e, n) fr_st(y + e, fr__binop(op, fr_ld(a + e), fr_ld(b + e)));
+  }
 }
 
 #endif

@@ -8,8 +8,8 @@
  *     group's slices (Chan et al.'s pairwise update: n = na + nb, d = mb - ma, mean = ma + d nb / n,
  *     M2 = M2a + M2b + d^2 na nb / n), then every thread normalises, applies gamma/beta and SiLU and stores
  *     once in the storage dtype.
- * All statistics are fp32. Device code only: norm.cu launches it; tests/unit/test_cuda_emu.cpp runs it on
- * the host. */
+ * Both read (and write) 16-byte vectors where the lengths and pointers allow. All statistics are fp32. Device
+ * code only: norm.cu launches it; tests/unit/test_cuda_emu.cpp runs it on the host. */
 #ifndef FR_KERNELS_CUDA_GROUP_NORM_CUH
 #define FR_KERNELS_CUDA_GROUP_NORM_CUH
 
@@ -18,22 +18,40 @@
 #include "kernels/cuda/device.cuh"
 
 /* x viewed as [B * G, n] (n = channels per group * S); slice k of group g is [k * chunk, min(n, (k + 1) *
- * chunk)); part[(g * splits + k) * 3 + {0, 1, 2}] = count, mean, M2. Every slice is non-empty. */
-template <typename T>
+ * chunk)); part[(g * splits + k) * 3 + {0, 1, 2}] = count, mean, M2. Every slice is non-empty. V: read in
+ * 16-byte vectors (n and chunk multiples of FR_VEC(T), x 16-byte aligned). */
+template <typename T, bool V>
 static __global__ void fr__gn_stats_kernel(float *part, const T *x, int64_t n, int64_t chunk) {
+  constexpr int K = V ? FR_VEC(T) : 1;
   __shared__ float sh[32];
   const int64_t grp = blockIdx.x, k = blockIdx.y;
   const int64_t lo = k * chunk, hi = lo + chunk < n ? lo + chunk : n;
   const T *xg = x + grp * n;
   float s = 0.0f;
-  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
-    s += fr_ld(xg + i);
+  for (int64_t i = lo + (int64_t)threadIdx.x * K; i < hi; i += (int64_t)blockDim.x * K) {
+    float v[K];
+    if (V)
+      fr_ldv(xg + i, v);
+    else
+      v[0] = fr_ld(xg + i);
+#pragma unroll
+    for (int e = 0; e < K; e++)
+      s += v[e];
+  }
   const float cnt = (float)(hi - lo);
   const float mean = fr_block_sum(s, sh) / cnt;
   s = 0.0f;
-  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    const float d = fr_ld(xg + i) - mean;
-    s = fmaf(d, d, s);
+  for (int64_t i = lo + (int64_t)threadIdx.x * K; i < hi; i += (int64_t)blockDim.x * K) {
+    float v[K];
+    if (V)
+      fr_ldv(xg + i, v);
+    else
+      v[0] = fr_ld(xg + i);
+#pragma unroll
+    for (int e = 0; e < K; e++) {
+      const float d = v[e] - mean;
+      s = fmaf(d, d, s);
+    }
   }
   const float m2 = fr_block_sum(s, sh);
   if (threadIdx.x == 0) {
@@ -44,11 +62,13 @@ static __global__ void fr__gn_stats_kernel(float *part, const T *x, int64_t n, i
   }
 }
 
-/* Rows r = b * C + c of x [B, C, S] (grid y, strided); group b * G + c / cpg. */
-template <typename T>
+/* Rows r = b * C + c of x [B, C, S] (grid y, strided); group b * G + c / cpg. V: the row in 16-byte vectors
+ * (S a multiple of FR_VEC(T), x and y 16-byte aligned). */
+template <typename T, bool V>
 static __global__ void fr__gn_apply_kernel(T *y, const T *x, const float *part, const T *gamma, const T *beta,
                                            int64_t C, int64_t cpg, int64_t G, int64_t S, int splits,
                                            int64_t rows, float eps, int silu) {
+  constexpr int K = V ? FR_VEC(T) : 1;
   __shared__ float stat[2];
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
     const int64_t b = row / C, c = row % C, grp = b * G + c / cpg;
@@ -70,19 +90,31 @@ static __global__ void fr__gn_apply_kernel(T *y, const T *x, const float *part, 
     const float bb = beta ? fr_ld(beta + c) : 0.0f;
     const T *xr = x + row * S;
     T *yr = y + row * S;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < S;
-         i += (int64_t)gridDim.x * blockDim.x) {
-      float v = (fr_ld(xr + i) - mean) * g + bb;
-      if (silu)
-        v = v / (1.0f + expf(-v));
-      fr_st(yr + i, v);
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * K; i < S;
+         i += (int64_t)gridDim.x * blockDim.x * K) {
+      float v[K];
+      if (V)
+        fr_ldv(xr + i, v);
+      else
+        v[0] = fr_ld(xr + i);
+#pragma unroll
+      for (int e = 0; e < K; e++) {
+        v[e] = (v[e] - mean) * g + bb;
+        if (silu)
+          v[e] = v[e] / (1.0f + expf(-v[e]));
+      }
+      if (V)
+        fr_stv(yr + i, v);
+      else
+        fr_st(yr + i, v[0]);
     }
   }
 }
 
 /* The launch geometry: how many slices per group (enough blocks to fill the GPU, at least 4096 elements
- * each, at most 64) and the slice length; every slice non-empty. */
-static inline void fr__gn_splits(int64_t groups_total, int64_t n, int sm_count, int64_t *splits,
+ * each, at most 64) and the slice length, a multiple of vec (the vector length the kernel reads in, or 1);
+ * every slice non-empty. */
+static inline void fr__gn_splits(int64_t groups_total, int64_t n, int sm_count, int vec, int64_t *splits,
                                  int64_t *chunk) {
   int64_t s = (2 * (int64_t)sm_count + groups_total - 1) / groups_total;
   if (s > n / 4096)
@@ -91,7 +123,7 @@ static inline void fr__gn_splits(int64_t groups_total, int64_t n, int sm_count, 
     s = 64;
   if (s < 1)
     s = 1;
-  *chunk = (n + s - 1) / s;
+  *chunk = ((n + s - 1) / s + vec - 1) / vec * vec;
   *splits = (n + *chunk - 1) / *chunk;
 }
 

@@ -149,6 +149,12 @@ enum fr_status fr_cuda_fill(struct fr_cuda *cu, void *y, int64_t n, float v, str
 
 #define FR_CUDA_THREADS 256
 /* Blocks for a grid-stride loop over n items: enough to fill the GPU, never past the grid limit. */
+/* Whether a kernel may move n elements in 16-byte vectors of vec: n a multiple of vec and every pointer
+ * (NULL: none) 16-byte aligned. */
+static inline bool fr_cuda_vec_ok(int64_t n, int vec, const void *a, const void *b, const void *c) {
+  return n % vec == 0 && ((uintptr_t)a & 15) == 0 && ((uintptr_t)b & 15) == 0 && ((uintptr_t)c & 15) == 0;
+}
+
 static inline unsigned fr_cuda_blocks(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
   if (b < 1)

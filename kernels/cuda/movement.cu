@@ -7,6 +7,7 @@
 #include "kernels/cuda/internal.cuh"
 
 #include "kernels/cuda/transpose.cuh"
+#include "kernels/cuda/upsample.cuh"
 
 /* y[o * ypitch + i] = x[o * xpitch + i] for o < outer, i < w (element offsets pre-applied to x and y):
  * one 2D copy (rows of w elements at two pitches), queued on the stream like a kernel. */
@@ -160,19 +161,6 @@ enum fr_status fr_cuda_pad2d(void *bp, struct fr_tensor *y, const struct fr_tens
   return fr_cuda_launched(err, "pad2d kernel");
 }
 
-/* Row r = p * 2H + i of the output along grid y (strided), columns along x: no division per element. */
-template <typename T>
-static __global__ void fr__up2_kernel(T *y, const T *x, int64_t rows, int64_t H, int64_t W) {
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const int64_t p = r / (2 * H), i = r % (2 * H);
-    const T *xr = x + (p * H + i / 2) * W;
-    T *yr = y + r * 2 * W;
-    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < 2 * W;
-         j += (int64_t)gridDim.x * blockDim.x)
-      yr[j] = xr[j / 2];
-  }
-}
-
 enum fr_status fr_cuda_upsample_nearest2x(void *bp, struct fr_tensor *y, const struct fr_tensor *x,
                                           struct fr_err *err) {
   struct fr_cuda *cu = (struct fr_cuda *)bp;
@@ -181,11 +169,17 @@ enum fr_status fr_cuda_upsample_nearest2x(void *bp, struct fr_tensor *y, const s
     return FR_OK;
   int64_t H = x->shape[x->ndim - 2], W = x->shape[x->ndim - 1];
   int64_t rows = n / (2 * W); /* p * 2H + i */
-  unsigned gx = fr_cuda_blocks(2 * W, FR_CUDA_THREADS);
-  dim3 grid(gx > 64 ? 64 : gx, (unsigned)(rows < 65535 ? rows : 65535));
-  FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__up2_kernel<T>
-                   <<<grid, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, rows, H, W));
+  FR_CUDA_DISPATCH(cu->dtype, err, T, {
+    const bool v = fr_cuda_vec_ok(W, FR_VEC(T), x->data, y->data, NULL);
+    unsigned gx = fr_cuda_blocks(v ? W / FR_VEC(T) : 2 * W, FR_CUDA_THREADS);
+    dim3 grid(gx > 64 ? 64 : gx, (unsigned)(rows < 65535 ? rows : 65535));
+    if (v)
+      fr__up2_kernel<T, true>
+          <<<grid, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, rows, H, W);
+    else
+      fr__up2_kernel<T, false>
+          <<<grid, FR_CUDA_THREADS, 0, cu->stream>>>((T *)y->data, (const T *)x->data, rows, H, W);
+  });
   return fr_cuda_launched(err, "upsample kernel");
 }
 

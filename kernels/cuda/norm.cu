@@ -17,23 +17,35 @@ enum fr_status fr_cuda_group_norm(void *bp, struct fr_tensor *y, const struct fr
   int64_t S = fr_tensor_numel(x) / (B * C), cpg = C / groups, gt = B * groups, n = cpg * S, splits, chunk;
   if (gt > INT32_MAX)
     return fr_errf(err, FR_E_UNSUPPORTED, "%lld groups exceed the launch grid", (long long)gt);
-  fr__gn_splits(gt, n, cu->sm_count, &splits, &chunk);
+  const int vec = 16 / (int)fr_dtype_size(cu->dtype); /* FR_VEC(T): 8 for F16/BF16, 4 for F32 */
+  const bool vs = fr_cuda_vec_ok(n, vec, x->data, NULL, NULL),
+             va = fr_cuda_vec_ok(S, vec, x->data, y->data, NULL);
+  fr__gn_splits(gt, n, cu->sm_count, vs ? vec : 1, &splits, &chunk);
   struct fr_cuda_block *blk;
   float *part = (float *)fr_cuda_pool_alloc(cu, (size_t)(gt * splits * 3) * sizeof(float), &blk);
   if (!part)
     return fr_errf(err, FR_E_NOMEM, "out of device memory for group_norm statistics");
   const int64_t rows = B * C;
-  unsigned gx = fr_cuda_blocks(S, 256);
+  unsigned gx = fr_cuda_blocks(va ? S / vec : S, 256);
   dim3 sgrid((unsigned)gt, (unsigned)splits),
       agrid(gx > 32 ? 32 : gx, (unsigned)(rows < 65535 ? rows : 65535));
   enum fr_status rc = FR_OK;
   FR_CUDA_DISPATCH(cu->dtype, err, T, {
-    fr__gn_stats_kernel<T><<<sgrid, 256, 0, cu->stream>>>(part, (const T *)x->data, n, chunk);
+    if (vs)
+      fr__gn_stats_kernel<T, true><<<sgrid, 256, 0, cu->stream>>>(part, (const T *)x->data, n, chunk);
+    else
+      fr__gn_stats_kernel<T, false><<<sgrid, 256, 0, cu->stream>>>(part, (const T *)x->data, n, chunk);
     rc = fr_cuda_launched(err, "group_norm statistics kernel");
     if (rc == FR_OK) {
-      fr__gn_apply_kernel<T><<<agrid, 256, 0, cu->stream>>>(
-          (T *)y->data, (const T *)x->data, part, gamma ? (const T *)gamma->data : NULL,
-          beta ? (const T *)beta->data : NULL, C, cpg, groups, S, (int)splits, rows, eps, silu ? 1 : 0);
+      T *py = (T *)y->data;
+      const T *px = (const T *)x->data, *pg = gamma ? (const T *)gamma->data : NULL,
+              *pb = beta ? (const T *)beta->data : NULL;
+      if (va)
+        fr__gn_apply_kernel<T, true><<<agrid, 256, 0, cu->stream>>>(py, px, part, pg, pb, C, cpg, groups, S,
+                                                                    (int)splits, rows, eps, silu ? 1 : 0);
+      else
+        fr__gn_apply_kernel<T, false><<<agrid, 256, 0, cu->stream>>>(py, px, part, pg, pb, C, cpg, groups, S,
+                                                                     (int)splits, rows, eps, silu ? 1 : 0);
       rc = fr_cuda_launched(err, "group_norm kernel");
     }
   });

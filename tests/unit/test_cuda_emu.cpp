@@ -236,6 +236,7 @@ extern "C" {
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/conv_tc.cuh"
 #include "kernels/cuda/eltwise.cuh"
+#include "kernels/cuda/upsample.cuh"
 
 /* ---- running a grid ---- */
 
@@ -355,7 +356,7 @@ static void fr_emu_case(const char *name, int64_t B, int64_t Tq, int64_t Tk, int
 
 /* GroupNorm: x [B, C, S] with G groups, gamma/beta optional, SiLU optional; the two kernels launched as
  * norm.cu launches them (splits for a GPU of 132 SMs). */
-template <typename T>
+template <typename T, bool V = false>
 static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, int G, bool affine, bool silu,
                            float offset, double tol) {
   const int64_t n = B * C * S, cpg = C / G, gt = B * G, per = cpg * S;
@@ -372,17 +373,17 @@ static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, in
       gd[c] = fr_ld(&gamma[c]), bd[c] = fr_ld(&beta[c]);
   }
   int64_t splits, chunk;
-  fr__gn_splits(gt, per, 132, &splits, &chunk);
+  fr__gn_splits(gt, per, 132, V ? FR_VEC(T) : 1, &splits, &chunk);
   std::vector<float> part(gt * splits * 3, NAN);
   const float eps = 1e-5f;
   fr_emu_launch(fr_dim3{(unsigned)gt, (unsigned)splits, 1}, 256,
-                [&] { fr__gn_stats_kernel<T>(part.data(), x.data(), per, chunk); });
+                [&] { fr__gn_stats_kernel<T, V>(part.data(), x.data(), per, chunk); });
   const int64_t rows = B * C;
   fr_emu_launch(fr_dim3{4, (unsigned)(rows < 7 ? rows : 7), 1}, 64,
                 [&] { /* fewer blocks than rows: strided */
-                      fr__gn_apply_kernel<T>(y.data(), x.data(), part.data(), affine ? gamma.data() : NULL,
-                                             affine ? beta.data() : NULL, C, cpg, G, S, (int)splits, rows,
-                                             eps, silu ? 1 : 0);
+                      fr__gn_apply_kernel<T, V>(y.data(), x.data(), part.data(), affine ? gamma.data() : NULL,
+                                                affine ? beta.data() : NULL, C, cpg, G, S, (int)splits, rows,
+                                                eps, silu ? 1 : 0);
                 });
   double worst = 0;
   for (int64_t g = 0; g < gt; g++) {
@@ -404,9 +405,11 @@ static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, in
     }
   }
   bool ok = worst <= tol;
-  printf("%s %s: B %lld, C %lld, S %lld, %d groups, %lld slices%s%s, mean %g: max |err| %.3g (bound %.3g)\n",
-         ok ? "ok  " : "FAIL", name, (long long)B, (long long)C, (long long)S, G, (long long)splits,
-         affine ? ", affine" : "", silu ? ", silu" : "", (double)offset, worst, tol);
+  printf(
+      "%s %s: B %lld, C %lld, S %lld, %d groups, %lld slices%s%s%s, mean %g: max |err| %.3g (bound %.3g)\n",
+      ok ? "ok  " : "FAIL", name, (long long)B, (long long)C, (long long)S, G, (long long)splits,
+      affine ? ", affine" : "", silu ? ", silu" : "", V ? ", 16-byte vectors" : "", (double)offset, worst,
+      tol);
   ok ? fr_emu_passed++ : fr_emu_failed++;
 }
 
@@ -546,6 +549,84 @@ static void fr_emu_conv_tc_case(const char *name, int B, int C, int O, int H, in
   ok ? fr_emu_passed++ : fr_emu_failed++;
 }
 
+/* The 16-byte-vector forms of the elementwise kernels against their scalar forms (the same fp32 arithmetic
+ * per element, so equal bits), in grids smaller than the work: unary ops, GEGLU, the same-shape binary op and
+ * the 2x upsampling. A wrong vector index or lane shows as wrong elements; the poison checks coverage. */
+template <typename T> static void fr_emu_vec_cases(const char *tn) {
+  const int K = FR_VEC(T);
+  auto fill = [](std::vector<T> &v, float amp) {
+    for (auto &e : v)
+      fr_st(&e, amp * fr_emu_uniform());
+  };
+  auto same = [](const std::vector<T> &a, const std::vector<T> &b) {
+    int64_t bad = 0;
+    for (size_t i = 0; i < a.size(); i++)
+      bad += memcmp(&a[i], &b[i], sizeof(T)) != 0;
+    return bad;
+  };
+  auto report = [&](const char *what, int64_t bad) {
+    printf("%s %s %s, vectors of %d vs scalar: %lld different elements\n", bad ? "FAIL" : "ok  ", tn, what, K,
+           (long long)bad);
+    bad ? fr_emu_failed++ : fr_emu_passed++;
+  };
+  const int64_t n = 40 * K; /* 40 vectors in a grid of 2 x 64 threads: strided */
+  std::vector<T> x(n), b(n), yv(n), ys(n);
+  fill(x, 4.0f);
+  fill(b, 1.0f);
+  int64_t bad = 0;
+  for (int op = FR_UNARY_SILU; op <= FR_UNARY_AFFINE; op++) {
+    fr_st(&yv[0], 640.0f), fr_st(&ys[0], -640.0f);
+    for (int64_t i = 1; i < n; i++)
+      yv[i] = yv[0], ys[i] = ys[0];
+    fr_emu_launch(fr_dim3{2, 1, 1}, 64,
+                  [&] { fr__unary_kernel<T, true>(yv.data(), x.data(), n, op, 0.5f, 0.25f); });
+    fr_emu_launch(fr_dim3{2, 1, 1}, 64,
+                  [&] { fr__unary_kernel<T, false>(ys.data(), x.data(), n, op, 0.5f, 0.25f); });
+    bad += same(yv, ys);
+  }
+  report("unary ops", bad);
+  for (int64_t i = 0; i < n; i++)
+    fr_st(&yv[i], 640.0f), fr_st(&ys[i], -640.0f);
+  fr_emu_launch(fr_dim3{2, 1, 1}, 64,
+                [&] { fr__binary_same_kernel<T, true>(yv.data(), x.data(), b.data(), n, FR_BINARY_MUL); });
+  fr_emu_launch(fr_dim3{2, 1, 1}, 64,
+                [&] { fr__binary_same_kernel<T, false>(ys.data(), x.data(), b.data(), n, FR_BINARY_MUL); });
+  report("binary same shape", same(yv, ys));
+  { /* GEGLU: x [5, 2N] with N = 4K, y [5, N] */
+    const int64_t R = 5, N = 4 * K;
+    std::vector<T> gx(R * 2 * N), gv(R * N), gs(R * N);
+    fill(gx, 3.0f);
+    for (int64_t i = 0; i < R * N; i++)
+      fr_st(&gv[i], 640.0f), fr_st(&gs[i], -640.0f);
+    fr_emu_launch(fr_dim3{1, 1, 1}, 32, [&] { fr__geglu_kernel<T, int, true>(gv.data(), gx.data(), R, N); });
+    fr_emu_launch(fr_dim3{1, 1, 1}, 32,
+                  [&] { fr__geglu_kernel<T, int64_t, false>(gs.data(), gx.data(), R, N); });
+    int64_t wrong = same(gv, gs);
+    for (int64_t r = 0; r < R; r++) /* and the scalar form against the definition */
+      for (int64_t j = 0; j < N; j++) {
+        T want;
+        fr_st(&want, fr_ld(&gx[r * 2 * N + j]) * fr__gelu(fr_ld(&gx[r * 2 * N + N + j])));
+        wrong += memcmp(&want, &gs[r * N + j], sizeof(T)) != 0;
+      }
+    report("geglu", wrong);
+  }
+  { /* 2x upsampling of [2, 3, 5, 2K] */
+    const int64_t P = 6, H = 5, W = 2 * K, rows = P * 2 * H;
+    std::vector<T> ux(P * H * W), uv(rows * 2 * W), us(rows * 2 * W);
+    fill(ux, 2.0f);
+    for (size_t i = 0; i < uv.size(); i++)
+      fr_st(&uv[i], 640.0f), fr_st(&us[i], -640.0f);
+    fr_emu_launch(fr_dim3{1, 7, 1}, 32, [&] { fr__up2_kernel<T, true>(uv.data(), ux.data(), rows, H, W); });
+    fr_emu_launch(fr_dim3{1, 7, 1}, 32, [&] { fr__up2_kernel<T, false>(us.data(), ux.data(), rows, H, W); });
+    int64_t wrong = same(uv, us);
+    for (int64_t r = 0; r < rows; r++) /* and the scalar form against the definition */
+      for (int64_t j = 0; j < 2 * W; j++)
+        wrong += memcmp(&us[r * 2 * W + j], &ux[((r / (2 * H)) * H + r % (2 * H) / 2) * W + j / 2],
+                        sizeof(T)) != 0;
+    report("upsample 2x", wrong);
+  }
+}
+
 /* Broadcast binary ops as ops.c hands them over (merged dims, element strides), int and int64 index paths. */
 template <typename I>
 static void fr_emu_binary_case(const char *name, const fr__bc &bc, int64_t na, int64_t nbn) {
@@ -608,6 +689,10 @@ int main(void) {
   fr_emu_gn_case<float>("gn f32, 2 slices, no affine", 1, 4, 4096, 2, false, true, 0.0f, 1e-4);
   fr_emu_gn_case<__half>("gn f16, 3 slices, uneven last", 2, 6, 4100, 2, true, true, 0.5f, 3e-3);
   fr_emu_gn_case<__nv_bfloat16>("gn bf16, 8 slices", 1, 8, 8192, 2, true, false, 0.0f, 2.5e-2);
+  /* the same statistics and normalisation read in 16-byte vectors (slices a multiple of the vector) */
+  fr_emu_gn_case<float, true>("gn f32 vec, 16 slices, offset", 1, 4, 16384, 1, true, false, 10.0f, 1e-4);
+  fr_emu_gn_case<__half, true>("gn f16 vec, 3 slices, uneven last", 2, 6, 4104, 2, true, true, 0.5f, 3e-3);
+  fr_emu_gn_case<__nv_bfloat16, true>("gn bf16 vec, 8 slices", 1, 8, 8192, 2, true, false, 0.0f, 2.5e-2);
   /* transpose: partial tiles on both edges, a batch, and exactly one tile */
   fr_emu_transpose_case<__half>("transpose f16", 2, 45, 70);
   fr_emu_transpose_case<float>("transpose f32", 1, 32, 32);
@@ -645,14 +730,18 @@ int main(void) {
     std::vector<float> a(300), b(300), y(300, NAN);
     for (int i = 0; i < 300; i++)
       a[i] = (float)i, b[i] = (float)(7 * i % 13);
-    fr_emu_launch(fr_dim3{2, 1, 1}, 64,
-                  [&] { fr__binary_same_kernel<float>(y.data(), a.data(), b.data(), 300, FR_BINARY_SUB); });
+    fr_emu_launch(fr_dim3{2, 1, 1}, 64, [&] {
+      fr__binary_same_kernel<float, false>(y.data(), a.data(), b.data(), 300, FR_BINARY_SUB);
+    });
     int bad = 0;
     for (int i = 0; i < 300; i++)
       bad += y[i] != a[i] - b[i];
     printf("%s binary same-shape kernel, 300 elements: %d wrong\n", bad ? "FAIL" : "ok  ", bad);
     bad ? fr_emu_failed++ : fr_emu_passed++;
   }
+  fr_emu_vec_cases<float>("f32");
+  fr_emu_vec_cases<__half>("f16");
+  fr_emu_vec_cases<__nv_bfloat16>("bf16");
   printf("%d passed, %d failed\n", fr_emu_passed, fr_emu_failed);
   return fr_emu_failed ? 1 : 0;
 }
