@@ -160,6 +160,7 @@ static const struct row ROWS[] = {
     {"pad2d", K_PAD2D, 4, S(1, 3, 5, 6), .p = {0, 1, 0, 1}, .tol = 0, .why = "exact (VAE downsample pad)"},
     {"pad2d value", K_PAD2D, 3, S(2, 4, 3), .p = {2, 1, 1, 3}, .f = -1.5f, .tol = 0, .why = "exact"},
     {"upsample2x", K_UPSAMPLE, 4, S(2, 32, 5, 3), .tol = 0, .why = "exact"},
+    {"upsample2x wide", K_UPSAMPLE, 4, S(1, 16, 3, 16), .tol = 0, .why = "exact; 16-byte vectors on cuda"},
     {"embedding i64", K_EMBEDDING, 2, S(2, 77), 2, S(1000, 64), .tol = 0, .why = "exact"},
     {"embedding i32", K_EMBEDDING, 1, S(9), 2, S(50, 8), .flag = true, .tol = 0, .why = "exact"},
     {"gather_rows", K_GATHER_ROWS, 3, S(3, 77, 64), .tol = 0, .why = "exact"},
