@@ -33,10 +33,10 @@ enum fr_status fr_controlnet_load(struct fr_ctx *c, const struct fr_checkpoint *
 void fr_controlnet_free(struct fr_controlnet *cn); /* NULL is fine */
 
 /* Residuals for x [B, 4, h, w] at timestep t ([B] or [1]; best a host F32 tensor, embedded from its fp32
- * values as in fr_unet_forward) with cond (context, and SDXL's added
- * conditioning for SDXL ControlNets) and the conditioning image hint [B, hint_channels, h*8, w*8] (values
- * 0..1). Each residual is multiplied by scale (the conditioning strength). *out receives new context
- * tensors: free them with fr_unet_control_free. */
+ * values as in fr_unet_forward; or NULL with cond->t_sin, the sinusoid made beforehand, as for the UNet)
+ * with cond (context, and SDXL's added conditioning for SDXL ControlNets) and the conditioning image hint [B,
+ * hint_channels, h*8, w*8] (values 0..1). Each residual is multiplied by scale (the conditioning strength).
+ * *out receives new context tensors: free them with fr_unet_control_free. */
 enum fr_status fr_controlnet_forward(struct fr_ctx *c, const struct fr_controlnet *cn,
                                      const struct fr_tensor *x, const struct fr_tensor *t,
                                      const struct fr_unet_cond *cond, const struct fr_tensor *hint,

@@ -5,6 +5,7 @@
  * summation order only, ~1e-6; a missing stride, activation or scale gives errors of 1e-2 and more).
  * FR_TEST_DEVICE / FR_TEST_DTYPE run it on another device or dtype: F32 keeps 1e-4, F16 and BF16 get
  * fr_test_golden_tol's looser bounds (tests/test.h gives the reasons). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -107,6 +108,27 @@ int main(void) {
         compare(c, models[m], "unet_eps_with_control", eps, want_eps);
         fr_tensor_free(eps);
       }
+      /* the way a recorded sampler step passes t: its sinusoid made beforehand (t_sin, t NULL); the same
+       * ops in the same order, so the same bits on the cpu, and within 1e-6 anywhere */
+      struct fr_tensor *ts =
+          fr_timestep_embedding_f32(c, &tv, 1, cn->cfg.model_channels, true, 0.0f, 10000.0f);
+      struct fr_unet_cond cond_ts = {.context = ctx, .t_sin = ts};
+      struct fr_unet_control pre;
+      CHECK_OK(fr_controlnet_forward(c, cn, x, NULL, &cond_ts, hint, 1.0f, &pre, &err), &err);
+      if (pre.mid && ctl.mid) {
+        struct fr_tensor *h1 = fr_ctx_download(c, pre.mid), *h0 = fr_ctx_download(c, ctl.mid);
+        double e = h1 && h0 ? fr_test_rel_err(h1->data, h0->data, (long)fr_tensor_numel(h0)) : INFINITY;
+        bool cpu = strcmp(fr_ctx_device_name(c), "cpu") == 0;
+        CHECKF(h1 && h0 && (cpu ? memcmp(h1->data, h0->data, fr_tensor_nbytes(h0)) == 0 : e <= 1e-6),
+               "%s: the t_sin forward's mid residual differs from the plain one by %.3g", models[m], e);
+        printf("%s: forward with t_sin (t NULL) vs with t: mid residual max|diff|/max = %.3g\n", models[m],
+               e);
+        fr_tensor_free(h0);
+        fr_tensor_free(h1);
+      }
+      CHECK(pre.mid != NULL);
+      fr_unet_control_free(&pre);
+      fr_tensor_free(ts);
       /* conditioning scale: residuals scale linearly (0.5 x the golden) */
       struct fr_unet_control half;
       CHECK_OK(fr_controlnet_forward(c, cn, x, t, &cond, hint, 0.5f, &half, &err), &err);
