@@ -41,17 +41,25 @@ struct fr__den {
   struct fr_tensor *tid_all;          /* host, all halves concatenated */
   struct fr__ctl ctl[FR__MAX_CTL];
   int n_ctl;
-  /* The UNet step as a recorded replay (CUDA graph; kernels/ops.h fr_ctx_record_begin): after one eager
-   * step (it warms the memory pool and the GEMM plans), the next is recorded with kept input tensors and
-   * every later one writes its inputs and replays. Only without ControlNets (their set varies per step)
-   * and where the device records; any failure falls back to eager steps for the rest of the run. */
+  /* The step (the ControlNets that apply, then the UNet) as a recorded replay (CUDA graph; kernels/ops.h
+   * fr_ctx_record_begin): after one eager step (it warms the memory pool and the GEMM plans), the next is
+   * recorded with kept input tensors and every later one writes its inputs and replays. A recording holds
+   * one set of active ControlNets (mask): when a ControlNet's start or end changes the set, the recording
+   * is dropped and the next steps record again (at most FR__MAX_RECORDINGS times a run). Only where the
+   * device records, and with ControlNets only when they take the UNet's sinusoid and no added
+   * conditioning (SD1.x ones: fr__ctl_recordable); any failure falls back to eager steps for the rest of
+   * the run. */
   struct {
-    int state; /* 0: not tried, 1: recorded, -1: eager only */
-    int eager; /* eager steps run */
+    int state;     /* 0: not tried, 1: recorded, -1: eager only */
+    int eager;     /* eager steps run since the last recording was dropped */
+    unsigned mask; /* the ControlNets the recording runs (bit i: ctl[i]) */
     struct fr_recording *rec;
     struct fr_tensor *x, *t_sin, *y, *eps; /* device: the recording's inputs and output */
   } r;
-  bool xl; /* preview factors */
+  int recordings; /* made this run */
+  int replays;    /* model evaluations run as a replay */
+  int evals;      /* model evaluations (a step of a second-order sampler makes two) */
+  bool xl;        /* preview factors */
   int steps;
   struct fr_err err;
 };
@@ -165,6 +173,8 @@ static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct f
   return FR_OK;
 }
 
+#define FR__MAX_RECORDINGS 4
+
 static void fr__rec_drop(struct fr__den *d) {
   fr_tensor_free(d->r.x);
   fr_tensor_free(d->r.t_sin);
@@ -210,9 +220,37 @@ static struct fr_tensor *fr__cat2_host(struct fr_tensor *const *t, int n) {
 
 /* ---- the denoiser ---- */
 
-/* ControlNet residuals for the whole batch (all halves) at this step, or an empty control. */
+/* Whether ctl[i] applies at sigma (its half present: with CFG both are, without it only the cond one). */
+static bool fr__ctl_active(const struct fr__den *d, int i, double sigma) {
+  const struct fr__ctl *ct = &d->ctl[i];
+  int hoff = d->halves == 2 ? 0 : 1;
+  return ct->half - hoff >= 0 && sigma <= ct->sigma_hi * (1 + 1e-6) && sigma >= ct->sigma_lo * (1 - 1e-6);
+}
+
+/* Whether every ControlNet can run inside a recording: no added conditioning (SDXL ControlNets embed host
+ * time ids, which a recording cannot take) and the UNet's timestep width (they share its sinusoid). */
+static bool fr__ctl_recordable(const struct fr__den *d) {
+  for (int i = 0; i < d->n_ctl; i++) {
+    const struct fr_unet_config *cc = &d->ctl[i].cn->cn->cfg;
+    if (cc->adm_in_channels != 0 || cc->model_channels != d->m->unet->cfg.model_channels)
+      return false;
+  }
+  return true;
+}
+
+static unsigned fr__ctl_mask(const struct fr__den *d, double sigma) {
+  unsigned m = 0;
+  for (int i = 0; i < d->n_ctl; i++)
+    if (fr__ctl_active(d, i, sigma))
+      m |= 1u << i;
+  return m;
+}
+
+/* ControlNet residuals for the whole batch (all halves) at this step, or an empty control. The timestep is
+ * tt (a host fp32 [1]) or, in a recording, t_sin (its sinusoid, made beforehand). */
 static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xin_half,
-                                   const struct fr_tensor *tt, double sigma, struct fr_unet_control *all) {
+                                   const struct fr_tensor *tt, const struct fr_tensor *t_sin, double sigma,
+                                   struct fr_unet_control *all) {
   struct fr_unet_control per[2];
   memset(per, 0, sizeof per);
   bool any[2] = {false, false};
@@ -221,10 +259,12 @@ static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xi
   for (int i = 0; i < d->n_ctl; i++) {
     struct fr__ctl *ct = &d->ctl[i];
     int hi = ct->half - hoff;
-    if (hi < 0 || sigma > ct->sigma_hi * (1 + 1e-6) || sigma < ct->sigma_lo * (1 - 1e-6))
+    if (!fr__ctl_active(d, i, sigma))
       continue;
-    struct fr_unet_cond cc = {
-        .context = d->ctx[ct->half], .text_embeds = d->te[ct->half], .time_ids = d->tid[ct->half]};
+    struct fr_unet_cond cc = {.context = d->ctx[ct->half],
+                              .text_embeds = d->te[ct->half],
+                              .time_ids = d->tid[ct->half],
+                              .t_sin = t_sin};
     struct fr_unet_control r;
     memset(&r, 0, sizeof r);
     enum fr_status rc =
@@ -281,11 +321,12 @@ static void fr__cfg_out(const struct fr__den *d, const float *x, int64_t n, doub
   }
 }
 
-/* One UNet step through the recording: hx the scaled input (host [NB, C, h, w]), t the timestep; *he the
- * downloaded eps. Returns FR_OK, an error, or FR_E_UNSUPPORTED when recording is not possible or failed
- * (then the caller runs the step eagerly; a failure is reported once as a warning). */
+/* One step through the recording: hx the scaled input (host [NB, C, h, w]), t the timestep, sigma its
+ * noise level (which ControlNets apply); *he the downloaded eps. Returns FR_OK, an error, or
+ * FR_E_UNSUPPORTED when recording is not possible or failed (then the caller runs the step eagerly; a
+ * failure is reported once as a warning). */
 static enum fr_status fr__denoise_recorded(struct fr__den *d, const struct fr_tensor *hx, float t,
-                                           struct fr_tensor **he) {
+                                           double sigma, struct fr_tensor **he) {
   struct fr_ctx *c = d->c;
   const struct fr_unet *u = d->m->unet;
   int mc = u->cfg.model_channels;
@@ -307,11 +348,29 @@ static enum fr_status fr__denoise_recorded(struct fr__den *d, const struct fr_te
     if (!rc) {
       rc = fr_ctx_record_begin(c, &e);
       if (!rc) {
+        d->recordings++;
+        d->r.mask = fr__ctl_mask(d, sigma);
+        struct fr_unet_control ctl;
+        memset(&ctl, 0, sizeof ctl);
+        enum fr_status crc = FR_OK;
+        if (d->r.mask) { /* failures of ops: at record_end; the ControlNet's own checks: crc */
+          struct fr_tensor *xh = d->halves == 2 ? fr_slice(c, d->r.x, 0, 0, d->B) : fr_copy(c, d->r.x);
+          if (xh)
+            crc = fr__controls(d, xh, NULL, d->r.t_sin, sigma, &ctl);
+          fr_tensor_free(xh);
+        }
         struct fr_unet_cond cond = {.context = d->ctx_all, .y = d->r.y, .t_sin = d->r.t_sin};
-        fr_unet_forward(c, u, d->r.x, NULL, &cond, NULL, &d->r.eps, &e); /* failures: at record_end */
+        if (!crc)
+          fr_unet_forward(c, u, d->r.x, NULL, &cond, ctl.mid ? &ctl : NULL, &d->r.eps, &e);
+        fr_unet_control_free(&ctl);
         rc = fr_ctx_record_end(c, &d->r.rec, &e);
-        if (rc)
+        if (!rc && crc) { /* the eager step reports the ControlNet's error */
+          fr_recording_free(d->r.rec);
+          d->r.rec = NULL;
+          rc = crc;
+        } else if (rc) {
           fr_node_warn(d->nc, "recording the sampler step failed (%s); running it eagerly", e.msg);
+        }
       }
       if (rc) {
         fr_ctx_clear(c);
@@ -325,8 +384,8 @@ static enum fr_status fr__denoise_recorded(struct fr__den *d, const struct fr_te
       rc = fr_ctx_write(c, d->r.t_sin, hs, &d->err);
   }
   fr_tensor_free(hs);
-  if (!rc)
-    rc = fr_recording_replay(d->r.rec, &d->err);
+  if (!rc && !(rc = fr_recording_replay(d->r.rec, &d->err)))
+    d->replays++;
   if (!rc && !(*he = fr_ctx_download(c, d->r.eps)))
     rc = fr_ctx_status(c, &d->err);
   if (rc == FR_E_UNSUPPORTED)
@@ -352,7 +411,7 @@ static enum fr_status fr__denoise_eager(struct fr__den *d, const struct fr_tenso
   enum fr_status rc = dx ? FR_OK : fr_ctx_status(c, &d->err);
   if (!rc && d->n_ctl) {
     struct fr_tensor *xh = d->halves == 2 ? fr_slice(c, dx, 0, 0, d->B) : fr_copy(c, dx);
-    rc = xh ? fr__controls(d, xh, ht, sigma, &ctl) : fr_ctx_status(c, &d->err);
+    rc = xh ? fr__controls(d, xh, ht, NULL, sigma, &ctl) : fr_ctx_status(c, &d->err);
     fr_tensor_free(xh);
   }
   if (!rc) {
@@ -381,8 +440,15 @@ static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double 
       ((float *)hx->data)[h * n + i] = x[i] * s;
   struct fr_tensor *he = NULL;
   enum fr_status rc = FR_E_UNSUPPORTED;
-  if (d->n_ctl == 0 && d->r.state >= 0 && d->r.eager >= 1 && fr_ctx_can_record(c))
-    rc = fr__denoise_recorded(d, hx, (float)t, &he);
+  d->evals++;
+  bool rec = d->r.state >= 0 && fr__ctl_recordable(d) && fr_ctx_can_record(c);
+  if (rec && d->r.state == 1 && d->r.mask != fr__ctl_mask(d, sigma)) {
+    fr__rec_drop(d); /* another set of ControlNets from here on: one eager step, then a new recording */
+    if (d->recordings >= FR__MAX_RECORDINGS)
+      d->r.state = -1, rec = false;
+  }
+  if (rec && d->r.eager >= 1)
+    rc = fr__denoise_recorded(d, hx, (float)t, sigma, &he);
   if (rc == FR_E_UNSUPPORTED) { /* not recorded (yet, or here at all) */
     d->r.eager++;
     rc = fr__denoise_eager(d, hx, (float)t, sigma, &he);
@@ -599,6 +665,9 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   if (to_end && last > 0)
     for (int64_t i = 0; i < n; i++)
       ((float *)x->data)[i] = (float)(((float *)x->data)[i] / sqrt(1.0 + last * last));
+  if (d.replays) /* says that the recorded replays worked (tests/gpu/ checks read it) */
+    fr_node_info(nc, "%d of %d model evaluations replayed from %d recording%s (CUDA graphs)", d.replays,
+                 d.evals, d.recordings, d.recordings == 1 ? "" : "s");
   struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
   x = NULL;
   rc = v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");

@@ -10,7 +10,8 @@
 #  - the golden tests of the models on cuda (test_unet_golden, test_controlnet_golden, test_clip_golden,
 #    and with the full build test_vae_golden and test_pipe_golden, when their sources read FR_TEST_DEVICE)
 #    with FR_TEST_DEVICE=cuda and FR_TEST_DTYPE=f32, f16, bf16: the fp32 goldens at each dtype's stated
-#    bound; then a table of the worst error per test and dtype;
+#    bound; then a table of the worst error per test and dtype; the sampler's recorded replays with
+#    ControlNets that start and end mid-run against eager steps (check_recorded_controlnet.sh);
 #  - only when everything before passed (a failed bf16 golden excepted: the benchmarks run f16): the
 #    full-size SD1.5 UNet step benchmark (tests/gpu/bench_unet_cuda.c); with the full build `flowrun bench
 #    --device cuda --dtype f16` (every GPU row, weights made in memory), then its SD1.5 UNet row eager
@@ -421,6 +422,12 @@ if [ -n "$BIN" ]; then
       FR_FIXTURES=$fx FR_TEST_DEVICE=cuda FR_TEST_DTYPE=$dt run "$t cuda $dt" $lim "$BIN/$t"
     done
   done
+  # The sampler's recording with ControlNets whose set changes mid-run (dropped and recorded again) against
+  # eager steps: the same latents (tests/gpu/check_recorded_controlnet.sh)
+  if [ -n "$FLOWRUN" ]; then
+    run "sampler: recorded replays vs eager with ControlNets starting and ending mid-run (cuda f32)" 120 \
+      bash "$ROOT/tests/gpu/check_recorded_controlnet.sh" "$FLOWRUN" "$FR_FIXTURES" "$TMPD/recorded-cn" f32
+  fi
   # Diagnosis, not a check: when the f16 pipelines failed, run them again without the recorded sampler
   # steps and then without the tensor-core attention, so the log says which part is at fault.
   if printf '%s\n' "${FAILED[@]}" | grep -qx "test_pipe_golden cuda f16"; then
