@@ -10,7 +10,8 @@
 #  - the golden tests of the models on cuda (test_unet_golden, test_controlnet_golden, test_clip_golden,
 #    and with the full build test_vae_golden and test_pipe_golden, when their sources read FR_TEST_DEVICE)
 #    with FR_TEST_DEVICE=cuda and FR_TEST_DTYPE=f32, f16, bf16: the fp32 goldens at each dtype's stated
-#    bound; then a table of the worst error per test and dtype; the sampler's recorded replays with
+#    bound; then a table of the worst error per test and dtype; the f16 goldens again with the
+#    tensor-core conv forced (FLOWRUN_CUDA_CONV=tc); the sampler's recorded replays with
 #    ControlNets that start and end mid-run against eager steps (check_recorded_controlnet.sh);
 #  - only when everything before passed (a failed bf16 golden excepted: the benchmarks run f16): the
 #    full-size SD1.5 UNet step benchmark (tests/gpu/bench_unet_cuda.c); with the full build `flowrun bench
@@ -422,6 +423,15 @@ if [ -n "$BIN" ]; then
       FR_FIXTURES=$fx FR_TEST_DEVICE=cuda FR_TEST_DTYPE=$dt run "$t cuda $dt" $lim "$BIN/$t"
     done
   done
+  # The tensor-core 3x3 conv only takes grids that fill the GPU, which the tiny models' convs do not: the
+  # model goldens again in f16 with it forced wherever it fits (FLOWRUN_CUDA_CONV=tc)
+  for t in $GOLDENS; do
+    case "$t" in test_clip_golden) continue ;; esac # no convolutions
+    fx=$FR_FIXTURES
+    [ "$t" = test_vae_golden ] && fx=$VAE_FX
+    FR_FIXTURES=$fx FLOWRUN_CUDA_CONV=tc FR_TEST_DEVICE=cuda FR_TEST_DTYPE=f16 \
+      run "$t cuda f16 (FLOWRUN_CUDA_CONV=tc)" 180 "$BIN/$t"
+  done
   # The sampler's recording with ControlNets whose set changes mid-run (dropped and recorded again) against
   # eager steps: the same latents (tests/gpu/check_recorded_controlnet.sh)
   if [ -n "$FLOWRUN" ]; then
@@ -440,7 +450,7 @@ if [ -n "$BIN" ]; then
   # The tests print "... = ERR (tolerance TOL, cuda DT)" (UNet, ControlNet, VAE), "last E penultimate E
   # pooled|projected E (tolerance TOL, cuda DT)" (CLIP) and "max|diff|/max|golden| = ERR (tolerance TOL)"
   # (pipelines); the test and the dtype asked for come from the "== run: NAME cuda DT" line.
-  awk '/^== run: / { t = $3; dt = ($4 == "cuda") ? $5 : "" }
+  awk '/^== run: / { t = $3; dt = ($4 == "cuda") ? $5 ($6 ~ /^\(FLOWRUN/ ? " " $6 : "") : "" }
     dt != "" && /\(tolerance [^,)]+(, cuda [a-z0-9]+)?\)/ && (/, cuda [a-z0-9]+\)/ || /max\|diff\|\/max\|golden\|/) {
       k = t " cuda " dt
       match($0, /tolerance [^,)]+/); tol = substr($0, RSTART + 10, RLENGTH - 10)
