@@ -78,6 +78,21 @@ enum fr_status fr_cuda_binary(void *bp, enum fr_binary_op op, struct fr_tensor *
         fr__binary_same_kernel<T, false><<<g, FR_CUDA_THREADS, 0, cu->stream>>>(
             (T *)y->data, (const T *)a->data, (const T *)bt->data, n, (int)op);
     });
+  } else if (k.nd == 2 && k.sa[1] == 1 && k.sa[0] == k.shape[1] && (k.sb[1] == 0 || k.sb[1] == 1)) {
+    const int64_t R = k.shape[0], S = k.shape[1], sb0 = k.sb[0];
+    const int sb1 = (int)k.sb[1];
+    FR_CUDA_DISPATCH(cu->dtype, err, T, {
+      const bool v = fr_cuda_vec_ok(S, FR_VEC(T), y->data, a->data, sb1 ? bt->data : NULL) &&
+                     (sb1 == 0 || sb0 % FR_VEC(T) == 0);
+      unsigned gx = fr_cuda_blocks(v ? S / FR_VEC(T) : S, FR_CUDA_THREADS);
+      dim3 grid(gx > 64 ? 64 : gx, (unsigned)(R < 65535 ? R : 65535));
+      if (v)
+        fr__binary_rows_kernel<T, true><<<grid, FR_CUDA_THREADS, 0, cu->stream>>>(
+            (T *)y->data, (const T *)a->data, (const T *)bt->data, R, S, sb0, sb1, (int)op);
+      else
+        fr__binary_rows_kernel<T, false><<<grid, FR_CUDA_THREADS, 0, cu->stream>>>(
+            (T *)y->data, (const T *)a->data, (const T *)bt->data, R, S, sb0, sb1, (int)op);
+    });
   } else if (n < INT32_MAX - (int64_t)g * FR_CUDA_THREADS && fr_tensor_numel(a) < INT32_MAX &&
              fr_tensor_numel(bt) < INT32_MAX) { /* every index and offset fits an int */
     FR_CUDA_DISPATCH(cu->dtype, err, T,

@@ -100,6 +100,41 @@ static __global__ void fr__binary_kernel(T *y, const T *a, const T *b, int64_t n
   }
 }
 
+/* The two broadcasts of a 2-D [R, S] walk with a contiguous (sa = {S, 1}): b one value per row (sb = {sb0,
+ * 0}: the time embedding added to every pixel of a channel) or one row per row (sb = {sb0, 1}: a bias [S]
+ * added to every token, sb0 = 0). Rows along grid y (strided), the row along x. V: in 16-byte vectors
+ * along the row (S a multiple of K = FR_VEC(T); with sb1 = 1 also sb0; pointers aligned). */
+template <typename T, bool V>
+static __global__ void fr__binary_rows_kernel(T *y, const T *a, const T *b, int64_t R, int64_t S, int64_t sb0,
+                                              int sb1, int op) {
+  constexpr int K = V ? FR_VEC(T) : 1;
+  const int64_t nv = S / K;
+  for (int64_t r = blockIdx.y; r < R; r += gridDim.y) {
+    const T *ar = a + r * S, *br = b + r * sb0;
+    T *yr = y + r * S;
+    const float bs = sb1 ? 0.0f : fr_ld(br);
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < nv;
+         j += (int64_t)gridDim.x * blockDim.x) {
+      float va[K], vb[K];
+      if (V)
+        fr_ldv(ar + j * K, va);
+      else
+        va[0] = fr_ld(ar + j);
+      if (sb1 && V)
+        fr_ldv(br + j * K, vb);
+      else if (sb1)
+        vb[0] = fr_ld(br + j);
+#pragma unroll
+      for (int k = 0; k < K; k++)
+        va[k] = fr__binop(op, va[k], sb1 ? vb[k] : bs);
+      if (V)
+        fr_stv(yr + j * K, va);
+      else
+        fr_st(yr + j, va[0]);
+    }
+  }
+}
+
 /* Same shape, both contiguous (the residual adds): no index arithmetic. */
 template <typename T, bool V>
 static __global__ void fr__binary_same_kernel(T *y, const T *a, const T *b, int64_t n, int op) {

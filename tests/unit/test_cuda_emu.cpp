@@ -592,6 +592,24 @@ template <typename T> static void fr_emu_vec_cases(const char *tn) {
   fr_emu_launch(fr_dim3{2, 1, 1}, 64,
                 [&] { fr__binary_same_kernel<T, false>(ys.data(), x.data(), b.data(), n, FR_BINARY_MUL); });
   report("binary same shape", same(yv, ys));
+  /* the row broadcasts against the general broadcast kernel: [6, 3K] op [6, 1] and op [3K] */
+  for (int sb1 = 0; sb1 < 2; sb1++) {
+    const int64_t R = 6, S = 3 * K, m = R * S;
+    std::vector<T> bb(sb1 ? S : R), rv(m), rs(m), rg(m);
+    fill(bb, 1.0f);
+    fr__bc bc = {2, {R, S}, {S, 1}, {sb1 ? 0 : 1, sb1}};
+    for (int64_t i = 0; i < m; i++)
+      fr_st(&rv[i], 640.0f), fr_st(&rs[i], -640.0f), fr_st(&rg[i], 320.0f);
+    fr_emu_launch2(fr_dim3{1, 4, 1}, 32, 1, [&] {
+      fr__binary_rows_kernel<T, true>(rv.data(), x.data(), bb.data(), R, S, sb1 ? 0 : 1, sb1, FR_BINARY_SUB);
+    });
+    fr_emu_launch2(fr_dim3{1, 4, 1}, 32, 1, [&] {
+      fr__binary_rows_kernel<T, false>(rs.data(), x.data(), bb.data(), R, S, sb1 ? 0 : 1, sb1, FR_BINARY_SUB);
+    });
+    fr_emu_launch(fr_dim3{2, 1, 1}, 64,
+                  [&] { fr__binary_kernel<T, int>(rg.data(), x.data(), bb.data(), m, bc, FR_BINARY_SUB); });
+    report(sb1 ? "binary [R, S] - [S]" : "binary [R, S] - [R, 1]", same(rv, rs) + same(rs, rg));
+  }
   { /* GEGLU: x [5, 2N] with N = 4K, y [5, N] */
     const int64_t R = 5, N = 4 * K;
     std::vector<T> gx(R * 2 * N), gv(R * N), gs(R * N);
