@@ -62,6 +62,21 @@ template <typename T> __device__ __forceinline__ void fr_stv(T *p, const float *
   *reinterpret_cast<uint4 *>(p) = u;
 }
 
+/* K = V ? FR_VEC(T) : 1 elements at p as floats, and back: the one body of a kernel with a vector form (V:
+ * one 16-byte access, p aligned) and a scalar one. */
+template <typename T, bool V> __device__ __forceinline__ void fr_ldk(const T *p, float *v) {
+  if constexpr (V)
+    fr_ldv(p, v);
+  else
+    v[0] = fr_ld(p);
+}
+template <typename T, bool V> __device__ __forceinline__ void fr_stk(T *p, const float *v) {
+  if constexpr (V)
+    fr_stv(p, v);
+  else
+    fr_st(p, v[0]);
+}
+
 /* Block-wide sum of v over blockDim.x threads (a multiple of 32, at most 1024); every thread gets it.
  * sh: 32 floats of shared memory. Contains __syncthreads: call from all threads of the block. */
 __device__ __forceinline__ float fr_block_sum(float v, float *sh) {

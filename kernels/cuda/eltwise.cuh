@@ -43,18 +43,14 @@ __device__ __forceinline__ float fr__unary_op(int op, float v, float p0, float p
 
 template <typename T, bool V>
 static __global__ void fr__unary_kernel(T *y, const T *x, int64_t n, int op, float p0, float p1) {
-  if (V) {
-    constexpr int K = FR_VEC(T);
-    FR_CUDA_LOOP(i, n / K) {
-      float v[K];
-      fr_ldv(x + i * K, v);
+  constexpr int K = V ? FR_VEC(T) : 1;
+  FR_CUDA_LOOP(i, n / K) {
+    float v[K];
+    fr_ldk<T, V>(x + i * K, v);
 #pragma unroll
-      for (int k = 0; k < K; k++)
-        v[k] = fr__unary_op(op, v[k], p0, p1);
-      fr_stv(y + i * K, v);
-    }
-  } else {
-    FR_CUDA_LOOP(i, n) fr_st(y + i, fr__unary_op(op, fr_ld(x + i), p0, p1));
+    for (int k = 0; k < K; k++)
+      v[k] = fr__unary_op(op, v[k], p0, p1);
+    fr_stk<T, V>(y + i * K, v);
   }
 }
 
@@ -68,17 +64,13 @@ static __global__ void fr__geglu_kernel(T *y, const T *x, int64_t rows, int64_t 
   for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += (I)(gridDim.x * blockDim.x)) {
     const I r = e / n, j = e - r * n;
     const T *xa = x + ((int64_t)r * 2 * n + j) * K, *xg = xa + (int64_t)n * K;
-    if (V) {
-      float a[K], g[K];
-      fr_ldv(xa, a);
-      fr_ldv(xg, g);
+    float va[K], vg[K];
+    fr_ldk<T, V>(xa, va);
+    fr_ldk<T, V>(xg, vg);
 #pragma unroll
-      for (int k = 0; k < K; k++)
-        a[k] *= fr__gelu(g[k]);
-      fr_stv(y + (int64_t)e * K, a);
-    } else {
-      fr_st(y + e, fr_ld(xa) * fr__gelu(fr_ld(xg)));
-    }
+    for (int k = 0; k < K; k++)
+      va[k] *= fr__gelu(vg[k]);
+    fr_stk<T, V>(y + (int64_t)e * K, va);
   }
 }
 
@@ -116,21 +108,13 @@ static __global__ void fr__binary_rows_kernel(T *y, const T *a, const T *b, int6
     for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < nv;
          j += (int64_t)gridDim.x * blockDim.x) {
       float va[K], vb[K];
-      if (V)
-        fr_ldv(ar + j * K, va);
-      else
-        va[0] = fr_ld(ar + j);
-      if (sb1 && V)
-        fr_ldv(br + j * K, vb);
-      else if (sb1)
-        vb[0] = fr_ld(br + j);
+      fr_ldk<T, V>(ar + j * K, va);
+      if (sb1)
+        fr_ldk<T, V>(br + j * K, vb);
 #pragma unroll
       for (int k = 0; k < K; k++)
         va[k] = fr__binop(op, va[k], sb1 ? vb[k] : bs);
-      if (V)
-        fr_stv(yr + j * K, va);
-      else
-        fr_st(yr + j, va[0]);
+      fr_stk<T, V>(yr + j * K, va);
     }
   }
 }
@@ -138,19 +122,15 @@ static __global__ void fr__binary_rows_kernel(T *y, const T *a, const T *b, int6
 /* Same shape, both contiguous (the residual adds): no index arithmetic. */
 template <typename T, bool V>
 static __global__ void fr__binary_same_kernel(T *y, const T *a, const T *b, int64_t n, int op) {
-  if (V) {
-    constexpr int K = FR_VEC(T);
-    FR_CUDA_LOOP(e, n / K) {
-      float va[K], vb[K];
-      fr_ldv(a + e * K, va);
-      fr_ldv(b + e * K, vb);
+  constexpr int K = V ? FR_VEC(T) : 1;
+  FR_CUDA_LOOP(e, n / K) {
+    float va[K], vb[K];
+    fr_ldk<T, V>(a + e * K, va);
+    fr_ldk<T, V>(b + e * K, vb);
 #pragma unroll
-      for (int k = 0; k < K; k++)
-        va[k] = fr__binop(op, va[k], vb[k]);
-      fr_stv(y + e * K, va);
-    }
-  } else {
-    FR_CUDA_LOOP(e, n) fr_st(y + e, fr__binop(op, fr_ld(a + e), fr_ld(b + e)));
+    for (int k = 0; k < K; k++)
+      va[k] = fr__binop(op, va[k], vb[k]);
+    fr_stk<T, V>(y + e * K, va);
   }
 }
 

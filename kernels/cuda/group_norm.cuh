@@ -30,10 +30,7 @@ static __global__ void fr__gn_stats_kernel(float *part, const T *x, int64_t n, i
   float s = 0.0f;
   for (int64_t i = lo + (int64_t)threadIdx.x * K; i < hi; i += (int64_t)blockDim.x * K) {
     float v[K];
-    if (V)
-      fr_ldv(xg + i, v);
-    else
-      v[0] = fr_ld(xg + i);
+    fr_ldk<T, V>(xg + i, v);
 #pragma unroll
     for (int e = 0; e < K; e++)
       s += v[e];
@@ -43,10 +40,7 @@ static __global__ void fr__gn_stats_kernel(float *part, const T *x, int64_t n, i
   s = 0.0f;
   for (int64_t i = lo + (int64_t)threadIdx.x * K; i < hi; i += (int64_t)blockDim.x * K) {
     float v[K];
-    if (V)
-      fr_ldv(xg + i, v);
-    else
-      v[0] = fr_ld(xg + i);
+    fr_ldk<T, V>(xg + i, v);
 #pragma unroll
     for (int e = 0; e < K; e++) {
       const float d = v[e] - mean;
@@ -93,20 +87,14 @@ static __global__ void fr__gn_apply_kernel(T *y, const T *x, const float *part, 
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * K; i < S;
          i += (int64_t)gridDim.x * blockDim.x * K) {
       float v[K];
-      if (V)
-        fr_ldv(xr + i, v);
-      else
-        v[0] = fr_ld(xr + i);
+      fr_ldk<T, V>(xr + i, v);
 #pragma unroll
       for (int e = 0; e < K; e++) {
         v[e] = (v[e] - mean) * g + bb;
         if (silu)
           v[e] = v[e] / (1.0f + expf(-v[e]));
       }
-      if (V)
-        fr_stv(yr + i, v);
-      else
-        fr_st(yr + i, v[0]);
+      fr_stk<T, V>(yr + i, v);
     }
   }
 }

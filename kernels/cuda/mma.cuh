@@ -17,36 +17,32 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+/* fr__mma<T>::pack: two floats rounded to T, lo in the low 16 bits (a fragment register);
+ * fr__mma<T>::run: c += a b for one m16n8k16 tile. PTX names the input type (f16 or bf16). */
 template <typename T> struct fr__mma;
-template <> struct fr__mma<__half> {
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __half2 h = __floats2half2_rn(lo, hi); /* .x (the low 16 bits) = lo */
-    return *reinterpret_cast<uint32_t *>(&h);
-  }
-  /* c += a b */
-  static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+#define FR__MMA(T, T2, TO_T2, PTX)                                                                           \
+  template <> struct fr__mma<T> {                                                                            \
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {                                    \
+      T2 h = TO_T2(lo, hi); /* .x (the low 16 bits) = lo */                                                  \
+      return *reinterpret_cast<uint32_t *>(&h);                                                              \
+    }                                                                                                        \
+    static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {      \
+      FR__MMA_ASM(PTX);                                                                                      \
+    }                                                                                                        \
+  };
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#define FR__MMA_ASM(PTX)                                                                                     \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX "." PTX ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "      \
+               "{%8,%9}, {%0,%1,%2,%3};\n"                                                                   \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                              \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+#else
+#define FR__MMA_ASM(PTX) (void)c, (void)a, (void)b0, (void)b1
 #endif
-  }
-};
-template <> struct fr__mma<__nv_bfloat16> {
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-  }
-  static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-  }
-};
+FR__MMA(__half, __half2, __floats2half2_rn, "f16")
+FR__MMA(__nv_bfloat16, __nv_bfloat162, __floats2bfloat162_rn, "bf16")
+#undef FR__MMA
+#undef FR__MMA_ASM
 
 static __device__ __forceinline__ uint32_t fr__smem_addr(const void *p) {
   return (uint32_t)__cvta_generic_to_shared(p);

@@ -192,14 +192,8 @@ enum fr_status fr_controlnet_forward(struct fr_ctx *c, const struct fr_controlne
                    hint ? fr_shape_str(hint, s1, sizeof s1) : "missing", (long long)B, cn->hint_channels,
                    (long long)(x->shape[2] * d), (long long)(x->shape[3] * d), (long long)d,
                    fr_shape_str(x, s2, sizeof s2));
-  const struct fr_tensor *ts = cond ? cond->t_sin : NULL;
-  if (ts &&
-      (ts->ndim != 2 || (ts->shape[0] != 1 && ts->shape[0] != B) || ts->shape[1] != cfg->model_channels))
-    return fr_errf(err, FR_E_SHAPE, "ControlNet: t_sin is %s, expected [%lld, %d] or [1, %d]",
-                   fr_shape_str(ts, s1, sizeof s1), (long long)B, cfg->model_channels, cfg->model_channels);
-  if (!ts && (!t || t->ndim != 1 || (t->shape[0] != 1 && t->shape[0] != B)))
-    return fr_errf(err, FR_E_SHAPE, "ControlNet: t is %s, expected [%lld] or [1]",
-                   t ? fr_shape_str(t, s1, sizeof s1) : "missing", (long long)B);
+  if (fr__unet_check_t("ControlNet", cfg, t, cond, B, err))
+    return FR_E_SHAPE;
   const struct fr_tensor *context = cond ? cond->context : NULL;
   if (!context || context->ndim != 3 || context->shape[0] != B || context->shape[2] != cfg->context_dim)
     return fr_errf(err, FR_E_SHAPE, "ControlNet: context is %s, expected [%lld, T, %d]",

@@ -184,6 +184,20 @@ struct fr_tensor *fr_unet_added_cond(struct fr_ctx *c, const struct fr_unet *u,
   return fr__adm_input(c, &u->cfg, cond);
 }
 
+enum fr_status fr__unet_check_t(const char *who, const struct fr_unet_config *cfg, const struct fr_tensor *t,
+                                const struct fr_unet_cond *cond, int64_t B, struct fr_err *err) {
+  char s[64];
+  const struct fr_tensor *ts = cond ? cond->t_sin : NULL;
+  if (ts &&
+      (ts->ndim != 2 || (ts->shape[0] != 1 && ts->shape[0] != B) || ts->shape[1] != cfg->model_channels))
+    return fr_errf(err, FR_E_SHAPE, "%s: t_sin is %s, expected [%lld, %d] or [1, %d]", who,
+                   fr_shape_str(ts, s, sizeof s), (long long)B, cfg->model_channels, cfg->model_channels);
+  if (!ts && (!t || t->ndim != 1 || (t->shape[0] != 1 && t->shape[0] != B)))
+    return fr_errf(err, FR_E_SHAPE, "%s: t is %s, expected [%lld] or [1]", who,
+                   t ? fr_shape_str(t, s, sizeof s) : "missing", (long long)B);
+  return FR_OK;
+}
+
 struct fr_tensor *fr__unet_embed(struct fr_ctx *c, const struct fr_unet_impl *im,
                                  const struct fr_unet_config *cfg, const struct fr_tensor *t,
                                  const struct fr_unet_cond *cond) {
@@ -271,14 +285,9 @@ static enum fr_status fr__check_inputs(struct fr_ctx *c, const struct fr_unet *u
     return fr_ctx_fail(c, FR_E_SHAPE, "UNet: x is %s, expected [B, %d, h, w] with h, w multiples of %lld",
                        x ? fr_shape_str(x, s, sizeof s) : "missing", cfg->in_channels, (long long)mult);
   int64_t B = x->shape[0];
-  const struct fr_tensor *ts = cond ? cond->t_sin : NULL;
-  if (ts &&
-      (ts->ndim != 2 || (ts->shape[0] != 1 && ts->shape[0] != B) || ts->shape[1] != cfg->model_channels))
-    return fr_ctx_fail(c, FR_E_SHAPE, "UNet: t_sin is %s, expected [%lld, %d] or [1, %d]",
-                       fr_shape_str(ts, s, sizeof s), (long long)B, cfg->model_channels, cfg->model_channels);
-  if (!ts && (!t || t->ndim != 1 || (t->shape[0] != 1 && t->shape[0] != B)))
-    return fr_ctx_fail(c, FR_E_SHAPE, "UNet: t is %s, expected [%lld] or [1]",
-                       t ? fr_shape_str(t, s, sizeof s) : "missing", (long long)B);
+  struct fr_err te;
+  if (fr__unet_check_t("UNet", cfg, t, cond, B, &te))
+    return fr_ctx_fail(c, FR_E_SHAPE, "%s", te.msg);
   const struct fr_tensor *ctx = cond ? cond->context : NULL;
   bool needs_ctx = cfg->mid_depth > 0;
   for (int l = 0; l < cfg->levels; l++)

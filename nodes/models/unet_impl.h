@@ -83,6 +83,10 @@ int fr__unet_skip_channels(const struct fr_unet_config *cfg, int *out);
 struct fr_unet_impl *fr__unet_impl_new(void);
 void fr__unet_impl_free(struct fr_unet_impl *im);
 
+/* The timestep of a forward at batch B: cond->t_sin [B or 1, model_channels] when given, else t [B] or [1].
+ * FR_OK, or FR_E_SHAPE with "<who>: t_sin is ..." / "<who>: t is ..." in err. */
+enum fr_status fr__unet_check_t(const char *who, const struct fr_unet_config *cfg, const struct fr_tensor *t,
+                                const struct fr_unet_cond *cond, int64_t B, struct fr_err *err);
 /* SiLU(time embedding [+ label embedding]) [B or 1, time_embed_dim], what every ResBlock consumes. */
 struct fr_tensor *fr__unet_embed(struct fr_ctx *c, const struct fr_unet_impl *im,
                                  const struct fr_unet_config *cfg, const struct fr_tensor *t,
