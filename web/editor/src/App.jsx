@@ -220,6 +220,8 @@ function Editor() {
       for (const ev of pendingRef.current.get(r.id) || []) applyRef.current(ev);
       pendingRef.current.clear();
     } catch (e) {
+      runRef.current = null; /* no run to wait for: stop keeping events aside */
+      pendingRef.current.clear();
       setMessage(`run refused: ${e.message}`);
     }
   };
