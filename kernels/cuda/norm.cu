@@ -1,11 +1,13 @@
-/* GroupNorm (+SiLU fused; the kernels are in group_norm.cuh), LayerNorm and softmax. Statistics are fp32,
- * two-pass (mean, then the mean of squared deviations) so a large mean does not cancel the variance; the
- * output is rounded once to the storage dtype. LayerNorm and softmax: one block per row. */
+/* GroupNorm (+SiLU fused; the kernels are in group_norm.cuh), LayerNorm (one warp per row,
+ * layer_norm.cuh) and softmax (one block per row). Statistics are fp32, two-pass (mean, then the mean of
+ * squared deviations) so a large mean does not cancel the variance; the output is rounded once to the
+ * storage dtype. */
 #include <math.h>
 
 #include "kernels/cuda/internal.cuh"
 
 #include "kernels/cuda/group_norm.cuh"
+#include "kernels/cuda/layer_norm.cuh"
 
 enum fr_status fr_cuda_group_norm(void *bp, struct fr_tensor *y, const struct fr_tensor *x, int groups,
                                   const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
@@ -53,35 +55,6 @@ enum fr_status fr_cuda_group_norm(void *bp, struct fr_tensor *y, const struct fr
   return rc;
 }
 
-/* Grid-stride over rows of C; one block per row at a time. */
-template <typename T>
-static __global__ void fr__layer_norm_kernel(T *y, const T *x, const T *gamma, const T *beta, int64_t rows,
-                                             int64_t C, float eps) {
-  __shared__ float sh[32];
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T *xr = x + r * C;
-    T *yr = y + r * C;
-    float s = 0.0f;
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
-      s += fr_ld(xr + i);
-    float mean = fr_block_sum(s, sh) / (float)C;
-    s = 0.0f;
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
-      float d = fr_ld(xr + i) - mean;
-      s = fmaf(d, d, s);
-    }
-    float rstd = rsqrtf(fr_block_sum(s, sh) / (float)C + eps);
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
-      float v = (fr_ld(xr + i) - mean) * rstd;
-      if (gamma)
-        v *= fr_ld(gamma + i);
-      if (beta)
-        v += fr_ld(beta + i);
-      fr_st(yr + i, v);
-    }
-  }
-}
-
 enum fr_status fr_cuda_layer_norm(void *bp, struct fr_tensor *y, const struct fr_tensor *x,
                                   const struct fr_tensor *gamma, const struct fr_tensor *beta, float eps,
                                   struct fr_err *err) {
@@ -89,12 +62,18 @@ enum fr_status fr_cuda_layer_norm(void *bp, struct fr_tensor *y, const struct fr
   int64_t C = x->shape[x->ndim - 1];
   if (C == 0 || fr_tensor_numel(x) == 0)
     return FR_OK;
-  int64_t rows = fr_tensor_numel(x) / C;
-  unsigned grid = rows > (1 << 20) ? (1u << 20) : (unsigned)rows;
-  FR_CUDA_DISPATCH(cu->dtype, err, T,
-                   fr__layer_norm_kernel<T><<<grid, 256, 0, cu->stream>>>(
-                       (T *)y->data, (const T *)x->data, gamma ? (const T *)gamma->data : NULL,
-                       beta ? (const T *)beta->data : NULL, rows, C, eps));
+  int64_t rows = fr_tensor_numel(x) / C, blocks = (rows + FR__LN_ROWS - 1) / FR__LN_ROWS;
+  unsigned grid = blocks > (1 << 20) ? (1u << 20) : (unsigned)blocks;
+  FR_CUDA_DISPATCH(cu->dtype, err, T, {
+    T *py = (T *)y->data;
+    const T *px = (const T *)x->data, *pg = gamma ? (const T *)gamma->data : NULL,
+            *pb = beta ? (const T *)beta->data : NULL;
+    if (fr_cuda_vec_ok(C, FR_VEC(T), py, px, pg) && fr_cuda_vec_ok(C, FR_VEC(T), pb, NULL, NULL))
+      fr__layer_norm_kernel<T, true><<<grid, 32 * FR__LN_ROWS, 0, cu->stream>>>(py, px, pg, pb, rows, C, eps);
+    else
+      fr__layer_norm_kernel<T, false>
+          <<<grid, 32 * FR__LN_ROWS, 0, cu->stream>>>(py, px, pg, pb, rows, C, eps);
+  });
   return fr_cuda_launched(err, "layer_norm kernel");
 }
 

@@ -229,6 +229,7 @@ template <typename T> struct fr__mma {
 
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/group_norm.cuh"
+#include "kernels/cuda/layer_norm.cuh"
 #include "kernels/cuda/transpose.cuh"
 extern "C" {
 #include "kernels/backend.h" /* FR_MAX_DIMS, enum fr_binary_op: what the binary kernels take */
@@ -410,6 +411,53 @@ static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, in
       ok ? "ok  " : "FAIL", name, (long long)B, (long long)C, (long long)S, G, (long long)splits,
       affine ? ", affine" : "", silu ? ", silu" : "", V ? ", 16-byte vectors" : "", (double)offset, worst,
       tol);
+  ok ? fr_emu_passed++ : fr_emu_failed++;
+}
+
+/* LayerNorm: x [rows, C] with gamma/beta or without, a warp per row, in a grid smaller than the rows.
+ * Bounds as GroupNorm's: F32 1e-5 (outputs O(1-3), fp32 two-pass statistics of C elements), F16/BF16 the
+ * output's rounding 2u x |y|max: 3e-3 and 2.5e-2. */
+template <typename T, bool V>
+static void fr_emu_ln_case(const char *name, int64_t rows, int64_t C, bool affine, float offset, double tol) {
+  std::vector<T> x(rows * C), y(rows * C), gamma(C), beta(C);
+  std::vector<double> xd(rows * C), gd(C, 1.0), bd(C, 0.0);
+  for (int64_t i = 0; i < rows * C; i++) {
+    fr_st(&x[i], offset + 2.0f * fr_emu_uniform());
+    xd[i] = fr_ld(&x[i]);
+  }
+  for (int64_t c = 0; c < C; c++) {
+    fr_st(&gamma[c], 1.0f + 0.5f * fr_emu_uniform());
+    fr_st(&beta[c], 0.5f * fr_emu_uniform());
+    if (affine)
+      gd[c] = fr_ld(&gamma[c]), bd[c] = fr_ld(&beta[c]);
+  }
+  for (auto &e : y)
+    fr_st(&e, 640.0f);
+  const float eps = 1e-5f;
+  fr_emu_launch(fr_dim3{1, 1, 1}, 32 * FR__LN_ROWS,
+                [&] { /* 8 rows at a time: strided */
+                      fr__layer_norm_kernel<T, V>(y.data(), x.data(), affine ? gamma.data() : NULL,
+                                                  affine ? beta.data() : NULL, rows, C, eps);
+                });
+  double worst = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    double mean = 0, var = 0;
+    for (int64_t c = 0; c < C; c++)
+      mean += xd[r * C + c];
+    mean /= (double)C;
+    for (int64_t c = 0; c < C; c++)
+      var += (xd[r * C + c] - mean) * (xd[r * C + c] - mean);
+    var /= (double)C;
+    for (int64_t c = 0; c < C; c++) {
+      const double v = (xd[r * C + c] - mean) / sqrt(var + eps) * gd[c] + bd[c];
+      const double e = fabs(fr_ld(&y[r * C + c]) - v);
+      worst = e > worst || e != e ? e : worst;
+    }
+  }
+  const bool ok = worst <= tol;
+  printf("%s %s: [%lld, %lld]%s%s, mean %g: max |err| %.3g (bound %.3g)\n", ok ? "ok  " : "FAIL", name,
+         (long long)rows, (long long)C, affine ? ", affine" : "", V ? ", 16-byte vectors" : "",
+         (double)offset, worst, tol);
   ok ? fr_emu_passed++ : fr_emu_failed++;
 }
 
@@ -711,6 +759,12 @@ int main(void) {
   fr_emu_gn_case<float, true>("gn f32 vec, 16 slices, offset", 1, 4, 16384, 1, true, false, 10.0f, 1e-4);
   fr_emu_gn_case<__half, true>("gn f16 vec, 3 slices, uneven last", 2, 6, 4104, 2, true, true, 0.5f, 3e-3);
   fr_emu_gn_case<__nv_bfloat16, true>("gn bf16 vec, 8 slices", 1, 8, 8192, 2, true, false, 0.0f, 2.5e-2);
+  /* LayerNorm: rows not a multiple of the block's 8, rows longer than a warp's vectors (320 = 40 vectors of
+   * 8), the scalar form for an odd width, a large mean */
+  fr_emu_ln_case<float, true>("ln f32 vec", 11, 320, true, 0.0f, 1e-5);
+  fr_emu_ln_case<float, false>("ln f32 odd width, offset", 3, 77, false, 10.0f, 1e-5);
+  fr_emu_ln_case<__half, true>("ln f16 vec", 9, 320, true, 0.5f, 3e-3);
+  fr_emu_ln_case<__nv_bfloat16, true>("ln bf16 vec", 5, 640, false, 0.0f, 2.5e-2);
   /* transpose: partial tiles on both edges, a batch, and exactly one tile */
   fr_emu_transpose_case<__half>("transpose f16", 2, 45, 70);
   fr_emu_transpose_case<float>("transpose f32", 1, 32, 32);
