@@ -54,7 +54,9 @@
 #    in this build uses xxHash). No flowrun binary, no VAE or pipeline golden.
 # Set FR_GPU_BUILD=min, =cmake or =deps to force one (deps also where the system has the packages: that is
 # how it is tested on a dev machine), FR_GPU_BLAS=shim to use the shim even where OpenBLAS is;
-# FR_GPU_SANITIZE=0 skips the compute-sanitizer step; FR_GPU_JOBS build jobs (default: all cores);
+# FR_GPU_SANITIZE=0 skips the compute-sanitizer step; FR_GPU_PART=checks (the tests and goldens, and
+# compute-sanitizer) or =bench (the benchmarks and ncu) runs one half, so the two fit two device calls
+# (a warm machine keeps build-gpu/, so the second call does not build again), all (default) both; FR_GPU_JOBS build jobs (default: all cores);
 # FR_GPU_BUDGET_S (default 540) the seconds the whole script may take: every step's limit is cut to what is
 # left, and a step with under 15 s left is skipped, so the summary is always written inside a 10-minute
 # command. FR_GPU_DRYRUN=1: everything up to the GPU steps (machine, build, library checks) runs, and the GPU
@@ -72,6 +74,8 @@ JOBS=${FR_GPU_JOBS:-$(nproc 2>/dev/null || echo 4)}
 ARCH=${FR_CUDA_ARCH:-90}
 BUDGET=${FR_GPU_BUDGET_S:-540}
 DRYRUN=${FR_GPU_DRYRUN:-0}
+PART=${FR_GPU_PART:-all}
+part() { [ "$PART" = all ] || [ "$PART" = "$1" ]; }
 FAILED=()
 SKIPPED=()
 main() {
@@ -408,67 +412,71 @@ if [ -n "$BIN" ]; then
     for e in "$fxa"/models/* "$fxa"/diffusers-vae/models/*; do ln -s "$e" "$VAE_FX/models/"; done
     echo "fixtures for test_vae_golden: $VAE_FX (links, with diffusers-vae/models/sd15-tiny as models/sd15-tiny)"
   fi
-  run test_cuda 300 "$BIN/test_cuda"
-  run test_ops 300 "$BIN/test_ops"
-  step "FAIL lines so far (test_ops prints one line per row and device: error vs reference, vs cpu, tolerance)"
-  grep -E "^FAIL" "$LOG" || echo "(none)"
-  # The model goldens on the GPU: each dtype against the diffusers fp32 goldens at its stated bound
-  # (tests/test.h: fr_test_golden_tol). Each test prints every measured error next to its bound.
-  for dt in f32 f16 bf16; do
+  if part checks; then
+    run test_cuda 300 "$BIN/test_cuda"
+    run test_ops 300 "$BIN/test_ops"
+    step "FAIL lines so far (test_ops prints one line per row and device: error vs reference, vs cpu, tolerance)"
+    grep -E "^FAIL" "$LOG" || echo "(none)"
+    # The model goldens on the GPU: each dtype against the diffusers fp32 goldens at its stated bound
+    # (tests/test.h: fr_test_golden_tol). Each test prints every measured error next to its bound.
+    for dt in f32 f16 bf16; do
+      for t in $GOLDENS; do
+        lim=120
+        [ "$t" = test_pipe_golden ] && lim=180 # seven tiny pipelines, each a flowrun process
+        fx=$FR_FIXTURES
+        [ "$t" = test_vae_golden ] && fx=$VAE_FX
+        FR_FIXTURES=$fx FR_TEST_DEVICE=cuda FR_TEST_DTYPE=$dt run "$t cuda $dt" $lim "$BIN/$t"
+      done
+    done
+    # The tensor-core 3x3 conv only takes grids that fill the GPU, which the tiny models' convs do not: the
+    # model goldens again in f16 with it forced wherever it fits (FLOWRUN_CUDA_CONV=tc)
     for t in $GOLDENS; do
-      lim=120
-      [ "$t" = test_pipe_golden ] && lim=180 # seven tiny pipelines, each a flowrun process
+      case "$t" in test_clip_golden) continue ;; esac # no convolutions
       fx=$FR_FIXTURES
       [ "$t" = test_vae_golden ] && fx=$VAE_FX
-      FR_FIXTURES=$fx FR_TEST_DEVICE=cuda FR_TEST_DTYPE=$dt run "$t cuda $dt" $lim "$BIN/$t"
+      FR_FIXTURES=$fx FLOWRUN_CUDA_CONV=tc FR_TEST_DEVICE=cuda FR_TEST_DTYPE=f16 \
+        run "$t cuda f16 (FLOWRUN_CUDA_CONV=tc)" 180 "$BIN/$t"
     done
-  done
-  # The tensor-core 3x3 conv only takes grids that fill the GPU, which the tiny models' convs do not: the
-  # model goldens again in f16 with it forced wherever it fits (FLOWRUN_CUDA_CONV=tc)
-  for t in $GOLDENS; do
-    case "$t" in test_clip_golden) continue ;; esac # no convolutions
-    fx=$FR_FIXTURES
-    [ "$t" = test_vae_golden ] && fx=$VAE_FX
-    FR_FIXTURES=$fx FLOWRUN_CUDA_CONV=tc FR_TEST_DEVICE=cuda FR_TEST_DTYPE=f16 \
-      run "$t cuda f16 (FLOWRUN_CUDA_CONV=tc)" 180 "$BIN/$t"
-  done
-  # The sampler's recording with ControlNets whose set changes mid-run (dropped and recorded again) against
-  # eager steps: the same latents (tests/gpu/check_recorded_controlnet.sh)
-  if [ -n "$FLOWRUN" ]; then
-    run "sampler: recorded replays vs eager with ControlNets starting and ending mid-run (cuda f32)" 120 \
-      bash "$ROOT/tests/gpu/check_recorded_controlnet.sh" "$FLOWRUN" "$FR_FIXTURES" "$TMPD/recorded-cn" f32
-  fi
-  # Diagnosis, not a check: when the f16 pipelines failed, run them again without the recorded sampler
-  # steps and then without the tensor-core attention, so the log says which part is at fault.
-  if printf '%s\n' "${FAILED[@]}" | grep -qx "test_pipe_golden cuda f16"; then
-    for v in FLOWRUN_CUDA_GRAPHS=0 FLOWRUN_CUDA_ATTN=simple FLOWRUN_CUDA_CONV=im2col; do
-      RUN_SOFT=1 run "diagnosis: test_pipe_golden cuda f16 with $v" 180 \
-        env "$v" FR_TEST_DEVICE=cuda FR_TEST_DTYPE=f16 "$BIN/test_pipe_golden"
-    done
-  fi
-  step "golden errors on cuda: the worst max|diff|/max|golden| of each test and dtype, and its bound"
-  # The tests print "... = ERR (tolerance TOL, cuda DT)" (UNet, ControlNet, VAE), "last E penultimate E
-  # pooled|projected E (tolerance TOL, cuda DT)" (CLIP) and "max|diff|/max|golden| = ERR (tolerance TOL)"
-  # (pipelines); the test and the dtype asked for come from the "== run: NAME cuda DT" line.
-  awk '/^== run: / { t = $3; dt = ($4 == "cuda") ? $5 ($6 ~ /^\(FLOWRUN/ ? " " $6 : "") : "" }
-    dt != "" && /\(tolerance [^,)]+(, cuda [a-z0-9]+)?\)/ && (/, cuda [a-z0-9]+\)/ || /max\|diff\|\/max\|golden\|/) {
-      k = t " cuda " dt
-      match($0, /tolerance [^,)]+/); tol = substr($0, RSTART + 10, RLENGTH - 10)
-      n = split($0, w, /[ \t]+/); cnt[k]++; if (!(k in mx)) { mx[k] = -1; order[++no] = k }
-      for (i = 1; i < n; i++)
-        if (w[i] == "=" || w[i] == "last" || w[i] == "penultimate" || w[i] == "pooled" || w[i] == "projected")
-          if (w[i + 1] + 0 > mx[k]) { mx[k] = w[i + 1] + 0; tl[k] = tol }
-    }
-    END { for (j = 1; j <= no; j++) { k = order[j]
-            printf "  %-36s %3d outputs, worst %.3g (bound %s)\n", k, cnt[k], mx[k], tl[k] }
-          if (!no) print "  (none: the goldens did not run on cuda)" }' "$LOG"
-  grep -E "^FAIL" "$LOG" | grep -v "test_ops.c" || echo "(no golden FAIL lines)"
+    # The sampler's recording with ControlNets whose set changes mid-run (dropped and recorded again) against
+    # eager steps: the same latents (tests/gpu/check_recorded_controlnet.sh)
+    if [ -n "$FLOWRUN" ]; then
+      run "sampler: recorded replays vs eager with ControlNets starting and ending mid-run (cuda f32)" 120 \
+        bash "$ROOT/tests/gpu/check_recorded_controlnet.sh" "$FLOWRUN" "$FR_FIXTURES" "$TMPD/recorded-cn" f32
+    fi
+    # Diagnosis, not a check: when the f16 pipelines failed, run them again without the recorded sampler
+    # steps and then without the tensor-core attention, so the log says which part is at fault.
+    if printf '%s\n' "${FAILED[@]}" | grep -qx "test_pipe_golden cuda f16"; then
+      for v in FLOWRUN_CUDA_GRAPHS=0 FLOWRUN_CUDA_ATTN=simple FLOWRUN_CUDA_CONV=im2col; do
+        RUN_SOFT=1 run "diagnosis: test_pipe_golden cuda f16 with $v" 180 \
+          env "$v" FR_TEST_DEVICE=cuda FR_TEST_DTYPE=f16 "$BIN/test_pipe_golden"
+      done
+    fi
+    step "golden errors on cuda: the worst max|diff|/max|golden| of each test and dtype, and its bound"
+    # The tests print "... = ERR (tolerance TOL, cuda DT)" (UNet, ControlNet, VAE), "last E penultimate E
+    # pooled|projected E (tolerance TOL, cuda DT)" (CLIP) and "max|diff|/max|golden| = ERR (tolerance TOL)"
+    # (pipelines); the test and the dtype asked for come from the "== run: NAME cuda DT" line.
+    awk '/^== run: / { t = $3; dt = ($4 == "cuda") ? $5 ($6 ~ /^\(FLOWRUN/ ? " " $6 : "") : "" }
+      dt != "" && /\(tolerance [^,)]+(, cuda [a-z0-9]+)?\)/ && (/, cuda [a-z0-9]+\)/ || /max\|diff\|\/max\|golden\|/) {
+        k = t " cuda " dt
+        match($0, /tolerance [^,)]+/); tol = substr($0, RSTART + 10, RLENGTH - 10)
+        n = split($0, w, /[ \t]+/); cnt[k]++; if (!(k in mx)) { mx[k] = -1; order[++no] = k }
+        for (i = 1; i < n; i++)
+          if (w[i] == "=" || w[i] == "last" || w[i] == "penultimate" || w[i] == "pooled" || w[i] == "projected")
+            if (w[i + 1] + 0 > mx[k]) { mx[k] = w[i + 1] + 0; tl[k] = tol }
+      }
+      END { for (j = 1; j <= no; j++) { k = order[j]
+              printf "  %-36s %3d outputs, worst %.3g (bound %s)\n", k, cnt[k], mx[k], tl[k] }
+            if (!no) print "  (none: the goldens did not run on cuda)" }' "$LOG"
+    grep -E "^FAIL" "$LOG" | grep -v "test_ops.c" || echo "(no golden FAIL lines)"
+  fi # part checks
   # The benchmarks only mean something when the code they time is right: they run when every check before
   # passed, except that a failed bf16 golden does not stop them (they time f16; bf16 has known extra error
   # sources, docs/cuda.md).
   BLOCKING=()
   for f in "${FAILED[@]}"; do case "$f" in *" cuda bf16") ;; *) BLOCKING+=("$f") ;; esac; done
-  if [ ${#BLOCKING[@]} = 0 ] && [ -x "$BIN/bench_unet_cuda" ]; then
+  if ! part bench; then
+    step "benchmarks: not in this call (FR_GPU_PART=$PART)"
+  elif [ ${#BLOCKING[@]} = 0 ] && [ -x "$BIN/bench_unet_cuda" ]; then
     [ ${#FAILED[@]} = 0 ] || echo "(running the f16 benchmarks although these bf16 goldens failed: ${FAILED[*]})"
     run "bench: SD1.5 UNet step, batch 2, 64x64, fp16 (full size, random weights)" 120 \
       "$BIN/bench_unet_cuda" --device cuda --dtype f16 --runs "${FR_BENCH_RUNS:-10}" --warmup 2
@@ -519,7 +527,9 @@ if [ -n "$BIN" ]; then
   else
     step "benchmarks: not run ($([ ${#BLOCKING[@]} = 0 ] && echo "not built" || echo "failed before them: ${BLOCKING[*]}"))"
   fi
-  if [ "${FR_GPU_SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null; then
+  if ! part checks; then
+    : # compute-sanitizer belongs to the checks
+  elif [ "${FR_GPU_SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null; then
     run "compute-sanitizer memcheck test_ops" 300 compute-sanitizer --tool memcheck --error-exitcode 99 \
       --print-limit 20 "$BIN/test_ops"
   else
