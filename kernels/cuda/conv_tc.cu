@@ -24,12 +24,19 @@ bool fr_cuda_conv_tc_fits(const struct fr_cuda *cu, const struct fr_tensor *y, c
     return false;
   if (FR__CV_SMEM(fr_dtype_size(cu->dtype)) > cu->smem_optin)
     return false;
-  /* A grid smaller than the device (the UNets' 16x16 and 8x8 levels) leaves SMs idle for C / 16 long
-   * steps each; cuBLASLt splits such reductions, so those convs stay on im2col. */
   int64_t tiles_w, blocks = fr__cv_blocks(B, O, H, W, &tiles_w);
   if (blocks / (O / FR__CV_BO) / B > INT32_MAX)
     return false;
-  return blocks >= cu->sm_count || cu->conv_mode == FR_CUDA_CONV_TC;
+  if (cu->conv_mode == FR_CUDA_CONV_TC)
+    return true;
+  /* By default only where it should win, by a model still to be replaced with measurements (docs/cuda.md):
+   * im2col + cuBLASLt moves 2 x 9C x P elements through memory besides its GEMM, which runs near the
+   * device's tensor peak (wgmma), while this kernel skips that traffic but, feeding mma.sync from shared
+   * memory, reaches maybe 40% of the peak. Per output channel the GEMM's work grows and the traffic does
+   * not, so the kernel pays off for few output channels: O <= 256 (the VAE's 128- and 256-channel
+   * layers at 256x256 and up, where im2col moves GBs), not the UNets' 320 to 1280. And a grid smaller than
+   * the device (one block per SM) leaves SMs idle for C / 16 long steps each; cuBLASLt splits those. */
+  return O <= 256 && blocks >= cu->sm_count;
 }
 
 template <typename T>

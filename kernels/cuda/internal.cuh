@@ -28,7 +28,8 @@ struct fr_cuda_pool;
 struct fr_cuda_block;
 struct fr_cuda_gemm_entry;
 
-/* FLOWRUN_CUDA_CONV: unset, the tensor-core 3x3 conv where it fits and fills the device; "im2col", every
+/* FLOWRUN_CUDA_CONV: unset, the tensor-core 3x3 conv where it fits and should be the faster (few output
+ * channels, a grid that fills the device: conv_tc.cu); "im2col", every
  * conv through im2col + cuBLASLt; "tc", the tensor-core conv wherever it fits (the tests use it to reach
  * it with small shapes). */
 enum fr_cuda_conv_mode { FR_CUDA_CONV_AUTO, FR_CUDA_CONV_IM2COL, FR_CUDA_CONV_TC };
@@ -109,8 +110,8 @@ enum fr_status fr_cuda_gemm_run(struct fr_cuda *cu, const struct fr_cuda_gemm *g
 void fr_cuda_gemm_cache_free(struct fr_cuda *cu);
 /* ---- 3x3 convolution on tensor cores (conv_tc.cu) ----
  * Whether the implicit-GEMM kernel takes this conv2d (F16/BF16, 3x3, stride 1, padding 1, C % 16 == 0,
- * O % 64 == 0, sm_80+; and, unless FLOWRUN_CUDA_CONV=tc, enough blocks to fill the device), and the
- * launch. */
+ * O % 64 == 0, sm_80+; and, unless FLOWRUN_CUDA_CONV=tc, O <= 256 and enough blocks to fill the device),
+ * and the launch. */
 bool fr_cuda_conv_tc_fits(const struct fr_cuda *cu, const struct fr_tensor *y, const struct fr_tensor *x,
                           const struct fr_tensor *w, int stride, int pad);
 enum fr_status fr_cuda_conv_tc(struct fr_cuda *cu, struct fr_tensor *y, const struct fr_tensor *x,

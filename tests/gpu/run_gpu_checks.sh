@@ -17,7 +17,8 @@
 #    full-size SD1.5 UNet step benchmark (tests/gpu/bench_unet_cuda.c); with the full build `flowrun bench
 #    --device cuda --dtype f16` (every GPU row, weights made in memory), then its SD1.5 UNet row eager
 #    (FLOWRUN_CUDA_GRAPHS=0) and with the CUDA-core attention (FLOWRUN_CUDA_ATTN=simple), its UNet and VAE
-#    rows with every conv on im2col (FLOWRUN_CUDA_CONV=im2col); and an Nsight Compute per-kernel summary of
+#    rows with the tensor-core conv everywhere and on im2col everywhere (FLOWRUN_CUDA_CONV=tc, =im2col); and
+#    an Nsight Compute per-kernel summary of
 #    one UNet step (ncu over bench_unet_cuda
 #    --profile 1, gpu__time_duration of every kernel into LOG_DIR/ncu_unet_step.csv, then
 #    tests/gpu/ncu_summary.py: the 20 kernels that take the most time);
@@ -484,7 +485,8 @@ if [ -n "$BIN" ]; then
     # decode 512 and 1024) on full-size random weights made in memory, f16 (the VAE rows bf16); then the
     # SD1.5 step again eager (FLOWRUN_CUDA_GRAPHS=0) and with the CUDA-core attention
     # (FLOWRUN_CUDA_ATTN=simple), so the gains of the recorded replay and the tensor-core attention show;
-    # and the conv-heavy rows with im2col + cuBLASLt instead of the tensor-core conv (FLOWRUN_CUDA_CONV)
+    # and the conv-heavy rows with the tensor-core conv everywhere and with im2col + cuBLASLt everywhere
+    # (FLOWRUN_CUDA_CONV=tc, =im2col; the default picks by a model: docs/cuda.md), for the crossover
     if [ -n "$FLOWRUN" ]; then
       run "flowrun bench --device cuda --dtype f16 (every GPU row)" 300 \
         "$FLOWRUN" bench --device cuda --dtype f16 --runs "${FR_FLOWRUN_BENCH_RUNS:-10}"
@@ -492,8 +494,10 @@ if [ -n "$BIN" ]; then
         env FLOWRUN_CUDA_GRAPHS=0 "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15
       run "flowrun bench unet-sd15 with the CUDA-core attention (FLOWRUN_CUDA_ATTN=simple)" 90 \
         env FLOWRUN_CUDA_ATTN=simple "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15
-      run "flowrun bench unet-sd15, vae-512, vae-1024 with every conv on im2col + cuBLASLt (FLOWRUN_CUDA_CONV=im2col)" 150 \
-        env FLOWRUN_CUDA_CONV=im2col "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15,vae-512,vae-1024
+      run "flowrun bench unet-sd15, vae-512, vae-1024 with the tensor-core conv wherever it fits (FLOWRUN_CUDA_CONV=tc)" 150 \
+        env FLOWRUN_CUDA_CONV=tc "$FLOWRUN" bench --device cuda --dtype f16 --only unet-sd15,vae-512,vae-1024
+      run "flowrun bench vae-512, vae-1024 with every conv on im2col + cuBLASLt (FLOWRUN_CUDA_CONV=im2col)" 120 \
+        env FLOWRUN_CUDA_CONV=im2col "$FLOWRUN" bench --device cuda --dtype f16 --only vae-512,vae-1024
     fi
     # Nsight Compute: the time of every kernel of one UNet step (bench_unet_cuda --profile 1 starts the
     # profiler after loading and warm-up, and stops it after the first timed forward). gpu__time_duration

@@ -192,9 +192,9 @@ static void round_through(struct fr_tensor *t, enum fr_dtype dt) {
     v[i] = dt == FR_F16 ? fr_f16_to_f32(fr_f32_to_f16(v[i])) : fr_bf16_to_f32(fr_f32_to_bf16(v[i]));
 }
 
-/* conv2d 3x3 at SD sizes in F16 and BF16, by default (the tensor-core kernel where the grid fills the
- * device: the 64x64 UNet level and the VAE's 256x256 one; im2col at the 8x8 level) and with
- * FLOWRUN_CUDA_CONV=im2col, against the cpu in F32 on the same rounded inputs. Bound: 2 roundings of the
+/* conv2d 3x3 at SD sizes in F16 and BF16, by default (the tensor-core kernel for the VAE's 128 channels at
+ * 256x256, im2col for the UNet's 320 and 1280), with FLOWRUN_CUDA_CONV=im2col and with =tc (the tensor-core
+ * kernel for all three), against the cpu in F32 on the same rounded inputs. Bound: 2 roundings of the
  * output (u = 2^-11 or 2^-8) + 3 x 2e-5 for the fp32 sums (test_ops.c's lowp_tol for a GEMM row). */
 static void check_conv_sizes(struct fr_ctx *cpu) {
   static const int64_t shapes[3][2][4] = {{{2, 320, 64, 64}, {320, 320, 3, 3}},
@@ -223,9 +223,11 @@ static void check_conv_sizes(struct fr_ctx *cpu) {
           fr_tensor_free(d[i]);
         fr_ctx_clear(cpu);
       }
-      for (int mode = 0; mode < 2 && ref; mode++) {
-        if (mode)
-          setenv("FLOWRUN_CUDA_CONV", "im2col", 1);
+      static const char *const modes[3] = {NULL, "im2col", "tc"};
+      for (int mode = 0; mode < 3 && ref; mode++) {
+        const char *mn = modes[mode] ? modes[mode] : "default";
+        if (modes[mode])
+          setenv("FLOWRUN_CUDA_CONV", modes[mode], 1);
         else
           unsetenv("FLOWRUN_CUDA_CONV");
         struct fr_ctx *gpu = new_ctx("cuda", dt);
@@ -243,10 +245,9 @@ static void check_conv_sizes(struct fr_ctx *cpu) {
           double err = fr_test_rel_err(hy->data, ref->data, (long)fr_tensor_numel(ref));
           printf("conv2d [%lld,%lld,%lld,%lld] x [%lld,%lld,3,3] cuda %-4s %-7s vs cpu %.3g (tol %.3g)\n",
                  (long long)xs[0], (long long)xs[1], (long long)xs[2], (long long)xs[3], (long long)ws[0],
-                 (long long)ws[1], fr_dtype_name(dt), mode ? "im2col" : "default", err, tol);
+                 (long long)ws[1], fr_dtype_name(dt), mn, err, tol);
           CHECKF(err <= tol, "conv2d %lld channels at %lldx%lld, cuda %s %s: %.3g > %.3g", (long long)xs[1],
-                 (long long)xs[2], (long long)xs[3], fr_dtype_name(dt), mode ? "im2col" : "default", err,
-                 tol);
+                 (long long)xs[2], (long long)xs[3], fr_dtype_name(dt), mn, err, tol);
         }
         fr_tensor_free(hy);
         fr_tensor_free(y);
