@@ -18,6 +18,35 @@
 /* Scratch for the columns of one chunk, in elements: 32M (64 MiB in fp16) bounds the VAE's 512x512 layers. */
 #define FR__IM2COL_BUDGET ((int64_t)32 << 20)
 
+/* Weights of a few-output conv in shared memory: at most 48 KiB (no opt-in); the models' conv_out (4 x 320 x
+ * 9 floats in the UNets, 3 x 128 x 9 in the VAE) fit. */
+#define FR__SMALL_O_SMEM ((int64_t)48 << 10)
+
+static enum fr_status fr__conv_small_o(struct fr_cuda *cu, struct fr_tensor *y, const struct fr_tensor *x,
+                                       const struct fr_tensor *w, const struct fr_tensor *bias, int stride,
+                                       int pad, struct fr_err *err) {
+  const int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  const int O = (int)w->shape[0], kh = (int)w->shape[2], kw = (int)w->shape[3];
+  const int Ho = (int)y->shape[2], Wo = (int)y->shape[3];
+  const size_t smem = (size_t)O * (size_t)(C * kh * kw) * sizeof(float);
+  unsigned gx = fr_cuda_blocks((int64_t)Ho * Wo, FR_CUDA_THREADS);
+  dim3 grid(gx > 4096 ? 4096 : gx, (unsigned)B);
+#define FR__SMALL_O(NO)                                                                                      \
+  FR_CUDA_DISPATCH(cu->dtype, err, T,                                                                        \
+                   fr__conv_small_o_kernel<T, NO><<<grid, FR_CUDA_THREADS, smem, cu->stream>>>(              \
+                       (T *)y->data, (const T *)x->data, (const T *)w->data,                                 \
+                       bias ? (const T *)bias->data : NULL, (int)C, (int)H, (int)W, kh, kw, Ho, Wo, stride,  \
+                       pad))
+  switch (O) {
+  case 1: FR__SMALL_O(1); break;
+  case 2: FR__SMALL_O(2); break;
+  case 3: FR__SMALL_O(3); break;
+  default: FR__SMALL_O(4); break;
+  }
+#undef FR__SMALL_O
+  return fr_cuda_launched(err, "conv2d (few outputs) kernel");
+}
+
 enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_tensor *x,
                               const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
                               struct fr_err *err) {
@@ -33,6 +62,9 @@ enum fr_status fr_cuda_conv2d(void *bp, struct fr_tensor *y, const struct fr_ten
                    (long long)H, (long long)W, (long long)K);
   if (fr_cuda_conv_tc_fits(cu, y, x, w, stride, pad))
     return fr_cuda_conv_tc(cu, y, x, w, bias, err);
+  if (O <= 4 && O * K * (int64_t)sizeof(float) <= FR__SMALL_O_SMEM && B <= 65535 && Ho * Wo < INT32_MAX &&
+      C * H * W < INT32_MAX && cu->conv_mode != FR_CUDA_CONV_IM2COL)
+    return fr__conv_small_o(cu, y, x, w, bias, stride, pad, err);
   size_t es = fr_dtype_size(cu->dtype);
   if (bias) {
     unsigned gx = fr_cuda_blocks(P, FR_CUDA_THREADS);

@@ -39,4 +39,54 @@ static __global__ void fr__bias_fill_kernel(T *y, const T *bias, int64_t O, int6
   }
 }
 
+/* Convolutions with few output channels (the models' conv_out: 3 or 4), where a GEMM with N = O wastes the
+ * tensor cores and im2col's traffic is the whole cost: one thread per output pixel computes all O outputs
+ * on the CUDA cores in fp32, with the weights (O x C*kh*kw, fp32) in shared memory; the input is read where
+ * it lies (the 9 taps of neighbouring threads hit the caches). Any kernel size, stride and padding. Grid:
+ * (pixel blocks, strided; B). Shared memory: O * C * kh * kw floats, behind fr__tc_sh (the emulator's block
+ * memory). */
+template <typename T, int O>
+static __global__ void fr__conv_small_o_kernel(T *y, const T *x, const T *w, const T *bias, int C, int H,
+                                               int W, int kh, int kw, int Ho, int Wo, int stride, int pad) {
+#ifndef FR_CUDA_EMULATE
+  extern __shared__ __align__(16) unsigned char fr__tc_sh[];
+#endif
+  float *ws = reinterpret_cast<float *>(fr__tc_sh); /* [O][K] */
+  const int K = C * kh * kw;
+  for (int i = threadIdx.x; i < O * K; i += blockDim.x)
+    ws[i] = fr_ld(w + i);
+  __syncthreads();
+  const int P = Ho * Wo;
+  const int64_t b = blockIdx.y;
+  const T *xb = x + b * C * H * W;
+  for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < P; p += gridDim.x * blockDim.x) {
+    const int oh = p / Wo, ow = p % Wo;
+    float acc[O];
+#pragma unroll
+    for (int o = 0; o < O; o++)
+      acc[o] = bias ? fr_ld(bias + o) : 0.0f;
+    for (int c = 0; c < C; c++) {
+      const T *xc = xb + (int64_t)c * H * W;
+      for (int ki = 0; ki < kh; ki++) {
+        const int ih = oh * stride - pad + ki;
+        if (ih < 0 || ih >= H)
+          continue;
+        for (int kj = 0; kj < kw; kj++) {
+          const int iw = ow * stride - pad + kj;
+          if (iw < 0 || iw >= W)
+            continue;
+          const float v = fr_ld(xc + ih * W + iw);
+          const float *wk = ws + (c * kh + ki) * kw + kj;
+#pragma unroll
+          for (int o = 0; o < O; o++)
+            acc[o] = fmaf(v, wk[o * K], acc[o]);
+        }
+      }
+    }
+#pragma unroll
+    for (int o = 0; o < O; o++)
+      fr_st(y + (b * O + o) * P + p, acc[o]);
+  }
+}
+
 #endif

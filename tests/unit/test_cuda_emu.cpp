@@ -693,6 +693,57 @@ template <typename T> static void fr_emu_vec_cases(const char *tn) {
   }
 }
 
+/* The few-outputs conv (conv2d.cuh, the models' conv_out) against the definition in double on the same
+ * rounded inputs, in a grid smaller than the pixels. Outputs O(1) (weights scaled by 1/sqrt(C kh kw)); the
+ * bound is the output's rounding, half an ulp (2^-11 |y| F16, 2^-8 |y| BF16, 2^-24 |y| F32), plus 1e-5 for
+ * the fp32 sums. */
+template <typename T, int O>
+static void fr_emu_small_o_case(const char *name, int B, int C, int H, int W, int k, int stride, int pad,
+                                bool bias) {
+  const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, K = C * k * k;
+  std::vector<T> x((size_t)B * C * H * W), w((size_t)O * K), bv(O), y((size_t)B * O * Ho * Wo);
+  const float ws = 1.0f / sqrtf((float)K);
+  for (auto &e : x)
+    fr_st(&e, fr_emu_uniform());
+  for (auto &e : w)
+    fr_st(&e, ws * fr_emu_uniform());
+  for (auto &e : bv)
+    fr_st(&e, 0.5f * fr_emu_uniform());
+  for (auto &e : y)
+    fr_st(&e, 640.0f);
+  fr_emu_launch(fr_dim3{2, (unsigned)B, 1}, 64, [&] {
+    fr__conv_small_o_kernel<T, O>(y.data(), x.data(), w.data(), bias ? bv.data() : NULL, C, H, W, k, k, Ho,
+                                  Wo, stride, pad);
+  });
+  const double u = sizeof(T) == 4                                                        ? 1.0 / 16777216
+                   : fr_emu_type<T>::enc(1.0f + 1.0f / 512) == fr_emu_type<T>::enc(1.0f) ? 1.0 / 256
+                                                                                         : 1.0 / 2048;
+  double ratio = 0, worst = 0;
+  for (int b = 0; b < B; b++)
+    for (int o = 0; o < O; o++)
+      for (int oh = 0; oh < Ho; oh++)
+        for (int ow = 0; ow < Wo; ow++) {
+          double ref = bias ? fr_ld(&bv[o]) : 0.0;
+          for (int c = 0; c < C; c++)
+            for (int ki = 0; ki < k; ki++)
+              for (int kj = 0; kj < k; kj++) {
+                const int ih = oh * stride - pad + ki, iw = ow * stride - pad + kj;
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                  ref += (double)fr_ld(&x[(((size_t)b * C + c) * H + ih) * W + iw]) *
+                         fr_ld(&w[(((size_t)o * C + c) * k + ki) * k + kj]);
+              }
+          const double e = fabs(fr_ld(&y[(((size_t)b * O + o) * Ho + oh) * Wo + ow]) - ref);
+          const double bound = u * fabs(ref) + 1e-5;
+          worst = e > worst || e != e ? e : worst;
+          ratio = e / bound > ratio || e != e ? e / bound : ratio;
+        }
+  const bool ok = ratio <= 1.0;
+  printf(
+      "%s %s: [%d, %d, %d, %d] -> %d channels, %dx%d stride %d pad %d%s: max |err| %.3g, %.2f of the bound\n",
+      ok ? "ok  " : "FAIL", name, B, C, H, W, O, k, k, stride, pad, bias ? ", bias" : "", worst, ratio);
+  ok ? fr_emu_passed++ : fr_emu_failed++;
+}
+
 /* Broadcast binary ops as ops.c hands them over (merged dims, element strides), int and int64 index paths. */
 template <typename I>
 static void fr_emu_binary_case(const char *name, const fr__bc &bc, int64_t na, int64_t nbn) {
@@ -783,6 +834,10 @@ int main(void) {
   fr_emu_im2col_case("im2col 3x3 s2", 1, 4, 9, 8, 3, 2, 1, 0, 5);
   fr_emu_im2col_case("im2col 5x5 pad 2", 1, 2, 6, 7, 5, 1, 2, 0, 6);
   fr_emu_bias_fill_case();
+  /* the few-outputs conv (conv_out): 3 channels as the VAE's, 4 with stride 2, 1 with a 5x5 kernel */
+  fr_emu_small_o_case<__half, 3>("conv few outputs f16", 2, 16, 12, 10, 3, 1, 1, true);
+  fr_emu_small_o_case<float, 4>("conv few outputs f32 s2", 1, 8, 9, 11, 3, 2, 1, false);
+  fr_emu_small_o_case<__nv_bfloat16, 1>("conv few outputs bf16 5x5", 1, 4, 7, 6, 5, 1, 2, true);
   /* the tensor-core 3x3 conv: each tile width (8, 16, 32, 64), partial tiles in rows and columns, the
    * 264-pixel halo of the 64-wide tiles (two halo pixels for some threads), 1 to 3 channel steps (both
    * stages of the double buffer), two output-channel tiles, a batch */
