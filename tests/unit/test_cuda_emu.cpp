@@ -355,40 +355,51 @@ static void fr_emu_case(const char *name, int64_t B, int64_t Tq, int64_t Tk, int
   ok ? fr_emu_passed++ : fr_emu_failed++;
 }
 
+/* The inputs of a normalisation case: x (n values, offset + [-2, 2)), gamma and beta (C), as stored and as
+ * the double reference sees them (gd, bd: 1 and 0 without affine). Stores and loads are device.cuh's, so
+ * they round as on the GPU. */
+template <typename T> struct fr_emu_norm_in {
+  std::vector<T> x, gamma, beta;
+  std::vector<double> xd, gd, bd;
+  fr_emu_norm_in(int64_t n, int64_t C, bool affine, float offset)
+      : x(n), gamma(C), beta(C), xd(n), gd(C, 1.0), bd(C, 0.0) {
+    for (int64_t i = 0; i < n; i++) {
+      fr_st(&x[i], offset + 2.0f * fr_emu_uniform());
+      xd[i] = fr_ld(&x[i]);
+    }
+    for (int64_t c = 0; c < C; c++) {
+      fr_st(&gamma[c], 1.0f + 0.5f * fr_emu_uniform());
+      fr_st(&beta[c], 0.5f * fr_emu_uniform());
+      if (affine)
+        gd[c] = fr_ld(&gamma[c]), bd[c] = fr_ld(&beta[c]);
+    }
+  }
+};
+
 /* GroupNorm: x [B, C, S] with G groups, gamma/beta optional, SiLU optional; the two kernels launched as
  * norm.cu launches them (splits for a GPU of 132 SMs). */
 template <typename T, bool V = false>
 static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, int G, bool affine, bool silu,
                            float offset, double tol) {
   const int64_t n = B * C * S, cpg = C / G, gt = B * G, per = cpg * S;
-  std::vector<T> x(n), y(n), gamma(C), beta(C);
-  std::vector<double> xd(n), gd(C, 1.0), bd(C, 0.0);
-  for (int64_t i = 0; i < n; i++) {
-    fr_st(&x[i], offset + 2.0f * fr_emu_uniform()); /* device.cuh's store and load: rounded as on the GPU */
-    xd[i] = fr_ld(&x[i]);
-  }
-  for (int64_t c = 0; c < C; c++) {
-    fr_st(&gamma[c], 1.0f + 0.5f * fr_emu_uniform());
-    fr_st(&beta[c], 0.5f * fr_emu_uniform());
-    if (affine)
-      gd[c] = fr_ld(&gamma[c]), bd[c] = fr_ld(&beta[c]);
-  }
+  fr_emu_norm_in<T> in(n, C, affine, offset);
+  std::vector<T> y(n);
   int64_t splits, chunk;
   fr__gn_splits(gt, per, 132, V ? FR_VEC(T) : 1, &splits, &chunk);
   std::vector<float> part(gt * splits * 3, NAN);
   const float eps = 1e-5f;
   fr_emu_launch(fr_dim3{(unsigned)gt, (unsigned)splits, 1}, 256,
-                [&] { fr__gn_stats_kernel<T, V>(part.data(), x.data(), per, chunk); });
+                [&] { fr__gn_stats_kernel<T, V>(part.data(), in.x.data(), per, chunk); });
   const int64_t rows = B * C;
   fr_emu_launch(fr_dim3{4, (unsigned)(rows < 7 ? rows : 7), 1}, 64,
                 [&] { /* fewer blocks than rows: strided */
-                      fr__gn_apply_kernel<T, V>(y.data(), x.data(), part.data(), affine ? gamma.data() : NULL,
-                                                affine ? beta.data() : NULL, C, cpg, G, S, (int)splits, rows,
-                                                eps, silu ? 1 : 0);
+                      fr__gn_apply_kernel<T, V>(
+                          y.data(), in.x.data(), part.data(), affine ? in.gamma.data() : NULL,
+                          affine ? in.beta.data() : NULL, C, cpg, G, S, (int)splits, rows, eps, silu ? 1 : 0);
                 });
   double worst = 0;
   for (int64_t g = 0; g < gt; g++) {
-    const double *xg = &xd[g * per];
+    const double *xg = &in.xd[g * per];
     double mean = 0, var = 0;
     for (int64_t i = 0; i < per; i++)
       mean += xg[i];
@@ -398,7 +409,7 @@ static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, in
     var /= (double)per;
     for (int64_t i = 0; i < per; i++) {
       int64_t c = (g % G) * cpg + i / S;
-      double v = (xg[i] - mean) / sqrt(var + eps) * gd[c] + bd[c];
+      double v = (xg[i] - mean) / sqrt(var + eps) * in.gd[c] + in.bd[c];
       if (silu)
         v = v / (1.0 + exp(-v));
       double e = fabs(fr_ld(&y[g * per + i]) - v);
@@ -419,37 +430,27 @@ static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, in
  * output's rounding 2u x |y|max: 3e-3 and 2.5e-2. */
 template <typename T, bool V>
 static void fr_emu_ln_case(const char *name, int64_t rows, int64_t C, bool affine, float offset, double tol) {
-  std::vector<T> x(rows * C), y(rows * C), gamma(C), beta(C);
-  std::vector<double> xd(rows * C), gd(C, 1.0), bd(C, 0.0);
-  for (int64_t i = 0; i < rows * C; i++) {
-    fr_st(&x[i], offset + 2.0f * fr_emu_uniform());
-    xd[i] = fr_ld(&x[i]);
-  }
-  for (int64_t c = 0; c < C; c++) {
-    fr_st(&gamma[c], 1.0f + 0.5f * fr_emu_uniform());
-    fr_st(&beta[c], 0.5f * fr_emu_uniform());
-    if (affine)
-      gd[c] = fr_ld(&gamma[c]), bd[c] = fr_ld(&beta[c]);
-  }
+  fr_emu_norm_in<T> in(rows * C, C, affine, offset);
+  std::vector<T> y(rows * C);
   for (auto &e : y)
     fr_st(&e, 640.0f);
   const float eps = 1e-5f;
   fr_emu_launch(fr_dim3{1, 1, 1}, 32 * FR__LN_ROWS,
                 [&] { /* 8 rows at a time: strided */
-                      fr__layer_norm_kernel<T, V>(y.data(), x.data(), affine ? gamma.data() : NULL,
-                                                  affine ? beta.data() : NULL, rows, C, eps);
+                      fr__layer_norm_kernel<T, V>(y.data(), in.x.data(), affine ? in.gamma.data() : NULL,
+                                                  affine ? in.beta.data() : NULL, rows, C, eps);
                 });
   double worst = 0;
   for (int64_t r = 0; r < rows; r++) {
     double mean = 0, var = 0;
     for (int64_t c = 0; c < C; c++)
-      mean += xd[r * C + c];
+      mean += in.xd[r * C + c];
     mean /= (double)C;
     for (int64_t c = 0; c < C; c++)
-      var += (xd[r * C + c] - mean) * (xd[r * C + c] - mean);
+      var += (in.xd[r * C + c] - mean) * (in.xd[r * C + c] - mean);
     var /= (double)C;
     for (int64_t c = 0; c < C; c++) {
-      const double v = (xd[r * C + c] - mean) / sqrt(var + eps) * gd[c] + bd[c];
+      const double v = (in.xd[r * C + c] - mean) / sqrt(var + eps) * in.gd[c] + in.bd[c];
       const double e = fabs(fr_ld(&y[r * C + c]) - v);
       worst = e > worst || e != e ? e : worst;
     }
