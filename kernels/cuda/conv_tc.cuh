@@ -1,7 +1,8 @@
 /* 3x3 convolution (stride 1, padding 1) on tensor cores for F16/BF16 contexts, without im2col: the
  * columns are never written to memory. Nearly every 3x3 conv of the SD UNets and VAE has this form; the
- * others (strided downsampling, the 4-channel conv_in and 3- or 4-channel conv_out of the UNets and the
- * VAE, F32 contexts) stay on im2col + cuBLASLt in conv2d.cu.
+ * others (strided downsampling, the 4-channel conv_in, F32 contexts) go through conv2d.cu's im2col +
+ * cuBLASLt, the 3- or 4-channel conv_out through its few-outputs kernel. By default this kernel only takes
+ * the convs it should win (fr_cuda_conv_tc_fits in conv_tc.cu says which and why).
  *
  * As a GEMM per image: y[O, P] = w[O, 9C] cols[9C, P], with the reduction split by tap: for each of the 9
  * taps (ki, kj), the [O, C] slice of w times the input shifted by (ki - 1, kj - 1). A block owns 64 output
