@@ -1,8 +1,9 @@
 /* CUDA kernels run on the host, so their index arithmetic, masks, reductions and fragment bookkeeping are
  * tested on every machine, CI included (no GPU there): the tensor-core attention
- * (kernels/cuda/attention_tc.cuh), the split GroupNorm (group_norm.cuh), the tiled transpose
- * (transpose.cuh), conv2d's im2col and bias fill (conv2d.cuh) and the broadcasting binary ops
- * (eltwise.cuh).
+ * (kernels/cuda/attention_tc.cuh) and 3x3 conv (conv_tc.cuh), the split GroupNorm (group_norm.cuh), the
+ * warp-per-row LayerNorm (layer_norm.cuh), the tiled transpose (transpose.cuh), conv2d's im2col, bias fill
+ * and few-outputs kernel (conv2d.cuh), the activations, GEGLU and broadcasting binary ops (eltwise.cuh) and
+ * the 2x upsampling (upsample.cuh), with the 16-byte-vector forms against the scalar ones.
  *
  * How: the kernel sources are compiled as plain C++ with FR_CUDA_EMULATE defined. Each CUDA thread of a
  * block is a host thread (blocks one after another); __syncthreads is a barrier of the block, __shared__
