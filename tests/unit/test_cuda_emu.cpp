@@ -290,6 +290,25 @@ static bool fr_emu_run(T *y, const T *q, const T *k, const T *v, int64_t B, int6
 
 /* ---- the cases ---- */
 
+/* Which cases run: all, or (argv[1]) those whose name contains one of its '|'-separated parts; the
+ * ThreadSanitizer build (tests/CMakeLists.txt) runs the kernels with barriers that way. */
+static const char *fr_emu_only;
+static bool fr_emu_want(const char *name) {
+  if (!fr_emu_only)
+    return true;
+  for (const char *p = fr_emu_only; *p;) {
+    const char *e = strchr(p, '|');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    for (const char *h = name; n && *h; h++)
+      if (strncmp(h, p, n) == 0)
+        return true;
+    if (!e)
+      break;
+    p = e + 1;
+  }
+  return false;
+}
+
 static int fr_emu_passed, fr_emu_failed;
 
 static uint64_t fr_emu_rng = 0x9E3779B97F4A7C15ull;
@@ -301,6 +320,8 @@ static float fr_emu_uniform(void) { /* [-1, 1) */
 template <typename T, int DP, int DV, int BK>
 static void fr_emu_case(const char *name, int64_t B, int64_t Tq, int64_t Tk, int heads, int D, bool causal,
                         float amp, double tol) {
+  if (!fr_emu_want(name))
+    return;
   const int64_t HD = (int64_t)heads * D;
   std::vector<T> q(B * Tq * HD), k(B * Tk * HD), v(B * Tk * HD), y(B * Tq * HD);
   std::vector<double> qd(q.size()), kd(k.size()), vd(v.size());
@@ -382,6 +403,8 @@ template <typename T> struct fr_emu_norm_in {
 template <typename T, bool V = false>
 static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, int G, bool affine, bool silu,
                            float offset, double tol) {
+  if (!fr_emu_want(name))
+    return;
   const int64_t n = B * C * S, cpg = C / G, gt = B * G, per = cpg * S;
   fr_emu_norm_in<T> in(n, C, affine, offset);
   std::vector<T> y(n);
@@ -431,6 +454,8 @@ static void fr_emu_gn_case(const char *name, int64_t B, int64_t C, int64_t S, in
  * output's rounding 2u x |y|max: 3e-3 and 2.5e-2. */
 template <typename T, bool V>
 static void fr_emu_ln_case(const char *name, int64_t rows, int64_t C, bool affine, float offset, double tol) {
+  if (!fr_emu_want(name))
+    return;
   fr_emu_norm_in<T> in(rows * C, C, affine, offset);
   std::vector<T> y(rows * C);
   for (auto &e : y)
@@ -465,6 +490,8 @@ static void fr_emu_ln_case(const char *name, int64_t rows, int64_t C, bool affin
 
 /* The tiled transpose and the recognition of permutes as transposes. Exact (a copy). */
 template <typename T> static void fr_emu_transpose_case(const char *name, int64_t A, int64_t M, int64_t N) {
+  if (!fr_emu_want(name))
+    return;
   std::vector<T> x(A * M * N), y(A * M * N);
   for (size_t i = 0; i < x.size(); i++)
     fr_st(&x[i], (float)(i % 2039) - 1000.0f); /* integers: exact in every storage type */
@@ -483,6 +510,8 @@ template <typename T> static void fr_emu_transpose_case(const char *name, int64_
 
 static void fr_emu_as_transpose_case(int nd, const int64_t *shape, const int *perm, bool want, int64_t wa,
                                      int64_t wm, int64_t wn) {
+  if (!fr_emu_want("permute as transpose"))
+    return;
   int64_t A = 0, M = 0, N = 0;
   bool got = fr__as_transpose(nd, shape, perm, &A, &M, &N);
   bool ok = got == want && (!want || (A == wa && M == wm && N == wn));
@@ -496,6 +525,8 @@ static void fr_emu_as_transpose_case(int nd, const int64_t *shape, const int *pe
 /* conv2d's im2col against the definition, in grids smaller than the work (strided loops). Exact. */
 static void fr_emu_im2col_case(const char *name, int nb, int C, int H, int W, int k, int stride, int pad,
                                int oh0, int rows) {
+  if (!fr_emu_want(name))
+    return;
   const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, K = C * k * k;
   const int pc = rows * Wo;
   std::vector<__half> x((size_t)nb * C * H * W), cols((size_t)nb * K * pc);
@@ -523,6 +554,8 @@ static void fr_emu_im2col_case(const char *name, int nb, int C, int H, int W, in
 }
 
 static void fr_emu_bias_fill_case(void) {
+  if (!fr_emu_want("conv bias fill"))
+    return;
   const int64_t B = 2, O = 5, P = 300;
   std::vector<float> y(B * O * P, NAN), bias(O);
   for (int64_t o = 0; o < O; o++)
@@ -544,6 +577,8 @@ static void fr_emu_bias_fill_case(void) {
  * index gives errors of 1e-1 and more. y has a guard after it: a write past the image fails the case. */
 template <typename T>
 static void fr_emu_conv_tc_case(const char *name, int B, int C, int O, int H, int W, bool bias) {
+  if (!fr_emu_want(name))
+    return;
   const int64_t nx = (int64_t)B * C * H * W, nw = (int64_t)O * C * 9, ny = (int64_t)B * O * H * W;
   const int guard = 4096;
   std::vector<T> x(nx), w(nw), bv(O), y(ny + guard);
@@ -603,6 +638,10 @@ static void fr_emu_conv_tc_case(const char *name, int B, int C, int O, int H, in
  * per element, so equal bits), in grids smaller than the work: unary ops, GEGLU, the same-shape binary op and
  * the 2x upsampling. A wrong vector index or lane shows as wrong elements; the poison checks coverage. */
 template <typename T> static void fr_emu_vec_cases(const char *tn) {
+  char label[64];
+  snprintf(label, sizeof label, "%s 16-byte vectors", tn);
+  if (!fr_emu_want(label))
+    return;
   const int K = FR_VEC(T);
   auto fill = [](std::vector<T> &v, float amp) {
     for (auto &e : v)
@@ -702,6 +741,8 @@ template <typename T> static void fr_emu_vec_cases(const char *tn) {
 template <typename T, int O>
 static void fr_emu_small_o_case(const char *name, int B, int C, int H, int W, int k, int stride, int pad,
                                 bool bias) {
+  if (!fr_emu_want(name))
+    return;
   const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, K = C * k * k;
   std::vector<T> x((size_t)B * C * H * W), w((size_t)O * K), bv(O), y((size_t)B * O * Ho * Wo);
   const float ws = 1.0f / sqrtf((float)K);
@@ -749,6 +790,8 @@ static void fr_emu_small_o_case(const char *name, int B, int C, int H, int W, in
 /* Broadcast binary ops as ops.c hands them over (merged dims, element strides), int and int64 index paths. */
 template <typename I>
 static void fr_emu_binary_case(const char *name, const fr__bc &bc, int64_t na, int64_t nbn) {
+  if (!fr_emu_want(name))
+    return;
   int64_t n = 1;
   for (int d = 0; d < bc.nd; d++)
     n *= bc.shape[d];
@@ -777,7 +820,8 @@ static void fr_emu_binary_case(const char *name, const fr__bc &bc, int64_t na, i
   }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  fr_emu_only = argc > 1 ? argv[1] : NULL;
   for (int w = 0; w < FR_EMU_MAX_THREADS / 32; w++)
     if (pthread_barrier_init(&fr_emu_warp_bar[w], NULL, 32) != 0)
       return 1;
@@ -855,7 +899,7 @@ int main(void) {
   fr_emu_binary_case<int>("[12, 35] + [12, 1]", emb, 420, 12);
   fr_emu_binary_case<int64_t>("[12, 35] + [12, 1]", emb, 420, 12);
   fr_emu_binary_case<int>("[2, 3, 5] + [1, 3, 5]", three, 30, 15);
-  { /* the contiguous same-shape kernel (the residual adds) */
+  if (fr_emu_want("binary same-shape kernel")) { /* the contiguous same-shape kernel (the residual adds) */
     std::vector<float> a(300), b(300), y(300, NAN);
     for (int i = 0; i < 300; i++)
       a[i] = (float)i, b[i] = (float)(7 * i % 13);
@@ -872,5 +916,9 @@ int main(void) {
   fr_emu_vec_cases<__half>("f16");
   fr_emu_vec_cases<__nv_bfloat16>("bf16");
   printf("%d passed, %d failed\n", fr_emu_passed, fr_emu_failed);
+  if (fr_emu_passed + fr_emu_failed == 0) {
+    printf("FAIL no case matches '%s'\n", fr_emu_only);
+    return 1;
+  }
   return fr_emu_failed ? 1 : 0;
 }
