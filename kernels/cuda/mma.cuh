@@ -32,7 +32,7 @@ template <typename T> struct fr__mma;
   };
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 #define FR__MMA_ASM(PTX)                                                                                     \
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX "." PTX ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "      \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX "." PTX ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "    \
                "{%8,%9}, {%0,%1,%2,%3};\n"                                                                   \
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                              \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
@@ -50,20 +50,22 @@ static __device__ __forceinline__ uint32_t fr__smem_addr(const void *p) {
 
 /* Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, which lands in r[i]. Plain:
  * lane gets (row lane/4, cols 2(lane%4)..+1) of each; .trans: (rows 2(lane%4)..+1, col lane/4). */
-static __device__ __forceinline__ void fr__ldsm_x4(uint32_t *r, uint32_t addr) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
+#define FR__LDSM(NAME, PTX)                                                                                  \
+  static __device__ __forceinline__ void NAME(uint32_t *r, uint32_t addr) {                                  \
+    asm volatile(PTX " {%0,%1,%2,%3}, [%4];\n"                                                               \
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])                                            \
+                 : "r"(addr));                                                                               \
+  }
+#else
+#define FR__LDSM(NAME, PTX)                                                                                  \
+  static __device__ __forceinline__ void NAME(uint32_t *r, uint32_t addr) {                                  \
+    (void)r, (void)addr;                                                                                     \
+  }
 #endif
-}
-static __device__ __forceinline__ void fr__ldsm_x4_trans(uint32_t *r, uint32_t addr) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-#endif
-}
+FR__LDSM(fr__ldsm_x4, "ldmatrix.sync.aligned.m8n8.x4.shared.b16")
+FR__LDSM(fr__ldsm_x4_trans, "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16")
+#undef FR__LDSM
 
 /* 16 bytes global -> shared, asynchronous; with ok false nothing is read and the 16 bytes become zeros
  * (src must still be a valid address). */
