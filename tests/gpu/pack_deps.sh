@@ -7,7 +7,6 @@
 #   bash tests/gpu/pack_deps.sh
 #   FR_PACK_BLAS=shim ...       leave OpenBLAS out (4.9 of the 6 MiB); the GPU machine then builds a
 #                               libopenblas.so from tests/gpu/cblas_shim.c (a plain sgemm) for its CPU GEMMs
-#   FR_PACK_NO_EXCLUDE=1 ...    leave .git/info/exclude alone
 #   FR_PACK_ANY_OS=1 ...        run on something other than Debian 12 (the packages are then that system's)
 #
 # What is carried, for the CMake build's pkg_check_modules / find_library (CMakeLists.txt) and for running:
@@ -23,8 +22,8 @@
 # (flowrun links libopenblas.so) are left out, and the links to them; a package with nothing to leave out is
 # copied as downloaded. .gpu-deps/MANIFEST lists every package, its version, the SHA-256 of the file apt
 # downloaded, what was left out, and the newest glibc symbol version the shared libraries need (the GPU
-# script compares it with the machine's glibc). The folder is kept out of git through .gitignore and
-# .git/info/exclude, never committed. The downloads are cached in build-gpu/deps-download/.
+# script compares it with the machine's glibc). The folder is in .gitignore, never committed: a copy of the
+# working tree for the GPU machine must carry it. The downloads are cached in build-gpu/deps-download/.
 set -eu
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DST=$ROOT/.gpu-deps
@@ -129,15 +128,6 @@ if command -v objdump >/dev/null; then
 fi
 echo "glibc_min ${GLIBC_MIN:-2.36}${GLIBC_MIN:+ (newest GLIBC_ symbol version the libraries use)}" >>"$DST/MANIFEST"
 [ -n "$GLIBC_MIN" ] || echo "pack_deps: no objdump: MANIFEST says glibc 2.36 (Debian 12's) without checking"
-
-if [ "${FR_PACK_NO_EXCLUDE:-0}" != 1 ]; then
-  EXCLUDE=$(cd "$ROOT" && git rev-parse --git-path info/exclude)
-  case "$EXCLUDE" in /*) ;; *) EXCLUDE="$ROOT/$EXCLUDE" ;; esac
-  mkdir -p "$(dirname "$EXCLUDE")"
-  grep -qxF "/.gpu-deps/" "$EXCLUDE" 2>/dev/null || echo "/.gpu-deps/" >>"$EXCLUDE"
-  echo "git ignores .gpu-deps/ (.gitignore, and $EXCLUDE): a copy of the working tree for the GPU machine"
-  echo "must include it explicitly (carry it)"
-fi
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 deps=$(du -sb "$DST" | cut -f1)

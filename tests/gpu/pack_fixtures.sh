@@ -4,12 +4,11 @@
 # not ../shared: the tiny single-file models, the UNet / ControlNet / text-encoder / VAE / pipeline goldens,
 # the tokenizers and the VAE of the sd15-tiny diffusers folder, about 52 MB (50 MiB; the pipelines' graphs
 # are in the repository: tests/pipe/, graphs/). The diffusers folders themselves (models/sd15-tiny/,
-# models/controlnet-tiny/) are left out; the tests skip those parts with a message. The folder is kept out
-# of git through .gitignore and .git/info/exclude (added here, once), never committed: the fixtures are not
-# to be copied into the repository's history.
+# models/controlnet-tiny/) are left out; the tests skip those parts with a message. The folder is in
+# .gitignore, never committed (the fixtures are not to be copied into the repository's history): a copy of
+# the working tree for the GPU machine must carry it.
 #
 #   bash tests/gpu/pack_fixtures.sh [SRC]     SRC: the fixtures folder (default ../shared/fixtures)
-#   FR_PACK_NO_EXCLUDE=1 ...                  leave .git/info/exclude alone
 set -eu
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SRC=${1:-$ROOT/../shared/fixtures}
@@ -46,12 +45,4 @@ done
 cp "$SRC/README.md" "$DST/README.md" 2>/dev/null || true
 chmod -R u+w "$DST" # the shared copy is read-only; this one must be removable
 
-if [ "${FR_PACK_NO_EXCLUDE:-0}" != 1 ]; then
-  EXCLUDE=$(cd "$ROOT" && git rev-parse --git-path info/exclude)
-  case "$EXCLUDE" in /*) ;; *) EXCLUDE="$ROOT/$EXCLUDE" ;; esac
-  mkdir -p "$(dirname "$EXCLUDE")"
-  grep -qxF "/.fixtures-gpu/" "$EXCLUDE" 2>/dev/null || echo "/.fixtures-gpu/" >>"$EXCLUDE"
-  echo "git ignores .fixtures-gpu/ through $EXCLUDE: a copy of the working tree for the GPU machine must"
-  echo "include it explicitly"
-fi
 echo "packed $(find "$DST" -type f | wc -l) files, $(du -sh "$DST" | cut -f1), into $DST"
