@@ -4,19 +4,11 @@
 # the dtype and the device, no file written); an explicit --dtype f32 on the cpu shares the cache keys of
 # the default (the second run finds everything cached).
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started
 : "${FLOWRUN:?}" "${FR_TEST_TMP:=/tmp}"
 T="$FR_TEST_TMP/cli_dtype.$$"
 rm -rf "$T" && mkdir -p "$T/out" && cd "$T" || exit 1
 trap 'rm -rf "$T"' EXIT
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-# expect STATUS PATTERN CMD...: exit status and a stderr line matching PATTERN
-expect() {
-  local want=$1 pat=$2; shift 2
-  "$@" > out.txt 2> err.txt; local rc=$?
-  if [ $rc = "$want" ] && grep -Eq -- "$pat" err.txt; then ok "$* -> $rc"; else bad "$* -> $rc (want $want, /$pat/): $(cat err.txt)"; fi
-}
 
 "$FLOWRUN" run --help | grep -q -- "--dtype f32|f16|bf16" && ok "run --help lists --dtype" || bad "run --help: no --dtype"
 

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # `flowrun nodes` lists the node types by category; `--json` prints the editor's schema (docs/schema.md).
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started
 : "${FLOWRUN:?}"
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
 txt=$("$FLOWRUN" nodes) || bad "nodes exit $?"
 echo "$txt" | grep -q '^image:$' && echo "$txt" | grep -q '^  SaveImage (v[0-9]*) \[output\]' \
   && echo "$txt" | grep -Eq '^ +radius +INT += 1  \[0 \.\. 31\]' && ok "readable listing" || bad "listing: $txt"

@@ -2,14 +2,10 @@
 # `flowrun PICTURE.png` runs the workflow SaveImage embedded in the picture, with the params it was made
 # with, then --set overrides; a picture without a workflow (or not a PNG) exits 2.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:=/tmp}"
 T="$FR_TEST_TMP/cli_picture.$$"
 rm -rf "$T" && mkdir -p "$T/out" && cd "$T" || exit 1
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-done_field() { grep '"event":"run_done"' "$1" | sed -E "s/.*\"$2\":([0-9]+).*/\\1/"; }
-started() { grep '"event":"node_start"' "$1" | sed -E 's/.*"node":"([^"]*)".*/\1/' | sort | tr '\n' ' '; }
 outpath() { grep '"event":"output"' "$1" | head -1 | sed -E 's/.*"path":"([^"]*)".*/\1/'; }
 
 cat > g.yaml <<'YAML'

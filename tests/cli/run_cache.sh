@@ -4,16 +4,10 @@
 # change exactly where a literal changed, deleted outputs are re-made, --no-cache runs everything, a
 # corrupt cache is recomputed.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started
 : "${FLOWRUN:?}" "${FR_TEST_TMP:=/tmp}"
 T="$FR_TEST_TMP/cli_run_cache.$$"
 rm -rf "$T" && mkdir -p "$T" && cd "$T" || exit 1
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-# field NAME from the run_done line
-done_field() { grep '"event":"run_done"' "$1" | sed -E "s/.*\"$2\":([0-9]+).*/\\1/"; }
-# the ids of the nodes that started, sorted, space-separated
-started() { grep '"event":"node_start"' "$1" | sed -E 's/.*"node":"([^"]*)".*/\1/' | sort | tr '\n' ' '; }
 # "id key" lines of node_start/node_cached events, sorted
 keys() { grep -E '"event":"node_(start|cached)"' "$1" | sed -E 's/.*"node":"([^"]*)".*"key":"([0-9a-f]{32})".*/\1 \2/' | sort; }
 key_of() { awk -v n="$2" '$1 == n {print $2}' "$1"; }

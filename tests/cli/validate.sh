@@ -2,18 +2,10 @@
 # `flowrun validate` and the exit statuses of the CLI: invalid graphs exit 2 with file:line:col on
 # stderr (validate and run alike), a node failing at run time exits 1 naming the node, bad options exit 2.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started
 : "${FLOWRUN:?}" "${FR_TEST_TMP:=/tmp}"
 T="$FR_TEST_TMP/cli_validate.$$"
 rm -rf "$T" && mkdir -p "$T" && cd "$T" || exit 1
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-# expect STATUS PATTERN CMD...: exit status and a stderr line matching PATTERN
-expect() {
-  local want=$1 pat=$2; shift 2
-  "$@" > out.txt 2> err.txt; local rc=$?
-  if [ $rc = "$want" ] && grep -Eq -- "$pat" err.txt; then ok "$* -> $rc"; else bad "$* -> $rc (want $want, /$pat/): $(cat err.txt)"; fi
-}
 
 cat > good.yaml <<'YAML'
 flowrun: 1
