@@ -16,6 +16,12 @@ static void fr__json_node(struct fr_buf *b, const struct fr_event *ev) {
   }
 }
 
+/* ,"key":"v" (v NULL: an empty string) */
+static void fr__json_field(struct fr_buf *b, const char *key, const char *v) {
+  fr_buf_printf(b, ",\"%s\":", key);
+  fr_buf_json_str(b, v ? v : "");
+}
+
 void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
   switch (ev->kind) {
   case FR_EV_RUN_START: fr_buf_printf(b, "{\"event\":\"run_start\",\"nodes\":%d}", ev->planned); break;
@@ -24,10 +30,8 @@ void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
     fr_buf_puts(b,
                 ev->kind == FR_EV_NODE_CACHED ? "{\"event\":\"node_cached\"" : "{\"event\":\"node_start\"");
     fr__json_node(b, ev);
-    if (ev->key) {
-      fr_buf_puts(b, ",\"key\":");
-      fr_buf_json_str(b, ev->key);
-    }
+    if (ev->key)
+      fr__json_field(b, "key", ev->key);
     fr_buf_putc(b, '}');
     break;
   case FR_EV_PROGRESS:
@@ -43,29 +47,25 @@ void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
   case FR_EV_OUTPUT:
     fr_buf_puts(b, "{\"event\":\"output\"");
     fr__json_node(b, ev);
-    fr_buf_puts(b, ",\"path\":");
-    fr_buf_json_str(b, ev->path ? ev->path : "");
+    fr__json_field(b, "path", ev->path);
     fr_buf_putc(b, '}');
     break;
   case FR_EV_INFO:
     fr_buf_puts(b, "{\"event\":\"info\"");
     fr__json_node(b, ev);
-    fr_buf_puts(b, ",\"message\":");
-    fr_buf_json_str(b, ev->message ? ev->message : "");
+    fr__json_field(b, "message", ev->message);
     fr_buf_putc(b, '}');
     break;
   case FR_EV_WARNING:
-    fr_buf_puts(b, "{\"event\":\"warning\",\"message\":");
-    fr_buf_json_str(b, ev->message ? ev->message : "");
+    fr_buf_puts(b, "{\"event\":\"warning\"");
+    fr__json_field(b, "message", ev->message);
     fr_buf_putc(b, '}');
     break;
   case FR_EV_ERROR:
     fr_buf_puts(b, "{\"event\":\"error\"");
     fr__json_node(b, ev);
-    fr_buf_puts(b, ",\"message\":");
-    fr_buf_json_str(b, ev->message ? ev->message : "");
-    fr_buf_puts(b, ",\"status\":");
-    fr_buf_json_str(b, fr_status_str(ev->status));
+    fr__json_field(b, "message", ev->message);
+    fr__json_field(b, "status", fr_status_str(ev->status));
     fr_buf_putc(b, '}');
     break;
   case FR_EV_RUN_DONE:
