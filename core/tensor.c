@@ -9,12 +9,14 @@ static const struct {
   const char *name;
   size_t size;
 } fr__dtypes[FR_DTYPE_COUNT] = {
-    [FR_F32] = {"F32", 4}, [FR_F16] = {"F16", 2}, [FR_BF16] = {"BF16", 2}, [FR_I64] = {"I64", 8},
-    [FR_I32] = {"I32", 4}, [FR_I16] = {"I16", 2}, [FR_I8] = {"I8", 1},     [FR_U8] = {"U8", 1},
+    [FR_F32] = {"F32", 4},   [FR_F16] = {"F16", 2}, [FR_BF16] = {"BF16", 2}, [FR_I64] = {"I64", 8},
+    [FR_I32] = {"I32", 4},   [FR_I16] = {"I16", 2}, [FR_I8] = {"I8", 1},     [FR_U8] = {"U8", 1},
     [FR_BOOL] = {"BOOL", 1}, [FR_F64] = {"F64", 8},
 };
 
-size_t fr_dtype_size(enum fr_dtype dt) { return (unsigned)dt < FR_DTYPE_COUNT ? fr__dtypes[dt].size : 0; }
+size_t fr_dtype_size(enum fr_dtype dt) {
+  return (unsigned)dt < FR_DTYPE_COUNT ? fr__dtypes[dt].size : 0;
+}
 const char *fr_dtype_name(enum fr_dtype dt) {
   return (unsigned)dt < FR_DTYPE_COUNT ? fr__dtypes[dt].name : "?";
 }
@@ -25,6 +27,19 @@ bool fr_dtype_from_name(const char *name, size_t len, enum fr_dtype *out) {
       return true;
     }
   }
+  return false;
+}
+
+bool fr_compute_dtype_from_option(const char *name, enum fr_dtype *out) {
+  static const struct {
+    const char *name;
+    enum fr_dtype dt;
+  } opts[] = {{"f32", FR_F32}, {"f16", FR_F16}, {"bf16", FR_BF16}};
+  for (size_t i = 0; name && i < sizeof opts / sizeof opts[0]; i++)
+    if (strcmp(name, opts[i].name) == 0) {
+      *out = opts[i].dt;
+      return true;
+    }
   return false;
 }
 
@@ -70,7 +85,9 @@ struct fr_tensor *fr_tensor_new(enum fr_dtype dt, int ndim, const int64_t *shape
   return t;
 }
 
-struct fr_tensor *fr_tensor_f32(int ndim, const int64_t *shape) { return fr_tensor_new(FR_F32, ndim, shape); }
+struct fr_tensor *fr_tensor_f32(int ndim, const int64_t *shape) {
+  return fr_tensor_new(FR_F32, ndim, shape);
+}
 
 struct fr_tensor *fr_tensor_view(enum fr_dtype dt, int ndim, const int64_t *shape, void *data) {
   struct fr_tensor *t = fr__tensor_header(dt, ndim, shape);
@@ -211,15 +228,39 @@ uint16_t fr_f32_to_bf16(float f) {
 void fr_convert_to_f32(float *dst, const void *src, enum fr_dtype dt, size_t n) {
   switch (dt) {
   case FR_F32: memmove(dst, src, n * 4); break;
-  case FR_F16: for (size_t i = 0; i < n; i++) dst[i] = fr_f16_to_f32(((const uint16_t *)src)[i]); break;
-  case FR_BF16: for (size_t i = 0; i < n; i++) dst[i] = fr_bf16_to_f32(((const uint16_t *)src)[i]); break;
-  case FR_F64: for (size_t i = 0; i < n; i++) dst[i] = (float)((const double *)src)[i]; break;
-  case FR_I64: for (size_t i = 0; i < n; i++) dst[i] = (float)((const int64_t *)src)[i]; break;
-  case FR_I32: for (size_t i = 0; i < n; i++) dst[i] = (float)((const int32_t *)src)[i]; break;
-  case FR_I16: for (size_t i = 0; i < n; i++) dst[i] = (float)((const int16_t *)src)[i]; break;
-  case FR_I8: for (size_t i = 0; i < n; i++) dst[i] = (float)((const int8_t *)src)[i]; break;
+  case FR_F16:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = fr_f16_to_f32(((const uint16_t *)src)[i]);
+    break;
+  case FR_BF16:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = fr_bf16_to_f32(((const uint16_t *)src)[i]);
+    break;
+  case FR_F64:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = (float)((const double *)src)[i];
+    break;
+  case FR_I64:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = (float)((const int64_t *)src)[i];
+    break;
+  case FR_I32:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = (float)((const int32_t *)src)[i];
+    break;
+  case FR_I16:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = (float)((const int16_t *)src)[i];
+    break;
+  case FR_I8:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = (float)((const int8_t *)src)[i];
+    break;
   case FR_U8:
-  case FR_BOOL: for (size_t i = 0; i < n; i++) dst[i] = (float)((const uint8_t *)src)[i]; break;
+  case FR_BOOL:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = (float)((const uint8_t *)src)[i];
+    break;
   case FR_DTYPE_COUNT: break;
   }
 }

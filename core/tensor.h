@@ -13,7 +13,19 @@
 
 #include "core/status.h"
 
-enum fr_dtype { FR_F32, FR_F16, FR_BF16, FR_I64, FR_I32, FR_I16, FR_I8, FR_U8, FR_BOOL, FR_F64, FR_DTYPE_COUNT };
+enum fr_dtype {
+  FR_F32,
+  FR_F16,
+  FR_BF16,
+  FR_I64,
+  FR_I32,
+  FR_I16,
+  FR_I8,
+  FR_U8,
+  FR_BOOL,
+  FR_F64,
+  FR_DTYPE_COUNT
+};
 
 #define FR_MAX_DIMS 6
 
@@ -21,12 +33,12 @@ enum fr_device { FR_DEV_CPU = 0, FR_DEV_CUDA = 1 };
 
 struct fr_tensor {
   enum fr_dtype dtype;
-  int ndim;                      /* 0 for a scalar */
-  int64_t shape[FR_MAX_DIMS];    /* unused dims are 1 */
-  void *data;                    /* contiguous; on the device named by dev */
+  int ndim;                   /* 0 for a scalar */
+  int64_t shape[FR_MAX_DIMS]; /* unused dims are 1 */
+  void *data;                 /* contiguous; on the device named by dev */
   enum fr_device dev;
-  bool owns_data;                /* data is freed with the tensor */
-  void *backend_priv;            /* for backends (e.g. the CUDA pool block); NULL on the CPU */
+  bool owns_data;     /* data is freed with the tensor */
+  void *backend_priv; /* for backends (e.g. the CUDA pool block); NULL on the CPU */
   /* When set, fr_tensor_free calls it to release data (device memory); owns_data is then ignored. */
   void (*release)(struct fr_tensor *t);
 };
@@ -36,13 +48,17 @@ size_t fr_dtype_size(enum fr_dtype dt);
 const char *fr_dtype_name(enum fr_dtype dt);
 /* Returns false when name is not a known dtype. */
 bool fr_dtype_from_name(const char *name, size_t len, enum fr_dtype *out);
+/* The compute dtypes by the names options use ("f32", "f16", "bf16": --dtype, the run's dtype in the
+ * nodes): true with *out set, false for any other name (*out untouched). */
+bool fr_compute_dtype_from_option(const char *name, enum fr_dtype *out);
 
 int64_t fr_tensor_numel(const struct fr_tensor *t);
 size_t fr_tensor_nbytes(const struct fr_tensor *t);
 
 /* New CPU tensor with owned, zeroed data. NULL when out of memory or the shape is invalid. */
 struct fr_tensor *fr_tensor_new(enum fr_dtype dt, int ndim, const int64_t *shape);
-/* Convenience for fr_tensor_new(FR_F32, ...) with the shape inline: fr_tensor_f32(4, (int64_t[]){2, 4, 64, 64}). */
+/* Convenience for fr_tensor_new(FR_F32, ...) with the shape inline: fr_tensor_f32(4, (int64_t[]){2, 4, 64,
+ * 64}). */
 struct fr_tensor *fr_tensor_f32(int ndim, const int64_t *shape);
 /* New CPU tensor that borrows data (not freed with it). NULL when out of memory. */
 struct fr_tensor *fr_tensor_view(enum fr_dtype dt, int ndim, const int64_t *shape, void *data);

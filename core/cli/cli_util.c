@@ -57,17 +57,9 @@ int fr_cli_check_compute(const char *prefix, const char *device, const char *dty
   if (!device)
     device = "cpu";
   enum fr_dtype dt = strcmp(device, "cpu") == 0 ? FR_F32 : FR_F16;
-  if (dtype && *dtype) {
-    if (strcmp(dtype, "f32") == 0)
-      dt = FR_F32;
-    else if (strcmp(dtype, "f16") == 0)
-      dt = FR_F16;
-    else if (strcmp(dtype, "bf16") == 0)
-      dt = FR_BF16;
-    else {
-      fprintf(stderr, "flowrun: %s--dtype %s: expected f32, f16 or bf16\n", prefix, dtype);
-      return 2;
-    }
+  if (dtype && *dtype && !fr_compute_dtype_from_option(dtype, &dt)) {
+    fprintf(stderr, "flowrun: %s--dtype %s: expected f32, f16 or bf16\n", prefix, dtype);
+    return 2;
   }
   /* The cpu's f32 always exists: no context (and no worker threads) just to learn that. */
   if (strcmp(device, "cpu") == 0 && dt == FR_F32)

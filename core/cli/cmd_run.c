@@ -124,7 +124,8 @@ static int fr__parse_args(int argc, char **argv, struct fr__run_args *a) {
       a->device = val;
     } else if (strcmp(o, "--dtype") == 0) {
       FR__NEEDVAL();
-      if (strcmp(val, "f32") != 0 && strcmp(val, "f16") != 0 && strcmp(val, "bf16") != 0) {
+      enum fr_dtype dt;
+      if (!fr_compute_dtype_from_option(val, &dt)) {
         fprintf(stderr, "flowrun: --dtype %s: expected f32, f16 or bf16\n", val);
         return 2;
       }

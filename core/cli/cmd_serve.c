@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/cli/cli.h"
+#include "core/tensor.h"
 #include "web/server/serve.h"
 
 static void fr__serve_usage(FILE *f) {
@@ -68,7 +69,8 @@ int fr_cmd_serve(int argc, char **argv) {
       }
       o.device = v;
     } else if (!strcmp(a, "--dtype")) {
-      if (strcmp(v, "f32") != 0 && strcmp(v, "f16") != 0 && strcmp(v, "bf16") != 0) {
+      enum fr_dtype dt;
+      if (!fr_compute_dtype_from_option(v, &dt)) {
         fprintf(stderr, "flowrun: serve: --dtype %s: expected f32, f16 or bf16\n", v);
         return 2;
       }

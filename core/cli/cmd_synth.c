@@ -43,13 +43,7 @@ int fr_cmd_synth(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
       const char *d = argv[++i];
-      if (strcmp(d, "f32") == 0)
-        dtype = FR_F32;
-      else if (strcmp(d, "f16") == 0)
-        dtype = FR_F16;
-      else if (strcmp(d, "bf16") == 0)
-        dtype = FR_BF16;
-      else {
+      if (!fr_compute_dtype_from_option(d, &dtype)) {
         fprintf(stderr, "flowrun synth: --dtype %s: expected f32, f16 or bf16\n", d);
         return 2;
       }

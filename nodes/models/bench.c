@@ -1167,13 +1167,7 @@ static enum fr_status fr__check_opts(const struct fr_bench_opts *o, struct fr__b
     return fr_errf(err, FR_E_INVALID, "--device '%s': unknown (expected cpu or cuda)", o->device);
   b->cuda = strcmp(o->device, "cuda") == 0;
   const char *dt = o->dtype ? o->dtype : b->cuda ? "f16" : "f32";
-  if (strcmp(dt, "f32") == 0)
-    b->dtype = FR_F32;
-  else if (strcmp(dt, "f16") == 0)
-    b->dtype = FR_F16;
-  else if (strcmp(dt, "bf16") == 0)
-    b->dtype = FR_BF16;
-  else
+  if (!fr_compute_dtype_from_option(dt, &b->dtype))
     return fr_errf(err, FR_E_INVALID, "--dtype '%s': expected f32, f16 or bf16", dt);
   if (!b->cuda && b->dtype != FR_F32)
     return fr_errf(err, FR_E_INVALID,

@@ -31,7 +31,9 @@ static void fr__pctx_destroy(void *p) {
 }
 
 static enum fr_dtype fr__dtype_of(const char *name) {
-  return !strcmp(name, "f16") ? FR_F16 : !strcmp(name, "bf16") ? FR_BF16 : FR_F32;
+  enum fr_dtype dt = FR_F32;
+  fr_compute_dtype_from_option(name, &dt);
+  return dt;
 }
 
 const char *fr_pipe_comp_dtype(const char *run_dtype, const char *type) {
