@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 
 /* Largest width or height accepted. Diffusion images are at most a few thousand pixels a side; the bound
  * keeps a file that declares a huge size from making us allocate gigabytes. */
@@ -266,11 +267,19 @@ enum fr_status fr_png_read_text(const char *path, const char *key, char **out, s
   return FR_OK;
 }
 
-static int fr__png_write_body(struct fr__png_state *st, const struct fr_tensor *img,
+static void fr__png_buf_write(png_structp png, png_bytep data, png_size_t n) {
+  fr_buf_append(png_get_io_ptr(png), data, n);
+}
+
+static void fr__png_buf_flush(png_structp png) {
+  (void)png;
+}
+
+static int fr__png_write_body(struct fr__png_state *st, struct fr_buf *out, const struct fr_tensor *img,
                               const struct fr_png_text *texts, int n_texts, png_textp ptexts) {
   if (setjmp(png_jmpbuf(st->png)))
     return 1;
-  png_init_io(st->png, st->f);
+  png_set_write_fn(st->png, out, fr__png_buf_write, fr__png_buf_flush);
   int h = (int)img->shape[0], w = (int)img->shape[1], c = (int)img->shape[2];
   static const int color_of[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
                                   PNG_COLOR_TYPE_RGB_ALPHA};
@@ -292,36 +301,34 @@ static int fr__png_write_body(struct fr__png_state *st, const struct fr_tensor *
   return 0;
 }
 
-enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const struct fr_png_text *texts,
-                            int n_texts, struct fr_err *err) {
+enum fr_status fr_png_encode(const struct fr_tensor *img, const struct fr_png_text *texts, int n_texts,
+                             struct fr_buf *out, const char *name, struct fr_err *err) {
   char shape[64];
   if (!img || img->dtype != FR_F32 || img->dev != FR_DEV_CPU || img->ndim != 3 || img->shape[2] < 1 ||
       img->shape[2] > 4 || img->shape[0] < 1 || img->shape[1] < 1)
     return fr_errf(err, FR_E_INVALID,
-                   "%s: cannot write image of shape %s: expected F32 [H, W, C], C = 1, 3 or 4", path,
+                   "%s: cannot write image of shape %s: expected F32 [H, W, C], C = 1, 3 or 4", name,
                    img ? fr_shape_str(img, shape, sizeof shape) : "(null)");
   if (img->shape[0] > FR__PNG_MAX_DIM || img->shape[1] > FR__PNG_MAX_DIM)
-    return fr_errf(err, FR_E_INVALID, "%s: image %s larger than %d pixels a side", path,
+    return fr_errf(err, FR_E_INVALID, "%s: image %s larger than %d pixels a side", name,
                    fr_shape_str(img, shape, sizeof shape), FR__PNG_MAX_DIM);
   for (int i = 0; i < n_texts; i++) {
     size_t kl = texts[i].key ? strlen(texts[i].key) : 0;
     if (kl < 1 || kl > 79 || !texts[i].value)
-      return fr_errf(err, FR_E_INVALID, "%s: PNG text key '%s' must be 1 to 79 characters with a value", path,
+      return fr_errf(err, FR_E_INVALID, "%s: PNG text key '%s' must be 1 to 79 characters with a value", name,
                      texts[i].key ? texts[i].key : "(null)");
   }
 
   size_t h = (size_t)img->shape[0], w = (size_t)img->shape[1], c = (size_t)img->shape[2];
-  struct fr__png_state st = {.path = path, .writing = 1};
+  struct fr__png_state st = {.path = name, .writing = 1};
   enum fr_status rc = FR_OK;
   png_textp ptexts = NULL;
-  size_t plen = strlen(path);
-  char *tmp = fr_malloc(plen + 32);
   st.raw = fr_malloc(h * w * c);
   st.rows = fr_malloc(sizeof *st.rows * h);
   if (n_texts > 0)
     ptexts = fr_calloc((size_t)n_texts, sizeof *ptexts);
-  if (!tmp || !st.raw || !st.rows || (n_texts > 0 && !ptexts)) {
-    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory writing PNG", path);
+  if (!st.raw || !st.rows || (n_texts > 0 && !ptexts)) {
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory writing PNG", name);
     goto done;
   }
   const float *src = img->data;
@@ -332,60 +339,31 @@ enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const
   }
   for (size_t y = 0; y < h; y++)
     st.rows[y] = st.raw + y * w * c;
-
-  /* A temporary file beside the target, renamed over it when complete: a reader never sees half a PNG
-   * and a failed write leaves any earlier file intact. */
-  const char *slash = strrchr(path, '/');
-  size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-  snprintf(tmp, plen + 32, "%.*s.%s.tmp-XXXXXX", (int)dirlen, path, slash ? slash + 1 : path);
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    rc = fr_errf(err, FR_E_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
-    tmp[0] = '\0';
-    goto done;
-  }
-  fchmod(fd, 0644); /* mkstemp makes 0600; an output image is for sharing */
-  st.f = fdopen(fd, "wb");
-  if (!st.f) {
-    close(fd);
-    rc = fr_errf(err, FR_E_IO, "%s: cannot open a temporary file: %s", path, strerror(errno));
-    goto done;
-  }
   st.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &st, fr__png_error, fr__png_warning);
   if (st.png)
     st.info = png_create_info_struct(st.png);
   if (!st.png || !st.info) {
-    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory creating the PNG writer", path);
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory creating the PNG writer", name);
     goto done;
   }
-  if (fr__png_write_body(&st, img, texts, n_texts, ptexts) != 0) {
-    rc = fr_errf(err, FR_E_IO, "%s: writing PNG failed: %s", path, st.msg);
-    goto done;
-  }
-  png_destroy_write_struct(&st.png, &st.info);
-  st.png = NULL;
-  st.info = NULL;
-  FILE *f = st.f;
-  st.f = NULL;
-  if (fflush(f) != 0 || ferror(f)) {
-    rc = fr_errf(err, FR_E_IO, "%s: writing failed: %s", path, strerror(errno));
-    fclose(f);
-    goto done;
-  }
-  if (fclose(f) != 0) {
-    rc = fr_errf(err, FR_E_IO, "%s: writing failed: %s", path, strerror(errno));
-    goto done;
-  }
-  if (rename(tmp, path) != 0) {
-    rc = fr_errf(err, FR_E_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
-    goto done;
-  }
-  tmp[0] = '\0'; /* renamed: nothing to remove */
+  if (fr__png_write_body(&st, out, img, texts, n_texts, ptexts) != 0)
+    rc = fr_errf(err, FR_E_IO, "%s: writing PNG failed: %s", name, st.msg);
+  else if (out->oom)
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory writing PNG", name);
 done:
   fr__png_cleanup(&st);
-  if (tmp && tmp[0])
-    unlink(tmp);
-  fr_free(tmp);
   fr_free(ptexts);
+  return rc;
+}
+
+enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const struct fr_png_text *texts,
+                            int n_texts, struct fr_err *err) {
+  struct fr_buf b = {0};
+  enum fr_status rc = fr_png_encode(img, texts, n_texts, &b, path, err);
+  /* A temporary file beside the target, renamed over it when complete: a reader never sees half a PNG
+   * and a failed write leaves any earlier file intact. */
+  if (rc == FR_OK)
+    rc = fr_write_file_atomic(path, b.data, b.len, err);
+  fr_buf_free(&b);
   return rc;
 }

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "core/buf.h"
 #include "core/status.h"
 #include "core/tensor.h"
 
@@ -30,8 +31,12 @@ enum fr_status fr_png_read(const char *path, struct fr_tensor **out, struct fr_e
 /* Reads the text chunk named key (tEXt, zTXt or iTXt) into a new NUL-terminated string (fr_free);
  * FR_E_NOTFOUND when the file has none. */
 enum fr_status fr_png_read_text(const char *path, const char *key, char **out, struct fr_err *err);
-/* Writes img ([H, W, C], C = 1, 3 or 4, F32 clamped to [0, 1]) as an 8-bit PNG with the given text
- * chunks (UTF-8, written as iTXt), atomically: a temporary file in the same folder, then rename. */
+/* Encodes img ([H, W, C], C = 1, 3 or 4, F32 clamped to [0, 1]) as an 8-bit PNG with the given text
+ * chunks (UTF-8, written as iTXt), appended to out (which the caller frees). name is for messages. */
+enum fr_status fr_png_encode(const struct fr_tensor *img, const struct fr_png_text *texts, int n_texts,
+                             struct fr_buf *out, const char *name, struct fr_err *err);
+/* fr_png_encode written to path atomically (core/file.h fr_write_file_atomic): a temporary file in the
+ * same folder, then rename over path. */
 enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const struct fr_png_text *texts,
                             int n_texts, struct fr_err *err);
 
