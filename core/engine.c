@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -289,23 +290,23 @@ static bool fr__available(struct fr__run *r, int n, int o) {
  * so that a later run can tell its file from another one under the same name (numbered names are reused
  * once a folder is cleared) or in another folder (a relative --output from another working folder). */
 
-/* Copies the next line of *p into line (NUL-terminated) and advances *p past it. False at the end, or
- * for a line too long for line (then *p is put at the end). */
-static bool fr__next_line(const char **p, char *line, size_t cap) {
+/* Copies the next line of *p into line (NUL-terminated) and advances *p past it. 1: a line, 0: the end,
+ * -1: a line too long for line (then *p is put at the end). */
+static int fr__next_line(const char **p, char *line, size_t cap) {
   while (**p == '\n')
     (*p)++;
   if (!**p)
-    return false;
+    return 0;
   const char *nl = strchr(*p, '\n');
   size_t n = nl ? (size_t)(nl - *p) : strlen(*p);
   if (n >= cap) {
     *p += strlen(*p);
-    return false;
+    return -1;
   }
   memcpy(line, *p, n);
   line[n] = 0;
   *p += n;
-  return true;
+  return 1;
 }
 
 /* Splits a record line at its last tab: line becomes the path, *hex the hash (NULL: no tab). */
@@ -327,11 +328,14 @@ static bool fr__files_verified(struct fr__run *r, const struct fr_value *v) {
   size_t dl = strlen(r->out_real);
   const char *p = v->s;
   char line[4200];
-  int n = 0;
-  while (fr__next_line(&p, line, sizeof line)) {
+  int got;
+  while ((got = fr__next_line(&p, line, sizeof line)) == 1) {
     const char *hex;
     fr__split_record(line, &hex);
     if (!hex || strlen(hex) != 32 || strncmp(line, r->out_real, dl) != 0 || (line[dl] != '/' && dl > 1))
+      return false;
+    struct stat sb; /* a regular file, not a link put in its place (nor a FIFO that would block a read) */
+    if (lstat(line, &sb) != 0 || !S_ISREG(sb.st_mode))
       return false;
     struct fr_key k;
     char have[33];
@@ -341,9 +345,8 @@ static bool fr__files_verified(struct fr__run *r, const struct fr_value *v) {
     fr_key_hex(&k, have);
     if (strcmp(have, hex) != 0)
       return false;
-    n++;
   }
-  return *p == 0 && n > 0;
+  return got == 0;
 }
 
 /* Replaces the paths output node n reported in its "files" output fo with the record described above. */
@@ -357,7 +360,8 @@ static enum fr_status fr__record_files(struct fr__run *r, int n, int fo, struct 
   enum fr_status rc = FR_OK;
   const char *p = v->s;
   char line[4200];
-  while (rc == FR_OK && fr__next_line(&p, line, sizeof line)) {
+  int got = 0;
+  while (rc == FR_OK && (got = fr__next_line(&p, line, sizeof line)) == 1) {
     char *real = realpath(line, NULL); /* libc malloc */
     struct fr_key k;
     char hex[33];
@@ -372,7 +376,7 @@ static enum fr_status fr__record_files(struct fr__run *r, int n, int fo, struct 
     }
     free(real);
   }
-  if (rc == FR_OK && *p)
+  if (rc == FR_OK && got < 0)
     rc = fr_errf(err, FR_E_INVALID, "node %s (%s): a path it wrote is too long", gn->id, gn->spec->name);
   struct fr_value *rec = NULL;
   if (rc == FR_OK) {
@@ -476,7 +480,7 @@ static void fr__emit_outputs(struct fr__run *r, int n, bool written) {
     return;
   const char *p = r->mem[n][fo]->s;
   char line[4200];
-  while (fr__next_line(&p, line, sizeof line)) {
+  while (fr__next_line(&p, line, sizeof line) == 1) {
     const char *hex;
     fr__split_record(line, &hex);
     struct fr_event ev = {.kind = FR_EV_OUTPUT,

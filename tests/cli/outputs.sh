@@ -59,6 +59,13 @@ p5=$(outpath a5.jsonl)
 [ "$(started a5.jsonl)" = "save " ] && [ "$p5" = "$T/out/s_00003.png" ] && cmp -s "$p5" refA/s_00001.png \
   && cmp -s "$pa" refB/s_00001.png && ok "a changed file: A re-made as s_00003.png, the changed file kept" \
   || bad "changed file: started $(started a5.jsonl), $p5"
+# The recorded file replaced by a link to a copy of itself elsewhere: not the file written, re-made.
+mkdir -p elsewhere && mv "$p5" elsewhere/copy.png && ln -s "$T/elsewhere/copy.png" "$p5"
+"$FLOWRUN" g.yaml "${C[@]}" --output out > a6.jsonl || bad "run A after the file became a link"
+p6=$(outpath a6.jsonl)
+[ "$(started a6.jsonl)" = "save " ] && [ "$p6" = "$T/out/s_00004.png" ] && [ -L "$p5" ] && cmp -s "$p6" refA/s_00001.png \
+  && ok "a link in place of the file: re-made as s_00004.png, the link left alone" \
+  || bad "link: started $(started a6.jsonl), $p6"
 
 # The same relative output folder (the default ".") in another working folder, which holds its own
 # s_00001.png (B's): A's cached record from d1 does not count there.
