@@ -30,6 +30,8 @@ int fr_cmd_synth(int argc, char **argv);    /* cmd_synth.c */
 int fr_cmd_bench(int argc, char **argv);    /* cmd_bench.c */
 int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int fr_cmd_cache(int argc, char **argv);    /* core/cli/cmd_cache.c */
+int fr_cmd_import(int argc, char **argv);   /* core/cli/cmd_comfy.c */
+int fr_cmd_export(int argc, char **argv);   /* core/cli/cmd_comfy.c */
 #ifdef FLOWRUN_HAVE_SERVE
 int fr_cmd_serve(int argc, char **argv); /* core/cli/cmd_serve.c, with web/server (libwebsockets) */
 #endif

@@ -15,6 +15,8 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"bench", "time full-size model components on the CPU or GPU", fr_cmd_bench},
     {"tokenize", "print the CLIP token ids of a prompt", fr_cmd_tokenize},
     {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
+    {"import", "convert a ComfyUI workflow (API JSON or PNG) into a flowrun graph", fr_cmd_import},
+    {"export", "write a flowrun graph as a ComfyUI API-format workflow", fr_cmd_export},
 #ifdef FLOWRUN_HAVE_SERVE
     {"serve", "serve the browser editor and its API (http://127.0.0.1:8188)", fr_cmd_serve},
 #endif
