@@ -206,6 +206,19 @@ static int fr__outs_index(const char *outs, const char *name) {
   return -1;
 }
 
+int fr_comfy_aliases(const char *fr_type, const char **names, int max) {
+  int n = 0;
+  for (size_t i = 0; i < sizeof fr__maps / sizeof fr__maps[0] && n < max; i++)
+    if (!strcmp(fr__maps[i].fr, fr_type))
+      names[n++] = fr__maps[i].comfy;
+  bool listed = false;
+  for (int i = 0; i < n && !listed; i++)
+    listed = !strcmp(names[i], fr_type);
+  if (n < max && !listed && fr__in_list(fr__same, fr_type))
+    names[n++] = fr_type;
+  return n;
+}
+
 /* ---- import ---- */
 
 struct fr__inode {

@@ -39,4 +39,8 @@ enum fr_status fr_comfy_import(const struct fr_registry *reg, const char *json, 
 enum fr_status fr_comfy_export(const struct fr_graph *g, struct fr_buf *out, struct fr_buf *notes,
                                struct fr_err *err);
 
+/* The ComfyUI class types that import maps onto flowrun type fr_type (a table row or the same name), up to
+ * max into names; returns how many. For search by ComfyUI name: "KSampler" finds Sampler. */
+int fr_comfy_aliases(const char *fr_type, const char **names, int max);
+
 #endif

@@ -30,8 +30,10 @@ static void fr__usage(FILE *f) {
 }
 
 int fr_cmd_version(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
+  if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+    printf("usage: flowrun version (also flowrun --version): prints the version\n");
+    return 0;
+  }
   printf("flowrun %s\n", FLOWRUN_VERSION);
   return 0;
 }
@@ -45,6 +47,8 @@ int main(int argc, char **argv) {
     fr__usage(stdout);
     return 0;
   }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
+    return fr_cmd_version(1, argv);
   for (size_t i = 0; i < sizeof fr__cmds / sizeof fr__cmds[0]; i++)
     if (strcmp(argv[1], fr__cmds[i].name) == 0)
       return fr__cmds[i].fn(argc - 1, argv + 1);
