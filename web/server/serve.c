@@ -34,15 +34,17 @@
 #include "core/json.h"
 #include "core/schema.h"
 #include "nodes/registry.h"
+#include "web/server/api_models.h"
 
 /* Bounds: a graph is at most 4 MiB (the loader's limit), so a request body (JSON around the YAML, whose
  * escaping can grow it) is at most 10 MiB; websocket messages from clients are small commands. */
 #define FR__MAX_BODY (10u << 20)
 #define FR__MAX_WS_MSG (64u << 10)
 #define FR__MAX_STATIC (64u << 20)
-#define FR__LOG_SIZE 2048   /* events kept for clients that lag behind */
-#define FR__MAX_HISTORY 200 /* finished runs kept in the history */
-#define FR__MAX_REPLIES 32  /* unsent direct replies before a client is dropped */
+#define FR__LOG_SIZE 2048                /* events kept for clients that lag behind */
+#define FR__MAX_HISTORY 200              /* finished runs kept in the history */
+#define FR__HISTORY_YAML_MAX (64u << 20) /* graph texts kept for GET /api/run, newest first */
+#define FR__MAX_REPLIES 32               /* unsent direct replies before a client is dropped */
 #define FR__MAX_PARAMS 256
 #define FR__PREVIEW_MAX 256 /* preview side in pixels (larger previews are subsampled) */
 
@@ -53,7 +55,8 @@ struct fr__run {
   int id;
   enum fr__run_state state;
   char *path;             /* graph file relative to the graphs folder ("" for an unsaved graph) */
-  char *yaml;             /* the text that runs */
+  char *yaml;             /* the text that runs; kept after the run for GET /api/run (see trim) */
+  struct fr_buf params;   /* the run's params as a JSON object's members, for GET /api/run */
   struct fr_arena *arena; /* overrides */
   struct fr_override *ov;
   int n_ov;
@@ -325,6 +328,7 @@ static void fr__run_free(struct fr__run *r) {
   fr_free(r->error);
   fr_arena_free(r->arena);
   fr_buf_free(&r->outputs);
+  fr_buf_free(&r->params);
   fr_free(r);
 }
 
@@ -420,6 +424,18 @@ static void fr__trim_history(struct fr__srv *s) {
   s->runs_tail = NULL;
   for (struct fr__run *r = s->runs; r; r = r->next)
     s->runs_tail = r;
+  /* The graph texts of finished runs, newest first, up to FR__HISTORY_YAML_MAX in all; older ones are
+   * dropped (GET /api/run then says so). Count from the newest: walk once for the total, then drop from
+   * the oldest until under the bound. */
+  size_t total = 0;
+  for (struct fr__run *r = s->runs; r; r = r->next)
+    total += r->yaml ? strlen(r->yaml) : 0;
+  for (struct fr__run *r = s->runs; r && total > FR__HISTORY_YAML_MAX; r = r->next)
+    if (r->yaml && r->state != FR__QUEUED && r->state != FR__RUNNING) {
+      total -= strlen(r->yaml);
+      fr_free(r->yaml);
+      r->yaml = NULL;
+    }
 }
 
 static void *fr__worker_main(void *arg) {
@@ -482,8 +498,6 @@ static void *fr__worker_main(void *arg) {
     if (rc != FR_OK)
       r->error = fr_strdup(err.msg);
     s->current = NULL;
-    fr_free(r->yaml); /* the text is not needed any more; the history keeps the outcome */
-    r->yaml = NULL;
     fr__run_event(&ev, "run_state", r);
     fr__trim_history(s);
     pthread_mutex_unlock(&s->mu);
@@ -561,6 +575,14 @@ static int fr__queue_run(struct fr__srv *s, const char *path, const char *yaml, 
         goto fail;
       }
       r->ov[r->n_ov++] = (struct fr_override){name, txt};
+      if (r->params.len)
+        fr_buf_putc(&r->params, ',');
+      fr_buf_json_str(&r->params, name);
+      fr_buf_putc(&r->params, ':');
+      if (v->type == FR_JSON_STRING)
+        fr_buf_json_str(&r->params, txt);
+      else
+        fr_buf_puts(&r->params, txt);
     }
   }
   r->queued_at = fr__now_ms();
@@ -607,8 +629,6 @@ static int fr__cancel_run(struct fr__srv *s, int id, struct fr_err *err) {
   if (was_queued) {
     r->state = FR__CANCELLED;
     r->error = fr_strdup("cancelled before it started");
-    fr_free(r->yaml);
-    r->yaml = NULL;
     fr__run_event(&ev, "run_state", r);
   } else if (s->current == r) {
     fr_engine_cancel(s->engine);
@@ -617,6 +637,67 @@ static int fr__cancel_run(struct fr__srv *s, int id, struct fr_err *err) {
   if (was_queued)
     fr__broadcast_buf(s, &ev);
   return 200;
+}
+
+/* Moves queued run id to just before queued run `before` (0: to the end of the queue). Runs start in
+ * list order, so this is the queue's order. Returns an HTTP status. */
+static int fr__move_run(struct fr__srv *s, int id, int before, struct fr_err *err) {
+  pthread_mutex_lock(&s->mu);
+  struct fr__run **pp = &s->runs, *r = NULL;
+  while (*pp && (*pp)->id != id)
+    pp = &(*pp)->next;
+  r = *pp;
+  struct fr__run *b = s->runs;
+  while (before && b && b->id != before)
+    b = b->next;
+  int code = 200;
+  if (!r || (before && !b)) {
+    fr_errf(err, FR_E_NOTFOUND, "no run %d", r ? before : id);
+    code = 404;
+  } else if (r->state != FR__QUEUED || (b && before && b->state != FR__QUEUED)) {
+    fr_errf(err, FR_E_INVALID, "run %d is not waiting in the queue (%s)",
+            r->state != FR__QUEUED ? id : before,
+            fr__state_names[r->state != FR__QUEUED ? r->state : b->state]);
+    code = 409;
+  } else if (before != id) {
+    *pp = r->next; /* unlink, then insert before b (or at the end) */
+    r->next = NULL;
+    struct fr__run **q = &s->runs;
+    while (*q && (!before || *q != b))
+      q = &(*q)->next;
+    r->next = *q;
+    *q = r;
+    s->runs_tail = NULL;
+    for (struct fr__run *x = s->runs; x; x = x->next)
+      s->runs_tail = x;
+  }
+  struct fr_buf ev = {0};
+  if (code == 200)
+    fr__run_event(&ev, "queue_moved", r);
+  pthread_mutex_unlock(&s->mu);
+  if (code == 200)
+    fr__broadcast_buf(s, &ev);
+  return code;
+}
+
+/* GET /api/run?id=N: the run with the graph text it ran and its params (NULL text when dropped). */
+static int fr__run_detail(struct fr__srv *s, int id, struct fr_buf *b) {
+  pthread_mutex_lock(&s->mu);
+  struct fr__run *r = s->runs;
+  while (r && r->id != id)
+    r = r->next;
+  if (r) {
+    fr_buf_puts(b, "{\"run\":");
+    fr__run_json(b, r);
+    fr_buf_puts(b, ",\"yaml\":");
+    if (r->yaml)
+      fr_buf_json_str(b, r->yaml);
+    else
+      fr_buf_puts(b, "null");
+    fr_buf_printf(b, ",\"params\":{%s}}", r->params.len ? r->params.data : "");
+  }
+  pthread_mutex_unlock(&s->mu);
+  return r ? 200 : 404;
 }
 
 /* ---- HTTP ------------------------------------------------------------------------------------------- */
@@ -980,6 +1061,28 @@ static int fr__api_post(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss)
         ret = fr__respond_error(wsi, pss, st, err.msg);
       }
     }
+  } else if (!strcmp(pss->uri, "/api/import/comfy")) {
+    struct fr_buf b = {0};
+    int st = fr__api_import_comfy(req, &b, &err);
+    ret = st == 200 ? fr__respond_json(wsi, pss, 200, &b) : fr__respond_error(wsi, pss, st, err.msg);
+  } else if (!strcmp(pss->uri, "/api/queue/move")) {
+    const struct fr_json *id = fr_json_get(req, "id"), *before = fr_json_get(req, "before");
+    bool ok_before =
+        !before || before->type == FR_JSON_NULL ||
+        (before->type == FR_JSON_NUMBER && before->is_int && before->i >= 1 && before->i <= INT32_MAX);
+    if (!id || id->type != FR_JSON_NUMBER || !id->is_int || id->i < 1 || id->i > INT32_MAX || !ok_before) {
+      ret = fr__respond_error(wsi, pss, 400, "move needs {\"id\": RUN_ID, \"before\": RUN_ID or null}");
+    } else {
+      int st =
+          fr__move_run(s, (int)id->i, before && before->type == FR_JSON_NUMBER ? (int)before->i : 0, &err);
+      if (st == 200) {
+        struct fr_buf b = {0};
+        fr__runs_json(s, &b);
+        ret = fr__respond_json(wsi, pss, 200, &b);
+      } else {
+        ret = fr__respond_error(wsi, pss, st, err.msg);
+      }
+    }
   } else if (!strcmp(pss->uri, "/api/cancel")) {
     const struct fr_json *id = fr_json_get(req, "id");
     if (!id || id->type != FR_JSON_NUMBER || !id->is_int || id->i < 1 || id->i > INT32_MAX) {
@@ -1052,6 +1155,26 @@ static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, 
     struct fr_buf b = {0};
     fr__runs_json(s, &b);
     return fr__respond_json(wsi, pss, 200, &b);
+  }
+  if (!strcmp(uri, "/api/run")) {
+    const char *p = fr__arg(wsi, "id", arg, sizeof arg);
+    char *end = NULL;
+    long id = p ? strtol(p, &end, 10) : 0;
+    if (!p || !*p || *end || id < 1 || id > INT32_MAX)
+      return fr__respond_error(wsi, pss, 400, "missing or bad ?id= (a run id)");
+    struct fr_buf b = {0};
+    if (fr__run_detail(s, (int)id, &b) != 200) {
+      fr_buf_free(&b);
+      return fr__respond_error(wsi, pss, 404, "no such run in the history (the last 200 are kept)");
+    }
+    return fr__respond_json(wsi, pss, 200, &b);
+  }
+  if (!strcmp(uri, "/api/models")) {
+    const char *k = fr__arg(wsi, "kind", arg, sizeof arg);
+    struct fr_buf b = {0};
+    struct fr_err err = {{0}};
+    int st = fr__api_models(s->o.model_dirs, s->o.n_model_dirs, k, &b, &err);
+    return st == 200 ? fr__respond_json(wsi, pss, 200, &b) : fr__respond_error(wsi, pss, st, err.msg);
   }
   if (!strcmp(uri, "/api/output")) {
     const char *p = fr__arg(wsi, "file", arg, sizeof arg);
