@@ -8,6 +8,11 @@
 //   sampler (the server needs --models with the tiny SD1.5 model): runs tiny-demo.yaml and watches the
 //     Sampler's step progress and preview while it runs, then the output image; a new seed re-runs with
 //     the TextEncodes cached; a run cancelled mid-sampling shows as cancelled.
+//   build (the same server): the editor as a ComfyUI user drives it, mouse and keyboard only: a txt2img
+//     graph from an empty canvas with double-click search and links dropped on empty canvas, the
+//     checkpoint picked from the dropdown, run unsaved; undo back to empty and redo; copy/paste; bypass;
+//     seed control; a past run reopened from the history after a page reload (the canvas autosaved);
+//     a ComfyUI API JSON and a ComfyUI PNG opened and run; a load error shown whole on its node.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -21,7 +26,7 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
 });
 let ok = false;
-const page = await browser.newPage({ viewport: { width: 1500, height: 900 } });
+const page = await browser.newPage({ viewport: scenario === 'build' ? { width: 1900, height: 1150 } : { width: 1500, height: 900 } });
 const errors = [];
 page.on('pageerror', (e) => errors.push(String(e)));
 try {
@@ -31,6 +36,7 @@ try {
   await page.getByTestId('palette-ImageBlur').waitFor();
   if (scenario === 'sampler') await samplerScenario();
   else if (scenario === 'image') await imageScenario();
+  else if (scenario === 'build') await buildScenario();
   else throw new Error(`unknown scenario ${scenario}`);
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
   ok = true;
@@ -252,4 +258,275 @@ async function samplerScenario() {
   await page.getByTestId('status-sample').filter({ hasText: new RegExp(`^cancelled at \\d+/${steps}$`) }).waitFor();
   if (await page.locator('[data-testid=node-save][data-state=done]').count()) throw new Error('a cancelled run saved an image');
   await page.screenshot({ path: path.join(shots, 'editor-sampler-cancelled.png') });
+}
+
+// ---- build: the editor as a ComfyUI user drives it ------------------------------------------------
+
+function handle(node, h, kind) { return page.locator(`.react-flow__handle.${kind}[data-nodeid="${node}"][data-handleid="${h}"]`); }
+async function center(loc) {
+  const b = await loc.boundingBox();
+  if (!b) throw new Error('not on screen');
+  return { x: b.x + b.width / 2, y: b.y + b.height / 2 };
+}
+function nodeCount() { return page.locator('.react-flow__node').count(); }
+function edgeCount() { return page.locator('.react-flow__edge').count(); }
+
+// Picks a node type in the open search box: types the query, clicks the entry.
+async function pickInSearch(query, type) {
+  await page.getByTestId('search-input').waitFor();
+  await page.keyboard.type(query);
+  await page.getByTestId(`search-${type}`).click();
+  await page.getByTestId('search').waitFor({ state: 'detached' });
+}
+// Drags from a socket to an empty point of the canvas and picks a node type in the search that opens.
+async function dragToCreate(node, h, kind, to, query, type) {
+  const a = await center(handle(node, h, kind));
+  await page.mouse.move(a.x, a.y);
+  await page.mouse.down();
+  await page.mouse.move((a.x + to.x) / 2, (a.y + to.y) / 2, { steps: 5 });
+  await page.mouse.move(to.x, to.y, { steps: 5 });
+  await page.mouse.up();
+  await pickInSearch(query, type);
+}
+async function link(src, out, dst, inp) {
+  const a = await center(handle(src, out, 'source'));
+  const b = await center(handle(dst, inp, 'target'));
+  await page.mouse.move(a.x, a.y);
+  await page.mouse.down();
+  await page.mouse.move((a.x + b.x) / 2, (a.y + b.y) / 2, { steps: 5 });
+  await page.mouse.move(b.x, b.y, { steps: 5 });
+  await page.mouse.up();
+}
+// A click on empty canvas: takes the keyboard focus off any widget, so shortcuts reach the canvas.
+async function clickEmpty() {
+  await page.mouse.click(1500, 1050);
+}
+async function waitRunDone(prev) {
+  await page.waitForFunction((p) => {
+    const e = document.querySelector('[data-testid=run-state]');
+    return e && e.textContent !== p && e.getAttribute('data-state') !== 'queued' && e.getAttribute('data-state') !== 'running';
+  }, prev, { timeout: 120000 });
+  const st = await page.getByTestId('run-state').getAttribute('data-state');
+  if (st !== 'done') throw new Error(`run ended ${st}: ${await page.getByTestId('message').textContent()}`);
+}
+async function runText() { return (await page.getByTestId('run-state').count()) ? page.getByTestId('run-state').textContent() : ''; }
+
+// A PNG as ComfyUI writes one: the picture's chunks with a tEXt "prompt" chunk after IHDR (text null: none).
+function crc32(buf) {
+  let c, crc = 0xffffffff;
+  for (let n = 0; n < buf.length; n++) {
+    c = (crc ^ buf[n]) & 0xff;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    crc = (crc >>> 8) ^ c;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+function withPromptChunk(png, text) {
+  const data = Buffer.concat([Buffer.from('prompt\0', 'latin1'), Buffer.from(text || '', 'latin1')]);
+  const chunk = Buffer.alloc(12 + data.length);
+  chunk.writeUInt32BE(data.length, 0);
+  chunk.write('tEXt', 4, 'latin1');
+  data.copy(chunk, 8);
+  chunk.writeUInt32BE(crc32(chunk.subarray(4, 8 + data.length)), 8 + data.length);
+  const parts = [png.subarray(0, 8)];
+  for (const c of pictureChunks(png)) {
+    parts.push(c);
+    if (c.toString('latin1', 4, 8) === 'IHDR' && text !== null) parts.push(chunk);
+  }
+  return Buffer.concat(parts);
+}
+// The chunks a picture needs (IHDR, PLTE, IDAT, IEND), without flowrun's (or anyone's) text chunks.
+function pictureChunks(png) {
+  const out = [];
+  for (let p = 8; p + 12 <= png.length; ) {
+    const n = png.readUInt32BE(p);
+    const t = png.toString('latin1', p + 4, p + 8);
+    if (['IHDR', 'PLTE', 'IDAT', 'IEND'].includes(t)) out.push(png.subarray(p, p + 12 + n));
+    p += 12 + n;
+  }
+  return out;
+}
+function comfyWorkflow(prefix, seed) {
+  return JSON.stringify({
+  3: { class_type: 'KSampler', inputs: { seed, steps: 2, cfg: 7.0, sampler_name: 'euler', scheduler: 'normal', denoise: 1, model: ['4', 0], positive: ['6', 0], negative: ['7', 0], latent_image: ['5', 0] } },
+  4: { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'sd15-tiny.safetensors' } },
+  5: { class_type: 'EmptyLatentImage', inputs: { width: 64, height: 64, batch_size: 1 } },
+  6: { class_type: 'CLIPTextEncode', inputs: { text: 'a red cube', clip: ['4', 1] } },
+  7: { class_type: 'CLIPTextEncode', inputs: { text: 'blurry', clip: ['4', 1] } },
+  8: { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
+  9: { class_type: 'SaveImage', inputs: { filename_prefix: prefix, images: ['8', 0] } },
+  });
+}
+async function openFileAs(name, buffer, mimeType) {
+  const chooser = page.waitForEvent('filechooser');
+  await page.getByTestId('open-file').click();
+  await (await chooser).setFiles({ name, mimeType, buffer });
+}
+
+async function buildScenario() {
+  if ((await nodeCount()) !== 0) throw new Error('the canvas does not start empty');
+
+  step('double-click on the canvas: the search finds Sampler by ComfyUI\'s name KSampler; it lands where clicked');
+  await page.mouse.dblclick(830, 70);
+  await page.getByTestId('search-input').waitFor();
+  await page.keyboard.type('KSampler');
+  await page.getByTestId('search-Sampler').waitFor();
+  await page.screenshot({ path: path.join(shots, 'editor-search.png') });
+  await page.getByTestId('search-Sampler').click();
+  const sb = await page.getByTestId('node-sampler').boundingBox();
+  if (Math.abs(sb.x - 830) > 12 || Math.abs(sb.y - 70) > 12) throw new Error(`the node is at ${sb.x},${sb.y}, not where the canvas was clicked`);
+
+  step('links dropped on empty canvas open the search filtered by type and connect the new node');
+  await dragToCreate('sampler', 'model', 'target', { x: 230, y: 70 }, 'checkpoint', 'CheckpointLoader');
+  await dragToCreate('sampler', 'positive', 'target', { x: 530, y: 70 }, 'text', 'TextEncode');
+  await dragToCreate('sampler', 'negative', 'target', { x: 530, y: 560 }, 'text', 'TextEncode');
+  await dragToCreate('sampler', 'latent', 'target', { x: 230, y: 330 }, 'empty', 'EmptyLatent');
+  await dragToCreate('sampler', 'latent', 'source', { x: 1130, y: 70 }, 'decode', 'VAEDecode');
+  await dragToCreate('vaedecode', 'image', 'source', { x: 1130, y: 330 }, 'save', 'SaveImage');
+  // the search offered only nodes that take the dragged type: an IMAGE search has no EmptyLatent
+  const edges0 = await edgeIds();
+  for (const e of ['checkpointloader.model->sampler.model', 'textencode.conditioning->sampler.positive', 'textencode2.conditioning->sampler.negative',
+    'emptylatent.latent->sampler.latent', 'sampler.latent->vaedecode.samples', 'vaedecode.image->saveimage.images'])
+    if (!edges0.includes(`rf__edge-${e}`)) throw new Error(`missing link ${e}: ${edges0}`);
+  await link('checkpointloader', 'clip', 'textencode', 'clip');
+  await link('checkpointloader', 'clip', 'textencode2', 'clip');
+  await link('checkpointloader', 'vae', 'vaedecode', 'vae');
+  if ((await edgeCount()) !== 9) throw new Error(`expected 9 links, got ${await edgeIds()}`);
+
+  step('the checkpoint from the dropdown the server fills; prompts in growing text areas; small sizes');
+  const ck = page.getByTestId('node-checkpointloader').getByTestId('w-ckpt_name');
+  await ck.locator('option', { hasText: 'sd15-tiny.safetensors' }).first().waitFor({ state: 'attached' });
+  await ck.selectOption('sd15-tiny.safetensors');
+  const prompt = page.getByTestId('node-textencode').getByTestId('w-text');
+  const h0 = (await prompt.boundingBox()).height;
+  await prompt.click();
+  await page.keyboard.type('a photo of a cat\non a sofa\nwith a hat\nin the sun');
+  const h1 = (await prompt.boundingBox()).height;
+  if (!(h1 > h0)) throw new Error(`the prompt box did not grow (${h0} -> ${h1})`);
+  await page.getByTestId('node-textencode2').getByTestId('w-text').fill('blurry');
+  await page.getByTestId('node-emptylatent').getByTestId('w-width').fill('64');
+  await page.getByTestId('node-emptylatent').getByTestId('w-height').fill('64');
+  await page.getByTestId('node-sampler').getByTestId('w-steps').fill('2');
+  await page.getByTestId('node-sampler').getByTestId('w-seed').fill('7');
+  await page.getByTestId('node-sampler').getByTestId('seedctl-seed').selectOption('increment');
+
+  step('Ctrl+Enter queues the unsaved graph; it runs; the seed goes up by one after queueing');
+  await clickEmpty();
+  let prev = await runText();
+  await page.keyboard.press('Control+Enter');
+  await waitRunDone(prev);
+  await page.locator('[data-testid=node-saveimage][data-state=done], [data-testid=node-saveimage][data-state=cached]').waitFor();
+  if ((await page.getByTestId('node-sampler').getByTestId('w-seed').inputValue()) !== '8') throw new Error('seed control "increment" did not raise the seed');
+  await page.getByTestId('output-image').first().waitFor();
+  const firstRun = Number((await page.getByTestId('run-state').textContent()).match(/run (\d+)/)[1]);
+  await page.getByTestId(`history-${firstRun}`).waitFor();
+  await page.screenshot({ path: path.join(shots, 'editor-txt2img.png') });
+
+  step('the gallery opens a picture full size');
+  await page.getByTestId('output-image').first().click();
+  await page.getByTestId('viewer-image').waitFor();
+  await page.keyboard.press('Escape');
+  await page.getByTestId('viewer').waitFor({ state: 'detached' });
+
+  step('undo back to the empty canvas, then redo it all');
+  await clickEmpty();
+  const nFull = await nodeCount();
+  const eFull = await edgeCount();
+  for (let k = 0; k < 300 && (await nodeCount()) > 0; k++) await page.keyboard.press('Control+z');
+  if ((await nodeCount()) !== 0) throw new Error('undo did not get back to an empty canvas');
+  for (let k = 0; k < 300 && ((await nodeCount()) < nFull || (await edgeCount()) < eFull || (await page.getByTestId('node-sampler').getByTestId('w-seed').inputValue()) !== '8'); k++)
+    await page.keyboard.press('Control+Shift+z');
+  if ((await nodeCount()) !== nFull || (await edgeCount()) !== eFull) throw new Error(`redo did not restore the graph: ${await nodeCount()} nodes, ${await edgeCount()} links`);
+  if ((await page.getByTestId('node-checkpointloader').getByTestId('w-ckpt_name').inputValue()) !== 'sd15-tiny.safetensors') throw new Error('redo lost the checkpoint');
+
+  step('copy a subgraph (two linked nodes) and paste it where the mouse is');
+  await page.getByTestId('node-emptylatent').click({ position: { x: 60, y: 8 } });
+  await page.keyboard.down('Control');
+  await page.getByTestId('node-vaedecode').click({ position: { x: 60, y: 8 } });
+  await page.keyboard.up('Control');
+  await page.keyboard.press('Control+c');
+  await page.mouse.move(700, 900);
+  await page.keyboard.press('Control+v');
+  await page.getByTestId('node-emptylatent2').waitFor();
+  await page.getByTestId('node-vaedecode2').waitFor();
+  if ((await nodeCount()) !== nFull + 2) throw new Error('paste did not add two nodes');
+  step('Ctrl+D duplicates; undo takes both back');
+  await page.keyboard.press('Control+d');
+  await page.getByTestId('node-emptylatent3').waitFor();
+  await clickEmpty();
+  await page.keyboard.press('Control+z');
+  await page.keyboard.press('Control+z');
+  if ((await nodeCount()) !== nFull) throw new Error(`undo of paste and duplicate left ${await nodeCount()} nodes`);
+
+  step('bypass: an ImageBlur between decode and save, bypassed with Ctrl+B, does not run');
+  await dragToCreate('vaedecode', 'image', 'source', { x: 1130, y: 780 }, 'blur', 'ImageBlur');
+  await link('imageblur', 'image', 'saveimage', 'images');
+  await page.getByTestId('node-imageblur').click({ position: { x: 60, y: 8 } });
+  await page.keyboard.press('Control+b');
+  await page.locator('[data-testid=node-imageblur][data-mode=bypass]').waitFor();
+  await clickEmpty();
+  prev = await runText();
+  await page.getByTestId('run').click();
+  await waitRunDone(prev);
+  await page.locator('[data-testid=node-saveimage][data-state=done], [data-testid=node-saveimage][data-state=cached]').waitFor();
+  const blurState = await page.getByTestId('node-imageblur').getAttribute('data-state');
+  if (blurState !== 'idle') throw new Error(`the bypassed node took part in the run (${blurState})`);
+  await page.screenshot({ path: path.join(shots, 'editor-bypass.png') });
+
+  step('reload: the canvas comes back from the autosave; a past run reopens from the history');
+  await page.reload();
+  await page.getByTestId('node-imageblur').waitFor();
+  if ((await page.getByTestId('node-imageblur').getAttribute('data-mode')) !== 'bypass') throw new Error('the autosave lost the bypass');
+  await page.getByTestId(`history-open-${firstRun}`).click();
+  await page.getByTestId('message').filter({ hasText: `opened run ${firstRun}` }).waitFor();
+  await page.getByTestId('node-imageblur').waitFor({ state: 'detached' });
+  await page.getByTestId('node-sampler').waitFor();
+  if ((await page.getByTestId('node-sampler').getByTestId('w-seed').inputValue()) !== '7') throw new Error('the reopened run has not its seed');
+  await page.screenshot({ path: path.join(shots, 'editor-history.png') });
+
+  step('a ComfyUI API JSON opened: converted by the server, it runs');
+  await openFileAs('comfy-api.json', Buffer.from(comfyWorkflow('comfyjson', 3)), 'application/json');
+  await page.getByTestId('message').filter({ hasText: 'imported ComfyUI workflow comfy-api.json' }).waitFor();
+  if ((await nodeCount()) !== 7) throw new Error(`the import has ${await nodeCount()} nodes`);
+  prev = await runText();
+  await page.getByTestId('run').click();
+  await waitRunDone(prev);
+  await page.locator('[data-testid=output-image][alt^=comfyjson_]').first().waitFor();
+  await page.screenshot({ path: path.join(shots, 'editor-import.png') });
+
+  step('a ComfyUI PNG (its prompt chunk) opened the same way, and run');
+  const src = await page.locator('[data-testid=output-image][alt^=comfyjson_]').first().getAttribute('src');
+  const png = Buffer.from(await (await page.request.get(new URL(src, url).href)).body());
+  await openFileAs('comfy-picture.png', withPromptChunk(png, comfyWorkflow('comfypng', 4)), 'image/png');
+  await page.getByTestId('message').filter({ hasText: 'imported ComfyUI workflow comfy-picture.png' }).waitFor();
+  prev = await runText();
+  await page.getByTestId('run').click();
+  await waitRunDone(prev);
+  await page.locator('[data-testid=output-image][alt^=comfypng_]').first().waitFor();
+
+  step('a PNG without a prompt chunk, and a workflow with unknown node types, are refused with the whole message');
+  await openFileAs('plain.png', withPromptChunk(png, null), 'image/png');
+  await page.getByTestId('error-box').filter({ hasText: 'plain.png' }).waitFor();
+  await openFileAs('alien.json', Buffer.from(JSON.stringify({ 1: { class_type: 'AlienSampler', inputs: {} }, 2: { class_type: 'AlienLoader', inputs: {} } })), 'application/json');
+  await page.getByTestId('error-box').filter({ hasText: 'AlienSampler' }).filter({ hasText: 'AlienLoader' }).waitFor();
+  if ((await nodeCount()) !== 7) throw new Error('a refused import changed the graph');
+
+  step('a run error highlights its node, shows the whole message, and the graph stays editable');
+  await page.getByTestId('node-emptylatent_5').getByTestId('w-width').fill('60');
+  await clickEmpty();
+  await page.getByTestId('run').click();
+  await page.getByTestId('error-box').filter({ hasText: 'width 60 and height 64 must be multiples of 8' }).waitFor({ timeout: 60000 });
+  const errNode = page.locator('[data-testid=node-emptylatent_5][data-state=error]');
+  await errNode.waitFor();
+  await page.screenshot({ path: path.join(shots, 'editor-error.png') });
+  await page.getByTestId('node-emptylatent_5').getByTestId('w-width').fill('64');
+  prev = await runText();
+  await page.getByTestId('run').click();
+  await waitRunDone(prev);
+
+  step('the help overlay lists the shortcuts');
+  await clickEmpty();
+  await page.keyboard.press('Shift+?');
+  await page.getByTestId('help').filter({ hasText: 'Ctrl+Enter' }).waitFor();
+  await page.keyboard.press('Escape');
 }

@@ -1,155 +1,92 @@
-// The flowrun editor: a palette from the server's schema, a node graph (@xyflow/react) that loads and
-// saves the YAML the CLI runs, runs through the server's queue, and live node states from /ws events.
+// The flowrun editor: the canvas (@xyflow/react) over the store (store/store.js), the add-node search and
+// menu, the header (open, save, run), the params of the graph, and the queue, history and gallery.
+// It loads and saves the YAML the CLI runs, runs unsaved graphs by sending their YAML, and shows live
+// node states from /ws events.
 import React, { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import {
-  ReactFlow, ReactFlowProvider, Background, Controls, Handle, Position,
-  addEdge, applyEdgeChanges, applyNodeChanges, useReactFlow,
-} from '@xyflow/react';
-import { edgeFor, fromYaml, subgraphSpec, toYaml } from './graph.js';
-import { pngText } from './png.js';
+import { ReactFlow, ReactFlowProvider, Background, Controls, MiniMap, useReactFlow } from '@xyflow/react';
+import { useHotkeys } from 'react-hotkeys-hook';
+import { get as idbGet, set as idbSet } from 'idb-keyval';
+import YAML from 'yaml';
+import { fromYaml, subgraphSpec, toYaml } from './store/yaml.js';
+import { useStore, dragStart, dragStop, undo, redo, clearHistory } from './store/store.js';
+import * as API from './api/index.js';
+import { pngText } from './api/png.js';
+import { nodeTypes, SpecContext } from './canvas/FlowNode.jsx';
+import { SearchBox, AddMenu, accepts } from './panels/Search.jsx';
+import { QueuePanel, Gallery, Help } from './panels/Queue.jsx';
 
-async function api(path, body) {
-  const r = await fetch(path, body === undefined ? {} : {
-    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
-  });
-  const j = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
-  if (!r.ok) throw new Error(j.error || `HTTP ${r.status}`);
-  return j;
-}
+const AUTOSAVE_KEY = 'flowrun-autosave';
 
-const SpecContext = React.createContext(null);
-
-function Widget({ input, value, onChange }) {
-  const common = { 'data-testid': `w-${input.name}`, className: 'nodrag', title: input.help || '' };
-  const v = value === undefined ? input.default : value;
-  if (typeof v === 'string' && v.startsWith('$'))
-    return <input {...common} value={v} onChange={(e) => onChange(e.target.value)} />;
-  if (input.type === 'INT' || input.type === 'FLOAT') {
-    const set = (s) => {
-      if (s === '') return onChange(undefined);
-      const n = input.type === 'INT' ? parseInt(s, 10) : parseFloat(s);
-      if (!Number.isNaN(n)) onChange(n);
-    };
-    return (
-      <span className="row">
-        <input {...common} type="number" value={v ?? ''} min={input.min} max={input.max}
-          step={input.type === 'INT' ? 1 : 'any'} onChange={(e) => set(e.target.value)} />
-        {input.seed && (
-          <button className="nodrag small" data-testid={`rand-${input.name}`} title="randomise"
-            onClick={() => onChange(Math.floor(Math.random() * 2 ** 32))}>🎲</button>
-        )}
-      </span>
-    );
+// The node a message is about: "node 'x'", "node x:", "x.input" forms the loader and engine use.
+function nodeInMessage(msg, ids) {
+  for (const re of [/node '([^']+)'/, /node "([^"]+)"/, /\bnode ([A-Za-z_][\w-]*)/]) {
+    const m = msg.match(re);
+    if (m && ids.includes(m[1])) return m[1];
   }
-  if (input.type === 'BOOL')
-    return <input {...common} type="checkbox" checked={!!v} onChange={(e) => onChange(e.target.checked)} />;
-  if (input.type === 'ENUM' || input.choices)
-    return (
-      <select {...common} value={v ?? ''} onChange={(e) => onChange(e.target.value)}>
-        {(input.choices || []).map((c) => <option key={c} value={c}>{c}</option>)}
-      </select>
-    );
-  if (input.multiline)
-    return <textarea {...common} rows={3} value={v ?? ''} onChange={(e) => onChange(e.target.value)} />;
-  return <input {...common} value={v ?? ''} onChange={(e) => onChange(e.target.value)} />;
+  const words = msg.match(/[A-Za-z_][\w-]*/g) || [];
+  return words.find((w) => ids.includes(w)) || null;
 }
-
-function FlowNode({ id, data }) {
-  const { specOf, setValue } = React.useContext(SpecContext);
-  const spec = specOf(data.type);
-  const st = data.state || {};
-  if (!spec)
-    return <div className="node error" data-testid={`node-${id}`}><b>{id}</b>: unknown type {data.type}</div>;
-  const sockets = spec.inputs.filter((i) => i.socket);
-  const widgets = spec.inputs.filter((i) => !i.socket && !i.hidden);
-  return (
-    <div className={`node ${st.kind || ''}`} data-testid={`node-${id}`} data-state={st.kind || 'idle'}>
-      <div className="title">
-        <b>{id}</b> <span className="type">{spec.subgraph ? `⧉ ${data.type}` : data.type}</span>
-      </div>
-      <div className="status" data-testid={`status-${id}`}>
-        {st.kind === 'running' && (st.steps ? `running ${st.step}/${st.steps}` : 'running…')}
-        {st.kind === 'cached' && 'cached'}
-        {st.kind === 'done' && `done in ${st.ms < 10 ? st.ms.toFixed(1) : Math.round(st.ms)} ms`}
-        {st.kind === 'cancelled' && (st.steps ? `cancelled at ${st.step}/${st.steps}` : 'cancelled')}
-        {st.kind === 'error' && <span className="msg">{st.message}</span>}
-        {st.kind === 'queued' && 'waiting'}
-      </div>
-      {st.kind === 'running' && st.steps > 0 && (
-        <div className="bar"><div style={{ width: `${(100 * st.step) / st.steps}%` }} /></div>
-      )}
-      <div className="io">
-        <div className="ins">
-          {sockets.map((i) => (
-            <div key={i.name} className="sock">
-              <Handle type="target" position={Position.Left} id={i.name} className={`h t-${i.type}`} />
-              {i.name} <i>{i.type}</i>
-            </div>
-          ))}
-        </div>
-        <div className="outs">
-          {spec.outputs.map((o) => (
-            <div key={o.name} className="sock out">
-              <i>{o.type}</i> {o.name}
-              <Handle type="source" position={Position.Right} id={o.name} className={`h t-${o.type}`} />
-            </div>
-          ))}
-        </div>
-      </div>
-      {widgets.map((i) => (
-        <label key={i.name} className="widget">
-          <span>{i.name}</span>
-          <Widget input={i} value={data.values[i.name]} onChange={(v) => setValue(id, i.name, v)} />
-        </label>
-      ))}
-      {st.preview && <img className="preview" data-testid={`preview-${id}`} src={st.preview} alt="preview" />}
-      {st.image && <img className="preview" data-testid={`image-${id}`} src={st.image} alt="output" />}
-    </div>
-  );
-}
-
-const nodeTypes = { fr: FlowNode };
 
 function Editor() {
   const [schema, setSchema] = useState({});
   const [subgraphs, setSubgraphs] = useState({});
   const [graphs, setGraphs] = useState([]);
-  const [path, setPath] = useState('untitled.yaml');
-  const [doc, setDoc] = useState({ flowrun: 1, nodes: {} });
-  const [nodes, setNodes] = useState([]);
-  const [edges, setEdges] = useState([]);
-  const [params, setParams] = useState({});
-  const [filter, setFilter] = useState('');
   const [message, setMessage] = useState('');
-  const [run, setRun] = useState(null); // {id, state, executed, cached, ms}
-  const [outputs, setOutputs] = useState([]);
+  const [error, setError] = useState(null); // the whole message of the last load or run error
+  const [run, setRun] = useState(null); // {id, state}
+  const [runs, setRuns] = useState([]);
+  const [progress, setProgress] = useState(null);
   const [preview, setPreview] = useState(null);
+  const [search, setSearch] = useState(null); // {screen, flow, filter, from}
+  const [menu, setMenu] = useState(null);
+  const [confirm, setConfirm] = useState(null); // {text, onYes}
+  const [help, setHelp] = useState(false);
+  const [restored, setRestored] = useState(false);
+  const [filter, setFilter] = useState('');
+  const nodes = useStore((s) => s.nodes);
+  const edges = useStore((s) => s.edges);
+  const doc = useStore((s) => s.doc);
+  const path = useStore((s) => s.path);
+  const savedPath = useStore((s) => s.savedPath);
+  const st = useStore.getState;
   const runRef = useRef(null);
-  // Events by run id: a fast run can finish before the answer to its POST arrives, so events of runs
-  // not yet known here are kept and replayed once the id is known.
   const pendingRef = useRef(new Map());
   const applyRef = useRef(null);
+  const mouse = useRef({ x: 400, y: 300 });
+  const connectFrom = useRef(null);
+  const fileRef = useRef(null);
   const flow = useReactFlow();
 
   const specOf = useCallback((t) => schema[t] || subgraphs[t], [schema, subgraphs]);
+  const specs = useMemo(() => Object.values({ ...schema, ...subgraphs }), [schema, subgraphs]);
+  const refreshRuns = useCallback(() => API.getRuns().then((r) => setRuns(r.runs)).catch(() => {}), []);
+  const refreshGraphs = () => API.getGraphs().then((g) => setGraphs(g.graphs)).catch(() => {});
 
   useEffect(() => {
-    api('api/schema').then((s) => setSchema(Object.fromEntries(s.nodes.map((n) => [n.name, n])))).catch((e) => setMessage(e.message));
-    api('api/graphs').then((g) => setGraphs(g.graphs)).catch(() => {});
+    API.getSchema().then((s) => setSchema(Object.fromEntries(s.nodes.map((n) => [n.name, n])))).catch((e) => setMessage(e.message));
+    refreshGraphs();
+    refreshRuns();
+  }, []);
+
+  const showError = useCallback((msg, node) => {
+    setError(msg);
+    const ids = st().nodes.map((n) => n.id);
+    const id = node || nodeInMessage(msg, ids);
+    st().setErrorNode(id);
+    if (id) st().setRunState(id, { kind: 'error', message: msg });
   }, []);
 
   // Subgraph node types are files: learn their interface from the file, relative to the graph's folder.
   const loadSubgraphs = useCallback(async (text, basePath) => {
-    const yamlDoc = (await import('yaml')).default.parse(text) || {};
+    const yamlDoc = YAML.parse(text) || {};
     const dir = basePath.includes('/') ? basePath.slice(0, basePath.lastIndexOf('/') + 1) : '';
     const found = {};
     for (const n of Object.values(yamlDoc.nodes || {})) {
       if (!n || typeof n.type !== 'string' || !/\.ya?ml$/.test(n.type) || subgraphs[n.type]) continue;
-      const parts = (dir + n.type).split('/');
       const norm = [];
-      for (const p of parts) (p === '..' ? norm.pop() : p !== '.' && norm.push(p));
+      for (const p of (dir + n.type).split('/')) (p === '..' ? norm.pop() : p !== '.' && norm.push(p));
       try {
-        const g = await api(`api/graph?path=${encodeURIComponent(norm.join('/'))}`);
+        const g = await API.getGraph(norm.join('/'));
         found[n.type] = subgraphSpec(n.type, g.yaml, schema);
       } catch (e) {
         setMessage(`subgraph ${n.type}: ${e.message}`);
@@ -158,80 +95,146 @@ function Editor() {
     return found;
   }, [schema, subgraphs]);
 
-  const loadText = useCallback(async (text, name, overrideParams) => {
+  // Loads YAML text as the graph. saved: the graphs-folder path it came from (null: unsaved).
+  const loadText = useCallback(async (text, name, { saved = null, params = null } = {}) => {
     try {
       const subs = await loadSubgraphs(text, name);
       const all = { ...subgraphs, ...subs };
       setSubgraphs(all);
       const g = fromYaml(text, (t) => schema[t] || all[t]);
-      setDoc(g.doc);
-      setNodes(g.nodes);
-      setEdges(g.edges);
-      const p = {};
-      for (const [k, d] of Object.entries(g.doc.params || {})) p[k] = d && d.default;
-      setParams({ ...p, ...(overrideParams || {}) });
-      setPath(name);
-      setOutputs([]);
+      if (params && g.doc.params)
+        for (const [k, v] of Object.entries(params))
+          if (g.doc.params[k]) g.doc.params[k] = { ...g.doc.params[k], default: v };
+      for (const n of g.nodes) n.data.mode = 'normal';
+      st().setGraph(g);
+      st().setPath(name);
+      st().setSavedPath(saved);
+      st().setRunStates(() => ({}));
+      st().setErrorNode(null);
+      setError(null);
       setMessage(`loaded ${name}`);
       setTimeout(() => flow.fitView({ padding: 0.1 }), 50);
+      return true;
     } catch (e) {
-      setMessage(`cannot load ${name}: ${e.message}`);
+      showError(`cannot load ${name}: ${e.message}`);
+      return false;
     }
   }, [schema, subgraphs, loadSubgraphs, flow]);
 
   const load = useCallback(async (p) => {
     try {
-      const g = await api(`api/graph?path=${encodeURIComponent(p)}`);
-      await loadText(g.yaml, p);
+      const g = await API.getGraph(p);
+      if (await loadText(g.yaml, p, { saved: p })) clearHistory();
     } catch (e) {
-      setMessage(`cannot load ${p}: ${e.message}`);
+      showError(`cannot load ${p}: ${e.message}`);
     }
   }, [loadText]);
 
-  const setValue = useCallback((id, name, v) => {
-    setNodes((ns) => ns.map((n) => (n.id === id ? { ...n, data: { ...n.data, values: { ...n.data.values, [name]: v } } } : n)));
-  }, []);
+  // Autosave: the editor's own state (nodes with their modes, edges, the document, the path) to
+  // IndexedDB after each change; restored once the schema is known.
+  useEffect(() => {
+    if (!Object.keys(schema).length || restored) return;
+    idbGet(AUTOSAVE_KEY).then((a) => {
+      if (a && a.nodes) {
+        st().setGraph({ nodes: a.nodes, edges: a.edges, doc: a.doc });
+        st().setPath(a.path || 'untitled.yaml');
+        st().setSavedPath(a.savedPath || null);
+        clearHistory();
+        setMessage('restored the autosaved graph');
+        setTimeout(() => flow.fitView({ padding: 0.1 }), 50);
+      }
+    }).catch(() => {}).finally(() => setRestored(true));
+  }, [schema, restored]);
+  useEffect(() => {
+    if (!restored) return undefined;
+    const t = setTimeout(() => {
+      const strip = nodes.map(({ id, type, position, data }) => ({ id, type, position, data }));
+      idbSet(AUTOSAVE_KEY, { nodes: strip, edges, doc, path, savedPath }).catch(() => {});
+    }, 300);
+    return () => clearTimeout(t);
+  }, [nodes, edges, doc, path, savedPath, restored]);
 
-  const yamlText = () => toYaml(doc, nodes, edges, specOf);
+  const yamlText = () => toYaml(st().doc, st().nodes, st().edges, specOf);
 
-  const save = async () => {
+  const doSave = async (p) => {
     try {
-      await api('api/graph', { path, yaml: yamlText() });
-      setMessage(`saved ${path}`);
-      api('api/graphs').then((g) => setGraphs(g.graphs)).catch(() => {});
+      await API.saveGraph(p, yamlText());
+      st().setSavedPath(p);
+      setMessage(`saved ${p}`);
+      refreshGraphs();
     } catch (e) {
-      setMessage(`not saved: ${e.message}`);
+      showError(`not saved: ${e.message}`);
+    }
+  };
+  const save = () => {
+    const p = st().path;
+    if (graphs.includes(p) && p !== st().savedPath)
+      setConfirm({ text: `${p} exists in the graphs folder. Overwrite it?`, onYes: () => doSave(p) });
+    else doSave(p);
+  };
+
+  // Seeds after a queued run, as ComfyUI's control_after_generate: on the node, or on the param the
+  // seed is bound to.
+  const applySeedControls = () => {
+    const s = st();
+    for (const n of s.nodes) {
+      for (const [name, ctl] of Object.entries(n.data.seedControl || {})) {
+        if (!ctl || ctl === 'fixed') continue;
+        const spec = specOf(n.data.type);
+        const inp = spec && spec.inputs.find((i) => i.name === name);
+        let v = n.data.values[name] ?? (inp && inp.default) ?? 0;
+        const step = (x) => (ctl === 'increment' ? x + 1 : ctl === 'decrement' ? Math.max(0, x - 1) : Math.floor(Math.random() * 2 ** 32));
+        if (typeof v === 'string' && v.startsWith('$')) {
+          const k = v.slice(1);
+          const d = s.doc.params && s.doc.params[k];
+          if (d) useStore.setState((x) => ({ doc: { ...x.doc, params: { ...x.doc.params, [k]: { ...d, default: step(Number(d.default) || 0) } } } }));
+        } else {
+          s.setValue(n.id, name, step(Number(v) || 0));
+        }
+      }
     }
   };
 
   const queue = async () => {
     try {
-      const typed = {};
-      for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== '') typed[k] = v;
-      setNodes((ns) => ns.map((n) => ({ ...n, data: { ...n.data, state: { kind: 'queued' } } })));
-      setOutputs([]);
+      const text = yamlText();
+      const params = {};
+      for (const [k, d] of Object.entries(st().doc.params || {})) if (d && d.default !== undefined) params[k] = d.default;
+      st().setRunStates(() => Object.fromEntries(st().nodes.map((n) => [n.id, { kind: 'queued' }])));
+      st().setErrorNode(null);
+      setError(null);
       setPreview(null);
       runRef.current = -1;
-      const r = await api('api/run', { path, yaml: yamlText(), params: typed });
+      const sp = st().savedPath;
+      const r = await API.queueRun({ ...(sp && sp === st().path ? { path: sp } : {}), yaml: text, params });
       runRef.current = r.id;
-      // 'queued' first: the replayed events may already say the run is done, and must win.
       setRun({ id: r.id, state: 'queued' });
       setMessage(`run ${r.id} queued`);
       for (const ev of pendingRef.current.get(r.id) || []) applyRef.current(ev);
       pendingRef.current.clear();
+      applySeedControls();
+      refreshRuns();
     } catch (e) {
-      runRef.current = null; /* no run to wait for: stop keeping events aside */
+      runRef.current = null;
       pendingRef.current.clear();
-      setMessage(`run refused: ${e.message}`);
+      st().setRunStates(() => ({}));
+      showError(`run refused: ${e.message}`);
     }
   };
 
-  const cancel = async () => {
-    if (!run) return;
+  const cancel = async (id) => {
+    try { await API.cancelRun(id); } catch (e) { setMessage(e.message); }
+    refreshRuns();
+  };
+
+  const openRun = async (id) => {
     try {
-      await api('api/cancel', { id: run.id });
+      const r = await API.getRun(id);
+      if (r.yaml === null) throw new Error(`run ${id}: its graph is no longer kept`);
+      await loadText(r.yaml, r.run.path || `run-${id}.yaml`, { saved: r.run.path || null, params: r.params });
+      setMessage(`opened run ${id}`);
     } catch (e) {
-      setMessage(e.message);
+      showError(e.message);
     }
   };
 
@@ -239,6 +242,8 @@ function Editor() {
   useEffect(() => {
     let ws;
     let stop = false;
+    let refresh = null;
+    const later = () => { clearTimeout(refresh); refresh = setTimeout(refreshRuns, 100); };
     const connect = () => {
       const url = new URL('ws', window.location.href);
       url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -246,6 +251,9 @@ function Editor() {
       ws.onclose = () => { if (!stop) setTimeout(connect, 1000); };
       ws.onmessage = (m) => {
         const ev = JSON.parse(m.data);
+        if (ev.event === 'run_queued' || ev.event === 'run_state' || ev.event === 'queue_moved') later();
+        if (ev.event === 'progress' && ev.steps)
+          setProgress((p) => ({ run: ev.run, node: ev.node, step: ev.step, steps: ev.steps, t0: p && p.run === ev.run && p.node === ev.node ? p.t0 : performance.now() }));
         if (ev.run && runRef.current === -1) {
           const list = pendingRef.current.get(ev.run) || [];
           if (list.length < 10000) list.push(ev);
@@ -256,140 +264,248 @@ function Editor() {
       };
     };
     applyRef.current = (ev) => {
-        if (ev.run !== runRef.current) return;
-        const top = ev.node ? ev.node.split('/')[0] : null;
-        const set = (state) => setNodes((ns) => ns.map((n) => (n.id === top ? { ...n, data: { ...n.data, state: { ...n.data.state, ...state } } } : n)));
-        switch (ev.event) {
-          case 'run_state': setRun(ev.info); break;
-          case 'node_cached': set({ kind: 'cached' }); break;
-          case 'node_start': set({ kind: 'running', step: 0, steps: 0, preview: null }); break;
-          case 'progress': set({ kind: 'running', step: ev.step, steps: ev.steps, preview: ev.preview || null }); if (ev.preview) setPreview(ev.preview); break;
-          case 'node_done': set({ kind: ev.node === top ? 'done' : 'running', ms: ev.ms }); if (ev.node !== top) set({ kind: 'done', ms: ev.ms }); break;
-          case 'error': if (top) set({ kind: 'error', message: ev.message }); setMessage(`error: ${ev.message}`); break;
-          case 'info': setMessage(ev.message); break; // e.g. "loading MODEL from ...": long, worth seeing
-          case 'warning': setMessage(`warning: ${ev.message}`); break;
-          case 'output':
-            if (ev.file) {
-              const src = `api/output?file=${encodeURIComponent(ev.file)}&r=${ev.run}`;
-              setOutputs((o) => [...o, { file: ev.file, src }]);
-              set({ image: src });
+      if (ev.run !== runRef.current) return;
+      const top = ev.node ? ev.node.split('/')[0] : null;
+      const set = (s) => top && st().setRunState(top, s);
+      switch (ev.event) {
+        case 'run_state': setRun(ev.info); break;
+        case 'node_cached': set({ kind: 'cached' }); break;
+        case 'node_start': set({ kind: 'running', step: 0, steps: 0, preview: null }); break;
+        case 'progress': set({ kind: 'running', step: ev.step, steps: ev.steps, preview: ev.preview || null }); if (ev.preview) setPreview(ev.preview); break;
+        case 'node_done': set({ kind: 'done', ms: ev.ms }); break;
+        case 'error': showError(ev.message, top); setMessage(`error: ${ev.message}`); break;
+        case 'info': setMessage(ev.message); break;
+        case 'warning': setMessage(`warning: ${ev.message}`); break;
+        case 'output':
+          if (ev.file) set({ image: API.outputUrl(ev.file, ev.run) });
+          break;
+        case 'run_done':
+          st().setRunStates((rs) => {
+            const out = {};
+            for (const [id, s] of Object.entries(rs)) {
+              if (!s || s.kind === 'queued') continue;
+              if (s.kind === 'running' && ev.status !== 'ok') out[id] = ev.status === 'cancelled' ? { ...s, kind: 'cancelled' } : { kind: 'error', message: ev.status };
+              else out[id] = s;
             }
-            break;
-          case 'run_done':
-            // Nodes that never ran go back to idle; one that was running when the run was cancelled
-            // (or stopped by another node's error) says so instead of looking busy for ever.
-            setNodes((ns) => ns.map((n) => {
-              const k = n.data.state && n.data.state.kind;
-              if (k === 'queued') return { ...n, data: { ...n.data, state: null } };
-              if (k === 'running' && ev.status !== 'ok')
-                return { ...n, data: { ...n.data, state: ev.status === 'cancelled' ? { ...n.data.state, kind: 'cancelled' } : { kind: 'error', message: ev.status } } };
-              return n;
-            }));
-            setMessage(`run ${ev.run}: ${ev.status}, ${ev.executed} ran, ${ev.cached} cached, ${Math.round(ev.ms)} ms`);
-            break;
-          default: break;
-        }
+            return out;
+          });
+          setMessage(`run ${ev.run}: ${ev.status}, ${ev.executed} ran, ${ev.cached} cached, ${Math.round(ev.ms)} ms`);
+          break;
+        default: break;
+      }
     };
     connect();
     return () => { stop = true; if (ws) ws.close(); };
   }, []);
 
-  const onNodesChange = useCallback((c) => setNodes((ns) => applyNodeChanges(c, ns)), []);
-  const onEdgesChange = useCallback((c) => setEdges((es) => applyEdgeChanges(c, es)), []);
   const typeOf = useCallback((nodeId, handle, out) => {
-    const n = nodes.find((x) => x.id === nodeId);
+    const n = st().nodes.find((x) => x.id === nodeId);
     const spec = n && specOf(n.data.type);
     const list = spec ? (out ? spec.outputs : spec.inputs) : [];
     const s = list.find((x) => x.name === handle);
     return s && s.type;
-  }, [nodes, specOf]);
+  }, [specOf]);
   const isValidConnection = useCallback((c) => {
     const a = typeOf(c.source, c.sourceHandle, true);
     const b = typeOf(c.target, c.targetHandle, false);
     return !!a && !!b && (a === b || a === '*' || b === '*');
   }, [typeOf]);
-  const onConnect = useCallback((c) => {
-    // One link per input: a new link replaces the old one.
-    setEdges((es) => addEdge(edgeFor(c.source, c.sourceHandle, c.target, c.targetHandle),
-      es.filter((e) => !(e.target === c.target && e.targetHandle === c.targetHandle))));
-  }, []);
 
-  const addNode = (name) => {
+  // Adds a node at a flow position; connects it to the link the user dropped, if any.
+  const place = (name, flowPos, from) => {
     const spec = specOf(name);
-    let base = name.replace(/\.ya?ml$/, '').replace(/[^A-Za-z0-9_]/g, '_').toLowerCase();
-    let id = base;
-    for (let k = 2; nodes.some((n) => n.id === id); k++) id = `${base}${k}`;
-    const values = {};
-    for (const i of spec.inputs) if (!i.socket && i.default !== undefined) values[i.name] = i.default;
-    const c = flow.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 2 });
-    setNodes((ns) => [...ns, { id, type: 'fr', position: c, data: { type: name, values, state: null } }]);
+    if (!spec) return;
+    const id = st().addNode(name, spec, flowPos);
+    if (from) {
+      const { nodeId, handleId, type, handleType } = from;
+      if (handleType === 'source') {
+        const i = spec.inputs.find((x) => x.socket && (x.type === type || x.type === '*'));
+        if (i) st().connect({ source: nodeId, sourceHandle: handleId, target: id, targetHandle: i.name });
+      } else {
+        const o = spec.outputs.find((x) => x.type === type || x.type === '*');
+        if (o) st().connect({ source: id, sourceHandle: o.name, target: nodeId, targetHandle: handleId });
+      }
+    }
+    setSearch(null);
+    setMenu(null);
   };
 
+  const openSearchAt = (clientX, clientY, filter, from) => {
+    setMenu(null);
+    setSearch({ screen: { x: clientX, y: clientY }, flow: flow.screenToFlowPosition({ x: clientX, y: clientY }), filter, from });
+  };
+  const onDoubleClick = (e) => {
+    if (!e.target.classList || !e.target.classList.contains('react-flow__pane')) return;
+    openSearchAt(e.clientX, e.clientY, null, null);
+  };
+  const onPaneContextMenu = (e) => {
+    e.preventDefault();
+    setSearch(null);
+    setMenu({ screen: { x: e.clientX, y: e.clientY }, flow: flow.screenToFlowPosition({ x: e.clientX, y: e.clientY }) });
+  };
+  const onConnectStart = (_, p) => { connectFrom.current = p; };
+  const onConnectEnd = (e, cs) => {
+    const from = connectFrom.current;
+    connectFrom.current = null;
+    if (!from || (cs && cs.toNode) || (cs && cs.isValid)) return;
+    const target = e.target;
+    if (!target.classList || !target.classList.contains('react-flow__pane')) return;
+    const type = typeOf(from.nodeId, from.handleId, from.handleType === 'source');
+    if (!type) return;
+    const pt = 'changedTouches' in e ? e.changedTouches[0] : e;
+    openSearchAt(pt.clientX, pt.clientY, { type, dir: from.handleType === 'source' ? 'in' : 'out' }, { ...from, type });
+  };
+
+  // Shortcuts (not while typing in a widget: react-hotkeys-hook skips form fields by default).
+  const hk = { preventDefault: true };
+  useHotkeys('mod+z', () => undo(), hk);
+  useHotkeys(['mod+shift+z', 'mod+y'], () => redo(), hk);
+  useHotkeys('mod+c', () => { const n = st().copy(); if (n) setMessage(`copied ${n} node${n > 1 ? 's' : ''}`); }, hk);
+  useHotkeys('mod+v', () => {
+    const n = st().paste(flow.screenToFlowPosition(mouse.current));
+    if (n) setMessage(`pasted ${n} node${n > 1 ? 's' : ''}`);
+  }, hk);
+  useHotkeys('mod+d', () => {
+    if (!st().copy()) return;
+    const sel = st().nodes.filter((n) => n.selected);
+    const x = Math.min(...sel.map((n) => n.position.x)) + 40;
+    const y = Math.min(...sel.map((n) => n.position.y)) + 40;
+    st().paste({ x, y });
+  }, hk);
+  useHotkeys('mod+b', () => st().toggleSelected('mode', 'bypass'), hk);
+  useHotkeys('mod+m', () => st().toggleSelected('mode', 'mute'), hk);
+  useHotkeys('alt+c', () => st().toggleSelected('collapsed'), hk);
+  useHotkeys('mod+enter', () => queue(), { ...hk, enableOnFormTags: true });
+  useHotkeys('mod+s', () => save(), { ...hk, enableOnFormTags: true });
+  useHotkeys('shift+slash', () => setHelp((h) => !h));
+  useHotkeys('escape', () => { setSearch(null); setMenu(null); setHelp(false); setConfirm(null); }, { enableOnFormTags: true });
+
+  // Files dropped on the editor (or opened): a PNG with a flowrun workflow restores it; ComfyUI's API
+  // JSON, or a PNG ComfyUI wrote (its "prompt" chunk), goes through the server's converter.
+  const openFile = async (f) => {
+    const buf = await f.arrayBuffer();
+    const isPng = /\.png$/i.test(f.name) || f.type === 'image/png';
+    let comfy = null;
+    if (isPng) {
+      const text = await pngText(buf, 'flowrun-workflow');
+      if (text) {
+        let p = {};
+        try { p = JSON.parse((await pngText(buf, 'flowrun-params')) || '{}'); } catch { p = {}; }
+        if (await loadText(text, f.name.replace(/\.png$/i, '.yaml'), { params: p })) setMessage(`restored the workflow of ${f.name}`);
+        return;
+      }
+      comfy = await pngText(buf, 'prompt');
+      if (!comfy) return showError(`${f.name}: this PNG carries no flowrun workflow and no ComfyUI prompt`);
+    } else if (/\.ya?ml$/i.test(f.name)) {
+      if (await loadText(new TextDecoder().decode(buf), f.name)) setMessage(`opened ${f.name} (unsaved)`);
+      return;
+    } else {
+      comfy = new TextDecoder().decode(buf);
+    }
+    try {
+      const r = await API.importComfy(comfy, f.name);
+      if (await loadText(r.yaml, f.name.replace(/\.(png|json)$/i, '.yaml'))) {
+        setMessage(`imported ComfyUI workflow ${f.name}${r.notes.length ? ` (${r.notes.length} note${r.notes.length > 1 ? 's' : ''}: ${r.notes.join('; ')})` : ''}`);
+      }
+    } catch (e) {
+      showError(`cannot import ${f.name}: ${e.message}`);
+    }
+  };
   const onDrop = async (e) => {
     e.preventDefault();
     const f = e.dataTransfer.files && e.dataTransfer.files[0];
-    if (!f) return;
-    const buf = await f.arrayBuffer();
-    const text = await pngText(buf, 'flowrun-workflow');
-    if (!text) return setMessage(`${f.name}: no flowrun workflow in this file`);
-    let p = {};
-    try { p = JSON.parse((await pngText(buf, 'flowrun-params')) || '{}'); } catch { p = {}; }
-    await loadText(text, f.name.replace(/\.png$/i, '.yaml'), p);
-    setMessage(`restored the workflow of ${f.name}`);
+    if (f) await openFile(f);
   };
 
-  const palette = Object.values({ ...schema, ...subgraphs })
-    .filter((s) => !filter || (s.name + ' ' + (s.category || '') + ' ' + (s.help || '')).toLowerCase().includes(filter.toLowerCase()));
-  const ctx = useMemo(() => ({ specOf, setValue }), [specOf, setValue]);
+  const setParam = (k, s) => {
+    const n = Number(s);
+    const d = st().doc.params[k] || {};
+    const typed = d.type === 'STRING' ? s : s !== '' && !Number.isNaN(n) ? n : s;
+    useStore.setState((x) => ({ doc: { ...x.doc, params: { ...x.doc.params, [k]: { ...d, default: typed } } } }));
+  };
+  const ctx = useMemo(() => ({ specOf }), [specOf]);
+  const params = Object.entries(doc.params || {});
 
   return (
     <SpecContext.Provider value={ctx}>
-      <div className="app" onDragOver={(e) => e.preventDefault()} onDrop={onDrop}>
+      <div className="app" onDragOver={(e) => e.preventDefault()} onDrop={onDrop}
+        onMouseMove={(e) => { mouse.current = { x: e.clientX, y: e.clientY }; }}>
         <header>
           <b>flowrun</b>
           <select data-testid="graph-select" value="" onChange={(e) => e.target.value && load(e.target.value)}>
             <option value="">open a graph…</option>
             {graphs.map((g) => <option key={g} value={g}>{g}</option>)}
           </select>
-          <input data-testid="path" value={path} onChange={(e) => setPath(e.target.value)} title="file name in the graphs folder" />
-          <button data-testid="save" onClick={save}>Save</button>
-          <button data-testid="run" className="primary" onClick={queue}>Run</button>
-          <button data-testid="cancel" onClick={cancel} disabled={!run || (run.state !== 'queued' && run.state !== 'running')}>Cancel</button>
-          <span className="msg" data-testid="message">{message}</span>
+          <button data-testid="open-file" title="open a YAML graph, a ComfyUI API JSON or a PNG" onClick={() => fileRef.current.click()}>Open file…</button>
+          <input ref={fileRef} data-testid="file-input" type="file" accept=".json,.png,.yaml,.yml" style={{ display: 'none' }}
+            onChange={(e) => { const f = e.target.files[0]; e.target.value = ''; if (f) openFile(f); }} />
+          <input data-testid="path" value={path} onChange={(e) => st().setPath(e.target.value)} title="file name in the graphs folder" />
+          <span className="saved" data-testid="saved-state">{savedPath === path ? '' : 'unsaved'}</span>
+          <button data-testid="save" onClick={save} title="Ctrl+S">Save</button>
+          <button data-testid="run" className="primary" onClick={queue} title="Ctrl+Enter">Queue</button>
+          <button data-testid="cancel" onClick={() => run && cancel(run.id)} disabled={!run || (run.state !== 'queued' && run.state !== 'running')}>Cancel</button>
+          <button data-testid="undo" onClick={undo} title="Ctrl+Z">↶</button>
+          <button data-testid="redo" onClick={redo} title="Ctrl+Shift+Z">↷</button>
+          <button data-testid="help-button" onClick={() => setHelp(true)} title="?">?</button>
+          <span className="msg" data-testid="message" title={message}>{message}</span>
           {run && <span data-testid="run-state" data-state={run.state}>run {run.id}: {run.state}</span>}
         </header>
         <aside className="palette">
-          <input data-testid="palette-search" placeholder="search nodes" value={filter} onChange={(e) => setFilter(e.target.value)} />
-          {palette.map((s) => (
-            <div key={s.name} className="entry" data-testid={`palette-${s.name}`} title={s.help} onClick={() => addNode(s.name)}>
+          <div className="hint">Double-click the canvas to add a node, right-click for the menu, drag a link onto empty canvas for a node that takes it. <kbd>?</kbd> lists the keys.</div>
+          {params.length > 0 && <h4>params</h4>}
+          {params.map(([k, d]) => (
+            <label key={k} className="widget">
+              <span title={(d && d.help) || ''}>{k}</span>
+              <input data-testid={`param-${k}`} value={(d && d.default) ?? ''} onChange={(e) => setParam(k, e.target.value)} />
+            </label>
+          ))}
+          <h4>library</h4>
+          <input data-testid="palette-search" placeholder="filter the library" value={filter} onChange={(e) => setFilter(e.target.value)} />
+          {specs.filter((s) => !filter || `${s.name} ${s.category || ''} ${(s.comfy || []).join(' ')}`.toLowerCase().includes(filter.toLowerCase())).map((s) => (
+            <div key={s.name} className="entry" data-testid={`palette-${s.name}`} title={s.help}
+              onClick={() => place(s.name, flow.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 2 }), null)}>
               {s.name} <small>{s.category}</small>
             </div>
           ))}
-          {Object.keys(params).length > 0 && <h4>params</h4>}
-          {Object.entries(params).map(([k, v]) => (
-            <label key={k} className="widget">
-              <span>{k}</span>
-              <input data-testid={`param-${k}`} value={v ?? ''} onChange={(e) => {
-                const s = e.target.value;
-                const n = Number(s);
-                setParams((p) => ({ ...p, [k]: s !== '' && !Number.isNaN(n) ? n : s }));
-              }} />
-            </label>
-          ))}
         </aside>
-        <main>
-          <ReactFlow nodes={nodes} edges={edges} nodeTypes={nodeTypes} onNodesChange={onNodesChange}
-            onEdgesChange={onEdgesChange} onConnect={onConnect} isValidConnection={isValidConnection}
-            deleteKeyCode={['Backspace', 'Delete']} fitView>
+        <main onDoubleClick={onDoubleClick}>
+          <ReactFlow nodes={nodes} edges={edges} nodeTypes={nodeTypes} onNodesChange={(c) => st().onNodesChange(c)}
+            onEdgesChange={(c) => st().onEdgesChange(c)} onConnect={(c) => st().connect(c)} isValidConnection={isValidConnection}
+            onConnectStart={onConnectStart} onConnectEnd={onConnectEnd} onPaneContextMenu={onPaneContextMenu}
+            onPaneClick={() => { setSearch(null); setMenu(null); }}
+            onNodeDragStart={dragStart} onNodeDragStop={dragStop} onSelectionDragStart={dragStart} onSelectionDragStop={dragStop}
+            deleteKeyCode={['Backspace', 'Delete']} multiSelectionKeyCode={['Control', 'Meta', 'Shift']} selectionKeyCode="Shift"
+            zoomOnDoubleClick={false}>
             <Background />
             <Controls />
+            <MiniMap pannable zoomable data-testid="minimap" />
           </ReactFlow>
+          {search && <SearchBox at={search.screen} filter={search.filter} specs={specs} onClose={() => setSearch(null)}
+            onPick={(name) => place(name, search.flow, search.from)} />}
+          {menu && <AddMenu at={menu.screen} specs={specs} onClose={() => setMenu(null)} onPick={(name) => place(name, menu.flow, null)} />}
+          {error && (
+            <div className="errorbox" data-testid="error-box">
+              <pre>{error}</pre>
+              <button className="small" data-testid="error-close" onClick={() => { setError(null); st().setErrorNode(null); }}>✕</button>
+            </div>
+          )}
         </main>
         <aside className="outputs">
           {preview && <><h4>preview</h4><img data-testid="preview" src={preview} alt="sampler preview" /></>}
-          <h4>outputs</h4>
-          {outputs.map((o) => <img key={o.src} data-testid="output-image" src={o.src} alt={o.file} title={o.file} />)}
+          <QueuePanel runs={runs} progress={progress} onCancel={cancel} onOpen={openRun}
+            onMove={(id, before) => API.moveRun(id, before).then((r) => setRuns(r.runs)).catch((e) => setMessage(e.message))} />
+          <Gallery runs={runs} />
         </aside>
+        {help && <Help onClose={() => setHelp(false)} />}
+        {confirm && (
+          <div className="overlay" data-testid="confirm">
+            <div className="helpbox">
+              <p>{confirm.text}</p>
+              <button data-testid="confirm-yes" className="primary" onClick={() => { const f = confirm.onYes; setConfirm(null); f(); }}>Overwrite</button>
+              <button data-testid="confirm-no" onClick={() => setConfirm(null)}>Cancel</button>
+            </div>
+          </div>
+        )}
       </div>
     </SpecContext.Provider>
   );

@@ -70,8 +70,57 @@ export function edgeFor(source, sourceHandle, target, targetHandle) {
   return { id: `${source}.${sourceHandle}->${target}.${targetHandle}`, source, sourceHandle, target, targetHandle };
 }
 
-// Back to YAML: the original document with its nodes replaced by the editor's.
-export function toYaml(doc, nodes, edges, specOf) {
+// The graph the engine runs: muted nodes left out with every node that takes a link from a left-out node
+// (what only they feed), and bypassed nodes rewired: a link from a bypassed node's output comes from the
+// source of its first linked input of the same type instead (through chains of bypassed nodes), so the
+// YAML has no bypassed node. A consumer whose type finds no such input is left out as for a mute.
+export function effectiveGraph(nodes, edges, specOf) {
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const mode = (id) => (byId.get(id) && byId.get(id).data.mode) || 'normal';
+  const outType = (n, h) => {
+    const s = specOf(n.data.type);
+    const o = s && s.outputs.find((x) => x.name === h);
+    return o && o.type;
+  };
+  const inType = (n, h) => {
+    const s = specOf(n.data.type);
+    const i = s && s.inputs.find((x) => x.name === h);
+    return i && i.type;
+  };
+  // source of a link from (id, handle), through bypassed nodes; null when it cannot pass through
+  const resolve = (id, handle, seen = new Set()) => {
+    if (mode(id) !== 'bypass') return { source: id, sourceHandle: handle };
+    if (seen.has(id)) return null;
+    seen.add(id);
+    const n = byId.get(id);
+    const t = outType(n, handle);
+    const through = edges.find((e) => e.target === id && inType(n, e.targetHandle) === t);
+    return through ? resolve(through.source, through.sourceHandle, seen) : null;
+  };
+  const out = [];
+  for (const e of edges) {
+    if (mode(e.target) === 'bypass') continue;
+    const r = resolve(e.source, e.sourceHandle);
+    out.push(r ? { ...e, ...r } : { ...e, source: null });
+  }
+  const dropped = new Set(nodes.filter((n) => n.data.mode === 'mute' || n.data.mode === 'bypass').map((n) => n.id));
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const e of out)
+      if ((e.source === null || (dropped.has(e.source) && mode(e.source) !== 'bypass')) && !dropped.has(e.target)) {
+        dropped.add(e.target);
+        changed = true;
+      }
+  }
+  return {
+    nodes: nodes.filter((n) => !dropped.has(n.id)),
+    edges: out.filter((e) => e.source !== null && !dropped.has(e.source) && !dropped.has(e.target)),
+  };
+}
+
+// Back to YAML: the original document with its nodes replaced by the editor's (as effectiveGraph runs them).
+export function toYaml(doc, allNodes, allEdges, specOf) {
+  const { nodes, edges } = effectiveGraph(allNodes, allEdges, specOf);
   const out = { ...doc, flowrun: doc.flowrun || 1 };
   const ynodes = {};
   for (const n of nodes) {
