@@ -8,6 +8,9 @@
 #   2. tiny-demo.yaml on a server started with --models $FR_FIXTURES/models: Sampler step progress and
 #      preview while it runs, the output image, cached TextEncodes after a seed change, cancel mid-run.
 #      Without the fixtures this scenario is skipped with a message (a failure when FR_REQUIRE_FIXTURES=1).
+#   3. build, on the same server: a txt2img graph built from an empty canvas with the mouse and keyboard,
+#      run unsaved, undo/redo, copy/paste, bypass, history after a reload, ComfyUI JSON and PNG imports
+#      (tests/web/editor.mjs says each step). Skipped with scenario 2.
 set -u
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:?}"
 CHROMIUM=${FR_CHROMIUM:-/usr/bin/chromium}
@@ -66,6 +69,9 @@ fi
 mkdir -p "$T/sampler-out"
 serve sampler --models "$FX/models" --output "$T/sampler-out" --cache "$T/sampler-cache.sqlite"
 browser sampler sampler
+browser build sampler
 stop
 ls "$T/sampler-out"/tiny-demo_*.png >/dev/null 2>&1 || { echo "FAIL: the sampler runs wrote no picture"; exit 1; }
-echo "ok: both scenarios passed; screenshots in $T"
+ls "$T/sampler-out"/comfyjson_*.png "$T/sampler-out"/comfypng_*.png >/dev/null 2>&1 || { echo "FAIL: the imported ComfyUI workflows wrote no picture"; exit 1; }
+grep -q "type: Sampler" "$T/graphs/imported.yaml" || { echo "FAIL: the imported graph was not saved"; exit 1; }
+echo "ok: all three scenarios passed; screenshots in $T"

@@ -504,6 +504,21 @@ async function buildScenario() {
   await waitRunDone(prev);
   await page.locator('[data-testid=output-image][alt^=comfypng_]').first().waitFor();
 
+  step('Save asks before overwriting another file; saving the same file again does not ask');
+  await page.getByTestId('path').fill('tiny-demo.yaml');
+  await page.getByTestId('save').click();
+  await page.getByTestId('confirm').filter({ hasText: 'tiny-demo.yaml exists' }).waitFor();
+  await page.getByTestId('confirm-no').click();
+  await page.getByTestId('confirm').waitFor({ state: 'detached' });
+  if ((await page.getByTestId('message').textContent()).startsWith('saved')) throw new Error('saved without asking');
+  await page.getByTestId('path').fill('imported.yaml');
+  await page.getByTestId('save').click();
+  await page.getByTestId('message').filter({ hasText: 'saved imported.yaml' }).waitFor();
+  await page.getByTestId('node-emptylatent_5').getByTestId('w-batch').fill('1');
+  await page.getByTestId('save').click();
+  await page.getByTestId('message').filter({ hasText: 'saved imported.yaml' }).waitFor();
+  if (await page.getByTestId('confirm').count()) throw new Error('saving the file it came from asked to overwrite');
+
   step('a PNG without a prompt chunk, and a workflow with unknown node types, are refused with the whole message');
   await openFileAs('plain.png', withPromptChunk(png, null), 'image/png');
   await page.getByTestId('error-box').filter({ hasText: 'plain.png' }).waitFor();
