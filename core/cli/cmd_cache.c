@@ -118,7 +118,7 @@ int fr_cmd_cache(int argc, char **argv) {
     return 0;
   }
 
-  struct fr_cache_opts opts = {max_bytes, fr__print_warning, stderr};
+  struct fr_cache_opts opts = {.max_bytes = max_bytes, .warn = fr__print_warning, .user = stderr};
   if (strcmp(action, "gc") == 0)
     opts.user = stdout; /* what gc drops is its output */
   struct fr_cache *c = NULL;

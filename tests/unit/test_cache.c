@@ -96,7 +96,7 @@ static bool integrity_ok(const char *path) {
 }
 
 static struct fr_cache *open_cache(const char *path, int64_t max, struct warnings *w) {
-  struct fr_cache_opts o = {max, on_warn, w};
+  struct fr_cache_opts o = {.max_bytes = max, .warn = on_warn, .user = w};
   struct fr_cache *c = NULL;
   struct fr_err err = {{0}};
   CHECK_OK(fr_cache_open(path, &o, &c, &err), &err);

@@ -17,11 +17,20 @@
 
 static int runs_num, runs_add, runs_model, runs_use, runs_save, models_alive;
 
+/* The NUM values the test nodes declare (an int with that type name: a cached value must come back
+ * with its output's declared type, else the engine drops it as corrupt). */
+static struct fr_value *num_value(int64_t i) {
+  struct fr_value *v = fr_value_int(i);
+  if (v)
+    v->type = "NUM";
+  return v;
+}
+
 static char seen_dtype[16];
 static enum fr_status num_run(struct fr_node_ctx *nc) {
   runs_num++;
   snprintf(seen_dtype, sizeof seen_dtype, "%s", fr_node_dtype(nc));
-  return fr_out_set(nc, 0, fr_value_int(fr_in_int(nc, "value")));
+  return fr_out_set(nc, 0, num_value(fr_in_int(nc, "value")));
 }
 static const struct fr_input_spec num_in[] = {
     {.name = "value", .type = FR_T_INT, .def = "0", .min = 1, .max = 0}};
@@ -47,7 +56,7 @@ static enum fr_status add_run(struct fr_node_ctx *nc) {
   const struct fr_value *a = fr_in(nc, "a"), *b = fr_in(nc, "b");
   if (!a || !b || a->kind != FR_V_INT || b->kind != FR_V_INT)
     return fr_node_fail(nc, FR_E_INVALID, "inputs are not numbers");
-  return fr_out_set(nc, 0, fr_value_int(a->i + b->i));
+  return fr_out_set(nc, 0, num_value(a->i + b->i));
 }
 static const struct fr_input_spec add_in[] = {{.name = "a", .type = "NUM"}, {.name = "b", .type = "NUM"}};
 static const struct fr_node_spec add_spec = {.name = "Add",
@@ -88,7 +97,7 @@ static enum fr_status use_run(struct fr_node_ctx *nc) {
   const struct fr_value *m = fr_in(nc, "model"), *x = fr_in(nc, "x");
   if (!m || m->kind != FR_V_OBJECT || !x)
     return fr_node_fail(nc, FR_E_INVALID, "no model");
-  return fr_out_set(nc, 0, fr_value_int(x->i * 10));
+  return fr_out_set(nc, 0, num_value(x->i * 10));
 }
 static const struct fr_input_spec use_in[] = {{.name = "model", .type = FR_T_MODEL},
                                               {.name = "x", .type = "NUM"}};
@@ -147,7 +156,7 @@ static enum fr_status slow_run(struct fr_node_ctx *nc) {
     if (rc != FR_OK)
       return rc;
   }
-  return fr_out_set(nc, 0, fr_value_int(steps));
+  return fr_out_set(nc, 0, num_value(steps));
 }
 static const struct fr_node_spec slow_spec = {.name = "Slow",
                                               .version = 1,
