@@ -179,6 +179,7 @@ struct rec {
   const struct fr_graph *g;
   char error_node[32];
   enum fr_status done_status;
+  char last_warning[512];
   struct fr_engine *cancel_engine;
   int cancel_at_step;
 };
@@ -199,7 +200,10 @@ static void on_event(void *user, const struct fr_event *ev) {
       snprintf(r->key_of[idx], 33, "%s", ev->key);
     break;
   case FR_EV_OUTPUT: r->outputs++; break;
-  case FR_EV_WARNING: r->warnings++; break;
+  case FR_EV_WARNING:
+    r->warnings++;
+    snprintf(r->last_warning, sizeof r->last_warning, "%s", ev->message ? ev->message : "");
+    break;
   case FR_EV_ERROR:
     r->errors++;
     snprintf(r->error_node, sizeof r->error_node, "%s", ev->node ? ev->node : "");
@@ -576,6 +580,47 @@ static void test_dtype_keys(void) {
   tg_free(&t);
 }
 
+/* A cached value that decodes fine but is not of its output's declared type (an INT where the Add node
+ * declares NUM: a key collision, a stale or tampered entry) is corrupt: dropped with a warning and
+ * recomputed, never handed downstream (the save would write 1000 instead of 5). */
+static void test_wrong_type(void) {
+  struct tg t;
+  struct rec r;
+  struct fr_run_summary sum;
+  struct fr_err err = {{0}};
+  build_sum(&t, 2);
+  CHECK_OK(run(&t.g, true, &r, &sum, &err), &err); /* every node starts: every key is seen */
+  struct fr_key sig, okey;
+  CHECK(hex_key(r.key_of[2], &sig));
+  fr_signature_output(&sig, 0, &okey);
+  CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
+  struct fr_value *wrong = fr_value_int(1000); /* type INT, where s's output is NUM */
+  struct fr_buf b = {0};
+  CHECK_OK(fr_value_serialize(wrong, &b, &err), &err);
+  fr_value_unref(wrong);
+  struct fr_cache *c = NULL;
+  struct fr_cache_opts co = {0};
+  CHECK_OK(fr_cache_open(cache_path, &co, &c, &err), &err);
+  CHECK(c && fr_cache_has(c, &okey));
+  CHECK_OK(fr_cache_put(c, &okey, b.data, b.len, &err), &err);
+  fr_buf_free(&b);
+  fr_cache_close(c);
+  rm_out("out.txt");
+  int adds = runs_add;
+  CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
+  CHECKF(runs_add == adds + 1 && r.started == 2 && strcmp(r.started_ids[0], "s") == 0, "started %d",
+         r.started);
+  CHECKF(r.warnings == 1 && strstr(r.last_warning, "node s") && strstr(r.last_warning, "INT") &&
+             strstr(r.last_warning, "NUM") && strstr(r.last_warning, "dropped"),
+         "%d warnings: %s", r.warnings, r.last_warning);
+  CHECKF(read_num("out.txt") == 5, "out.txt holds %lld", read_num("out.txt"));
+  /* the recomputed value replaced the bad one */
+  rm_out("out.txt");
+  CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
+  CHECK(sum.executed == 1 && r.warnings == 0 && read_num("out.txt") == 5);
+  tg_free(&t);
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_engine");
   snprintf(cache_path, sizeof cache_path, "%s/cache.sqlite", tmp);
@@ -584,5 +629,6 @@ int main(void) {
   test_failures();
   test_alloc_faults();
   test_dtype_keys();
+  test_wrong_type();
   return fr_test_done();
 }
