@@ -9,6 +9,7 @@ set -u
 . "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:=/tmp}"
 G="$FR_SRC/graphs/image-demo.yaml"
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 outpath() { grep '"event":"output"' "$1" | head -1 | sed -E 's/.*"path":"([^"]*)".*/\1/'; }
 nwarn() { grep -c '"event":"warning"' "$1"; }
 # check NAME JSONL REF WARNING_PATTERN: the run ended ok, with exactly one warning matching the pattern,
@@ -62,7 +63,7 @@ for r in 1 2; do
 done
 
 if unshare -m true 2> /dev/null; then
-  unshare -m bash "${BASH_SOURCE[0]}" --in-namespace || fail=1
+  unshare -m bash "$SELF" --in-namespace || fail=1
 else
   echo "part skipped: no private mount namespace (unshare -m needs root): read-only and full disk not tried"
 fi
