@@ -18,6 +18,7 @@ done
 "$FLOWRUN" cache bench --cache mine.sqlite --entries 5 --reads 10 > m.out 2>&1 && [ -f mine.sqlite ] \
   && ok "--cache NEWFILE is filled and kept" || bad "--cache: $(cat m.out)"
 expect 2 "mine.sqlite exists" "$FLOWRUN" cache bench --cache mine.sqlite
+"$FLOWRUN" cache bench --help > h.out 2>&1 && grep -q "usage: flowrun cache bench" h.out && ok "bench --help: exit 0 and the usage" || bad "bench --help: $(cat h.out)"
 expect 2 "--reads x: expected an integer" "$FLOWRUN" cache bench --reads x
 expect 2 "--entries .*expected an integer" "$FLOWRUN" cache bench --entries
 expect 2 "unexpected or incomplete argument '--fast'" "$FLOWRUN" cache bench --fast
