@@ -103,7 +103,9 @@ enum fr_status fr_cache_kv_get(struct fr_cache *c, const char *key, char *val, s
 enum fr_status fr_cache_kv_put(struct fr_cache *c, const char *key, const char *val, struct fr_err *err);
 
 /* Test hook for fault injection: the n-th SQLite write operation from now fails (only that one; each
- * write statement and each commit counts as one; 0 disables). */
+ * write statement and each commit counts as one, the advisory pending writes (LRU stamps, drops,
+ * memos written in a later transaction) do not; 0 disables). An injected failure is FR_E_CACHE, not a
+ * degradation. */
 void fr_cache_fail_at(struct fr_cache *c, long n);
 
 #endif
