@@ -11,7 +11,7 @@
 //   build (the same server): the editor as a ComfyUI user drives it, mouse and keyboard only: a txt2img
 //     graph from an empty canvas with double-click search and links dropped on empty canvas, the
 //     checkpoint picked from the dropdown, run unsaved; undo back to empty and redo; copy/paste; bypass;
-//     seed control; a past run reopened from the history after a page reload (the canvas autosaved);
+//     a reroute point; a group moving its nodes; seed control; a past run reopened from the history after a page reload (the canvas autosaved);
 //     a ComfyUI API JSON and a ComfyUI PNG opened and run; a load error shown whole on its node.
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -268,6 +268,12 @@ async function center(loc) {
   if (!b) throw new Error('not on screen');
   return { x: b.x + b.width / 2, y: b.y + b.height / 2 };
 }
+// A node's position on the canvas (flow coordinates, from its transform: independent of panning).
+async function flowPos(id) {
+  const t = await page.locator(`.react-flow__node[data-id="${id}"]`).evaluate((n) => n.style.transform);
+  const m = t.match(/translate\(([-\d.]+)px, ([-\d.]+)px\)/);
+  return { x: Number(m[1]), y: Number(m[2]) };
+}
 function nodeCount() { return page.locator('.react-flow__node').count(); }
 function edgeCount() { return page.locator('.react-flow__edge').count(); }
 
@@ -299,7 +305,7 @@ async function link(src, out, dst, inp) {
 }
 // A click on empty canvas: takes the keyboard focus off any widget, so shortcuts reach the canvas.
 async function clickEmpty() {
-  await page.mouse.click(1500, 1050);
+  await page.mouse.click(1000, 1110);
 }
 async function waitRunDone(prev) {
   await page.waitForFunction((p) => {
@@ -472,6 +478,43 @@ async function buildScenario() {
   const blurState = await page.getByTestId('node-imageblur').getAttribute('data-state');
   if (blurState !== 'idle') throw new Error(`the bypassed node took part in the run (${blurState})`);
   await page.screenshot({ path: path.join(shots, 'editor-bypass.png') });
+
+  step('a reroute point between decode and save: the run goes through it');
+  await page.mouse.dblclick(1450, 650);
+  await pickInSearch('reroute', 'Reroute');
+  await link('vaedecode', 'image', 'reroute', 'in');
+  await link('reroute', 'out', 'saveimage', 'images');
+  if (!(await edgeIds()).includes('rf__edge-reroute.out->saveimage.images')) throw new Error(`the reroute is not linked: ${await edgeIds()}`);
+  await clickEmpty();
+  prev = await runText();
+  await page.getByTestId('run').click();
+  await waitRunDone(prev);
+  await page.locator('[data-testid=node-saveimage][data-state=done], [data-testid=node-saveimage][data-state=cached]').waitFor();
+
+  step('a group: a titled box that moves the nodes inside it; undo puts them back');
+  await page.mouse.dblclick(215, 310);
+  await pickInSearch('group', 'Group');
+  await page.getByTestId('group-title-group').fill('latent');
+  const before = await flowPos('emptylatent');
+  const gBefore = await flowPos('group');
+  await page.mouse.move(225, 600);
+  await page.mouse.down();
+  await page.mouse.move(275, 625, { steps: 4 });
+  await page.mouse.move(325, 650, { steps: 4 });
+  await page.mouse.up();
+  const after = await flowPos('emptylatent');
+  const gAfter = await flowPos('group');
+  const gdx = gAfter.x - gBefore.x;
+  const gdy = gAfter.y - gBefore.y;
+  if (gdx < 50 || gdy < 25) throw new Error(`the group was not dragged (${gdx}, ${gdy})`);
+  if (Math.abs(after.x - before.x - gdx) > 0.5 || Math.abs(after.y - before.y - gdy) > 0.5) throw new Error(`the group moved by ${gdx},${gdy} but its node from ${before.x},${before.y} to ${after.x},${after.y}`);
+  await clickEmpty();
+  await page.keyboard.press('Control+z');
+  const back = await flowPos('emptylatent');
+  const gBack = await flowPos('group');
+  if (back.x !== before.x || back.y !== before.y || gBack.x !== gBefore.x || gBack.y !== gBefore.y)
+    throw new Error(`undo did not move the group back in one step: ${before.x},${before.y} -> ${after.x},${after.y} -> ${back.x},${back.y}`);
+  await page.screenshot({ path: path.join(shots, 'editor-group.png') });
 
   step('reload: the canvas comes back from the autosave; a past run reopens from the history');
   await page.reload();

@@ -7,8 +7,8 @@ import { ReactFlow, ReactFlowProvider, Background, Controls, MiniMap, useReactFl
 import { useHotkeys } from 'react-hotkeys-hook';
 import { get as idbGet, set as idbSet } from 'idb-keyval';
 import YAML from 'yaml';
-import { fromYaml, subgraphSpec, toYaml } from './store/yaml.js';
-import { useStore, dragStart, dragStop, undo, redo, clearHistory } from './store/store.js';
+import { fromYaml, subgraphSpec, toYaml, EDITOR_SPECS, GROUP } from './store/yaml.js';
+import { useStore, dragStart, dragStop, dragOrigin, undo, redo, clearHistory } from './store/store.js';
 import * as API from './api/index.js';
 import { pngText } from './api/png.js';
 import { nodeTypes, SpecContext } from './canvas/FlowNode.jsx';
@@ -57,8 +57,27 @@ function Editor() {
   const fileRef = useRef(null);
   const flow = useReactFlow();
 
-  const specOf = useCallback((t) => schema[t] || subgraphs[t], [schema, subgraphs]);
-  const specs = useMemo(() => Object.values({ ...schema, ...subgraphs }), [schema, subgraphs]);
+  const specOf = useCallback((t) => schema[t] || subgraphs[t] || EDITOR_SPECS[t], [schema, subgraphs]);
+  const specs = useMemo(() => Object.values({ ...schema, ...subgraphs, ...EDITOR_SPECS }), [schema, subgraphs]);
+  // A group moves the nodes that lie inside its box when its drag starts.
+  const groupDrag = useRef(null);
+  const onNodeDragStart = (e, node) => {
+    dragStart();
+    if (node.data.type !== GROUP) return;
+    const { x, y } = dragOrigin(node.id) || node.position;
+    const w = node.data.w || 400;
+    const h = node.data.h || 300;
+    const members = st().nodes.filter((n) => n.id !== node.id && n.data.type !== GROUP && n.position.x >= x && n.position.y >= y && n.position.x < x + w && n.position.y < y + h);
+    groupDrag.current = { id: node.id, from: { x, y }, members: new Map(members.map((n) => [n.id, n.position])) };
+  };
+  const onNodeDrag = (e, node) => {
+    const g = groupDrag.current;
+    if (!g || g.id !== node.id) return;
+    const dx = node.position.x - g.from.x;
+    const dy = node.position.y - g.from.y;
+    useStore.setState((s) => ({ nodes: s.nodes.map((n) => (g.members.has(n.id) ? { ...n, position: { x: g.members.get(n.id).x + dx, y: g.members.get(n.id).y + dy } } : n)) }));
+  };
+  const onNodeDragStop = () => { groupDrag.current = null; dragStop(); };
   const refreshRuns = useCallback(() => API.getRuns().then((r) => setRuns(r.runs)).catch(() => {}), []);
   const refreshGraphs = () => API.getGraphs().then((g) => setGraphs(g.graphs)).catch(() => {});
 
@@ -473,12 +492,12 @@ function Editor() {
             onEdgesChange={(c) => st().onEdgesChange(c)} onConnect={(c) => st().connect(c)} isValidConnection={isValidConnection}
             onConnectStart={onConnectStart} onConnectEnd={onConnectEnd} onPaneContextMenu={onPaneContextMenu}
             onPaneClick={() => { setSearch(null); setMenu(null); }}
-            onNodeDragStart={dragStart} onNodeDragStop={dragStop} onSelectionDragStart={dragStart} onSelectionDragStop={dragStop}
+            onNodeDragStart={onNodeDragStart} onNodeDrag={onNodeDrag} onNodeDragStop={onNodeDragStop} onSelectionDragStart={dragStart} onSelectionDragStop={dragStop}
             deleteKeyCode={['Backspace', 'Delete']} multiSelectionKeyCode={['Control', 'Meta', 'Shift']} selectionKeyCode="Shift"
             zoomOnDoubleClick={false}>
             <Background />
             <Controls />
-            <MiniMap pannable zoomable data-testid="minimap" />
+            <MiniMap pannable zoomable bgColor="#25272b" maskColor="#000a" nodeColor="#555" nodeStrokeColor="#888" />
           </ReactFlow>
           {search && <SearchBox at={search.screen} filter={search.filter} specs={specs} onClose={() => setSearch(null)}
             onPick={(name) => place(name, search.flow, search.from)} />}

@@ -2,7 +2,8 @@
 // growing text areas for prompts, model files as dropdowns from the server, seeds with ComfyUI's
 // control-after-generate). Any widget can become an input socket (⊙) and back (⊘).
 import React, { useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { Handle, Position } from '@xyflow/react';
+import { Handle, NodeResizer, Position } from '@xyflow/react';
+import { GROUP, REROUTE } from '../store/yaml.js';
 import { useStore } from '../store/store.js';
 import { getModels, modelKind } from '../api/index.js';
 
@@ -92,7 +93,34 @@ function status(st) {
   }
 }
 
-export function FlowNode({ id, data, selected }) {
+function RerouteNode({ id }) {
+  return (
+    <div className="reroute" data-testid={`node-${id}`}>
+      <Handle type="target" position={Position.Left} id="in" className="h" />
+      <Handle type="source" position={Position.Right} id="out" className="h" />
+    </div>
+  );
+}
+
+function GroupNode({ id, data, selected }) {
+  const setNodeData = useStore((s) => s.setNodeData);
+  return (
+    <div className="group" data-testid={`node-${id}`} style={{ width: data.w || 400, height: data.h || 300 }}>
+      <NodeResizer isVisible={selected} minWidth={120} minHeight={80}
+        onResizeEnd={(_, p) => setNodeData(id, { w: Math.round(p.width), h: Math.round(p.height) })} />
+      <input className="nodrag group-title" data-testid={`group-title-${id}`} value={data.title ?? 'Group'}
+        onChange={(e) => setNodeData(id, { title: e.target.value })} />
+    </div>
+  );
+}
+
+export function FlowNode(props) {
+  if (props.data.type === REROUTE) return <RerouteNode {...props} />;
+  if (props.data.type === GROUP) return <GroupNode {...props} />;
+  return <GraphNode {...props} />;
+}
+
+function GraphNode({ id, data, selected }) {
   const { specOf } = React.useContext(SpecContext);
   const setValue = useStore((s) => s.setValue);
   const setNodeData = useStore((s) => s.setNodeData);

@@ -9,7 +9,7 @@ import { edgeFor } from './yaml.js';
 
 // What undo/redo keeps: nodes without xyflow's transient fields, edges without selection.
 const graphPart = (s) => ({
-  nodes: s.nodes.map(({ id, type, position, data, measured }) => ({ id, type, position, data, measured })),
+  nodes: s.nodes.map(({ id, type, position, data, measured, zIndex }) => ({ id, type, position, data, measured, ...(zIndex !== undefined ? { zIndex } : {}) })),
   edges: s.edges.map(({ id, source, sourceHandle, target, targetHandle }) => ({ id, source, sourceHandle, target, targetHandle })),
   doc: s.doc,
 });
@@ -42,7 +42,11 @@ export const useStore = create(temporal((set, get) => ({
   setGraph: (g) => set({ nodes: g.nodes, edges: g.edges, doc: g.doc }),
   setPath: (path) => set({ path }),
   setSavedPath: (savedPath) => set({ savedPath }),
-  onNodesChange: (changes) => set((s) => ({ nodes: applyNodeChanges(changes, s.nodes) })),
+  onNodesChange: (changes) => {
+    // the first move of a drag can come before onNodeDragStart: take the snapshot before applying it
+    if (!dragFrom && changes.some((c) => c.type === 'position' && c.dragging)) dragStart();
+    set((s) => ({ nodes: applyNodeChanges(changes, s.nodes) }));
+  },
   onEdgesChange: (changes) => set((s) => ({ edges: applyEdgeChanges(changes, s.edges) })),
   connect: (c) => set((s) => ({
     // one link per input: a new link replaces the old one
@@ -61,10 +65,9 @@ export const useStore = create(temporal((set, get) => ({
     const id = uniqueId(type, taken);
     const values = {};
     for (const i of spec.inputs) if (!i.socket && i.default !== undefined) values[i.name] = i.default;
-    set((s) => ({
-      nodes: [...s.nodes.map((n) => ({ ...n, selected: false })),
-        { id, type: 'fr', position, selected: true, data: { type, values, mode: 'normal' } }],
-    }));
+    const node = { id, type: 'fr', position, selected: true, data: { type, values, mode: 'normal' } };
+    if (type === 'Group') Object.assign(node, { zIndex: -1, data: { ...node.data, title: 'Group', w: 400, h: 300 } });
+    set((s) => ({ nodes: [...s.nodes.map((n) => ({ ...n, selected: false })), node] }));
     return id;
   },
   // Bypass / mute / collapse toggled on the selected nodes (all on when any is off, as ComfyUI).
@@ -118,6 +121,7 @@ export const useStore = create(temporal((set, get) => ({
 // A drag is one history step: pause while dragging, then record the move from where it started.
 let dragFrom = null;
 export function dragStart() {
+  if (dragFrom) return;
   dragFrom = graphPart(useStore.getState());
   useStore.temporal.getState().pause();
 }
@@ -132,3 +136,8 @@ export function dragStop() {
 export const undo = () => useStore.temporal.getState().undo();
 export const redo = () => useStore.temporal.getState().redo();
 export const clearHistory = () => useStore.temporal.getState().clear();
+// Where a node was when the current drag started (null when no drag).
+export function dragOrigin(id) {
+  const n = dragFrom && dragFrom.nodes.find((x) => x.id === id);
+  return n ? n.position : null;
+}

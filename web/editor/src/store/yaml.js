@@ -70,13 +70,25 @@ export function edgeFor(source, sourceHandle, target, targetHandle) {
   return { id: `${source}.${sourceHandle}->${target}.${targetHandle}`, source, sourceHandle, target, targetHandle };
 }
 
-// The graph the engine runs: muted nodes left out with every node that takes a link from a left-out node
+// Editor-only node types: a reroute point (a link passes through it; the YAML links straight through) and
+// a group (a titled box that moves the nodes inside it; not in the YAML).
+export const REROUTE = 'Reroute';
+export const GROUP = 'Group';
+export const EDITOR_SPECS = {
+  [REROUTE]: { name: REROUTE, category: 'utils', help: 'a reroute point: a link passes through it', comfy: ['Reroute'], editorOnly: true,
+    inputs: [{ name: 'in', type: '*', socket: true }], outputs: [{ name: 'out', type: '*' }] },
+  [GROUP]: { name: GROUP, category: 'utils', help: 'a titled box; moving it moves the nodes inside', comfy: ['Group'], editorOnly: true,
+    inputs: [], outputs: [] },
+};
+
+// The graph the engine runs (reroutes passed through, groups left out): muted nodes left out with every node that takes a link from a left-out node
 // (what only they feed), and bypassed nodes rewired: a link from a bypassed node's output comes from the
 // source of its first linked input of the same type instead (through chains of bypassed nodes), so the
 // YAML has no bypassed node. A consumer whose type finds no such input is left out as for a mute.
 export function effectiveGraph(nodes, edges, specOf) {
   const byId = new Map(nodes.map((n) => [n.id, n]));
-  const mode = (id) => (byId.get(id) && byId.get(id).data.mode) || 'normal';
+  const isReroute = (id) => byId.get(id) && byId.get(id).data.type === REROUTE;
+  const mode = (id) => (isReroute(id) ? 'bypass' : (byId.get(id) && byId.get(id).data.mode) || 'normal');
   const outType = (n, h) => {
     const s = specOf(n.data.type);
     const o = s && s.outputs.find((x) => x.name === h);
@@ -94,7 +106,7 @@ export function effectiveGraph(nodes, edges, specOf) {
     seen.add(id);
     const n = byId.get(id);
     const t = outType(n, handle);
-    const through = edges.find((e) => e.target === id && inType(n, e.targetHandle) === t);
+    const through = edges.find((e) => e.target === id && (isReroute(id) || inType(n, e.targetHandle) === t));
     return through ? resolve(through.source, through.sourceHandle, seen) : null;
   };
   const out = [];
@@ -103,7 +115,7 @@ export function effectiveGraph(nodes, edges, specOf) {
     const r = resolve(e.source, e.sourceHandle);
     out.push(r ? { ...e, ...r } : { ...e, source: null });
   }
-  const dropped = new Set(nodes.filter((n) => n.data.mode === 'mute' || n.data.mode === 'bypass').map((n) => n.id));
+  const dropped = new Set(nodes.filter((n) => n.data.mode === 'mute' || n.data.mode === 'bypass' || n.data.type === REROUTE || n.data.type === GROUP).map((n) => n.id));
   for (let changed = true; changed; ) {
     changed = false;
     for (const e of out)
