@@ -26,7 +26,8 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
 });
 let ok = false;
-const page = await browser.newPage({ viewport: scenario === 'build' ? { width: 1900, height: 1150 } : { width: 1500, height: 900 } });
+const context = await browser.newContext({ viewport: scenario === 'build' ? { width: 1900, height: 1150 } : { width: 1500, height: 900 } });
+const page = await context.newPage();
 const errors = [];
 page.on('pageerror', (e) => errors.push(String(e)));
 try {
@@ -463,6 +464,20 @@ async function buildScenario() {
   await page.keyboard.press('Control+z');
   await page.keyboard.press('Control+z');
   if ((await nodeCount()) !== nFull) throw new Error(`undo of paste and duplicate left ${await nodeCount()} nodes`);
+
+  step('copy in one tab, paste in another');
+  await page.getByTestId('node-emptylatent').click({ position: { x: 60, y: 8 } });
+  await page.keyboard.press('Control+c');
+  const tab2 = await page.context().newPage();
+  await tab2.goto(url);
+  await tab2.getByTestId('node-sampler').waitFor(); // the autosave, restored in the new tab
+  const n2 = await tab2.locator('.react-flow__node').count();
+  await tab2.mouse.click(700, 650);
+  await tab2.keyboard.press('Control+v');
+  await tab2.getByTestId('node-emptylatent2').waitFor();
+  if ((await tab2.locator('.react-flow__node').count()) !== n2 + 1) throw new Error('the paste in the other tab did not add one node');
+  await tab2.close();
+  await clickEmpty();
 
   step('bypass: an ImageBlur between decode and save, bypassed with Ctrl+B, does not run');
   await dragToCreate('vaedecode', 'image', 'source', { x: 1130, y: 780 }, 'blur', 'ImageBlur');
