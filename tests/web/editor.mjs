@@ -7,7 +7,8 @@
 //     PNG, adds and deletes a node, and checks that only type-compatible connections can be drawn.
 //   sampler (the server needs --models with the tiny SD1.5 model): runs tiny-demo.yaml and watches the
 //     Sampler's step progress and preview while it runs, then the output image; a new seed re-runs with
-//     the TextEncodes cached; a run cancelled mid-sampling shows as cancelled.
+//     the TextEncodes cached; a run cancelled mid-sampling shows as cancelled; the queue panel shows
+//     progress with an ETA, moves a waiting run up and cancels runs.
 //   build (the same server): the editor as a ComfyUI user drives it, mouse and keyboard only: a txt2img
 //     graph from an empty canvas with double-click search and links dropped on empty canvas, the
 //     checkpoint picked from the dropdown, run unsaved; undo back to empty and redo; copy/paste; bypass;
@@ -259,6 +260,23 @@ async function samplerScenario() {
   await page.getByTestId('status-sample').filter({ hasText: new RegExp(`^cancelled at \\d+/${steps}$`) }).waitFor();
   if (await page.locator('[data-testid=node-save][data-state=done]').count()) throw new Error('a cancelled run saved an image');
   await page.screenshot({ path: path.join(shots, 'editor-sampler-cancelled.png') });
+
+  step('the queue panel: three runs queued; the running one shows progress and an ETA; the last moves up; cancels');
+  await page.getByTestId('param-seed').fill('4');
+  const firstId = Number((await page.getByTestId('run-state').textContent()).match(/run (\d+)/)[1]);
+  for (let k = 0; k < 3; k++) await page.getByTestId('run').click();
+  const [a, b, c] = [firstId + 1, firstId + 2, firstId + 3];
+  await page.getByTestId(`queue-pending-${c}`).waitFor();
+  await page.getByTestId(`queue-pending-${b}`).waitFor();
+  await page.getByTestId(`queue-running-${a}`).getByTestId('queue-progress').filter({ hasText: /ETA/ }).waitFor({ timeout: 60000 });
+  await page.screenshot({ path: path.join(shots, 'editor-queue.png') });
+  const order = () => page.locator('[data-testid^=queue-pending-]').evaluateAll((es) => es.map((e) => e.getAttribute('data-testid')));
+  if (JSON.stringify(await order()) !== JSON.stringify([`queue-pending-${b}`, `queue-pending-${c}`])) throw new Error(`queue order: ${await order()}`);
+  await page.getByTestId(`queue-up-${c}`).click();
+  await page.waitForFunction(([b, c]) => [...document.querySelectorAll('[data-testid^=queue-pending-]')].map((e) => e.getAttribute('data-testid')).join() === `queue-pending-${c},queue-pending-${b}`, [b, c]);
+  for (const id of [b, c]) await page.getByTestId(`queue-cancel-${id}`).click();
+  await page.getByTestId(`queue-cancel-${a}`).click();
+  for (const id of [a, b, c]) await page.locator(`[data-testid=history-${id}][data-state=cancelled]`).waitFor({ timeout: 60000 });
 }
 
 // ---- build: the editor as a ComfyUI user drives it ------------------------------------------------
