@@ -10,11 +10,23 @@ command -v python3 >/dev/null || { echo "skipped: python3 not found"; exit 77; }
 "$FLOWRUN" serve --help >/dev/null 2>&1 || { echo "skipped: this flowrun was built without serve (libwebsockets)"; exit 77; }
 
 T="$FR_TEST_TMP/serve_api"
-rm -rf "$T" && mkdir -p "$T/graphs" "$T/out" "$T/editor" "$T/outside"
+rm -rf "$T" && mkdir -p "$T/graphs" "$T/out" "$T/editor" "$T/outside" "$T/input" "$T/models"
 cp -r "$FR_SRC/graphs/." "$T/graphs/"
 echo '<!doctype html><title>test editor</title>' > "$T/editor/index.html"
+mkpng() { # path: a valid 2x2 RGB PNG
+  python3 - "$1" <<'PY'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+raw = b"".join(b"\0" + bytes([200, 30, 30] * 2) for _ in range(2))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+                              + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+PY
+}
 echo 'secret' > "$T/outside/secret.yaml"
-echo 'secret' > "$T/outside/secret.png"
+mkpng "$T/outside/secret.png"
+echo 'secret' > "$T/outside/secret.safetensors"
+mkpng "$T/input/in.png"
+ln -s "$T/outside/secret.png" "$T/graphs/imglink.png"      # an input file symlink out of the folder
 echo 'not a graph' > "$T/graphs/notes.txt"
 ln -s "$T/outside/secret.yaml" "$T/graphs/escape.yaml"     # a file symlink out of the folder
 ln -s "$T/outside" "$T/graphs/outdir"                      # a folder symlink out of the folder
@@ -27,8 +39,8 @@ cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT
 
 start_server() { # args...; sets SERVER, PORT, U
-  "$FLOWRUN" serve --port 0 --graphs "$T/graphs" --output "$T/out" --editor "$T/editor" \
-    --cache "$T/cache.sqlite" "$@" > "$T/server.log" 2>&1 &
+  "$FLOWRUN" serve --port 0 --graphs "$T/graphs" --output "$T/out" --editor "$T/editor" --input "$T/input" \
+    --models "$T/models" --cache "$T/cache.sqlite" "$@" > "$T/server.log" 2>&1 &
   SERVER=$!
   PORT=""
   for _ in $(seq 100); do
@@ -68,6 +80,15 @@ else echo "FAIL non-loopback without token: rc=$rc $(cat "$T/o")"; fails=$((fail
 rc=$?
 if [ $rc = 2 ] && grep -q "graphs folder" "$T/o"; then echo "ok   missing graphs folder refused"
 else echo "FAIL missing graphs folder: rc=$rc $(cat "$T/o")"; fails=$((fails + 1)); fi
+# A --host that cannot be listened on fails at start (it used to print a URL and never listen).
+for h in 127.1 nonexistent-host.invalid; do
+  timeout 10 "$FLOWRUN" serve --host $h --token s3cret-token --port 0 --graphs "$T/graphs" --output "$T/out" \
+    --no-cache > "$T/o" 2>&1
+  rc=$?
+  if [ $rc != 0 ] && [ $rc != 124 ] && grep -q -- "--host $h" "$T/o" && ! grep -q "http://" "$T/o"; then
+    echo "ok   --host $h refused at start (rc $rc: $(head -c 120 "$T/o"))"
+  else echo "FAIL --host $h: rc=$rc $(cat "$T/o")"; fails=$((fails + 1)); fi
+done
 
 start_server
 # -- reading ------------------------------------------------------------------------------------------
@@ -75,6 +96,13 @@ check "info" 200 "$U/api/info"
 check "schema" 200 "$U/api/schema"; body_has "schema lists ImageBlur" '"name":"ImageBlur"'
 check "graph list" 200 "$U/api/graphs"; body_has "list has image-demo.yaml" '"image-demo.yaml"'
 if grep -q 'escape.yaml\|outdir' "$T/body"; then echo "FAIL list shows symlinks out of the folder"; fails=$((fails + 1)); fi
+# Folder links looping back (a walk that follows them, 8 deep, would list 10^8 folders).
+mkdir -p "$T/graphs/loops/a"
+for i in 1 2 3 4 5 6 7 8; do ln -s . "$T/graphs/loops/self$i"; done
+ln -s .. "$T/graphs/loops/a/up1"; ln -s ../.. "$T/graphs/loops/a/up2"
+check "graph list with link loops" 200 --max-time 5 "$U/api/graphs"; body_has "list still has blocks/edges.yaml" '"blocks/edges.yaml"'
+if grep -q 'up1\|self1' "$T/body"; then echo "FAIL list followed a folder link"; fails=$((fails + 1)); fi
+alive "after listing link loops"
 check "load a graph" 200 "$U/api/graph?path=image-demo.yaml"; body_has "graph text" 'TestPattern'
 check "static index" 200 "$U/"; body_has "index served" 'test editor'
 check "unknown endpoint" 404 "$U/api/nope"
@@ -111,6 +139,18 @@ head -c 11000000 /dev/zero | tr '\0' ' ' > "$T/big.json"
 check "oversized body" 413 -X POST --data-binary @"$T/big.json" "$U/api/run"
 check "foreign Origin POST" 403 -H 'Origin: http://evil.example' -X POST -d '{"path":"image-demo.yaml"}' "$U/api/run"
 check "foreign Host (DNS rebinding)" 403 -H "Host: evil.example:$PORT" "$U/api/info"
+# DNS rebinding with a name that starts like a loopback address, and a matching Origin.
+check "rebinding Host 127.evil.example POST" 403 -H "Host: 127.evil.example:$PORT" \
+  -H "Origin: http://127.evil.example:$PORT" -X POST -d '{"path":"image-demo.yaml"}' "$U/api/run"
+check "rebinding Host 127.evil.example GET" 403 -H "Host: 127.evil.example:$PORT" "$U/api/runs"
+check "rebinding Host 127.0.0.1.evil.example" 403 -H "Host: 127.0.0.1.evil.example:$PORT" "$U/api/info"
+check "Host localhost accepted" 200 -H "Host: localhost:$PORT" "$U/api/info"
+check "Host [::1] accepted" 200 -H "Host: [::1]:$PORT" "$U/api/info"
+check "Host flowrun.test not allowed by default" 403 -H "Host: flowrun.test:$PORT" "$U/api/info"
+# A POST body with no Content-Length (chunked) is refused at once, never left unanswered.
+check "chunked body refused (411)" 411 --max-time 5 -H 'Transfer-Encoding: chunked' -X POST \
+  --data-binary '{"path":"image-demo.yaml"}' "$U/api/run"
+check "POST without a body length (411)" 411 --max-time 5 -X POST "$U/api/run"
 check "PUT refused" 405 -X PUT -d '{}' "$U/api/run"
 alive "after bad requests"
 # -- websocket ----------------------------------------------------------------------------------------
@@ -121,6 +161,10 @@ ws "ws not an object" --send '42' --expect 'client_error'
 ws "ws oversized message closed (1009)" --raw-size 200000 --expect-close 1009
 ws "ws foreign Origin refused" --origin http://evil.example --expect-refused
 ws "ws same Origin accepted" --origin "http://127.0.0.1:$PORT" --send '{"type":"ping"}' --expect pong
+ws "ws rebinding Host refused" --host "127.evil.example:$PORT" --origin "http://127.evil.example:$PORT" --expect-refused
+# Every pipelined request is answered (replies beyond 32 used to be dropped).
+ws "ws 100 pipelined pings and runs each answered" --send '{"type":"ping"}' --send '{"type":"runs"}' \
+  --repeat 100 --count '"event":"pong"' 100 --count '"event":"runs"' 100 --timeout 20
 alive "after bad websocket messages"
 # -- save and load ------------------------------------------------------------------------------------
 python3 - "$T/graphs/image-demo.yaml" > "$T/save.json" <<'PY'
@@ -131,6 +175,64 @@ check "save into a missing folder" 404 -X POST -d @"$T/save.json" "$U/api/graph"
 mkdir -p "$T/graphs/sub"
 check "save" 200 -X POST -d @"$T/save.json" "$U/api/graph"
 check "load saved" 200 "$U/api/graph?path=sub/saved.yaml"; body_has "saved text" 'TestPattern'
+# -- graphs sent to the server read only from the graphs, input and model folders ---------------------
+run_yaml() { # yaml: queues it, waits for the end; prints "STATE ERROR outputs=N" or "refused CODE ERROR"
+  python3 - "$U" "$1" <<'PY'
+import json, sys, time, urllib.error, urllib.request
+u, yaml = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(u + "/api/run", data=json.dumps({"yaml": yaml}).encode(), method="POST")
+try:
+    rid = json.load(urllib.request.urlopen(req, timeout=20))["id"]
+except urllib.error.HTTPError as e:
+    print("refused", e.code, json.load(e)["error"]); sys.exit(0)
+for _ in range(600):
+    runs = {x["id"]: x for x in json.load(urllib.request.urlopen(u + "/api/runs", timeout=20))["runs"]}
+    x = runs.get(rid)
+    if x and x["state"] not in ("queued", "running"):
+        print(x["state"], x.get("error", ""), "outputs=%d" % len(x["outputs"])); sys.exit(0)
+    time.sleep(0.05)
+print("timeout"); sys.exit(1)
+PY
+}
+# yaml with NAME in it; the file named secret.* exists outside, absent.* does not: both refused alike.
+refused_read() { # name yaml-template(NAME)
+  local a b
+  a=$(run_yaml "${2//NAME/secret}"); b=$(run_yaml "${2//NAME/absent}")
+  if [[ $a == error* ]] && [[ $a == *"is outside the folders this graph may read from"* ]] && [ "${a//secret/absent}" = "$b" ]; then
+    echo "ok   $1 refused, same message whether or not the file exists ($(echo "$a" | head -c 150))"
+  else echo "FAIL $1: '$a' / '$b'"; fails=$((fails + 1)); fi
+}
+load_img='flowrun: 1\nnodes:\n  l: {type: LoadImage, inputs: {image: "FILE"}}\n  s: {type: SaveImage, inputs: {images: l, filename_prefix: leak}}\n'
+img() { printf "${load_img//FILE/$1}"; }
+refused_read "LoadImage ../" "$(img ../outside/NAME.png)"
+refused_read "LoadImage absolute" "$(img "$T/outside/NAME.png")"
+refused_read "LoadImage through a folder link" "$(img outdir/NAME.png)"
+ckpt() { printf 'flowrun: 1\nnodes:\n  c: {type: CheckpointLoader, inputs: {ckpt_name: "%s"}}\n' "$1"; }
+refused_read "model name ../" "$(ckpt ../outside/NAME.safetensors)"
+refused_read "model name absolute" "$(ckpt "$T/outside/NAME.safetensors")"
+sub() { printf 'flowrun: 1\nnodes:\n  x: {type: "%s"}\n' "$1"; }
+refused_read "subgraph type ../" "$(sub ../outside/NAME.yaml)"
+refused_read "subgraph type absolute" "$(sub "$T/outside/NAME.yaml")"
+out=$(run_yaml "$(img imglink.png)")
+[[ $out == error*"input file 'imglink.png' is outside"* ]] && echo "ok   LoadImage of a file link out of the graphs folder refused" \
+  || { echo "FAIL LoadImage file link: $out"; fails=$((fails + 1)); }
+out=$(run_yaml "$(sub escape.yaml)")
+[[ $out == error*"subgraph file 'escape.yaml' is outside"* ]] && echo "ok   subgraph link out of the graphs folder refused" \
+  || { echo "FAIL subgraph file link: $out"; fails=$((fails + 1)); }
+[ -z "$(ls "$T/out" | grep leak)" ] && echo "ok   no copy of an outside file in the output folder" \
+  || { echo "FAIL outside file copied: $(ls "$T/out")"; fails=$((fails + 1)); }
+check "no outside copy served" 404 "$U/api/output?file=leak_00001.png"
+# A param (as --set or the editor's params) cannot name an outside file either.
+python3 -c 'import json,sys; print(json.dumps({"yaml": sys.argv[1], "params": {"f": "../outside/secret.png"}}))' \
+  "$(printf 'flowrun: 1\nparams: {f: {type: STRING, default: in.png}}\nnodes:\n  l: {type: LoadImage, inputs: {image: $f}}\n  s: {type: SaveImage, inputs: {images: l, filename_prefix: leak}}\n')" > "$T/p.json"
+rid=$(curl -s -X POST -d @"$T/p.json" "$U/api/run" | sed -n 's/{"id":\([0-9]*\)}/\1/p')
+for _ in $(seq 100); do curl -s "$U/api/runs" > "$T/runs.json"; grep -q "\"id\":$rid,\"state\":\"error\"" "$T/runs.json" && break; sleep 0.05; done
+grep -q "\"id\":$rid,\"state\":\"error\".*is outside the folders" "$T/runs.json" && echo "ok   a param naming an outside file refused" \
+  || { echo "FAIL param outside: $(cat "$T/runs.json")"; fails=$((fails + 1)); }
+# The input folder (--input) is where LoadImage finds what it is not given beside the graph.
+out=$(run_yaml "$(img in.png | sed 's/leak/fromin/')")
+[[ $out == "done"*"outputs=1" ]] && echo "ok   LoadImage from --input" || { echo "FAIL LoadImage from --input: $out"; fails=$((fails + 1)); }
+
 # -- the queue, with clients connecting and dropping --------------------------------------------------
 # A run of the demo at 512 px takes a fraction of a second to seconds; four different sizes queue up.
 # A watcher connected before the runs are queued must see all five finish (the cancelled one never starts).
@@ -174,7 +276,7 @@ if runs.get(cancel, {}).get("state") != "cancelled":
 print("FAIL queue: " + "; ".join(bad) if bad else f"ok   all {len(ids)} queued runs done with outputs, run {cancel} cancelled")
 sys.exit(1 if bad else 0)
 PY
-check "output image" 200 "$U/api/output?file=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runs"][0]["outputs"][0])' "$T/runs.json")"
+check "output image" 200 "$U/api/output?file=$(python3 -c 'import json,sys; print([r for r in json.load(open(sys.argv[1]))["runs"] if r["outputs"]][0]["outputs"][0])' "$T/runs.json")"
 [ "$(head -c 4 "$T/body" | tail -c 3)" = PNG ] && echo "ok   output is a PNG" || { echo "FAIL output not a PNG"; fails=$((fails + 1)); }
 # The same graph again: everything is cached, and the file is written again.
 $WS "$PORT" --timeout 60 --expect '"executed":0,' --expect '"event":"run_done"' > "$T/watch.log" 2>&1 &
@@ -195,6 +297,30 @@ alive "after the queue"
 stop_server
 echo "server exit status after SIGTERM: $?"
 
+# -- the queue is bounded: runs and bytes of graph text waiting -----------------------------------------
+start_server --max-queue 2 --max-queue-mb 1 --no-cache
+curl -s -X POST -d '{"path":"image-demo.yaml","params":{"size":3072}}' "$U/api/run" > /dev/null # a few seconds
+codes=""
+for i in 1 2 3 4; do
+  codes="$codes $(curl -s -o "$T/q$i" -w '%{http_code}' -X POST -d "{\"path\":\"image-demo.yaml\",\"params\":{\"size\":$((100 + i))}}" "$U/api/run")"
+done
+n200=$(echo $codes | tr ' ' '\n' | grep -c 200); n429=$(echo $codes | tr ' ' '\n' | grep -c 429)
+if [ "$n200" -ge 1 ] && [ "$n200" -le 2 ] && [ $((n200 + n429)) = 4 ] && grep -q 'the queue is full: 2 runs are waiting' "$T/q4"; then
+  echo "ok   queue bounded at 2 waiting runs ($codes: $(head -c 100 "$T/q4"))"
+else echo "FAIL bounded queue: codes$codes, $(cat "$T/q4")"; fails=$((fails + 1)); fi
+ws "ws run on a full queue answered" --send '{"type":"run","path":"image-demo.yaml"}' --expect 'the queue is full'
+for id in $(curl -s "$U/api/runs" | python3 -c 'import json,sys; print(*[r["id"] for r in json.load(sys.stdin)["runs"] if r["state"] in ("queued","running")])'); do
+  curl -s -X POST -d "{\"id\":$id}" "$U/api/cancel" > /dev/null
+done
+python3 - "$T/graphs/image-demo.yaml" > "$T/bigq.json" <<'PY'
+import json, sys
+print(json.dumps({"yaml": open(sys.argv[1]).read() + "#" + "x" * (1100 << 10) + "\n"}))
+PY
+check "a graph above --max-queue-mb refused (429)" 429 -X POST --data-binary @"$T/bigq.json" "$U/api/run"
+body_has "says which bound" 'max-queue-mb'
+alive "after a full queue"
+stop_server
+
 # -- token --------------------------------------------------------------------------------------------
 start_server --token s3cret-token
 check "no token" 401 "$U/api/info"
@@ -204,6 +330,18 @@ check "query token sets the cookie" 200 -D "$T/headers" "$U/?token=s3cret-token"
 grep -qi 'set-cookie: flowrun_token=s3cret-token' "$T/headers" && echo "ok   cookie set" || { echo "FAIL no cookie"; fails=$((fails + 1)); }
 check "cookie token" 200 -H 'Cookie: flowrun_token=s3cret-token' "$U/api/graphs"
 ws "ws without token refused" --expect-refused
+# Token guesses: after about ten wrong ones an address gets 429 (even for the right token), and each is logged.
+n401=0; got=""
+for _ in $(seq 15); do
+  got=$(curl -s -o "$T/body" -w '%{http_code}' -H 'Authorization: Bearer guess-guess-guess' "$U/api/info")
+  [ "$got" = 401 ] || break
+  n401=$((n401 + 1))
+done
+if [ "$got" = 429 ] && [ $n401 -ge 8 ] && [ $n401 -le 10 ]; then echo "ok   token guesses limited: 429 after $((n401 + 1)) wrong tokens"
+else echo "FAIL token guesses: $n401 x 401, then $got"; fails=$((fails + 1)); fi
+check "right token refused while guessing is limited" 429 -H 'Authorization: Bearer s3cret-token' "$U/api/info"
+grep -q 'wrong token from 127.0.0.1$' "$T/server.log" && grep -q 'refused (429)' "$T/server.log" \
+  && echo "ok   wrong tokens logged" || { echo "FAIL wrong tokens not logged: $(cat "$T/server.log")"; fails=$((fails + 1)); }
 stop_server
 
 if [ $fails -ne 0 ]; then echo "$fails check(s) failed"; cat "$T/server.log"; exit 1; fi
