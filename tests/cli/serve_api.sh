@@ -294,11 +294,18 @@ for _ in $(seq 300); do curl -s "$U/api/runs" > "$T/runs.json"; grep -q "\"id\":
 grep -q "\"id\":$big,\"state\":\"\(cancelled\|done\)\"" "$T/runs.json" && echo "ok   running run ended (cancelled or finished first)" \
   || { echo "FAIL running run state: $(cat "$T/runs.json")"; fails=$((fails + 1)); }
 alive "after the queue"
+# With a long history each runs reply is a few KiB: 300 of them pipelined exceed what the server keeps
+# unsent per client (256 KiB), so reading pauses and resumes; still every one is answered.
+ws "ws 300 pipelined runs requests each answered" --send '{"type":"runs"}' --repeat 300 \
+  --count '"event":"runs"' 300 --timeout 30
+alive "after pipelined requests"
 stop_server
 echo "server exit status after SIGTERM: $?"
 
 # -- the queue is bounded: runs and bytes of graph text waiting -----------------------------------------
-start_server --max-queue 2 --max-queue-mb 1 --no-cache
+start_server --max-queue 2 --max-queue-mb 1 --no-cache --allow-host flowrun.test
+check "Host given with --allow-host accepted" 200 -H "Host: flowrun.test:$PORT" "$U/api/info"
+check "Host given with --allow-host, any case" 200 -H "Host: FlowRun.TEST:$PORT" "$U/api/info"
 curl -s -X POST -d '{"path":"image-demo.yaml","params":{"size":3072}}' "$U/api/run" > /dev/null # a few seconds
 codes=""
 for i in 1 2 3 4; do
