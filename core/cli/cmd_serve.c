@@ -26,7 +26,7 @@ static void fr__serve_usage(FILE *f) {
              "                   A graph run here reads files only from --graphs, --input and --models.\n"
              "  --max-queue N    runs that may wait in the queue (default 64; more: 429)\n"
              "  --max-queue-mb N  megabytes of graph text that may wait in the queue (default 256)\n"
-             "  --editor DIR     the built editor (default: web/dist here or beside the build folder)\n"
+             "  --editor DIR     the built editor (default: web/dist here, else the installed one)\n"
              "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
              "  --no-cache       run everything, store nothing\n"
              "  --token TOKEN    required on every request (?token=, Authorization: Bearer, or cookie)\n"
