@@ -42,6 +42,28 @@ enum fr_input_flags {
   FR_IN_HIDDEN = 1 << 5,     /* not shown as a widget (advanced) */
 };
 
+/* The kind of file an FR_IN_MODEL_FILE input names, kept in bits 8..11 of its flags (FR_IN_KIND(k)): each
+ * model folder is searched as it is and then in the subfolders ComfyUI keeps that kind in
+ * (fr_model_kind_folders), so a ComfyUI models/ folder works as a model folder unchanged. */
+enum fr_model_kind {
+  FR_MODEL_ANY,        /* the model folders themselves only */
+  FR_MODEL_CHECKPOINT, /* checkpoints/ */
+  FR_MODEL_LORA,       /* loras/ */
+  FR_MODEL_VAE,        /* vae/ */
+  FR_MODEL_CONTROLNET, /* controlnet/ */
+  FR_MODEL_EMBEDDING,  /* embeddings/ */
+  FR_MODEL_UPSCALE,    /* upscale_models/ */
+  FR_MODEL_UNET,       /* unet/, diffusion_models/ */
+  FR_MODEL_TEXT,       /* clip/, text_encoders/ */
+  FR_MODEL_KINDS
+};
+#define FR_IN_KIND_SHIFT 8
+#define FR_IN_KIND(k) ((unsigned)(k) << FR_IN_KIND_SHIFT)
+#define FR_IN_KIND_OF(flags) ((enum fr_model_kind)(((flags) >> FR_IN_KIND_SHIFT) & 15u))
+/* The subfolders of a model folder that hold files of kind k, NULL-terminated (empty for FR_MODEL_ANY and
+ * out-of-range kinds): ComfyUI's folder names. */
+const char *const *fr_model_kind_folders(enum fr_model_kind k);
+
 struct fr_input_spec {
   const char *name;
   const char *type;           /* FR_T_INT ... or a socket type name */

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/alloc.h"
+#include "nodes/models/data_files.h"
 #include "nodes/pipeline/pipeline.h"
 
 struct fr__pctx {
@@ -150,7 +151,14 @@ static enum fr_status fr__find_tokenizer(const struct fr_pipe_obj *o, const stru
   }
   snprintf(up, sizeof up, "%s/..", dir);
   const char *dirs[2] = {dir, up};
-  return fr_tokenizer_find(dirs, 2, out, n, err);
+  enum fr_status rc = fr_tokenizer_find(dirs, 2, out, n, err);
+  if (rc == FR_E_NOTFOUND) { /* none beside the checkpoint: the vocabulary that ships with flowrun */
+    struct fr_err e2 = {{0}};
+    if (!fr_data_file(FR_CLIP_VOCAB_FILE, out, n, &e2))
+      return FR_OK;
+    fr_err_prefix(err, rc, "%s\n", e2.msg);
+  }
+  return rc;
 }
 
 static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,

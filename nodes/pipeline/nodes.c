@@ -38,7 +38,7 @@ static enum fr_status fr__ckpt_run(struct fr_node_ctx *nc) {
 }
 
 static const struct fr_input_spec fr__ckpt_in[] = {
-    {"ckpt_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE,
+    {"ckpt_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_CHECKPOINT),
      "checkpoint: a .safetensors file (SD1.x, SDXL base or refiner) or a diffusers folder, on the model "
      "path"},
     {"tokenizer", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_OPTIONAL | FR_IN_HIDDEN,
@@ -71,7 +71,7 @@ static enum fr_status fr__cnl_run(struct fr_node_ctx *nc) {
   return fr__set_obj(nc, 0, FR_T_CONTROL_NET, path, NULL);
 }
 static const struct fr_input_spec fr__cnl_in[] = {
-    {"control_net_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE,
+    {"control_net_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_CONTROLNET),
      "ControlNet: original (control_model.*) or diffusers file/folder, on the model path"},
 };
 static const struct fr_output_spec fr__cnl_out[] = {{"control_net", FR_T_CONTROL_NET, "the ControlNet"}};
