@@ -108,6 +108,16 @@ struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const ch
   return p;
 }
 
+struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o) {
+  struct fr_pipe_obj *p = fr_pipe_obj_new(o->o.type, o->path, o->tokenizer);
+  if (p) {
+    p->sampling = o->sampling;
+    p->zsnr = o->zsnr;
+    p->clip_layer = o->clip_layer;
+  }
+  return p;
+}
+
 /* ---- loaded components ---- */
 
 static void fr__comp_destroy(void *v) {
