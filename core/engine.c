@@ -825,6 +825,10 @@ const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
   }
   return r->graph_dir ? r->graph_dir : ".";
 }
+int fr_node_model_dirs(struct fr_node_ctx *nc, const char *const **dirs) {
+  *dirs = (const char *const *)nc->r->e->model_dirs;
+  return nc->r->e->n_model_dirs;
+}
 const char *fr_node_device(struct fr_node_ctx *nc) {
   return nc->r->e->device;
 }

@@ -155,6 +155,9 @@ const char *fr_node_output_dir(struct fr_node_ctx *nc);
  * cannot be resolved. SaveImage embeds it (FR_PNG_KEY_DIR) so a picture re-runs from anywhere. */
 const char *fr_node_graph_dir(struct fr_node_ctx *nc);
 const char *fr_node_device(struct fr_node_ctx *nc); /* "cpu" or "cuda" */
+/* The engine's model folders (--models, FLOWRUN_MODELS), in search order; returns their count. For files a
+ * node finds by itself (textual-inversion embeddings named in a prompt), not through a file input. */
+int fr_node_model_dirs(struct fr_node_ctx *nc, const char *const **dirs);
 /* The run's compute dtype, resolved: "f32", "f16" or "bf16" (--dtype; default f32 on cpu, f16 on cuda).
  * Model nodes map it per component (nodes/pipeline: the VAE never computes in f16). */
 const char *fr_node_dtype(struct fr_node_ctx *nc);

@@ -73,6 +73,17 @@ enum fr_status fr_pipe_get_controlnet(struct fr_node_ctx *nc, const char *path, 
 /* The compute context of the node's device (created on first use, kept by the engine). */
 enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out);
 
+/* Encodes a prompt with text encoder enc of component m (prompt_encode.c): ComfyUI's 77-token windows,
+ * its (text:1.2) weighting and embedding:NAME (looked for in <model folder>/embeddings/, tensor emb_key
+ * "clip_l" / "clip_g" of SDXL files) when the prompt uses that syntax, else the windows exactly as
+ * fr_tokenizer_chunks makes them. layer: the clip layer (-1 the last, -2 the penultimate, ...); ln: the
+ * final LayerNorm applied to it. *hidden: host [1, windows * 77, W]; *pooled (may be NULL): host [1, P],
+ * the first window's projected (else plain) pooled output. Errors are recorded on the node. */
+enum fr_status fr_pipe_encode_prompt(struct fr_node_ctx *nc, struct fr_pipe_comp *m,
+                                     const struct fr_clip *enc, const char *text, int32_t pad, int layer,
+                                     bool ln, const char *emb_key, struct fr_tensor **hidden,
+                                     struct fr_tensor **pooled);
+
 /* Sampling shared by Sampler and Refiner (sampler.c). */
 struct fr_pipe_sample_args {
   uint64_t seed;
