@@ -184,8 +184,10 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
   if (!strcmp(type, FR_T_VAE)) {
     rc = fr_vae_load(m->c, m->ck, &m->vae, err);
     m->vae_scale = fr_vae_scaling_factor(m->ck);
-    if (m->vae_scale <= 0)
-      m->vae_scale = 0.18215f; /* a bare VAE file: SD1.x's factor, as ComfyUI assumes */
+    if (m->vae_scale <= 0) {
+      m->vae_scale = 0.18215f; /* a bare VAE file: SD1.x's factor unless the latent says otherwise */
+      m->vae_scale_guessed = true;
+    }
     return rc;
   }
   /* CLIP: which encoders the checkpoint has tells SD1.5 (L), SDXL base (L + G) and refiner (G). */

@@ -322,7 +322,9 @@ static enum fr_status fr__vae_decode_run(struct fr_node_ctx *nc) {
   struct fr_tensor *z = fr_tensor_to_f32(s);
   if (!z)
     return fr__oom(nc);
-  float inv = 1.0f / m->vae_scale;
+  /* a bare VAE file (VAELoader) has no factor of its own: the sampler's model family says which */
+  const char *fmt = fr_value_get_string(lv, "latent_format");
+  float inv = 1.0f / (m->vae_scale_guessed && fmt && !strcmp(fmt, "sdxl") ? 0.13025f : m->vae_scale);
   for (int64_t i = 0; i < fr_tensor_numel(z); i++)
     ((float *)z->data)[i] *= inv;
   int tile = (int)fr_in_int(nc, "tile_size") / 8, used = 0;

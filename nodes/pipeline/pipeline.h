@@ -49,6 +49,7 @@ struct fr_pipe_comp {
   struct fr_unet *unet;
   struct fr_vae *vae;
   float vae_scale; /* latent scaling factor (0.18215 SD1.x, 0.13025 SDXL) */
+  bool vae_scale_guessed; /* a bare VAE file says nothing: SD1.x's, unless a latent says it is SDXL's */
   struct fr_clip *l, *g;
   struct fr_tokenizer *tok;
   struct fr_controlnet *cn;

@@ -679,6 +679,11 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
                  d.evals, d.recordings, d.recordings == 1 ? "" : "s");
   struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
   x = NULL;
+  /* the model family, for VAEDecode with a bare VAE file (which has no scaling factor of its own) */
+  if (v && fr_value_add_string(v, "latent_format", d.xl ? "sdxl" : "sd1")) {
+    fr_value_unref(v);
+    v = NULL;
+  }
   rc = v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
 done:
   fr__den_free(&d);
