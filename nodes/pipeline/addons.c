@@ -14,6 +14,9 @@ static enum fr_status fr__obj_out(struct fr_node_ctx *nc, const char *input, con
   return v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
 }
 
+static const char *const fr__default_only[] = {"default", NULL};
+static const char *const fr__clip_types[] = {"stable_diffusion", NULL};
+
 /* ---- VAELoader ---- */
 
 static enum fr_status fr__vae_loader_run(struct fr_node_ctx *nc) {
@@ -46,6 +49,8 @@ static const struct fr_input_spec fr__unet_loader_in[] = {
     {"unet_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_UNET),
      "a UNet file (model.diffusion_model.* keys, or bare input_blocks.*), a diffusers unet/ folder, or a "
      "checkpoint"},
+    {"weight_dtype", FR_T_ENUM, "default", 0, -1, fr__default_only, 0,
+     "ComfyUI's weight dtype: only default here (the run's --dtype decides; no fp8)"},
 };
 static const struct fr_output_spec fr__unet_loader_out[] = {
     {"model", FR_T_MODEL, "the diffusion UNet (loaded when first used)"}};
@@ -68,6 +73,10 @@ static enum fr_status fr__clip_loader_run(struct fr_node_ctx *nc) {
 static const struct fr_input_spec fr__clip_loader_in[] = {
     {"clip_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_TEXT),
      "a text encoder file (CLIP-L: text_model.*), a diffusers text_encoder/ folder, or a checkpoint"},
+    {"type", FR_T_ENUM, "stable_diffusion", 0, -1, fr__clip_types, 0,
+     "ComfyUI's model family: only stable_diffusion (CLIP-L) here"},
+    {"device", FR_T_ENUM, "default", 0, -1, fr__default_only, FR_IN_OPTIONAL | FR_IN_HIDDEN,
+     "ComfyUI's device choice: only default (the run's --device)"},
 };
 static const struct fr_output_spec fr__clip_loader_out[] = {
     {"clip", FR_T_CLIP, "the text encoder (loaded when first used)"}};
