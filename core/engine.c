@@ -562,7 +562,9 @@ static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
                            .dtype = e->sig_dtype,
                            .output_dir = e->output_dir,
                            .cache = e->cache,
-                           .memo = &e->memo};
+                           .memo = &e->memo,
+                           .model_dirs = (const char *const *)e->model_dirs,
+                           .n_model_dirs = e->n_model_dirs};
   /* A fresh nonce per run for non-deterministic nodes: time, pid, run counter. */
   struct {
     struct timespec ts;

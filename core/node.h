@@ -40,6 +40,9 @@ enum fr_input_flags {
   FR_IN_MODEL_FILE = 1 << 3, /* like FR_IN_FILE but resolved along the model search path */
   FR_IN_SEED = 1 << 4,       /* INT seed: the editor offers "randomise" */
   FR_IN_HIDDEN = 1 << 5,     /* not shown as a widget (advanced) */
+  FR_IN_PROMPT = 1 << 6,     /* STRING prompt that may name textual-inversion embeddings ("embedding:NAME",
+                                ComfyUI's syntax): the files <model folder>/embeddings/NAME[.safetensors]
+                                it may read are fingerprinted into the signature (core/signature.c) */
 };
 
 /* The kind of file an FR_IN_MODEL_FILE input names, kept in bits 8..11 of its flags (FR_IN_KIND(k)): each

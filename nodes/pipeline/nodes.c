@@ -164,7 +164,7 @@ static enum fr_status fr__text_run(struct fr_node_ctx *nc) {
 
 static const struct fr_input_spec fr__text_in[] = {
     {"clip", FR_T_CLIP, NULL, 0, -1, NULL, 0, "text encoder(s) from CheckpointLoader"},
-    {"text", FR_T_STRING, "", 0, -1, NULL, FR_IN_MULTILINE,
+    {"text", FR_T_STRING, "", 0, -1, NULL, FR_IN_MULTILINE | FR_IN_PROMPT,
      "the prompt (longer than 75 tokens: more windows)"},
     {"clip_skip", FR_T_INT, "1", 1, 2, NULL, 0,
      "SD1.x: 1 = last layer, 2 = penultimate (SDXL always uses 2)"},

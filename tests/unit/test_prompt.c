@@ -225,8 +225,11 @@ static const struct fr_input_spec capture_in[] = {
 static const struct fr_node_spec capture_spec = {
     "CaptureCond", 1, "test", "keeps the context", capture_in, 1, NULL, 0, FR_NODE_OUTPUT, capture_run};
 
+static int text_runs; /* TextEncode node_start events */
 static void on_event(void *user, const struct fr_event *ev) {
   (void)user;
+  if (ev->kind == FR_EV_NODE_START && ev->node_type && !strcmp(ev->node_type, "TextEncode"))
+    text_runs++;
   if (ev->kind == FR_EV_WARNING) {
     warnings++;
     snprintf(warning_text, sizeof warning_text, "%s", ev->message ? ev->message : "");
@@ -453,6 +456,65 @@ static struct fr_tensor *rows_of(const char *file, const char *key, int a, int b
   return o;
 }
 
+/* The cache key of a TextEncode that names an embedding follows the embedding file's content: an engine
+ * with a cache runs it, then finds it cached, then runs it again once the file changed (and gets another
+ * result). */
+static void test_embedding_cache(const char *models, const char *emb_file) {
+  char cache[4300];
+  snprintf(cache, sizeof cache, "%s/cache.sqlite", tmp);
+  const char *dirs[1] = {models};
+  struct fr_engine_opts o = {.registry = &reg,
+                             .cache_path = cache,
+                             .model_dirs = dirs,
+                             .n_model_dirs = 1,
+                             .output_dir = tmp,
+                             .threads = 2,
+                             .on_event = on_event};
+  struct fr_err err = {{0}};
+  struct fr_engine *saved = eng;
+  CHECK_OK(fr_engine_new(&o, &eng, &err), &err);
+  if (!eng) {
+    eng = saved;
+    return;
+  }
+  int runs[3];
+  struct fr_tensor *out[3];
+  for (int pass = 0; pass < 3; pass++) {
+    if (pass == 2) { /* the embedding's rows swapped: another file content, same name */
+      struct fr_safetensors *st = NULL;
+      CHECK_OK(fr_st_open(emb_file, &st, &err), &err);
+      struct fr_tensor *v = st ? fr_st_view(&st->entries[0]) : NULL, *f = v ? fr_tensor_to_f32(v) : NULL;
+      fr_tensor_free(v);
+      fr_st_close(st);
+      if (f) {
+        int64_t W = f->shape[1];
+        for (int64_t k = 0; k < W; k++) {
+          float t = ((float *)f->data)[k];
+          ((float *)f->data)[k] = ((float *)f->data)[W + k];
+          ((float *)f->data)[W + k] = t;
+        }
+        struct fr_st_item it = {"emb_params", f};
+        CHECK_OK(fr_st_write_file(emb_file, &it, 1, NULL, NULL, 0, &err), &err);
+        fr_tensor_free(f);
+      }
+    }
+    text_runs = 0;
+    out[pass] = encode_node("sd15-tiny.safetensors", "a (embedding:po:1.1) cat", 1, 0);
+    runs[pass] = text_runs;
+  }
+  printf("TextEncode with an embedding, cached engine: runs %d, %d, %d\n", runs[0], runs[1], runs[2]);
+  CHECKF(runs[0] == 1 && runs[1] == 0 && runs[2] == 1, "TextEncode runs %d %d %d (want 1 0 1)", runs[0],
+         runs[1], runs[2]);
+  if (out[0] && out[1] && out[2]) {
+    CHECK(!memcmp(out[0]->data, out[1]->data, fr_tensor_nbytes(out[0])));
+    CHECK(memcmp(out[0]->data, out[2]->data, fr_tensor_nbytes(out[0])) != 0);
+  }
+  for (int i = 0; i < 3; i++)
+    fr_tensor_free(out[i]);
+  fr_engine_free(eng);
+  eng = saved;
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_prompt");
   test_parse();
@@ -525,6 +587,8 @@ int main(void) {
       test_encode_sd15(models, c, L15);
     if (L && G)
       test_encode_sdxl(c, L, G);
+    snprintf(link, sizeof link, "%s/po.safetensors", dir);
+    test_embedding_cache(models, link);
   }
   fr_clip_free(L15), fr_clip_free(L), fr_clip_free(G);
   fr_checkpoint_close(ck15), fr_checkpoint_close(ckxl);
