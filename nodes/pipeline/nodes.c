@@ -425,6 +425,11 @@ static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
   for (int64_t i = 0; i < fr_tensor_numel(hm); i++) /* the mean, not a sample: deterministic, as ComfyUI */
     ((float *)hm->data)[i] *= m->vae_scale;
   struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", hm);
+  /* a bare VAE file: SD1.x's factor assumed; an SDXL Sampler rescales such a latent to its own */
+  if (v && m->vae_scale_guessed && fr_value_add_string(v, "latent_format", "sd1-assumed")) {
+    fr_value_unref(v);
+    v = NULL;
+  }
   return v ? fr_out_set(nc, 0, v) : fr__oom(nc);
 }
 static const struct fr_input_spec fr__vae_encode_in[] = {

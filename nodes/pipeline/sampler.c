@@ -565,6 +565,10 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
     goto done;
   }
   fr_model_sched_sd(ms);
+  const char *lfmt = fr_value_get_string(lv, "latent_format");
+  if (lfmt && !strcmp(lfmt, "sd1-assumed") && uc->adm_in_channels > 0) /* a bare VAE's SDXL latent */
+    for (int64_t i = 0; i < fr_tensor_numel(x); i++)
+      ((float *)x->data)[i] *= (float)(0.13025 / 0.18215);
   bool zsnr = false;
   fr_pipe_model_sampling(nc, (const struct fr_pipe_obj *)fr_in(nc, "model")->obj, m, &d.pred, &zsnr);
   if (zsnr)

@@ -160,6 +160,32 @@ int main(void) {
   printf("VAELoader under an SDXL latent: %.3g\n", e_xl);
   CHECKF(e_xl == 0, "bare VAE under an SDXL model: %g", e_xl);
 
+  /* SDXL img2img through the bare file: VAEEncode assumes SD1.x's factor, the SDXL Sampler rescales the
+   * latent to its own, VAEDecode takes SDXL's from the Sampler's latent: the checkpoint VAE's picture.
+   * Tolerance 1e-4: the rescale rounds differently from encoding with 0.13025 directly (~1e-7), which
+   * the random-weight tiny UNet amplifies (~1000x, see test_vpred); a wrong factor is off by ~30%. */
+  const char *xl_i2i =
+      "flowrun: 1\n"
+      "nodes:\n"
+      "  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: sdxl-tiny.safetensors}}\n"
+      "  bare: {type: VAELoader, inputs: {vae_name: bare-vae.safetensors}}\n"
+      "  img: {type: TestPattern, inputs: {width: 64, height: 64}}\n"
+      "  pos: {type: TextEncode, inputs: {clip: ckpt.clip, text: a cat}}\n"
+      "  e1: {type: VAEEncode, inputs: {pixels: img, vae: ckpt.vae}}\n"
+      "  e2: {type: VAEEncode, inputs: {pixels: img, vae: bare}}\n"
+      "  s1: {type: Sampler, inputs: {model: ckpt.model, positive: pos, negative: pos, latent: e1, seed: 5,\n"
+      "                               steps: 2, cfg: 1, denoise: 0.5}}\n"
+      "  s2: {type: Sampler, inputs: {model: ckpt.model, positive: pos, negative: pos, latent: e2, seed: 5,\n"
+      "                               steps: 2, cfg: 1, denoise: 0.5}}\n"
+      "  d1: {type: VAEDecode, inputs: {samples: s1, vae: ckpt.vae}}\n"
+      "  d2: {type: VAEDecode, inputs: {samples: s2, vae: bare}}\n"
+      "  o1: {type: SaveImageData, inputs: {images: d1, filename: i2i_ckpt.safetensors}}\n"
+      "  o2: {type: SaveImageData, inputs: {images: d2, filename: i2i_bare.safetensors}}\n";
+  CHECK_OK(run_yaml(xl_i2i, &err), &err);
+  double e_i2i = compare("i2i_bare.safetensors", "i2i_ckpt.safetensors");
+  printf("VAELoader for SDXL img2img: %.3g\n", e_i2i);
+  CHECKF(e_i2i >= 0 && e_i2i <= 1e-4, "bare VAE in SDXL img2img: %g", e_i2i);
+
   /* split files: unet/, text_encoder/, vae/ of the diffusers folder = the whole folder */
   const char *split_yaml =
       "flowrun: 1\n"
