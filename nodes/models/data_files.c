@@ -12,8 +12,9 @@ enum fr_status fr_data_file(const char *name, char *out, size_t n, struct fr_err
   char dir[4096];
   if (!fr_exe_dir(dir, sizeof dir))
     snprintf(dir, sizeof dir, "(the program's folder)");
-  return fr_errf(err, FR_E_NOTFOUND,
-                 "flowrun's data file %s not found in %s/../share/flowrun or the source tree's %s; was flowrun "
-                 "installed (cmake --install)?",
-                 name, dir, in_source);
+  return fr_errf(
+      err, FR_E_NOTFOUND,
+      "flowrun's data file %s not found in %s/../share/flowrun or the source tree's %s; was flowrun "
+      "installed (cmake --install)?",
+      name, dir, in_source);
 }
