@@ -129,6 +129,10 @@ enum fr_status fr_pipe_encode_prompt(struct fr_node_ctx *nc, struct fr_pipe_comp
       e[i] = pad;
   }
   struct fr_clip_out o = {0};
+  if (layer < -enc->cfg.layers) { /* beyond the first layer: ComfyUI falls back to the final output */
+    layer = -1;
+    ln = true;
+  }
   bool use_last = layer == -1 && ln, use_pen = layer == -2;
   struct fr_clip_encode_opts eo = {
       .extra = pt.extra, .n_extra = pt.n_extra, .hidden_layer = use_last || use_pen ? 0 : layer};

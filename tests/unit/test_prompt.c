@@ -350,6 +350,9 @@ static void test_encode_sd15(const char *models_dir, struct fr_ctx *c, const str
   struct fr_tensor *last2 = encode_node("sd15-tiny.safetensors", "a photo of a cat", 1, -2);
   struct fr_tensor *last1 = encode_node("sd15-tiny.safetensors", "a photo of a cat", 2, -1);
   struct fr_tensor *last3 = encode_node("sd15-tiny.safetensors", "a photo of a cat", 1, -3);
+  struct fr_tensor *last9 = encode_node("sd15-tiny.safetensors", "a photo of a cat", 2, -9); /* > 3 layers */
+  CHECK(last9 && plain && !memcmp(last9->data, plain->data, fr_tensor_nbytes(plain))); /* the final output */
+  fr_tensor_free(last9);
   /* layer -3 of 3: the output of layer 0 = the penultimate state of the first two layers, + LN */
   CHECK(L->cfg.layers == 3);
   struct fr_tensor *one = encode_ref(c, L, ids, 1, 2, L->cfg.layers - 1);
