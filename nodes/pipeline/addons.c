@@ -25,7 +25,8 @@ static enum fr_status fr__vae_loader_run(struct fr_node_ctx *nc) {
 static const struct fr_input_spec fr__vae_loader_in[] = {
     {"vae_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_VAE),
      "a VAE file (vae-ft-mse-840000-ema-pruned.safetensors, sdxl_vae.safetensors: encoder.*/decoder.* keys, "
-     "or first_stage_model.*), a diffusers vae/ folder or file, or a checkpoint whose VAE to use"},
+     "or first_stage_model.*), a diffusers-layout diffusion_pytorch_model.safetensors, or a checkpoint whose "
+     "VAE to use"},
 };
 static const struct fr_output_spec fr__vae_loader_out[] = {
     {"vae", FR_T_VAE, "the VAE (loaded when first used)"}};
@@ -47,8 +48,8 @@ static enum fr_status fr__unet_loader_run(struct fr_node_ctx *nc) {
 }
 static const struct fr_input_spec fr__unet_loader_in[] = {
     {"unet_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_UNET),
-     "a UNet file (model.diffusion_model.* keys, or bare input_blocks.*), a diffusers unet/ folder, or a "
-     "checkpoint"},
+     "a UNet file (model.diffusion_model.* keys, bare SGM input_blocks.* or diffusers down_blocks.* keys), "
+     "or a checkpoint"},
     {"weight_dtype", FR_T_ENUM, "default", 0, -1, fr__default_only, 0,
      "ComfyUI's weight dtype: only default here (the run's --dtype decides; no fp8)"},
 };
@@ -72,7 +73,8 @@ static enum fr_status fr__clip_loader_run(struct fr_node_ctx *nc) {
 }
 static const struct fr_input_spec fr__clip_loader_in[] = {
     {"clip_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_TEXT),
-     "a text encoder file (CLIP-L: text_model.*), a diffusers text_encoder/ folder, or a checkpoint"},
+     "a CLIP-L text encoder file (text_model.* keys: a diffusers text_encoder/model.safetensors), or a "
+     "checkpoint"},
     {"type", FR_T_ENUM, "stable_diffusion", 0, -1, fr__clip_types, 0,
      "ComfyUI's model family: only stable_diffusion (CLIP-L) here"},
     {"device", FR_T_ENUM, "default", 0, -1, fr__default_only, FR_IN_OPTIONAL | FR_IN_HIDDEN,
