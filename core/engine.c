@@ -711,7 +711,9 @@ static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
                            .dtype = e->sig_dtype,
                            .output_dir = r->out_real,
                            .cache = e->cache,
-                           .memo = &e->memo};
+                           .memo = &e->memo,
+                           .model_dirs = (const char *const *)e->model_dirs,
+                           .n_model_dirs = e->n_model_dirs};
   /* A fresh nonce per run for non-deterministic nodes: time, pid, run counter. */
   struct {
     struct timespec ts;
@@ -977,6 +979,10 @@ const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
     free(real);
   }
   return r->graph_dir ? r->graph_dir : ".";
+}
+int fr_node_model_dirs(struct fr_node_ctx *nc, const char *const **dirs) {
+  *dirs = (const char *const *)nc->r->e->model_dirs;
+  return nc->r->e->n_model_dirs;
 }
 const char *fr_node_device(struct fr_node_ctx *nc) {
   return nc->r->e->device;

@@ -457,9 +457,18 @@ static enum fr_status fr__resolve_file(struct fr__ld *ld, const struct fr__scope
   if (name[0] == '/') {
     cand[nc++] = name;
   } else if (name[0]) {
-    for (int i = 0; model && i < ld->opts->n_model_dirs && nc < 64; i++)
-      if (!(cand[nc++] = fr__join(ld->a, ld->opts->model_dirs[i], name)))
+    /* each model folder as it is, then its subfolders for this kind of file (ComfyUI's layout) */
+    const char *const *subs = fr_model_kind_folders(FR_IN_KIND_OF(in->flags));
+    for (int i = 0; model && i < ld->opts->n_model_dirs && nc < 60; i++) {
+      const char *dir = ld->opts->model_dirs[i];
+      if (!(cand[nc++] = fr__join(ld->a, dir, name)))
         return FR__NOMEM(ld);
+      for (int k = 0; subs[k] && nc < 60; k++) {
+        char *sub = fr__join(ld->a, dir, subs[k]);
+        if (!sub || !(cand[nc++] = fr__join(ld->a, sub, name)))
+          return FR__NOMEM(ld);
+      }
+    }
     if (!(cand[nc++] = fr__join(ld->a, l->dir, name)))
       return FR__NOMEM(ld);
     for (int i = 0; !model && i < ld->opts->n_input_dirs && nc < 64; i++)
