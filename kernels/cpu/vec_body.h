@@ -3,11 +3,17 @@
  * so the compiler vectorises them (including the sums) without -ffast-math. No include guard on purpose. */
 
 /* exp(x) for fp32: range reduction x = n ln2 + r (|r| <= ln2/2, ln2 split in two parts), Cephes' degree-5
- * minimax polynomial for exp(r), and 2^n built in the exponent bits. About 1 ulp of error over the range;
- * inputs below -87.3 (including -inf from masks) give exactly 0, inputs above 88.3 are clamped. */
+ * minimax polynomial for exp(r), and 2^n built in the exponent bits. About 1 ulp of error over the range.
+ * Edges as libm's expf: NaN gives NaN, +inf and anything above 88.7228317 (the largest float whose exp is
+ * finite) give +inf; inputs below -87.3 (including -inf from masks) give exactly 0 (expf gives subnormals
+ * below 1.2e-38 there). The clamps come first and are written so NaN takes the clamp too (a comparison with
+ * NaN is false): the float -> int conversion only ever sees n in [-126, 128], which is what keeps it defined
+ * behaviour. 2^n is built as 2^a * 2^b with a = n/2, b = n - a so that n = 128 (x just below the overflow
+ * threshold) and n = -126 both stay in normal range; multiplying by powers of two is exact, so this rounds
+ * the same as one 2^n factor. */
 static inline float FR__V(exp1)(float x) {
-  float xc = x > 88.3f ? 88.3f : x;
-  xc = xc < -87.3f ? -87.3f : xc;
+  float xc = x < 88.7228317f ? x : 88.7228317f; /* NaN and +inf take the upper clamp */
+  xc = xc > -87.3f ? xc : -87.3f;
   float n = xc * 1.44269504088896341f;
   n = (n + 12582912.0f) - 12582912.0f; /* round to nearest integer (1.5 * 2^23 trick) */
   float r = xc - n * 0.693359375f;
@@ -20,12 +26,18 @@ static inline float FR__V(exp1)(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r2 + r + 1.0f;
+  int32_t ni = (int32_t)n; /* in [-126, 128] */
+  int32_t na = ni / 2, nb = ni - na;
   union {
     int32_t i;
     float f;
-  } s;
-  s.i = ((int32_t)n + 127) * (1 << 23);
-  return x < -87.3f ? 0.0f : p * s.f;
+  } sa, sb;
+  sa.i = (na + 127) * (1 << 23);
+  sb.i = (nb + 127) * (1 << 23);
+  float y = p * sa.f * sb.f;
+  y = x < -87.3f ? 0.0f : y;
+  y = x > 88.7228317f ? INFINITY : y;
+  return x == x ? y : x; /* NaN in, NaN out (a masked-out NaN would hide a broken model) */
 }
 
 /* erf(x), Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with the odd symmetry. */
