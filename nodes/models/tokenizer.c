@@ -199,9 +199,11 @@ static bool fr__is_letter(uint32_t c) {
 static bool fr__is_number(uint32_t c) {
   return c != FR__BAD_BYTE && fr__in_ranges(c, fr__uni_numbers, FR__COUNT(fr__uni_numbers));
 }
-/* Python's str.isspace(), which is what the reference's \s matches. */
+/* Unicode's White_Space property, which is what transformers' CLIPTokenizer (the `tokenizers` library's
+ * Rust regex) matches with \s in its cleanup and its pre-tokenizer pattern. Python's str.isspace() also
+ * counts U+001C..U+001F; the Rust \s does not, so they are symbols here (byte-level BPE encodes them). */
 static bool fr__is_space(uint32_t c) {
-  return (c >= 9 && c <= 13) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+  return (c >= 9 && c <= 13) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
          (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
          c == 0x3000;
 }
@@ -226,69 +228,13 @@ static uint32_t fr__lower(uint32_t c) {
 
 /* ---------- text cleanup ---------- */
 
-/* One pass of HTML unescaping for the entities prompts meet: &amp; &lt; &gt; &quot; &apos; &nbsp; and
- * numeric &#N; / &#xH;. Anything else is copied as is (so "R&D" survives). */
-static void fr__html_unescape(const char *s, struct fr_buf *out) {
-  static const struct {
-    const char *name;
-    uint32_t cp;
-  } named[] = {{"amp;", '&'}, {"lt;", '<'}, {"gt;", '>'}, {"quot;", '"'}, {"apos;", '\''}, {"nbsp;", 0xA0}};
-  while (*s) {
-    if (*s != '&') {
-      const char *e = strchr(s, '&');
-      size_t n = e ? (size_t)(e - s) : strlen(s);
-      fr_buf_append(out, s, n);
-      s += n;
-      continue;
-    }
-    bool done = false;
-    for (size_t i = 0; i < FR__COUNT(named) && !done; i++) {
-      size_t n = strlen(named[i].name);
-      if (strncmp(s + 1, named[i].name, n) == 0) {
-        fr__utf8_put(out, named[i].cp);
-        s += 1 + n;
-        done = true;
-      }
-    }
-    if (!done && s[1] == '#') {
-      const char *p = s + 2;
-      bool hex = *p == 'x' || *p == 'X';
-      p += hex;
-      uint32_t v = 0;
-      int digits = 0;
-      for (;; p++, digits++) {
-        int d = (*p >= '0' && *p <= '9')          ? *p - '0'
-                : hex && (*p >= 'a' && *p <= 'f') ? *p - 'a' + 10
-                : hex && (*p >= 'A' && *p <= 'F') ? *p - 'A' + 10
-                                                  : -1;
-        if (d < 0 || digits > 7)
-          break;
-        v = v * (hex ? 16 : 10) + (uint32_t)d;
-      }
-      if (digits > 0 && digits <= 7 && *p == ';') {
-        /* as html.unescape: 0, surrogates and out-of-range values become U+FFFD */
-        if (v == 0 || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-          v = 0xFFFD;
-        fr__utf8_put(out, v);
-        s = p + 1;
-        done = true;
-      }
-    }
-    if (!done) {
-      fr_buf_putc(out, '&');
-      s++;
-    }
-  }
-}
-
-/* Unescape (twice), collapse white space, strip, lower-case. Returns a fr_malloc'd string or NULL (OOM). */
+/* Collapse white space, strip, lower-case. Returns a fr_malloc'd string or NULL (OOM). No HTML unescaping:
+ * open_clip's SimpleTokenizer unescapes entities, but transformers' CLIPTokenizer (what diffusers and
+ * ComfyUI run) does not, so "&amp;" stays the three pre-tokens "&", "amp", ";". */
 static char *fr__clean(const char *text, size_t *len) {
-  struct fr_buf a = {0}, b = {0}, c = {0};
-  fr__html_unescape(text, &a);
-  fr__html_unescape(a.data ? a.data : "", &b);
-  fr_buf_free(&a);
-  const unsigned char *s = (const unsigned char *)(b.data ? b.data : "");
-  size_t n = b.len;
+  struct fr_buf c = {0};
+  const unsigned char *s = (const unsigned char *)text;
+  size_t n = strlen(text);
   bool pending_space = false;
   for (size_t i = 0; i < n;) {
     int l;
@@ -311,9 +257,7 @@ static char *fr__clean(const char *text, size_t *len) {
     }
     i += (size_t)l;
   }
-  bool oom = b.oom || c.oom;
-  fr_buf_free(&b);
-  if (oom) {
+  if (c.oom) {
     fr_buf_free(&c);
     return NULL;
   }

@@ -1210,8 +1210,8 @@ static void check_vec_edges(const struct fr_cpu_vec *v, const char *name) {
       CHECKF(same_float(row[j], ref, 5e-7), "%s exp(%.9g) = %.9g, libm %.9g", name, x, (double)row[j], ref);
     }
     sref = sref > FLT_MAX ? INFINITY : sref; /* the float sum overflows too */
-    CHECKF(same_float(s, sref, 5e-6) || fabs(s - sref) <= nrow * 1.26e-38, "%s exp_sum of %s: %.9g, libm %.9g", name,
-           rep < 0 ? "the row" : "8 copies", (double)s, sref);
+    CHECKF(same_float(s, sref, 5e-6) || fabs(s - sref) <= nrow * 1.26e-38,
+           "%s exp_sum of %s: %.9g, libm %.9g", name, rep < 0 ? "the row" : "8 copies", (double)s, sref);
   }
   v->silu(y, in, M, 1.0f);
   v->gelu(z, in, M);
