@@ -648,6 +648,9 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
     rc = fr_node_fail(nc, rc, "%s", d.err.msg[0] ? d.err.msg : err.msg);
     goto done;
   }
+  /* NaN/inf: say where it came in (the input latent, else the model), the run goes on as in ComfyUI */
+  if (!fr_node_warn_nonfinite(nc, "input 'latent'", lat))
+    fr_node_warn_nonfinite(nc, "the sampled latent", x);
   /* A schedule that ends above sigma 0 (diffusers' DDIM with set_alpha_to_one=False) ends in VP space, as
    * diffusers' latents do. */
   double last = s->sigmas[s->steps];
