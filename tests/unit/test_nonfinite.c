@@ -196,6 +196,30 @@ static void test_nan_checkpoint(const char *fx) {
   CHECK(find_warning("node d (VAEDecode)", "input 'samples'", "NaN/inf") != NULL);
   CHECK(find_warning("node save (SaveImage)", "input 'images'", "NaN/inf") != NULL);
   CHECKF(!find_warning("TextEncode", "NaN", NULL), "the text encoder's weights are clean");
+
+  /* the CLI: exit status 0, the warnings on stderr (--quiet keeps warnings) */
+  const char *flowrun = getenv("FLOWRUN");
+  CHECKF(flowrun && *flowrun, "FLOWRUN (the CLI under test) is not set");
+  char yaml[2048], gpath[4400], log[4400], cmd[16384];
+  snprintf(yaml, sizeof yaml, graph_fmt, "nan-unet.safetensors", "cli");
+  snprintf(gpath, sizeof gpath, "%s/nan.yaml", tmp);
+  snprintf(log, sizeof log, "%s/cli.log", tmp);
+  FILE *f = fopen(gpath, "wb");
+  if (f) {
+    fputs(yaml, f);
+    fclose(f);
+  }
+  if (!flowrun || !*flowrun || !f)
+    return;
+  snprintf(cmd, sizeof cmd, "'%s' '%s' --no-cache --quiet --models '%s' --output '%s' >'%s' 2>&1", flowrun,
+           gpath, models, tmp, log);
+  int st = system(cmd);
+  size_t len = 0;
+  char *out = fr_test_read_file(log, &len);
+  CHECKF(st == 0, "flowrun with a NaN weight exits 0 (status %d): %s", st, out ? out : "");
+  CHECKF(out && strstr(out, "warning: node s (Sampler)") && strstr(out, key),
+         "the CLI prints the warning naming the Sampler and %s: %s", key, out ? out : "");
+  free(out);
 }
 
 int main(void) {
