@@ -3,16 +3,17 @@
  * so the compiler vectorises them (including the sums) without -ffast-math. No include guard on purpose. */
 
 /* exp(x) for fp32: range reduction x = n ln2 + r (|r| <= ln2/2, ln2 split in two parts), Cephes' degree-5
- * minimax polynomial for exp(r), and 2^n built in the exponent bits. About 1 ulp of error over the range.
- * Edges as libm's expf: NaN gives NaN, +inf and anything above 88.7228317 (the largest float whose exp is
- * finite) give +inf; inputs below -87.3 (including -inf from masks) give exactly 0 (expf gives subnormals
- * below 1.2e-38 there). The clamps come first and are written so NaN takes the clamp too (a comparison with
- * NaN is false): the float -> int conversion only ever sees n in [-126, 128], which is what keeps it defined
- * behaviour. 2^n is built as 2^a * 2^b with a = n/2, b = n - a so that n = 128 (x just below the overflow
- * threshold) and n = -126 both stay in normal range; multiplying by powers of two is exact, so this rounds
- * the same as one 2^n factor. */
+ * minimax polynomial for exp(r), and 2^n built in the exponent bits. About 1 ulp of error over
+ * [-87.3, 88.3]. Edges: NaN gives NaN; +inf and anything above 88.7228317 (the largest float whose expf is
+ * finite) give +inf, as expf; inputs in (88.3, 88.7228317] give exp(88.3) = 2.1e38 (clamped; expf reaches
+ * 3.4e38 there: no caller comes near, softmax feeds x - max <= 0 and SiLU/GELU exp(-|x|)); inputs below
+ * -87.3 (including -inf from masks) give exactly 0 (expf gives values under 1.3e-38 there).
+ * The clamps come first and are written so that NaN takes them too (a comparison with NaN is false, so
+ * `x < c ? x : c` yields c): the float -> int conversion only ever sees n in [-126, 127], which keeps it
+ * defined behaviour (UBSan found (int32_t)NaN here). NaN is then put back by adding x - x (0 for finite x,
+ * NaN for NaN and +-inf; the two selects after it decide the infinities), cheaper than a compare + blend. */
 static inline float FR__V(exp1)(float x) {
-  float xc = x < 88.7228317f ? x : 88.7228317f; /* NaN and +inf take the upper clamp */
+  float xc = x < 88.3f ? x : 88.3f; /* NaN and +inf take the upper clamp */
   xc = xc > -87.3f ? xc : -87.3f;
   float n = xc * 1.44269504088896341f;
   n = (n + 12582912.0f) - 12582912.0f; /* round to nearest integer (1.5 * 2^23 trick) */
@@ -26,18 +27,14 @@ static inline float FR__V(exp1)(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r2 + r + 1.0f;
-  int32_t ni = (int32_t)n; /* in [-126, 128] */
-  int32_t na = ni / 2, nb = ni - na;
   union {
     int32_t i;
     float f;
-  } sa, sb;
-  sa.i = (na + 127) * (1 << 23);
-  sb.i = (nb + 127) * (1 << 23);
-  float y = p * sa.f * sb.f;
+  } s;
+  s.i = ((int32_t)n + 127) * (1 << 23); /* n in [-126, 127]: a normal power of two */
+  float y = p * s.f + (x - x);          /* NaN in, NaN out: a hidden NaN would hide a broken model */
   y = x < -87.3f ? 0.0f : y;
-  y = x > 88.7228317f ? INFINITY : y;
-  return x == x ? y : x; /* NaN in, NaN out (a masked-out NaN would hide a broken model) */
+  return x > 88.7228317f ? INFINITY : y;
 }
 
 /* erf(x), Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with the odd symmetry. */
