@@ -225,7 +225,7 @@ static const struct fr_output_spec fr__cond_out[] = {
     {"conditioning", FR_T_CONDITIONING, "text conditioning"}};
 const struct fr_node_spec fr_node_text_encode = {
     "TextEncode",
-    2, /* 2: HTML entities are no longer unescaped (transformers' CLIPTokenizer), U+001C..1F not spaces */
+    2, /* 2: the tokenizer as transformers': no HTML unescaping, NFC, U+001C..1F not white space */
     "conditioning",
     "Encodes a prompt with the checkpoint's text encoder(s) (SD1.x, SDXL base and refiner detected).",
     fr__text_in,

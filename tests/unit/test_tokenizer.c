@@ -138,6 +138,19 @@ static void check_cleanup_and_unicode(const struct fr_tokenizer *tok) {
             "a\x1c"
             "cat",
             (const int32_t[]){49406, 320, 472, 2368, 49407}, 5); /* 472: the byte 0x1C + </w> */
+  /* NFC first, as transformers' normalizer: decomposed input tokenizes as the composed form; combining
+   * marks are put in canonical order before composing (a + dot below + circumflex, either order, is one
+   * character); Hangul jamo compose algorithmically; singletons (Angstrom sign) and a non-starter
+   * decomposition (U+0344) change; compatibility characters (the ligature fi) do not */
+  check_same(tok, "cafe\xcc\x81", "caf\xc3\xa9");
+  check_ids(tok, "a\xcc\xa3\xcc\x82 a\xcc\x82\xcc\xa3",
+            (const int32_t[]){49406, 157, 118, 511, 157, 118, 511, 49407}, 8);
+  check_ids(tok, "\xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab \xea\xb8\x80",
+            (const int32_t[]){49406, 15197, 506, 32495, 478, 49407}, 6);
+  check_ids(tok, "\xe2\x84\xab \xef\xac\x81 \xcd\x84",
+            (const int32_t[]){49406, 127, 354, 171, 105, 479, 136, 230, 136, 479, 49407}, 11);
+  check_ids(tok, "A\xcc\x8a\xcc\x81 \xe1\xbe\x82", (const int32_t[]){49406, 131, 375, 157, 122, 480, 49407},
+            7);
   /* Arabic-Indic digits and Devanagari (marks are neither letters nor numbers: other runs) */
   check_ids(
       tok,
