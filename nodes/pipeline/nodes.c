@@ -213,12 +213,16 @@ static const struct fr_input_spec fr__text_in[] = {
      "the prompt (longer than 75 tokens: more windows)"},
     {"clip_skip", FR_T_INT, "1", 1, 2, NULL, 0,
      "SD1.x: 1 = last layer, 2 = penultimate (SDXL always uses 2)"},
-    {"width", FR_T_INT, "1024", 0, 16384, NULL, 0, "SDXL: original width conditioning"},
-    {"height", FR_T_INT, "1024", 0, 16384, NULL, 0, "SDXL: original height conditioning"},
+    {"width", FR_T_INT, "1024", 0, 16384, NULL, 0,
+     "SDXL: original width conditioning; 0: the sampled image's width, as ComfyUI's CLIPTextEncode"},
+    {"height", FR_T_INT, "1024", 0, 16384, NULL, 0,
+     "SDXL: original height conditioning; 0: the sampled image's height"},
     {"crop_w", FR_T_INT, "0", 0, 16384, NULL, 0, "SDXL: crop left conditioning"},
     {"crop_h", FR_T_INT, "0", 0, 16384, NULL, 0, "SDXL: crop top conditioning"},
-    {"target_width", FR_T_INT, "1024", 0, 16384, NULL, 0, "SDXL base: target width conditioning"},
-    {"target_height", FR_T_INT, "1024", 0, 16384, NULL, 0, "SDXL base: target height conditioning"},
+    {"target_width", FR_T_INT, "1024", 0, 16384, NULL, 0,
+     "SDXL base: target width conditioning; 0: the original width"},
+    {"target_height", FR_T_INT, "1024", 0, 16384, NULL, 0,
+     "SDXL base: target height conditioning; 0: the original height"},
     {"aesthetic_score", FR_T_FLOAT, "6.0", 0, 10, NULL, 0, "SDXL refiner: aesthetic score (negatives: 2.5)"},
 };
 static const struct fr_output_spec fr__cond_out[] = {
@@ -596,7 +600,8 @@ static enum fr_status fr__load_image_data_run(struct fr_node_ctx *nc) {
   return v ? fr_out_set(nc, 0, v) : fr__oom(nc);
 }
 
-static const struct fr_output_spec fr__files_out[] = {{"files", FR_T_STRING, "the file written"}};
+static const struct fr_output_spec fr__files_out[] = {
+    {"files", FR_T_STRING, "the file written: absolute path, a tab, XXH3-128 of its bytes"}};
 static const struct fr_input_spec fr__save_latent_in[] = {
     {"samples", FR_T_LATENT, NULL, 0, -1, NULL, 0, "latents to save"},
     {"filename", FR_T_STRING, "latent.safetensors", 0, -1, NULL, 0,
