@@ -47,8 +47,8 @@
 #define FR__MAX_BODY (10u << 20)
 #define FR__MAX_WS_MSG (64u << 10)
 #define FR__MAX_STATIC (64u << 20)
-#define FR__LOG_SIZE 2048   /* events kept for clients that lag behind */
-#define FR__MAX_HISTORY 200 /* finished runs kept in the history */
+#define FR__LOG_SIZE 2048                /* events kept for clients that lag behind */
+#define FR__MAX_HISTORY 200              /* finished runs kept in the history */
 #define FR__HISTORY_YAML_MAX (64u << 20) /* graph texts kept for GET /api/run, newest first */
 /* Direct replies to one websocket client wait in a list: above FR__WS_PAUSE bytes the server stops reading
  * that client's requests until they are sent (below FR__WS_RESUME), so every request is answered and a
