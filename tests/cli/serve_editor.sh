@@ -51,7 +51,7 @@ browser image server
 stop
 
 saved="$T/graphs/editor-saved.yaml"
-grep -q 'ui: {' "$saved" && grep -q 'blend_factor: 0.5' "$saved" && grep -q 'size: {type: INT, default: 256' "$saved" || { echo "FAIL: saved YAML lacks positions, the widget edit or the param edited in place"; cat "$saved"; exit 1; }
+grep -q 'ui: {' "$saved" && grep -q 'blend_factor: 0.5' "$saved" && grep -Eq 'size: \{ ?type: INT, default: 256,' "$saved" || { echo "FAIL: saved YAML lacks positions, the widget edit or the param edited in place"; cat "$saved"; exit 1; }
 "$FLOWRUN" run "$saved" --cache "$T/cache.sqlite" --output "$T/cli-out" --set size=256 || { echo "FAIL: the CLI could not run the saved YAML"; cat "$saved"; exit 1; }
 ls "$T/cli-out"/*.png >/dev/null 2>&1 || { echo "FAIL: the CLI run wrote no picture"; exit 1; }
 echo "ok: the editor's saved YAML runs with the CLI"
