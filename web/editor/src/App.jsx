@@ -115,12 +115,12 @@ function Editor() {
   }, [schema, subgraphs]);
 
   // Loads YAML text as the graph. saved: the graphs-folder path it came from (null: unsaved).
-  const loadText = useCallback(async (text, name, { saved = null, params = null } = {}) => {
+  const loadText = useCallback(async (text, name, { saved = null, params = null, relayout = false } = {}) => {
     try {
       const subs = await loadSubgraphs(text, name);
       const all = { ...subgraphs, ...subs };
       setSubgraphs(all);
-      const g = fromYaml(text, (t) => schema[t] || all[t]);
+      const g = fromYaml(text, (t) => schema[t] || all[t] || EDITOR_SPECS[t], { relayout });
       if (params && g.doc.params)
         for (const [k, v] of Object.entries(params))
           if (g.doc.params[k]) g.doc.params[k] = { ...g.doc.params[k], default: v };
@@ -423,7 +423,7 @@ function Editor() {
     }
     try {
       const r = await API.importComfy(comfy, f.name);
-      if (await loadText(r.yaml, f.name.replace(/\.(png|json)$/i, '.yaml'))) {
+      if (await loadText(r.yaml, f.name.replace(/\.(png|json)$/i, '.yaml'), { relayout: true })) {
         setMessage(`imported ComfyUI workflow ${f.name}${r.notes.length ? ` (${r.notes.length} note${r.notes.length > 1 ? 's' : ''}: ${r.notes.join('; ')})` : ''}`);
       }
     } catch (e) {

@@ -25,7 +25,9 @@ export function subgraphSpec(name, text, schema) {
 }
 
 // Parses YAML into {doc, nodes, edges}. specOf(type) gives a node spec (schema or subgraph).
-export function fromYaml(text, specOf) {
+// relayout: ignore the file's positions (an imported workflow's) and place nodes in columns by depth, each
+// column's nodes stacked by their estimated height, so none overlap.
+export function fromYaml(text, specOf, { relayout = false } = {}) {
   const doc = YAML.parse(text) || {};
   const nodes = [];
   const edges = [];
@@ -59,8 +61,10 @@ export function fromYaml(text, specOf) {
       }
     }
     const d = depthOf(id);
-    rows[d] = (rows[d] || 0) + 1;
-    const position = n.ui ? { x: n.ui.x, y: n.ui.y } : { x: 40 + d * 300, y: 40 + (rows[d] - 1) * 260 };
+    const y = rows[d] === undefined ? 40 : rows[d];
+    const lines = spec ? spec.inputs.filter((i) => !i.hidden).length + Math.max(1, spec.outputs.length) : 4;
+    rows[d] = y + 70 + 22 * lines + 30;
+    const position = n.ui && !relayout ? { x: n.ui.x, y: n.ui.y } : { x: 40 + d * 320, y };
     nodes.push({ id, type: 'fr', position, data: { type: n.type, values, state: null } });
   }
   return { doc, nodes, edges };
