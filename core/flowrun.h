@@ -68,11 +68,19 @@ struct fr_cache_tier {
 
 struct fr_engine_opts {
   const struct fr_registry *registry; /* required: e.g. fr_builtin_registry() from nodes/registry.h */
-  const char *cache_path;             /* NULL: the default path; ignored when no_cache */
+  /* NULL: the default path; ignored when no_cache. A cache that cannot be written (read-only, disk
+   * full) or created is used read-only or not at all, with one FR_EV_WARNING: never a failed run. */
+  const char *cache_path;
   bool no_cache;
   int64_t cache_max_bytes;       /* 0: default */
   const char *const *model_dirs; /* model search path (--models, FLOWRUN_MODELS) */
   int n_model_dirs;
+  const char *const *input_dirs; /* searched for input files (LoadImage ...) after the graph's folder */
+  int n_input_dirs;
+  /* Folders every file a graph reads must resolve under (fr_load_opts.read_roots, core/roots.h); `flowrun
+   * serve` confines graphs sent over the network with it. Empty: unrestricted. */
+  const char *const *read_roots;
+  int n_read_roots;
   const char *output_dir; /* where output nodes write; NULL: "." */
   const char *device;     /* "cpu" (default) or "cuda" */
   /* "f32", "f16" or "bf16"; NULL or "": f32 on cpu, f16 on cuda. Part of every signature. What a device
