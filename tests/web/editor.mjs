@@ -251,13 +251,16 @@ async function samplerScenario() {
   await page.screenshot({ path: path.join(shots, 'editor-sampler-cached.png') });
 
   step('cancel while the Sampler runs: the run and the Sampler show cancelled');
+  // 1000 steps: the run cannot end before the click reaches the server, however fast the machine is
+  const long = 1000;
+  await page.getByTestId('param-steps').fill(String(long));
   await page.getByTestId('param-seed').fill('3');
   await page.getByTestId('run').click();
-  await page.getByTestId('status-sample').filter({ hasText: running }).waitFor({ timeout: 60000 });
+  await page.getByTestId('status-sample').filter({ hasText: new RegExp(`^running \\d+/${long}$`) }).waitFor({ timeout: 60000 });
   await page.getByTestId('cancel').click();
   await page.locator('[data-testid=run-state][data-state=cancelled]').waitFor({ timeout: 60000 });
   await page.locator('[data-testid=node-sample][data-state=cancelled]').waitFor();
-  await page.getByTestId('status-sample').filter({ hasText: new RegExp(`^cancelled at \\d+/${steps}$`) }).waitFor();
+  await page.getByTestId('status-sample').filter({ hasText: new RegExp(`^cancelled at \\d+/${long}$`) }).waitFor();
   if (await page.locator('[data-testid=node-save][data-state=done]').count()) throw new Error('a cancelled run saved an image');
   await page.screenshot({ path: path.join(shots, 'editor-sampler-cancelled.png') });
 
@@ -409,13 +412,14 @@ async function buildScenario() {
   await dragToCreate('sampler', 'latent', 'source', { x: 1130, y: 70 }, 'decode', 'VAEDecode');
   await dragToCreate('vaedecode', 'image', 'source', { x: 1130, y: 330 }, 'save', 'SaveImage');
   // the search offered only nodes that take the dragged type: an IMAGE search has no EmptyLatent
-  const edges0 = await edgeIds();
   for (const e of ['checkpointloader.model->sampler.model', 'textencode.conditioning->sampler.positive', 'textencode2.conditioning->sampler.negative',
     'emptylatent.latent->sampler.latent', 'sampler.latent->vaedecode.samples', 'vaedecode.image->saveimage.images'])
-    if (!edges0.includes(`rf__edge-${e}`)) throw new Error(`missing link ${e}: ${edges0}`);
+    await page.locator(`[data-testid="rf__edge-${e}"]`).waitFor({ timeout: 5000 }).catch(async () => { throw new Error(`missing link ${e}: ${await edgeIds()}`); });
   await link('checkpointloader', 'clip', 'textencode', 'clip');
   await link('checkpointloader', 'clip', 'textencode2', 'clip');
   await link('checkpointloader', 'vae', 'vaedecode', 'vae');
+  for (const e of ['checkpointloader.clip->textencode.clip', 'checkpointloader.clip->textencode2.clip', 'checkpointloader.vae->vaedecode.vae'])
+    await page.locator(`[data-testid="rf__edge-${e}"]`).waitFor({ timeout: 5000 });
   if ((await edgeCount()) !== 9) throw new Error(`expected 9 links, got ${await edgeIds()}`);
 
   step('the checkpoint from the dropdown the server fills; prompts in growing text areas; small sizes');
@@ -490,7 +494,7 @@ async function buildScenario() {
   await tab2.goto(url);
   await tab2.getByTestId('node-sampler').waitFor(); // the autosave, restored in the new tab
   const n2 = await tab2.locator('.react-flow__node').count();
-  await tab2.mouse.click(700, 650);
+  await tab2.mouse.move(700, 650); // where the paste lands (a click there could focus a widget)
   await tab2.keyboard.press('Control+v');
   await tab2.getByTestId('node-emptylatent2').waitFor();
   if ((await tab2.locator('.react-flow__node').count()) !== n2 + 1) throw new Error('the paste in the other tab did not add one node');
@@ -517,7 +521,7 @@ async function buildScenario() {
   await pickInSearch('reroute', 'Reroute');
   await link('vaedecode', 'image', 'reroute', 'in');
   await link('reroute', 'out', 'saveimage', 'images');
-  if (!(await edgeIds()).includes('rf__edge-reroute.out->saveimage.images')) throw new Error(`the reroute is not linked: ${await edgeIds()}`);
+  await page.locator('[data-testid="rf__edge-reroute.out->saveimage.images"]').waitFor({ timeout: 5000 });
   await clickEmpty();
   prev = await runText();
   await page.getByTestId('run').click();
