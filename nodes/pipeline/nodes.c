@@ -423,24 +423,13 @@ const struct fr_node_spec fr_node_vae_decode = {
 
 /* ---- VAEEncode ---- */
 
-static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
-  const struct fr_value *iv = fr_in(nc, "pixels");
-  const struct fr_tensor *im = iv ? fr_value_get_tensor(iv, "image") : NULL;
-  if (!im || im->ndim != 4 || im->shape[3] < 3)
-    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': expected an IMAGE [B, H, W, 3]");
+enum fr_status fr_pipe_vae_encode(struct fr_node_ctx *nc, struct fr_pipe_comp *m, const struct fr_tensor *im,
+                                  int64_t oy, int64_t ox, int64_t H, int64_t W, struct fr_tensor **out) {
+  *out = NULL;
   int64_t B = im->shape[0], H0 = im->shape[1], W0 = im->shape[2], C0 = im->shape[3];
-  int64_t H = H0 / 8 * 8, W = W0 / 8 * 8; /* crop to multiples of 8, as ComfyUI does */
-  if (H == 0 || W == 0)
-    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': image %lldx%lld is smaller than 8x8",
-                        (long long)W0, (long long)H0);
-  struct fr_pipe_comp *m;
-  enum fr_status rc = fr_pipe_get(nc, "vae", FR_T_VAE, &m);
-  if (rc)
-    return rc;
-  struct fr_tensor *x = fr_tensor_f32(4, (int64_t[]){B, 3, H, W});
+  struct fr_tensor *x = fr_tensor_f32(4, (int64_t[]){B, 3, H, W}); /* [B, 3, H, W] in [-1, 1] */
   if (!x)
     return fr__oom(nc);
-  int64_t oy = (H0 - H) / 2, ox = (W0 - W) / 2;
   for (int64_t b = 0; b < B; b++)
     for (int c = 0; c < 3; c++)
       for (int64_t y = 0; y < H; y++)
@@ -450,7 +439,7 @@ static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
   struct fr_err err = {{0}};
   struct fr_tensor *dx = fr_ctx_upload(m->c, x), *mean = NULL, *logvar = NULL, *hm = NULL;
   fr_tensor_free(x);
-  rc = dx ? fr_vae_encode(m->c, m->vae, dx, &mean, &logvar, &err) : fr_ctx_status(m->c, &err);
+  enum fr_status rc = dx ? fr_vae_encode(m->c, m->vae, dx, &mean, &logvar, &err) : fr_ctx_status(m->c, &err);
   if (!rc && !(hm = fr_ctx_download(m->c, mean)))
     rc = fr_ctx_status(m->c, &err);
   fr_tensor_free(dx);
@@ -463,6 +452,27 @@ static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
   }
   for (int64_t i = 0; i < fr_tensor_numel(hm); i++) /* the mean, not a sample: deterministic, as ComfyUI */
     ((float *)hm->data)[i] *= m->vae_scale;
+  *out = hm;
+  return FR_OK;
+}
+
+static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
+  const struct fr_value *iv = fr_in(nc, "pixels");
+  const struct fr_tensor *im = iv ? fr_value_get_tensor(iv, "image") : NULL;
+  if (!im || im->ndim != 4 || im->shape[3] < 3)
+    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': expected an IMAGE [B, H, W, 3]");
+  int64_t H0 = im->shape[1], W0 = im->shape[2];
+  int64_t H = H0 / 8 * 8, W = W0 / 8 * 8; /* crop to multiples of 8, as ComfyUI does */
+  if (H == 0 || W == 0)
+    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': image %lldx%lld is smaller than 8x8",
+                        (long long)W0, (long long)H0);
+  struct fr_pipe_comp *m;
+  enum fr_status rc = fr_pipe_get(nc, "vae", FR_T_VAE, &m);
+  if (rc)
+    return rc;
+  struct fr_tensor *hm;
+  if ((rc = fr_pipe_vae_encode(nc, m, im, (H0 - H) / 2, (W0 - W) / 2, H, W, &hm)))
+    return rc;
   struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", hm);
   return v ? fr_out_set(nc, 0, v) : fr__oom(nc);
 }
