@@ -18,6 +18,7 @@
  *     image with its masked pixels grey (encoded by plain VAEEncode from an image built here).
  * Latents are captured by a probe node added to the registry. Noise is given explicitly (a file written
  * here), so the re-noised values are computed independently of flowrun's RNG. */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@
 #include "core/png.h"
 #include "core/safetensors.h"
 #include "nodes/image/image.h"
+#include "nodes/models/unet.h"
+#include "nodes/models/weights.h"
 #include "nodes/pipeline/pipeline.h"
 #include "nodes/registry.h"
 #include "tests/test.h"
@@ -479,6 +482,284 @@ static void test_vae_encode_for_inpaint(struct fr_engine *e) {
   }
 }
 
+/* ---- 9-channel inpainting UNets made from the tiny ones ---- */
+
+/* conv_in widened from [O, 4, 3, 3] to [O, 9, 3, 3]: the first 4 input channels as they were, the mask
+ * and masked-image channels small fixed weights. F32 [O, 9, 3, 3]. */
+static struct fr_tensor *widen(const struct fr_st_entry *e) {
+  struct fr_tensor *v = fr_st_view(e), *f = v ? fr_tensor_to_f32(v) : NULL;
+  fr_tensor_free(v);
+  if (!f || f->ndim != 4 || f->shape[1] != 4) {
+    fr_tensor_free(f);
+    return NULL;
+  }
+  int64_t O = f->shape[0];
+  struct fr_tensor *w = fr_tensor_f32(4, (int64_t[]){O, 9, 3, 3});
+  for (int64_t o = 0; o < O; o++)
+    for (int i = 0; i < 9; i++)
+      for (int k = 0; k < 9; k++)
+        ((float *)w->data)[(o * 9 + i) * 9 + k] = i < 4 ? ((float *)f->data)[(o * 4 + i) * 9 + k]
+                                                        : (float)(0.05 * sin((double)(o * 81 + i * 9 + k)));
+  fr_tensor_free(f);
+  return w;
+}
+
+/* Copies safetensors file src to dst with tensor `conv` widened. */
+static bool write_widened(const char *src, const char *dst, const char *conv) {
+  struct fr_safetensors *st = NULL;
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_st_open(src, &st, &err), &err);
+  if (!st)
+    return false;
+  struct fr_st_item *items = calloc((size_t)st->n, sizeof *items);
+  struct fr_tensor **own = calloc((size_t)st->n, sizeof *own);
+  bool found = false;
+  for (int i = 0; i < st->n; i++) {
+    const struct fr_st_entry *e = &st->entries[i];
+    items[i].name = e->name;
+    own[i] = strcmp(e->name, conv) ? fr_st_view(e) : widen(e);
+    found |= strcmp(e->name, conv) == 0 && own[i];
+    items[i].t = own[i];
+  }
+  CHECKF(found, "%s: no %s to widen", src, conv);
+  CHECK_OK(fr_st_write_file(dst, items, st->n, NULL, NULL, 0, &err), &err);
+  for (int i = 0; i < st->n; i++)
+    fr_tensor_free(own[i]);
+  free(items);
+  free(own);
+  fr_st_close(st);
+  return found;
+}
+
+/* sd15-inpaint-tiny.safetensors, sdxl-inpaint-tiny.safetensors and the diffusers folder
+ * sd15-inpaint-tiny/ (the fixture's parts linked, its unet with conv_in widened and in_channels 9). */
+/* Copies file src to dst. */
+static bool copy_file(const char *src, const char *dst) {
+  size_t len = 0;
+  char *d = fr_test_read_file(src, &len);
+  FILE *f = d ? fopen(dst, "wb") : NULL;
+  bool ok = f && fwrite(d, 1, len, f) == len;
+  if (f)
+    ok = fclose(f) == 0 && ok;
+  free(d);
+  CHECKF(ok, "copying %s to %s", src, dst);
+  return ok;
+}
+
+/* Copies the files of folder src (no subfolders) into a new folder dst. */
+static bool copy_dir(const char *src, const char *dst) {
+  DIR *dir = opendir(src);
+  bool ok = dir && mkdir(dst, 0755) == 0;
+  for (struct dirent *de; ok && (de = readdir(dir));) {
+    if (de->d_name[0] == '.')
+      continue;
+    char a[8600], b[8600];
+    snprintf(a, sizeof a, "%s/%s", src, de->d_name);
+    snprintf(b, sizeof b, "%s/%s", dst, de->d_name);
+    ok = copy_file(a, b);
+  }
+  if (dir)
+    closedir(dir);
+  return ok;
+}
+
+static bool make_inpaint_models(const char *fx, const char *models) {
+  char src[8600], dst[8600];
+  const char *toks[2] = {"tokenizer", "tokenizer_2"}; /* where the loader looks: one folder up */
+  for (int i = 0; i < 2; i++) {
+    snprintf(src, sizeof src, "%s/%s", fx, toks[i]);
+    snprintf(dst, sizeof dst, "%s/%s", tmp, toks[i]);
+    copy_dir(src, dst);
+  }
+  snprintf(src, sizeof src, "%s/sd15-tiny.safetensors", models);
+  snprintf(dst, sizeof dst, "%s/sd15-inpaint-tiny.safetensors", tmp);
+  bool ok = write_widened(src, dst, "model.diffusion_model.input_blocks.0.0.weight");
+  snprintf(src, sizeof src, "%s/sdxl-tiny.safetensors", models);
+  snprintf(dst, sizeof dst, "%s/sdxl-inpaint-tiny.safetensors", tmp);
+  ok = ok && write_widened(src, dst, "model.diffusion_model.input_blocks.0.0.weight");
+  snprintf(dst, sizeof dst, "%s/sd15-inpaint-tiny", tmp);
+  mkdir(dst, 0755);
+  const char *parts[] = {"model_index.json", "scheduler", "text_encoder", "tokenizer", "vae"};
+  for (int i = 0; i < 5; i++) {
+    snprintf(src, sizeof src, "%s/sd15-tiny/%s", models, parts[i]);
+    snprintf(dst, sizeof dst, "%s/sd15-inpaint-tiny/%s", tmp, parts[i]);
+    ok = ok && (i == 0 ? copy_file(src, dst) : copy_dir(src, dst));
+  }
+  snprintf(dst, sizeof dst, "%s/sd15-inpaint-tiny/unet", tmp);
+  mkdir(dst, 0755);
+  snprintf(src, sizeof src, "%s/sd15-tiny/unet/config.json", models);
+  char *cfg = fr_test_read_file(src, NULL);
+  char *at = cfg ? strstr(cfg, "\"in_channels\": 4") : NULL;
+  CHECKF(at != NULL, "%s: no \"in_channels\": 4", src);
+  if (at) {
+    at[strlen("\"in_channels\": ")] = '9';
+    snprintf(dst, sizeof dst, "%s/sd15-inpaint-tiny/unet/config.json", tmp);
+    FILE *f = fopen(dst, "w");
+    ok = ok && f && fputs(cfg, f) >= 0;
+    if (f)
+      fclose(f);
+  }
+  free(cfg);
+  snprintf(src, sizeof src, "%s/sd15-tiny/unet/diffusion_pytorch_model.safetensors", models);
+  snprintf(dst, sizeof dst, "%s/sd15-inpaint-tiny/unet/diffusion_pytorch_model.safetensors", tmp);
+  return ok && write_widened(src, dst, "conv_in.weight");
+}
+
+/* The 9-channel UNet from both layouts (the engine's CheckpointLoader fingerprints files, so the diffusers
+ * folder is loaded directly): the config says 9 in, 4 out; the same input gives the same eps (the weights
+ * are the same numbers); the extra channels are used (changing them changes eps). */
+static void test_layouts(void) {
+  struct fr_ctx_opts co = {.device = "cpu", .dtype = FR_F32};
+  struct fr_ctx *c = NULL;
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_ctx_new(&co, &c, &err), &err);
+  if (!c)
+    return;
+  const char *names[2] = {"sd15-inpaint-tiny.safetensors", "sd15-inpaint-tiny"};
+  float eps[3][PER];
+  for (int l = 0; l < 2; l++) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", tmp, names[l]);
+    struct fr_checkpoint *ck = NULL;
+    struct fr_unet *u = NULL;
+    CHECK_OK(fr_checkpoint_open(path, &ck, &err), &err);
+    if (ck)
+      CHECK_OK(fr_unet_load(c, ck, &u, &err), &err);
+    if (!u) {
+      fr_checkpoint_close(ck);
+      continue;
+    }
+    CHECKF(u->cfg.in_channels == 9 && u->cfg.out_channels == 4, "%s: %d in, %d out", names[l],
+           u->cfg.in_channels, u->cfg.out_channels);
+    for (int v = 0; v < (l ? 1 : 2); v++) {
+      struct fr_tensor *hx = fr_tensor_f32(4, (int64_t[]){1, 9, 8, 8}),
+                       *ht = fr_tensor_f32(1, (int64_t[]){1});
+      struct fr_tensor *hc = fr_tensor_f32(3, (int64_t[]){1, 77, u->cfg.context_dim});
+      for (int i = 0; i < 9 * 64; i++)
+        ((float *)hx->data)[i] = (float)sin(0.37 * i) * (i >= 4 * 64 && v ? 2.0f : 1.0f);
+      for (int64_t i = 0; i < fr_tensor_numel(hc); i++)
+        ((float *)hc->data)[i] = (float)cos(0.11 * (double)i);
+      ((float *)ht->data)[0] = 500;
+      struct fr_tensor *dx = fr_ctx_upload(c, hx), *dc = fr_ctx_upload(c, hc), *de = NULL, *he = NULL;
+      struct fr_unet_cond cond = {.context = dc};
+      CHECK_OK(fr_unet_forward(c, u, dx, ht, &cond, NULL, &de, &err), &err);
+      if (de && (he = fr_ctx_download(c, de)) && fr_tensor_numel(he) == PER)
+        memcpy(eps[l ? 2 : v], he->data, sizeof eps[0]);
+      else
+        CHECKF(0, "%s: no eps [1, 4, 8, 8]", names[l]);
+      fr_tensor_free(he);
+      fr_tensor_free(de);
+      fr_tensor_free(dx);
+      fr_tensor_free(dc);
+      fr_tensor_free(hx);
+      fr_tensor_free(hc);
+      fr_tensor_free(ht);
+    }
+    fr_unet_free(u);
+    fr_checkpoint_close(ck);
+  }
+  CHECKF(fr_test_rel_err(eps[2], eps[0], PER) < 1e-5, "diffusers layout vs single file: %g",
+         fr_test_rel_err(eps[2], eps[0], PER));
+  CHECKF(fr_test_rel_err(eps[1], eps[0], PER) > 1e-3,
+         "the mask and masked-image channels change nothing (%g)", fr_test_rel_err(eps[1], eps[0], PER));
+  fr_ctx_free(c);
+}
+
+static const char *const imc_graph =
+    "flowrun: 1\n"
+    "nodes:\n"
+    "  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: %s}}\n"
+    "  img: {type: LoadImage, inputs: {image: half.png}}\n"
+    "  pos: {type: TextEncode, inputs: {clip: ckpt.clip, text: a cat}}\n"
+    "  neg: {type: TextEncode, inputs: {clip: ckpt.clip, text: blurry}}\n"
+    "  imc: {type: InpaintModelConditioning, inputs: {positive: pos, negative: neg, vae: ckpt.vae,\n"
+    "                                                 pixels: img.image, mask: img.mask}}\n"
+    "  s: {type: Sampler, inputs: {model: ckpt.model, positive: imc.positive, negative: imc.negative,\n"
+    "                              latent: imc.latent, steps: 2, cfg: 2, seed: 3}}\n"
+    "  grey: {type: LoadImageData, inputs: {file: grey64.safetensors}}\n"
+    "  enc: {type: VAEEncode, inputs: {pixels: grey, vae: ckpt.vae}}\n"
+    "  whole: {type: VAEEncode, inputs: {pixels: img.image, vae: ckpt.vae}}\n"
+    "  p0: {type: ProbeLatent, inputs: {latent: enc, slot: 0}}\n"
+    "  p1: {type: ProbeLatent, inputs: {latent: s, slot: 1}}\n"
+    "  p2: {type: ProbeLatent, inputs: {latent: whole, slot: 2}}\n"
+    "  p3: {type: ProbeLatent, inputs: {latent: imc.latent, slot: 3}}\n";
+
+static void test_inpaint_model(struct fr_engine *e, const char *fx, const char *models) {
+  if (!make_inpaint_models(fx, models))
+    return;
+  /* the masked image as the model should see it: half.png's pixels, left half grey */
+  char path[4200];
+  snprintf(path, sizeof path, "%s/half.png", tmp);
+  struct fr_tensor *li = NULL, *lm = NULL;
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_image_load_png(path, &li, &lm, &err), &err);
+  if (!li)
+    return;
+  float pm[64 * 64];
+  for (int i = 0; i < 64 * 64; i++) {
+    pm[i] = (float)test_mask(2, i % 64, i / 64, 64);
+    for (int c = 0; c < 3; c++)
+      ((float *)li->data)[i * 3 + c] = (((float *)li->data)[i * 3 + c] - 0.5f) * (1.0f - pm[i]) + 0.5f;
+  }
+  write_tensor("grey64.safetensors", "image", li);
+  fr_tensor_free(li);
+  fr_tensor_free(lm);
+  /* the mask channel: the pixel mask bilinearly resized to 8x8 (definition in double), rounded */
+  float lmask[64];
+  for (int i = 0; i < 64; i++)
+    lmask[i] = (float)round(ref_bilinear(pm, 64, 64, 8, 8, i / 8, i % 8));
+  const char *ckpts[2] = {"sd15-inpaint-tiny.safetensors", "sdxl-inpaint-tiny.safetensors"};
+  for (int m = 0; m < 2; m++) {
+    char yaml[4096];
+    snprintf(yaml, sizeof yaml, imc_graph, ckpts[m]);
+    n_recs = 0;
+    struct fr_pipe_observer ob = {observe, NULL};
+    fr_pipe_set_observer(&ob);
+    enum fr_status rc = run_yaml(e, yaml, &err);
+    fr_pipe_set_observer(NULL);
+    CHECKF(rc == FR_OK, "%s: %s", ckpts[m], err.msg);
+    int64_t n0, n1, n2, n3;
+    const float *enc = probe(0, &n0), *out = probe(1, &n1), *whole = probe(2, &n2), *lat = probe(3, &n3);
+    if (rc || !enc || !out || !whole || !lat || n1 != PER)
+      continue;
+    CHECKF(n_recs == 2, "%s: %d evaluations", ckpts[m], n_recs);
+    int bad_mask = 0, bad_lat = 0, bad_x = 0;
+    for (int k = 0; k < n_recs; k++) {
+      const struct rec *r = &recs[k];
+      CHECKF(r->ushape[0] == 2 && r->ushape[1] == 9 && r->ushape[2] == 8 && r->ushape[3] == 8,
+             "%s: UNet input [%lld, %lld, %lld, %lld], want [2, 9, 8, 8]", ckpts[m], (long long)r->ushape[0],
+             (long long)r->ushape[1], (long long)r->ushape[2], (long long)r->ushape[3]);
+      float s = (float)(1.0 / sqrt(r->sigma * r->sigma + 1.0));
+      for (int h = 0; h < 2; h++) {
+        const float *u = r->unet + h * 9 * 64;
+        for (int i = 0; i < 64; i++) {
+          bad_mask += u[4 * 64 + i] != lmask[i];
+          for (int c = 0; c < 4; c++) {
+            bad_lat += fabs(u[(5 + c) * 64 + i] - enc[c * 64 + i]) > 1e-6 * fmax(1, fabs(enc[c * 64 + i]));
+            float want = r->xin[c * 64 + i] * s;
+            bad_x += fabs(u[c * 64 + i] - want) > 1e-6 * fmax(1, fabs(want));
+          }
+        }
+      }
+    }
+    CHECKF(bad_mask == 0, "%s: %d mask-channel values differ from the resized, rounded mask", ckpts[m],
+           bad_mask);
+    CHECKF(bad_lat == 0, "%s: %d masked-image channels differ from VAEEncode of the grey image", ckpts[m],
+           bad_lat);
+    CHECKF(bad_x == 0, "%s: %d latent channels are not the scaled input", ckpts[m], bad_x);
+    CHECKF(n3 == PER && !memcmp(lat, whole, PER * sizeof(float)),
+           "%s: InpaintModelConditioning's latent is not the whole image's", ckpts[m]);
+    CHECK(probes[3] && fr_value_get_tensor(probes[3], "noise_mask"));
+    int kept = 0, finite = 0;
+    for (int i = 0; i < PER; i++) {
+      finite += isfinite(out[i]);
+      kept += (i % 8) >= 4 && out[i] == whole[i];
+    }
+    CHECKF(finite == PER && kept == PER / 2, "%s: %d finite, %d of %d kept", ckpts[m], finite, kept, PER / 2);
+  }
+  test_layouts();
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_inpaint");
   test_bilinear();
@@ -492,6 +773,7 @@ int main(void) {
     if (e) {
       test_sampler_mask(e);
       test_vae_encode_for_inpaint(e);
+      test_inpaint_model(e, fx, models);
       fr_engine_free(e);
     }
   }
