@@ -239,6 +239,8 @@ const struct fr_node_spec fr_node_text_encode = {
 
 static enum fr_status fr__empty_run(struct fr_node_ctx *nc) {
   int64_t w = fr_in_int(nc, "width"), h = fr_in_int(nc, "height"), b = fr_in_int(nc, "batch");
+  if (fr_in_has(nc, "batch_size")) /* ComfyUI's EmptyLatentImage name for it */
+    b = fr_in_int(nc, "batch_size");
   if (w % 8 || h % 8)
     return fr_node_fail(nc, FR_E_INVALID, "width %lld and height %lld must be multiples of 8", (long long)w,
                         (long long)h);
@@ -250,6 +252,8 @@ static const struct fr_input_spec fr__empty_in[] = {
     {"width", FR_T_INT, "512", 8, 16384, NULL, 0, "image width in pixels (multiple of 8)"},
     {"height", FR_T_INT, "512", 8, 16384, NULL, 0, "image height in pixels (multiple of 8)"},
     {"batch", FR_T_INT, "1", 1, 64, NULL, 0, "images per batch"},
+    {"batch_size", FR_T_INT, NULL, 1, 64, NULL, FR_IN_OPTIONAL | FR_IN_HIDDEN,
+     "ComfyUI's name for batch (EmptyLatentImage); overrides batch when set"},
 };
 static const struct fr_output_spec fr__latent_out[] = {{"latent", FR_T_LATENT, "latents [B, 4, h, w]"}};
 const struct fr_node_spec fr_node_empty_latent = {"EmptyLatent",
