@@ -36,7 +36,7 @@ struct fr_engine {
   const struct fr_registry *registry;
   char **model_dirs;
   int n_model_dirs;
-  char *output_dir, *device;
+  char *output_dir, *temp_dir, *device;
   const char *dtype;     /* resolved compute dtype: "f32", "f16" or "bf16" (fr_node_dtype) */
   const char *sig_dtype; /* what signatures hold: "" for the cpu's only dtype (f32), else dtype */
   int threads;
@@ -133,12 +133,14 @@ enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine
   e->on_event = opts->on_event;
   e->user = opts->user;
   e->output_dir = fr_strdup(opts->output_dir ? opts->output_dir : ".");
+  char tbuf[4096];
+  e->temp_dir = fr_strdup(opts->temp_dir ? opts->temp_dir : fr_default_temp_dir(tbuf, sizeof tbuf));
   e->device = fr_strdup(device);
   e->dtype = dtype;
   /* The cpu computes in f32 only, so its signatures keep the "" they always had (no cache entry made
    * before dtypes could be chosen is invalidated); every other (device, dtype) pair is its own key. */
   e->sig_dtype = strcmp(device, "cpu") == 0 && strcmp(dtype, "f32") == 0 ? "" : dtype;
-  bool oom = !e->output_dir || !e->device;
+  bool oom = !e->output_dir || !e->temp_dir || !e->device;
   if (!oom && opts->n_model_dirs > 0) {
     e->model_dirs = fr_calloc((size_t)opts->n_model_dirs, sizeof *e->model_dirs);
     oom = !e->model_dirs;
@@ -191,6 +193,7 @@ void fr_engine_free(struct fr_engine *e) {
     fr_free(e->model_dirs[i]);
   fr_free(e->model_dirs);
   fr_free(e->output_dir);
+  fr_free(e->temp_dir);
   fr_free(e->device);
   fr_free(e);
 }
@@ -815,6 +818,14 @@ const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
 }
 const char *fr_node_output_dir(struct fr_node_ctx *nc) {
   return nc->r->e->output_dir;
+}
+const char *fr_node_temp_dir(struct fr_node_ctx *nc) {
+  return nc->r->e->temp_dir;
+}
+const char *fr_default_temp_dir(char *buf, size_t n) {
+  const char *t = getenv("TMPDIR");
+  snprintf(buf, n, "%s/flowrun-preview", t && *t ? t : "/tmp");
+  return buf;
 }
 const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
   struct fr__run *r = nc->r;

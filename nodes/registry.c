@@ -5,6 +5,8 @@
 #include "nodes/image/image.h" /* image and primitive node specs */
 #include "nodes/pipeline/pipeline.h" /* pipeline node specs */
 
+extern const struct fr_node_spec fr_node_preview_image; /* nodes/image/preview.c */
+
 static const struct fr_node_spec *const fr__builtin[] = {
     /* primitive */
     &fr_node_int, &fr_node_float, &fr_node_string, &fr_node_boolean, &fr_node_seed,
@@ -19,7 +21,7 @@ static const struct fr_node_spec *const fr__builtin[] = {
     &fr_node_vae_encode_for_inpaint, &fr_node_set_latent_noise_mask, &fr_node_inpaint_model_conditioning,
     /* batches */
     &fr_node_repeat_latent_batch, &fr_node_latent_from_batch, &fr_node_image_batch, &fr_node_image_from_batch,
-    NULL, /* end marker; keep last */
+    &fr_node_preview_image, NULL, /* end marker; keep last */
 };
 
 const struct fr_registry *fr_builtin_registry(void) {

@@ -73,7 +73,7 @@ struct fr__msg {
 
 struct fr__srv {
   struct fr_serve_opts o;
-  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX];
+  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX], temp_real[PATH_MAX];
   bool have_editor, loopback;
   struct lws_context *ctx;
   struct fr_engine *engine;
@@ -397,6 +397,11 @@ static void fr__on_event(void *user, const struct fr_event *ev) {
         fr_buf_putc(&r->outputs, ',');
       fr_buf_json_str(&r->outputs, rel);
       pthread_mutex_unlock(&s->mu);
+    } else if (realpath(ev->path, real) && fr__under(s->temp_real, real) &&
+               real[strlen(s->temp_real)] == '/') {
+      fr_buf_puts(&b, ",\"file\":"); /* a preview: shown, not kept in the run's outputs */
+      fr_buf_json_str(&b, real + strlen(s->temp_real) + 1);
+      fr_buf_puts(&b, ",\"temp\":true");
     }
   }
   fr_buf_putc(&b, '}');
@@ -1057,13 +1062,17 @@ static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, 
     const char *p = fr__arg(wsi, "file", arg, sizeof arg);
     if (!p)
       return fr__respond_error(wsi, pss, 400, "missing ?file=");
-    char full[PATH_MAX];
-    int st = fr__resolve(s->output_real, p, false, full);
+    char full[PATH_MAX], tbuf[16];
+    const char *tv = fr__arg(wsi, "temp", tbuf, sizeof tbuf);
+    bool temp = tv && !strcmp(tv, "1"); /* a preview */
+    int st = fr__resolve(temp ? s->temp_real : s->output_real, p, false, full);
     if (st == 200 && !fr__has_ext(p, ".png"))
       st = 400;
     if (st != 200)
-      return fr__respond_error(
-          wsi, pss, st, st == 404 ? "no such output" : "the path is not a .png inside the output folder");
+      return fr__respond_error(wsi, pss, st,
+                               st == 404 ? "no such output"
+                               : temp    ? "the path is not a .png inside the preview folder"
+                                         : "the path is not a .png inside the output folder");
     return fr__respond_file(wsi, pss, full, "image/png", NULL);
   }
   return fr__respond_error(wsi, pss, 404, "unknown API endpoint");
@@ -1413,6 +1422,10 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
   if ((rc = fr__folder("graphs", s->o.graphs_dir, false, s->graphs_real, err)) != FR_OK ||
       (rc = fr__folder("output", s->o.output_dir, true, s->output_real, err)) != FR_OK)
     goto out;
+  char tdir[PATH_MAX];
+  if ((rc = fr__folder("temp", s->o.temp_dir ? s->o.temp_dir : fr_default_temp_dir(tdir, sizeof tdir), true,
+                       s->temp_real, err)) != FR_OK)
+    goto out;
   s->have_editor = fr__find_editor(s);
   if (s->o.editor_dir && !s->have_editor) {
     rc = fr_errf(err, FR_E_NOTFOUND, "--editor %s: no index.html there (build the editor first)",
@@ -1429,6 +1442,7 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
       .model_dirs = s->o.model_dirs,
       .n_model_dirs = s->o.n_model_dirs,
       .output_dir = s->output_real,
+      .temp_dir = s->temp_real,
       .device = s->o.device,
       .dtype = s->o.dtype,
       .threads = s->o.threads,
