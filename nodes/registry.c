@@ -2,9 +2,11 @@
  * merges stay trivial): include its header or declare it extern, then list it in fr__builtin. */
 #include "nodes/registry.h"
 
-#include "nodes/image/edit.h"  /* mask, scaling, crop and outpaint node specs */
-#include "nodes/image/image.h" /* image and primitive node specs */
+#include "nodes/image/edit.h"        /* mask, scaling, crop and outpaint node specs */
+#include "nodes/image/image.h"       /* image and primitive node specs */
 #include "nodes/pipeline/pipeline.h" /* pipeline node specs */
+
+extern const struct fr_node_spec fr_node_upscale_model_loader, fr_node_image_upscale_with_model;
 
 static const struct fr_node_spec *const fr__builtin[] = {
     /* primitive */
@@ -16,8 +18,10 @@ static const struct fr_node_spec *const fr__builtin[] = {
     &fr_node_load_image_mask, &fr_node_image_to_mask, &fr_node_mask_to_image, &fr_node_invert_mask,
     &fr_node_grow_mask, &fr_node_feather_mask, &fr_node_solid_mask, &fr_node_threshold_mask,
     &fr_node_mask_composite, &fr_node_image_scale, &fr_node_image_scale_by, &fr_node_image_crop,
-    &fr_node_image_pad_for_outpaint, &fr_node_latent_upscale, &fr_node_latent_upscale_by, &fr_node_latent_crop,
-    &fr_node_latent_composite,
+    &fr_node_image_pad_for_outpaint, &fr_node_latent_upscale, &fr_node_latent_upscale_by,
+    &fr_node_latent_crop, &fr_node_latent_composite,
+    /* upscale models */
+    &fr_node_upscale_model_loader, &fr_node_image_upscale_with_model,
     /* pipeline */
     &fr_node_checkpoint_loader, &fr_node_controlnet_loader, &fr_node_text_encode, &fr_node_empty_latent,
     &fr_node_sampler, &fr_node_refiner, &fr_node_controlnet_apply, &fr_node_vae_decode, &fr_node_vae_encode,
