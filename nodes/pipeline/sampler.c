@@ -364,6 +364,18 @@ static void fr__cfg_out(const struct fr__den *d, const float *x, int64_t n, doub
   }
 }
 
+/* The ControlNets' input from the UNet's (device [NB, cin, h, w]): the first CFG half's latent channels
+ * [B, C, h, w] (without an inpainting model's concat channels, as ComfyUI gives its ControlNets x). */
+static struct fr_tensor *fr__ctl_input(struct fr__den *d, const struct fr_tensor *x) {
+  struct fr_tensor *xh = d->halves == 2 ? fr_slice(d->c, x, 0, 0, d->B) : fr_copy(d->c, x);
+  if (xh && d->cin != d->C) {
+    struct fr_tensor *lat = fr_slice(d->c, xh, 1, 0, d->C);
+    fr_tensor_free(xh);
+    xh = lat;
+  }
+  return xh;
+}
+
 /* One step through the recording: hx the scaled input (host [NB, C, h, w]), t the timestep, sigma its
  * noise level (which ControlNets apply); *he the downloaded eps. Returns FR_OK, an error, or
  * FR_E_UNSUPPORTED when recording is not possible or failed (then the caller runs the step eagerly; a
@@ -397,7 +409,7 @@ static enum fr_status fr__denoise_recorded(struct fr__den *d, const struct fr_te
         memset(&ctl, 0, sizeof ctl);
         enum fr_status crc = FR_OK;
         if (d->r.mask) { /* failures of ops: at record_end; the ControlNet's own checks: crc */
-          struct fr_tensor *xh = d->halves == 2 ? fr_slice(c, d->r.x, 0, 0, d->B) : fr_copy(c, d->r.x);
+          struct fr_tensor *xh = fr__ctl_input(d, d->r.x);
           if (xh)
             crc = fr__controls(d, xh, NULL, d->r.t_sin, sigma, &ctl);
           fr_tensor_free(xh);
@@ -453,7 +465,7 @@ static enum fr_status fr__denoise_eager(struct fr__den *d, const struct fr_tenso
   memset(&ctl, 0, sizeof ctl);
   enum fr_status rc = dx ? FR_OK : fr_ctx_status(c, &d->err);
   if (!rc && d->n_ctl) {
-    struct fr_tensor *xh = d->halves == 2 ? fr_slice(c, dx, 0, 0, d->B) : fr_copy(c, dx);
+    struct fr_tensor *xh = fr__ctl_input(d, dx);
     rc = xh ? fr__controls(d, xh, ht, NULL, sigma, &ctl) : fr_ctx_status(c, &d->err);
     fr_tensor_free(xh);
   }
@@ -598,9 +610,6 @@ static bool fr__diffusers_spacing(const char *s) {
          !strcmp(s, "linspace_karras");
 }
 
-/* The noise mask (prepared to the latent's shape: ComfyUI's prepare_mask) and an inpainting model's concat
- * channels per CFG half. nmask: the latent's noise_mask or NULL; orig: the latent before noise (set when
- * either is needed); noise: the unit noise added (zeros without add_noise). */
 /* The seed's unit noise for the latent lv (n floats, B samples): one torch.randn draw of the whole batch,
  * or, for latents taken out of a batch (their "batch_index"), each sample's slice of the batch it came
  * from: ComfyUI's prepare_noise draws one [1, ...] sample after another up to the largest index. */
@@ -654,6 +663,9 @@ static enum fr_status fr__out_latent(struct fr_node_ctx *nc, const struct fr_val
   return v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
 }
 
+/* The noise mask (prepared to the latent's shape: ComfyUI's prepare_mask) and an inpainting model's concat
+ * channels per CFG half. nmask: the latent's noise_mask or NULL; orig: the latent before noise (set when
+ * either is needed); noise: the unit noise added (zeros without add_noise). */
 static enum fr_status fr__inpaint_setup(struct fr__den *d, const struct fr_tensor *nmask,
                                         const struct fr_tensor *orig, const float *noise,
                                         const struct fr_value *pos, const struct fr_value *neg) {

@@ -85,15 +85,21 @@ static enum fr_status run_yaml(struct fr_engine *e, const char *yaml) {
 #define PER 256 /* [4, 8, 8]: a 64x64 image's latent */
 #define TOL 2e-3
 
-static const char *const head =
-    "flowrun: 1\n"
-    "nodes:\n"
-    "  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: sd15-tiny.safetensors}}\n"
-    "  pos: {type: TextEncode, inputs: {clip: ckpt.clip, text: a cat}}\n"
-    "  neg: {type: TextEncode, inputs: {clip: ckpt.clip, text: blurry}}\n";
+static char head[1024];
+static void set_head(const char *ckpt) {
+  snprintf(head, sizeof head,
+           "flowrun: 1\n"
+           "nodes:\n"
+           "  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: %s}}\n"
+           "  pos: {type: TextEncode, inputs: {clip: ckpt.clip, text: a cat}}\n"
+           "  neg: {type: TextEncode, inputs: {clip: ckpt.clip, text: blurry}}\n",
+           ckpt);
+}
 
-static void test_batch_vs_single(struct fr_engine *e) {
+static void test_batch_vs_single(struct fr_engine *e, const char *ckpt) {
   char yaml[4096];
+  set_head(ckpt);
+  printf("%s\n", ckpt);
   snprintf(yaml, sizeof yaml,
            "%s"
            "  empty: {type: EmptyLatent, inputs: {width: 64, height: 64, batch: 4}}\n"
@@ -194,6 +200,37 @@ static void test_batch_nodes(struct fr_engine *e) {
   CHECK(bi == NULL); /* only latents taken from a batch carry an index */
 }
 
+/* VAEEncode of a batch of two pictures equals encoding each alone. */
+static void test_encode_batch(struct fr_engine *e) {
+  char yaml[4096];
+  const char *one = "  a: {type: TestPattern, inputs: {width: 64, height: 64}}\n"
+                    "  b: {type: TestPattern, inputs: {width: 64, height: 64, pattern: radial}}\n";
+  snprintf(yaml, sizeof yaml,
+           "flowrun: 1\n"
+           "nodes:\n"
+           "  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: sd15-tiny.safetensors}}\n"
+           "%s"
+           "  ab: {type: ImageBatch, inputs: {image1: a, image2: b}}\n"
+           "  e2: {type: VAEEncode, inputs: {pixels: ab, vae: ckpt.vae}}\n"
+           "  ea: {type: VAEEncode, inputs: {pixels: a, vae: ckpt.vae}}\n"
+           "  eb: {type: VAEEncode, inputs: {pixels: b, vae: ckpt.vae}}\n"
+           "  p0: {type: Probe, inputs: {latent: e2, slot: 0}}\n"
+           "  p1: {type: Probe, inputs: {latent: ea, slot: 1}}\n"
+           "  p2: {type: Probe, inputs: {latent: eb, slot: 2}}\n",
+           one);
+  if (run_yaml(e, yaml))
+    return;
+  const struct fr_tensor *both = probe(0, "samples"), *a = probe(1, "samples"), *b = probe(2, "samples");
+  CHECK(both && a && b && both->shape[0] == 2 && fr_tensor_numel(a) == PER && fr_tensor_numel(b) == PER);
+  if (!both || !a || !b || fr_tensor_numel(both) != 2 * PER || fr_tensor_numel(a) != PER ||
+      fr_tensor_numel(b) != PER)
+    return;
+  double ea = fr_test_rel_err(both->data, a->data, PER),
+         eb = fr_test_rel_err((const float *)both->data + PER, b->data, PER);
+  printf("VAEEncode batch vs single: %.3g, %.3g\n", ea, eb);
+  CHECKF(ea < TOL && eb < TOL, "VAEEncode of a batch differs from single encodes (%g, %g)", ea, eb);
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_batch");
   const char *fx = fr_test_fixtures();
@@ -204,7 +241,9 @@ int main(void) {
     struct fr_engine *e = new_engine(models, &reg);
     if (e) {
       test_batch_nodes(e);
-      test_batch_vs_single(e);
+      test_batch_vs_single(e, "sd15-tiny.safetensors");
+      test_batch_vs_single(e, "sdxl-tiny.safetensors"); /* pooled text and size ids per sample */
+      test_encode_batch(e);
       fr_engine_free(e);
     }
   }

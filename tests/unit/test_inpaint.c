@@ -672,7 +672,8 @@ static const char *const imc_graph =
     "  img: {type: LoadImage, inputs: {image: half.png}}\n"
     "  pos: {type: TextEncode, inputs: {clip: ckpt.clip, text: a cat}}\n"
     "  neg: {type: TextEncode, inputs: {clip: ckpt.clip, text: blurry}}\n"
-    "  imc: {type: InpaintModelConditioning, inputs: {positive: pos, negative: neg, vae: ckpt.vae,\n"
+    "%s"
+    "  imc: {type: InpaintModelConditioning, inputs: {positive: %s, negative: neg, vae: ckpt.vae,\n"
     "                                                 pixels: img.image, mask: img.mask}}\n"
     "  s: {type: Sampler, inputs: {model: ckpt.model, positive: imc.positive, negative: imc.negative,\n"
     "                              latent: imc.latent, steps: 2, cfg: 2, seed: 3}}\n"
@@ -711,7 +712,11 @@ static void test_inpaint_model(struct fr_engine *e, const char *fx, const char *
   const char *ckpts[2] = {"sd15-inpaint-tiny.safetensors", "sdxl-inpaint-tiny.safetensors"};
   for (int m = 0; m < 2; m++) {
     char yaml[4096];
-    snprintf(yaml, sizeof yaml, imc_graph, ckpts[m]);
+    /* SD1.5: with a ControlNet on the positive too (it gets the latent channels only, as in ComfyUI) */
+    const char *cn =
+        "  cnl: {type: ControlNetLoader, inputs: {control_net_name: controlnet-tiny.safetensors}}\n"
+        "  cn: {type: ControlNet, inputs: {conditioning: pos, control_net: cnl, image: img.image}}\n";
+    snprintf(yaml, sizeof yaml, imc_graph, ckpts[m], m == 0 ? cn : "", m == 0 ? "cn" : "pos");
     n_recs = 0;
     struct fr_pipe_observer ob = {observe, NULL};
     fr_pipe_set_observer(&ob);
