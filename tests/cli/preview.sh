@@ -20,6 +20,18 @@ n=$(ls "$T/tmp/flowrun-preview/" 2>/dev/null | grep -c '^preview_.*\.png$')
 [ -z "$(ls -A "$T/out")" ] && ok "CLI: nothing in --output" || bad "CLI: --output has $(ls "$T/out")"
 grep -q "\"event\":\"output\".*$T/tmp/flowrun-preview/preview_" run.jsonl && ok "CLI: output events name the previews" \
   || bad "CLI: no output event for the previews: $(cat run.jsonl)"
+# With a cache: the second run finds the recorded previews unchanged and writes none; a deleted one is made
+# again.
+for i in 1 2 3; do
+  [ $i = 3 ] && rm -f "$T/tmp/flowrun-preview/"preview_0000[34].png
+  TMPDIR="$T/tmp" "$FLOWRUN" graphs/preview.yaml --cache "$T/cache.sqlite" --output "$T/out" --events jsonl \
+    > "cached$i.jsonl" 2> err.txt || bad "cached run $i: $(cat err.txt)"
+done
+n=$(ls "$T/tmp/flowrun-preview/" | grep -c '^preview_.*\.png$')
+grep -q '"event":"node_cached","node":"show"' cached2.jsonl && [ "$(grep -c '"written":false' cached2.jsonl)" = 2 ] \
+  && ok "CLI: an unchanged preview is cached, not written again" || bad "CLI: second run: $(cat cached2.jsonl)"
+grep -q '"event":"node_start","node":"show"' cached3.jsonl && [ "$n" = 4 ] \
+  && ok "CLI: a deleted preview is written again" || bad "CLI: third run ($n files): $(cat cached3.jsonl)"
 
 if command -v curl >/dev/null && command -v python3 >/dev/null && "$FLOWRUN" serve --help >/dev/null 2>&1; then
   mkdir -p "$T/editor" && echo '<!doctype html>' > "$T/editor/index.html"
