@@ -132,7 +132,7 @@ static const struct fr_output_spec fr__latent_out[] = {{"latent", FR_T_LATENT, "
 const struct fr_node_spec fr_node_repeat_latent_batch = {
     "RepeatLatentBatch",
     1,
-    "latent/batch",
+    "latent",
     "Repeats a latent batch amount times (with its noise mask).",
     fr__repeat_in,
     FR_COUNT(fr__repeat_in),
@@ -205,7 +205,7 @@ static const struct fr_input_spec fr__from_batch_in[] = {
 const struct fr_node_spec fr_node_latent_from_batch = {
     "LatentFromBatch",
     1,
-    "latent/batch",
+    "latent",
     "Takes latents out of a batch; they keep their batch index, so a Sampler gives them the noise they "
     "had in the batch.",
     fr__from_batch_in,
@@ -263,7 +263,7 @@ static const struct fr_input_spec fr__image_batch_in[] = {
 static const struct fr_output_spec fr__image_out[] = {{"image", FR_T_IMAGE, "images [B, H, W, C]"}};
 const struct fr_node_spec fr_node_image_batch = {"ImageBatch",
                                                  1,
-                                                 "image/batch",
+                                                 "image",
                                                  "Joins two image batches into one.",
                                                  fr__image_batch_in,
                                                  FR_COUNT(fr__image_batch_in),
@@ -294,7 +294,7 @@ static const struct fr_input_spec fr__image_from_batch_in[] = {
 };
 const struct fr_node_spec fr_node_image_from_batch = {"ImageFromBatch",
                                                       1,
-                                                      "image/batch",
+                                                      "image",
                                                       "Takes images out of a batch.",
                                                       fr__image_from_batch_in,
                                                       FR_COUNT(fr__image_from_batch_in),

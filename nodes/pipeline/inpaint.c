@@ -293,7 +293,7 @@ static const struct fr_output_spec fr__latent_out[] = {
 const struct fr_node_spec fr_node_vae_encode_for_inpaint = {
     "VAEEncodeForInpaint",
     1,
-    "latent/inpaint",
+    "latent",
     "Encodes an image with its masked pixels set to grey (0.5) and carries the (grown) mask as the latent's "
     "noise mask: for inpainting models at denoise 1.",
     fr__vefi_in,
@@ -357,7 +357,7 @@ static const struct fr_input_spec fr__slnm_in[] = {
 const struct fr_node_spec fr_node_set_latent_noise_mask = {
     "SetLatentNoiseMask",
     1,
-    "latent/inpaint",
+    "latent",
     "Attaches a noise mask to latents: the Sampler then only changes them where the mask is 1.",
     fr__slnm_in,
     FR_COUNT(fr__slnm_in),
@@ -471,7 +471,7 @@ static const struct fr_output_spec fr__imc_out[] = {
 const struct fr_node_spec fr_node_inpaint_model_conditioning = {
     "InpaintModelConditioning",
     1,
-    "conditioning/inpaint",
+    "conditioning",
     "Gives an inpainting model (9-channel UNet) the mask and the masked image's latent through both "
     "conditionings, and the image's latent to sample.",
     fr__imc_in,

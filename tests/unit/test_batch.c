@@ -85,7 +85,7 @@ static enum fr_status run_yaml(struct fr_engine *e, const char *yaml) {
 #define PER 256 /* [4, 8, 8]: a 64x64 image's latent */
 #define TOL 2e-3
 
-static char head[1024];
+static char head[2048];
 static void set_head(const char *ckpt) {
   snprintf(head, sizeof head,
            "flowrun: 1\n"
@@ -96,23 +96,27 @@ static void set_head(const char *ckpt) {
            ckpt);
 }
 
-static void test_batch_vs_single(struct fr_engine *e, const char *ckpt) {
+/* extra: more nodes (after the prompts); positive: the Sampler's positive input. */
+static void test_batch_vs_single(struct fr_engine *e, const char *ckpt, const char *extra,
+                                 const char *positive) {
   char yaml[4096];
   set_head(ckpt);
-  printf("%s\n", ckpt);
+  size_t hl = strlen(head);
+  snprintf(head + hl, sizeof head - hl, "%s", extra);
+  printf("%s%s\n", ckpt, *extra ? " with a ControlNet" : "");
   snprintf(yaml, sizeof yaml,
            "%s"
            "  empty: {type: EmptyLatent, inputs: {width: 64, height: 64, batch: 4}}\n"
-           "  s: {type: Sampler, inputs: {model: ckpt.model, positive: pos, negative: neg, latent: empty,\n"
+           "  s: {type: Sampler, inputs: {model: ckpt.model, positive: %s, negative: neg, latent: empty,\n"
            "                              seed: 5, steps: 2, cfg: 2}}\n"
            "  d: {type: VAEDecode, inputs: {samples: s, vae: ckpt.vae}}\n"
            "  third: {type: LatentFromBatch, inputs: {samples: empty, batch_index: 2}}\n"
-           "  s3: {type: Sampler, inputs: {model: ckpt.model, positive: pos, negative: neg, latent: third,\n"
+           "  s3: {type: Sampler, inputs: {model: ckpt.model, positive: %s, negative: neg, latent: third,\n"
            "                               seed: 5, steps: 2, cfg: 2}}\n"
            "  p0: {type: Probe, inputs: {latent: s, slot: 0}}\n"
            "  p1: {type: Probe, inputs: {image: d, slot: 1}}\n"
            "  p2: {type: Probe, inputs: {latent: s3, slot: 2}}\n",
-           head);
+           head, positive, positive);
   if (run_yaml(e, yaml))
     return;
   const struct fr_tensor *bl = probe(0, "samples"), *bi = probe(1, "image"), *l3 = probe(2, "samples");
@@ -143,12 +147,12 @@ static void test_batch_vs_single(struct fr_engine *e, const char *ckpt) {
              "%s"
              "  empty: {type: EmptyLatent, inputs: {width: 64, height: 64, batch: 1}}\n"
              "  noise: {type: LoadLatent, inputs: {file: noise%d.safetensors}}\n"
-             "  s: {type: Sampler, inputs: {model: ckpt.model, positive: pos, negative: neg, latent: empty,\n"
+             "  s: {type: Sampler, inputs: {model: ckpt.model, positive: %s, negative: neg, latent: empty,\n"
              "                              seed: 999, steps: 2, cfg: 2, noise: noise}}\n"
              "  d: {type: VAEDecode, inputs: {samples: s, vae: ckpt.vae}}\n"
              "  p0: {type: Probe, inputs: {latent: s, slot: 0}}\n"
              "  p1: {type: Probe, inputs: {image: d, slot: 1}}\n",
-             head, i);
+             head, i, positive);
     if (run_yaml(e, yaml))
       continue;
     const struct fr_tensor *sl = probe(0, "samples"), *si = probe(1, "image");
@@ -241,8 +245,15 @@ int main(void) {
     struct fr_engine *e = new_engine(models, &reg);
     if (e) {
       test_batch_nodes(e);
-      test_batch_vs_single(e, "sd15-tiny.safetensors");
-      test_batch_vs_single(e, "sdxl-tiny.safetensors"); /* pooled text and size ids per sample */
+      test_batch_vs_single(e, "sd15-tiny.safetensors", "", "pos");
+      test_batch_vs_single(e, "sdxl-tiny.safetensors", "", "pos"); /* pooled text and size ids per sample */
+      /* a ControlNet on the positive: its hint repeated to the batch */
+      test_batch_vs_single(
+          e, "sd15-tiny.safetensors",
+          "  cnl: {type: ControlNetLoader, inputs: {control_net_name: controlnet-tiny.safetensors}}\n"
+          "  hint: {type: TestPattern, inputs: {width: 64, height: 64}}\n"
+          "  cn: {type: ControlNet, inputs: {conditioning: pos, control_net: cnl, image: hint}}\n",
+          "cn");
       test_encode_batch(e);
       fr_engine_free(e);
     }
