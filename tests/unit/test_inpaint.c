@@ -765,6 +765,45 @@ static void test_inpaint_model(struct fr_engine *e, const char *fx, const char *
   test_layouts();
 }
 
+/* Bad input: a clear node error naming what is wrong, no crash. */
+static void test_errors(struct fr_engine *e) {
+  static const struct {
+    const char *nodes, *needle;
+  } cases[] = {
+      /* the concat latent from a 64x64 picture, sampled at 128x128 */
+      {"  imc: {type: InpaintModelConditioning, inputs: {positive: pos, negative: pos, vae: ckpt.vae,\n"
+       "                                                 pixels: img.image, mask: img.mask}}\n"
+       "  big: {type: EmptyLatent, inputs: {width: 128, height: 128}}\n"
+       "  s: {type: Sampler, inputs: {model: ckpt.model, positive: imc.positive, negative: imc.negative,\n"
+       "                              latent: big, steps: 1}}\n",
+       "concat_latent_image"},
+      /* a batch of 2 masks for 3 pictures */
+      {"  three: {type: ImageBatch, inputs: {image1: img.image, image2: img.image}}\n"
+       "  three2: {type: ImageBatch, inputs: {image1: three, image2: img.image}}\n"
+       "  img2: {type: ImageBatch, inputs: {image1: img.image, image2: img.image}}\n"
+       "  mm: {type: ImageToMask, inputs: {image: img2}}\n"
+       "  s: {type: VAEEncodeForInpaint, inputs: {pixels: three2, vae: ckpt.vae, mask: mm}}\n",
+       "input 'mask': a batch of 2 masks for 3 images"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char yaml[4096];
+    snprintf(yaml, sizeof yaml,
+             "flowrun: 1\n"
+             "nodes:\n"
+             "  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: sd15-inpaint-tiny.safetensors}}\n"
+             "  img: {type: LoadImage, inputs: {image: half.png}}\n"
+             "  pos: {type: TextEncode, inputs: {clip: ckpt.clip, text: a cat}}\n"
+             "%s"
+             "  p: {type: ProbeLatent, inputs: {latent: s, slot: 7}}\n",
+             cases[i].nodes);
+    struct fr_err err = {{0}};
+    enum fr_status rc = run_yaml(e, yaml, &err);
+    printf("error case %zu: %s\n", i, err.msg);
+    CHECKF(rc != FR_OK && strstr(err.msg, cases[i].needle), "case %zu: status %d, message '%s' (want '%s')",
+           i, rc, err.msg, cases[i].needle);
+  }
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_inpaint");
   test_bilinear();
@@ -779,6 +818,7 @@ int main(void) {
       test_sampler_mask(e);
       test_vae_encode_for_inpaint(e);
       test_inpaint_model(e, fx, models);
+      test_errors(e);
       fr_engine_free(e);
     }
   }
