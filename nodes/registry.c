@@ -31,8 +31,8 @@ static const struct fr_node_spec *const fr__builtin[] = {
     &fr_node_vae_encode_for_inpaint, &fr_node_set_latent_noise_mask, &fr_node_inpaint_model_conditioning,
     /* batches */
     &fr_node_repeat_latent_batch, &fr_node_latent_from_batch, &fr_node_image_batch, &fr_node_image_from_batch,
-    &fr_node_preview_image,
-    NULL, /* end marker; keep last */
+    &fr_node_preview_image, /* output */
+    NULL,                   /* end marker; keep last */
 };
 
 const struct fr_registry *fr_builtin_registry(void) {
