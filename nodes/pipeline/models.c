@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/alloc.h"
+#include "nodes/models/data_files.h"
 #include "nodes/pipeline/pipeline.h"
 
 struct fr__pctx {
@@ -107,6 +108,16 @@ struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const ch
   return p;
 }
 
+struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o) {
+  struct fr_pipe_obj *p = fr_pipe_obj_new(o->o.type, o->path, o->tokenizer);
+  if (p) {
+    p->sampling = o->sampling;
+    p->zsnr = o->zsnr;
+    p->clip_layer = o->clip_layer;
+  }
+  return p;
+}
+
 /* ---- loaded components ---- */
 
 static void fr__comp_destroy(void *v) {
@@ -150,7 +161,14 @@ static enum fr_status fr__find_tokenizer(const struct fr_pipe_obj *o, const stru
   }
   snprintf(up, sizeof up, "%s/..", dir);
   const char *dirs[2] = {dir, up};
-  return fr_tokenizer_find(dirs, 2, out, n, err);
+  enum fr_status rc = fr_tokenizer_find(dirs, 2, out, n, err);
+  if (rc == FR_E_NOTFOUND) { /* none beside the checkpoint: the vocabulary that ships with flowrun */
+    struct fr_err e2 = {{0}};
+    if (!fr_data_file(FR_CLIP_VOCAB_FILE, out, n, &e2))
+      return FR_OK;
+    fr_err_prefix(err, rc, "%s\n", e2.msg);
+  }
+  return rc;
 }
 
 static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
@@ -166,8 +184,10 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
   if (!strcmp(type, FR_T_VAE)) {
     rc = fr_vae_load(m->c, m->ck, &m->vae, err);
     m->vae_scale = fr_vae_scaling_factor(m->ck);
-    if (m->vae_scale <= 0)
-      m->vae_scale = 0.18215f; /* a bare VAE file: SD1.x's factor, as ComfyUI assumes */
+    if (m->vae_scale <= 0) {
+      m->vae_scale = 0.18215f; /* a bare VAE file: SD1.x's factor unless the latent says otherwise */
+      m->vae_scale_guessed = true;
+    }
     return rc;
   }
   /* CLIP: which encoders the checkpoint has tells SD1.5 (L), SDXL base (L + G) and refiner (G). */

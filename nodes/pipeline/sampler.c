@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "nodes/pipeline/pipeline.h"
+#include "nodes/sampling/prediction.h"
 #include "nodes/sampling/sampling.h"
 
 const char *const fr_pipe_sampler_names[] = {
@@ -59,6 +60,7 @@ struct fr__den {
   int recordings; /* made this run */
   int replays;    /* model evaluations run as a replay */
   int evals;      /* model evaluations (a step of a second-order sampler makes two) */
+  int pred;       /* enum fr_prediction: what the UNet predicts (eps or v) */
   bool xl;        /* preview factors */
   int steps;
   /* Inpainting (ComfyUI's KSamplerX0Inpaint): with a noise mask, the model sees x where the mask is 1 and
@@ -355,12 +357,15 @@ static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xi
   return fr_ctx_status(d->c, &d->err);
 }
 
-/* The denoised sample from eps (host, [halves * n]): classifier-free guidance, then x - sigma eps. */
+/* The denoised sample from the model's output e (host, [halves * n]; eps or v): classifier-free guidance,
+ * then c_skip x + c_out e (eps: x - sigma eps; nodes/sampling/prediction.h). */
 static void fr__cfg_out(const struct fr__den *d, const float *x, int64_t n, double sigma, const float *e,
                         float *out) {
+  double c_skip, c_out;
+  fr_pred_coeffs((enum fr_prediction)d->pred, sigma, &c_skip, &c_out);
   for (int64_t i = 0; i < n; i++) {
     double ep = d->halves == 2 ? e[i] + d->cfg * ((double)e[n + i] - e[i]) : e[i];
-    out[i] = (float)(x[i] - sigma * ep);
+    out[i] = (float)(c_skip * x[i] + c_out * ep);
   }
 }
 
@@ -646,12 +651,17 @@ static enum fr_status fr__draw_noise(struct fr_node_ctx *nc, const struct fr_val
 }
 
 /* Output 0: the latent x (taken) with the input latent's other fields (its noise mask), as ComfyUI's
- * samplers return a copy of the input latent with new samples. */
-static enum fr_status fr__out_latent(struct fr_node_ctx *nc, const struct fr_value *in, struct fr_tensor *x) {
+ * samplers return a copy of the input latent with new samples, and latent_format fmt. */
+static enum fr_status fr__out_latent(struct fr_node_ctx *nc, const struct fr_value *in, struct fr_tensor *x,
+                                     const char *fmt) {
   struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
+  if (v && fr_value_add_string(v, "latent_format", fmt)) {
+    fr_value_unref(v);
+    v = NULL;
+  }
   for (int i = 0; v && i < in->n_fields; i++) {
     const struct fr_field *f = &in->fields[i];
-    if (!strcmp(f->name, "samples"))
+    if (!strcmp(f->name, "samples") || !strcmp(f->name, "latent_format"))
       continue;
     struct fr_tensor *t = f->t ? fr_tensor_clone(f->t) : NULL;
     if (f->t ? (!t || fr_value_add_tensor(v, f->name, t))
@@ -735,6 +745,14 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
     goto done;
   }
   fr_model_sched_sd(ms);
+  const char *lfmt = fr_value_get_string(lv, "latent_format");
+  if (lfmt && !strcmp(lfmt, "sd1-assumed") && uc->adm_in_channels > 0) /* a bare VAE's SDXL latent */
+    for (int64_t i = 0; i < fr_tensor_numel(x); i++)
+      ((float *)x->data)[i] *= (float)(0.13025 / 0.18215);
+  bool zsnr = false;
+  fr_pipe_model_sampling(nc, (const struct fr_pipe_obj *)fr_in(nc, "model")->obj, m, &d.pred, &zsnr);
+  if (zsnr)
+    fr_model_sched_zsnr(ms);
   bool spacing = fr__diffusers_spacing(a->scheduler);
   const char *sname = !strcmp(a->sampler, "uni_pc_bh2") ? "uni_pc" : a->sampler;
   struct fr_schedule_opts so = {
@@ -750,7 +768,7 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   }
   int start = a->start_step < 0 ? 0 : a->start_step, end = a->end_step < s->steps ? a->end_step : s->steps;
   if (start >= end) { /* nothing to do: the latent passes through, as ComfyUI's KSamplerAdvanced */
-    rc = fr__out_latent(nc, lv, x);
+    rc = fr__out_latent(nc, lv, x, uc->adm_in_channels > 0 ? "sdxl" : "sd1"); /* rescaled above if need be */
     x = NULL;
     goto done;
   }
@@ -873,7 +891,8 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   if (d.replays) /* says that the recorded replays worked (tests/gpu/ checks read it) */
     fr_node_info(nc, "%d of %d model evaluations replayed from %d recording%s (CUDA graphs)", d.replays,
                  d.evals, d.recordings, d.recordings == 1 ? "" : "s");
-  rc = fr__out_latent(nc, lv, x);
+  /* the model family, for VAEDecode with a bare VAE file (which has no scaling factor of its own) */
+  rc = fr__out_latent(nc, lv, x, d.xl ? "sdxl" : "sd1");
   x = NULL;
 done:
   fr__den_free(&d);
