@@ -45,3 +45,17 @@ bool fr_type_is_primitive(const char *type) {
 bool fr_input_has_range(const struct fr_input_spec *in) {
   return in->min < in->max && (strcmp(in->type, FR_T_INT) == 0 || strcmp(in->type, FR_T_FLOAT) == 0);
 }
+
+bool fr_node_warn_nonfinite(struct fr_node_ctx *nc, const char *what, const struct fr_tensor *t) {
+  int64_t first = -1, bad = fr_tensor_count_nonfinite(t, &first);
+  if (!bad)
+    return false;
+  char shape[96];
+  fr_node_warn(
+      nc,
+      "%s %s holds %lld NaN/inf value%s of %lld (the first at flat index %lld); the picture made from "
+      "it will be black or broken",
+      what, fr_shape_str(t, shape, sizeof shape), (long long)bad, bad == 1 ? "" : "s",
+      (long long)fr_tensor_numel(t), (long long)first);
+  return true;
+}

@@ -173,6 +173,10 @@ const char *fr_node_dtype(struct fr_node_ctx *nc);
 /* Emits a warning event ("node <id> (<Type>): message"): something the user should know that is not a
  * failure, e.g. a decode that fell back to tiles because the device ran out of memory. */
 void fr_node_warn(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* When host tensor t (F32/F16/BF16/F64) holds NaN or inf values, emits one warning naming `what` (an input
+ * or output of the node), the count and the first one's position, and returns true; else returns false
+ * and emits nothing. For latents and images, where such values silently become a black picture. */
+bool fr_node_warn_nonfinite(struct fr_node_ctx *nc, const char *what, const struct fr_tensor *t);
 /* Emits an info event: what the node is doing that takes a while ("loading MODEL from ..."). The CLI
  * prints it unless --quiet; --events jsonl and the server pass it on. */
 void fr_node_info(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -13,6 +13,7 @@
 
 #include "core/alloc.h"
 #include "nodes/models/data_files.h"
+#include "nodes/models/weights.h"
 #include "nodes/pipeline/pipeline.h"
 
 struct fr__pctx {
@@ -242,11 +243,20 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
   pc->refcount++;
   m->pc = pc;
   m->c = pc->c;
+  struct fr_weights_scan scan; /* NaN/inf weights: warn once per load, naming the first tensor */
+  fr_weights_scan_begin(&scan);
   rc = fr__load(nc, o, type, m, &err);
+  fr_weights_scan_end();
   if (rc) {
     fr__comp_destroy(m);
     return fr_node_fail(nc, rc, "%s", err.msg);
   }
+  if (scan.tensors)
+    fr_node_warn(nc,
+                 "%s from %s: tensor %s holds %lld NaN/inf value%s (%d tensor%s with %lld in all); "
+                 "everything computed with it will be NaN (a black picture)",
+                 type, o->path, scan.first, (long long)scan.first_values, scan.first_values == 1 ? "" : "s",
+                 scan.tensors, scan.tensors == 1 ? "" : "s", (long long)scan.values);
   fr_node_engine_set(nc, key, m, fr__comp_destroy);
   if (fr_node_engine_get(nc, key) != m)
     return fr_node_fail(nc, FR_E_NOMEM, "out of memory keeping the loaded %s", type);

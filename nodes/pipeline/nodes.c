@@ -184,7 +184,7 @@ static const struct fr_output_spec fr__cond_out[] = {
     {"conditioning", FR_T_CONDITIONING, "text conditioning"}};
 const struct fr_node_spec fr_node_text_encode = {
     "TextEncode",
-    1,
+    2, /* 2: the tokenizer as transformers': no HTML unescaping, NFC, U+001C..1F not white space */
     "conditioning",
     "Encodes a prompt with the checkpoint's text encoder(s) (SD1.x, SDXL base and refiner detected).",
     fr__text_in,
@@ -350,6 +350,10 @@ static enum fr_status fr__vae_decode_run(struct fr_node_ctx *nc) {
   fr_tensor_free(z);
   if (rc)
     return fr_node_fail(nc, rc, "%s", err.msg);
+  /* NaN/inf in the latent, else from the decoder (broken VAE weights, an fp16 overflow); NaN stays NaN in
+   * the IMAGE below (the clamp lets it through) so SaveImage sees it too */
+  if (!fr_node_warn_nonfinite(nc, "input 'samples'", s))
+    fr_node_warn_nonfinite(nc, "the decoded image", img);
   /* [B, 3, H, W] in [-1, 1] -> IMAGE [B, H, W, 3] in [0, 1] */
   int64_t B = img->shape[0], H = img->shape[2], W = img->shape[3];
   struct fr_tensor *o = fr_tensor_f32(4, (int64_t[]){B, H, W, 3});
