@@ -626,6 +626,92 @@ static void test_engine(void) {
   fr_engine_free(e);
 }
 
+/* The latent nodes keep a LATENT's other fields (a noise_mask) as ComfyUI's dict copy does: a producer node
+ * defined here makes a latent with a noise_mask and a string field, an output node here records what reaches
+ * it through LatentUpscaleBy, LatentCrop and LatentComposite (samples_to's fields). */
+static int seen_h, seen_w, seen_mask_ok, seen_str_ok;
+static enum fr_status masked_run(struct fr_node_ctx *nc) {
+  struct fr_tensor *s = latent_of(1, 4, 16, 16, NULL), *m = mask_of(1, 16, 16, NULL);
+  for (int i = 0; i < 256; i++)
+    ((float *)m->data)[i] = (float)(i % 3) / 2.0f;
+  struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", s);
+  if (!v || fr_value_add_tensor(v, "noise_mask", m) || fr_value_add_string(v, "note", "kept")) {
+    fr_value_unref(v);
+    return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+  }
+  return fr_out_set(nc, 0, v);
+}
+static enum fr_status inspect_run(struct fr_node_ctx *nc) {
+  const struct fr_value *v = fr_in(nc, "latent");
+  const struct fr_tensor *s = v ? fr_value_get_tensor(v, "samples") : NULL,
+                         *m = v ? fr_value_get_tensor(v, "noise_mask") : NULL;
+  const char *note = v ? fr_value_get_string(v, "note") : NULL;
+  seen_h = s ? (int)s->shape[2] : -1;
+  seen_w = s ? (int)s->shape[3] : -1;
+  seen_mask_ok = m && m->ndim == 3 && m->shape[1] == 16 && m->shape[2] == 16 && ((float *)m->data)[4] == 0.5f;
+  seen_str_ok = note && strcmp(note, "kept") == 0;
+  return fr_out_set(nc, 0, fr_value_string(""));
+}
+static const struct fr_output_spec masked_out[] = {{.name = "latent", .type = FR_T_LATENT}};
+static const struct fr_node_spec masked_spec = {
+    .name = "MaskedLatent", .version = 1, .outputs = masked_out, .n_outputs = 1, .run = masked_run};
+static const struct fr_input_spec inspect_in[] = {{.name = "latent", .type = FR_T_LATENT}};
+static const struct fr_output_spec inspect_out[] = {{.name = "files", .type = FR_T_STRING}};
+static const struct fr_node_spec inspect_spec = {.name = "Inspect",
+                                                 .version = 1,
+                                                 .inputs = inspect_in,
+                                                 .n_inputs = 1,
+                                                 .outputs = inspect_out,
+                                                 .n_outputs = 1,
+                                                 .flags = FR_NODE_OUTPUT,
+                                                 .run = inspect_run};
+
+static void test_latent_fields(void) {
+  const struct fr_registry *b = fr_builtin_registry();
+  const struct fr_node_spec *specs[] = {&masked_spec,
+                                        &inspect_spec,
+                                        fr_registry_find(b, "LatentUpscaleBy"),
+                                        fr_registry_find(b, "LatentCrop"),
+                                        fr_registry_find(b, "LatentComposite"),
+                                        fr_registry_find(b, "LatentUpscale")};
+  struct fr_registry reg = {specs, 6};
+  struct fr_err err = {{0}};
+  struct fr_engine_opts o = {.registry = &reg, .no_cache = true};
+  struct fr_engine *e = NULL;
+  CHECK_OK(fr_engine_new(&o, &e, &err), &err);
+  if (!e)
+    return;
+  static const char *const cases[][2] = {
+      {"  op: {type: LatentUpscaleBy, inputs: {samples: src, upscale_method: bislerp, scale_by: 1.5}}\n",
+       "24 24"},
+      {"  op: {type: LatentUpscale, inputs: {samples: src, width: 64, height: 96}}\n", "12 8"},
+      {"  op: {type: LatentCrop, inputs: {samples: src, width: 64, height: 64, x: 8, y: 16}}\n", "8 8"},
+      {"  op: {type: LatentComposite, inputs: {samples_to: src, samples_from: src, x: 64, y: 0}}\n", "16 16"},
+  };
+  for (int i = 0; i < 4; i++) {
+    char yaml[1024];
+    snprintf(
+        yaml, sizeof yaml,
+        "flowrun: 1\nnodes:\n  src: {type: MaskedLatent}\n%s  out: {type: Inspect, inputs: {latent: op}}\n",
+        cases[i][0]);
+    struct fr_graph *g = NULL;
+    seen_h = seen_w = -1;
+    seen_mask_ok = seen_str_ok = 0;
+    CHECK_OK(fr_engine_load_string(e, yaml, strlen(yaml), "<latent>", NULL, NULL, 0, &g, &err), &err);
+    if (!g)
+      continue;
+    struct fr_run_summary sum = {0};
+    CHECK_OK(fr_engine_run(e, g, &sum, &err), &err);
+    char got[32];
+    snprintf(got, sizeof got, "%d %d", seen_h, seen_w);
+    CHECKF(strcmp(got, cases[i][1]) == 0 && seen_mask_ok && seen_str_ok,
+           "case %d: samples %s (want %s), noise_mask kept %d, string field kept %d", i, got, cases[i][1],
+           seen_mask_ok, seen_str_ok);
+    fr_graph_free(g);
+  }
+  fr_engine_free(e);
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_edit_nodes");
   test_mask_basics();
@@ -639,5 +725,6 @@ int main(void) {
   test_crop_composite();
   test_pad_outpaint();
   test_engine();
+  test_latent_fields();
   return fr_test_done();
 }
