@@ -365,6 +365,54 @@ static void test_interpolate(void) {
   fr_tensor_free(x);
 }
 
+/* lanczos as ComfyUI: the image quantised to 8 bits and resized by PIL's LANCZOS. Worked by hand:
+ *  - 2 -> 4 of (0, 255): scale 1/2, taps at distance (i + 0.5)/2 - 0.5 - x; for output 1 (centre 0.75) the
+ *    weights L(-0.25) = 0.890067 and L(0.75) = 0.270189 (L(x) = sinc(x) sinc(x/3)) normalise to 0.767130 and
+ *    0.232870, so 255 x 0.232870 = 59.38 -> 59 (22-bit fixed point, +1/2, truncated); output 2 mirrors it:
+ *    195.62 -> 196; outputs 0 and 3 overshoot (-44.7, 299.7) and clip to 0 and 255;
+ *  - 4 -> 2 of (0, 0, 255, 255): scale 2 widens the support to 6 and halves the distances: output 0 (centre
+ *    1) weighs the 4 inputs L(-0.25), L(0.25), L(0.75), L(1.25) = 0.890067, 0.890067, 0.270189, -0.132871,
+ *    so 255 (0.270189 - 0.132871) / 1.917452 = 18.26 -> 18, and output 1 236.74 -> 237;
+ *  - an axis whose size does not change is not filtered at all (PIL skips that pass). */
+static void test_lanczos(void) {
+  struct fr_err err = {{0}};
+  struct fr_tensor *out = NULL, *img = fr_tensor_f32(4, (int64_t[]){1, 1, 2, 1});
+  ((float *)img->data)[0] = 0.0f;
+  ((float *)img->data)[1] = 1.0f;
+  CHECK_OK(fr_image_scale(img, 4, 1, FR_UP_LANCZOS, false, &out, &err), &err);
+  expect("lanczos 2->4", out, 4, (int64_t[]){1, 1, 4, 1}, (float[]){0, 59 / 255.0f, 196 / 255.0f, 1}, 1e-7);
+  fr_tensor_free(out);
+  fr_tensor_free(img);
+  img = fr_tensor_f32(4, (int64_t[]){1, 2, 1, 1}); /* the same along y */
+  ((float *)img->data)[0] = 0.0f;
+  ((float *)img->data)[1] = 1.0f;
+  CHECK_OK(fr_image_scale(img, 1, 4, FR_UP_LANCZOS, false, &out, &err), &err);
+  expect("lanczos 2->4 along y", out, 4, (int64_t[]){1, 4, 1, 1}, (float[]){0, 59 / 255.0f, 196 / 255.0f, 1},
+         1e-7);
+  fr_tensor_free(out);
+  fr_tensor_free(img);
+  img = fr_tensor_f32(4, (int64_t[]){1, 1, 4, 3});
+  for (int i = 0; i < 12; i++) /* 0.999 quantises to 254 (255 x 0.999 = 254.7, truncated) */
+    ((float *)img->data)[i] = i < 6 ? 0.0f : (i % 3 == 2 ? 0.999f : 1.0f);
+  CHECK_OK(fr_image_scale(img, 2, 1, FR_UP_LANCZOS, false, &out, &err), &err);
+  /* channel 2 of the right half is 254: 254 x 0.071615 = 18.19 -> 18, 254 x 0.928385 = 235.81 -> 236 */
+  expect("lanczos 4->2", out, 4, (int64_t[]){1, 1, 2, 3},
+         (float[]){18 / 255.0f, 18 / 255.0f, 18 / 255.0f, 237 / 255.0f, 237 / 255.0f, 236 / 255.0f}, 1e-7);
+  fr_tensor_free(out);
+  /* the size unchanged: no filtering, only the 8-bit quantisation */
+  CHECK_OK(fr_image_scale(img, 4, 1, FR_UP_LANCZOS, false, &out, &err), &err);
+  float q[12];
+  for (int i = 0; i < 12; i++)
+    q[i] = i < 6 ? 0.0f : (i % 3 == 2 ? 254 / 255.0f : 1.0f);
+  expect("lanczos same size", out, 4, (int64_t[]){1, 1, 4, 3}, q, 1e-7);
+  fr_tensor_free(out);
+  fr_tensor_free(img);
+  /* not for latents */
+  struct fr_tensor *x = latent_of(1, 4, 2, 2, NULL);
+  CHECK(fr_common_upscale(x, 4, 4, FR_UP_LANCZOS, false, &out, &err) == FR_E_INVALID && !out);
+  fr_tensor_free(x);
+}
+
 static void test_sizes(void) {
   struct fr_err err = {{0}};
   struct fr_tensor *out = NULL;
@@ -721,6 +769,7 @@ int main(void) {
   test_load_image_mask();
   test_interpolate();
   test_sizes();
+  test_lanczos();
   test_bislerp();
   test_crop_composite();
   test_pad_outpaint();
