@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
+#include "core/comfy.h"
 #include "core/flowrun.h"
 #include "core/png.h"
 #include "nodes/image/edit.h"
@@ -674,6 +676,49 @@ static void test_engine(void) {
   fr_engine_free(e);
 }
 
+/* A ComfyUI API-format workflow of these nodes imports (same names, inputs, choices and output slots:
+ * ImagePadForOutpaint's slot 1 is its mask) and runs. */
+static void test_comfy_import(void) {
+  const char *json =
+      "{\"1\": {\"class_type\": \"SolidMask\", \"inputs\": {\"value\": 0.5, \"width\": 40, \"height\": 24}},"
+      " \"2\": {\"class_type\": \"MaskToImage\", \"inputs\": {\"mask\": [\"1\", 0]}},"
+      " \"3\": {\"class_type\": \"ImageScale\", \"inputs\": {\"image\": [\"2\", 0], \"upscale_method\": "
+      "\"lanczos\", \"width\": 20, \"height\": 0, \"crop\": \"disabled\"}},"
+      " \"4\": {\"class_type\": \"ImagePadForOutpaint\", \"inputs\": {\"image\": [\"3\", 0], \"left\": 4, "
+      "\"top\": 0, \"right\": 0, \"bottom\": 2, \"feathering\": 40}},"
+      " \"5\": {\"class_type\": \"GrowMask\", \"inputs\": {\"mask\": [\"4\", 1], \"expand\": 1, "
+      "\"tapered_corners\": false}},"
+      " \"6\": {\"class_type\": \"MaskComposite\", \"inputs\": {\"destination\": [\"5\", 0], \"source\": "
+      "[\"1\", 0], \"x\": 0, \"y\": 0, \"operation\": \"xor\"}},"
+      " \"7\": {\"class_type\": \"MaskToImage\", \"inputs\": {\"mask\": [\"6\", 0]}},"
+      " \"8\": {\"class_type\": \"SaveImage\", \"inputs\": {\"images\": [\"7\", 0], \"filename_prefix\": "
+      "\"imported\"}}}";
+  struct fr_buf yaml = {0};
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_comfy_import(fr_builtin_registry(), json, strlen(json), "edit.json", &yaml, NULL, &err), &err);
+  char outdir[4200], png[4300];
+  snprintf(outdir, sizeof outdir, "%.4000s/imported", tmp);
+  struct fr_engine_opts o = {.registry = fr_builtin_registry(), .no_cache = true, .output_dir = outdir};
+  struct fr_engine *e = NULL;
+  CHECK_OK(fr_engine_new(&o, &e, &err), &err);
+  struct fr_graph *g = NULL;
+  if (e && yaml.len)
+    CHECK_OK(fr_engine_load_string(e, yaml.data, yaml.len, "<imported>", NULL, NULL, 0, &g, &err), &err);
+  if (g) {
+    struct fr_run_summary sum = {0};
+    CHECK_OK(fr_engine_run(e, g, &sum, &err), &err);
+    struct fr_tensor *a = NULL;
+    snprintf(png, sizeof png, "%s/imported_00001.png", outdir);
+    CHECK_OK(fr_png_read(png, &a, &err), &err);
+    /* 40x24 scaled to width 20 (height round(24 * 20 / 40) = 12), padded by 4 left and 2 below: 24x14 */
+    CHECK(a && a->shape[0] == 14 && a->shape[1] == 24);
+    fr_tensor_free(a);
+    fr_graph_free(g);
+  }
+  fr_engine_free(e);
+  fr_buf_free(&yaml);
+}
+
 /* The latent nodes keep a LATENT's other fields (a noise_mask) as ComfyUI's dict copy does: a producer node
  * defined here makes a latent with a noise_mask and a string field, an output node here records what reaches
  * it through LatentUpscaleBy, LatentCrop and LatentComposite (samples_to's fields). */
@@ -775,5 +820,6 @@ int main(void) {
   test_pad_outpaint();
   test_engine();
   test_latent_fields();
+  test_comfy_import();
   return fr_test_done();
 }
