@@ -68,7 +68,9 @@ static void fr__interp(struct fr__plane s, int64_t C, int64_t h, int64_t w, stru
   for (int64_t y = 0; y < oh; y++) {
     for (int64_t x = 0; x < ow; x++) {
       if (m == FR_UP_NEAREST_EXACT) {
-        int64_t iy = (int64_t)floor(((double)y + 0.5) * sy), ix = (int64_t)floor(((double)x + 0.5) * sx);
+        /* torch: floorf((dst + 0.5) * scale), the double product rounded to float first */
+        int64_t iy = (int64_t)floorf((float)(((double)y + 0.5) * sy));
+        int64_t ix = (int64_t)floorf((float)(((double)x + 0.5) * sx));
         iy = iy < h ? iy : h - 1;
         ix = ix < w ? ix : w - 1;
         for (int64_t c = 0; c < C; c++)
@@ -112,7 +114,7 @@ static void fr__interp(struct fr__plane s, int64_t C, int64_t h, int64_t w, stru
           for (int64_t yy = ya; yy < yb; yy++)
             for (int64_t xx = xa; xx < xb; xx++)
               v += FR__AT(s, c, yy, xx);
-          FR__AT(d, c, y, x) = v / (float)((yb - ya) * (xb - xa));
+          FR__AT(d, c, y, x) = v / (float)(yb - ya) / (float)(xb - xa); /* torch: sum / kh / kw */
         }
       }
     }
