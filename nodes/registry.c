@@ -7,6 +7,7 @@
 #include "nodes/pipeline/pipeline.h" /* pipeline node specs */
 
 extern const struct fr_node_spec fr_node_upscale_model_loader, fr_node_image_upscale_with_model;
+extern const struct fr_node_spec fr_node_preview_image; /* nodes/image/preview.c */
 
 static const struct fr_node_spec *const fr__builtin[] = {
     /* primitive */
@@ -44,7 +45,12 @@ static const struct fr_node_spec *const fr__builtin[] = {
     &fr_node_unet_loader,
     &fr_node_clip_loader,
     &fr_node_clip_set_last_layer,
-    NULL, /* end marker; keep last */
+    /* inpainting */
+    &fr_node_vae_encode_for_inpaint, &fr_node_set_latent_noise_mask, &fr_node_inpaint_model_conditioning,
+    /* batches */
+    &fr_node_repeat_latent_batch, &fr_node_latent_from_batch, &fr_node_image_batch, &fr_node_image_from_batch,
+    &fr_node_preview_image, /* output */
+    NULL,                   /* end marker; keep last */
 };
 
 const struct fr_registry *fr_builtin_registry(void) {

@@ -102,7 +102,8 @@ struct fr__guess { /* wrong tokens from one address */
 
 struct fr__srv {
   struct fr_serve_opts o;
-  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX], input_real[PATH_MAX];
+  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX], input_real[PATH_MAX],
+      temp_real[PATH_MAX];
   bool have_editor, loopback;
   char bind_addr[64];                             /* the numeric address listened on */
   const char *roots[2 + FR_SERVE_MAX_MODEL_DIRS]; /* what graphs may read: graphs, input, models */
@@ -445,6 +446,11 @@ static void fr__on_event(void *user, const struct fr_event *ev) {
         fr_buf_putc(&r->outputs, ',');
       fr_buf_json_str(&r->outputs, rel);
       pthread_mutex_unlock(&s->mu);
+    } else if (realpath(ev->path, real) && fr__under(s->temp_real, real) &&
+               real[strlen(s->temp_real)] == '/') {
+      fr_buf_puts(&b, ",\"file\":"); /* a preview: shown, not kept in the run's outputs */
+      fr_buf_json_str(&b, real + strlen(s->temp_real) + 1);
+      fr_buf_puts(&b, ",\"temp\":true");
     }
   }
   fr_buf_putc(&b, '}');
@@ -1213,13 +1219,17 @@ static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, 
     const char *p = fr__arg(wsi, "file", arg, sizeof arg);
     if (!p)
       return fr__respond_error(wsi, pss, 400, "missing ?file=");
-    char full[PATH_MAX];
-    int st = fr__resolve(s->output_real, p, false, full);
+    char full[PATH_MAX], tbuf[16];
+    const char *tv = fr__arg(wsi, "temp", tbuf, sizeof tbuf);
+    bool temp = tv && !strcmp(tv, "1"); /* a preview */
+    int st = fr__resolve(temp ? s->temp_real : s->output_real, p, false, full);
     if (st == 200 && !fr__has_ext(p, ".png"))
       st = 400;
     if (st != 200)
-      return fr__respond_error(
-          wsi, pss, st, st == 404 ? "no such output" : "the path is not a .png inside the output folder");
+      return fr__respond_error(wsi, pss, st,
+                               st == 404 ? "no such output"
+                               : temp    ? "the path is not a .png inside the preview folder"
+                                         : "the path is not a .png inside the output folder");
     return fr__respond_file(wsi, pss, full, "image/png", NULL);
   }
   return fr__respond_error(wsi, pss, 404, "unknown API endpoint");
@@ -1731,6 +1741,10 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
   }
   for (int i = 0; i < s->o.n_model_dirs && s->n_roots < (int)(sizeof s->roots / sizeof *s->roots); i++)
     s->roots[s->n_roots++] = s->o.model_dirs[i];
+  char tdir[PATH_MAX];
+  if ((rc = fr__folder("temp", s->o.temp_dir ? s->o.temp_dir : fr_default_temp_dir(tdir, sizeof tdir), true,
+                       s->temp_real, err)) != FR_OK)
+    goto out;
   s->have_editor = fr__find_editor(s);
   if (s->o.editor_dir && !s->have_editor) {
     rc = fr_errf(err, FR_E_NOTFOUND, "--editor %s: no index.html there (build the editor first)",
@@ -1751,6 +1765,7 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
       .read_roots = s->roots,
       .n_read_roots = s->n_roots,
       .output_dir = s->output_real,
+      .temp_dir = s->temp_real,
       .device = s->o.device,
       .dtype = s->o.dtype,
       .threads = s->o.threads,

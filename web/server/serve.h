@@ -18,6 +18,7 @@ struct fr_serve_opts {
   const char *graphs_dir; /* workflow files (list/load/save); default "graphs" */
   const char *input_dir;  /* input files graphs may name (LoadImage ...), ComfyUI's input/; NULL: none */
   const char *output_dir; /* where output nodes write, served read-only; default "output" */
+  const char *temp_dir; /* where previews go (PreviewImage), served read-only; default fr_default_temp_dir */
   const char *editor_dir; /* built editor (web/dist); NULL: $FLOWRUN_EDITOR, ./web/dist, beside the binary */
   const char *cache_path; /* NULL: the CLI's default cache */
   bool no_cache;
