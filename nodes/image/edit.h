@@ -63,10 +63,14 @@ enum fr_upscale_method {
   FR_UP_AREA,          /* "area": adaptive average pooling */
   FR_UP_BICUBIC,       /* "bicubic", align_corners False, Keys a = -0.75, borders repeated */
   FR_UP_BISLERP,       /* ComfyUI's bislerp: slerp of channel vectors, along x then along y */
+  FR_UP_LANCZOS,       /* ComfyUI's lanczos: PIL's LANCZOS resize of the image quantised to 8 bits */
 };
 /* The ComfyUI names of the methods, in enum order, NULL-terminated ("nearest-exact", "bilinear", "area",
- * "bicubic", "bislerp"). */
+ * "bicubic", "bislerp"): LatentUpscale's choices. */
 extern const char *const fr_upscale_method_names[];
+/* ImageScale's choices: "nearest-exact", "bilinear", "area", "bicubic", "lanczos" (lanczos is
+ * FR_UP_LANCZOS, the others their index). */
+extern const char *const fr_image_scale_method_names[];
 
 /* common_upscale(samples, width, height, method, crop): x [B, C, H, W] -> [B, C, height, width]; crop_center
  * first narrows x to the centred region with the target's aspect ratio (offsets rounded half to even, as
@@ -75,7 +79,11 @@ enum fr_status fr_common_upscale(const struct fr_tensor *x, int width, int heigh
                                  bool crop_center, struct fr_tensor **out, struct fr_err *err);
 
 /* ImageScale: width/height 0 follows the other side keeping the aspect ratio (max 1, rounded half to
- * even); both 0 returns a copy. Bislerp is for latents only. Results are clamped to [0, 1] (IMAGE values;
+ * even); both 0 returns a copy. Bislerp is for latents only; lanczos for images only: as ComfyUI, each
+ * image is quantised to 8 bits (255 x, clipped, truncated), resized by PIL's LANCZOS (support 3, widened
+ * by the scale when shrinking; 22-bit fixed-point coefficients; a horizontal then a vertical pass, each
+ * rounded and clipped to 8 bits; an unchanged axis skipped) and divided by 255 (an alpha channel is
+ * filtered like the colours: PIL premultiplies RGBA first). Results are clamped to [0, 1] (IMAGE values;
  * ComfyUI leaves bicubic's overshoot for SaveImage to clip). */
 enum fr_status fr_image_scale(const struct fr_tensor *img, int width, int height, enum fr_upscale_method m,
                               bool crop_center, struct fr_tensor **out, struct fr_err *err);

@@ -3,6 +3,7 @@
  * see nodes/image/edit.h. The interpolations follow PyTorch's CPU kernels (float32 source coordinates,
  * align_corners False) so a workflow resizes to the same numbers as in ComfyUI. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,8 @@
 
 const char *const fr_upscale_method_names[] = {"nearest-exact", "bilinear", "area",
                                                "bicubic",       "bislerp",  NULL};
+const char *const fr_image_scale_method_names[] = {"nearest-exact", "bilinear", "area",
+                                                   "bicubic",       "lanczos",  NULL};
 
 static enum fr_status fr__nomem(struct fr_err *err, const char *what) {
   return fr_errf(err, FR_E_NOMEM, "%s: out of memory", what);
@@ -65,7 +68,9 @@ static void fr__interp(struct fr__plane s, int64_t C, int64_t h, int64_t w, stru
   for (int64_t y = 0; y < oh; y++) {
     for (int64_t x = 0; x < ow; x++) {
       if (m == FR_UP_NEAREST_EXACT) {
-        int64_t iy = (int64_t)floor(((double)y + 0.5) * sy), ix = (int64_t)floor(((double)x + 0.5) * sx);
+        /* torch: floorf((dst + 0.5) * scale), the double product rounded to float first */
+        int64_t iy = (int64_t)floorf((float)(((double)y + 0.5) * sy));
+        int64_t ix = (int64_t)floorf((float)(((double)x + 0.5) * sx));
         iy = iy < h ? iy : h - 1;
         ix = ix < w ? ix : w - 1;
         for (int64_t c = 0; c < C; c++)
@@ -109,7 +114,7 @@ static void fr__interp(struct fr__plane s, int64_t C, int64_t h, int64_t w, stru
           for (int64_t yy = ya; yy < yb; yy++)
             for (int64_t xx = xa; xx < xb; xx++)
               v += FR__AT(s, c, yy, xx);
-          FR__AT(d, c, y, x) = v / (float)((yb - ya) * (xb - xa));
+          FR__AT(d, c, y, x) = v / (float)(yb - ya) / (float)(xb - xa); /* torch: sum / kh / kw */
         }
       }
     }
@@ -196,14 +201,122 @@ static enum fr_status fr__bislerp(struct fr__plane s, int64_t C, int64_t h, int6
   return FR_OK;
 }
 
+/* ---- PIL's LANCZOS on 8-bit images (Pillow's Resample.c, what ComfyUI's lanczos calls) ---- */
+
+#define FR__PIL_PRECISION 22 /* 32 - 8 - 2 bits */
+
+static double fr__sinc(double x) {
+  if (x == 0.0)
+    return 1.0;
+  x *= M_PI;
+  return sin(x) / x;
+}
+static double fr__lanczos3(double x) {
+  return (-3.0 <= x && x < 3.0) ? fr__sinc(x) * fr__sinc(x / 3.0) : 0.0;
+}
+
+/* The coefficients of one axis (precompute_coeffs + normalize_coeffs_8bpc): output i reads n[i] inputs from
+ * x0[i] with the fixed-point weights k[i ksize ...]. Returns ksize, 0 when out of memory. */
+static int fr__pil_coeffs(int64_t in, int64_t out, int64_t **x0, int64_t **n, int32_t **k) {
+  double scale = (double)in / (double)out, filterscale = scale < 1.0 ? 1.0 : scale,
+         support = 3.0 * filterscale;
+  int ksize = (int)ceil(support) * 2 + 1;
+  *x0 = fr_malloc((size_t)out * sizeof **x0);
+  *n = fr_malloc((size_t)out * sizeof **n);
+  *k = fr_malloc((size_t)out * (size_t)ksize * sizeof **k);
+  double *w = fr_malloc((size_t)ksize * sizeof *w);
+  if (!*x0 || !*n || !*k || !w) {
+    fr_free(w);
+    return 0;
+  }
+  for (int64_t i = 0; i < out; i++) {
+    double center = ((double)i + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
+    int64_t xmin = (int64_t)(center - support + 0.5), xmax = (int64_t)(center + support + 0.5);
+    if (xmin < 0)
+      xmin = 0;
+    if (xmax > in)
+      xmax = in;
+    xmax -= xmin;
+    for (int64_t x = 0; x < xmax; x++)
+      ww += (w[x] = fr__lanczos3(((double)(x + xmin) - center + 0.5) * ss));
+    for (int64_t x = 0; x < ksize; x++) {
+      double v = x < xmax && ww != 0.0 ? w[x] / ww : (x < xmax ? w[x] : 0.0);
+      (*k)[i * ksize + x] =
+          (int32_t)(v < 0 ? -0.5 + v * (1 << FR__PIL_PRECISION) : 0.5 + v * (1 << FR__PIL_PRECISION));
+    }
+    (*x0)[i] = xmin;
+    (*n)[i] = xmax;
+  }
+  fr_free(w);
+  return ksize;
+}
+
+static uint8_t fr__clip8(int64_t v) {
+  if (v >= ((int64_t)1 << FR__PIL_PRECISION << 8))
+    return 255;
+  if (v <= 0)
+    return 0;
+  return (uint8_t)(v >> FR__PIL_PRECISION);
+}
+
+/* One pass along an axis of 8-bit [lines, in, C] data (stride: elements between neighbours along the axis;
+ * line_stride between lines) into [lines, out, C]. */
+static enum fr_status fr__pil_pass(const uint8_t *src, int64_t lines, int64_t in, int64_t C, int64_t s_line,
+                                   int64_t s_ax, uint8_t *dst, int64_t out, int64_t d_line, int64_t d_ax) {
+  int64_t *x0, *n;
+  int32_t *k;
+  int ksize = fr__pil_coeffs(in, out, &x0, &n, &k);
+  enum fr_status rc = ksize ? FR_OK : FR_E_NOMEM;
+  for (int64_t l = 0; ksize && l < lines; l++)
+    for (int64_t i = 0; i < out; i++)
+      for (int64_t c = 0; c < C; c++) {
+        int64_t ss = (int64_t)1 << (FR__PIL_PRECISION - 1);
+        for (int64_t x = 0; x < n[i]; x++)
+          ss += (int64_t)src[l * s_line + (x0[i] + x) * s_ax + c] * k[i * ksize + x];
+        dst[l * d_line + i * d_ax + c] = fr__clip8(ss);
+      }
+  fr_free(x0);
+  fr_free(n);
+  fr_free(k);
+  return rc;
+}
+
+/* ComfyUI's lanczos on one image region: s [h, w, C] (row stride sy) -> d [oh, ow, C] (contiguous). */
+static enum fr_status fr__lanczos_image(const float *s, int64_t sy, int64_t h, int64_t w, int64_t C, float *d,
+                                        int64_t oh, int64_t ow) {
+  uint8_t *a = fr_malloc((size_t)(h * w * C)), *b = fr_malloc((size_t)(h * ow * C)),
+          *o = fr_malloc((size_t)(oh * ow * C));
+  enum fr_status rc = a && b && o ? FR_OK : FR_E_NOMEM;
+  for (int64_t y = 0; !rc && y < h; y++)
+    for (int64_t i = 0; i < w * C; i++) {
+      float v = 255.0f * s[y * sy + i]; /* np.clip(255. * x, 0, 255).astype(uint8): truncated */
+      a[y * w * C + i] = (uint8_t)(v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f);
+    }
+  const uint8_t *cur = a;
+  if (!rc && ow != w) { /* horizontal: lines are rows */
+    rc = fr__pil_pass(a, h, w, C, w * C, C, b, ow, ow * C, C);
+    cur = b;
+  }
+  if (!rc && oh != h) /* vertical: lines are columns (and channels) */
+    rc = fr__pil_pass(cur, ow, h, C, C, ow * C, o, oh, C, ow * C);
+  else if (!rc)
+    memcpy(o, cur, (size_t)(oh * ow * C));
+  for (int64_t i = 0; !rc && i < oh * ow * C; i++)
+    d[i] = (float)o[i] / 255.0f;
+  fr_free(a);
+  fr_free(b);
+  fr_free(o);
+  return rc;
+}
+
 /* common_upscale over a batch whose items are strided planes: channels_last is the IMAGE layout
  * [B, H, W, C], else [B, C, H, W]. */
 static enum fr_status fr__common_upscale(const struct fr_tensor *x, bool channels_last, int width, int height,
                                          enum fr_upscale_method m, bool crop_center, struct fr_tensor **out,
                                          struct fr_err *err) {
   *out = NULL;
-  if (m < FR_UP_NEAREST_EXACT || m > FR_UP_BISLERP)
-    return fr_errf(err, FR_E_INVALID, "upscale: unknown method %d", (int)m);
+  if (m < FR_UP_NEAREST_EXACT || m > FR_UP_LANCZOS || (m == FR_UP_LANCZOS && !channels_last))
+    return fr_errf(err, FR_E_INVALID, "upscale: unknown method %d (lanczos is for images)", (int)m);
   if (width < 1 || height < 1 || width > FR__MAX_SIDE || height > FR__MAX_SIDE)
     return fr_errf(err, FR_E_INVALID, "upscale: target %dx%d out of range (1 to %d a side)", width, height,
                    FR__MAX_SIDE);
@@ -237,7 +350,12 @@ static enum fr_status fr__common_upscale(const struct fr_tensor *x, bool channel
       s = (struct fr__plane){sp + y0 * W + x0, H * W, W, 1};
       d = (struct fr__plane){dp, (int64_t)height * width, width, 1};
     }
-    if (m == FR_UP_BISLERP) {
+    if (m == FR_UP_LANCZOS) {
+      if (fr__lanczos_image(s.p, s.sy, h, w, C, d.p, height, width) != FR_OK) {
+        fr_tensor_free(t);
+        return fr__nomem(err, "upscale");
+      }
+    } else if (m == FR_UP_BISLERP) {
       if (fr__bislerp(s, C, h, w, d, height, width) != FR_OK) {
         fr_tensor_free(t);
         return fr__nomem(err, "upscale");
@@ -588,8 +706,13 @@ static enum fr_status fr__out_latent_like(struct fr_node_ctx *nc, const struct f
 static const struct fr_output_spec fr__image_out[] = {{"image", FR_T_IMAGE, "the resulting image"}};
 static const struct fr_output_spec fr__latent_out[] = {
     {"latent", FR_T_LATENT, "the resulting latent (other fields, e.g. noise_mask, kept)"}};
-static const char *const fr__image_methods[] = {"nearest-exact", "bilinear", "area", "bicubic", NULL};
 static const char *const fr__crop_modes[] = {"disabled", "center", NULL};
+
+/* ImageScale's upscale_method: lanczos is FR_UP_LANCZOS, the others their index. */
+static enum fr_upscale_method fr__image_method(struct fr_node_ctx *nc) {
+  int i = fr__edit_choice(nc, "upscale_method", fr_image_scale_method_names);
+  return i == 4 ? FR_UP_LANCZOS : (enum fr_upscale_method)i;
+}
 
 /* ImageScale */
 static enum fr_status fr__image_scale_run(struct fr_node_ctx *nc) {
@@ -599,8 +722,7 @@ static enum fr_status fr__image_scale_run(struct fr_node_ctx *nc) {
     return rc;
   struct fr_err err;
   struct fr_tensor *t;
-  rc = fr_image_scale(img, (int)fr_in_int(nc, "width"), (int)fr_in_int(nc, "height"),
-                      (enum fr_upscale_method)fr__edit_choice(nc, "upscale_method", fr__image_methods),
+  rc = fr_image_scale(img, (int)fr_in_int(nc, "width"), (int)fr_in_int(nc, "height"), fr__image_method(nc),
                       fr__edit_choice(nc, "crop", fr__crop_modes) == 1, &t, &err);
   if (rc)
     return fr__fail(nc, rc, &err);
@@ -608,7 +730,7 @@ static enum fr_status fr__image_scale_run(struct fr_node_ctx *nc) {
 }
 static const struct fr_input_spec fr__image_scale_in[] = {
     {"image", FR_T_IMAGE, NULL, 0, -1, NULL, 0, "image to scale"},
-    {"upscale_method", FR_T_ENUM, "nearest-exact", 0, -1, fr__image_methods, 0,
+    {"upscale_method", FR_T_ENUM, "nearest-exact", 0, -1, fr_image_scale_method_names, 0,
      "torch interpolate mode (align_corners false); area = adaptive average pooling"},
     {"width", FR_T_INT, "512", 0, 16384, NULL, 0, "target width; 0 follows height keeping the aspect ratio"},
     {"height", FR_T_INT, "512", 0, 16384, NULL, 0, "target height; 0 follows width keeping the aspect ratio"},
@@ -636,16 +758,14 @@ static enum fr_status fr__image_scale_by_run(struct fr_node_ctx *nc) {
     return rc;
   struct fr_err err;
   struct fr_tensor *t;
-  rc = fr_image_scale_by(img, fr_in_float(nc, "scale_by"),
-                         (enum fr_upscale_method)fr__edit_choice(nc, "upscale_method", fr__image_methods), &t,
-                         &err);
+  rc = fr_image_scale_by(img, fr_in_float(nc, "scale_by"), fr__image_method(nc), &t, &err);
   if (rc)
     return fr__fail(nc, rc, &err);
   return fr__edit_out(nc, 0, FR_T_IMAGE, "image", t);
 }
 static const struct fr_input_spec fr__image_scale_by_in[] = {
     {"image", FR_T_IMAGE, NULL, 0, -1, NULL, 0, "image to scale"},
-    {"upscale_method", FR_T_ENUM, "nearest-exact", 0, -1, fr__image_methods, 0,
+    {"upscale_method", FR_T_ENUM, "nearest-exact", 0, -1, fr_image_scale_method_names, 0,
      "torch interpolate mode (align_corners false)"},
     {"scale_by", FR_T_FLOAT, "1.0", 0.01, 8.0, NULL, 0, "factor; sizes rounded half to even"},
 };

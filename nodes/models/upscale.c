@@ -594,7 +594,8 @@ enum fr_status fr_upscaler_run_tiled(struct fr_ctx *c, const struct fr_upscaler 
     goto done;
   }
   int total = (int)B * ny * nx, done_n = 0;
-  int64_t feather = (int64_t)llround((double)overlap * S);
+  /* One tile: its output as it is (ComfyUI calls the model directly then), no ramp to divide out again. */
+  int64_t feather = ny == 1 && nx == 1 ? 0 : (int64_t)llround((double)overlap * S);
   for (int64_t b = 0; b < B && !rc; b++) {
     memset(acc, 0, (size_t)(K * OH * OW) * sizeof *acc);
     memset(wsum, 0, (size_t)(OH * OW) * sizeof *wsum);

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
+#include "core/comfy.h"
 #include "core/flowrun.h"
 #include "core/png.h"
 #include "nodes/image/edit.h"
@@ -365,6 +367,54 @@ static void test_interpolate(void) {
   fr_tensor_free(x);
 }
 
+/* lanczos as ComfyUI: the image quantised to 8 bits and resized by PIL's LANCZOS. Worked by hand:
+ *  - 2 -> 4 of (0, 255): scale 1/2, taps at distance (i + 0.5)/2 - 0.5 - x; for output 1 (centre 0.75) the
+ *    weights L(-0.25) = 0.890067 and L(0.75) = 0.270189 (L(x) = sinc(x) sinc(x/3)) normalise to 0.767130 and
+ *    0.232870, so 255 x 0.232870 = 59.38 -> 59 (22-bit fixed point, +1/2, truncated); output 2 mirrors it:
+ *    195.62 -> 196; outputs 0 and 3 overshoot (-44.7, 299.7) and clip to 0 and 255;
+ *  - 4 -> 2 of (0, 0, 255, 255): scale 2 widens the support to 6 and halves the distances: output 0 (centre
+ *    1) weighs the 4 inputs L(-0.25), L(0.25), L(0.75), L(1.25) = 0.890067, 0.890067, 0.270189, -0.132871,
+ *    so 255 (0.270189 - 0.132871) / 1.917452 = 18.26 -> 18, and output 1 236.74 -> 237;
+ *  - an axis whose size does not change is not filtered at all (PIL skips that pass). */
+static void test_lanczos(void) {
+  struct fr_err err = {{0}};
+  struct fr_tensor *out = NULL, *img = fr_tensor_f32(4, (int64_t[]){1, 1, 2, 1});
+  ((float *)img->data)[0] = 0.0f;
+  ((float *)img->data)[1] = 1.0f;
+  CHECK_OK(fr_image_scale(img, 4, 1, FR_UP_LANCZOS, false, &out, &err), &err);
+  expect("lanczos 2->4", out, 4, (int64_t[]){1, 1, 4, 1}, (float[]){0, 59 / 255.0f, 196 / 255.0f, 1}, 1e-7);
+  fr_tensor_free(out);
+  fr_tensor_free(img);
+  img = fr_tensor_f32(4, (int64_t[]){1, 2, 1, 1}); /* the same along y */
+  ((float *)img->data)[0] = 0.0f;
+  ((float *)img->data)[1] = 1.0f;
+  CHECK_OK(fr_image_scale(img, 1, 4, FR_UP_LANCZOS, false, &out, &err), &err);
+  expect("lanczos 2->4 along y", out, 4, (int64_t[]){1, 4, 1, 1}, (float[]){0, 59 / 255.0f, 196 / 255.0f, 1},
+         1e-7);
+  fr_tensor_free(out);
+  fr_tensor_free(img);
+  img = fr_tensor_f32(4, (int64_t[]){1, 1, 4, 3});
+  for (int i = 0; i < 12; i++) /* 0.999 quantises to 254 (255 x 0.999 = 254.7, truncated) */
+    ((float *)img->data)[i] = i < 6 ? 0.0f : (i % 3 == 2 ? 0.999f : 1.0f);
+  CHECK_OK(fr_image_scale(img, 2, 1, FR_UP_LANCZOS, false, &out, &err), &err);
+  /* channel 2 of the right half is 254: 254 x 0.071615 = 18.19 -> 18, 254 x 0.928385 = 235.81 -> 236 */
+  expect("lanczos 4->2", out, 4, (int64_t[]){1, 1, 2, 3},
+         (float[]){18 / 255.0f, 18 / 255.0f, 18 / 255.0f, 237 / 255.0f, 237 / 255.0f, 236 / 255.0f}, 1e-7);
+  fr_tensor_free(out);
+  /* the size unchanged: no filtering, only the 8-bit quantisation */
+  CHECK_OK(fr_image_scale(img, 4, 1, FR_UP_LANCZOS, false, &out, &err), &err);
+  float q[12];
+  for (int i = 0; i < 12; i++)
+    q[i] = i < 6 ? 0.0f : (i % 3 == 2 ? 254 / 255.0f : 1.0f);
+  expect("lanczos same size", out, 4, (int64_t[]){1, 1, 4, 3}, q, 1e-7);
+  fr_tensor_free(out);
+  fr_tensor_free(img);
+  /* not for latents */
+  struct fr_tensor *x = latent_of(1, 4, 2, 2, NULL);
+  CHECK(fr_common_upscale(x, 4, 4, FR_UP_LANCZOS, false, &out, &err) == FR_E_INVALID && !out);
+  fr_tensor_free(x);
+}
+
 static void test_sizes(void) {
   struct fr_err err = {{0}};
   struct fr_tensor *out = NULL;
@@ -626,6 +676,135 @@ static void test_engine(void) {
   fr_engine_free(e);
 }
 
+/* A ComfyUI API-format workflow of these nodes imports (same names, inputs, choices and output slots:
+ * ImagePadForOutpaint's slot 1 is its mask) and runs. */
+static void test_comfy_import(void) {
+  const char *json =
+      "{\"1\": {\"class_type\": \"SolidMask\", \"inputs\": {\"value\": 0.5, \"width\": 40, \"height\": 24}},"
+      " \"2\": {\"class_type\": \"MaskToImage\", \"inputs\": {\"mask\": [\"1\", 0]}},"
+      " \"3\": {\"class_type\": \"ImageScale\", \"inputs\": {\"image\": [\"2\", 0], \"upscale_method\": "
+      "\"lanczos\", \"width\": 20, \"height\": 0, \"crop\": \"disabled\"}},"
+      " \"4\": {\"class_type\": \"ImagePadForOutpaint\", \"inputs\": {\"image\": [\"3\", 0], \"left\": 4, "
+      "\"top\": 0, \"right\": 0, \"bottom\": 2, \"feathering\": 40}},"
+      " \"5\": {\"class_type\": \"GrowMask\", \"inputs\": {\"mask\": [\"4\", 1], \"expand\": 1, "
+      "\"tapered_corners\": false}},"
+      " \"6\": {\"class_type\": \"MaskComposite\", \"inputs\": {\"destination\": [\"5\", 0], \"source\": "
+      "[\"1\", 0], \"x\": 0, \"y\": 0, \"operation\": \"xor\"}},"
+      " \"7\": {\"class_type\": \"MaskToImage\", \"inputs\": {\"mask\": [\"6\", 0]}},"
+      " \"8\": {\"class_type\": \"SaveImage\", \"inputs\": {\"images\": [\"7\", 0], \"filename_prefix\": "
+      "\"imported\"}}}";
+  struct fr_buf yaml = {0};
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_comfy_import(fr_builtin_registry(), json, strlen(json), "edit.json", &yaml, NULL, &err), &err);
+  char outdir[4200], png[4300];
+  snprintf(outdir, sizeof outdir, "%.4000s/imported", tmp);
+  struct fr_engine_opts o = {.registry = fr_builtin_registry(), .no_cache = true, .output_dir = outdir};
+  struct fr_engine *e = NULL;
+  CHECK_OK(fr_engine_new(&o, &e, &err), &err);
+  struct fr_graph *g = NULL;
+  if (e && yaml.len)
+    CHECK_OK(fr_engine_load_string(e, yaml.data, yaml.len, "<imported>", NULL, NULL, 0, &g, &err), &err);
+  if (g) {
+    struct fr_run_summary sum = {0};
+    CHECK_OK(fr_engine_run(e, g, &sum, &err), &err);
+    struct fr_tensor *a = NULL;
+    snprintf(png, sizeof png, "%s/imported_00001.png", outdir);
+    CHECK_OK(fr_png_read(png, &a, &err), &err);
+    /* 40x24 scaled to width 20 (height round(24 * 20 / 40) = 12), padded by 4 left and 2 below: 24x14 */
+    CHECK(a && a->shape[0] == 14 && a->shape[1] == 24);
+    fr_tensor_free(a);
+    fr_graph_free(g);
+  }
+  fr_engine_free(e);
+  fr_buf_free(&yaml);
+}
+
+/* The latent nodes keep a LATENT's other fields (a noise_mask) as ComfyUI's dict copy does: a producer node
+ * defined here makes a latent with a noise_mask and a string field, an output node here records what reaches
+ * it through LatentUpscaleBy, LatentCrop and LatentComposite (samples_to's fields). */
+static int seen_h, seen_w, seen_mask_ok, seen_str_ok;
+static enum fr_status masked_run(struct fr_node_ctx *nc) {
+  struct fr_tensor *s = latent_of(1, 4, 16, 16, NULL), *m = mask_of(1, 16, 16, NULL);
+  for (int i = 0; i < 256; i++)
+    ((float *)m->data)[i] = (float)(i % 3) / 2.0f;
+  struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", s);
+  if (!v || fr_value_add_tensor(v, "noise_mask", m) || fr_value_add_string(v, "note", "kept")) {
+    fr_value_unref(v);
+    return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+  }
+  return fr_out_set(nc, 0, v);
+}
+static enum fr_status inspect_run(struct fr_node_ctx *nc) {
+  const struct fr_value *v = fr_in(nc, "latent");
+  const struct fr_tensor *s = v ? fr_value_get_tensor(v, "samples") : NULL,
+                         *m = v ? fr_value_get_tensor(v, "noise_mask") : NULL;
+  const char *note = v ? fr_value_get_string(v, "note") : NULL;
+  seen_h = s ? (int)s->shape[2] : -1;
+  seen_w = s ? (int)s->shape[3] : -1;
+  seen_mask_ok = m && m->ndim == 3 && m->shape[1] == 16 && m->shape[2] == 16 && ((float *)m->data)[4] == 0.5f;
+  seen_str_ok = note && strcmp(note, "kept") == 0;
+  return fr_out_set(nc, 0, fr_value_string(""));
+}
+static const struct fr_output_spec masked_out[] = {{.name = "latent", .type = FR_T_LATENT}};
+static const struct fr_node_spec masked_spec = {
+    .name = "MaskedLatent", .version = 1, .outputs = masked_out, .n_outputs = 1, .run = masked_run};
+static const struct fr_input_spec inspect_in[] = {{.name = "latent", .type = FR_T_LATENT}};
+static const struct fr_output_spec inspect_out[] = {{.name = "files", .type = FR_T_STRING}};
+static const struct fr_node_spec inspect_spec = {.name = "Inspect",
+                                                 .version = 1,
+                                                 .inputs = inspect_in,
+                                                 .n_inputs = 1,
+                                                 .outputs = inspect_out,
+                                                 .n_outputs = 1,
+                                                 .flags = FR_NODE_OUTPUT,
+                                                 .run = inspect_run};
+
+static void test_latent_fields(void) {
+  const struct fr_registry *b = fr_builtin_registry();
+  const struct fr_node_spec *specs[] = {&masked_spec,
+                                        &inspect_spec,
+                                        fr_registry_find(b, "LatentUpscaleBy"),
+                                        fr_registry_find(b, "LatentCrop"),
+                                        fr_registry_find(b, "LatentComposite"),
+                                        fr_registry_find(b, "LatentUpscale")};
+  struct fr_registry reg = {specs, 6};
+  struct fr_err err = {{0}};
+  struct fr_engine_opts o = {.registry = &reg, .no_cache = true};
+  struct fr_engine *e = NULL;
+  CHECK_OK(fr_engine_new(&o, &e, &err), &err);
+  if (!e)
+    return;
+  static const char *const cases[][2] = {
+      {"  op: {type: LatentUpscaleBy, inputs: {samples: src, upscale_method: bislerp, scale_by: 1.5}}\n",
+       "24 24"},
+      {"  op: {type: LatentUpscale, inputs: {samples: src, width: 64, height: 96}}\n", "12 8"},
+      {"  op: {type: LatentCrop, inputs: {samples: src, width: 64, height: 64, x: 8, y: 16}}\n", "8 8"},
+      {"  op: {type: LatentComposite, inputs: {samples_to: src, samples_from: src, x: 64, y: 0}}\n", "16 16"},
+  };
+  for (int i = 0; i < 4; i++) {
+    char yaml[1024];
+    snprintf(
+        yaml, sizeof yaml,
+        "flowrun: 1\nnodes:\n  src: {type: MaskedLatent}\n%s  out: {type: Inspect, inputs: {latent: op}}\n",
+        cases[i][0]);
+    struct fr_graph *g = NULL;
+    seen_h = seen_w = -1;
+    seen_mask_ok = seen_str_ok = 0;
+    CHECK_OK(fr_engine_load_string(e, yaml, strlen(yaml), "<latent>", NULL, NULL, 0, &g, &err), &err);
+    if (!g)
+      continue;
+    struct fr_run_summary sum = {0};
+    CHECK_OK(fr_engine_run(e, g, &sum, &err), &err);
+    char got[32];
+    snprintf(got, sizeof got, "%d %d", seen_h, seen_w);
+    CHECKF(strcmp(got, cases[i][1]) == 0 && seen_mask_ok && seen_str_ok,
+           "case %d: samples %s (want %s), noise_mask kept %d, string field kept %d", i, got, cases[i][1],
+           seen_mask_ok, seen_str_ok);
+    fr_graph_free(g);
+  }
+  fr_engine_free(e);
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_edit_nodes");
   test_mask_basics();
@@ -635,9 +814,12 @@ int main(void) {
   test_load_image_mask();
   test_interpolate();
   test_sizes();
+  test_lanczos();
   test_bislerp();
   test_crop_composite();
   test_pad_outpaint();
   test_engine();
+  test_latent_fields();
+  test_comfy_import();
   return fr_test_done();
 }
