@@ -296,7 +296,8 @@ function Editor() {
         case 'info': setMessage(ev.message); break;
         case 'warning': setMessage(`warning: ${ev.message}`); break;
         case 'output':
-          if (ev.file) set({ image: API.outputUrl(ev.file, ev.run) });
+          // a preview (PreviewImage) lives in the server's temporary folder: shown on its node only
+          if (ev.file) set({ image: API.outputUrl(ev.file, ev.run, ev.temp) });
           break;
         case 'run_done':
           st().setRunStates((rs) => {

@@ -19,7 +19,7 @@ export const moveRun = (id, before) => api('api/queue/move', { id, before });
 export const getRuns = () => api('api/runs');
 export const getRun = (id) => api(`api/run?id=${id}`);
 export const importComfy = (json, source) => api('api/import/comfy', { json, source });
-export const outputUrl = (file, run) => `api/output?file=${encodeURIComponent(file)}&r=${run}`;
+export const outputUrl = (file, run, temp) => `api/output?${temp ? 'temp=1&' : ''}file=${encodeURIComponent(file)}&r=${run}`;
 
 // Model lists by kind, cached until refreshed (refresh: true asks the server again, which re-lists).
 const models = new Map();
