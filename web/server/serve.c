@@ -788,8 +788,7 @@ static void fr__fleet_step(struct fr__srv *s, struct fr_pg *pg, int64_t *max_see
       r->state = !strcmp(state, "done") ? FR__DONE : !strcmp(state, "cancelled") ? FR__CANCELLED : FR__FAILED;
       fr_free(r->error);
       r->error = r->state == FR__DONE ? NULL : fr_strdup(rc ? err.msg : f.status);
-      fr_free(r->yaml);
-      r->yaml = NULL;
+      /* the graph text stays for GET /api/run, bounded by fr__trim_history as a local run's */
       fr__run_event(&ev, "run_state", r);
     }
     pthread_mutex_unlock(&s->mu);
