@@ -40,7 +40,13 @@ enum fr_input_flags {
   FR_IN_MODEL_FILE = 1 << 3, /* like FR_IN_FILE but resolved along the model search path */
   FR_IN_SEED = 1 << 4,       /* INT seed: the editor offers "randomise" */
   FR_IN_HIDDEN = 1 << 5,     /* not shown as a widget (advanced) */
+  /* Only output FR_IN_OUTPUT_OF(flags) depends on this input (set with FR_IN_ONLY_FOR(o)): the other
+   * outputs' cache keys, and the keys of the nodes they feed, leave it out, so editing it does not re-run
+   * what reads them (LoraLoader: strength_model changes the model, not the clip). */
+  FR_IN_ONLY_OUTPUT = 1 << 6,
 };
+#define FR_IN_ONLY_FOR(o) (FR_IN_ONLY_OUTPUT | ((unsigned)(o) << 8))
+#define FR_IN_OUTPUT_OF(flags) ((int)(((flags) >> 8) & 0xff))
 
 struct fr_input_spec {
   const char *name;

@@ -41,6 +41,9 @@ struct fr_sig_ctx {
   uint64_t nonce[2];      /* mixed into non-deterministic nodes' signatures; fresh per run */
   struct fr_cache *cache; /* may be NULL */
   struct fr_fp_memo *memo;
+  /* Per node, per output: what a link to that output hashes (fr_signature_link); NULL (or a NULL row):
+   * the upstream node's signature. */
+  struct fr_key *const *link_sigs;
 };
 
 /* The content fingerprint of a file: XXH3-128 of its bytes, memoised by path, size and mtime.
@@ -55,7 +58,12 @@ enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph
 /* The signature of node idx. Errors: a file input that cannot be fingerprinted (FR_E_IO), FR_E_NOMEM. */
 enum fr_status fr_signature_node(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
                                  const struct fr_key *sigs, struct fr_key *out, struct fr_err *err);
-/* The cache key of output `output` of a node with signature sig. */
+/* What a link to output `output` of node idx hashes, given the node signatures sigs: sigs[idx] itself,
+ * unless some input of the node is marked FR_IN_ONLY_FOR another output; then a signature that leaves
+ * out the inputs marked for other outputs. */
+enum fr_status fr_signature_link(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx, int output,
+                                 const struct fr_key *sigs, struct fr_key *out, struct fr_err *err);
+/* The cache key of output `output` of a node with signature sig (the engine passes the link signature). */
 void fr_signature_output(const struct fr_key *sig, int output, struct fr_key *out);
 
 /* 32 lowercase hex digits and a NUL. */
