@@ -1,6 +1,7 @@
 /* LoraLoader and LoraLoaderModelOnly (ComfyUI's names, inputs and outputs): each returns its MODEL / CLIP
  * handles plus (LoRA file, strength); the weights are patched when a consumer loads them (models.c,
  * nodes/models/lora.c). docs/lora.md describes the layouts and what is warned. */
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -44,16 +45,24 @@ static enum fr_status fr__lora_out(struct fr_node_ctx *nc, const char *in, const
   return fr_out_set(nc, idx, nv);
 }
 
-static enum fr_status fr__lora_run(struct fr_node_ctx *nc) {
+static enum fr_status fr__lora_common(struct fr_node_ctx *nc, bool with_clip) {
   const char *path = fr_in_path(nc, "lora_name");
   if (!path)
     return fr_node_fail(nc, FR_E_INVALID, "input 'lora_name': no LoRA file given");
   enum fr_status rc = fr__lora_check_file(nc, path);
   if (!rc)
     rc = fr__lora_out(nc, "model", FR_T_MODEL, 0, path, fr_in_float(nc, "strength_model"));
-  if (!rc && fr_in(nc, "clip"))
+  if (!rc && with_clip)
     rc = fr__lora_out(nc, "clip", FR_T_CLIP, 1, path, fr_in_float(nc, "strength_clip"));
   return rc;
+}
+
+static enum fr_status fr__lora_run(struct fr_node_ctx *nc) {
+  return fr__lora_common(nc, true);
+}
+
+static enum fr_status fr__lora_mo_run(struct fr_node_ctx *nc) {
+  return fr__lora_common(nc, false);
 }
 
 #define FR__LORA_NAME                                                                                        \
@@ -111,4 +120,4 @@ const struct fr_node_spec fr_node_lora_loader_model_only = {
     fr__lora_mo_out,
     FR_COUNT(fr__lora_mo_out),
     0,
-    fr__lora_run};
+    fr__lora_mo_run};

@@ -387,7 +387,7 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
   }
   /* keep one patched variant per component: free the previous one (another LoRA or strength) */
   char slot[8300];
-  snprintf(slot, sizeof slot, "pipeline:patched:%.*s", (int)base_len, key + 9);
+  snprintf(slot, sizeof slot, "pipeline:patched:%.*s", (int)base_len - 9, key + 9); /* after "pipeline:" */
   if (patched) {
     char *prev = fr_node_engine_get(nc, slot);
     if (prev)
