@@ -632,6 +632,44 @@ static void test_rerun(void) {
   fr_engine_free(e);
 }
 
+/* The shared graphs run as they are on the tiny models with the LoRA files test_layouts wrote. */
+static void test_graphs(void) {
+  const char *src = getenv("FR_SRC");
+  if (!src) {
+    printf("part skipped: FR_SRC not set (the graphs/ folder)\n");
+    return;
+  }
+  static const struct {
+    const char *graph, *ckpt, *lora;
+  } cases[] = {{"sd15-lora.yaml", "sd15-tiny.safetensors", "lora-kohya-sd15-0.safetensors"},
+               {"sdxl-lora.yaml", "sdxl-tiny.safetensors", "lora-kohya-sdxl-0.safetensors"}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char path[4300], lp[4500];
+    snprintf(path, sizeof path, "%s/graphs/%s", src, cases[i].graph);
+    snprintf(lp, sizeof lp, "%s/%s", models_tmp, cases[i].lora);
+    if (access(lp, F_OK) != 0)
+      continue; /* its layout was skipped */
+    struct fr_engine *e = engine(NULL);
+    if (!e)
+      return;
+    struct fr_override ov[] = {{"ckpt", cases[i].ckpt}, {"lora", cases[i].lora}, {"width", "64"},
+                               {"height", "64"},        {"steps", "2"},          {"strength_model", "0.7"}};
+    struct fr_graph *g = NULL;
+    struct fr_err err = {{0}};
+    CHECK_OK(fr_engine_load(e, path, ov, (int)(sizeof ov / sizeof ov[0]), &g, &err), &err);
+    if (g) {
+      struct fr_run_summary sum;
+      patches = 0;
+      warn_text[0] = 0;
+      CHECK_OK(fr_engine_run(e, g, &sum, &err), &err);
+      CHECKF(patches == 2 && !warn_text[0], "%s: %d components patched, warnings '%s'", cases[i].graph,
+             patches, warn_text);
+      fr_graph_free(g);
+    }
+    fr_engine_free(e);
+  }
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_lora");
   fx = fr_test_fixtures();
@@ -650,6 +688,7 @@ int main(void) {
       printf("note: no %s link (%s)\n", toks[i], target);
   }
   test_layouts();
+  test_graphs();
   test_zero_unmatched_wrong_base();
   test_rerun();
   return fr_test_done();
