@@ -1,8 +1,8 @@
 /* LoRA / LoCon / LoHa / LoKr files and their deltas (lora.h; the math and the names: docs/lora.md).
  *
- * Deltas are computed with double accumulation and rounded to fp32, then added to the fp32 copy of the
- * weight: W' = W + sum(strength x scale x delta). The factors are small (rank x features), so the cost
- * is one GEMM of [out, rank] x [rank, in] per patched layer, once per load. */
+ * Deltas are computed in fp32 from fp32 copies of the factors and added to the fp32 copy of the weight:
+ * W' = W + sum(strength x scale x delta), the products strength x scale x delta formed in double and
+ * rounded once. The cost is one [out, rank] x [rank, in] product per patched layer, once per load. */
 #include "nodes/models/lora.h"
 
 #include <stdio.h>
@@ -216,16 +216,20 @@ static struct fr_tensor *fr__f32(const struct fr_st_entry *e) {
   return t;
 }
 
-/* C[m, n] = A[m, k] B[k, n] (row-major), each element accumulated in double and rounded once to fp32.
- * aT: A is stored as [k, m]. k is a rank (small), so the strided reads of B cost little. */
+/* C[m, n] = A[m, k] B[k, n] (row-major) in fp32, as ComfyUI's torch.mm of fp32 factors. aT: A is stored
+ * as [k, m]. Rows of C accumulate along contiguous rows of B (k is a rank, small). */
 static void fr__mm(const float *a, bool aT, const float *b, float *c, int64_t m, int64_t k, int64_t n) {
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      double acc = 0;
-      for (int64_t p = 0; p < k; p++)
-        acc += (double)(aT ? a[p * m + i] : a[i * k + p]) * (double)b[p * n + j];
-      c[i * n + j] = (float)acc;
+  for (int64_t i = 0; i < m; i++) {
+    float *cr = c + i * n;
+    for (int64_t j = 0; j < n; j++)
+      cr[j] = 0;
+    for (int64_t p = 0; p < k; p++) {
+      float x = aT ? a[p * m + i] : a[i * k + p];
+      const float *br = b + p * n;
+      for (int64_t j = 0; j < n; j++)
+        cr[j] += x * br[j];
     }
+  }
 }
 
 /* A delta: [rows, cols] row-major F32, with the shape it came in for messages. */
