@@ -27,6 +27,9 @@
 
 #include "core/flowrun.h"
 #include "core/safetensors.h"
+#include "nodes/models/clip.h"
+#include "nodes/models/lora.h"
+#include "nodes/models/unet_impl.h"
 #include "nodes/registry.h"
 #include "tests/test.h"
 
@@ -553,6 +556,84 @@ static void test_layouts(void) {
   lora_free(&k);
 }
 
+/* The same LoRA files on the diffusers folder of the same model (diffusers key names under unet/ and
+ * text_encoder/; CheckpointLoader cannot name a folder in a graph yet, so the components are loaded
+ * directly): every module matches, and the patched weights equal those loaded from the single file (the
+ * two layouts hold the same fp16 values). */
+static int count_modules(const char *lora_file, enum fr_lora_space sp) {
+  struct fr_lora_set *s = fr_lora_set_new();
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_lora_set_add(s, lora_file, 1, &err), &err);
+  int n = fr_lora_modules(s, sp);
+  fr_lora_set_free(s);
+  return n;
+}
+
+static void test_diffusers_folder(void) {
+  if (!fr_test_have_fixture(fx, "models/sd15-tiny/model_index.json"))
+    return;
+  struct fr_ctx *c = NULL;
+  struct fr_err err = {{0}};
+  struct fr_ctx_opts o = {.device = "cpu", .dtype = FR_F32, .threads = 2};
+  CHECK_OK(fr_ctx_new(&o, &c, &err), &err);
+  char files[2][4400], ckpts[2][4400];
+  snprintf(files[0], sizeof files[0], "%s/lora-kohya-sd15-0.safetensors", models_tmp);
+  snprintf(files[1], sizeof files[1], "%s/lora-peft-0.safetensors", models_tmp);
+  snprintf(ckpts[0], sizeof ckpts[0], "%s/sd15-tiny.safetensors", models_fx);
+  snprintf(ckpts[1], sizeof ckpts[1], "%s/sd15-tiny", models_fx);
+  int want_u = count_modules(files[0], FR_LORA_UNET) + count_modules(files[1], FR_LORA_UNET);
+  int want_l = count_modules(files[0], FR_LORA_CLIP_L) + count_modules(files[1], FR_LORA_CLIP_L);
+  struct fr_unet *u[2] = {0};
+  struct fr_clip *l[2] = {0};
+  for (int k = 0; c && k < 2; k++) {
+    struct fr_checkpoint *ck = NULL;
+    CHECK_OK(fr_checkpoint_open(ckpts[k], &ck, &err), &err);
+    struct fr_lora_set *s = fr_lora_set_new();
+    CHECK_OK(fr_lora_set_add(s, files[0], 0.8, &err), &err);
+    CHECK_OK(fr_lora_set_add(s, files[1], -0.6, &err), &err);
+    if (!ck)
+      break;
+    struct fr_checkpoint pk = *ck;
+    pk.lora = s;
+    CHECK_OK(fr_unet_load(c, &pk, &u[k], &err), &err);
+    CHECK_OK(fr_clip_load(c, &pk, FR_CLIP_ROLE_L, &l[k], &err), &err);
+    int got_u = fr_lora_applied(s, FR_LORA_UNET), got_l = fr_lora_applied(s, FR_LORA_CLIP_L);
+    printf("%s: %d of %d UNet and %d of %d CLIP modules applied\n", k ? "diffusers folder" : "single file",
+           got_u, want_u, got_l, want_l);
+    CHECKF(got_u == want_u && got_l == want_l && want_u == 4 && want_l == 3,
+           "%s: %d/%d UNet, %d/%d CLIP modules", ckpts[k], got_u, want_u, got_l, want_l);
+    fr_lora_set_free(s);
+    fr_checkpoint_close(ck);
+  }
+  if (u[0] && u[1] && l[0] && l[1]) {
+    const struct fr_unet_impl *a = u[0]->impl, *b = u[1]->impl;
+    double worst = 0;
+    CHECK(a->n_owned == b->n_owned);
+    for (int i = 0; i < a->n_owned && i < b->n_owned; i++) {
+      int64_t n = fr_tensor_numel(a->owned[i]);
+      CHECK(n == fr_tensor_numel(b->owned[i]));
+      double e = fr_test_rel_err(b->owned[i]->data, a->owned[i]->data, (long)n);
+      worst = e > worst ? e : worst;
+    }
+    for (int i = 0; i < l[0]->cfg.layers; i++) {
+      const struct fr_clip_layer *x = &l[0]->layer[i], *y = &l[1]->layer[i];
+      const struct fr_tensor *tx[4] = {x->q_w, x->fc1_w, x->o_w, x->k_w},
+                             *ty[4] = {y->q_w, y->fc1_w, y->o_w, y->k_w};
+      for (int j = 0; j < 4; j++) {
+        double e = fr_test_rel_err(ty[j]->data, tx[j]->data, (long)fr_tensor_numel(tx[j]));
+        worst = e > worst ? e : worst;
+      }
+    }
+    printf("patched weights, diffusers folder vs single file: %.2e\n", worst);
+    CHECKF(worst <= 1e-6, "patched weights differ between the layouts: %.2e", worst);
+  }
+  for (int k = 0; k < 2; k++) {
+    fr_unet_free(u[k]);
+    fr_clip_free(l[k]);
+  }
+  fr_ctx_free(c);
+}
+
 /* Strength 0 is the base bit for bit; unmatched modules warn; an SDXL LoRA on SD1.5 is refused. */
 static void test_zero_unmatched_wrong_base(void) {
   struct lora a = {0};
@@ -689,6 +770,7 @@ int main(void) {
   }
   test_layouts();
   test_graphs();
+  test_diffusers_folder();
   test_zero_unmatched_wrong_base();
   test_rerun();
   return fr_test_done();
