@@ -1,5 +1,6 @@
 /* Event listeners for the CLI (and anyone embedding the engine): a JSON-lines writer and a human
- * display. Both are fr_event_fn callbacks taking their state as `user`.
+ * display. Both are fr_event_fn callbacks taking their state as `user`. The display shows each node's steps
+ * with their time, the rate (it/s, or s/it below one step a second) and, on a terminal, the time left.
  *
  * JSON lines (one object per line, flushed after each, so a pipe reader sees events live):
  *   {"event":"run_start","nodes":N}
@@ -35,6 +36,9 @@ struct fr_display {
   bool quiet;
   bool line_open; /* a live line without its newline yet */
   int planned, done;
+  /* the running node's steps: when it started, when its last step ended (monotonic seconds), that step */
+  double t_node, t_step;
+  int last_step;
 };
 void fr_display_init(struct fr_display *d, FILE *f, bool tty, bool quiet);
 void fr_events_display(void *user, const struct fr_event *ev);

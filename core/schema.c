@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/comfy.h"
 #include "core/flowrun.h"
 
 /* A default written as literal text, emitted with its JSON type: numbers for INT/FLOAT, true/false for
@@ -41,6 +42,15 @@ void fr_schema_json(const struct fr_registry *r, struct fr_buf *b) {
     fr_buf_json_str(b, s->category ? s->category : "");
     fr_buf_puts(b, ",\"help\":");
     fr_buf_json_str(b, s->help ? s->help : "");
+    const char *alias[8];
+    int n_alias = fr_comfy_aliases(s->name, alias, 8);
+    fr_buf_puts(b, ",\"comfy\":[");
+    for (int k = 0; k < n_alias; k++) {
+      if (k)
+        fr_buf_putc(b, ',');
+      fr_buf_json_str(b, alias[k]);
+    }
+    fr_buf_putc(b, ']');
     fr_buf_printf(b, ",\"output_node\":%s,\"nondeterministic\":%s,\"inputs\":[",
                   (s->flags & FR_NODE_OUTPUT) ? "true" : "false",
                   (s->flags & FR_NODE_NONDETERMINISTIC) ? "true" : "false");

@@ -22,6 +22,11 @@ bool fr_cli_parse_size(const char *s, int64_t *out);
  * 2 for a dtype the device does not have, 1 for an unusable device. */
 int fr_cli_check_compute(const char *prefix, const char *device, const char *dtype, int threads);
 
+/* Appends the folders of FLOWRUN_MODELS (colon-separated) to dirs[*n..max) after those of --models; returns
+ * the copy of the variable they point into (fr_free it after use), NULL when it is unset or empty (or out
+ * of memory: then nothing is appended). */
+char *fr_cli_env_model_dirs(const char **dirs, int *n, int max);
+
 int fr_cmd_version(int argc, char **argv);
 int fr_cmd_run(int argc, char **argv);      /* core/cli/cmd_run.c; also `flowrun GRAPH.yaml` */
 int fr_cmd_validate(int argc, char **argv); /* core/cli/cmd_validate.c */
@@ -30,6 +35,8 @@ int fr_cmd_synth(int argc, char **argv);    /* cmd_synth.c */
 int fr_cmd_bench(int argc, char **argv);    /* cmd_bench.c */
 int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int fr_cmd_cache(int argc, char **argv);    /* core/cli/cmd_cache.c */
+int fr_cmd_import(int argc, char **argv);   /* core/cli/cmd_comfy.c */
+int fr_cmd_export(int argc, char **argv);   /* core/cli/cmd_comfy.c */
 #ifdef FLOWRUN_HAVE_SERVE
 int fr_cmd_serve(int argc, char **argv); /* core/cli/cmd_serve.c, with web/server (libwebsockets) */
 #endif

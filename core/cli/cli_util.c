@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 
+#include "core/alloc.h"
 #include "kernels/ops.h"
 
 bool fr_cli_parse_size(const char *s, int64_t *out) {
@@ -77,4 +78,15 @@ int fr_cli_check_compute(const char *prefix, const char *device, const char *dty
                          : "bf16",
           err.msg);
   return rc == FR_E_UNSUPPORTED || rc == FR_E_INVALID ? 2 : 1;
+}
+
+char *fr_cli_env_model_dirs(const char **dirs, int *n, int max) {
+  const char *env = getenv("FLOWRUN_MODELS");
+  if (!env || !*env)
+    return NULL;
+  char *copy = fr_strdup(env);
+  for (char *save = NULL, *p = copy ? strtok_r(copy, ":", &save) : NULL; p; p = strtok_r(NULL, ":", &save))
+    if (*p && *n < max)
+      dirs[(*n)++] = p;
+  return copy;
 }

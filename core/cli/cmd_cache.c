@@ -1,4 +1,4 @@
-/* flowrun cache stats|clear|gc [--cache PATH] [--max-size SIZE]: look after the output cache.
+/* flowrun cache stats|clear|gc [--cache PATH] [--cache-size SIZE]: look after the output cache.
  *
  * stats never creates a cache file (asking about a cache that does not exist says so); clear and gc
  * open it as a run would. Exit status: 0 ok, 1 the cache failed (e.g. the file is not a flowrun
@@ -13,15 +13,15 @@
 #include "core/cli/cli.h"
 
 static void fr__cache_usage(FILE *f) {
-  fprintf(f, "usage: flowrun cache stats|clear|gc [--cache PATH] [--max-size SIZE]\n"
+  fprintf(f, "usage: flowrun cache stats|clear|gc [--cache PATH] [--cache-size SIZE]\n"
              "  stats       entries, bytes, limit and file size\n"
              "  clear       drop every entry (and the file fingerprint memos)\n"
              "  gc          verify every entry, drop bad ones, evict least-recently-used entries down to\n"
              "              the limit, compact the file\n"
              "  --cache PATH      the cache file (default: $XDG_CACHE_HOME/flowrun/cache.sqlite or\n"
              "                    ~/.cache/flowrun/cache.sqlite)\n"
-             "  --max-size SIZE   the size limit: bytes or with K, M, G, T (binary units), or 'unlimited';\n"
-             "                    default 10G\n");
+             "  --cache-size SIZE the size limit: bytes or with K, M, G, T (binary units), or 'unlimited';\n"
+             "                    default 10G (the same option as a run's)\n");
 }
 
 
@@ -68,7 +68,9 @@ int fr_cmd_cache(int argc, char **argv) {
     }
     const char *val = NULL;
     bool is_cache = strncmp(a, "--cache", 7) == 0 && (a[7] == 0 || a[7] == '=');
-    bool is_max = strncmp(a, "--max-size", 10) == 0 && (a[10] == 0 || a[10] == '=');
+    /* --cache-size, as for a run; --max-size is its old name here */
+    bool is_max = (strncmp(a, "--cache-size", 12) == 0 && (a[12] == 0 || a[12] == '=')) ||
+                  (strncmp(a, "--max-size", 10) == 0 && (a[10] == 0 || a[10] == '='));
     if (is_cache || is_max) {
       const char *eq = strchr(a, '=');
       if (eq)
@@ -76,13 +78,13 @@ int fr_cmd_cache(int argc, char **argv) {
       else if (i + 1 < argc)
         val = argv[++i];
       if (!val || !*val) {
-        fprintf(stderr, "flowrun cache: %s needs a value\n", is_cache ? "--cache" : "--max-size");
+        fprintf(stderr, "flowrun cache: %s needs a value\n", is_cache ? "--cache" : "--cache-size");
         return 2;
       }
       if (is_cache) {
         path = val;
       } else if (!fr_cli_parse_size(val, &max_bytes)) {
-        fprintf(stderr, "flowrun cache: --max-size '%s' is not a size (e.g. 2G, 500M, unlimited)\n", val);
+        fprintf(stderr, "flowrun cache: --cache-size '%s' is not a size (e.g. 2G, 500M, unlimited)\n", val);
         return 2;
       }
     } else if (a[0] == '-') {

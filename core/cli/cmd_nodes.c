@@ -2,9 +2,11 @@
  * schema the editor uses (JSON, documented in docs/schema.md). */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/alloc.h"
 #include "core/cli/cli.h"
+#include "core/comfy.h"
 #include "core/schema.h"
 #include "nodes/registry.h"
 
@@ -51,17 +53,63 @@ static void fr__print_node(const struct fr_node_spec *s) {
            s->outputs[i].help ? s->outputs[i].help : "");
 }
 
+/* Whether pattern (case-insensitive) occurs in s. */
+static bool fr__has(const char *s, const char *pattern) {
+  size_t n = strlen(pattern);
+  for (; s && *s; s++)
+    if (!strncasecmp(s, pattern, n))
+      return true;
+  return !n;
+}
+
+/* By name, category, description, and ComfyUI's names for the type ("ksampler" finds Sampler). */
+static bool fr__matches(const struct fr_node_spec *s, const char *pattern) {
+  if (!pattern || fr__has(s->name, pattern) || fr__has(s->category, pattern) || fr__has(s->help, pattern))
+    return true;
+  const char *alias[8];
+  int n = fr_comfy_aliases(s->name, alias, 8);
+  for (int i = 0; i < n; i++)
+    if (fr__has(alias[i], pattern))
+      return true;
+  return false;
+}
+
 int fr_cmd_nodes(int argc, char **argv) {
   bool json = false;
+  const char *pattern = NULL;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (strcmp(argv[i], "--json") == 0) {
       json = true;
-    else {
-      fprintf(stderr, "flowrun: nodes: unknown argument %s\nusage: flowrun nodes [--json]\n", argv[i]);
+    } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+      printf("usage: flowrun nodes [PATTERN] [--json]\n"
+             "  lists the node types with their inputs and outputs; PATTERN (case-insensitive) keeps those\n"
+             "  whose name, category or description contains it; --json: the editor's schema "
+             "(docs/schema.md)\n");
+      return 0;
+    } else if (argv[i][0] != '-' && !pattern) {
+      pattern = argv[i];
+    } else {
+      fprintf(stderr, "flowrun: nodes: unknown argument %s\nusage: flowrun nodes [PATTERN] [--json]\n",
+              argv[i]);
       return 2;
     }
   }
-  const struct fr_registry *r = fr_builtin_registry();
+  const struct fr_registry *all = fr_builtin_registry();
+  const struct fr_node_spec **keep = fr_calloc((size_t)all->n + 1, sizeof *keep);
+  if (!keep) {
+    fprintf(stderr, "flowrun: out of memory\n");
+    return 1;
+  }
+  struct fr_registry filtered = {keep, 0};
+  for (int i = 0; i < all->n; i++)
+    if (fr__matches(all->specs[i], pattern))
+      keep[filtered.n++] = all->specs[i];
+  const struct fr_registry *r = &filtered;
+  if (pattern && filtered.n == 0) {
+    fprintf(stderr, "flowrun: nodes: no node type matches '%s'\n", pattern);
+    fr_free(keep);
+    return 1;
+  }
   if (json) {
     struct fr_buf b = {0};
     fr_schema_json(r, &b);
@@ -73,6 +121,7 @@ int fr_cmd_nodes(int argc, char **argv) {
     fwrite(b.data, 1, b.len, stdout);
     putchar('\n');
     fr_buf_free(&b);
+    fr_free(keep);
     return 0;
   }
   /* Categories in order of first appearance (the registry is in palette order). */
@@ -90,5 +139,6 @@ int fr_cmd_nodes(int argc, char **argv) {
   }
   if (r->n == 0)
     printf("no node types are built in\n");
+  fr_free(keep);
   return 0;
 }

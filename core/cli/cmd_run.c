@@ -4,10 +4,13 @@
  * first Ctrl-C asks the engine to stop between nodes (or sampler steps); a second one exits at once. */
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/cli/cli.h"
@@ -29,6 +32,8 @@ struct fr__run_args {
   bool no_cache, quiet;
   int64_t cache_size;
   int threads;
+  const char *seed; /* --seed N|random: the graph's `seed` param */
+  int repeat;       /* --repeat N: runs, the seed going up by one each (or random with --seed random) */
 };
 
 static struct fr_engine *volatile fr__engine;
@@ -56,7 +61,10 @@ static void fr__run_usage(FILE *f) {
              "                     on cpu, the only one there; f16 on cuda). The VAE computes in bf16 for\n"
              "                     f16 (fp16 overflows in the SDXL VAE; f32 where the GPU has no bf16)\n"
              "  --threads N        CPU threads (default: all cores)\n"
-             "  --quiet            print only warnings and errors\n");
+             "  --quiet            print only warnings and errors\n"
+             "  --seed N|random    set the graph's seed param (random: a fresh seed, printed)\n"
+             "  --repeat N         run N times, the seed going up by one each run (with --seed random: a\n"
+             "                     fresh random seed each run), as ComfyUI's batch count\n");
 }
 
 /* Returns 0 when parsed, else the exit status. */
@@ -139,6 +147,24 @@ static int fr__parse_args(int argc, char **argv, struct fr__run_args *a) {
         return 2;
       }
       a->threads = (int)t;
+    } else if (strcmp(o, "--seed") == 0) {
+      FR__NEEDVAL();
+      char *end;
+      long long v = strtoll(val, &end, 10);
+      if (strcmp(val, "random") != 0 && (*val == 0 || *end || v < 0 || v > 9007199254740991LL)) {
+        fprintf(stderr, "flowrun: --seed %s: expected 'random' or a number from 0 to 2^53-1\n", val);
+        return 2;
+      }
+      a->seed = val;
+    } else if (strcmp(o, "--repeat") == 0) {
+      FR__NEEDVAL();
+      char *end;
+      long v = strtol(val, &end, 10);
+      if (*val == 0 || *end || v < 1 || v > 100000) {
+        fprintf(stderr, "flowrun: --repeat %s: expected a number of runs from 1 to 100000\n", val);
+        return 2;
+      }
+      a->repeat = (int)v;
     } else if (strcmp(o, "--quiet") == 0 || strcmp(o, "-q") == 0) {
       a->quiet = true;
     } else if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
@@ -230,6 +256,81 @@ static int fr__picture_params(struct fr_arena *a, const char *png, const struct 
   return 0;
 }
 
+/* Loads the graph of ra (a YAML file, or the workflow a picture carries with its params) into *gp.
+ * Returns 0 or the exit status, the message printed. */
+static int fr__load(struct fr_engine *e, struct fr__run_args *ra, struct fr_graph **gp) {
+  struct fr_err err = {{0}};
+  enum fr_status rc;
+  struct fr_graph *g = NULL;
+  int code = 0;
+  if (fr__is_png(ra->graph)) {
+    char *yaml = NULL;
+    rc = fr_png_read_text(ra->graph, FR_PNG_KEY_WORKFLOW, &yaml, &err);
+    if (rc == FR_E_NOTFOUND) {
+      fprintf(stderr, "flowrun: %s: this picture holds no flowrun workflow\n", ra->graph);
+      code = 2;
+    } else if (rc != FR_OK) {
+      fprintf(stderr, "flowrun: %s\n", err.msg);
+      code = 2;
+    } else {
+      struct fr_arena *a = fr_arena_new(0);
+      struct fr_override *ov = NULL;
+      int n_ov = 0;
+      code = a ? fr__picture_params(a, ra->graph, ra, &ov, &n_ov) : 1;
+      if (code == 0) {
+        /* Relative subgraphs and file inputs of the embedded workflow resolve against the folder of the
+         * graph it came from (when the picture names one that still exists), else the picture's. */
+        char *dir = NULL, *slash = NULL;
+        struct stat dst;
+        if (fr_png_read_text(ra->graph, FR_PNG_KEY_DIR, &dir, &err) == FR_OK &&
+            !(stat(dir, &dst) == 0 && S_ISDIR(dst.st_mode))) {
+          fr_free(dir);
+          dir = NULL;
+        }
+        if (!dir) {
+          dir = fr_strdup(ra->graph);
+          slash = dir ? strrchr(dir, '/') : NULL;
+          if (slash)
+            *slash = 0;
+          else if (dir) {
+            fr_free(dir);
+            dir = fr_strdup(".");
+          }
+        }
+        rc = dir ? fr_engine_load_string(e, yaml, strlen(yaml), ra->graph, dir, ov, n_ov, &g, &err)
+                 : fr_errf(&err, FR_E_NOMEM, "out of memory");
+        fr_free(dir);
+        if (rc != FR_OK) {
+          fprintf(stderr, "flowrun: %s\n", err.msg);
+          code = rc == FR_E_NOMEM ? 1 : 2;
+        }
+      }
+      fr_arena_free(a);
+      fr_free(yaml);
+    }
+  } else {
+    rc = fr_engine_load(e, ra->graph, ra->sets, ra->n_sets, &g, &err);
+    if (rc != FR_OK) {
+      fprintf(stderr, "flowrun: %s\n", err.msg);
+      code = rc == FR_E_NOMEM ? 1 : 2;
+    }
+  }
+
+  *gp = g;
+  return code;
+}
+
+/* A seed for --seed random: 53 random bits (flowrun's seeds stay exact in JSON and the editor). */
+static int64_t fr__random_seed(void) {
+  uint64_t v = 0;
+  if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    v = (uint64_t)ts.tv_nsec * 6364136223846793005ULL ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
+  }
+  return (int64_t)(v & ((1ULL << 53) - 1));
+}
+
 static int fr__exit_for(enum fr_status rc) {
   if (rc == FR_OK)
     return 0;
@@ -288,80 +389,66 @@ int fr_cmd_run(int argc, char **argv) {
     return rc == FR_E_INVALID ? 2 : 1;
   }
 
-  struct fr_graph *g = NULL;
-  int code = 0;
-  if (fr__is_png(args.graph)) {
-    char *yaml = NULL;
-    rc = fr_png_read_text(args.graph, FR_PNG_KEY_WORKFLOW, &yaml, &err);
-    if (rc == FR_E_NOTFOUND) {
-      fprintf(stderr, "flowrun: %s: this picture holds no flowrun workflow\n", args.graph);
-      code = 2;
-    } else if (rc != FR_OK) {
-      fprintf(stderr, "flowrun: %s\n", err.msg);
-      code = 2;
-    } else {
-      struct fr_arena *a = fr_arena_new(0);
-      struct fr_override *ov = NULL;
-      int n_ov = 0;
-      code = a ? fr__picture_params(a, args.graph, &args, &ov, &n_ov) : 1;
-      if (code == 0) {
-        /* Relative subgraphs and file inputs of the embedded workflow resolve against the folder of the
-         * graph it came from (when the picture names one that still exists), else the picture's. */
-        char *dir = NULL, *slash = NULL;
-        struct stat dst;
-        if (fr_png_read_text(args.graph, FR_PNG_KEY_DIR, &dir, &err) == FR_OK &&
-            !(stat(dir, &dst) == 0 && S_ISDIR(dst.st_mode))) {
-          fr_free(dir);
-          dir = NULL;
-        }
-        if (!dir) {
-          dir = fr_strdup(args.graph);
-          slash = dir ? strrchr(dir, '/') : NULL;
-          if (slash)
-            *slash = 0;
-          else if (dir) {
-            fr_free(dir);
-            dir = fr_strdup(".");
-          }
-        }
-        rc = dir ? fr_engine_load_string(e, yaml, strlen(yaml), args.graph, dir, ov, n_ov, &g, &err)
-                 : fr_errf(&err, FR_E_NOMEM, "out of memory");
-        fr_free(dir);
-        if (rc != FR_OK) {
-          fprintf(stderr, "flowrun: %s\n", err.msg);
-          code = rc == FR_E_NOMEM ? 1 : 2;
-        }
+  /* --seed and --repeat: the seed param as the last override, so it wins over --set and a picture's */
+  int runs = args.repeat > 0 ? args.repeat : 1, code = 0;
+  bool random = args.seed && !strcmp(args.seed, "random");
+  int64_t base = args.seed && !random ? strtoll(args.seed, NULL, 10) : -1;
+  char seedbuf[32] = "";
+  int seed_ov = -1;
+  if ((args.seed || runs > 1) && args.n_sets == FR__MAX_LIST) {
+    fprintf(stderr, "flowrun: too many --set overrides (at most %d)\n", FR__MAX_LIST - 1);
+    code = 2;
+  }
+  for (int r = 0; r < runs && code == 0; r++) {
+    struct fr_graph *g = NULL;
+    if (args.seed || r > 0) {
+      if (seed_ov < 0) {
+        seed_ov = args.n_sets++;
+        args.sets[seed_ov] = (struct fr_override){"seed", seedbuf};
       }
-      fr_arena_free(a);
-      fr_free(yaml);
+      snprintf(seedbuf, sizeof seedbuf, "%lld", (long long)(random ? fr__random_seed() : base + r));
     }
-  } else {
-    rc = fr_engine_load(e, args.graph, args.sets, args.n_sets, &g, &err);
-    if (rc != FR_OK) {
-      fprintf(stderr, "flowrun: %s\n", err.msg);
-      code = rc == FR_E_NOMEM ? 1 : 2;
+    if ((code = fr__load(e, &args, &g)) != 0)
+      break;
+    int64_t used = -1;
+    for (int i = 0; i < g->n_params; i++)
+      if (!strcmp(g->params[i].name, "seed") && g->params[i].value->kind == FR_V_INT)
+        used = g->params[i].value->i;
+    if (used < 0 && (args.seed || runs > 1)) {
+      fprintf(stderr, "flowrun: %s: %s needs an INT param 'seed' in the graph to vary, and it has none\n",
+              args.graph, args.seed ? "--seed" : "--repeat");
+      fr_graph_free(g);
+      code = 2;
+      break;
     }
+    if (base < 0) /* --repeat without --seed: from the graph's own seed up */
+      base = used;
+    if ((runs > 1 || random) && !args.quiet) {
+      if (runs > 1)
+        fprintf(stderr, "flowrun: run %d of %d, seed %lld\n", r + 1, runs, (long long)used);
+      else
+        fprintf(stderr, "flowrun: seed %lld\n", (long long)used);
+    }
+    if (code == 0) {
+      struct sigaction sa, old;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = fr__on_sigint;
+      sigemptyset(&sa.sa_mask);
+      fr__engine = e;
+      sigaction(SIGINT, &sa, &old);
+      struct fr_run_summary sum;
+      rc = fr_engine_run(e, g, &sum, &err);
+      sigaction(SIGINT, &old, NULL);
+      fr__engine = NULL;
+      code = fr__exit_for(rc);
+      /* The display already showed the error; with --events the message still goes to stderr. */
+      if (rc != FR_OK && jsonl && rc != FR_E_CANCELLED)
+        fprintf(stderr, "flowrun: %s\n", err.msg);
+      if (rc == FR_E_CANCELLED && (jsonl || args.quiet))
+        fprintf(stderr, "flowrun: cancelled\n");
+    }
+    fr_graph_free(g);
   }
-
-  if (code == 0) {
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = fr__on_sigint;
-    sigemptyset(&sa.sa_mask);
-    fr__engine = e;
-    sigaction(SIGINT, &sa, &old);
-    struct fr_run_summary sum;
-    rc = fr_engine_run(e, g, &sum, &err);
-    sigaction(SIGINT, &old, NULL);
-    fr__engine = NULL;
-    code = fr__exit_for(rc);
-    /* The display already showed the error; with --events the message still goes to stderr. */
-    if (rc != FR_OK && jsonl && rc != FR_E_CANCELLED)
-      fprintf(stderr, "flowrun: %s\n", err.msg);
-    if (rc == FR_E_CANCELLED && (jsonl || args.quiet))
-      fprintf(stderr, "flowrun: cancelled\n");
-  }
-  fr_graph_free(g);
   fr_engine_free(e);
   fr_free(envcopy);
   return code;

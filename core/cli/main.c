@@ -15,6 +15,8 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"bench", "time full-size model components on the CPU or GPU", fr_cmd_bench},
     {"tokenize", "print the CLIP token ids of a prompt", fr_cmd_tokenize},
     {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
+    {"import", "convert a ComfyUI workflow (API JSON or PNG) into a flowrun graph", fr_cmd_import},
+    {"export", "write a flowrun graph as a ComfyUI API-format workflow", fr_cmd_export},
 #ifdef FLOWRUN_HAVE_SERVE
     {"serve", "serve the browser editor and its API (http://127.0.0.1:8188)", fr_cmd_serve},
 #endif
@@ -28,8 +30,10 @@ static void fr__usage(FILE *f) {
 }
 
 int fr_cmd_version(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
+  if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+    printf("usage: flowrun version (also flowrun --version): prints the version\n");
+    return 0;
+  }
   printf("flowrun %s\n", FLOWRUN_VERSION);
   return 0;
 }
@@ -43,6 +47,8 @@ int main(int argc, char **argv) {
     fr__usage(stdout);
     return 0;
   }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
+    return fr_cmd_version(1, argv);
   for (size_t i = 0; i < sizeof fr__cmds / sizeof fr__cmds[0]; i++)
     if (strcmp(argv[1], fr__cmds[i].name) == 0)
       return fr__cmds[i].fn(argc - 1, argv + 1);

@@ -95,6 +95,25 @@ static double fr__percent_to_sigma(const struct fr_model_sched *ms, double p) {
   return fr_t_to_sigma(ms, (1.0 - p) * (FR_TRAIN_STEPS - 1));
 }
 
+/* Size conditioning left 0 (TextEncode's width/height/target 0, what ComfyUI's plain CLIPTextEncode gives
+ * an SDXL model) takes the sampled image's size, as ComfyUI's encode_model_conds does: original (h, w) =
+ * the latent's size x 8, and a 0 target size the original one. Rows of tids: base [h, w, crop_h, crop_w,
+ * target_h, target_w], refiner [h, w, crop_h, crop_w, aesthetic score]. */
+static void fr__fill_sizes(struct fr_tensor *tids, int64_t img_h, int64_t img_w) {
+  int64_t rows = tids->shape[0], n = tids->shape[tids->ndim - 1];
+  for (int64_t r = 0; r < rows; r++) {
+    float *v = (float *)tids->data + r * n;
+    if (v[0] == 0)
+      v[0] = (float)img_h;
+    if (v[1] == 0)
+      v[1] = (float)img_w;
+    if (n == 6 && v[4] == 0)
+      v[4] = v[0];
+    if (n == 6 && v[5] == 0)
+      v[5] = v[1];
+  }
+}
+
 /* Uploads one half's conditioning (and its ControlNet applications). */
 static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct fr_value *cond,
                                      const char *what, int64_t T_out, const struct fr_model_sched *ms) {
@@ -122,6 +141,8 @@ static enum fr_status fr__setup_half(struct fr__den *d, int half, const struct f
     d->te[half] = h ? fr_ctx_upload(d->c, h) : NULL;
     fr_tensor_free(h);
     d->tid[half] = fr__rows(tids, d->B, 1); /* stays on the host in fp32 (fr_unet_forward) */
+    if (d->tid[half])
+      fr__fill_sizes(d->tid[half], d->h * 8, d->w * 8);
   }
   if (!d->ctx[half] || (uc->adm_in_channels > 0 && (!d->te[half] || !d->tid[half])))
     return fr_node_fail(nc, FR_E_NOMEM, "out of memory uploading the conditioning");
@@ -734,7 +755,7 @@ static const struct fr_input_spec fr__sampler_in[] = {
 static const struct fr_output_spec fr__latent_out[] = {{"latent", FR_T_LATENT, "sampled latents"}};
 const struct fr_node_spec fr_node_sampler = {
     "Sampler",
-    1,
+    2, /* 2: size conditioning 0 = the latent's size (ComfyUI's CLIPTextEncode on SDXL) */
     "sampling",
     "Denoises a latent with a model, positive and negative conditioning, a sampler and a schedule.",
     fr__sampler_in,
@@ -767,7 +788,7 @@ static const struct fr_input_spec fr__refiner_in[] = {
 };
 const struct fr_node_spec fr_node_refiner = {
     "Refiner",
-    1,
+    2, /* 2: as the Sampler */
     "sampling",
     "Finishes an SDXL base latent (returned with leftover noise) with the refiner from the switch step: "
     "the \"ensemble of experts\" hand-off.",

@@ -22,7 +22,7 @@ grep -q "no cache file yet" "$T/out" || fail "stats of a missing cache: $(cat "$
 # gc creates it (and its folder), stats reads it
 expect_rc 0 "gc of a new cache" "$FLOWRUN" cache gc --cache "$C"
 [ -f "$C" ] || fail "gc did not create the cache"
-expect_rc 0 "stats" "$FLOWRUN" cache stats --cache="$C" --max-size 2G
+expect_rc 0 "stats" "$FLOWRUN" cache stats --cache="$C" --cache-size 2G
 grep -q "^entries: 0" "$T/out" || fail "stats entries: $(cat "$T/out")"
 grep -q "^limit:   2.0 GiB (2147483648)" "$T/out" || fail "stats limit: $(cat "$T/out")"
 
@@ -50,8 +50,8 @@ expect_rc 2 "no action" "$FLOWRUN" cache
 expect_rc 2 "unknown action" "$FLOWRUN" cache shrink --cache "$C"
 expect_rc 2 "unknown option" "$FLOWRUN" cache stats --cahce "$C"
 expect_rc 2 "missing --cache value" "$FLOWRUN" cache stats --cache
-expect_rc 2 "bad size" "$FLOWRUN" cache gc --cache "$C" --max-size 12Q
-expect_rc 2 "zero size" "$FLOWRUN" cache gc --cache "$C" --max-size 0
+expect_rc 2 "bad size" "$FLOWRUN" cache gc --cache "$C" --cache-size 12Q
+expect_rc 2 "zero size" "$FLOWRUN" cache gc --cache "$C" --cache-size 0
 expect_rc 2 "two actions" "$FLOWRUN" cache stats gc --cache "$C"
 
 # a file that is not a cache: exit 1, the path named, the file unchanged

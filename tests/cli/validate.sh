@@ -27,6 +27,17 @@ expect 2 "syntax.yaml:[0-9]+:[0-9]+" "$FLOWRUN" validate syntax.yaml
 printf 'flowrun: 1\nparams: {r: 2}\nnodes:\n  p: {type: TestPattern}\n  b: {type: ImageBlur, inputs: {image: p, radius: $r}}\n  s: {type: SaveImage, inputs: {images: b}}\n' > param.yaml
 expect 2 "r|radius" "$FLOWRUN" validate param.yaml --set r=99
 expect 2 "missing.yaml" "$FLOWRUN" validate missing.yaml
+# Model files: not checked without model folders (the graph may be for another machine); with --models
+# (or FLOWRUN_MODELS) a missing one is the error that lists where flowrun looked.
+mkdir -p models empty && : > models/m.safetensors
+printf 'flowrun: 1\nnodes:\n  c: {type: CheckpointLoader, inputs: {ckpt_name: m.safetensors}}\n' > ckpt.yaml
+"$FLOWRUN" validate ckpt.yaml > v.out 2>&1 && ok "model file not checked without --models" || bad "$(cat v.out)"
+expect 2 "ckpt.yaml:3:[0-9]+: .*'m.safetensors' not found; looked at: empty/m.safetensors" \
+  "$FLOWRUN" validate ckpt.yaml --models empty
+FLOWRUN_MODELS=empty "$FLOWRUN" validate ckpt.yaml > v.out 2>&1; [ $? = 2 ] && grep -q "not found" v.out \
+  && ok "FLOWRUN_MODELS checks too" || bad "FLOWRUN_MODELS: $(cat v.out)"
+"$FLOWRUN" validate ckpt.yaml --models empty --models models > v.out 2>&1 && grep -q "every file found" v.out \
+  && ok "found on the second folder" || bad "validate --models models: $(cat v.out)"
 expect 2 "unknown option --bogus" "$FLOWRUN" good.yaml --bogus
 expect 2 "expected NAME=VALUE" "$FLOWRUN" good.yaml --set novalue
 expect 2 "cpu or cuda" "$FLOWRUN" good.yaml --device tpu
