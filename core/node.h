@@ -43,10 +43,10 @@ enum fr_input_flags {
   /* Only output FR_IN_OUTPUT_OF(flags) depends on this input (set with FR_IN_ONLY_FOR(o)): the other
    * outputs' cache keys, and the keys of the nodes they feed, leave it out, so editing it does not re-run
    * what reads them (LoraLoader: strength_model changes the model, not the clip). */
-  FR_IN_ONLY_OUTPUT = 1 << 6,
+  FR_IN_ONLY_OUTPUT = 1 << 16, /* high bits, away from the plain flags above */
 };
-#define FR_IN_ONLY_FOR(o) (FR_IN_ONLY_OUTPUT | ((unsigned)(o) << 8))
-#define FR_IN_OUTPUT_OF(flags) ((int)(((flags) >> 8) & 0xff))
+#define FR_IN_ONLY_FOR(o) (FR_IN_ONLY_OUTPUT | ((unsigned)(o) << 24))
+#define FR_IN_OUTPUT_OF(flags) ((int)(((unsigned)(flags) >> 24) & 0xff))
 
 struct fr_input_spec {
   const char *name;

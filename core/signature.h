@@ -6,7 +6,8 @@
  *   every input sorted by name, each one of:
  *     literal:  int as int64, float as the IEEE-754 bits of the double (-0 and NaN made canonical),
  *               bool as one byte, string with its length;
- *     link:     the upstream node's signature and output index;
+ *     link:     the upstream node's signature and output index (the output's link signature instead
+ *               when the upstream node has inputs marked FR_IN_ONLY_FOR: fr_signature_link);
  *     file:     (FR_IN_FILE / FR_IN_MODEL_FILE) the XXH3-128 of the file's bytes, not its name, so a
  *               renamed or moved file keeps its cache;
  *     unset:    a marker;
