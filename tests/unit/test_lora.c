@@ -675,6 +675,28 @@ static void test_zero_unmatched_wrong_base(void) {
   printf("wrong base: %s\n", err.msg);
   CHECKF(rc != FR_OK && strstr(err.msg, "another base model") && strstr(err.msg, "lora-xl.safetensors"),
          "an SDXL LoRA on SD1.5: status %d, '%s'", rc, err.msg);
+  /* the UNet part alone: its modules' names exist in SD1.5, their shapes do not */
+  rc = run(e, "sd15-tiny.safetensors", xl, one, one, 1, true, "xl-unet.safetensors", &err);
+  printf("wrong base, UNet: %s\n", err.msg);
+  CHECKF(rc != FR_OK && strstr(err.msg, "another base model") && strstr(err.msg, "[64, 64] update") &&
+             strstr(err.msg, "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"),
+         "an SDXL LoRA's UNet part on SD1.5: status %d, '%s'", rc, err.msg);
+  /* factors that do not chain: an error naming the module, not a crash */
+  struct lora bad = {0};
+  rnd(&bad, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", ".lora_down.weight", 0.5,
+      2, 4, 32, 0, 0);
+  rnd(&bad, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", ".lora_up.weight", 0.5, 2,
+      32, 3, 0, 0);
+  snprintf(p, sizeof p, "%s/lora-bad.safetensors", models_tmp);
+  if (write_lora(&bad, p)) {
+    const char *bl[1] = {"lora-bad.safetensors"};
+    rc = run(e, "sd15-tiny.safetensors", bl, one, one, 1, true, "bad.safetensors", &err);
+    CHECKF(rc != FR_OK &&
+               strstr(err.msg, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q") &&
+               strstr(err.msg, "do not chain"),
+           "factors that do not chain: status %d, '%s'", rc, err.msg);
+  }
+  lora_free(&bad);
   fr_engine_free(e);
 }
 
