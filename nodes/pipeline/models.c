@@ -80,9 +80,9 @@ enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out) {
 
 /* ---- the shared, opened checkpoints ---- */
 
-/* One opened checkpoint per path and engine, key "pipeline:ckpt:<path>", referenced by every component
- * built from it (their weights may borrow its mapping), so a patched variant is derived without opening
- * the file again. */
+/* One opened checkpoint per path and engine, key "pipeline:ckpt:<path>:<size>:<mtime>", referenced by every
+ * component built from it (their weights may borrow its mapping), so a patched variant is derived without
+ * opening the file again. */
 struct fr__pckpt {
   int refcount;
   struct fr_checkpoint *ck;
@@ -103,8 +103,13 @@ static void fr__pckpt_destroy(void *p) {
  * opened now. */
 static enum fr_status fr__pckpt_get(struct fr_node_ctx *nc, const char *path, struct fr__pckpt **out,
                                     bool *opened, struct fr_err *err) {
-  char key[4200];
-  snprintf(key, sizeof key, "pipeline:ckpt:%s", path);
+  /* keyed by size and mtime too: a file replaced under the same name is opened anew */
+  struct stat sb;
+  long long size = -1, mt = 0;
+  if (stat(path, &sb) == 0)
+    size = (long long)sb.st_size, mt = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+  char key[4300];
+  snprintf(key, sizeof key, "pipeline:ckpt:%s:%lld:%lld", path, size, mt);
   struct fr__pckpt *p = fr_node_engine_get(nc, key);
   *opened = !p;
   if (!p) {
