@@ -180,6 +180,7 @@ enum fr_status fr_lora_set_add(struct fr_lora_set *s, const char *path, double s
     if (part == P_ALPHA && numel != 1)
       return fr_errf(err, FR_E_SHAPE, "LoRA %s: tensor %s: alpha must be one number", path, e->name);
     struct fr__mod *m = &l->mods[n++];
+    l->n_mods = n; /* so that fr_lora_set_free frees the names made so far */
     m->name = fr_malloc(len + 1);
     if (!m->name)
       return fr_errf(err, FR_E_NOMEM, "out of memory opening LoRA %s", path);

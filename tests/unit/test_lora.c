@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/flowrun.h"
 #include "core/safetensors.h"
 #include "nodes/models/clip.h"
@@ -634,6 +635,72 @@ static void test_diffusers_folder(void) {
   fr_ctx_free(c);
 }
 
+/* Allocation failures while opening LoRA files and merging every form (LoCon, LoCon with lora_mid, LoHa
+ * with tucker, LoKr with tucker): a clean FR_E_NOMEM every time, nothing leaks (ASan's leak check). */
+static void test_alloc_failures(void) {
+  static const char *const names[] = {"lora-kohya-sd15-0", "lora-loha-0", "lora-lokr-0", "lora-kohya-sdxl-0"};
+  char files[4][4400], ck15[4400], ckxl[4400];
+  for (int i = 0; i < 4; i++)
+    snprintf(files[i], sizeof files[i], "%s/%s.safetensors", models_tmp, names[i]);
+  snprintf(ck15, sizeof ck15, "%s/sd15-tiny.safetensors", models_fx);
+  snprintf(ckxl, sizeof ckxl, "%s/sdxl-tiny.safetensors", models_fx);
+  if (access(files[3], F_OK) != 0)
+    return;
+  struct fr_safetensors *st15 = NULL, *stxl = NULL;
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_st_open(ck15, &st15, &err), &err);
+  CHECK_OK(fr_st_open(ckxl, &stxl, &err), &err);
+  static const struct {
+    int xl;
+    enum fr_lora_space sp;
+    const char *key, *sgm, *dif;
+  } t[] = {{0, FR_LORA_UNET, SD "input_blocks.1.0.in_layers.2.weight", "input_blocks.1.0.in_layers.2.weight",
+            "down_blocks.0.resnets.0.conv1.weight"},
+           {0, FR_LORA_UNET, SD "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight",
+            "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight",
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"},
+           {0, FR_LORA_CLIP_L, TE "1.mlp.fc1.weight", NULL, NULL},
+           {1, FR_LORA_UNET, SD "output_blocks.0.0.in_layers.2.weight",
+            "output_blocks.0.0.in_layers.2.weight", "up_blocks.0.resnets.0.conv1.weight"},
+           {1, FR_LORA_CLIP_G, XL_G "0.attn.in_proj_weight", NULL, NULL}};
+  int nomem = 0;
+  for (long n = 1; n < 100000 && st15 && stxl; n++) {
+    fr_alloc_fail_at(n);
+    struct fr_lora_set *s[2] = {fr_lora_set_new(), fr_lora_set_new()};
+    enum fr_status rc = s[0] && s[1] ? FR_OK : FR_E_NOMEM;
+    for (int i = 0; !rc && i < 3; i++)
+      rc = fr_lora_set_add(s[0], files[i], 0.5, &err);
+    if (!rc)
+      rc = fr_lora_set_add(s[1], files[3], 0.5, &err);
+    int patched = 0;
+    for (size_t i = 0; !rc && i < sizeof t / sizeof t[0]; i++) {
+      const struct fr_safetensors *st = t[i].xl ? stxl : st15;
+      const char *aka[2] = {t[i].sgm, t[i].dif};
+      struct fr_tensor *w = NULL;
+      rc = fr_lora_patch(s[t[i].xl], t[i].sp, t[i].key, aka, t[i].sgm ? 2 : 0, fr_st_find(st, t[i].key), &w,
+                         &err);
+      patched += w != NULL;
+      fr_tensor_free(w);
+    }
+    fr_lora_set_free(s[0]);
+    fr_lora_set_free(s[1]);
+    fr_alloc_fail_at(0);
+    if (!rc) {
+      CHECKF(patched == 5, "fault injection: %d of 5 tensors patched", patched);
+      break;
+    }
+    nomem += rc == FR_E_NOMEM;
+    if (rc != FR_E_NOMEM) {
+      CHECKF(0, "allocation %ld failing gave %s: %s", n, fr_status_str(rc), err.msg);
+      break;
+    }
+  }
+  printf("fault injection: %d allocations failed cleanly\n", nomem);
+  CHECKF(nomem > 20, "fault injection reached %d allocations", nomem);
+  fr_st_close(st15);
+  fr_st_close(stxl);
+}
+
 /* Strength 0 is the base bit for bit; unmatched modules warn; an SDXL LoRA on SD1.5 is refused. */
 static void test_zero_unmatched_wrong_base(void) {
   struct lora a = {0};
@@ -793,6 +860,7 @@ int main(void) {
   test_layouts();
   test_graphs();
   test_diffusers_folder();
+  test_alloc_failures();
   test_zero_unmatched_wrong_base();
   test_rerun();
   return fr_test_done();
