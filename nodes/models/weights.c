@@ -170,9 +170,9 @@ enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const cha
   return fr_wsrc_load_aka(c, w, name, NULL, 0, ndim, shape, out, err);
 }
 
-enum fr_status fr_wsrc_load_aka(struct fr_ctx *c, const struct fr_wsrc *w, const char *name, const char *const *aka,
-                                int n_aka, int ndim, const int64_t *shape, struct fr_tensor **out,
-                                struct fr_err *err) {
+enum fr_status fr_wsrc_load_aka(struct fr_ctx *c, const struct fr_wsrc *w, const char *name,
+                                const char *const *aka, int n_aka, int ndim, const int64_t *shape,
+                                struct fr_tensor **out, struct fr_err *err) {
   *out = NULL;
   const char *prefix = w->prefix ? w->prefix : "";
   const struct fr_st_entry *e = fr_wsrc_find(w, name);

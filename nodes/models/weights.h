@@ -62,8 +62,8 @@ enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const cha
 /* The same, with the loader's other names for the tensor (without prefix: the UNet's SGM and diffusers
  * names), which the LoRA key mapping also tries. With w->lora set, a tensor a LoRA module names is
  * merged in fp32 on the host (fr_lora_patch) before fr_ctx_weight converts it. */
-enum fr_status fr_wsrc_load_aka(struct fr_ctx *c, const struct fr_wsrc *w, const char *name, const char *const *aka,
-                                int n_aka, int ndim, const int64_t *shape, struct fr_tensor **out,
-                                struct fr_err *err);
+enum fr_status fr_wsrc_load_aka(struct fr_ctx *c, const struct fr_wsrc *w, const char *name,
+                                const char *const *aka, int n_aka, int ndim, const int64_t *shape,
+                                struct fr_tensor **out, struct fr_err *err);
 
 #endif
