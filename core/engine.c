@@ -11,11 +11,13 @@
  * everything already computed stays in memory or in the cache, so nothing runs twice. */
 #include "core/flowrun.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@
 
 #include "core/buf.h"
 #include "core/cache.h"
+#include "core/file.h"
 #include "core/signature.h"
 
 struct fr__state {
@@ -73,6 +76,7 @@ struct fr__run {
   int fail_node; /* the node an error is about, or -1 */
   const char *params_json;
   const char *graph_dir; /* absolute, resolved on first use */
+  const char *out_real;  /* the output folder: absolute, links resolved (made at the start of the run) */
 };
 
 struct fr_node_ctx {
@@ -281,28 +285,112 @@ static bool fr__available(struct fr__run *r, int n, int o) {
   return r->mem[n][o] || (r->e->cache && fr_cache_has(r->e->cache, &r->okeys[n][o]));
 }
 
-/* True when every file named in a "files" value (one path per line) exists. */
-static bool fr__files_exist(const struct fr_value *v) {
-  if (!v || v->kind != FR_V_STRING || !v->s)
-    return false;
-  const char *p = v->s;
-  while (*p) {
-    const char *nl = strchr(p, '\n');
-    size_t n = nl ? (size_t)(nl - p) : strlen(p);
-    if (n > 0) {
-      char path[4096];
-      if (n >= sizeof path)
-        return false;
-      memcpy(path, p, n);
-      path[n] = 0;
-      if (access(path, F_OK) != 0)
-        return false;
-    }
-    p += n;
-    if (*p == '\n')
-      p++;
+/* An output node's "files" value, as the engine records it right after the node ran (fr__record_files):
+ * one line per file written,
+ *   <absolute path, links resolved> TAB <XXH3-128 of the file's bytes, 32 hex digits>
+ * so that a later run can tell its file from another one under the same name (numbered names are reused
+ * once a folder is cleared) or in another folder (a relative --output from another working folder). */
+
+/* Copies the next line of *p into line (NUL-terminated) and advances *p past it. 1: a line, 0: the end,
+ * -1: a line too long for line (then *p is put at the end). */
+static int fr__next_line(const char **p, char *line, size_t cap) {
+  while (**p == '\n')
+    (*p)++;
+  if (!**p)
+    return 0;
+  const char *nl = strchr(*p, '\n');
+  size_t n = nl ? (size_t)(nl - *p) : strlen(*p);
+  if (n >= cap) {
+    *p += strlen(*p);
+    return -1;
   }
-  return true;
+  memcpy(line, *p, n);
+  line[n] = 0;
+  *p += n;
+  return 1;
+}
+
+/* Splits a record line at its last tab: line becomes the path, *hex the hash (NULL: no tab). */
+static void fr__split_record(char *line, const char **hex) {
+  char *tab = strrchr(line, '\t');
+  *hex = NULL;
+  if (tab) {
+    *tab = 0;
+    *hex = tab + 1;
+  }
+}
+
+/* True when every file the record v names is still in this run's output folder with the recorded bytes:
+ * not removed, not replaced by another picture under a reused name, not in another folder. A value
+ * without hashes (an older flowrun's) never verifies: the node runs again. */
+static bool fr__files_verified(struct fr__run *r, const struct fr_value *v) {
+  if (!v || v->kind != FR_V_STRING || !v->s || !r->out_real)
+    return false;
+  size_t dl = strlen(r->out_real);
+  const char *p = v->s;
+  char line[4200];
+  int got;
+  while ((got = fr__next_line(&p, line, sizeof line)) == 1) {
+    const char *hex;
+    fr__split_record(line, &hex);
+    if (!hex || strlen(hex) != 32 || strncmp(line, r->out_real, dl) != 0 || (line[dl] != '/' && dl > 1))
+      return false;
+    struct stat sb; /* a regular file, not a link put in its place (nor a FIFO that would block a read) */
+    if (lstat(line, &sb) != 0 || !S_ISREG(sb.st_mode))
+      return false;
+    struct fr_key k;
+    char have[33];
+    struct fr_err herr;
+    if (fr_file_hash(line, &k, &herr) != FR_OK)
+      return false;
+    fr_key_hex(&k, have);
+    if (strcmp(have, hex) != 0)
+      return false;
+  }
+  return got == 0;
+}
+
+/* Replaces the paths output node n reported in its "files" output fo with the record described above. */
+static enum fr_status fr__record_files(struct fr__run *r, int n, int fo, struct fr_err *err) {
+  const struct fr_gnode *gn = &r->g->nodes[n];
+  const struct fr_value *v = r->mem[n][fo];
+  if (!v || v->kind != FR_V_STRING || !v->s)
+    return fr_errf(err, FR_E_INTERNAL, "node %s (%s): its files output is not a string", gn->id,
+                   gn->spec->name);
+  struct fr_buf b = {0};
+  enum fr_status rc = FR_OK;
+  const char *p = v->s;
+  char line[4200];
+  int got = 0;
+  while (rc == FR_OK && (got = fr__next_line(&p, line, sizeof line)) == 1) {
+    char *real = realpath(line, NULL); /* libc malloc */
+    struct fr_key k;
+    char hex[33];
+    if (!real)
+      rc = fr_errf(err, FR_E_IO, "node %s (%s): the file it wrote, %s, cannot be found: %s", gn->id,
+                   gn->spec->name, line, strerror(errno));
+    else if ((rc = fr_file_hash(real, &k, err)) != FR_OK)
+      fr_err_prefix(err, rc, "node %s (%s): the file it wrote: ", gn->id, gn->spec->name);
+    if (rc == FR_OK) {
+      fr_key_hex(&k, hex);
+      fr_buf_printf(&b, "%s%s\t%s", b.len ? "\n" : "", real, hex);
+    }
+    free(real);
+  }
+  if (rc == FR_OK && got < 0)
+    rc = fr_errf(err, FR_E_INVALID, "node %s (%s): a path it wrote is too long", gn->id, gn->spec->name);
+  struct fr_value *rec = NULL;
+  if (rc == FR_OK) {
+    rec = b.oom ? NULL : fr_value_string(b.len ? b.data : "");
+    if (!rec)
+      rc = fr_errf(err, FR_E_NOMEM, "node %s (%s): out of memory", gn->id, gn->spec->name);
+  }
+  fr_buf_free(&b);
+  if (rc != FR_OK)
+    return rc;
+  fr_value_unref(r->mem[n][fo]);
+  r->mem[n][fo] = rec;
+  return FR_OK;
 }
 
 /* Decides for every node whether it runs, comes from the cache (memory or SQLite) or is not needed,
@@ -338,8 +426,10 @@ static enum fr_status fr__plan(struct fr__run *r, struct fr_err *err) {
       enum fr_status rc = fr__load_cached(r, n, fo, err);
       if (rc == FR_E_NOMEM)
         return rc;
-      if (rc != FR_OK || !fr__files_exist(r->mem[n][fo]))
-        run = true; /* re-materialise the file from its (cached) inputs */
+      /* Re-materialise the file from its (cached) inputs, under a fresh name, unless the file it recorded is
+       * still there with the same bytes. */
+      if (rc != FR_OK || !fr__files_verified(r, r->mem[n][fo]))
+        run = true;
     }
     r->st[n] = run ? FR__RUN : FR__CACHED;
     if (!run)
@@ -383,28 +473,23 @@ static void fr__release_unneeded(struct fr__run *r) {
 
 /* ---- executing one node ---- */
 
-static void fr__emit_outputs(struct fr__run *r, int n) {
+/* One output event per recorded file. written: this run wrote it (else it was there, cached). */
+static void fr__emit_outputs(struct fr__run *r, int n, bool written) {
   int fo = fr__files_output(r->g->nodes[n].spec);
   r->outputs_emitted[n] = true;
   if (fo < 0 || !r->mem[n][fo] || r->mem[n][fo]->kind != FR_V_STRING || !r->mem[n][fo]->s)
     return;
   const char *p = r->mem[n][fo]->s;
-  while (*p) {
-    const char *nl = strchr(p, '\n');
-    size_t len = nl ? (size_t)(nl - p) : strlen(p);
-    if (len > 0 && len < 4096) {
-      char path[4096];
-      memcpy(path, p, len);
-      path[len] = 0;
-      struct fr_event ev = {.kind = FR_EV_OUTPUT,
-                            .node = r->g->nodes[n].id,
-                            .node_type = r->g->nodes[n].spec->name,
-                            .path = path};
-      fr__emit(r->e, &ev);
-    }
-    p += len;
-    if (*p == '\n')
-      p++;
+  char line[4200];
+  while (fr__next_line(&p, line, sizeof line) == 1) {
+    const char *hex;
+    fr__split_record(line, &hex);
+    struct fr_event ev = {.kind = FR_EV_OUTPUT,
+                          .node = r->g->nodes[n].id,
+                          .node_type = r->g->nodes[n].spec->name,
+                          .path = line,
+                          .written = written};
+    fr__emit(r->e, &ev);
   }
 }
 
@@ -478,14 +563,17 @@ static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) 
                      s->outputs[o].name);
   r->done[n] = true;
   r->executed++;
-  rc = fr__store(r, n, err);
+  int fo = fr__files_output(s);
+  rc = fo >= 0 ? fr__record_files(r, n, fo, err) : FR_OK;
+  if (rc == FR_OK)
+    rc = fr__store(r, n, err);
   if (rc != FR_OK) {
     r->fail_node = n;
     return rc;
   }
   struct fr_event done = {.kind = FR_EV_NODE_DONE, .node = gn->id, .node_type = s->name, .ms = ms};
   fr__emit(r->e, &done);
-  fr__emit_outputs(r, n);
+  fr__emit_outputs(r, n, true);
   /* Its inputs have one reader less. */
   for (int i = 0; i < s->n_inputs; i++) {
     const struct fr_binding *b = &gn->inputs[i];
@@ -521,7 +609,7 @@ static enum fr_status fr__use_cached(struct fr__run *r, int n, struct fr_err *er
     fr__emit(r->e, &ev);
   }
   if ((gn->spec->flags & FR_NODE_OUTPUT) && !r->outputs_emitted[n])
-    fr__emit_outputs(r, n);
+    fr__emit_outputs(r, n, false);
   return FR_OK;
 }
 
@@ -559,11 +647,27 @@ static enum fr_status fr__run_alloc(struct fr__run *r, struct fr_err *err) {
   return FR_OK;
 }
 
+/* Makes the output folder if it is missing (for every output node: SaveImage, SaveLatent, ...) and resolves
+ * it to an absolute path without links: the folder output nodes write to and their signatures name, so the
+ * same relative --output from another working folder is another folder. */
+static enum fr_status fr__output_dir(struct fr__run *r, struct fr_err *err) {
+  const char *dir = r->e->output_dir;
+  enum fr_status rc = fr_mkdirs(dir, err);
+  if (rc != FR_OK)
+    return fr_err_prefix(err, rc, "output folder: ");
+  char *real = realpath(dir, NULL); /* libc malloc: copied, then freed */
+  if (!real)
+    return fr_errf(err, FR_E_IO, "output folder %s: %s", dir, strerror(errno));
+  r->out_real = fr_arena_strdup(r->a, real);
+  free(real);
+  return r->out_real ? FR_OK : fr_errf(err, FR_E_NOMEM, "out of memory");
+}
+
 static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
   struct fr_engine *e = r->e;
   struct fr_sig_ctx ctx = {.device = e->device,
                            .dtype = e->sig_dtype,
-                           .output_dir = e->output_dir,
+                           .output_dir = r->out_real,
                            .cache = e->cache,
                            .memo = &e->memo,
                            .link_sigs = r->lsigs};
@@ -606,7 +710,9 @@ static enum fr_status fr__run_body(struct fr__run *r, struct fr_err *err) {
   if (!any_root)
     return fr_errf(err, FR_E_INVALID, "%s: nothing to do: the graph has no output node (such as SaveImage)",
                    g->path ? g->path : "graph");
-  enum fr_status rc = fr__signatures(r, err);
+  enum fr_status rc = fr__output_dir(r, err);
+  if (rc == FR_OK)
+    rc = fr__signatures(r, err);
   if (rc != FR_OK)
     return rc;
   /* Each re-plan forces one more node to run, so this ends after at most n_nodes + 1 plans. */
@@ -822,7 +928,7 @@ const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
   return nc->r->params_json ? nc->r->params_json : "{}";
 }
 const char *fr_node_output_dir(struct fr_node_ctx *nc) {
-  return nc->r->e->output_dir;
+  return nc->r->out_real ? nc->r->out_real : nc->r->e->output_dir;
 }
 const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
   struct fr__run *r = nc->r;

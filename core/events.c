@@ -49,7 +49,7 @@ void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
     fr_buf_puts(b, "{\"event\":\"output\"");
     fr__json_node(b, ev);
     fr__json_field(b, "path", ev->path);
-    fr_buf_putc(b, '}');
+    fr_buf_puts(b, ev->written ? ",\"written\":true}" : ",\"written\":false}");
     break;
   case FR_EV_INFO:
     fr_buf_puts(b, "{\"event\":\"info\"");
@@ -200,7 +200,7 @@ void fr_events_display(void *user, const struct fr_event *ev) {
     break;
   case FR_EV_OUTPUT:
     fr__close_line(d);
-    fprintf(f, "  wrote   %s\n", ev->path);
+    fprintf(f, "  %s  %s\n", ev->written ? "wrote " : "exists", ev->path);
     break;
   case FR_EV_INFO:
     fr__close_line(d);

@@ -8,7 +8,7 @@
  *   {"event":"node_start","node":ID,"type":T,"key":HEX}
  *   {"event":"progress","node":ID,"type":T,"step":I,"steps":N}
  *   {"event":"node_done","node":ID,"type":T,"ms":MS}
- *   {"event":"output","node":ID,"type":T,"path":P}
+ *   {"event":"output","node":ID,"type":T,"path":P,"written":B}  P absolute; B false: cached, already there
  *   {"event":"warning","message":M}
  *   {"event":"error","node":ID|null,"message":M,"status":S}
  *   {"event":"run_done","executed":N,"cached":N,"ms":MS,"status":S}   S: fr_status_str, "ok" on success */

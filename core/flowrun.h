@@ -27,8 +27,9 @@ enum fr_event_kind {
   FR_EV_NODE_DONE,   /* node, ms */
   FR_EV_ERROR,       /* node (NULL if not about one node), message, status */
   FR_EV_RUN_DONE,    /* executed, cached, ms, status */
-  FR_EV_OUTPUT,      /* node, path: a file an output node wrote (also when it was cached: the file
-                        it wrote before, which still exists) */
+  FR_EV_OUTPUT,      /* node, path (absolute), written: a file of an output node; written is true when
+                        this run wrote it, false when the node was cached and its file is still there
+                        with the content recorded when it was written */
   FR_EV_WARNING,     /* message: something that is not an error (a corrupt cache entry recomputed) */
   FR_EV_INFO,        /* node, message: what a node is doing that takes a while (loading a model file) */
 };
@@ -45,6 +46,7 @@ struct fr_event {
   const char *path;
   enum fr_status status;
   const char *key; /* node_cached / node_start: the node's signature, 32 hex digits */
+  bool written;    /* output: written by this run (see FR_EV_OUTPUT) */
 };
 
 typedef void (*fr_event_fn)(void *user, const struct fr_event *ev);

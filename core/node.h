@@ -65,9 +65,12 @@ struct fr_output_spec {
 };
 
 /* Output nodes (FR_NODE_OUTPUT) are the roots the planner walks back from. An output node that writes
- * files declares an output named "files" of type STRING holding the paths it wrote, one per line; the
- * engine emits an FR_EV_OUTPUT event for each, and re-runs a cached output node when any of its files
- * no longer exists (the file is re-materialised from cached inputs). */
+ * files declares an output named "files" of type STRING and sets it to the paths it wrote (in
+ * fr_node_output_dir, which the engine has made), one per line; the engine then replaces that with a
+ * record of each file's absolute path and content hash (docs/cache.md, "Output files"), emits an
+ * FR_EV_OUTPUT event for each, and re-runs a cached output node when any recorded file is missing or no
+ * longer has the recorded bytes (re-materialised from cached inputs; a numbering node such as SaveImage
+ * picks a fresh name, never overwriting a file that is not its own). */
 enum fr_node_flags {
   FR_NODE_OUTPUT = 1 << 0,           /* an output node (SaveImage): a planning root, produces files */
   FR_NODE_NONDETERMINISTIC = 1 << 1, /* results differ between runs with equal inputs: a fresh nonce
@@ -134,6 +137,7 @@ struct fr_arena *fr_node_arena(struct fr_node_ctx *nc);
 const char *fr_node_id(struct fr_node_ctx *nc);
 const char *fr_node_graph_yaml(struct fr_node_ctx *nc);
 const char *fr_node_graph_params_json(struct fr_node_ctx *nc); /* resolved params as a JSON object */
+/* The output folder: absolute, links resolved, existing (made at the start of the run). */
 const char *fr_node_output_dir(struct fr_node_ctx *nc);
 /* The absolute folder of the graph file (where its relative subgraphs and files resolve); "." when it
  * cannot be resolved. SaveImage embeds it (FR_PNG_KEY_DIR) so a picture re-runs from anywhere. */

@@ -15,8 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 
 /* Largest width or height accepted. Diffusion images are at most a few thousand pixels a side; the bound
  * keeps a file that declares a huge size from making us allocate gigabytes. */
@@ -121,6 +123,9 @@ static int fr__png_read_body(struct fr__png_state *st, struct fr_err *err) {
   png_init_io(st->png, st->f);
   png_set_sig_bytes(st->png, 8);
   png_set_user_limits(st->png, FR__PNG_MAX_DIM, FR__PNG_MAX_DIM);
+  /* The image needs no text: skip text chunks unread (a large zTXt is not inflated for nothing). */
+  static const png_byte text_chunks[] = {'t', 'E', 'X', 't', 0, 'z', 'T', 'X', 't', 0, 'i', 'T', 'X', 't', 0};
+  png_set_keep_unknown_chunks(st->png, PNG_HANDLE_CHUNK_NEVER, text_chunks, 3);
   png_read_info(st->png, st->info);
 
   png_uint_32 w = png_get_image_width(st->png, st->info);
@@ -145,6 +150,18 @@ static int fr__png_read_body(struct fr__png_state *st, struct fr_err *err) {
       rowbytes != (size_t)w * (size_t)channels * (size_t)(out_depth / 8)) {
     fr_errf(err, FR_E_UNSUPPORTED, "%s: unsupported PNG layout (colour type %d, %d bits)", st->path, color,
             depth);
+    return FR_E_UNSUPPORTED;
+  }
+  /* The decoded image must fit flowrun's limit (FR_PNG_MAX_DECODED_BYTES) before anything is allocated: a
+   * small file may declare 16384x16384 16-bit RGBA (4 GiB as F32, plus 2 GiB of rows to decode into). */
+  double f32_bytes = (double)w * (double)h * channels * sizeof(float);
+  if (f32_bytes > (double)FR_PNG_MAX_DECODED_BYTES) {
+    fr_errf(
+        err, FR_E_UNSUPPORTED,
+        "%s: a %ux%u %d-channel %d-bit image takes %.1f GiB decoded (F32), over the limit of %.0f GiB per "
+        "decoded image (FR_PNG_MAX_DECODED_BYTES)",
+        st->path, (unsigned)w, (unsigned)h, channels, depth, f32_bytes / (1u << 30),
+        (double)FR_PNG_MAX_DECODED_BYTES / (1u << 30));
     return FR_E_UNSUPPORTED;
   }
   /* The raw (filtered) data is (bytes per row + 1) * h for the stored depth; the file must be big
@@ -207,55 +224,203 @@ enum fr_status fr_png_read(const char *path, struct fr_tensor **out, struct fr_e
   return FR_OK;
 }
 
-/* Copies the value of st->key from the text chunks read so far into st->text (first match). */
-static int fr__png_take_text(struct fr__png_state *st, struct fr_err *err) {
-  png_textp texts = NULL;
-  int n = png_get_text(st->png, st->info, &texts, NULL);
-  for (int i = 0; i < n; i++) {
-    if (strcmp(texts[i].key, st->key) != 0)
-      continue;
-    size_t len = texts[i].compression > 0 ? texts[i].itxt_length : texts[i].text_length;
-    st->text = fr_strndup(texts[i].text ? texts[i].text : "", texts[i].text ? len : 0);
-    if (!st->text) {
-      fr_errf(err, FR_E_NOMEM, "%s: out of memory reading text chunk '%s'", st->path, st->key);
-      return FR_E_NOMEM;
-    }
-    return 0;
-  }
-  return 0;
+/* ---- text chunks ----
+ * Read by walking the file's chunks here rather than through libpng: libpng keeps at most 1000 ancillary
+ * chunks and drops a compressed text that inflates past 8 MB, so a workflow after 1000 other text chunks
+ * or in a large zTXt was "not found". The walk reads only chunk headers and the keywords of text chunks,
+ * skips everything else (image data included) with a seek, and inflates only the chunk asked for, up to
+ * FR_PNG_MAX_TEXT_BYTES. A text chunk whose CRC does not match is skipped, as libpng does. */
+
+static uint32_t fr__be32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int fr__png_read_text_body(struct fr__png_state *st, struct fr_err *err) {
-  if (setjmp(png_jmpbuf(st->png)))
-    return 1;
-  png_init_io(st->png, st->f);
-  png_set_sig_bytes(st->png, 8);
-  png_set_user_limits(st->png, FR__PNG_MAX_DIM, FR__PNG_MAX_DIM);
-  png_read_info(st->png, st->info);
-  int r = fr__png_take_text(st, err);
-  if (r != 0 || st->text)
-    return r;
-  /* Text chunks may also follow the image data: decode the rows into one scratch row to get past it. */
-  png_uint_32 h = png_get_image_height(st->png, st->info);
-  int passes = png_set_interlace_handling(st->png);
-  png_read_update_info(st->png, st->info);
-  size_t rowbytes = png_get_rowbytes(st->png, st->info);
-  st->raw = fr_malloc(rowbytes ? rowbytes : 1);
-  if (!st->raw) {
-    fr_errf(err, FR_E_NOMEM, "%s: out of memory", st->path);
-    return FR_E_NOMEM;
+/* Inflates the zlib stream src[0..n) into a new NUL-terminated string. */
+static enum fr_status fr__inflate_text(struct fr__png_state *st, const unsigned char *src, size_t n,
+                                       char **out, struct fr_err *err) {
+  *out = NULL;
+  size_t cap = n * 4 + 256 < FR_PNG_MAX_TEXT_BYTES ? n * 4 + 256 : FR_PNG_MAX_TEXT_BYTES;
+  char *buf = fr_malloc(cap + 1);
+  if (!buf)
+    return fr_errf(err, FR_E_NOMEM, "%s: out of memory reading text chunk '%s'", st->path, st->key);
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (inflateInit(&z) != Z_OK) {
+    fr_free(buf);
+    return fr_errf(err, FR_E_NOMEM, "%s: out of memory reading text chunk '%s'", st->path, st->key);
   }
-  for (int p = 0; p < passes; p++)
-    for (png_uint_32 y = 0; y < h; y++)
-      png_read_row(st->png, st->raw, NULL);
-  png_read_end(st->png, st->info);
-  return fr__png_take_text(st, err);
+  z.next_in = (Bytef *)src;
+  z.avail_in = (uInt)n;
+  size_t len = 0;
+  enum fr_status rc = FR_OK;
+  for (;;) {
+    if (len == cap) {
+      if (cap >= FR_PNG_MAX_TEXT_BYTES) {
+        rc = fr_errf(err, FR_E_UNSUPPORTED,
+                     "%s: text chunk '%s' inflates past %d MiB, the limit for an embedded text "
+                     "(FR_PNG_MAX_TEXT_BYTES)",
+                     st->path, st->key, FR_PNG_MAX_TEXT_BYTES >> 20);
+        break;
+      }
+      size_t ncap = cap * 2 < FR_PNG_MAX_TEXT_BYTES ? cap * 2 : FR_PNG_MAX_TEXT_BYTES;
+      char *nb = fr_realloc(buf, ncap + 1);
+      if (!nb) {
+        rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory reading text chunk '%s'", st->path, st->key);
+        break;
+      }
+      buf = nb;
+      cap = ncap;
+    }
+    z.next_out = (Bytef *)buf + len;
+    z.avail_out = (uInt)(cap - len);
+    int zr = inflate(&z, Z_NO_FLUSH);
+    len = cap - z.avail_out;
+    if (zr == Z_STREAM_END)
+      break;
+    if (zr == Z_OK && z.avail_out == 0)
+      continue;
+    if (zr == Z_MEM_ERROR) {
+      rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory reading text chunk '%s'", st->path, st->key);
+      break;
+    }
+    rc =
+        fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: text chunk '%s' holds bad compressed data (%s)", st->path,
+                st->key, z.msg ? z.msg : (zr == Z_OK || zr == Z_BUF_ERROR ? "ends early" : "inflate error"));
+    break;
+  }
+  inflateEnd(&z);
+  if (rc != FR_OK) {
+    fr_free(buf);
+    return rc;
+  }
+  buf[len] = 0;
+  *out = buf;
+  return FR_OK;
+}
+
+/* The value of a text chunk's data d[0..n) whose keyword (d up to its NUL at kl) matched: tEXt is the
+ * rest as it is; zTXt a method byte (0: zlib) and compressed text; iTXt a compression flag, a method, a
+ * language tag and a translated keyword (NUL-terminated), then the text, compressed when the flag is 1.
+ * FR_E_NOTFOUND when the chunk is malformed (skipped, as libpng would). */
+static enum fr_status fr__text_value(struct fr__png_state *st, uint32_t type, const unsigned char *d,
+                                     size_t n, size_t kl, struct fr_err *err) {
+  const unsigned char *p = d + kl + 1, *end = d + n;
+  bool compressed = false;
+  if (type == 0x7a545874u) { /* zTXt */
+    if (p >= end || *p != 0)
+      return FR_E_NOTFOUND;
+    p++;
+    compressed = true;
+  } else if (type == 0x69545874u) { /* iTXt */
+    if (end - p < 2 || p[0] > 1 || (p[0] == 1 && p[1] != 0))
+      return FR_E_NOTFOUND;
+    compressed = p[0] == 1;
+    p += 2;
+    for (int k = 0; k < 2; k++) { /* language tag, translated keyword */
+      const unsigned char *z = memchr(p, 0, (size_t)(end - p));
+      if (!z)
+        return FR_E_NOTFOUND;
+      p = z + 1;
+    }
+  }
+  if (compressed)
+    return fr__inflate_text(st, p, (size_t)(end - p), &st->text, err);
+  st->text = fr_strndup((const char *)p, (size_t)(end - p));
+  if (!st->text)
+    return fr_errf(err, FR_E_NOMEM, "%s: out of memory reading text chunk '%s'", st->path, st->key);
+  return FR_OK;
+}
+
+/* Walks the chunks of st->f (positioned after the signature) to the first valid text chunk named st->key;
+ * its value goes to st->text. FR_OK with st->text NULL: there is none. */
+static enum fr_status fr__find_text(struct fr__png_state *st, struct fr_err *err) {
+  size_t klen = strlen(st->key);
+  unsigned char *data = NULL;
+  enum fr_status rc = FR_OK;
+  for (long index = 0;; index++) {
+    unsigned char hdr[8];
+    if (fread(hdr, 1, 8, st->f) != 8) {
+      rc = fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: file ends early (truncated)", st->path);
+      break;
+    }
+    uint32_t len = fr__be32(hdr), type = fr__be32(hdr + 4);
+    if (len > 0x7fffffffu) {
+      rc = fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: chunk %ld has length %u", st->path, index,
+                   (unsigned)len);
+      break;
+    }
+    if (index == 0 && type != 0x49484452u) { /* IHDR */
+      rc = fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: the first chunk is not IHDR", st->path);
+      break;
+    }
+    if (type == 0x49454e44u) /* IEND */
+      break;
+    bool text = type == 0x74455874u || type == 0x7a545874u || type == 0x69545874u;
+    /* Only a text chunk with our keyword (the key, a NUL) is read whole. */
+    if (text && len > klen) {
+      unsigned char kw[80];
+      if (fread(kw, 1, klen + 1, st->f) != klen + 1) {
+        rc = fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: file ends early (truncated)", st->path);
+        break;
+      }
+      if (memcmp(kw, st->key, klen) == 0 && kw[klen] == 0) {
+        if (len > FR_PNG_MAX_TEXT_BYTES) {
+          rc = fr_errf(err, FR_E_UNSUPPORTED,
+                       "%s: text chunk '%s' is %u bytes, over %d MiB, the limit for an embedded text "
+                       "(FR_PNG_MAX_TEXT_BYTES)",
+                       st->path, st->key, (unsigned)len, FR_PNG_MAX_TEXT_BYTES >> 20);
+          break;
+        }
+        data = fr_malloc((size_t)len + 8);
+        if (!data) {
+          rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory reading text chunk '%s'", st->path, st->key);
+          break;
+        }
+        /* type, data, CRC: the CRC covers the type and the data */
+        memcpy(data, hdr + 4, 4);
+        memcpy(data + 4, kw, klen + 1);
+        size_t rest = (size_t)len - (klen + 1) + 4;
+        if (fread(data + 4 + klen + 1, 1, rest, st->f) != rest) {
+          rc = fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: file ends early (truncated)", st->path);
+          break;
+        }
+        uLong crc = crc32(0L, data, (uInt)len + 4);
+        if (crc == fr__be32(data + 4 + len)) {
+          rc = fr__text_value(st, type, data + 4, len, klen, err);
+          if (rc != FR_E_NOTFOUND)
+            break;
+          rc = FR_OK;
+        }
+        fr_free(data);
+        data = NULL;
+        continue;
+      }
+      if (fseek(st->f, (long)len - (long)(klen + 1) + 4, SEEK_CUR) != 0) {
+        rc = fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: file ends early (truncated)", st->path);
+        break;
+      }
+      continue;
+    }
+    if (fseek(st->f, (long)len + 4, SEEK_CUR) != 0) {
+      rc = fr_errf(err, FR_E_FORMAT, "%s: invalid PNG: file ends early (truncated)", st->path);
+      break;
+    }
+  }
+  fr_free(data);
+  return rc;
 }
 
 enum fr_status fr_png_read_text(const char *path, const char *key, char **out, struct fr_err *err) {
   *out = NULL;
+  size_t klen = key ? strlen(key) : 0;
+  if (klen < 1 || klen > 79)
+    return fr_errf(err, FR_E_INVALID, "%s: PNG text key '%s' must be 1 to 79 characters", path,
+                   key ? key : "");
   struct fr__png_state st = {.path = path, .key = key};
-  enum fr_status rc = fr__png_run(&st, fr__png_read_text_body, err);
+  enum fr_status rc = fr__png_open(&st, err);
+  if (rc == FR_OK)
+    rc = fr__find_text(&st, err);
+  fr__png_cleanup(&st);
   if (rc != FR_OK) {
     fr_free(st.text);
     return rc;
@@ -266,11 +431,19 @@ enum fr_status fr_png_read_text(const char *path, const char *key, char **out, s
   return FR_OK;
 }
 
-static int fr__png_write_body(struct fr__png_state *st, const struct fr_tensor *img,
+static void fr__png_buf_write(png_structp png, png_bytep data, png_size_t n) {
+  fr_buf_append(png_get_io_ptr(png), data, n);
+}
+
+static void fr__png_buf_flush(png_structp png) {
+  (void)png;
+}
+
+static int fr__png_write_body(struct fr__png_state *st, struct fr_buf *out, const struct fr_tensor *img,
                               const struct fr_png_text *texts, int n_texts, png_textp ptexts) {
   if (setjmp(png_jmpbuf(st->png)))
     return 1;
-  png_init_io(st->png, st->f);
+  png_set_write_fn(st->png, out, fr__png_buf_write, fr__png_buf_flush);
   int h = (int)img->shape[0], w = (int)img->shape[1], c = (int)img->shape[2];
   static const int color_of[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
                                   PNG_COLOR_TYPE_RGB_ALPHA};
@@ -292,36 +465,34 @@ static int fr__png_write_body(struct fr__png_state *st, const struct fr_tensor *
   return 0;
 }
 
-enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const struct fr_png_text *texts,
-                            int n_texts, struct fr_err *err) {
+enum fr_status fr_png_encode(const struct fr_tensor *img, const struct fr_png_text *texts, int n_texts,
+                             struct fr_buf *out, const char *name, struct fr_err *err) {
   char shape[64];
   if (!img || img->dtype != FR_F32 || img->dev != FR_DEV_CPU || img->ndim != 3 || img->shape[2] < 1 ||
       img->shape[2] > 4 || img->shape[0] < 1 || img->shape[1] < 1)
     return fr_errf(err, FR_E_INVALID,
-                   "%s: cannot write image of shape %s: expected F32 [H, W, C], C = 1, 3 or 4", path,
+                   "%s: cannot write image of shape %s: expected F32 [H, W, C], C = 1, 3 or 4", name,
                    img ? fr_shape_str(img, shape, sizeof shape) : "(null)");
   if (img->shape[0] > FR__PNG_MAX_DIM || img->shape[1] > FR__PNG_MAX_DIM)
-    return fr_errf(err, FR_E_INVALID, "%s: image %s larger than %d pixels a side", path,
+    return fr_errf(err, FR_E_INVALID, "%s: image %s larger than %d pixels a side", name,
                    fr_shape_str(img, shape, sizeof shape), FR__PNG_MAX_DIM);
   for (int i = 0; i < n_texts; i++) {
     size_t kl = texts[i].key ? strlen(texts[i].key) : 0;
     if (kl < 1 || kl > 79 || !texts[i].value)
-      return fr_errf(err, FR_E_INVALID, "%s: PNG text key '%s' must be 1 to 79 characters with a value", path,
+      return fr_errf(err, FR_E_INVALID, "%s: PNG text key '%s' must be 1 to 79 characters with a value", name,
                      texts[i].key ? texts[i].key : "(null)");
   }
 
   size_t h = (size_t)img->shape[0], w = (size_t)img->shape[1], c = (size_t)img->shape[2];
-  struct fr__png_state st = {.path = path, .writing = 1};
+  struct fr__png_state st = {.path = name, .writing = 1};
   enum fr_status rc = FR_OK;
   png_textp ptexts = NULL;
-  size_t plen = strlen(path);
-  char *tmp = fr_malloc(plen + 32);
   st.raw = fr_malloc(h * w * c);
   st.rows = fr_malloc(sizeof *st.rows * h);
   if (n_texts > 0)
     ptexts = fr_calloc((size_t)n_texts, sizeof *ptexts);
-  if (!tmp || !st.raw || !st.rows || (n_texts > 0 && !ptexts)) {
-    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory writing PNG", path);
+  if (!st.raw || !st.rows || (n_texts > 0 && !ptexts)) {
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory writing PNG", name);
     goto done;
   }
   const float *src = img->data;
@@ -332,60 +503,31 @@ enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const
   }
   for (size_t y = 0; y < h; y++)
     st.rows[y] = st.raw + y * w * c;
-
-  /* A temporary file beside the target, renamed over it when complete: a reader never sees half a PNG
-   * and a failed write leaves any earlier file intact. */
-  const char *slash = strrchr(path, '/');
-  size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-  snprintf(tmp, plen + 32, "%.*s.%s.tmp-XXXXXX", (int)dirlen, path, slash ? slash + 1 : path);
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    rc = fr_errf(err, FR_E_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
-    tmp[0] = '\0';
-    goto done;
-  }
-  fchmod(fd, 0644); /* mkstemp makes 0600; an output image is for sharing */
-  st.f = fdopen(fd, "wb");
-  if (!st.f) {
-    close(fd);
-    rc = fr_errf(err, FR_E_IO, "%s: cannot open a temporary file: %s", path, strerror(errno));
-    goto done;
-  }
   st.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &st, fr__png_error, fr__png_warning);
   if (st.png)
     st.info = png_create_info_struct(st.png);
   if (!st.png || !st.info) {
-    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory creating the PNG writer", path);
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory creating the PNG writer", name);
     goto done;
   }
-  if (fr__png_write_body(&st, img, texts, n_texts, ptexts) != 0) {
-    rc = fr_errf(err, FR_E_IO, "%s: writing PNG failed: %s", path, st.msg);
-    goto done;
-  }
-  png_destroy_write_struct(&st.png, &st.info);
-  st.png = NULL;
-  st.info = NULL;
-  FILE *f = st.f;
-  st.f = NULL;
-  if (fflush(f) != 0 || ferror(f)) {
-    rc = fr_errf(err, FR_E_IO, "%s: writing failed: %s", path, strerror(errno));
-    fclose(f);
-    goto done;
-  }
-  if (fclose(f) != 0) {
-    rc = fr_errf(err, FR_E_IO, "%s: writing failed: %s", path, strerror(errno));
-    goto done;
-  }
-  if (rename(tmp, path) != 0) {
-    rc = fr_errf(err, FR_E_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
-    goto done;
-  }
-  tmp[0] = '\0'; /* renamed: nothing to remove */
+  if (fr__png_write_body(&st, out, img, texts, n_texts, ptexts) != 0)
+    rc = fr_errf(err, FR_E_IO, "%s: writing PNG failed: %s", name, st.msg);
+  else if (out->oom)
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory writing PNG", name);
 done:
   fr__png_cleanup(&st);
-  if (tmp && tmp[0])
-    unlink(tmp);
-  fr_free(tmp);
   fr_free(ptexts);
+  return rc;
+}
+
+enum fr_status fr_png_write(const char *path, const struct fr_tensor *img, const struct fr_png_text *texts,
+                            int n_texts, struct fr_err *err) {
+  struct fr_buf b = {0};
+  enum fr_status rc = fr_png_encode(img, texts, n_texts, &b, path, err);
+  /* A temporary file beside the target, renamed over it when complete: a reader never sees half a PNG
+   * and a failed write leaves any earlier file intact. */
+  if (rc == FR_OK)
+    rc = fr_write_file_atomic(path, b.data, b.len, err);
+  fr_buf_free(&b);
   return rc;
 }

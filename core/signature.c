@@ -129,6 +129,10 @@ static enum fr_status fr__hash_file(const char *path, struct fr_key *out, struct
   return rc;
 }
 
+enum fr_status fr_file_hash(const char *path, struct fr_key *out, struct fr_err *err) {
+  return fr__hash_file(path, out, err);
+}
+
 enum fr_status fr_file_fingerprint(struct fr_sig_ctx *ctx, const char *path, struct fr_key *out,
                                    struct fr_err *err) {
   struct stat st;

@@ -11,8 +11,9 @@
  *     file:     (FR_IN_FILE / FR_IN_MODEL_FILE) the XXH3-128 of the file's bytes, not its name, so a
  *               renamed or moved file keeps its cache;
  *     unset:    a marker;
- *   the compute context (device, dtype), for output nodes the output folder (their "files" output
- *   names it), and for non-deterministic nodes a per-run nonce.
+ *   the compute context (device, dtype), for output nodes the output folder (absolute, links resolved:
+ *   the engine passes it so; their "files" output names files in it), and for non-deterministic nodes a
+ *   per-run nonce.
  * Node ids are not in it: renaming a node keeps its cache. An output's key is XXH3-128 of the node
  * signature and the output index. All integers are little-endian; all strings length-prefixed. */
 #ifndef FR_SIGNATURE_H
@@ -38,7 +39,7 @@ void fr_fp_memo_free(struct fr_fp_memo *m);
 struct fr_sig_ctx {
   const char *device;     /* "cpu" or "cuda" */
   const char *dtype;      /* "" when the device has no choice */
-  const char *output_dir; /* mixed into output nodes' signatures */
+  const char *output_dir; /* mixed into output nodes' signatures (the engine: absolute, links resolved) */
   uint64_t nonce[2];      /* mixed into non-deterministic nodes' signatures; fresh per run */
   struct fr_cache *cache; /* may be NULL */
   struct fr_fp_memo *memo;
@@ -47,6 +48,8 @@ struct fr_sig_ctx {
   struct fr_key *const *link_sigs;
 };
 
+/* XXH3-128 of the bytes of the file at path, read now (not memoised). FR_E_IO naming the path. */
+enum fr_status fr_file_hash(const char *path, struct fr_key *out, struct fr_err *err);
 /* The content fingerprint of a file: XXH3-128 of its bytes, memoised by path, size and mtime.
  * FR_E_IO naming the path when it cannot be read. */
 enum fr_status fr_file_fingerprint(struct fr_sig_ctx *ctx, const char *path, struct fr_key *out,

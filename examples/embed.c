@@ -15,7 +15,7 @@ static void on_event(void *user, const struct fr_event *ev) {
   case FR_EV_NODE_START: printf("running %s (%s)\n", ev->node, ev->node_type); break;
   case FR_EV_NODE_DONE: printf("  done in %.1f ms\n", ev->ms); break;
   case FR_EV_NODE_CACHED: printf("cached  %s (%s)\n", ev->node, ev->node_type); break;
-  case FR_EV_OUTPUT: printf("wrote   %s\n", ev->path); break;
+  case FR_EV_OUTPUT: printf("%s  %s\n", ev->written ? "wrote " : "exists", ev->path); break;
   default: break;
   }
 }

@@ -130,11 +130,11 @@ struct fr_backend {
   void (*graph_free)(void *bctx, void *graph);
 };
 
-/* The backends built into this binary. The CPU one always exists. */
+/* The CPU backend is built into every binary. The CUDA one is a module, libflowrun-cuda.so, opened by
+ * kernels/ops.c when a CUDA context is first asked for; its one exported function returns its table. */
 extern const struct fr_backend fr_backend_cpu;
-#ifdef FLOWRUN_HAVE_CUDA
-extern const struct fr_backend fr_backend_cuda;
-#endif
+#define FR_CUDA_MODULE_FILE "libflowrun-cuda.so"
+#define FR_CUDA_MODULE_ENTRY "fr_cuda_module_backend"
 
 /* The backend a context runs on (for tests that compare backends). */
 const struct fr_backend *fr_ctx_backend(const struct fr_ctx *c);

@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dlfcn.h>
+#include <pthread.h>
+#include <unistd.h>
+
 #include "core/alloc.h"
 #include "kernels/backend.h"
 
@@ -24,13 +28,110 @@ struct fr_ctx {
   struct fr_err err;
 };
 
-/* The backends this binary has, tried by name in fr_ctx_new. */
-static const struct fr_backend *const fr__backends[] = {
-    &fr_backend_cpu,
+/* ---- the CUDA module ----
+ * The CUDA backend is a separate shared object (kernels/cuda/CMakeLists.txt), opened the first time a CUDA
+ * context is asked for and kept for the life of the process (CUDA's libraries do not unload cleanly). Until
+ * then no CUDA library is mapped: a CPU run, `--version` and a cached run pay nothing for CUDA. It is looked
+ * for, in order: at $FLOWRUN_CUDA_MODULE (a path); beside the running program (a build tree); in
+ * ../lib/flowrun/ from the program's folder (an install: bin/ and lib/flowrun/); one folder up (the build
+ * tree's test programs in build/tests/). A module that is there but cannot be opened is a missing CUDA
+ * runtime (libcudart, libcublasLt), named in the message; a missing driver or device is the module's own
+ * "no CUDA device" when the context is made. */
+static pthread_once_t fr__cuda_once = PTHREAD_ONCE_INIT;
+static const struct fr_backend *fr__cuda_be;
+static enum fr_status fr__cuda_rc;
+static char fr__cuda_msg[FR_ERR_MAX];
+
+/* The folder of the running program (/proc/self/exe), or "" when it cannot be read. */
+static void fr__exe_dir(char *out, size_t cap) {
+  ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+  out[n > 0 ? n : 0] = 0;
+  char *slash = strrchr(out, '/');
+  if (slash)
+    *slash = 0;
+  else
+    out[0] = 0;
+}
+
+#ifdef FLOWRUN_CUDA_LINKED
+/* A program that links the CUDA objects itself (the direct builds of docs/bench.md and
+ * tests/gpu/run_gpu_checks.sh for machines where CMake cannot build) uses the table it links. */
+const struct fr_backend *fr_cuda_module_backend(void);
+static void fr__cuda_load(void) {
+  fr__cuda_be = fr_cuda_module_backend();
+}
+#else
+static void fr__cuda_load(void) {
+  char dir[2048], cand[4][2400], looked[800] = "";
+  int n = 0;
+  const char *env = getenv("FLOWRUN_CUDA_MODULE");
+  fr__exe_dir(dir, sizeof dir);
+  if (env && *env)
+    snprintf(cand[n++], sizeof cand[0], "%s", env);
+  if (dir[0]) {
+    snprintf(cand[n++], sizeof cand[0], "%s/%s", dir, FR_CUDA_MODULE_FILE);
+    snprintf(cand[n++], sizeof cand[0], "%s/../lib/flowrun/%s", dir, FR_CUDA_MODULE_FILE);
+    snprintf(cand[n++], sizeof cand[0], "%s/../%s", dir, FR_CUDA_MODULE_FILE);
+  }
+  for (int i = 0; i < n; i++) {
+    size_t k = strlen(looked);
+    snprintf(looked + k, sizeof looked - k, "%s%.190s", k ? ", " : "", cand[i]);
+    if (access(cand[i], F_OK) != 0)
+      continue;
+    void *h = dlopen(cand[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      const char *why = dlerror();
+      fr__cuda_rc = FR_E_DEVICE;
+      snprintf(
+          fr__cuda_msg, sizeof fr__cuda_msg,
+          "device cuda: the CUDA module %.300s cannot be loaded: %.400s (is the CUDA runtime, libcudart and "
+          "libcublasLt, installed and on the library path?)",
+          cand[i], why ? why : "unknown error");
+      return;
+    }
+    const struct fr_backend *(*entry)(void) = NULL;
+    *(void **)&entry = dlsym(h, FR_CUDA_MODULE_ENTRY);
+    const struct fr_backend *be = entry ? entry() : NULL;
+    if (!be || be->version != FR_BACKEND_VERSION) {
+      fr__cuda_rc = FR_E_DEVICE;
+      snprintf(fr__cuda_msg, sizeof fr__cuda_msg,
+               "device cuda: %.300s is not a CUDA module of this flowrun (%s)", cand[i],
+               !be ? "no " FR_CUDA_MODULE_ENTRY : "another backend interface version");
+      dlclose(h);
+      return;
+    }
+    fr__cuda_be = be;
+    return;
+  }
+  fr__cuda_rc = FR_E_DEVICE;
 #ifdef FLOWRUN_HAVE_CUDA
-    &fr_backend_cuda,
+  snprintf(fr__cuda_msg, sizeof fr__cuda_msg,
+           "device cuda: the CUDA module %s is not installed (looked at: %s); install flowrun's CUDA package "
+           "(flowrun-cuda) or set FLOWRUN_CUDA_MODULE",
+           FR_CUDA_MODULE_FILE, looked);
+#else
+  snprintf(fr__cuda_msg, sizeof fr__cuda_msg,
+           "device cuda: flowrun was built without CUDA, and no CUDA module %s was found (looked at: %s)",
+           FR_CUDA_MODULE_FILE, looked);
 #endif
-};
+}
+#endif
+
+/* The backend named device: the CPU's, or the CUDA module's (opened on first use). */
+static enum fr_status fr__backend(const char *device, const struct fr_backend **out, struct fr_err *err) {
+  if (strcmp(device, fr_backend_cpu.name) == 0) {
+    *out = &fr_backend_cpu;
+    return FR_OK;
+  }
+  if (strcmp(device, "cuda") == 0) {
+    pthread_once(&fr__cuda_once, fr__cuda_load);
+    if (!fr__cuda_be)
+      return fr_errf(err, fr__cuda_rc, "%s", fr__cuda_msg);
+    *out = fr__cuda_be;
+    return FR_OK;
+  }
+  return fr_errf(err, FR_E_INVALID, "device '%s': unknown (expected cpu or cuda)", device);
+}
 
 enum fr_status fr_ctx_new(const struct fr_ctx_opts *opts, struct fr_ctx **out, struct fr_err *err) {
   *out = NULL;
@@ -41,14 +142,9 @@ enum fr_status fr_ctx_new(const struct fr_ctx_opts *opts, struct fr_ctx **out, s
       o.device = "cpu";
   }
   const struct fr_backend *be = NULL;
-  for (size_t i = 0; i < sizeof fr__backends / sizeof fr__backends[0]; i++)
-    if (strcmp(fr__backends[i]->name, o.device) == 0)
-      be = fr__backends[i];
-  if (!be) {
-    if (strcmp(o.device, "cuda") == 0)
-      return fr_errf(err, FR_E_DEVICE, "device cuda: flowrun was built without CUDA");
-    return fr_errf(err, FR_E_INVALID, "device '%s': unknown (expected cpu or cuda)", o.device);
-  }
+  enum fr_status brc = fr__backend(o.device, &be, err);
+  if (brc != FR_OK)
+    return brc;
   if (be->version != FR_BACKEND_VERSION)
     return fr_errf(err, FR_E_INTERNAL, "backend %s: interface version %d, flowrun expects %d", be->name,
                    be->version, FR_BACKEND_VERSION);

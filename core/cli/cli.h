@@ -27,6 +27,9 @@ int fr_cli_check_compute(const char *prefix, const char *device, const char *dty
  * of memory: then nothing is appended). */
 char *fr_cli_env_model_dirs(const char **dirs, int *n, int max);
 
+/* flowrun bench --only startup (bench_startup.c): program NULL = this one; returns the exit status. */
+int fr_bench_startup(const char *program, int runs);
+
 int fr_cmd_version(int argc, char **argv);
 int fr_cmd_run(int argc, char **argv);      /* core/cli/cmd_run.c; also `flowrun GRAPH.yaml` */
 int fr_cmd_validate(int argc, char **argv); /* core/cli/cmd_validate.c */

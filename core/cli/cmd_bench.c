@@ -21,7 +21,10 @@ static void fr__bench_usage(FILE *f) {
           "  --ckpt* file replaces them for its rows) and prints per row the median and min ms of the timed\n"
           "  runs, the analytic GFLOP, the achieved rate and the peak memory.\n"
           "  rows: sgemm (cpu only), clip-l, unet-sd15, unet-sdxl, controlnet-sd15, vae-512, vae-1024,\n"
-          "        txt2img, all. Default on cpu: sgemm,clip-l,unet-sd15,vae-512; on cuda: every row but\n"
+          "        txt2img, all; or startup alone: `flowrun --version`, validate and a fully cached run of\n"
+          "        the image demo as child processes (--runs, default 20), wall time and peak RSS;\n"
+          "        --program PATH times another flowrun binary the same way. Default on cpu: "
+          "sgemm,clip-l,unet-sd15,vae-512; on cuda: every row but\n"
           "        sgemm and txt2img.\n"
           "  --dtype: f32 on cpu (its only dtype); f16 by default on cuda (VAE rows then run in bf16)\n"
           "  --runs: 10 on cuda, 3 on cpu (txt2img 1); --warmup: 1 (txt2img 0)\n"
@@ -43,6 +46,7 @@ static int fr__int_arg(const char *flag, const char *s, int lo, int *out) {
 
 int fr_cmd_bench(int argc, char **argv) {
   struct fr_bench_opts o = {.device = "cpu", .warmup = -1};
+  const char *program = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -72,6 +76,8 @@ int fr_cmd_bench(int argc, char **argv) {
       o.dtype = v;
     else if (strcmp(a, "--only") == 0)
       o.only = v;
+    else if (strcmp(a, "--program") == 0)
+      program = v;
     else if (strcmp(a, "--threads") == 0)
       ok = fr__int_arg(a, v, 0, &o.threads);
     else if (strcmp(a, "--runs") == 0)
@@ -91,6 +97,14 @@ int fr_cmd_bench(int argc, char **argv) {
     }
     if (!ok)
       return 2;
+  }
+#ifndef FR_BENCH_MAIN
+  if (o.only && !strcmp(o.only, "startup"))
+    return fr_bench_startup(program, o.runs > 0 ? o.runs : 20);
+#endif
+  if (program) {
+    fprintf(stderr, "flowrun bench: --program times startup only (--only startup)\n");
+    return 2;
   }
   struct fr_err err = {{0}};
   enum fr_status rc = fr_bench_run(&o, stdout, &err);

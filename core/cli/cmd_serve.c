@@ -19,7 +19,7 @@ static void fr__serve_usage(FILE *f) {
              "  --graphs DIR     workflow files the editor lists, loads and saves (default graphs)\n"
              "  --output DIR     where output nodes write; served to the editor (default output)\n"
              "  --models DIR     model search folder (repeatable; also FLOWRUN_MODELS=dir1:dir2)\n"
-             "  --editor DIR     the built editor (default: web/dist here or beside the build folder)\n"
+             "  --editor DIR     the built editor (default: web/dist here, else the installed one)\n"
              "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
              "  --no-cache       run everything, store nothing\n"
              "  --token TOKEN    required on every request (?token=, Authorization: Bearer, or cookie)\n"

@@ -1,8 +1,9 @@
-/* The CUDA backend table (kernels/backend.h). The functions live in the .cu files beside this one; this
- * file is C so the table can use designated initialisers. */
+/* The CUDA backend table (kernels/backend.h) and the module's one exported symbol. The functions live in the
+ * .cu files beside this one; this file is C so the table can use designated initialisers. kernels/ops.c
+ * opens the module (libflowrun-cuda.so) and calls fr_cuda_module_backend to get the table. */
 #include "kernels/cuda/fr_cuda.h"
 
-const struct fr_backend fr_backend_cuda = {
+static const struct fr_backend fr__backend_cuda = {
     .version = FR_BACKEND_VERSION,
     .name = "cuda",
     .dev = FR_DEV_CUDA,
@@ -37,3 +38,10 @@ const struct fr_backend fr_backend_cuda = {
     .graph_replay = fr_cuda_graph_replay,
     .graph_free = fr_cuda_graph_free,
 };
+
+/* The entry point kernels/ops.c looks up with dlsym (FR_CUDA_MODULE_ENTRY): the table, whose version the
+ * caller checks against its own FR_BACKEND_VERSION. */
+__attribute__((visibility("default"))) const struct fr_backend *fr_cuda_module_backend(void);
+const struct fr_backend *fr_cuda_module_backend(void) {
+  return &fr__backend_cuda;
+}

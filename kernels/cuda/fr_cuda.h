@@ -1,6 +1,6 @@
 /* The CUDA backend's entry points, declared for kernels/cuda/backend.c (C) and defined in the .cu files
  * (C++ with C linkage). Nothing outside kernels/cuda/ includes this; the rest of flowrun reaches CUDA
- * through kernels/backend.h (fr_backend_cuda). No CUDA header is needed to include it. */
+ * through kernels/backend.h (the table backend.c returns). No CUDA header is needed to include it. */
 #ifndef FR_KERNELS_CUDA_FR_CUDA_H
 #define FR_KERNELS_CUDA_FR_CUDA_H
 

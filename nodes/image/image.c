@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 
 #define FR__MAX_SIDE 16384
 
@@ -572,31 +573,6 @@ enum fr_status fr_image_load_png(const char *path, struct fr_tensor **image, str
   return FR_OK;
 }
 
-static enum fr_status fr__mkdirs(const char *dir, struct fr_err *err) {
-  char *p = fr_strdup(dir);
-  if (!p)
-    return fr_errf(err, FR_E_NOMEM, "%s: out of memory", dir);
-  for (char *q = p + 1; *q; q++) {
-    if (*q != '/')
-      continue;
-    *q = '\0';
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-      enum fr_status rc = fr_errf(err, FR_E_IO, "%s: cannot create folder: %s", p, strerror(errno));
-      fr_free(p);
-      return rc;
-    }
-    *q = '/';
-  }
-  enum fr_status rc = FR_OK;
-  if (mkdir(p, 0755) != 0 && errno != EEXIST)
-    rc = fr_errf(err, FR_E_IO, "%s: cannot create folder: %s", p, strerror(errno));
-  fr_free(p);
-  struct stat sb;
-  if (rc == FR_OK && (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)))
-    rc = fr_errf(err, FR_E_IO, "%s: not a folder", dir);
-  return rc;
-}
-
 /* The highest NNNNN among dir/<prefix>_NNNNN.png, or 0. */
 static long fr__highest_number(const char *dir, const char *prefix) {
   DIR *d = opendir(dir);
@@ -640,7 +616,7 @@ enum fr_status fr_image_save_png(const char *dir, const char *prefix, const stru
         prefix ? prefix : "");
   if (!dir || !*dir)
     dir = ".";
-  rc = fr__mkdirs(dir, err);
+  rc = fr_mkdirs(dir, err);
   if (rc)
     return rc;
   int64_t B = images->shape[0], H = images->shape[1], W = images->shape[2], C = images->shape[3];
@@ -655,34 +631,35 @@ enum fr_status fr_image_save_png(const char *dir, const char *prefix, const stru
   list[0] = '\0';
   long next = fr__highest_number(dir, prefix) + 1;
   for (int64_t b = 0; b < B && rc == FR_OK; b++) {
-    /* Claim a free name with O_EXCL; fr_png_write then renames the finished file over our empty claim. */
-    for (;;) {
-      sprintf(path, "%s/%s_%05ld.png", dir, prefix, next++);
-      int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-      if (fd >= 0) {
-        close(fd);
-        break;
-      }
-      if (errno != EEXIST) {
-        rc = fr_errf(err, FR_E_IO, "%s: cannot create: %s", path, strerror(errno));
-        break;
-      }
-    }
-    if (rc)
-      break;
+    /* The whole file is encoded and written under a temporary name first, then linked to the first free
+     * <prefix>_NNNNN.png (link fails on a name that exists, so two processes saving at once get different
+     * numbers and nothing is overwritten). Killed at any point, the folder holds no empty or partial PNG
+     * under a numbered name. */
     struct fr_tensor *view =
         fr_tensor_view(FR_F32, 3, (int64_t[]){H, W, C}, (float *)images->data + b * H * W * C);
     if (!view) {
-      unlink(path);
       rc = fr_errf(err, FR_E_NOMEM, "save: out of memory");
       break;
     }
-    rc = fr_png_write(path, view, texts, n_texts, err);
+    struct fr_buf png = {0};
+    sprintf(path, "%s/%s_%05ld.png", dir, prefix, next);
+    rc = fr_png_encode(view, texts, n_texts, &png, path, err);
     fr_tensor_free(view);
-    if (rc) {
-      unlink(path); /* our empty claim: nothing of anyone else's */
-      break;
+    char *tmp = NULL;
+    if (rc == FR_OK) {
+      sprintf(path, "%s/%s", dir, prefix);
+      rc = fr_write_temp(path, png.data, png.len, &tmp, err);
     }
+    fr_buf_free(&png);
+    for (bool taken = true; rc == FR_OK && taken;) {
+      sprintf(path, "%s/%s_%05ld.png", dir, prefix, next++);
+      rc = fr_publish_temp(tmp, path, false, &taken, err);
+    }
+    if (rc != FR_OK && tmp)
+      unlink(tmp);
+    fr_free(tmp);
+    if (rc)
+      break;
     len += (size_t)sprintf(list + len, "%s%s", len ? "\n" : "", path);
   }
   fr_free(path);

@@ -81,10 +81,12 @@ enum fr_status fr_image_load_png(const char *path, struct fr_tensor **image, str
                                  struct fr_err *err);
 
 /* Writes each image of the batch to dir/<prefix>_<NNNNN>.png, numbering on from the highest number already
- * there for that prefix and never replacing an existing file (each name is claimed with O_EXCL first, so
- * two processes saving at once get different numbers). Creates dir if missing. The prefix must be a plain
- * file name part (no '/', not starting with '.'). On success *files is a new string (fr_free) with the
- * written paths, one per line. On failure the files of this call already written stay (they are complete). */
+ * there for that prefix and never replacing an existing file: each PNG is written complete under a hidden
+ * temporary name and then linked to the first free number (link fails on an existing name, so two
+ * processes saving at once get different numbers, and a process killed mid-write leaves no empty or partial
+ * numbered file). Creates dir if missing. The prefix must be a plain file name part (no '/', not starting
+ * with '.'). On success *files is a new string (fr_free) with the written paths, one per line. On failure
+ * the files of this call already written stay (they are complete). */
 enum fr_status fr_image_save_png(const char *dir, const char *prefix, const struct fr_tensor *images,
                                  const struct fr_png_text *texts, int n_texts, char **files,
                                  struct fr_err *err);

@@ -596,7 +596,8 @@ static enum fr_status fr__load_image_data_run(struct fr_node_ctx *nc) {
   return v ? fr_out_set(nc, 0, v) : fr__oom(nc);
 }
 
-static const struct fr_output_spec fr__files_out[] = {{"files", FR_T_STRING, "the file written"}};
+static const struct fr_output_spec fr__files_out[] = {
+    {"files", FR_T_STRING, "the file written: absolute path, a tab, XXH3-128 of its bytes"}};
 static const struct fr_input_spec fr__save_latent_in[] = {
     {"samples", FR_T_LATENT, NULL, 0, -1, NULL, 0, "latents to save"},
     {"filename", FR_T_STRING, "latent.safetensors", 0, -1, NULL, 0,

@@ -276,7 +276,7 @@ if [ "$MODE" = min ]; then
     BLAS_INC="-I$ROOT/tests/gpu/shim"
     SHIM="$ROOT/tests/gpu/cblas_shim.c"
   fi
-  CFLAGS="-std=c11 -O2 -D_GNU_SOURCE -DFLOWRUN_HAVE_CUDA=1 -Wall -Wextra -Wshadow -Wno-unused-parameter -I$ROOT"
+  CFLAGS="-std=c11 -O2 -D_GNU_SOURCE -DFLOWRUN_HAVE_CUDA=1 -DFLOWRUN_CUDA_LINKED=1 -Wall -Wextra -Wshadow -Wno-unused-parameter -I$ROOT"
   # Optional libraries of the model files, found by compiling and linking a one-line program.
   links() { # header, call, libs...: does a program including header and calling call compile and link?
     local h=$1 c=$2

@@ -2,13 +2,16 @@
  * plus LoadImage's PNG conversion and SaveImage's numbering (never overwriting a file). */
 #include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/flowrun.h"
 #include "nodes/image/image.h"
 #include "nodes/registry.h"
@@ -620,6 +623,81 @@ static void test_demo_graph(void) {
   fr_engine_free(e);
 }
 
+/* How many entries of dir start with prefix (e.g. "k_": numbered files SaveImage would make). */
+static int count_prefixed(const char *dir, const char *prefix) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)))
+    n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+  if (d)
+    closedir(d);
+  return n;
+}
+
+static void kill_self(const char *tmp_path) {
+  (void)tmp_path;
+  raise(SIGKILL);
+}
+
+static char stranger_path[4200];
+/* Another process takes the first number while our file is being written. */
+static void stranger_takes_name(const char *tmp_path) {
+  (void)tmp_path;
+  FILE *f = fopen(stranger_path, "wx");
+  if (f) {
+    fputs("stranger", f);
+    fclose(f);
+  }
+}
+
+/* A process killed in the middle of writing a PNG leaves no numbered file (before: an empty
+ * <prefix>_00001.png claimed with O_EXCL stayed behind, and a later run with the cache "found" it); a name
+ * taken by someone else while we write is left alone and the next number is used. */
+static void test_save_killed(void) {
+  struct fr_err err = {{0}};
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%.900s/killed", tmp);
+  CHECK_OK(fr_mkdirs(dir, &err), &err);
+  struct fr_tensor *imgs = img_new(1, 16, 16, 3);
+  for (int64_t i = 0; i < fr_tensor_numel(imgs); i++)
+    ((float *)imgs->data)[i] = (float)(i % 5) / 5.0f;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    fr_write_temp_hook(kill_self); /* SIGKILL half-way through the file's bytes */
+    char *files = NULL;
+    fr_image_save_png(dir, "k", imgs, NULL, 0, &files, &err);
+    _exit(3); /* not reached when the hook ran */
+  }
+  int status = 0;
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+  CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d: killed mid-write", status);
+  CHECKF(count_prefixed(dir, "k_") == 0, "a numbered file is left after a kill mid-write");
+
+  /* The name is taken by a stranger while we write: theirs stays, ours gets the next number. */
+  snprintf(stranger_path, sizeof stranger_path, "%s/k_00001.png", dir);
+  fr_write_temp_hook(stranger_takes_name);
+  char *files = NULL;
+  CHECK_OK(fr_image_save_png(dir, "k", imgs, NULL, 0, &files, &err), &err);
+  fr_write_temp_hook(NULL);
+  CHECKF(files && strstr(files, "/k_00002.png") && !strchr(files, '\n'), "files: %s",
+         files ? files : "(null)");
+  fr_free(files);
+  char *theirs = fr_test_read_file(stranger_path, NULL);
+  CHECKF(theirs && strcmp(theirs, "stranger") == 0, "the stranger's file was replaced");
+  free(theirs);
+  struct fr_tensor *back = NULL, *mask = NULL;
+  char p[4400];
+  snprintf(p, sizeof p, "%s/k_00002.png", dir);
+  CHECK_OK(fr_image_load_png(p, &back, &mask, &err), &err);
+  if (back)
+    CHECK(max_abs_diff(back, imgs) < 0.5 / 255 + 1e-6); /* 8-bit rounding: half a level */
+  fr_tensor_free(back);
+  fr_tensor_free(mask);
+  fr_tensor_free(imgs);
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_image_nodes");
   test_blur();
@@ -629,6 +707,7 @@ int main(void) {
   test_invert_solid_pattern();
   test_load();
   test_save();
+  test_save_killed();
   test_filters_oom();
   test_registry();
   test_demo_graph();

@@ -7,10 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/alloc.h"
 #include "core/png.h"
+#include "nodes/image/image.h"
 #include "tests/test.h"
 
 static const char *tmp;
@@ -323,15 +326,15 @@ static void test_bad_files(void) {
   write_bytes(p, bad, n);
   expect_format_error(p, "huge declared size");
 
-  /* 16000 x 16000: within the limits but far more pixels than the file can hold */
-  ihdr[0] = 0, ihdr[1] = 0, ihdr[2] = 0x3E, ihdr[3] = 0x80;
-  ihdr[4] = 0, ihdr[5] = 0, ihdr[6] = 0x3E, ihdr[7] = 0x80;
+  /* 8000 x 8000 RGB: within the limits (0.7 GiB as F32) but far more pixels than the file can hold */
+  ihdr[0] = 0, ihdr[1] = 0, ihdr[2] = 0x1F, ihdr[3] = 0x40;
+  ihdr[4] = 0, ihdr[5] = 0, ihdr[6] = 0x1F, ihdr[7] = 0x40;
   crc = png_crc(bad + 12, 17);
   bad[29] = (unsigned char)(crc >> 24), bad[30] = (unsigned char)(crc >> 16),
   bad[31] = (unsigned char)(crc >> 8), bad[32] = (unsigned char)crc;
   p = path_in("big.png");
   write_bytes(p, bad, n);
-  expect_format_error(p, "16000x16000 declared in a small file");
+  expect_format_error(p, "8000x8000 declared in a small file");
   free(bad);
   free(bytes);
 
@@ -412,6 +415,266 @@ static void test_alloc_failures(void) {
   fr_tensor_free(img);
 }
 
+/* ---- files built chunk by chunk ---- */
+
+struct bytes {
+  unsigned char *p;
+  size_t n;
+};
+
+static void put(struct bytes *b, const void *p, size_t n) {
+  b->p = realloc(b->p, b->n + n);
+  memcpy(b->p + b->n, p, n);
+  b->n += n;
+}
+
+static void put_be32(struct bytes *b, unsigned long v) {
+  unsigned char q[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8),
+                        (unsigned char)v};
+  put(b, q, 4);
+}
+
+/* Appends a chunk: length, type, data, CRC over type and data (corrupt_crc: off by one). */
+static void put_chunk(struct bytes *b, const char *type, const void *data, size_t n, int corrupt_crc) {
+  put_be32(b, (unsigned long)n);
+  size_t at = b->n;
+  put(b, type, 4);
+  if (n)
+    put(b, data, n);
+  put_be32(b, png_crc(b->p + at, n + 4) + (corrupt_crc ? 1 : 0));
+}
+
+/* A text chunk: "tEXt" key\0text; "zTXt" key\0 0 zlib(text); "iTXt" key\0 1 0 \0 \0 zlib(text) (compressed).
+ */
+static void put_text(struct bytes *b, const char *type, const char *key, const char *text, size_t tlen,
+                     int corrupt_crc) {
+  struct bytes d = {0};
+  put(&d, key, strlen(key) + 1);
+  if (strcmp(type, "tEXt") == 0) {
+    put(&d, text, tlen);
+  } else {
+    if (strcmp(type, "iTXt") == 0)
+      put(&d, "\1\0\0\0", 4); /* compressed, method 0, empty language tag, empty translated keyword */
+    else
+      put(&d, "\0", 1); /* method 0 */
+    uLongf zn = compressBound((uLong)tlen);
+    unsigned char *z = malloc(zn);
+    CHECK(compress(z, &zn, (const Bytef *)text, (uLong)tlen) == Z_OK);
+    put(&d, z, zn);
+    free(z);
+  }
+  put_chunk(b, type, d.p, d.n, corrupt_crc);
+  free(d.p);
+}
+
+/* A valid 4x4 RGB PNG from fr_png_encode, split as: signature + IHDR | IDAT | IEND, with `before` inserted
+ * after IHDR and `after` after IDAT. */
+static void write_with_chunks(const char *path, const struct bytes *before, const struct bytes *after) {
+  struct fr_err err = {{0}};
+  struct fr_tensor *img = make_image(4, 4, 3);
+  struct fr_buf png = {0};
+  CHECK_OK(fr_png_encode(img, NULL, 0, &png, path, &err), &err);
+  fr_tensor_free(img);
+  const size_t head = 8 + 25, tail = 12; /* signature + IHDR chunk (13 bytes of data); IEND */
+  CHECK(png.len > head + tail && memcmp(png.data + head + 4, "IDAT", 4) == 0);
+  struct bytes f = {0};
+  put(&f, png.data, head);
+  if (before && before->n)
+    put(&f, before->p, before->n);
+  put(&f, png.data + head, png.len - head - tail);
+  if (after && after->n)
+    put(&f, after->p, after->n);
+  put(&f, png.data + png.len - tail, tail);
+  write_bytes(path, f.p, f.n);
+  free(f.p);
+  fr_buf_free(&png);
+}
+
+static char *read_text(const char *path, const char *key, enum fr_status *rc, struct fr_err *err) {
+  char *s = NULL;
+  *rc = fr_png_read_text(path, key, &s, err);
+  return s;
+}
+
+/* A minimal workflow, padded with a YAML comment of pad bytes. */
+static char *workflow(size_t pad, size_t *len) {
+  static const char *g = "flowrun: 1\nnodes:\n  p: {type: TestPattern, inputs: {width: 8, height: 8}}\n"
+                         "  s: {type: SaveImage, inputs: {images: p, filename_prefix: found}}\n";
+  size_t gl = strlen(g);
+  char *w = malloc(gl + pad + 3);
+  memcpy(w, g, gl);
+  w[gl] = '#';
+  memset(w + gl + 1, 'x', pad);
+  w[gl + 1 + pad] = '\n';
+  w[gl + 2 + pad] = 0;
+  *len = gl + 2 + pad;
+  return w;
+}
+
+/* Runs `$FLOWRUN picture --no-cache --output dir` (FLOWRUN: the CLI under test, set by ctest); its exit
+ * status, or -1 when FLOWRUN is not set (then that part is skipped). stderr goes to errfile. */
+static int run_cli(const char *picture, const char *dir, const char *errfile) {
+  const char *cli = getenv("FLOWRUN");
+  if (!cli || !*cli) {
+    printf("part skipped: FLOWRUN not set, the CLI is not run on %s\n", picture);
+    return -1;
+  }
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "'%s' '%s' --no-cache --output '%s' >/dev/null 2>'%s'", cli, picture, dir,
+           errfile);
+  int st = system(cmd);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Text chunks are found wherever they are: after 1100 other text chunks (libpng keeps 1000, so the workflow
+ * was "not found" before), in a zTXt that inflates past libpng's 8 MB, in a compressed iTXt, after a chunk
+ * with our key and a bad CRC (skipped); a text over FR_PNG_MAX_TEXT_BYTES is refused naming that limit. */
+static void test_text_chunks(void) {
+  struct fr_err err = {{0}};
+  enum fr_status rc;
+  size_t wl;
+  char *wf = workflow(0, &wl);
+
+  /* 1100 tEXt chunks before the image data and 1100 after it, the workflow last */
+  struct bytes before = {0}, after = {0};
+  for (int i = 0; i < 1100; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "junk%d", i);
+    put_text(&before, "tEXt", k, "v", 1, 0);
+    put_text(&after, "tEXt", k, "w", 1, 0);
+  }
+  put_text(&after, "tEXt", FR_PNG_KEY_WORKFLOW, wf, wl, 0);
+  const char *p = path_in("many-chunks.png");
+  write_with_chunks(p, &before, &after);
+  char *s = read_text(p, FR_PNG_KEY_WORKFLOW, &rc, &err);
+  CHECKF(rc == FR_OK && s && strcmp(s, wf) == 0, "after 2200 text chunks: status %d %s", rc, err.msg);
+  fr_free(s);
+  struct fr_tensor *t = NULL;
+  CHECK_OK(fr_png_read(p, &t, &err), &err); /* the image still reads */
+  fr_tensor_free(t);
+  char out[4200], errf[4200];
+  snprintf(out, sizeof out, "%s/cli-out", tmp);
+  snprintf(errf, sizeof errf, "%s/cli.err", tmp);
+  int st = run_cli(p, out, errf);
+  if (st >= 0) {
+    char *e = fr_test_read_file(errf, NULL);
+    CHECKF(st == 0, "flowrun many-chunks.png: exit %d: %s", st, e ? e : "");
+    free(e);
+    char f1[4400];
+    snprintf(f1, sizeof f1, "%s/found_00001.png", out);
+    CHECKF(access(f1, F_OK) == 0, "flowrun many-chunks.png ran the workflow (%s)", f1);
+  }
+  free(before.p);
+  free(after.p);
+
+  /* a zTXt of 9 MB (libpng drops compressed texts past 8 MB), and a compressed iTXt: read back exactly */
+  size_t bl;
+  char *big = workflow(9000000, &bl);
+  before = (struct bytes){0};
+  put_text(&before, "zTXt", FR_PNG_KEY_WORKFLOW, big, bl, 0);
+  p = path_in("big-ztxt.png");
+  write_with_chunks(p, &before, NULL);
+  s = read_text(p, FR_PNG_KEY_WORKFLOW, &rc, &err);
+  CHECKF(rc == FR_OK && s && strlen(s) == bl && memcmp(s, big, bl) == 0, "9 MB zTXt: status %d %s", rc,
+         err.msg);
+  fr_free(s);
+  /* through the CLI: found, then refused by the graph loader's own 4 MiB limit, which it names */
+  st = run_cli(p, out, errf);
+  if (st >= 0) {
+    char *e = fr_test_read_file(errf, NULL);
+    CHECKF(st == 2 && e && strstr(e, "4 MiB") && !strstr(e, "no flowrun workflow"),
+           "flowrun big-ztxt.png: exit %d: %s", st, e ? e : "");
+    free(e);
+  }
+  free(before.p);
+  before = (struct bytes){0};
+  put_text(&before, "iTXt", FR_PNG_KEY_PARAMS, "{\"seed\": 7}", 11, 0);
+  put_text(&before, "iTXt", FR_PNG_KEY_WORKFLOW, big, 3000000, 0);
+  p = path_in("itxt.png");
+  write_with_chunks(p, &before, NULL);
+  s = read_text(p, FR_PNG_KEY_WORKFLOW, &rc, &err);
+  CHECKF(rc == FR_OK && s && strlen(s) == 3000000 && memcmp(s, big, 3000000) == 0, "iTXt: status %d %s", rc,
+         err.msg);
+  fr_free(s);
+  s = read_text(p, FR_PNG_KEY_PARAMS, &rc, &err);
+  CHECK(rc == FR_OK && s && strcmp(s, "{\"seed\": 7}") == 0);
+  fr_free(s);
+  free(before.p);
+  free(big);
+
+  /* our key with a bad CRC first: skipped, the valid one after it is returned */
+  before = (struct bytes){0};
+  put_text(&before, "tEXt", FR_PNG_KEY_WORKFLOW, "damaged", 7, 1);
+  put_text(&before, "zTXt", FR_PNG_KEY_WORKFLOW, wf, wl, 0);
+  p = path_in("bad-crc-text.png");
+  write_with_chunks(p, &before, NULL);
+  s = read_text(p, FR_PNG_KEY_WORKFLOW, &rc, &err);
+  CHECKF(rc == FR_OK && s && strcmp(s, wf) == 0, "after a bad CRC: status %d %s", rc, err.msg);
+  fr_free(s);
+  free(before.p);
+
+  /* over the limit: refused with the limit named, not "not found" */
+  size_t hl = (size_t)FR_PNG_MAX_TEXT_BYTES + 10;
+  char *huge = malloc(hl);
+  memset(huge, 'y', hl);
+  before = (struct bytes){0};
+  put_text(&before, "zTXt", FR_PNG_KEY_WORKFLOW, huge, hl, 0);
+  free(huge);
+  p = path_in("huge-text.png");
+  write_with_chunks(p, &before, NULL);
+  free(before.p);
+  s = read_text(p, FR_PNG_KEY_WORKFLOW, &rc, &err);
+  CHECKF(rc == FR_E_UNSUPPORTED && !s && strstr(err.msg, "FR_PNG_MAX_TEXT_BYTES") &&
+             strstr(err.msg, "64 MiB") && strstr(err.msg, "huge-text.png"),
+         "text over the limit: status %d %s", rc, err.msg);
+  free(wf);
+}
+
+/* A tiny file whose IHDR declares 16384x16384 16-bit RGBA (4 GiB as F32): refused from the header, before
+ * anything is allocated, with the limit named; also through LoadImage's reader. 8192x8192 RGBA 8-bit is
+ * exactly the limit (1 GiB as F32): not refused by it (the small file fails the size check instead). */
+static void test_huge_image(void) {
+  struct fr_err err = {{0}};
+  unsigned char ihdr[13] = {0, 0, 0x40, 0, 0, 0, 0x40, 0, 16, 6, 0, 0, 0}; /* 16384, 16384, 16 bits, RGBA */
+  unsigned char row[] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+  uLongf zn = 64;
+  unsigned char z[64];
+  CHECK(compress(z, &zn, row, sizeof row) == Z_OK);
+  struct bytes f = {0};
+  put(&f, "\x89PNG\r\n\x1a\n", 8);
+  put_chunk(&f, "IHDR", ihdr, 13, 0);
+  put_chunk(&f, "IDAT", z, zn, 0);
+  put_chunk(&f, "IEND", NULL, 0, 0);
+  const char *p = path_in("huge-16bit-rgba.png");
+  write_bytes(p, f.p, f.n);
+  struct fr_tensor *t = NULL;
+  enum fr_status rc = fr_png_read(p, &t, &err);
+  printf("16384x16384 16-bit RGBA -> %s\n", err.msg);
+  CHECKF(rc == FR_E_UNSUPPORTED && !t && strstr(err.msg, "huge-16bit-rgba.png") &&
+             strstr(err.msg, "16384x16384") && strstr(err.msg, "FR_PNG_MAX_DECODED_BYTES") &&
+             strstr(err.msg, "1 GiB"),
+         "status %d: %s", rc, err.msg);
+  struct fr_tensor *img = NULL, *mask = NULL;
+  rc = fr_image_load_png(p, &img, &mask, &err);
+  CHECKF(rc == FR_E_UNSUPPORTED && !img && !mask && strstr(err.msg, "FR_PNG_MAX_DECODED_BYTES"),
+         "LoadImage: status %d: %s", rc, err.msg);
+  /* at the limit: 8192x8192 RGBA 8-bit is 1 GiB as F32, exactly FR_PNG_MAX_DECODED_BYTES */
+  CHECK((double)8192 * 8192 * 4 * 4 == (double)FR_PNG_MAX_DECODED_BYTES);
+  unsigned char at[13] = {0, 0, 0x20, 0, 0, 0, 0x20, 0, 8, 6, 0, 0, 0};
+  free(f.p);
+  f = (struct bytes){0};
+  put(&f, "\x89PNG\r\n\x1a\n", 8);
+  put_chunk(&f, "IHDR", at, 13, 0);
+  put_chunk(&f, "IDAT", z, zn, 0);
+  put_chunk(&f, "IEND", NULL, 0, 0);
+  p = path_in("at-limit.png");
+  write_bytes(p, f.p, f.n);
+  free(f.p);
+  rc = fr_png_read(p, &t, &err);
+  CHECKF(rc == FR_E_FORMAT && !t && !strstr(err.msg, "FR_PNG_MAX_DECODED_BYTES"), "at the limit: %d %s", rc,
+         err.msg);
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_png");
   test_round_trip(3, "rgb.png");
@@ -422,6 +685,8 @@ int main(void) {
   test_bad_files();
   test_write_errors();
   test_alloc_failures();
+  test_text_chunks();
+  test_huge_image();
   CHECKF(leftover_tmp(tmp) == 0, "temporary files left in %s", tmp);
   return fr_test_done();
 }

@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <libwebsockets.h>
 #include <limits.h>
 #include <png.h>
@@ -32,6 +31,7 @@
 #include "core/flowrun.h"
 #include "core/graph.h"
 #include "core/json.h"
+#include "core/paths.h"
 #include "core/schema.h"
 #include "nodes/registry.h"
 
@@ -1361,18 +1361,16 @@ static enum fr_status fr__folder(const char *what, const char *dir, bool create,
   return FR_OK;
 }
 
+/* The built editor: --editor, else $FLOWRUN_EDITOR, else web/dist in the current folder, else the installed
+ * one (PREFIX/share/flowrun/editor beside PREFIX/bin) or the source tree's web/dist (core/paths.h). */
 static bool fr__find_editor(struct fr__srv *s) {
   const char *cands[4] = {s->o.editor_dir, s->o.editor_dir ? NULL : getenv("FLOWRUN_EDITOR"), NULL, NULL};
-  char beside[PATH_MAX] = "";
+  char data[PATH_MAX] = "";
   if (!s->o.editor_dir) {
     cands[2] = "web/dist";
-    /* A build folder inside the source tree: <src>/build/flowrun -> <src>/web/dist. */
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-      self[n] = 0;
-      snprintf(beside, sizeof beside, "%s/../web/dist", dirname(self));
-      cands[3] = beside;
+    if (fr_data_path("editor/index.html", "web/dist/index.html", data, sizeof data)) {
+      data[strlen(data) - strlen("/index.html")] = 0;
+      cands[3] = data;
     }
   }
   for (int i = 0; i < 4; i++) {
