@@ -590,8 +590,8 @@ enum fr_status fr_lora_patch(struct fr_lora_set *s, enum fr_lora_space space, co
                              const char *const *aka, int n_aka, const struct fr_st_entry *e,
                              struct fr_tensor **out, struct fr_err *err) {
   *out = NULL;
-  if (!s || !s->n || e->ndim < 2)
-    return FR_OK;
+  if (!s || !s->n || e->ndim < 2 || e->shape[0] <= 0)
+    return FR_OK; /* LoRAs patch matrices and kernels only */
   struct fr__alias al[24];
   int na = fr__aliases(space, key, aka, n_aka, e, al, 24);
   struct fr_tensor *w = NULL;
