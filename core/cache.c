@@ -41,7 +41,27 @@ struct fr_cache {
   void *user;
   long fail_at, writes; /* fault injection: fail write number fail_at (counted from fr_cache_fail_at) */
   int64_t last_stamp;   /* keeps this connection's LRU stamps strictly increasing */
+  enum fr_cache_mode mode;
+  int last_code;        /* SQLite's extended code of the last database failure (0: none or injected) */
+  bool warned_degraded; /* the one warning about a cache that cannot be written was given */
+  /* Writes kept off the read path, done in the next write transaction (a put) or by fr_cache_flush:
+   * LRU stamps of entries read, entries found bad, file fingerprint memos that met a busy database. */
+  struct fr__touch {
+    struct fr_key key;
+    int64_t stamp;
+  } * touched;
+  int n_touched, cap_touched;
+  struct fr_key *drops;
+  int n_drops, cap_drops;
+  struct fr__kvp {
+    char *k, *v;
+  } * kvs;
+  int n_kvs, cap_kvs;
 };
+
+/* At most this many pending LRU stamps; beyond it a flush is tried, and if the database is busy the
+ * stamps are forgotten (they are advisory: eviction order only). */
+#define FR__MAX_PENDING 4096
 
 /* ---- helpers ---- */
 
@@ -108,6 +128,7 @@ static int fr__step(sqlite3_stmt *s) {
 }
 
 static enum fr_status fr__dberr(struct fr_cache *c, struct fr_err *err, const char *what) {
+  c->last_code = sqlite3_extended_errcode(c->db);
   return fr_errf(err, FR_E_CACHE, "cache %s: %s: %s", c->path, what, sqlite3_errmsg(c->db));
 }
 
@@ -166,6 +187,147 @@ static enum fr_status fr__write_stmt(struct fr_cache *c, sqlite3_stmt *s, const 
     rc = fr__dberr(c, err, what);
   sqlite3_finalize(s);
   return rc;
+}
+
+/* Failures that mean "this cache cannot be written here" (rather than a bug or a busy database). */
+static bool fr__cant_write(int code) {
+  switch (code & 0xff) {
+  case SQLITE_FULL:
+  case SQLITE_READONLY:
+  case SQLITE_IOERR:
+  case SQLITE_CANTOPEN:
+  case SQLITE_PERM: return true;
+  default: return false;
+  }
+}
+
+static const char *fr__why_not_writable(int code) {
+  switch (code & 0xff) {
+  case SQLITE_FULL: return "the disk is full";
+  case SQLITE_READONLY: return "it is read-only";
+  case SQLITE_IOERR: return "an I/O error";
+  case SQLITE_CANTOPEN: return "its files cannot be opened for writing";
+  case SQLITE_PERM: return "permission denied";
+  default: return "it cannot be written";
+  }
+}
+
+/* Turns the cache read-only (or off) and warns once per handle. why: what went wrong, in words. */
+static void fr__degrade(struct fr_cache *c, enum fr_cache_mode mode, const char *why) {
+  if (mode > c->mode)
+    c->mode = mode;
+  if (c->warned_degraded)
+    return;
+  c->warned_degraded = true;
+  if (c->mode == FR_CACHE_OFF)
+    fr__warnf(c, "cache %s: %s; running without a cache (nothing is read from it or stored in it)", c->path,
+              why);
+  else
+    fr__warnf(c, "cache %s: %s; using it read-only (cached results are read, new ones are not stored)",
+              c->path, why);
+}
+
+/* The pending lists (see struct fr_cache). Allocation failures just lose the pending item: all of
+ * them are advisory. */
+static bool fr__grow(void **arr, int *cap, int n, size_t elem) {
+  if (n < *cap)
+    return true;
+  int nc = *cap ? *cap * 2 : 16;
+  void *p = fr_realloc(*arr, elem * (size_t)nc);
+  if (!p)
+    return false;
+  *arr = p;
+  *cap = nc;
+  return true;
+}
+
+static bool fr__is_dropped(const struct fr_cache *c, const struct fr_key *key) {
+  for (int i = 0; i < c->n_drops; i++)
+    if (memcmp(c->drops[i].b, key->b, 16) == 0)
+      return true;
+  return false;
+}
+
+static void fr__clear_pending(struct fr_cache *c) {
+  for (int i = 0; i < c->n_kvs; i++) {
+    fr_free(c->kvs[i].k);
+    fr_free(c->kvs[i].v);
+  }
+  c->n_kvs = 0;
+  c->n_touched = 0;
+  c->n_drops = 0;
+}
+
+/* Inside a write transaction: writes the pending stamps, drops and memos, then forgets them. A failed
+ * statement is skipped (all of it is advisory), unless it ended the transaction (SQLite rolls back on
+ * a full disk or an I/O error): then that code is returned and the caller's transaction is gone. */
+static int fr__apply_pending(struct fr_cache *c) {
+  static const char *const sql[3] = {"DELETE FROM entries WHERE key=?",
+                                     "UPDATE entries SET last_used=max(last_used, ?) WHERE key=?",
+                                     "INSERT OR REPLACE INTO kv(key, value) VALUES(?, ?)"};
+  int n[3] = {c->n_drops, c->n_touched, c->n_kvs};
+  int code = SQLITE_OK;
+  for (int w = 0; w < 3 && code == SQLITE_OK; w++) {
+    sqlite3_stmt *s;
+    if (n[w] == 0 || sqlite3_prepare_v2(c->db, sql[w], -1, &s, NULL) != SQLITE_OK)
+      continue;
+    for (int i = 0; i < n[w]; i++) {
+      sqlite3_reset(s);
+      if (w == 0) {
+        sqlite3_bind_blob(s, 1, c->drops[i].b, 16, SQLITE_STATIC);
+      } else if (w == 1) {
+        sqlite3_bind_int64(s, 1, c->touched[i].stamp);
+        sqlite3_bind_blob(s, 2, c->touched[i].key.b, 16, SQLITE_STATIC);
+      } else {
+        sqlite3_bind_text(s, 1, c->kvs[i].k, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, c->kvs[i].v, -1, SQLITE_STATIC);
+      }
+      int rc = sqlite3_step(s);
+      if (rc != SQLITE_DONE && sqlite3_get_autocommit(c->db)) {
+        code = sqlite3_extended_errcode(c->db);
+        break;
+      }
+    }
+    sqlite3_finalize(s);
+  }
+  fr__clear_pending(c);
+  return code;
+}
+
+void fr_cache_flush(struct fr_cache *c) {
+  if (!c || c->mode != FR_CACHE_RW || (c->n_touched == 0 && c->n_drops == 0 && c->n_kvs == 0))
+    return;
+  /* One attempt with no busy wait: if another connection writes right now, the stamps wait. */
+  sqlite3_busy_timeout(c->db, 0);
+  int code = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  if (code == SQLITE_OK) {
+    code = fr__apply_pending(c);
+    if (code == SQLITE_OK && (code = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK)
+      code = sqlite3_extended_errcode(c->db);
+    fr__rollback(c);
+  } else {
+    code = sqlite3_extended_errcode(c->db);
+    if (c->n_touched >= FR__MAX_PENDING || c->n_kvs >= FR__MAX_PENDING)
+      fr__clear_pending(c);
+  }
+  sqlite3_busy_timeout(c->db, FR__BUSY_TIMEOUT_MS);
+  if (fr__cant_write(code)) {
+    char why[256];
+    snprintf(why, sizeof why, "cannot be written (%s: %s)", fr__why_not_writable(code), sqlite3_errstr(code));
+    fr__degrade(c, FR_CACHE_RO, why);
+  }
+}
+
+void fr_cache_drop(struct fr_cache *c, const struct fr_key *key) {
+  if (!c || c->mode == FR_CACHE_OFF || fr__is_dropped(c, key))
+    return;
+  if (fr__grow((void **)&c->drops, &c->cap_drops, c->n_drops, sizeof *c->drops))
+    c->drops[c->n_drops++] = *key;
+  fr_cache_flush(c);
+}
+
+enum fr_cache_mode fr_cache_mode(const struct fr_cache *c) {
+  return c ? c->mode : FR_CACHE_OFF;
 }
 
 /* ---- opening ---- */
@@ -270,14 +432,68 @@ static enum fr_status fr__inspect(struct fr_cache *c, bool *fresh, struct fr_err
   return FR_OK;
 }
 
+/* "file:" URI of path with immutable=1: the only way SQLite reads a WAL database on a read-only file
+ * system whose -shm file does not exist (it cannot create one). Safe there: nobody can change the
+ * file through a read-only mount while we read it, and every blob is checksummed anyway. */
+static char *fr__immutable_uri(const char *path) {
+  size_t n = strlen(path);
+  char *u = fr_malloc(3 * n + 32);
+  if (!u)
+    return NULL;
+  char *o = u + sprintf(u, "file:");
+  for (const char *p = path; *p; p++) {
+    if (*p == '%' || *p == '?' || *p == '#')
+      o += sprintf(o, "%%%02x", (unsigned char)*p);
+    else
+      *o++ = *p;
+  }
+  strcpy(o, "?immutable=1");
+  return u;
+}
+
+/* Opens c->db read-only (the file exists but cannot be opened for writing). */
+static int fr__open_ro(struct fr_cache *c, bool immutable) {
+  sqlite3_close_v2(c->db);
+  c->db = NULL;
+  char *uri = immutable ? fr__immutable_uri(c->path) : NULL;
+  if (immutable && !uri)
+    return SQLITE_NOMEM;
+  int rc = sqlite3_open_v2(immutable ? uri : c->path, &c->db,
+                           SQLITE_OPEN_READONLY | (immutable ? SQLITE_OPEN_URI : 0), NULL);
+  fr_free(uri);
+  if (c->db) {
+    sqlite3_busy_timeout(c->db, FR__BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(c->db, 1);
+  }
+  return rc;
+}
+
+/* An error message without its "cache PATH: " prefix (the degrade warning names the path itself). */
+static const char *fr__reason(const struct fr_cache *c, const struct fr_err *err) {
+  if (!err)
+    return "no details";
+  size_t n = strlen(c->path);
+  if (strncmp(err->msg, "cache ", 6) == 0 && strncmp(err->msg + 6, c->path, n) == 0 &&
+      strncmp(err->msg + 6 + n, ": ", 2) == 0)
+    return err->msg + 6 + n + 2;
+  return err->msg;
+}
+
+/* With opts.degrade: the cache cannot be opened; hand back a disabled one after the warning. */
+static enum fr_status fr__open_off(struct fr_cache *c, struct fr_cache **out, const char *why) {
+  sqlite3_close_v2(c->db);
+  c->db = NULL;
+  fr__degrade(c, FR_CACHE_OFF, why);
+  fr__clear_pending(c);
+  *out = c;
+  return FR_OK;
+}
+
 enum fr_status fr_cache_open(const char *path, const struct fr_cache_opts *opts, struct fr_cache **out,
                              struct fr_err *err) {
   *out = NULL;
   if (!path || !*path)
     return fr_errf(err, FR_E_INVALID, "cache: empty path");
-  enum fr_status rc = fr__make_parent(path, err);
-  if (rc)
-    return rc;
   struct fr_cache *c = fr_calloc(1, sizeof *c);
   if (!c || !(c->path = fr_strdup(path))) {
     fr_free(c);
@@ -285,30 +501,62 @@ enum fr_status fr_cache_open(const char *path, const struct fr_cache_opts *opts,
   }
   int64_t mb = opts ? opts->max_bytes : 0;
   c->max_bytes = mb == 0 ? FR__DEFAULT_MAX : mb;
+  bool degrade = opts && opts->degrade;
   if (opts) {
     c->warn = opts->warn;
     c->user = opts->user;
   }
+  enum fr_status rc = fr__make_parent(path, err);
+  if (rc == FR_E_CACHE && degrade)
+    return fr__open_off(c, out, fr__reason(c, err));
+  if (rc)
+    goto fail;
   struct stat sb;
-  if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+  bool exists = stat(path, &sb) == 0;
+  if (exists && !S_ISREG(sb.st_mode)) {
     rc = fr_errf(err, FR_E_CACHE, "cache %s: not a regular file", path);
     goto fail;
   }
   int src = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-  if (src != SQLITE_OK) {
-    rc = fr_errf(err, FR_E_CACHE, "cache %s: cannot open: %s", path,
-                 c->db ? sqlite3_errmsg(c->db) : "out of memory");
+  if (src == SQLITE_OK) {
+    sqlite3_busy_timeout(c->db, FR__BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(c->db, 1);
+    /* SQLite opens a file it may not write (a read-only file or file system) read-only. */
+    if (sqlite3_db_readonly(c->db, "main") == 1)
+      c->mode = FR_CACHE_RO;
+  } else if (exists && fr__open_ro(c, false) == SQLITE_OK) {
+    c->mode = FR_CACHE_RO;
+  } else {
+    char why[512];
+    snprintf(why, sizeof why, "cannot open or create it: %s",
+             c->db ? sqlite3_errmsg(c->db) : "out of memory");
+    if (degrade)
+      return fr__open_off(c, out, why);
+    rc = fr_errf(err, FR_E_CACHE, "cache %s: %s", path, why);
     goto fail;
   }
-  sqlite3_busy_timeout(c->db, FR__BUSY_TIMEOUT_MS);
-  sqlite3_extended_result_codes(c->db, 1);
   bool fresh = false;
-  if ((rc = fr__inspect(c, &fresh, err)))
+  rc = fr__inspect(c, &fresh, err);
+  if (rc == FR_E_CACHE && c->mode == FR_CACHE_RO && fr__cant_write(c->last_code)) {
+    /* A WAL database on a read-only file system: SQLite cannot create the -shm file it reads through. */
+    if (fr__open_ro(c, true) == SQLITE_OK)
+      rc = fr__inspect(c, &fresh, err);
+  }
+  if (rc == FR_E_CACHE && degrade && fr__cant_write(c->last_code))
+    return fr__open_off(c, out, fr__reason(c, err));
+  if (rc)
     goto fail;
+  if (c->mode == FR_CACHE_RO) {
+    if (fresh) /* an empty file that we may not give a schema: nothing to read either */
+      return fr__open_off(c, out, "an empty file that cannot be written");
+    fr__degrade(c, FR_CACHE_RO, "the file or its file system is read-only");
+    *out = c;
+    return FR_OK;
+  }
   if (fresh) {
     /* Create under the write lock, then look again: another process may have created it meanwhile. */
     if ((rc = fr__begin(c, err)))
-      goto fail;
+      goto fail_create;
     if ((rc = fr__inspect(c, &fresh, err))) {
       fr__rollback(c);
       goto fail;
@@ -316,12 +564,12 @@ enum fr_status fr_cache_open(const char *path, const struct fr_cache_opts *opts,
     if (fresh && sqlite3_exec(c->db, fr__schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
       rc = fr__dberr(c, err, "creating the schema");
       fr__rollback(c);
-      goto fail;
+      goto fail_create;
     }
     if (fr__exec(c, "COMMIT") != SQLITE_OK) {
       rc = fr__dberr(c, err, "creating the schema");
       fr__rollback(c);
-      goto fail;
+      goto fail_create;
     }
   }
   /* WAL lets readers (the planner in another process) proceed while one process writes; NORMAL
@@ -340,6 +588,10 @@ enum fr_status fr_cache_open(const char *path, const struct fr_cache_opts *opts,
   fr__exec(c, "PRAGMA synchronous=NORMAL");
   *out = c;
   return FR_OK;
+fail_create:
+  /* A disk that is full (or read-only) before the schema exists: nothing to read, so disabled. */
+  if (degrade && fr__cant_write(c->last_code))
+    return fr__open_off(c, out, fr__reason(c, err));
 fail:
   fr_cache_close(c);
   return rc;
@@ -348,6 +600,11 @@ fail:
 void fr_cache_close(struct fr_cache *c) {
   if (!c)
     return;
+  fr_cache_flush(c);
+  fr__clear_pending(c);
+  fr_free(c->touched);
+  fr_free(c->drops);
+  fr_free(c->kvs);
   sqlite3_close_v2(c->db); /* NULL is fine */
   fr_free(c->path);
   fr_free(c);
@@ -372,16 +629,6 @@ void fr_cache_fail_at(struct fr_cache *c, long n) {
 
 /* ---- entries ---- */
 
-/* Deletes one entry outside any transaction (dropping a bad entry). Failures are ignored: the entry
- * stays a miss either way, since it fails its checksum again next time. */
-static void fr__drop(struct fr_cache *c, const struct fr_key *key) {
-  sqlite3_stmt *s;
-  if (fr__prepare(c, "DELETE FROM entries WHERE key=?", &s, NULL))
-    return;
-  sqlite3_bind_blob(s, 1, key->b, 16, SQLITE_STATIC);
-  fr__write_stmt(c, s, "drop", NULL);
-}
-
 /* Checks a row's blob against its size and checksum; on mismatch warns and returns false. */
 static bool fr__verify(struct fr_cache *c, const struct fr_key *key, const void *blob, int64_t got,
                        int64_t size, int64_t sum) {
@@ -404,6 +651,8 @@ enum fr_status fr_cache_get(struct fr_cache *c, const struct fr_key *key, void *
                             struct fr_err *err) {
   *blob = NULL;
   *len = 0;
+  if (c->mode == FR_CACHE_OFF || fr__is_dropped(c, key))
+    return FR_E_NOTFOUND;
   sqlite3_stmt *s;
   if (fr__prepare(c, "SELECT blob, size, checksum FROM entries WHERE key=?", &s, err))
     return FR_E_CACHE;
@@ -426,16 +675,19 @@ enum fr_status fr_cache_get(struct fr_cache *c, const struct fr_key *key, void *
     memcpy(copy, p, (size_t)got);
   sqlite3_finalize(s);
   if (!ok) {
-    fr__drop(c, key);
+    fr_cache_drop(c, key);
     return FR_E_NOTFOUND;
   }
   if (!copy)
     return fr_errf(err, FR_E_NOMEM, "cache %s: out of memory for a %lld-byte entry", c->path, (long long)got);
-  /* The LRU stamp is advisory: a failure to record it (a busy database) does not fail the read. */
-  if (fr__prepare(c, "UPDATE entries SET last_used=? WHERE key=?", &s, NULL) == FR_OK) {
-    sqlite3_bind_int64(s, 1, fr__now_us(c));
-    sqlite3_bind_blob(s, 2, key->b, 16, SQLITE_STATIC);
-    fr__write_stmt(c, s, "touch", NULL);
+  /* The LRU stamp is advisory and kept in memory: a read never writes, so it never waits for a writer.
+   * Too many pending stamps: write them now if the database is free, else forget them. */
+  if (c->mode == FR_CACHE_RW) {
+    if (c->n_touched >= FR__MAX_PENDING)
+      fr_cache_flush(c);
+    if (c->n_touched < FR__MAX_PENDING &&
+        fr__grow((void **)&c->touched, &c->cap_touched, c->n_touched, sizeof *c->touched))
+      c->touched[c->n_touched++] = (struct fr__touch){*key, fr__now_us(c)};
   }
   *blob = copy;
   *len = (size_t)got;
@@ -443,6 +695,8 @@ enum fr_status fr_cache_get(struct fr_cache *c, const struct fr_key *key, void *
 }
 
 bool fr_cache_has(struct fr_cache *c, const struct fr_key *key) {
+  if (c->mode == FR_CACHE_OFF || fr__is_dropped(c, key))
+    return false;
   sqlite3_stmt *s;
   if (fr__prepare(c, "SELECT 1 FROM entries WHERE key=?", &s, NULL))
     return false;
@@ -516,23 +770,17 @@ static enum fr_status fr__evict(struct fr_cache *c, int64_t limit, const struct 
   return rc;
 }
 
-enum fr_status fr_cache_put(struct fr_cache *c, const struct fr_key *key, const void *blob, size_t len,
-                            struct fr_err *err) {
-  if (!blob && len)
-    return fr_errf(err, FR_E_INVALID, "cache put: NULL blob");
-  if (len > (size_t)INT_MAX)
-    return fr_errf(err, FR_E_UNSUPPORTED, "cache %s: a %zu-byte entry exceeds SQLite's blob limit", c->path,
-                   len);
-  if (c->max_bytes >= 0 && (int64_t)len > c->max_bytes) {
-    char hex[33];
-    fr__hexkey(key, hex);
-    fr__warnf(c, "cache entry %s: %zu bytes exceed the cache limit of %lld bytes, not stored", hex, len,
-              (long long)c->max_bytes);
-    return FR_OK;
-  }
+/* The put's transaction: pending writes, insert, eviction, commit. */
+static enum fr_status fr__put_txn(struct fr_cache *c, const struct fr_key *key, const void *blob, size_t len,
+                                  struct fr_err *err) {
   enum fr_status rc = fr__begin(c, err);
   if (rc)
     return rc;
+  int code = fr__apply_pending(c);
+  if (code != SQLITE_OK) {
+    c->last_code = code;
+    return fr_errf(err, FR_E_CACHE, "cache %s: put: %s", c->path, sqlite3_errstr(code));
+  }
   sqlite3_stmt *s;
   if ((rc = fr__prepare(c,
                         "INSERT OR REPLACE INTO entries(key, blob, size, checksum, created, last_used)"
@@ -555,6 +803,34 @@ enum fr_status fr_cache_put(struct fr_cache *c, const struct fr_key *key, const 
   return fr__commit(c, err);
 }
 
+enum fr_status fr_cache_put(struct fr_cache *c, const struct fr_key *key, const void *blob, size_t len,
+                            struct fr_err *err) {
+  if (!blob && len)
+    return fr_errf(err, FR_E_INVALID, "cache put: NULL blob");
+  if (len > (size_t)INT_MAX)
+    return fr_errf(err, FR_E_UNSUPPORTED, "cache %s: a %zu-byte entry exceeds SQLite's blob limit", c->path,
+                   len);
+  if (c->max_bytes >= 0 && (int64_t)len > c->max_bytes) {
+    char hex[33];
+    fr__hexkey(key, hex);
+    fr__warnf(c, "cache entry %s: %zu bytes exceed the cache limit of %lld bytes, not stored", hex, len,
+              (long long)c->max_bytes);
+    return FR_OK;
+  }
+  if (c->mode != FR_CACHE_RW)
+    return FR_OK; /* read-only or disabled: said once already */
+  c->last_code = 0;
+  enum fr_status rc = fr__put_txn(c, key, blob, len, err);
+  if (rc == FR_E_CACHE && fr__cant_write(c->last_code)) {
+    char why[FR_ERR_MAX + 64];
+    snprintf(why, sizeof why, "cannot be written (%s: %s)", fr__why_not_writable(c->last_code),
+             fr__reason(c, err));
+    fr__degrade(c, FR_CACHE_RO, why);
+    return FR_OK;
+  }
+  return rc;
+}
+
 /* ---- maintenance ---- */
 
 static int64_t fr__file_size(const char *path) {
@@ -564,6 +840,9 @@ static int64_t fr__file_size(const char *path) {
 
 enum fr_status fr_cache_stats(struct fr_cache *c, struct fr_cache_stats *st, struct fr_err *err) {
   memset(st, 0, sizeof *st);
+  st->max_bytes = c->max_bytes;
+  if (c->mode == FR_CACHE_OFF)
+    return FR_OK;
   sqlite3_stmt *s;
   if (fr__prepare(c, "SELECT count(*), coalesce(sum(size), 0) FROM entries", &s, err))
     return FR_E_CACHE;
@@ -590,6 +869,15 @@ enum fr_status fr_cache_stats(struct fr_cache *c, struct fr_cache_stats *st, str
 
 /* Gives freed pages back to the file system. Another process reading at the same time makes VACUUM
  * fail with BUSY; the space is then reused by later puts instead, so that is not an error. */
+/* clear and gc change the file: refused on a cache that cannot be written. */
+static enum fr_status fr__need_writable(struct fr_cache *c, const char *what, struct fr_err *err) {
+  if (c->mode == FR_CACHE_RW)
+    return FR_OK;
+  return fr_errf(err, FR_E_CACHE, "cache %s: cannot %s: the cache is %s", c->path, what,
+                 c->mode == FR_CACHE_RO ? "read-only (a read-only file or file system, or a full disk)"
+                                        : "disabled (it could not be opened)");
+}
+
 static void fr__compact(struct fr_cache *c) {
   sqlite3_exec(c->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
   if (sqlite3_exec(c->db, "VACUUM", NULL, NULL, NULL) == SQLITE_OK)
@@ -597,9 +885,10 @@ static void fr__compact(struct fr_cache *c) {
 }
 
 enum fr_status fr_cache_clear(struct fr_cache *c, struct fr_err *err) {
-  enum fr_status rc = fr__begin(c, err);
-  if (rc)
+  enum fr_status rc = fr__need_writable(c, "clear", err);
+  if (rc || (rc = fr__begin(c, err)))
     return rc;
+  fr__clear_pending(c);
   const char *sql[] = {"DELETE FROM entries", "DELETE FROM kv"};
   for (int i = 0; i < 2; i++) {
     sqlite3_stmt *s;
@@ -618,6 +907,9 @@ enum fr_status fr_cache_gc(struct fr_cache *c, int64_t *dropped, struct fr_err *
   int64_t n_evicted = 0, bytes_evicted = 0, n_bad = 0;
   if (dropped)
     *dropped = 0;
+  enum fr_status rc = fr__need_writable(c, "collect garbage", err);
+  if (rc)
+    return rc;
   /* 1. Verify every entry; collect the bad keys first (deleting while iterating would disturb the
    * cursor), then drop them in one transaction. */
   sqlite3_stmt *s;
@@ -626,7 +918,6 @@ enum fr_status fr_cache_gc(struct fr_cache *c, int64_t *dropped, struct fr_err *
   struct fr_key *bad = NULL;
   int n_bad_cap = 0, step;
   int64_t odd_keys = 0;
-  enum fr_status rc = FR_OK;
   while ((step = fr__step(s)) == SQLITE_ROW) {
     struct fr_key k;
     if (sqlite3_column_bytes(s, 0) != 16) {
@@ -654,7 +945,10 @@ enum fr_status fr_cache_gc(struct fr_cache *c, int64_t *dropped, struct fr_err *
     rc = fr__dberr(c, err, "gc scan");
   sqlite3_finalize(s);
   if (!rc && !(rc = fr__begin(c, err))) {
-    if (odd_keys && !(rc = fr__prepare(c, "DELETE FROM entries WHERE length(key) != 16", &s, err))) {
+    int code = fr__apply_pending(c);
+    if (code != SQLITE_OK)
+      rc = fr_errf(err, FR_E_CACHE, "cache %s: gc: %s", c->path, sqlite3_errstr(code));
+    if (!rc && odd_keys && !(rc = fr__prepare(c, "DELETE FROM entries WHERE length(key) != 16", &s, err))) {
       fr__warnf(c, "dropped %lld cache entries with malformed keys", (long long)odd_keys);
       rc = fr__write_stmt(c, s, "gc drop", err);
     }
@@ -689,6 +983,14 @@ enum fr_status fr_cache_gc(struct fr_cache *c, int64_t *dropped, struct fr_err *
 enum fr_status fr_cache_kv_get(struct fr_cache *c, const char *key, char *val, size_t n, struct fr_err *err) {
   if (n)
     val[0] = 0;
+  if (c->mode == FR_CACHE_OFF)
+    return FR_E_NOTFOUND;
+  for (int i = c->n_kvs - 1; i >= 0; i--)
+    if (strcmp(c->kvs[i].k, key) == 0) {
+      if (n)
+        snprintf(val, n, "%s", c->kvs[i].v);
+      return FR_OK;
+    }
   sqlite3_stmt *s;
   if (fr__prepare(c, "SELECT value FROM kv WHERE key=?", &s, err))
     return FR_E_CACHE;
@@ -711,10 +1013,40 @@ enum fr_status fr_cache_kv_get(struct fr_cache *c, const char *key, char *val, s
 enum fr_status fr_cache_kv_put(struct fr_cache *c, const char *key, const char *val, struct fr_err *err) {
   if (!key || !val)
     return fr_errf(err, FR_E_INVALID, "cache kv put: NULL key or value");
+  if (c->mode != FR_CACHE_RW)
+    return FR_OK;
+  if (!fr__write_allowed(c))
+    return fr_errf(err, FR_E_CACHE, "cache %s: kv put: injected failure", c->path);
   sqlite3_stmt *s;
   if (fr__prepare(c, "INSERT OR REPLACE INTO kv(key, value) VALUES(?, ?)", &s, err))
     return FR_E_CACHE;
   sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
   sqlite3_bind_text(s, 2, val, -1, SQLITE_STATIC);
-  return fr__write_stmt(c, s, "kv put", err);
+  /* One attempt without waiting: this is called while planning (the read path). */
+  sqlite3_busy_timeout(c->db, 0);
+  int code = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(c->db);
+  sqlite3_finalize(s);
+  sqlite3_busy_timeout(c->db, FR__BUSY_TIMEOUT_MS);
+  if (code == SQLITE_OK)
+    return FR_OK;
+  if (fr__busy(code)) {
+    /* Kept for the next write transaction; get sees it meanwhile. */
+    char *k = fr_strdup(key), *v = fr_strdup(val);
+    if (k && v && c->n_kvs < FR__MAX_PENDING &&
+        fr__grow((void **)&c->kvs, &c->cap_kvs, c->n_kvs, sizeof *c->kvs)) {
+      c->kvs[c->n_kvs++] = (struct fr__kvp){k, v};
+      return FR_OK;
+    }
+    fr_free(k);
+    fr_free(v);
+    return fr_errf(err, FR_E_CACHE, "cache %s: kv put: the database is busy", c->path);
+  }
+  if (fr__cant_write(code)) {
+    char why[256];
+    snprintf(why, sizeof why, "cannot be written (%s: %s)", fr__why_not_writable(code), sqlite3_errstr(code));
+    fr__degrade(c, FR_CACHE_RO, why);
+    return FR_OK;
+  }
+  c->last_code = code;
+  return fr_errf(err, FR_E_CACHE, "cache %s: kv put: %s", c->path, sqlite3_errstr(code));
 }

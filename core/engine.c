@@ -169,7 +169,10 @@ enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine
       }
       path = def;
     }
-    struct fr_cache_opts co = {.max_bytes = opts->cache_max_bytes, .warn = fr__warn, .user = e};
+    /* A cache that cannot be created or written degrades (read-only or off, one warning): the run goes
+     * on without storing, rather than failing on what is only an optimisation. */
+    struct fr_cache_opts co = {
+        .max_bytes = opts->cache_max_bytes, .warn = fr__warn, .user = e, .degrade = true};
     enum fr_status rc = fr_cache_open(path, &co, &e->cache, err);
     if (rc != FR_OK) {
       fr_engine_free(e);
@@ -270,11 +273,21 @@ static enum fr_status fr__load_cached(struct fr__run *r, int n, int o, struct fr
   fr_free(blob);
   if (rc == FR_E_NOMEM)
     return fr_errf(err, rc, "loading a cached value: %s", lerr.msg);
+  const struct fr_output_spec *os = &r->g->nodes[n].spec->outputs[o];
+  if (rc == FR_OK && (!v->type || strcmp(v->type, os->type) != 0)) {
+    /* Intact bytes but the wrong kind of value for this output (a key collision, a stale or
+     * tampered entry): corrupt as far as this node is concerned, and never handed downstream. */
+    rc = fr_errf(&lerr, FR_E_FORMAT, "it holds a %s value where %s is declared", v->type ? v->type : "?",
+                 os->type);
+    fr_value_unref(v);
+    v = NULL;
+  }
   if (rc != FR_OK) {
     char msg[FR_ERR_MAX + 128];
-    snprintf(msg, sizeof msg, "node %s: cached output %s is corrupt, recomputing: %s", r->g->nodes[n].id,
-             r->g->nodes[n].spec->outputs[o].name, lerr.msg);
+    snprintf(msg, sizeof msg, "node %s: cached output %s is corrupt, dropped and recomputing: %s",
+             r->g->nodes[n].id, os->name, lerr.msg);
     fr__warn(r->e, msg);
+    fr_cache_drop(r->e->cache, &r->okeys[n][o]);
     return FR_E_NOTFOUND;
   }
   r->mem[n][o] = v;
@@ -788,6 +801,8 @@ enum fr_status fr_engine_run(struct fr_engine *e, const struct fr_graph *g, stru
     fr__emit(e, &ev);
   }
   fr_arena_free(r.a);
+  /* The LRU stamps of what this run read, in one short transaction if nobody else writes now. */
+  fr_cache_flush(e->cache);
   struct fr_event done = {.kind = FR_EV_RUN_DONE,
                           .executed = r.executed,
                           .cached = r.cached,

@@ -53,7 +53,9 @@ typedef void (*fr_event_fn)(void *user, const struct fr_event *ev);
 
 struct fr_engine_opts {
   const struct fr_registry *registry; /* required: e.g. fr_builtin_registry() from nodes/registry.h */
-  const char *cache_path;             /* NULL: the default path; ignored when no_cache */
+  /* NULL: the default path; ignored when no_cache. A cache that cannot be written (read-only, disk
+   * full) or created is used read-only or not at all, with one FR_EV_WARNING: never a failed run. */
+  const char *cache_path;
   bool no_cache;
   int64_t cache_max_bytes;       /* 0: default */
   const char *const *model_dirs; /* model search path (--models, FLOWRUN_MODELS) */

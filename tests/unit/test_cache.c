@@ -1,9 +1,19 @@
 /* The SQLite output cache: put/get/has, persistence across processes, corrupt and truncated entries,
  * LRU eviction, two processes at once, fault injection, files that are not flowrun caches, clear, gc,
- * the kv table. */
+ * the kv table; readers while another connection holds the write lock; a read-only file system, a
+ * full disk and a folder that cannot be created (real mounts in a private mount namespace). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* unshare */
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -96,7 +106,7 @@ static bool integrity_ok(const char *path) {
 }
 
 static struct fr_cache *open_cache(const char *path, int64_t max, struct warnings *w) {
-  struct fr_cache_opts o = {max, on_warn, w};
+  struct fr_cache_opts o = {.max_bytes = max, .warn = on_warn, .user = w};
   struct fr_cache *c = NULL;
   struct fr_err err = {{0}};
   CHECK_OK(fr_cache_open(path, &o, &c, &err), &err);
@@ -473,6 +483,260 @@ static void test_clear_kv_default(void) {
   CHECK(!fr_cache_default_path(buf, 4)); /* too small */
 }
 
+/* Readers never wait for a writer: while another connection holds the write lock (an open write
+ * transaction, as a long put of another process would), a second process opens the cache, looks up and
+ * reads every entry, records a memo and closes, and says so through a pipe before the lock is let go.
+ * Before, each read updated last_used and waited behind the lock (10 s busy timeout, retried). The 60 s
+ * are only a guard against hanging forever, not a speed bound. */
+static void test_reader_not_blocked(void) {
+  char path[4200];
+  path_in(path, sizeof path, "busy.sqlite");
+  struct fr_cache *c = open_cache(path, 0, NULL);
+  for (int i = 1; c && i <= 20; i++)
+    CHECK(put_blob(c, i, 5000) == FR_OK);
+  fr_cache_close(c);
+  sqlite3 *holder;
+  CHECK(sqlite3_open(path, &holder) == SQLITE_OK);
+  CHECK(sqlite3_exec(holder, "BEGIN IMMEDIATE; INSERT INTO kv VALUES('held', 'by another writer');", NULL,
+                     NULL, NULL) == SQLITE_OK);
+  int fds[2];
+  CHECK(pipe(fds) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    struct warnings w = {0};
+    struct fr_cache_opts o = {.warn = on_warn, .user = &w};
+    struct fr_cache *rc = NULL;
+    struct fr_err err;
+    int bad = fr_cache_open(path, &o, &rc, &err) != FR_OK;
+    for (int round = 0; !bad && round < 3; round++)
+      for (int i = 1; i <= 20; i++) {
+        struct fr_key k = key_of(i);
+        bad |= !fr_cache_has(rc, &k) || !has_blob(rc, i, 5000);
+      }
+    bad |= !bad && fr_cache_kv_put(rc, "memo", "v", &err) != FR_OK; /* kept in memory, not waited for */
+    char v[8];
+    bad |= !bad && (fr_cache_kv_get(rc, "memo", v, sizeof v, &err) != FR_OK || strcmp(v, "v") != 0);
+    if (!bad)
+      fr_cache_flush(rc); /* busy: does nothing, does not wait */
+    fr_cache_close(rc);
+    bad |= w.n != 0;
+    char byte = bad ? 'F' : 'K';
+    ssize_t wr = write(fds[1], &byte, 1);
+    _exit(wr == 1 ? 0 : 1);
+  }
+  close(fds[1]);
+  struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+  char byte = 0;
+  bool before_release = poll(&pfd, 1, 60000) == 1 && read(fds[0], &byte, 1) == 1;
+  CHECKF(before_release && byte == 'K', "the reader %s while the write lock was held",
+         !before_release ? "did not finish" : "failed");
+  if (!before_release)
+    kill(pid, SIGKILL); /* stuck behind the lock: do not wait for its retries */
+  CHECK(sqlite3_exec(holder, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(holder);
+  close(fds[0]);
+  int status = -1;
+  waitpid(pid, &status, 0);
+  CHECK(!before_release || (WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  CHECK(integrity_ok(path));
+}
+
+static int64_t last_used_of(const char *path, int i) {
+  sqlite3 *db;
+  int64_t t = -1;
+  struct fr_key k = key_of(i);
+  sqlite3_stmt *s;
+  if (sqlite3_open(path, &db) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, "SELECT last_used FROM entries WHERE key=?", -1, &s, NULL) == SQLITE_OK) {
+    sqlite3_bind_blob(s, 1, k.b, 16, SQLITE_STATIC);
+    if (sqlite3_step(s) == SQLITE_ROW)
+      t = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+  }
+  sqlite3_close(db);
+  return t;
+}
+
+/* The LRU stamps of reads reach the file: not on the read itself, but with fr_cache_flush. */
+static void test_stamps_flushed(void) {
+  char path[4200];
+  path_in(path, sizeof path, "stamps.sqlite");
+  struct fr_cache *c = open_cache(path, 0, NULL);
+  if (!c)
+    return;
+  CHECK(put_blob(c, 1, 100) == FR_OK && put_blob(c, 2, 100) == FR_OK);
+  int64_t t1 = last_used_of(path, 1), t2 = last_used_of(path, 2);
+  CHECK(t1 > 0 && t2 > t1);
+  CHECK(has_blob(c, 1, 100));
+  CHECK(last_used_of(path, 1) == t1); /* the read wrote nothing */
+  fr_cache_flush(c);
+  CHECKF(last_used_of(path, 1) > t2, "stamp %lld after the flush, entry 2 %lld",
+         (long long)last_used_of(path, 1), (long long)t2);
+  fr_cache_close(c);
+}
+
+/* Runs fn in a child process with a private mount namespace (as root; else in a user namespace where
+ * that is allowed). Returns false, having said why, when no namespace could be made: the part is
+ * skipped then. The child's checks print their failures; its exit status says whether any failed. */
+static bool in_mount_namespace(const char *what, void (*fn)(const char *mnt)) {
+  char mnt[4200];
+  path_in(mnt, sizeof mnt, "mnt");
+  mkdir(mnt, 0755);
+  int fds[2];
+  if (pipe(fds) != 0)
+    return false;
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    bool ok = unshare(CLONE_NEWNS) == 0 || unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0;
+    ok = ok && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+    char byte = ok ? 'y' : 'n';
+    if (write(fds[1], &byte, 1) != 1 || !ok)
+      _exit(0);
+    close(fds[1]);
+    fr_test_failed = 0;
+    fn(mnt);
+    fflush(stdout);
+    _exit(fr_test_failed ? 1 : 0);
+  }
+  close(fds[1]);
+  char byte = 'n';
+  bool can = read(fds[0], &byte, 1) == 1 && byte == 'y';
+  close(fds[0]);
+  int status = -1;
+  waitpid(pid, &status, 0);
+  if (!can) {
+    printf("part skipped: %s: no private mount namespace here (needs root or user namespaces)\n", what);
+    return false;
+  }
+  CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the checks in the namespace failed (status %d)",
+         what, status);
+  return true;
+}
+
+static bool mount_tmpfs(const char *mnt, const char *size) {
+  char opts[64];
+  snprintf(opts, sizeof opts, "size=%s,mode=0755", size);
+  bool ok = mount("tmpfs", mnt, "tmpfs", 0, opts) == 0;
+  CHECKF(ok, "mount tmpfs %s on %s: %s", size, mnt, strerror(errno));
+  return ok;
+}
+
+/* A cache on a file system that is remounted read-only (root ignores file modes, so a chmod would
+ * prove nothing): it opens read-only with one warning, reads what is there, stores nothing, and the
+ * commands that change it say why they cannot. Without -wal and -shm files (a cleanly closed cache)
+ * SQLite can only read it as immutable. A cache whose folder or file cannot be created is disabled
+ * (opts.degrade) with one warning, or an error without degrade. */
+static void readonly_checks(const char *mnt) {
+  if (!mount_tmpfs(mnt, "8m"))
+    return;
+  char path[4300], other[4300], sub[4300];
+  snprintf(path, sizeof path, "%s/cache.sqlite", mnt);
+  snprintf(other, sizeof other, "%s/absent.sqlite", mnt);
+  snprintf(sub, sizeof sub, "%s/newdir/cache.sqlite", mnt);
+  struct fr_cache *c = open_cache(path, 0, NULL);
+  for (int i = 1; c && i <= 3; i++)
+    CHECK(put_blob(c, i, 1000) == FR_OK);
+  fr_cache_close(c);
+  char side[4400];
+  snprintf(side, sizeof side, "%s-shm", path);
+  CHECK(access(side, F_OK) != 0); /* closed cleanly: the hard case */
+  CHECKF(mount(NULL, mnt, NULL, MS_REMOUNT | MS_RDONLY, NULL) == 0, "remount ro: %s", strerror(errno));
+  CHECK(open(path, O_RDWR) < 0 && errno == EROFS);
+
+  struct warnings w = {0};
+  struct fr_cache_opts o = {.warn = on_warn, .user = &w, .degrade = true};
+  struct fr_err err = {{0}};
+  c = NULL;
+  CHECK_OK(fr_cache_open(path, &o, &c, &err), &err);
+  if (!c)
+    return;
+  CHECKF(fr_cache_mode(c) == FR_CACHE_RO && w.n == 1 && strstr(w.last, path) && strstr(w.last, "read-only"),
+         "mode %d, %d warnings: %s", fr_cache_mode(c), w.n, w.last);
+  for (int i = 1; i <= 3; i++)
+    CHECKF(has_blob(c, i, 1000), "entry %d readable", i);
+  CHECK(put_blob(c, 4, 1000) == FR_OK); /* not stored, and no second warning */
+  struct fr_key k4 = key_of(4);
+  CHECK(!fr_cache_has(c, &k4));
+  CHECK(fr_cache_kv_put(c, "memo", "x", &err) == FR_OK);
+  fr_cache_flush(c);
+  CHECK(fr_cache_clear(c, &err) == FR_E_CACHE && strstr(err.msg, "read-only"));
+  CHECK(has_blob(c, 1, 1000));
+  CHECKF(w.n == 1, "%d warnings, last: %s", w.n, w.last);
+  fr_cache_close(c);
+
+  /* a file that does not exist on it, a folder that cannot be created: disabled, one warning each */
+  const char *off[2] = {other, sub};
+  for (int j = 0; j < 2; j++) {
+    w.n = 0;
+    c = NULL;
+    CHECK_OK(fr_cache_open(off[j], &o, &c, &err), &err);
+    CHECKF(c && fr_cache_mode(c) == FR_CACHE_OFF && w.n == 1 && strstr(w.last, "without a cache"),
+           "%s: %d warnings: %s", off[j], w.n, w.last);
+    if (!c)
+      continue;
+    CHECK(put_blob(c, 1, 10) == FR_OK && !has_blob(c, 1, 10));
+    struct fr_cache_stats st;
+    CHECK(fr_cache_stats(c, &st, &err) == FR_OK && st.entries == 0);
+    CHECK(w.n == 1);
+    fr_cache_close(c);
+    struct fr_cache_opts strict = {.warn = on_warn, .user = &w};
+    CHECK(fr_cache_open(off[j], &strict, &c, &err) == FR_E_CACHE && c == NULL && strstr(err.msg, off[j]));
+  }
+}
+
+/* A full disk (a 1 MiB tmpfs): the put that does not fit turns the cache read-only with one warning
+ * and reports success; what was stored before stays readable and the file stays consistent. A disk
+ * full before the schema exists gives a disabled cache. */
+static void full_checks(const char *mnt) {
+  if (!mount_tmpfs(mnt, "1m"))
+    return;
+  char path[4300];
+  snprintf(path, sizeof path, "%s/cache.sqlite", mnt);
+  struct warnings w = {0};
+  struct fr_cache *c = open_cache(path, 0, &w);
+  if (!c)
+    return;
+  CHECK(put_blob(c, 1, 20000) == FR_OK && put_blob(c, 2, 20000) == FR_OK);
+  CHECK(w.n == 0 && fr_cache_mode(c) == FR_CACHE_RW);
+  CHECK(has_blob(c, 1, 20000));
+  CHECK(put_blob(c, 3, 2 << 20) == FR_OK); /* 2 MiB on a 1 MiB disk */
+  CHECKF(fr_cache_mode(c) == FR_CACHE_RO && w.n == 1 && strstr(w.last, "disk is full"), "mode %d, %d: %s",
+         fr_cache_mode(c), w.n, w.last);
+  struct fr_key k3 = key_of(3);
+  CHECK(!fr_cache_has(c, &k3));
+  CHECK(put_blob(c, 4, 100) == FR_OK && w.n == 1);
+  CHECK(has_blob(c, 1, 20000) && has_blob(c, 2, 20000));
+  fr_cache_close(c);
+  CHECK(integrity_ok(path));
+
+  /* nothing fits any more: fill the disk, then open a new cache beside */
+  char filler[4300];
+  snprintf(filler, sizeof filler, "%s/filler", mnt);
+  FILE *f = fopen(filler, "wb");
+  static char block[4096];
+  while (f && fwrite(block, 1, sizeof block, f) == sizeof block && fflush(f) == 0)
+    ;
+  if (f)
+    fclose(f);
+  snprintf(path, sizeof path, "%s/new.sqlite", mnt);
+  struct fr_cache_opts o = {.warn = on_warn, .user = &w, .degrade = true};
+  struct fr_err err = {{0}};
+  w.n = 0;
+  c = NULL;
+  CHECK_OK(fr_cache_open(path, &o, &c, &err), &err);
+  CHECKF(c && fr_cache_mode(c) != FR_CACHE_RW && w.n == 1, "%d warnings: %s", w.n, w.last);
+  CHECK(put_blob(c, 1, 100) == FR_OK && w.n == 1);
+  fr_cache_close(c);
+}
+
+static void test_unwritable(void) {
+  in_mount_namespace("read-only file system", readonly_checks);
+  in_mount_namespace("full disk", full_checks);
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "%s", fr_test_tmpdir("cache"));
   test_basic();
@@ -483,5 +747,8 @@ int main(void) {
   test_fault_injection();
   test_foreign_files();
   test_clear_kv_default();
+  test_reader_not_blocked();
+  test_stamps_flushed();
+  test_unwritable();
   return fr_test_done();
 }

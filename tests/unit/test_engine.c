@@ -17,11 +17,20 @@
 
 static int runs_num, runs_add, runs_model, runs_use, runs_save, models_alive;
 
+/* The NUM values the test nodes declare (an int with that type name: a cached value must come back
+ * with its output's declared type, else the engine drops it as corrupt). */
+static struct fr_value *num_value(int64_t i) {
+  struct fr_value *v = fr_value_int(i);
+  if (v)
+    v->type = "NUM";
+  return v;
+}
+
 static char seen_dtype[16];
 static enum fr_status num_run(struct fr_node_ctx *nc) {
   runs_num++;
   snprintf(seen_dtype, sizeof seen_dtype, "%s", fr_node_dtype(nc));
-  return fr_out_set(nc, 0, fr_value_int(fr_in_int(nc, "value")));
+  return fr_out_set(nc, 0, num_value(fr_in_int(nc, "value")));
 }
 static const struct fr_input_spec num_in[] = {
     {.name = "value", .type = FR_T_INT, .def = "0", .min = 1, .max = 0}};
@@ -47,7 +56,7 @@ static enum fr_status add_run(struct fr_node_ctx *nc) {
   const struct fr_value *a = fr_in(nc, "a"), *b = fr_in(nc, "b");
   if (!a || !b || a->kind != FR_V_INT || b->kind != FR_V_INT)
     return fr_node_fail(nc, FR_E_INVALID, "inputs are not numbers");
-  return fr_out_set(nc, 0, fr_value_int(a->i + b->i));
+  return fr_out_set(nc, 0, num_value(a->i + b->i));
 }
 static const struct fr_input_spec add_in[] = {{.name = "a", .type = "NUM"}, {.name = "b", .type = "NUM"}};
 static const struct fr_node_spec add_spec = {.name = "Add",
@@ -88,7 +97,7 @@ static enum fr_status use_run(struct fr_node_ctx *nc) {
   const struct fr_value *m = fr_in(nc, "model"), *x = fr_in(nc, "x");
   if (!m || m->kind != FR_V_OBJECT || !x)
     return fr_node_fail(nc, FR_E_INVALID, "no model");
-  return fr_out_set(nc, 0, fr_value_int(x->i * 10));
+  return fr_out_set(nc, 0, num_value(x->i * 10));
 }
 static const struct fr_input_spec use_in[] = {{.name = "model", .type = FR_T_MODEL},
                                               {.name = "x", .type = "NUM"}};
@@ -147,7 +156,7 @@ static enum fr_status slow_run(struct fr_node_ctx *nc) {
     if (rc != FR_OK)
       return rc;
   }
-  return fr_out_set(nc, 0, fr_value_int(steps));
+  return fr_out_set(nc, 0, num_value(steps));
 }
 static const struct fr_node_spec slow_spec = {.name = "Slow",
                                               .version = 1,
@@ -170,6 +179,7 @@ struct rec {
   const struct fr_graph *g;
   char error_node[32];
   enum fr_status done_status;
+  char last_warning[512];
   struct fr_engine *cancel_engine;
   int cancel_at_step;
 };
@@ -190,7 +200,10 @@ static void on_event(void *user, const struct fr_event *ev) {
       snprintf(r->key_of[idx], 33, "%s", ev->key);
     break;
   case FR_EV_OUTPUT: r->outputs++; break;
-  case FR_EV_WARNING: r->warnings++; break;
+  case FR_EV_WARNING:
+    r->warnings++;
+    snprintf(r->last_warning, sizeof r->last_warning, "%s", ev->message ? ev->message : "");
+    break;
   case FR_EV_ERROR:
     r->errors++;
     snprintf(r->error_node, sizeof r->error_node, "%s", ev->node ? ev->node : "");
@@ -567,6 +580,47 @@ static void test_dtype_keys(void) {
   tg_free(&t);
 }
 
+/* A cached value that decodes fine but is not of its output's declared type (an INT where the Add node
+ * declares NUM: a key collision, a stale or tampered entry) is corrupt: dropped with a warning and
+ * recomputed, never handed downstream (the save would write 1000 instead of 5). */
+static void test_wrong_type(void) {
+  struct tg t;
+  struct rec r;
+  struct fr_run_summary sum;
+  struct fr_err err = {{0}};
+  build_sum(&t, 2);
+  CHECK_OK(run(&t.g, true, &r, &sum, &err), &err); /* every node starts: every key is seen */
+  struct fr_key sig, okey;
+  CHECK(hex_key(r.key_of[2], &sig));
+  fr_signature_output(&sig, 0, &okey);
+  CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
+  struct fr_value *wrong = fr_value_int(1000); /* type INT, where s's output is NUM */
+  struct fr_buf b = {0};
+  CHECK_OK(fr_value_serialize(wrong, &b, &err), &err);
+  fr_value_unref(wrong);
+  struct fr_cache *c = NULL;
+  struct fr_cache_opts co = {0};
+  CHECK_OK(fr_cache_open(cache_path, &co, &c, &err), &err);
+  CHECK(c && fr_cache_has(c, &okey));
+  CHECK_OK(fr_cache_put(c, &okey, b.data, b.len, &err), &err);
+  fr_buf_free(&b);
+  fr_cache_close(c);
+  rm_out("out.txt");
+  int adds = runs_add;
+  CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
+  CHECKF(runs_add == adds + 1 && r.started == 2 && strcmp(r.started_ids[0], "s") == 0, "started %d",
+         r.started);
+  CHECKF(r.warnings == 1 && strstr(r.last_warning, "node s") && strstr(r.last_warning, "INT") &&
+             strstr(r.last_warning, "NUM") && strstr(r.last_warning, "dropped"),
+         "%d warnings: %s", r.warnings, r.last_warning);
+  CHECKF(read_num("out.txt") == 5, "out.txt holds %lld", read_num("out.txt"));
+  /* the recomputed value replaced the bad one */
+  rm_out("out.txt");
+  CHECK_OK(run(&t.g, false, &r, &sum, &err), &err);
+  CHECK(sum.executed == 1 && r.warnings == 0 && read_num("out.txt") == 5);
+  tg_free(&t);
+}
+
 int main(void) {
   tmp = fr_test_tmpdir("test_engine");
   snprintf(cache_path, sizeof cache_path, "%s/cache.sqlite", tmp);
@@ -575,5 +629,6 @@ int main(void) {
   test_failures();
   test_alloc_faults();
   test_dtype_keys();
+  test_wrong_type();
   return fr_test_done();
 }
