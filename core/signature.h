@@ -43,6 +43,8 @@ struct fr_sig_ctx {
   uint64_t nonce[2];      /* mixed into non-deterministic nodes' signatures; fresh per run */
   struct fr_cache *cache; /* may be NULL */
   struct fr_fp_memo *memo;
+  const char *const *model_dirs; /* for FR_IN_PROMPT inputs: where embeddings/ folders are */
+  int n_model_dirs;
   /* Per node, per output: what a link to that output hashes (fr_signature_link); NULL (or a NULL row):
    * the upstream node's signature. */
   struct fr_key *const *link_sigs;

@@ -67,7 +67,7 @@ static enum fr_status fr__lora_mo_run(struct fr_node_ctx *nc) {
 
 #define FR__LORA_NAME                                                                                        \
   {                                                                                                          \
-    "lora_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE,                                           \
+    "lora_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_LORA),               \
         "LoRA .safetensors on the model path: kohya (lora_unet_*, lora_te*_*), diffusers / PEFT (unet.*, "   \
         "text_encoder*.*), LyCORIS LoCon / LoHa / LoKr"                                                      \
   }
