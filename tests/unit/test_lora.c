@@ -701,6 +701,72 @@ static void test_alloc_failures(void) {
   fr_st_close(stxl);
 }
 
+/* LoRA patches travel with the handle through the nodes that change another setting of it
+ * (CLIPSetLastLayer, ModelSamplingDiscrete), before or after LoraLoader: at their defaults for SD1.5 (last
+ * layer, eps) all three graphs compute the same thing, and the LoRA still moves the result. */
+static void test_with_settings(void) {
+  static const char *const tails = "  pos: {type: TextEncode, inputs: {clip: %s, text: a photo of a cat}}\n"
+                                   "  neg: {type: TextEncode, inputs: {clip: %s, text: blurry}}\n"
+                                   "  empty: {type: EmptyLatent, inputs: {width: 64, height: 64}}\n"
+                                   "  s: {type: Sampler, inputs: {model: %s, positive: pos, negative: neg, "
+                                   "latent: empty, seed: 3, steps: 2, "
+                                   "cfg: 1}}\n"
+                                   "  save: {type: SaveLatent, inputs: {samples: s, filename: %s}}\n";
+  static const char *const head =
+      "flowrun: 1\nnodes:\n"
+      "  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: sd15-tiny.safetensors}}\n";
+  static const char *const lora_after = "  l: {type: LoraLoader, inputs: {model: ckpt.model, clip: "
+                                        "ckpt.clip, lora_name: lora-kohya-sd15-0.safetensors, "
+                                        "strength_model: 0.8, strength_clip: 1.3}}\n";
+  char yaml[3][4096];
+  int k = snprintf(yaml[0], sizeof yaml[0], "%s%s", head, lora_after);
+  snprintf(yaml[0] + k, sizeof yaml[0] - (size_t)k, tails, "l.clip", "l.clip", "l.model",
+           "set-0.safetensors");
+  k = snprintf(yaml[1], sizeof yaml[1],
+               "%s%s  layer: {type: CLIPSetLastLayer, inputs: {clip: l.clip, stop_at_clip_layer: -1}}\n"
+               "  ms: {type: ModelSamplingDiscrete, inputs: {model: l.model, sampling: eps}}\n",
+               head, lora_after);
+  snprintf(yaml[1] + k, sizeof yaml[1] - (size_t)k, tails, "layer", "layer", "ms", "set-1.safetensors");
+  k = snprintf(
+      yaml[2], sizeof yaml[2],
+      "%s  layer: {type: CLIPSetLastLayer, inputs: {clip: ckpt.clip, stop_at_clip_layer: -1}}\n"
+      "  ms: {type: ModelSamplingDiscrete, inputs: {model: ckpt.model, sampling: eps}}\n"
+      "  l: {type: LoraLoader, inputs: {model: ms, clip: layer, lora_name: lora-kohya-sd15-0.safetensors, "
+      "strength_model: 0.8, strength_clip: 1.3}}\n",
+      head);
+  snprintf(yaml[2] + k, sizeof yaml[2] - (size_t)k, tails, "l.clip", "l.clip", "l.model",
+           "set-2.safetensors");
+  struct fr_engine *e = engine(NULL);
+  if (!e)
+    return;
+  struct fr_err err = {{0}};
+  for (int i = 0; i < 3; i++) {
+    struct fr_graph *g = NULL;
+    CHECK_OK(fr_engine_load_string(e, yaml[i], strlen(yaml[i]), "settings.yaml", tmp, NULL, 0, &g, &err),
+             &err);
+    if (!g)
+      continue;
+    struct fr_run_summary sum;
+    CHECK_OK(fr_engine_run(e, g, &sum, &err), &err);
+    fr_graph_free(g);
+  }
+  CHECK_OK(run(e, "sd15-tiny.safetensors", NULL, NULL, NULL, 0, false, "set-base.safetensors", &err), &err);
+  fr_engine_free(e);
+  int64_t n[4] = {0};
+  float *x[4] = {latent("set-0.safetensors", &n[0]), latent("set-1.safetensors", &n[1]),
+                 latent("set-2.safetensors", &n[2]), latent("set-base.safetensors", &n[3])};
+  if (x[0] && x[1] && x[2] && x[3] && n[0] == n[1] && n[0] == n[2] && n[0] == n[3]) {
+    double e1 = fr_test_rel_err(x[1], x[0], (long)n[0]), e2 = fr_test_rel_err(x[2], x[0], (long)n[0]),
+           moved = fr_test_rel_err(x[3], x[0], (long)n[0]);
+    printf("with CLIPSetLastLayer / ModelSamplingDiscrete after: %.2e, before: %.2e (LoRA moves it %.2e)\n",
+           e1, e2, moved);
+    CHECKF(e1 <= 1e-6 && e2 <= 1e-6 && moved >= 1e-3,
+           "settings and LoRA: after %.2e, before %.2e, moved %.2e", e1, e2, moved);
+  }
+  for (int i = 0; i < 4; i++)
+    free(x[i]);
+}
+
 /* Strength 0 is the base bit for bit; unmatched modules warn; an SDXL LoRA on SD1.5 is refused. */
 static void test_zero_unmatched_wrong_base(void) {
   struct lora a = {0};
@@ -860,6 +926,7 @@ int main(void) {
   test_layouts();
   test_graphs();
   test_diffusers_folder();
+  test_with_settings();
   test_alloc_failures();
   test_zero_unmatched_wrong_base();
   test_rerun();
