@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# graphs/sd15-lora.yaml from the command line on the tiny SD1.5 model with a kohya LoRA written here (two
-# modules: a UNet attention projection and a CLIP projection): it runs; a second process with only
-# strength_model changed takes both TextEncode nodes from the cache and runs the Sampler (in a new process
-# the UNet is read again; within one engine it is not: tests/unit/test_lora.c); strength_clip re-runs
-# TextEncode; strength 0 makes the picture of the plain checkpoint; an unmatched module is a warning on
-# stderr, and a LoRA file that is not safetensors is a node error naming it.
+# graphs/sd15-lora.yaml from the command line on the tiny SD1.5 model with a kohya LoRA written here into
+# a ComfyUI-style models/loras/ folder (two modules: a UNet attention projection and a CLIP projection): it
+# runs; a second process with only strength_model changed takes both TextEncode nodes from the cache and
+# runs the Sampler (in a new process the UNet is read again; within one engine it is not:
+# tests/unit/test_lora.c); strength_clip re-runs TextEncode; strength 0 makes the picture of the plain
+# checkpoint; an unmatched module is a warning on stderr, and a LoRA file that is not safetensors is a node
+# error naming it.
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, started
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
@@ -13,7 +14,7 @@ if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
   echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
 fi
 T="$FR_TEST_TMP/cli_lora.$$"
-rm -rf "$T" && mkdir -p "$T/loras" "$T/out" && cd "$T" || exit 1
+rm -rf "$T" && mkdir -p "$T/models/loras" "$T/out" && cd "$T" || exit 1
 trap 'cd / && rm -rf "$T"' EXIT
 
 # A kohya LoRA (F32): lora_down [2, 32], lora_up [32, 2], alpha 1 per module; extra=1 adds a module that
@@ -40,9 +41,9 @@ h += b' ' * (-len(h) % 8)
 open(sys.argv[1], 'wb').write(struct.pack('<Q', len(h)) + h + data)
 PY
 }
-write_lora loras/style.safetensors 0 || bad "writing the LoRA"
-write_lora loras/extra.safetensors 1 || bad "writing the second LoRA"
-M=(--models "$FR_FIXTURES/models" --models "$T/loras" --cache "$T/cache.sqlite" --output out)
+write_lora models/loras/style.safetensors 0 || bad "writing the LoRA"
+write_lora models/loras/extra.safetensors 1 || bad "writing the second LoRA"
+M=(--models "$FR_FIXTURES/models" --models "$T/models" --cache "$T/cache.sqlite" --output out)
 S=(--set ckpt=sd15-tiny.safetensors --set width=64 --set height=64 --set steps=2)
 G="$FR_SRC/graphs/sd15-lora.yaml"
 
@@ -86,7 +87,7 @@ PY
   && grep -q "warning.*LoRA extra.safetensors: 1 of 2 modules matched nothing.*lora_unet_no_such_layer" e.err \
   && ok "unmatched module warned" || bad "unmatched: $(cat e.err)"
 
-echo "not a safetensors file" > loras/broken.safetensors
+echo "not a safetensors file" > models/loras/broken.safetensors
 "$FLOWRUN" run "$G" "${M[@]}" "${S[@]}" --set lora=broken.safetensors > f.out 2> f.err
 rc=$?
 [ $rc = 1 ] && grep -q "lora (LoraLoader).*broken.safetensors" f.err && ok "a broken LoRA file fails in LoraLoader naming it" \
