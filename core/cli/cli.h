@@ -40,6 +40,11 @@ int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int fr_cmd_cache(int argc, char **argv);    /* core/cli/cmd_cache.c */
 int fr_cmd_import(int argc, char **argv);   /* core/cli/cmd_comfy.c */
 int fr_cmd_export(int argc, char **argv);   /* core/cli/cmd_comfy.c */
+#ifdef FLOWRUN_HAVE_PG
+int fr_cmd_worker(int argc, char **argv); /* core/cli/cmd_fleet.c: the fleet on PostgreSQL */
+int fr_cmd_submit(int argc, char **argv);
+int fr_cmd_runs(int argc, char **argv);
+#endif
 #ifdef FLOWRUN_HAVE_SERVE
 int fr_cmd_serve(int argc, char **argv); /* core/cli/cmd_serve.c, with web/server (libwebsockets) */
 #endif

@@ -17,6 +17,11 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
     {"import", "convert a ComfyUI workflow (API JSON or PNG) into a flowrun graph", fr_cmd_import},
     {"export", "write a flowrun graph as a ComfyUI API-format workflow", fr_cmd_export},
+#ifdef FLOWRUN_HAVE_PG
+    {"worker", "take runs from a PostgreSQL queue and run them here (--db URL)", fr_cmd_worker},
+    {"submit", "queue a run in a PostgreSQL queue (--db URL), optionally wait for it", fr_cmd_submit},
+    {"runs", "list, show or cancel the runs of a PostgreSQL queue (--db URL)", fr_cmd_runs},
+#endif
 #ifdef FLOWRUN_HAVE_SERVE
     {"serve", "serve the browser editor and its API (http://127.0.0.1:8188)", fr_cmd_serve},
 #endif
