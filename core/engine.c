@@ -219,6 +219,8 @@ static void fr__load_opts(struct fr_engine *e, const struct fr_override *ov, int
   lo->model_dirs = (const char *const *)e->model_dirs;
   lo->n_model_dirs = e->n_model_dirs;
   lo->require_files = true;
+  lo->cache = e->cache;
+  lo->memo = &e->memo;
 }
 
 enum fr_status fr_engine_load(struct fr_engine *e, const char *path, const struct fr_override *overrides,
@@ -697,6 +699,20 @@ static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
   ctx.nonce[1] = h.high64;
   for (int k = 0; k < r->g->n_nodes; k++) {
     int n = r->g->order[k];
+    const struct fr_gnode *gn = &r->g->nodes[n];
+    for (int i = 0; i < gn->spec->n_inputs; i++) {
+      const struct fr_binding *b = &gn->inputs[i];
+      if (!b->pin_found)
+        continue;
+      char msg[FR_ERR_MAX];
+      snprintf(msg, sizeof msg,
+               "node %s (%s): input %s: model file '%s' is not in the model folders under "
+               "that name; using %s, which has its pinned sha256 %s",
+               gn->id, gn->spec->name, gn->spec->inputs[i].name,
+               b->literal && b->literal->s ? b->literal->s : "?", b->path, b->pin);
+      struct fr_event ev = {.kind = FR_EV_INFO, .node = gn->id, .node_type = gn->spec->name, .message = msg};
+      fr__emit(e, &ev);
+    }
     enum fr_status rc = fr_signature_node(&ctx, r->g, n, r->sigs, &r->sigs[n], err);
     if (rc != FR_OK)
       return rc;

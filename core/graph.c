@@ -23,6 +23,7 @@
 
 #include "core/buf.h"
 #include "core/graph_yaml.h"
+#include "core/pins.h"
 
 #define FR__MAX_NODES 10000 /* flat nodes plus subgraph instances */
 #define FR__MAX_NESTING 32  /* subgraphs within subgraphs */
@@ -46,6 +47,7 @@ struct fr__lit {
   const char *s;
   const char *dir;    /* folder of the file it was written in (relative FR_IN_FILE names) */
   const char *origin; /* "param steps", "input radius", "--set steps", or NULL for a literal */
+  const char *pin;    /* written as {file: NAME, sha256: HEX}: HEX normalised (core/pins.h), else NULL */
 };
 
 enum fr__skind { FR__S_NONE, FR__S_LIT, FR__S_LINK };
@@ -431,12 +433,33 @@ static bool fr__exists(const char *path, bool dir_ok) {
   return stat(path, &st) == 0 && (dir_ok || !S_ISDIR(st.st_mode));
 }
 
+/* A pinned model file that is not under its name: the first file of the model folders with that hash
+ * (core/pins.h), into *path. FR_E_NOTFOUND when none has it; other errors name the input. */
+static enum fr_status fr__find_pinned(struct fr__ld *ld, const struct fr__scope *sc, const struct fr__lit *l,
+                                      struct fr_srcpos pos, const char *what, const char **path) {
+  char *found = NULL;
+  struct fr_err ferr;
+  enum fr_status rc = fr_pin_find(ld->opts->model_dirs, ld->opts->n_model_dirs, ld->opts->cache,
+                                  ld->opts->memo, l->pin, &found, &ferr);
+  if (rc == FR_E_NOTFOUND)
+    return rc;
+  if (rc == FR_E_NOMEM)
+    return FR__NOMEM(ld);
+  if (rc != FR_OK)
+    return fr__fail(ld, sc, pos, "%s: looking for a file with sha256 %s: %s", what, l->pin, ferr.msg);
+  *path = fr_arena_strdup(ld->a, found);
+  fr_free(found);
+  return *path ? FR_OK : FR__NOMEM(ld);
+}
+
 /* Resolves the name given to an FR_IN_FILE / FR_IN_MODEL_FILE input (see graph.h). *path is NULL when not
- * found and files are not required. */
+ * found and files are not required; *by_hash tells that a pinned model file was found by its hash. */
 static enum fr_status fr__resolve_file(struct fr__ld *ld, const struct fr__scope *sc,
                                        const struct fr_input_spec *in, const struct fr__lit *l,
-                                       struct fr_srcpos pos, const char *what, const char **path) {
+                                       struct fr_srcpos pos, const char *what, const char **path,
+                                       bool *by_hash) {
   *path = NULL;
+  *by_hash = false;
   const char *name = l->s;
   bool model = in->flags & FR_IN_MODEL_FILE;
   struct fr__names tried = {0};
@@ -460,11 +483,24 @@ static enum fr_status fr__resolve_file(struct fr__ld *ld, const struct fr__scope
   }
   if (!ld->opts->require_files)
     return FR_OK;
+  if (l->pin && model) {
+    enum fr_status rc = fr__find_pinned(ld, sc, l, pos, what, path);
+    *by_hash = rc == FR_OK;
+    if (rc != FR_E_NOTFOUND)
+      return rc;
+    return fr__fail(ld, sc, pos,
+                    "%s: model file '%s' not found; looked at: %s; and no file in the model folders has "
+                    "its pinned sha256 %s",
+                    what, name, fr__names_or(&tried, "nothing (empty name)"), l->pin);
+  }
   return fr__fail(ld, sc, pos, "%s: %s file '%s' not found; looked at: %s", what, model ? "model" : "input",
                   name, fr__names_or(&tried, "nothing (empty name)"));
 }
 
 /* ---------------------------------------------------------------- values and links as written */
+
+static enum fr_status fr__unknown_key(struct fr__ld *ld, const struct fr__scope *sc, const struct fr_ynode *k,
+                                      const char *where, const char *const *valid);
 
 static enum fr_status fr__parse_link(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *n,
                                      const char *what, struct fr__src *out) {
@@ -500,6 +536,43 @@ static struct fr__param *fr__find_param(struct fr__scope *sc, const char *name) 
   return NULL;
 }
 
+/* A mapping with a `file` key: a pin {file: NAME, sha256: HEX}. */
+static bool fr__is_pin(const struct fr_ynode *n) {
+  for (int i = 0; n->kind == FR_Y_MAP && i < n->n; i++)
+    if (!strcmp(fr__key(n, i)->s, "file"))
+      return true;
+  return false;
+}
+
+/* Reads a pin {file: NAME, sha256: HEX}: *file the name's scalar, *pin the normalised hash (arena). */
+static enum fr_status fr__read_pin(struct fr__ld *ld, const struct fr__scope *sc, const struct fr_ynode *n,
+                                   const char *what, const struct fr_ynode **file, const char **pin) {
+  static const char *const keys[] = {"file", "sha256", NULL};
+  const struct fr_ynode *f = NULL, *h = NULL;
+  for (int i = 0; i < n->n; i++) {
+    const struct fr_ynode *k = fr__key(n, i), *v = fr__val(n, i);
+    if (!strcmp(k->s, "file"))
+      f = v;
+    else if (!strcmp(k->s, "sha256"))
+      h = v;
+    else
+      return fr__unknown_key(ld, sc, k, "in a model pin {file: NAME, sha256: HEX}", keys);
+  }
+  if (f->kind != FR_Y_SCALAR || fr__is_null(f))
+    return fr__fail(ld, sc, fr__pos(sc, f), "%s: file: expected a file name, found %s", what,
+                    fr__describe(f));
+  if (!h)
+    return fr__fail(ld, sc, fr__pos(sc, n), "%s: a pin {file: NAME, sha256: HEX} needs its sha256", what);
+  char norm[FR_PIN_FULL_LEN + 1];
+  if (h->kind != FR_Y_SCALAR || !fr_pin_parse(h->s, norm))
+    return fr__fail(ld, sc, fr__pos(sc, h),
+                    "%s: sha256: expected 64 hex digits (the file's SHA-256) or its first 10 (AutoV2), got "
+                    "'%.80s'",
+                    what, h->kind == FR_Y_SCALAR ? h->s : fr__describe(h));
+  *file = f;
+  return (*pin = fr_arena_strdup(ld->a, norm)) ? FR_OK : FR__NOMEM(ld);
+}
+
 /* Reads what an input is set to: a literal (typed as `type`), $name (a param or declared input of this
  * graph), {from: node.output}, or a link (socket types). Null leaves it unset. */
 static enum fr_status fr__parse_src(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *n,
@@ -507,6 +580,24 @@ static enum fr_status fr__parse_src(struct fr__ld *ld, struct fr__scope *sc, con
                                     struct fr__src *out) {
   memset(out, 0, sizeof *out);
   bool socket = !fr_type_is_primitive(type);
+  if (n->kind == FR_Y_MAP && fr__is_pin(n)) {
+    const struct fr_ynode *file;
+    const char *pin;
+    enum fr_status rc = fr__read_pin(ld, sc, n, what, &file, &pin);
+    if (rc)
+      return rc;
+    if (strcmp(type, FR_T_STRING))
+      return fr__fail(ld, sc, fr__pos(sc, n), "%s: a {file, sha256} pin names a model file; this input is %s",
+                      what, type);
+    char why[512];
+    if (!fr__text_lit(file->s, type, choices, &out->lit, why, sizeof why))
+      return fr__fail(ld, sc, fr__pos(sc, file), "%s: %s", what, why);
+    out->kind = FR__S_LIT;
+    out->lit.dir = sc->file->dir;
+    out->lit.pin = pin;
+    out->pos = fr__pos(sc, file);
+    return FR_OK;
+  }
   if (n->kind == FR_Y_MAP) {
     if (n->n != 1 || strcmp(fr__key(n, 0)->s, "from"))
       return fr__fail(ld, sc, fr__pos(sc, n), "%s: expected a value, a link or {from: node.output}", what);
@@ -661,7 +752,14 @@ static enum fr_status fr__read_params(struct fr__ld *ld, struct fr__scope *sc, c
     if (!fr__is_id(k->s))
       return fr__fail(ld, sc, p->pos, "param name '%s' is not valid; expected letters, digits, _ or -", k->s);
     const struct fr_ynode *defn = v;
-    if (v->kind == FR_Y_MAP) {
+    const char *pin = NULL;
+    char pwhat[160];
+    snprintf(pwhat, sizeof pwhat, "param %s", p->name);
+    if (fr__is_pin(v)) { /* name: {file: NAME, sha256: HEX}, a STRING param */
+      if ((rc = fr__read_pin(ld, sc, v, pwhat, &defn, &pin)))
+        return rc;
+      p->type = FR_T_STRING;
+    } else if (v->kind == FR_Y_MAP) {
       const struct fr_ynode *type = NULL;
       defn = NULL;
       for (int j = 0; j < v->n; j++) {
@@ -683,6 +781,13 @@ static enum fr_status fr__read_params(struct fr__ld *ld, struct fr__scope *sc, c
       p->type = type->s;
       if (!defn)
         return fr__fail(ld, sc, fr__pos(sc, v), "param %s: expected a default value", p->name);
+      if (fr__is_pin(defn)) {
+        if (strcmp(p->type, FR_T_STRING))
+          return fr__fail(ld, sc, fr__pos(sc, defn), "param %s: a {file, sha256} pin is a STRING, not %s",
+                          p->name, p->type);
+        if ((rc = fr__read_pin(ld, sc, defn, pwhat, &defn, &pin)))
+          return rc;
+      }
     } else if (v->kind == FR_Y_SCALAR && !fr__is_null(v)) {
       p->type = fr__infer_type(v);
     }
@@ -693,6 +798,7 @@ static enum fr_status fr__read_params(struct fr__ld *ld, struct fr__scope *sc, c
     if (!fr__text_lit(defn->s, p->type, NULL, &p->def, why, sizeof why))
       return fr__fail(ld, sc, fr__pos(sc, defn), "param %s (%s): %s", p->name, p->type, why);
     p->def.dir = sc->file->dir;
+    p->def.pin = pin;
     p->value = p->def;
     if (!(p->def.origin = fr_arena_printf(ld->a, "param %s", p->name)))
       return FR__NOMEM(ld);
@@ -883,13 +989,17 @@ static enum fr_status fr__bind_lit(struct fr__ld *ld, struct fr__scope *sc, stru
       return fr__fail(ld, sc, s->pos, "%s: value of %s: %s", what, l.origin, why);
     return fr__fail(ld, sc, s->pos, "%s: %s", what, why);
   }
+  if (l.pin && !(in->flags & FR_IN_MODEL_FILE))
+    return fr__fail(ld, sc, s->pos, "%s: a {file, sha256} pin is for model file inputs only%s%s", what,
+                    l.origin ? "; the value comes from " : "", l.origin ? l.origin : "");
   struct fr_binding *b = &g->inputs[idx];
   b->kind = FR_BIND_LITERAL;
   b->pos = s->pos;
+  b->pin = l.pin;
   if (!(b->literal = fr__lit_value(ld->a, &l)))
     return FR__NOMEM(ld);
   if ((in->flags & (FR_IN_FILE | FR_IN_MODEL_FILE)) && !strcmp(l.type, FR_T_STRING)) {
-    enum fr_status rc = fr__resolve_file(ld, sc, in, &l, s->pos, what, &b->path);
+    enum fr_status rc = fr__resolve_file(ld, sc, in, &l, s->pos, what, &b->path, &b->pin_found);
     if (rc)
       return rc;
   }

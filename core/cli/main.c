@@ -17,6 +17,8 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
     {"import", "convert a ComfyUI workflow (API JSON or PNG) into a flowrun graph", fr_cmd_import},
     {"export", "write a flowrun graph as a ComfyUI API-format workflow", fr_cmd_export},
+    {"models", "list the model files (--hash: with their SHA-256)", fr_cmd_models},
+    {"pin", "pin a graph's model files by content hash {file, sha256}", fr_cmd_pin},
 #ifdef FLOWRUN_HAVE_SERVE
     {"serve", "serve the browser editor and its API (http://127.0.0.1:8188)", fr_cmd_serve},
 #endif
