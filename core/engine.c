@@ -25,6 +25,7 @@
 #include <xxhash.h>
 
 #include "core/buf.h"
+#include "core/bundle.h"
 #include "core/cache.h"
 #include "core/file.h"
 #include "core/signature.h"
@@ -75,6 +76,7 @@ struct fr__run {
   int fail_node; /* the node an error is about, or -1 */
   const char *params_json;
   const char *graph_dir; /* absolute, resolved on first use */
+  const char *bundled;   /* the graph's YAML with its subgraph files inlined (core/bundle.h), on first use */
   const char *out_real;  /* the output folder: absolute, links resolved (made at the start of the run) */
 };
 
@@ -945,7 +947,22 @@ const char *fr_node_id(struct fr_node_ctx *nc) {
   return nc->r->g->nodes[nc->node].id;
 }
 const char *fr_node_graph_yaml(struct fr_node_ctx *nc) {
-  return nc->r->g->yaml ? nc->r->g->yaml : "";
+  struct fr__run *r = nc->r;
+  const char *yaml = r->g->yaml ? r->g->yaml : "";
+  if (!r->bundled) {
+    char *text = NULL;
+    size_t len = 0;
+    struct fr_err err;
+    if (fr_bundle(yaml, strlen(yaml), r->g->path, r->g->dir, &text, &len, &err) == FR_OK) {
+      r->bundled = fr_arena_strndup(r->a, text, len);
+    } else {
+      /* The subgraph files loaded a moment ago; if one changed since, the graph as written is kept. */
+      fr_node_warn(nc, "the workflow is embedded without its subgraph files: %s", err.msg);
+      r->bundled = yaml;
+    }
+    fr_free(text);
+  }
+  return r->bundled ? r->bundled : yaml;
 }
 const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
   return nc->r->params_json ? nc->r->params_json : "{}";

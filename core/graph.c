@@ -91,8 +91,9 @@ struct fr__local {
 struct fr__scope {
   struct fr__scope *parent, *next;
   struct fr__file *file;
-  const char *prefix; /* "" or "outer/" */
-  const char *via;    /* "subgraph edges.yaml used by node 'e' at main.yaml:3:5", or NULL */
+  const char *prefix;          /* "" or "outer/" */
+  const char *via;             /* "subgraph edges.yaml used by node 'e' at main.yaml:3:5", or NULL */
+  const struct fr_ynode *root; /* its document: file->root, or an inline graph of file's graphs: */
   int depth;
   int n_params, n_decls, n_outs, n_locals;
   struct fr__param *params;
@@ -711,8 +712,11 @@ static bool fr__type_ok(const char *from, const char *to) {
          (!strcmp(from, FR_T_STRING) && !strcmp(to, FR_T_ENUM));
 }
 
+static enum fr_status fr__check_graphs(struct fr__ld *ld, const struct fr__scope *sc,
+                                       const struct fr_ynode *root, const struct fr_ynode *v);
+
 static const char *const fr__top_keys[] = {"flowrun", "description", "params", "inputs",
-                                           "outputs", "nodes",       NULL};
+                                           "outputs", "nodes",       "graphs", NULL};
 
 static enum fr_status fr__unknown_key(struct fr__ld *ld, const struct fr__scope *sc, const struct fr_ynode *k,
                                       const char *where, const char *const *valid) {
@@ -886,7 +890,7 @@ static enum fr_status fr__read_outs(struct fr__ld *ld, struct fr__scope *sc, con
  * inputs and outputs. *nodes is its nodes mapping (NULL when empty). */
 static enum fr_status fr__scope_header(struct fr__ld *ld, struct fr__scope *sc,
                                        const struct fr_ynode **nodes) {
-  const struct fr_ynode *root = sc->file->root;
+  const struct fr_ynode *root = sc->root ? sc->root : sc->file->root;
   struct fr_srcpos top = {sc->file->path, 1, 1};
   *nodes = NULL;
   if (!root || root->kind != FR_Y_MAP || root->n == 0)
@@ -921,6 +925,9 @@ static enum fr_status fr__scope_header(struct fr__ld *ld, struct fr__scope *sc,
         return rc;
     } else if (!strcmp(k->s, "nodes")) {
       if ((rc = fr__want_map(ld, sc, v, "nodes", nodes)))
+        return rc;
+    } else if (!strcmp(k->s, "graphs")) {
+      if ((rc = fr__check_graphs(ld, sc, root, v)))
         return rc;
     } else {
       return fr__unknown_key(ld, sc, k, "at the top level", fr__top_keys);
@@ -1088,6 +1095,10 @@ static enum fr_status fr__real_node(struct fr__ld *ld, struct fr__scope *sc, str
   return FR_OK;
 }
 
+static enum fr_status fr__sub_scope(struct fr__ld *ld, struct fr__scope *sc, struct fr__local *loc,
+                                    const struct fr_ynode *typen, const struct fr_ynode *inputs,
+                                    struct fr__file *f, const struct fr_ynode *root);
+
 /* Instantiates the graph file named by a node's type (a .yaml/.yml path) as a child scope. */
 static enum fr_status fr__sub_node(struct fr__ld *ld, struct fr__scope *sc, struct fr__local *loc,
                                    const struct fr_ynode *typen, const struct fr_ynode *inputs) {
@@ -1142,17 +1153,31 @@ static enum fr_status fr__sub_node(struct fr__ld *ld, struct fr__scope *sc, stru
     if (rc || (rc = fr__add_file(ld, shown, dir, areal, text, len, &f)))
       return rc;
   }
+  return fr__sub_scope(ld, sc, loc, typen, inputs, f, f->root);
+}
+
+/* Instantiates a graph document (root, in file f: a graph file, or an inline graph of f's graphs:) as
+ * the child scope of node loc. */
+static enum fr_status fr__sub_scope(struct fr__ld *ld, struct fr__scope *sc, struct fr__local *loc,
+                                    const struct fr_ynode *typen, const struct fr_ynode *inputs,
+                                    struct fr__file *f, const struct fr_ynode *root) {
+  const char *type = typen->s;
+  struct fr_srcpos tpos = fr__pos(sc, typen);
+  enum fr_status rc;
   struct fr__scope *child = fr_arena_alloc(ld->a, sizeof *child);
   if (!child)
     return FR__NOMEM(ld);
   child->parent = sc;
   child->file = f;
+  child->root = root;
   child->depth = sc->depth + 1;
   child->next = ld->scopes;
   ld->scopes = child;
   child->prefix = fr_arena_printf(ld->a, "%s%s/", sc->prefix, loc->id);
-  child->via = fr_arena_printf(ld->a, "subgraph %s used by node %s%s at %s:%d:%d", f->path, sc->prefix,
-                               loc->id, tpos.file, tpos.line, tpos.col);
+  child->via = root == f->root ? fr_arena_printf(ld->a, "subgraph %s used by node %s%s at %s:%d:%d", f->path,
+                                                 sc->prefix, loc->id, tpos.file, tpos.line, tpos.col)
+                               : fr_arena_printf(ld->a, "inline graph %s used by node %s%s at %s:%d:%d", type,
+                                                 sc->prefix, loc->id, tpos.file, tpos.line, tpos.col);
   if (!child->prefix || !child->via)
     return FR__NOMEM(ld);
   loc->child = child;
@@ -1186,6 +1211,66 @@ static enum fr_status fr__sub_node(struct fr__ld *ld, struct fr__scope *sc, stru
                       d->name, d->type);
   }
   return fr__scope_nodes(ld, child, nodes);
+}
+
+/* ---------------------------------------------------------------- inline graphs (bundles) */
+
+/* The graphs: mapping at the top of a file's document, or NULL. */
+static const struct fr_ynode *fr__graphs_of(const struct fr__file *f) {
+  const struct fr_ynode *r = f->root;
+  for (int i = 0; r && r->kind == FR_Y_MAP && i < r->n; i++)
+    if (!strcmp(fr__key(r, i)->s, "graphs") && fr__val(r, i)->kind == FR_Y_MAP)
+      return fr__val(r, i);
+  return NULL;
+}
+
+/* The inline graph a node type names: an entry of the graphs: of the file the node is written in. */
+static const struct fr_ynode *fr__inline_graph(const struct fr__scope *sc, const char *type) {
+  const struct fr_ynode *gs = fr__graphs_of(sc->file);
+  for (int i = 0; gs && i < gs->n; i++)
+    if (!strcmp(fr__key(gs, i)->s, type))
+      return fr__val(gs, i);
+  return NULL;
+}
+
+/* Checks a graphs: section (its entries are checked in full where they are used, like graph files). */
+static enum fr_status fr__check_graphs(struct fr__ld *ld, const struct fr__scope *sc,
+                                       const struct fr_ynode *root, const struct fr_ynode *v) {
+  if (root != sc->file->root)
+    return fr__fail(ld, sc, fr__pos(sc, v), "graphs: only the top of a file defines inline graphs");
+  const struct fr_ynode *gs;
+  enum fr_status rc = fr__want_map(ld, sc, v, "graphs", &gs);
+  for (int i = 0; rc == FR_OK && gs && i < gs->n; i++) {
+    const struct fr_ynode *k = fr__key(gs, i);
+    if (!fr__is_id(k->s))
+      return fr__fail(
+          ld, sc, fr__pos(sc, k),
+          "inline graph name '%s' is not valid; expected letters, digits, _ or - (starting with a "
+          "letter or _)",
+          k->s);
+    if (fr_registry_find(ld->reg, k->s))
+      return fr__fail(ld, sc, fr__pos(sc, k), "inline graph '%s' has the name of a node type; rename it",
+                      k->s);
+    if (fr__val(gs, i)->kind != FR_Y_MAP)
+      return fr__fail(
+          ld, sc, fr__pos(sc, fr__val(gs, i)),
+          "inline graph %s: expected a graph (flowrun: %d, params, inputs, outputs, nodes), found %s", k->s,
+          FR_FORMAT_VERSION, fr__describe(fr__val(gs, i)));
+  }
+  return rc;
+}
+
+/* Instantiates an inline graph (an entry of the file's graphs:) as the child scope of node loc. */
+static enum fr_status fr__inline_node(struct fr__ld *ld, struct fr__scope *sc, struct fr__local *loc,
+                                      const struct fr_ynode *typen, const struct fr_ynode *inputs,
+                                      const struct fr_ynode *root) {
+  struct fr_srcpos tpos = fr__pos(sc, typen);
+  if (sc->depth + 1 > FR__MAX_NESTING)
+    return fr__fail(ld, sc, tpos, "subgraphs nested more than %d deep", FR__MAX_NESTING);
+  for (const struct fr__scope *s = sc; s; s = s->parent)
+    if (s->file == sc->file && s->root == root)
+      return fr__fail(ld, sc, tpos, "node %s: inline graph recursion: %s uses itself", loc->id, typen->s);
+  return fr__sub_scope(ld, sc, loc, typen, inputs, sc->file, root);
 }
 
 static enum fr_status fr__scope_nodes(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *nodes) {
@@ -1236,7 +1321,10 @@ static enum fr_status fr__scope_nodes(struct fr__ld *ld, struct fr__scope *sc, c
       return fr__fail(ld, sc, fr__pos(sc, type ? type : k),
                       "node %s: expected type: NodeType (or a .yaml file)", k->s);
     loc->type = type->s;
-    if (fr__ends_with(type->s, ".yaml") || fr__ends_with(type->s, ".yml")) {
+    const struct fr_ynode *inl = fr__inline_graph(sc, type->s);
+    if (inl) {
+      rc = fr__inline_node(ld, sc, loc, type, inputs, inl);
+    } else if (fr__ends_with(type->s, ".yaml") || fr__ends_with(type->s, ".yml")) {
       rc = fr__sub_node(ld, sc, loc, type, inputs);
     } else {
       const struct fr_node_spec *spec = fr_registry_find(ld->reg, type->s);

@@ -42,6 +42,7 @@ int fr_cmd_import(int argc, char **argv);   /* core/cli/cmd_comfy.c */
 int fr_cmd_export(int argc, char **argv);   /* core/cli/cmd_comfy.c */
 int fr_cmd_models(int argc, char **argv);   /* core/cli/cmd_share.c */
 int fr_cmd_pin(int argc, char **argv);      /* core/cli/cmd_share.c */
+int fr_cmd_bundle(int argc, char **argv);   /* core/cli/cmd_share.c */
 #ifdef FLOWRUN_HAVE_SERVE
 int fr_cmd_serve(int argc, char **argv); /* core/cli/cmd_serve.c, with web/server (libwebsockets) */
 #endif

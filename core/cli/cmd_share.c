@@ -1,7 +1,8 @@
 /* Sharing workflows: `flowrun models --hash` lists the model files with their SHA-256 (the index that
  * finding a pinned file by hash uses), and `flowrun pin GRAPH.yaml` writes a {file, sha256} pin for every
  * model file the graph resolves (docs/graph-format.md, "Pins"). Both keep the hashes in the cache's kv
- * table (core/pins.h), so a folder is hashed once. */
+ * table (core/pins.h), so a folder is hashed once. `flowrun bundle` inlines the subgraph files a graph
+ * uses (core/bundle.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,9 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/bundle.h"
 #include "core/cli/cli.h"
+#include "core/file.h"
 #include "core/graph.h"
 #include "core/graph_yaml.h"
 #include "core/pins.h"
@@ -298,5 +301,65 @@ done:
   fr_fp_memo_free(&memo);
   fr_cache_close(c);
   fr_free(env);
+  return status;
+}
+
+/* ---------------------------------------------------------------- flowrun bundle */
+
+int fr_cmd_bundle(int argc, char **argv) {
+  static const char usage[] =
+      "usage: flowrun bundle GRAPH.yaml [-o OUT.yaml]\n"
+      "  writes one graph file that carries every subgraph file GRAPH uses, recursively, inlined under\n"
+      "  graphs: (to stdout without -o). Node ids and cache keys stay those of GRAPH.\n";
+  struct fr__share_args a = {0};
+  int st = fr__share_parse(argc, argv, usage, true, &a);
+  if (st >= 0)
+    return st;
+  struct fr_err err = {{0}};
+  char *text = NULL, *out = NULL, *real = NULL;
+  size_t len = 0, out_len = 0;
+  struct fr_graph *g = NULL;
+  int status = 2;
+  enum fr_status rc = fr_read_file(a.graph, 4u << 20, &text, &len, &err);
+  if (rc != FR_OK)
+    fr_err_prefix(&err, rc, "%s: ", a.graph);
+  if (rc == FR_OK && !(real = realpath(a.graph, NULL)))
+    rc = fr_errf(&err, FR_E_IO, "%s: %s", a.graph, strerror(errno));
+  char *slash = real ? strrchr(real, '/') : NULL;
+  if (slash)
+    *(slash == real ? slash + 1 : slash) = 0; /* its folder */
+  if (rc == FR_OK)
+    rc = fr_bundle(text, len, a.graph, real, &out, &out_len, &err);
+  /* The bundle must load as the graph did (a check of the bundle, the graph itself loaded first). */
+  struct fr_load_opts lo = {.registry = fr_builtin_registry()};
+  if (rc == FR_OK && (rc = fr_graph_load_file(a.graph, &lo, &g, &err)) == FR_OK) {
+    fr_graph_free(g);
+    g = NULL;
+    if ((rc = fr_graph_load_string(out, out_len, a.out ? a.out : "<bundle>", real, &lo, &g, &err)) != FR_OK)
+      fr_err_prefix(&err, rc, "bundle: the bundled graph does not load (a bug): ");
+  }
+  if (rc != FR_OK) {
+    fprintf(stderr, "flowrun: %s\n", err.msg);
+    status = rc == FR_E_NOMEM || rc == FR_E_IO ? 1 : 2;
+  } else if (!a.out) {
+    status = fwrite(out, 1, out_len, stdout) == out_len && fflush(stdout) == 0 ? 0 : 1;
+  } else {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.bundle-tmp", a.out);
+    FILE *f = fopen(tmp, "wb");
+    bool ok = f && fwrite(out, 1, out_len, f) == out_len;
+    ok = f && fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, a.out) != 0) {
+      fprintf(stderr, "flowrun: bundle: cannot write %s: %s\n", a.out, strerror(errno));
+      remove(tmp);
+      status = 1;
+    } else {
+      status = 0;
+    }
+  }
+  fr_graph_free(g);
+  fr_free(text);
+  fr_free(out);
+  free(real);
   return status;
 }

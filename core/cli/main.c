@@ -19,6 +19,7 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"export", "write a flowrun graph as a ComfyUI API-format workflow", fr_cmd_export},
     {"models", "list the model files (--hash: with their SHA-256)", fr_cmd_models},
     {"pin", "pin a graph's model files by content hash {file, sha256}", fr_cmd_pin},
+    {"bundle", "write a graph with every subgraph file it uses inlined (one file to share)", fr_cmd_bundle},
 #ifdef FLOWRUN_HAVE_SERVE
     {"serve", "serve the browser editor and its API (http://127.0.0.1:8188)", fr_cmd_serve},
 #endif
