@@ -40,6 +40,8 @@ struct fr_engine {
   const struct fr_registry *registry;
   char **model_dirs;
   int n_model_dirs;
+  char **input_dirs, **read_roots; /* copies of fr_engine_opts' lists */
+  int n_input_dirs, n_read_roots;
   char *output_dir, *device;
   const char *dtype;     /* resolved compute dtype: "f32", "f16" or "bf16" (fr_node_dtype) */
   const char *sig_dtype; /* what signatures hold: "" for the cpu's only dtype (f32), else dtype */
@@ -109,6 +111,28 @@ static void fr__warn(void *user, const char *msg) {
 
 /* ---- engine ---- */
 
+/* Copies n strings into *out (fr_free'd by fr__strv_free; NULL when n is 0). False when out of memory. */
+static bool fr__strv_dup(const char *const *v, int n, char ***out, int *n_out) {
+  *out = NULL;
+  *n_out = 0;
+  if (n <= 0)
+    return true;
+  if (!(*out = fr_calloc((size_t)n, sizeof **out)))
+    return false;
+  for (int i = 0; i < n; i++) {
+    if (!((*out)[i] = fr_strdup(v[i] ? v[i] : "")))
+      return false;
+    *n_out = i + 1;
+  }
+  return true;
+}
+
+static void fr__strv_free(char **v, int n) {
+  for (int i = 0; i < n; i++)
+    fr_free(v[i]);
+  fr_free(v);
+}
+
 enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine **out, struct fr_err *err) {
   *out = NULL;
   if (!opts || !opts->registry)
@@ -154,6 +178,8 @@ enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine
       e->n_model_dirs = i + 1;
     }
   }
+  oom = oom || !fr__strv_dup(opts->input_dirs, opts->n_input_dirs, &e->input_dirs, &e->n_input_dirs) ||
+        !fr__strv_dup(opts->read_roots, opts->n_read_roots, &e->read_roots, &e->n_read_roots);
   if (oom) {
     fr_engine_free(e);
     return fr_errf(err, FR_E_NOMEM, "out of memory creating the engine");
@@ -199,6 +225,8 @@ void fr_engine_free(struct fr_engine *e) {
   for (int i = 0; i < e->n_model_dirs; i++)
     fr_free(e->model_dirs[i]);
   fr_free(e->model_dirs);
+  fr__strv_free(e->input_dirs, e->n_input_dirs);
+  fr__strv_free(e->read_roots, e->n_read_roots);
   fr_free(e->output_dir);
   fr_free(e->device);
   fr_free(e);
@@ -220,6 +248,10 @@ static void fr__load_opts(struct fr_engine *e, const struct fr_override *ov, int
   lo->n_overrides = n_ov;
   lo->model_dirs = (const char *const *)e->model_dirs;
   lo->n_model_dirs = e->n_model_dirs;
+  lo->input_dirs = (const char *const *)e->input_dirs;
+  lo->n_input_dirs = e->n_input_dirs;
+  lo->read_roots = (const char *const *)e->read_roots;
+  lo->n_read_roots = e->n_read_roots;
   lo->require_files = true;
   lo->cache = e->cache;
   lo->memo = &e->memo;
@@ -683,7 +715,9 @@ static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
                            .dtype = e->sig_dtype,
                            .output_dir = r->out_real,
                            .cache = e->cache,
-                           .memo = &e->memo};
+                           .memo = &e->memo,
+                           .model_dirs = (const char *const *)e->model_dirs,
+                           .n_model_dirs = e->n_model_dirs};
   /* A fresh nonce per run for non-deterministic nodes: time, pid, run counter. */
   struct {
     struct timespec ts;
@@ -978,6 +1012,10 @@ const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
     free(real);
   }
   return r->graph_dir ? r->graph_dir : ".";
+}
+int fr_node_model_dirs(struct fr_node_ctx *nc, const char *const **dirs) {
+  *dirs = (const char *const *)nc->r->e->model_dirs;
+  return nc->r->e->n_model_dirs;
 }
 const char *fr_node_device(struct fr_node_ctx *nc) {
   return nc->r->e->device;

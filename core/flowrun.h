@@ -60,6 +60,12 @@ struct fr_engine_opts {
   int64_t cache_max_bytes;       /* 0: default */
   const char *const *model_dirs; /* model search path (--models, FLOWRUN_MODELS) */
   int n_model_dirs;
+  const char *const *input_dirs; /* searched for input files (LoadImage ...) after the graph's folder */
+  int n_input_dirs;
+  /* Folders every file a graph reads must resolve under (fr_load_opts.read_roots, core/roots.h); `flowrun
+   * serve` confines graphs sent over the network with it. Empty: unrestricted. */
+  const char *const *read_roots;
+  int n_read_roots;
   const char *output_dir; /* where output nodes write; NULL: "." */
   const char *device;     /* "cpu" (default) or "cuda" */
   /* "f32", "f16" or "bf16"; NULL or "": f32 on cpu, f16 on cuda. Part of every signature. What a device

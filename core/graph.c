@@ -24,6 +24,7 @@
 #include "core/buf.h"
 #include "core/graph_yaml.h"
 #include "core/pins.h"
+#include "core/roots.h"
 
 #define FR__MAX_NODES 10000 /* flat nodes plus subgraph instances */
 #define FR__MAX_NESTING 32  /* subgraphs within subgraphs */
@@ -448,9 +449,26 @@ static enum fr_status fr__find_pinned(struct fr__ld *ld, const struct fr__scope 
     return FR__NOMEM(ld);
   if (rc != FR_OK)
     return fr__fail(ld, sc, pos, "%s: looking for a file with sha256 %s: %s", what, l->pin, ferr.msg);
-  *path = fr_arena_strdup(ld->a, found);
+  char real[PATH_MAX];
+  if (ld->opts->n_read_roots > 0 &&
+      fr_roots_check(ld->opts->read_roots, ld->opts->n_read_roots, found, real) != FR_ROOT_INSIDE) {
+    fr_free(found); /* a confined graph reads nothing outside its folders, found by hash or not */
+    return FR_E_NOTFOUND;
+  }
+  *path = fr_arena_strdup(ld->a, ld->opts->n_read_roots > 0 ? real : found);
   fr_free(found);
   return *path ? FR_OK : FR__NOMEM(ld);
+}
+
+/* A file a confined graph may not read (graph.h read_roots): the message names the file as written and the
+ * allowed folders, and is the same whether or not anything exists at that path. */
+static enum fr_status fr__fail_outside(struct fr__ld *ld, const struct fr__scope *sc, struct fr_srcpos pos,
+                                       const char *what, const char *kind, const char *name) {
+  struct fr__names roots = {0};
+  for (int i = 0; i < ld->opts->n_read_roots; i++)
+    fr__names_add(&roots, ld->opts->read_roots[i]);
+  return fr__fail(ld, sc, pos, "%s: %s '%s' is outside the folders this graph may read from (%s)", what, kind,
+                  name, fr__names_or(&roots, "none"));
 }
 
 /* Resolves the name given to an FR_IN_FILE / FR_IN_MODEL_FILE input (see graph.h). *path is NULL when not
@@ -469,19 +487,44 @@ static enum fr_status fr__resolve_file(struct fr__ld *ld, const struct fr__scope
   if (name[0] == '/') {
     cand[nc++] = name;
   } else if (name[0]) {
-    for (int i = 0; model && i < ld->opts->n_model_dirs && nc < 64; i++)
-      if (!(cand[nc++] = fr__join(ld->a, ld->opts->model_dirs[i], name)))
+    /* each model folder as it is, then its subfolders for this kind of file (ComfyUI's layout) */
+    const char *const *subs = fr_model_kind_folders(FR_IN_KIND_OF(in->flags));
+    for (int i = 0; model && i < ld->opts->n_model_dirs && nc < 60; i++) {
+      const char *dir = ld->opts->model_dirs[i];
+      if (!(cand[nc++] = fr__join(ld->a, dir, name)))
         return FR__NOMEM(ld);
+      for (int k = 0; subs[k] && nc < 60; k++) {
+        char *sub = fr__join(ld->a, dir, subs[k]);
+        if (!sub || !(cand[nc++] = fr__join(ld->a, sub, name)))
+          return FR__NOMEM(ld);
+      }
+    }
     if (!(cand[nc++] = fr__join(ld->a, l->dir, name)))
       return FR__NOMEM(ld);
+    for (int i = 0; !model && i < ld->opts->n_input_dirs && nc < 64; i++)
+      if (!(cand[nc++] = fr__join(ld->a, ld->opts->input_dirs[i], name)))
+        return FR__NOMEM(ld);
   }
+  bool outside = false;
   for (int i = 0; i < nc; i++) {
-    if (fr__exists(cand[i], model)) {
+    if (ld->opts->n_read_roots > 0) {
+      /* Confined: the first candidate inside the roots that exists, as its realpath. */
+      char real[PATH_MAX];
+      enum fr_root_verdict v = fr_roots_check(ld->opts->read_roots, ld->opts->n_read_roots, cand[i], real);
+      outside |= v == FR_ROOT_OUTSIDE;
+      if (v == FR_ROOT_INSIDE && fr__exists(real, model)) {
+        if (!(*path = fr_arena_strdup(ld->a, real)))
+          return FR__NOMEM(ld);
+        return FR_OK;
+      }
+    } else if (fr__exists(cand[i], model)) {
       *path = cand[i];
       return FR_OK;
     }
     fr__names_add(&tried, cand[i]);
   }
+  if (outside)
+    return fr__fail_outside(ld, sc, pos, what, model ? "model file" : "input file", name);
   if (!ld->opts->require_files)
     return FR_OK;
   if (l->pin && model) {
@@ -1110,6 +1153,16 @@ static enum fr_status fr__sub_node(struct fr__ld *ld, struct fr__scope *sc, stru
   const char *shown = fr__join(ld->a, sc->file->disp_dir, type);
   if (!path || !shown)
     return FR__NOMEM(ld);
+  char inside[PATH_MAX];
+  if (ld->opts->n_read_roots > 0) {
+    enum fr_root_verdict v = fr_roots_check(ld->opts->read_roots, ld->opts->n_read_roots, path, inside);
+    char what[300];
+    snprintf(what, sizeof what, "node %s", loc->id);
+    if (v == FR_ROOT_OUTSIDE)
+      return fr__fail_outside(ld, sc, tpos, what, "subgraph file", type);
+    if (v == FR_ROOT_INSIDE)
+      path = inside; /* read what was checked, not the path again (a link swapped in between) */
+  }
   char *real = realpath(path, NULL);
   if (!real)
     return fr__fail(ld, sc, tpos, "node %s: cannot open subgraph file '%s' (%s): %s", loc->id, type, path,
@@ -1601,7 +1654,13 @@ enum fr_status fr_graph_load_file(const char *path, const struct fr_load_opts *o
   struct fr__ld ld = {.a = a, .err = err};
   char *text = NULL, *real = NULL;
   size_t len = 0;
-  enum fr_status rc = fr__read_file(&ld, path, path, &text, &len);
+  enum fr_status rc = FR_OK;
+  char inside[PATH_MAX];
+  if (opts && opts->n_read_roots > 0 &&
+      fr_roots_check(opts->read_roots, opts->n_read_roots, path, inside) == FR_ROOT_OUTSIDE)
+    rc = fr_errf(err, FR_E_INVALID, "%s: outside the folders this graph may read from", path);
+  if (rc == FR_OK)
+    rc = fr__read_file(&ld, path, path, &text, &len);
   if (rc == FR_OK && !(real = realpath(path, NULL)))
     rc = fr_errf(err, FR_E_IO, "%s: cannot resolve the path: %s", path, strerror(errno));
   char *dir = rc == FR_OK ? fr__dirname(a, real) : NULL;

@@ -84,6 +84,14 @@ struct fr_load_opts {
   int n_overrides;
   const char *const *model_dirs; /* search path for FR_IN_MODEL_FILE inputs; may be empty */
   int n_model_dirs;
+  const char *const *input_dirs; /* searched for FR_IN_FILE inputs after the graph's folder; may be empty */
+  int n_input_dirs;
+  /* When n_read_roots > 0, every file the graph reads (FR_IN_FILE / FR_IN_MODEL_FILE inputs, subgraph
+   * files, the file given to fr_graph_load_file) must lie inside one of these folders after symlinks are
+   * resolved (core/roots.h), else loading fails naming the file as written, with one message whether or
+   * not anything exists there; bindings then hold realpaths. Empty: unrestricted (the CLI). */
+  const char *const *read_roots;
+  int n_read_roots;
   /* When false, a model file that is not found is not an error at load time (validate, editor); the
    * binding's path stays NULL and the node fails when it runs. */
   bool require_files;

@@ -40,7 +40,32 @@ enum fr_input_flags {
   FR_IN_MODEL_FILE = 1 << 3, /* like FR_IN_FILE but resolved along the model search path */
   FR_IN_SEED = 1 << 4,       /* INT seed: the editor offers "randomise" */
   FR_IN_HIDDEN = 1 << 5,     /* not shown as a widget (advanced) */
+  FR_IN_PROMPT = 1 << 6,     /* STRING prompt that may name textual-inversion embeddings ("embedding:NAME",
+                                ComfyUI's syntax): the files <model folder>/embeddings/NAME[.safetensors]
+                                it may read are fingerprinted into the signature (core/signature.c) */
 };
+
+/* The kind of file an FR_IN_MODEL_FILE input names, kept in bits 8..11 of its flags (FR_IN_KIND(k)): each
+ * model folder is searched as it is and then in the subfolders ComfyUI keeps that kind in
+ * (fr_model_kind_folders), so a ComfyUI models/ folder works as a model folder unchanged. */
+enum fr_model_kind {
+  FR_MODEL_ANY,        /* the model folders themselves only */
+  FR_MODEL_CHECKPOINT, /* checkpoints/ */
+  FR_MODEL_LORA,       /* loras/ */
+  FR_MODEL_VAE,        /* vae/ */
+  FR_MODEL_CONTROLNET, /* controlnet/ */
+  FR_MODEL_EMBEDDING,  /* embeddings/ */
+  FR_MODEL_UPSCALE,    /* upscale_models/ */
+  FR_MODEL_UNET,       /* unet/, diffusion_models/ */
+  FR_MODEL_TEXT,       /* clip/, text_encoders/ */
+  FR_MODEL_KINDS
+};
+#define FR_IN_KIND_SHIFT 8
+#define FR_IN_KIND(k) ((unsigned)(k) << FR_IN_KIND_SHIFT)
+#define FR_IN_KIND_OF(flags) ((enum fr_model_kind)(((flags) >> FR_IN_KIND_SHIFT) & 15u))
+/* The subfolders of a model folder that hold files of kind k, NULL-terminated (empty for FR_MODEL_ANY and
+ * out-of-range kinds): ComfyUI's folder names. */
+const char *const *fr_model_kind_folders(enum fr_model_kind k);
 
 struct fr_input_spec {
   const char *name;
@@ -138,12 +163,19 @@ const char *fr_node_output_dir(struct fr_node_ctx *nc);
  * cannot be resolved. SaveImage embeds it (FR_PNG_KEY_DIR) so a picture re-runs from anywhere. */
 const char *fr_node_graph_dir(struct fr_node_ctx *nc);
 const char *fr_node_device(struct fr_node_ctx *nc); /* "cpu" or "cuda" */
+/* The engine's model folders (--models, FLOWRUN_MODELS), in search order; returns their count. For files a
+ * node finds by itself (textual-inversion embeddings named in a prompt), not through a file input. */
+int fr_node_model_dirs(struct fr_node_ctx *nc, const char *const **dirs);
 /* The run's compute dtype, resolved: "f32", "f16" or "bf16" (--dtype; default f32 on cpu, f16 on cuda).
  * Model nodes map it per component (nodes/pipeline: the VAE never computes in f16). */
 const char *fr_node_dtype(struct fr_node_ctx *nc);
 /* Emits a warning event ("node <id> (<Type>): message"): something the user should know that is not a
  * failure, e.g. a decode that fell back to tiles because the device ran out of memory. */
 void fr_node_warn(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* When host tensor t (F32/F16/BF16/F64) holds NaN or inf values, emits one warning naming `what` (an input
+ * or output of the node), the count and the first one's position, and returns true; else returns false
+ * and emits nothing. For latents and images, where such values silently become a black picture. */
+bool fr_node_warn_nonfinite(struct fr_node_ctx *nc, const char *what, const struct fr_tensor *t);
 /* Emits an info event: what the node is doing that takes a while ("loading MODEL from ..."). The CLI
  * prints it unless --quiet; --events jsonl and the server pass it on. */
 void fr_node_info(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -85,6 +85,10 @@ void fr_schema_json(const struct fr_registry *r, struct fr_buf *b) {
       fr__flag(b, "multiline", in->flags & FR_IN_MULTILINE);
       fr__flag(b, "file", in->flags & FR_IN_FILE);
       fr__flag(b, "model_file", in->flags & FR_IN_MODEL_FILE);
+      if ((in->flags & FR_IN_MODEL_FILE) && fr_model_kind_folders(FR_IN_KIND_OF(in->flags))[0]) {
+        fr_buf_puts(b, ",\"model_folder\":"); /* the ComfyUI models/ subfolder of this kind of file */
+        fr_buf_json_str(b, fr_model_kind_folders(FR_IN_KIND_OF(in->flags))[0]);
+      }
       fr__flag(b, "seed", in->flags & FR_IN_SEED);
       fr__flag(b, "hidden", in->flags & FR_IN_HIDDEN);
       if (in->help) {

@@ -1,5 +1,6 @@
 #include "core/signature.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -229,6 +230,58 @@ static void fr__put_literal(struct fr_buf *b, const struct fr_value *v) {
   }
 }
 
+/* FR_IN_PROMPT: the embedding files a prompt may read, fingerprinted in the order they are named. Every
+ * "embedding:" that starts a word (after white space, '(' or the start) names a candidate up to white space,
+ * ')', '<' or '['; each candidate is also tried without a weight suffix (":1.2") and without commas around
+ * it. More candidates than the run reads only add fingerprints of files that exist; a file that appears or
+ * changes changes the key. */
+static enum fr_status fr__put_prompt_files(struct fr_sig_ctx *ctx, struct fr_buf *b, const char *text,
+                                           struct fr_err *err) {
+  const char *const *subs = fr_model_kind_folders(FR_MODEL_EMBEDDING);
+  for (const char *p = strstr(text, "embedding:"); p; p = strstr(p + 1, "embedding:")) {
+    if (p > text && !isspace((unsigned char)p[-1]) && p[-1] != '(')
+      continue;
+    const char *q = p + strlen("embedding:");
+    size_t n = strcspn(q, " \t\r\n\v\f)<[");
+    char names[3][512];
+    snprintf(names[0], sizeof names[0], "%.*s", (int)(n < 511 ? n : 511), q);
+    snprintf(names[1], sizeof names[1], "%s", names[0]);
+    char *colon = strrchr(names[1], ':');
+    if (colon)
+      *colon = 0;
+    for (int k = 2; k < 3; k++) { /* commas around the weightless name */
+      const char *a = names[1] + strspn(names[1], ",");
+      size_t len = strlen(a);
+      while (len && a[len - 1] == ',')
+        len--;
+      snprintf(names[k], sizeof names[k], "%.*s", (int)len, a);
+    }
+    for (int k = 0; k < 3; k++) {
+      if (!names[k][0] || strstr(names[k], "..") || names[k][0] == '/' ||
+          (k && !strcmp(names[k], names[k - 1])))
+        continue;
+      for (int d = 0; d < ctx->n_model_dirs; d++)
+        for (int s = 0; subs[s]; s++)
+          for (int e = 0; e < 2; e++) {
+            char path[4600];
+            snprintf(path, sizeof path, "%s/%s/%s%s", ctx->model_dirs[d], subs[s], names[k],
+                     e ? ".safetensors" : "");
+            struct stat st;
+            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+              continue;
+            struct fr_key fp;
+            enum fr_status rc = fr_file_fingerprint(ctx, path, &fp, err);
+            if (rc)
+              return rc;
+            fr_buf_putc(b, 'E');
+            fr__put_str(b, path);
+            fr__put_key(b, &fp);
+          }
+    }
+  }
+  return FR_OK;
+}
+
 enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
                                    const struct fr_key *sigs, struct fr_buf *b, struct fr_err *err) {
   const struct fr_gnode *n = &g->nodes[idx];
@@ -272,6 +325,13 @@ enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph
     } else if (bd->kind == FR_BIND_LITERAL) {
       fr_buf_putc(b, 'L');
       fr__put_literal(b, bd->literal);
+      if ((in->flags & FR_IN_PROMPT) && bd->literal->kind == FR_V_STRING && bd->literal->s) {
+        enum fr_status rc = fr__put_prompt_files(ctx, b, bd->literal->s, err);
+        if (rc != FR_OK) {
+          fr_free(ord);
+          return fr_err_prefix(err, rc, "node %s (%s): input %s: ", n->id, s->name, in->name);
+        }
+      }
     } else {
       fr_buf_putc(b, 'N');
     }

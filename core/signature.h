@@ -47,6 +47,8 @@ struct fr_sig_ctx {
   uint64_t nonce[2];      /* mixed into non-deterministic nodes' signatures; fresh per run */
   struct fr_cache *cache; /* may be NULL */
   struct fr_fp_memo *memo;
+  const char *const *model_dirs; /* for FR_IN_PROMPT inputs: where embeddings/ folders are */
+  int n_model_dirs;
 };
 
 /* XXH3-128 of the bytes of the file at path, read now (not memoised). FR_E_IO naming the path. */

@@ -84,5 +84,10 @@ float fr_bf16_to_f32(uint16_t h);
 uint16_t fr_f32_to_bf16(float f);
 /* Bulk conversion of n values from src (dtype dt) to F32 dst. Integer dtypes convert by value. */
 void fr_convert_to_f32(float *dst, const void *src, enum fr_dtype dt, size_t n);
+/* How many values of a host tensor are NaN or +-inf (F32, F16, BF16; F64 also counts finite values beyond
+ * the float range, which load as inf); 0 for integer dtypes and device tensors. *first (may be NULL) gets
+ * the flat index of the first one, or -1. Reads the bits, so it is right under any float options. A
+ * checkpoint weight or a latent that holds one turns every later output NaN: a black picture. */
+int64_t fr_tensor_count_nonfinite(const struct fr_tensor *t, int64_t *first);
 
 #endif

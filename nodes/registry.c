@@ -15,6 +15,11 @@ static const struct fr_node_spec *const fr__builtin[] = {
     &fr_node_checkpoint_loader, &fr_node_controlnet_loader, &fr_node_text_encode, &fr_node_empty_latent,
     &fr_node_sampler, &fr_node_refiner, &fr_node_controlnet_apply, &fr_node_vae_decode, &fr_node_vae_encode,
     &fr_node_save_latent, &fr_node_load_latent, &fr_node_save_image_data, &fr_node_load_image_data,
+    &fr_node_model_sampling_discrete,
+    &fr_node_vae_loader,
+    &fr_node_unet_loader,
+    &fr_node_clip_loader,
+    &fr_node_clip_set_last_layer,
     NULL, /* end marker; keep last */
 };
 

@@ -1,7 +1,8 @@
 /* flowrun serve: the browser editor's server (web/server/serve.c). Built only when libwebsockets is found
  * (FLOWRUN_HAVE_SERVE); see docs/protocol.md for the API.
  *
- * Exit status: 0 after Ctrl-C / SIGTERM, 1 the server failed (port in use), 2 bad usage. */
+ * Exit status: 0 after Ctrl-C / SIGTERM, 1 the server failed (port in use, --host not an address of this
+ * machine), 2 bad usage (a --host that does not resolve or is not in full form, a folder missing). */
 #ifdef FLOWRUN_HAVE_SERVE
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,11 +15,17 @@
 
 static void fr__serve_usage(FILE *f) {
   fprintf(f, "usage: flowrun serve [options]\n"
-             "  --host ADDR      bind address (default 127.0.0.1; any other needs --token)\n"
+             "  --host ADDR      bind address or name (default 127.0.0.1; a non-loopback one needs --token)\n"
              "  --port N         port (default 8188; 0: any free port, printed on stdout)\n"
+             "  --allow-host NAME  also answer requests whose Host is NAME (repeatable); by default only\n"
+             "                   the bound address, localhost, 127.0.0.1 and [::1]\n"
              "  --graphs DIR     workflow files the editor lists, loads and saves (default graphs)\n"
+             "  --input DIR      input files graphs may name (LoadImage ...), like ComfyUI's input/\n"
              "  --output DIR     where output nodes write; served to the editor (default output)\n"
              "  --models DIR     model search folder (repeatable; also FLOWRUN_MODELS=dir1:dir2)\n"
+             "                   A graph run here reads files only from --graphs, --input and --models.\n"
+             "  --max-queue N    runs that may wait in the queue (default 64; more: 429)\n"
+             "  --max-queue-mb N  megabytes of graph text that may wait in the queue (default 256)\n"
              "  --editor DIR     the built editor (default: web/dist here, else the installed one)\n"
              "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
              "  --no-cache       run everything, store nothing\n"
@@ -34,7 +41,8 @@ int fr_cmd_serve(int argc, char **argv) {
     bool takes = !strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--graphs") ||
                  !strcmp(a, "--output") || !strcmp(a, "--models") || !strcmp(a, "--editor") ||
                  !strcmp(a, "--cache") || !strcmp(a, "--token") || !strcmp(a, "--device") ||
-                 !strcmp(a, "--dtype") || !strcmp(a, "--threads");
+                 !strcmp(a, "--dtype") || !strcmp(a, "--threads") || !strcmp(a, "--input") ||
+                 !strcmp(a, "--allow-host") || !strcmp(a, "--max-queue") || !strcmp(a, "--max-queue-mb");
     if (takes && !v) {
       fprintf(stderr, "flowrun: serve: %s needs a value\n", a);
       return 2;
@@ -52,6 +60,26 @@ int fr_cmd_serve(int argc, char **argv) {
         return 2;
       }
       *(!strcmp(a, "--port") ? &o.port : &o.threads) = (int)n;
+    } else if (!strcmp(a, "--max-queue") || !strcmp(a, "--max-queue-mb")) {
+      char *end;
+      long n = strtol(v, &end, 10);
+      if (!*v || *end || n < 1 || n > 100000) {
+        fprintf(stderr, "flowrun: serve: %s %s: expected a number from 1 to 100000\n", a, v);
+        return 2;
+      }
+      if (!strcmp(a, "--max-queue"))
+        o.max_queue = (int)n;
+      else
+        o.max_queue_bytes = (int64_t)n << 20;
+    } else if (!strcmp(a, "--allow-host")) {
+      if (o.n_allow_hosts == FR_SERVE_MAX_ALLOW_HOSTS || !*v || strlen(v) > 255 || strpbrk(v, "/ \t")) {
+        fprintf(stderr, "flowrun: serve: --allow-host %s: expected a host name (at most %d of them)\n", v,
+                FR_SERVE_MAX_ALLOW_HOSTS);
+        return 2;
+      }
+      o.allow_hosts[o.n_allow_hosts++] = v;
+    } else if (!strcmp(a, "--input")) {
+      o.input_dir = v;
     } else if (!strcmp(a, "--graphs")) {
       o.graphs_dir = v;
     } else if (!strcmp(a, "--output")) {

@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/cli/cli.h"
+#include "nodes/models/data_files.h"
 #include "nodes/models/tokenizer.h"
 
 static void fr__tokenize_usage(FILE *f) {
@@ -83,6 +84,12 @@ int fr_cmd_tokenize(int argc, char **argv) {
     dirs[n++] = "models";
     enum fr_status rc = fr_tokenizer_find(dirs, n, found, sizeof found, &err);
     fr_free(copy);
+    if (rc == FR_E_NOTFOUND) { /* none on the model path: the vocabulary that ships with flowrun */
+      struct fr_err e2 = {{0}};
+      rc = fr_data_file(FR_CLIP_VOCAB_FILE, found, sizeof found, &e2);
+      if (rc)
+        fr_err_prefix(&err, rc, "%s\n", e2.msg);
+    }
     if (rc) {
       fprintf(stderr, "flowrun tokenize: %s\n(pass --tokenizer PATH or set FLOWRUN_MODELS)\n", err.msg);
       return 2;

@@ -2,6 +2,7 @@
  * (vec_body.h); fr_cpu_vec() picks the best the running CPU supports, once. Distribution builds target
  * baseline x86-64, so without this the hot loops (softmax exp, GELU erf, SiLU) would run 4 lanes wide or
  * scalar. */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>

@@ -3,11 +3,18 @@
  * so the compiler vectorises them (including the sums) without -ffast-math. No include guard on purpose. */
 
 /* exp(x) for fp32: range reduction x = n ln2 + r (|r| <= ln2/2, ln2 split in two parts), Cephes' degree-5
- * minimax polynomial for exp(r), and 2^n built in the exponent bits. About 1 ulp of error over the range;
- * inputs below -87.3 (including -inf from masks) give exactly 0, inputs above 88.3 are clamped. */
+ * minimax polynomial for exp(r), and 2^n built in the exponent bits. About 1 ulp of error over
+ * [-87.3, 88.3]. Edges: NaN gives NaN; +inf and anything above 88.7228317 (the largest float whose expf is
+ * finite) give +inf, as expf; inputs in (88.3, 88.7228317] give exp(88.3) = 2.1e38 (clamped; expf reaches
+ * 3.4e38 there: no caller comes near, softmax feeds x - max <= 0 and SiLU/GELU exp(-|x|)); inputs below
+ * -87.3 (including -inf from masks) give exactly 0 (expf gives values under 1.3e-38 there).
+ * The clamps come first and are written so that NaN takes them too (a comparison with NaN is false, so
+ * `x < c ? x : c` yields c): the float -> int conversion only ever sees n in [-126, 127], which keeps it
+ * defined behaviour (UBSan found (int32_t)NaN here). NaN is then put back by adding x - x (0 for finite x,
+ * NaN for NaN and +-inf; the two selects after it decide the infinities), cheaper than a compare + blend. */
 static inline float FR__V(exp1)(float x) {
-  float xc = x > 88.3f ? 88.3f : x;
-  xc = xc < -87.3f ? -87.3f : xc;
+  float xc = x < 88.3f ? x : 88.3f; /* NaN and +inf take the upper clamp */
+  xc = xc > -87.3f ? xc : -87.3f;
   float n = xc * 1.44269504088896341f;
   n = (n + 12582912.0f) - 12582912.0f; /* round to nearest integer (1.5 * 2^23 trick) */
   float r = xc - n * 0.693359375f;
@@ -24,8 +31,10 @@ static inline float FR__V(exp1)(float x) {
     int32_t i;
     float f;
   } s;
-  s.i = ((int32_t)n + 127) * (1 << 23);
-  return x < -87.3f ? 0.0f : p * s.f;
+  s.i = ((int32_t)n + 127) * (1 << 23); /* n in [-126, 127]: a normal power of two */
+  float y = p * s.f + (x - x);          /* NaN in, NaN out: a hidden NaN would hide a broken model */
+  y = x < -87.3f ? 0.0f : y;
+  return x > 88.7228317f ? INFINITY : y;
 }
 
 /* erf(x), Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with the odd symmetry. */

@@ -91,6 +91,8 @@ static enum fr_status fr__save_image_run(struct fr_node_ctx *nc) {
   enum fr_status rc = fr__in_image(nc, "images", &img);
   if (rc)
     return rc;
+  fr_node_warn_nonfinite(nc, "input 'images'",
+                         img); /* written as 0 (NaN, -inf) or 1 (+inf), never silently */
   /* The workflow, its params, and the folder its relative paths (subgraph files, inputs) resolve
    * against, so `flowrun picture.png` re-runs it from anywhere on this machine. */
   struct fr_png_text texts[3];

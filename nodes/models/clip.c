@@ -393,8 +393,22 @@ static struct fr_tensor *fr__layer(struct fr_ctx *c, const struct fr_clip *m, co
 
 enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const int32_t *ids, int batch,
                               int len, struct fr_clip_out *out, struct fr_err *err) {
+  return fr_clip_encode_ex(c, m, ids, batch, len, NULL, out, err);
+}
+
+enum fr_status fr_clip_encode_ex(struct fr_ctx *c, const struct fr_clip *m, const int32_t *ids, int batch,
+                                 int len, const struct fr_clip_encode_opts *opts, struct fr_clip_out *out,
+                                 struct fr_err *err) {
+  static const struct fr_clip_encode_opts none = {0};
+  if (!opts)
+    opts = &none;
   memset(out, 0, sizeof *out);
   const struct fr_clip_config *cfg = &m->cfg;
+  int n_ids = cfg->vocab + (opts->extra ? opts->n_extra : 0);
+  int hidden_at = opts->hidden_layer < 0 ? cfg->layers + opts->hidden_layer : -1; /* output of layer i */
+  if (opts->hidden_layer < 0 && hidden_at < 0)
+    return fr_errf(err, FR_E_INVALID, "%s: clip layer %d asked for, the encoder has %d layers", m->where,
+                   opts->hidden_layer, cfg->layers);
   if (batch < 1 || len < 1 || len > cfg->ctx)
     return fr_errf(err, FR_E_SHAPE, "text encoder input [%d, %d]: expected [B >= 1, 1..%d]", batch, len,
                    cfg->ctx);
@@ -408,7 +422,7 @@ enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const i
     const int32_t *row = ids + (size_t)b * (size_t)len;
     int at = -1, amax = 0;
     for (int t = 0; t < len; t++) {
-      if (row[t] < 0 || row[t] >= cfg->vocab) {
+      if (row[t] < 0 || row[t] >= n_ids) {
         fr_free(eos);
         return fr_errf(err, FR_E_INVALID, "token id %d at [%d, %d] is outside the vocabulary (%d)", row[t], b,
                        t, cfg->vocab);
@@ -432,7 +446,18 @@ enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const i
       return fr_errf(err, FR_E_NOMEM, "text encoder %s: out of memory", m->where);
     return fr_err_prefix(err, rc, "text encoder %s: ", m->where);
   }
-  struct fr_tensor *x = fr_embedding(c, dev_ids, m->tok_emb); /* [B, T, W] */
+  struct fr_tensor *table = NULL; /* [V + E, W]: the token embeddings, then the textual-inversion rows */
+  if (opts->extra && opts->n_extra > 0) {
+    struct fr_tensor *he =
+        fr_tensor_view(FR_F32, 2, (int64_t[]){opts->n_extra, cfg->width}, (void *)opts->extra);
+    struct fr_tensor *de = he ? fr_ctx_weight(c, he) : NULL; /* in the compute dtype, as the table */
+    fr_tensor_free(he);
+    const struct fr_tensor *parts[2] = {m->tok_emb, de};
+    table = de ? fr_concat(c, parts, 2, 0) : NULL;
+    fr_tensor_free(de);
+  }
+  struct fr_tensor *x = fr_embedding(c, dev_ids, table ? table : m->tok_emb); /* [B, T, W] */
+  fr_tensor_free(table);
   fr_tensor_free(dev_ids);
   /* positions 0..len-1: the first len rows of the table */
   struct fr_tensor *pos = fr_slice(c, m->pos_emb, 0, 0, len); /* [T, W] */
@@ -441,13 +466,15 @@ enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const i
     x = NULL;
   }
   fr_tensor_free(pos);
-  struct fr_tensor *pen = NULL;
+  struct fr_tensor *pen = NULL, *hid = NULL;
   for (int i = 0; i < cfg->layers && x; i++) {
     if (i == cfg->layers - 1)
       pen = fr_copy(c, x); /* hidden_states[-2]: the last layer's input */
     struct fr_tensor *y = fr__layer(c, m, &m->layer[i], x);
     fr_tensor_free(x);
     x = y;
+    if (i == hidden_at && x)
+      hid = fr_copy(c, x);
   }
   struct fr_tensor *last = fr_layer_norm(c, x, m->lnf_w, m->lnf_b, cfg->ln_eps); /* [B, T, W] */
   fr_tensor_free(x);
@@ -455,10 +482,11 @@ enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const i
   struct fr_tensor *proj = m->proj ? fr_linear(c, pooled, m->proj, NULL) : NULL; /* [B, P] */
   fr_free(eos);
   enum fr_status rc = fr_ctx_status(c, err);
-  if (!rc && (!last || !pen || !pooled || (m->proj && !proj)))
+  if (!rc && (!last || !pen || !pooled || (m->proj && !proj) || (hidden_at >= 0 && !hid)))
     rc = fr_errf(err, FR_E_NOMEM, "out of memory encoding text");
   if (rc) {
     fr_err_prefix(err, rc, "text encoder %s: ", m->where);
+    fr_tensor_free(hid);
     fr_tensor_free(last);
     fr_tensor_free(pen);
     fr_tensor_free(pooled);
@@ -469,6 +497,7 @@ enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const i
   out->penultimate = pen;
   out->pooled = pooled;
   out->projected = proj;
+  out->hidden = hid;
   return FR_OK;
 }
 
@@ -479,5 +508,6 @@ void fr_clip_out_free(struct fr_clip_out *o) {
   fr_tensor_free(o->penultimate);
   fr_tensor_free(o->pooled);
   fr_tensor_free(o->projected);
+  fr_tensor_free(o->hidden);
   memset(o, 0, sizeof *o);
 }

@@ -90,11 +90,29 @@ struct fr_clip_out {
                                     (what SDXL and clip-skip 2 use) */
   struct fr_tensor *pooled;      /* [B, W] final-LN state at the EOS token (transformers' pooler_output) */
   struct fr_tensor *projected;   /* [B, P] pooled @ text_projection (text_embeds); NULL without projection */
+  struct fr_tensor *hidden;      /* [B, T, W] fr_clip_encode_ex's hidden_layer output, else NULL */
 };
 
 /* Runs the encoder over ids [B, T] (host, row-major; T <= ctx, normally 77; every id < vocab). */
 enum fr_status fr_clip_encode(struct fr_ctx *c, const struct fr_clip *m, const int32_t *ids, int batch,
                               int len, struct fr_clip_out *out, struct fr_err *err);
+
+/* Options of fr_clip_encode_ex. */
+struct fr_clip_encode_opts {
+  /* Textual-inversion vectors, host F32 [n_extra, W]: an id vocab + k takes row k in place of a token
+   * embedding (ComfyUI's embedding:NAME). */
+  const float *extra;
+  int n_extra;
+  /* hidden_layer < 0: also return in out->hidden the output of layer (layers + hidden_layer), before the
+   * final LayerNorm (-1: the last layer's output, -2: the penultimate state); ComfyUI's clip layer index.
+   * 0: none. */
+  int hidden_layer;
+};
+/* fr_clip_encode with options (NULL: none). Ids may go up to vocab + n_extra - 1. A hidden_layer beyond
+ * the model's layers is FR_E_INVALID. out->hidden is set only when asked for. */
+enum fr_status fr_clip_encode_ex(struct fr_ctx *c, const struct fr_clip *m, const int32_t *ids, int batch,
+                                 int len, const struct fr_clip_encode_opts *opts, struct fr_clip_out *out,
+                                 struct fr_err *err);
 void fr_clip_out_free(struct fr_clip_out *o);
 
 #endif

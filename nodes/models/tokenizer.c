@@ -199,9 +199,11 @@ static bool fr__is_letter(uint32_t c) {
 static bool fr__is_number(uint32_t c) {
   return c != FR__BAD_BYTE && fr__in_ranges(c, fr__uni_numbers, FR__COUNT(fr__uni_numbers));
 }
-/* Python's str.isspace(), which is what the reference's \s matches. */
+/* Unicode's White_Space property, which is what transformers' CLIPTokenizer (the `tokenizers` library's
+ * Rust regex) matches with \s in its cleanup and its pre-tokenizer pattern. Python's str.isspace() also
+ * counts U+001C..U+001F; the Rust \s does not, so they are symbols here (byte-level BPE encodes them). */
 static bool fr__is_space(uint32_t c) {
-  return (c >= 9 && c <= 13) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+  return (c >= 9 && c <= 13) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
          (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
          c == 0x3000;
 }
@@ -224,71 +226,161 @@ static uint32_t fr__lower(uint32_t c) {
   return c;
 }
 
-/* ---------- text cleanup ---------- */
+/* ---------- NFC (what transformers' normalizer does first) ---------- */
 
-/* One pass of HTML unescaping for the entities prompts meet: &amp; &lt; &gt; &quot; &apos; &nbsp; and
- * numeric &#N; / &#xH;. Anything else is copied as is (so "R&D" survives). */
-static void fr__html_unescape(const char *s, struct fr_buf *out) {
-  static const struct {
-    const char *name;
-    uint32_t cp;
-  } named[] = {{"amp;", '&'}, {"lt;", '<'}, {"gt;", '>'}, {"quot;", '"'}, {"apos;", '\''}, {"nbsp;", 0xA0}};
-  while (*s) {
-    if (*s != '&') {
-      const char *e = strchr(s, '&');
-      size_t n = e ? (size_t)(e - s) : strlen(s);
-      fr_buf_append(out, s, n);
-      s += n;
-      continue;
-    }
-    bool done = false;
-    for (size_t i = 0; i < FR__COUNT(named) && !done; i++) {
-      size_t n = strlen(named[i].name);
-      if (strncmp(s + 1, named[i].name, n) == 0) {
-        fr__utf8_put(out, named[i].cp);
-        s += 1 + n;
-        done = true;
-      }
-    }
-    if (!done && s[1] == '#') {
-      const char *p = s + 2;
-      bool hex = *p == 'x' || *p == 'X';
-      p += hex;
-      uint32_t v = 0;
-      int digits = 0;
-      for (;; p++, digits++) {
-        int d = (*p >= '0' && *p <= '9')          ? *p - '0'
-                : hex && (*p >= 'a' && *p <= 'f') ? *p - 'a' + 10
-                : hex && (*p >= 'A' && *p <= 'F') ? *p - 'A' + 10
-                                                  : -1;
-        if (d < 0 || digits > 7)
-          break;
-        v = v * (hex ? 16 : 10) + (uint32_t)d;
-      }
-      if (digits > 0 && digits <= 7 && *p == ';') {
-        /* as html.unescape: 0, surrogates and out-of-range values become U+FFFD */
-        if (v == 0 || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-          v = 0xFFFD;
-        fr__utf8_put(out, v);
-        s = p + 1;
-        done = true;
-      }
-    }
-    if (!done) {
-      fr_buf_putc(out, '&');
-      s++;
-    }
+enum {
+  FR__S0 = 0xAC00,
+  FR__L0 = 0x1100,
+  FR__V0 = 0x1161,
+  FR__T0 = 0x11A7,
+  FR__NL = 19,
+  FR__NV = 21,
+  FR__NT = 28
+};
+#define FR__NS (FR__NL * FR__NV * FR__NT) /* Hangul syllables: algorithmic (de)composition */
+
+static uint32_t fr__ccc(uint32_t c) {
+  if (c < 0x300 || c > 0x10FFFF)
+    return 0;
+  size_t lo = 0, hi = FR__COUNT(fr__uni_ccc);
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (c < fr__uni_ccc[mid][0])
+      hi = mid;
+    else if (c > fr__uni_ccc[mid][1])
+      lo = mid + 1;
+    else
+      return fr__uni_ccc[mid][2];
   }
+  return 0;
 }
 
-/* Unescape (twice), collapse white space, strip, lower-case. Returns a fr_malloc'd string or NULL (OOM). */
+/* The composite of a followed by b, or 0. */
+static uint32_t fr__compose(uint32_t a, uint32_t b) {
+  if (a >= FR__L0 && a < FR__L0 + FR__NL && b >= FR__V0 && b < FR__V0 + FR__NV)
+    return FR__S0 + ((a - FR__L0) * FR__NV + (b - FR__V0)) * FR__NT;
+  if (a >= FR__S0 && a < FR__S0 + FR__NS && (a - FR__S0) % FR__NT == 0 && b > FR__T0 && b < FR__T0 + FR__NT)
+    return a + (b - FR__T0);
+  size_t lo = 0, hi = FR__COUNT(fr__uni_comp);
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    const uint32_t *r = fr__uni_comp[mid];
+    if (a < r[0] || (a == r[0] && b < r[1]))
+      hi = mid;
+    else if (a > r[0] || b > r[1])
+      lo = mid + 1;
+    else
+      return r[2];
+  }
+  return 0;
+}
+
+/* Appends c's full canonical decomposition to v (room for 4), returns how many. */
+static int fr__decompose(uint32_t c, uint32_t *v) {
+  if (c >= FR__S0 && c < FR__S0 + FR__NS) {
+    uint32_t i = c - FR__S0, t = i % FR__NT;
+    v[0] = FR__L0 + i / (FR__NV * FR__NT);
+    v[1] = FR__V0 + i % (FR__NV * FR__NT) / FR__NT;
+    v[2] = FR__T0 + t;
+    return t ? 3 : 2;
+  }
+  size_t lo = 0, hi = c < 0xC0 ? 0 : FR__COUNT(fr__uni_decomp);
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (c < fr__uni_decomp[mid][0])
+      hi = mid;
+    else if (c > fr__uni_decomp[mid][0])
+      lo = mid + 1;
+    else {
+      int n = 0;
+      while (n < 4 && fr__uni_decomp[mid][1 + n])
+        v[n] = fr__uni_decomp[mid][1 + n], n++;
+      return n;
+    }
+  }
+  v[0] = c;
+  return 1;
+}
+
+/* Unicode normalisation form C of text (UAX #15: full canonical decomposition, canonical ordering of
+ * combining marks, canonical composition). An invalid UTF-8 byte is kept as it is (held as 0x80000000 |
+ * byte: class 0, composes with nothing). Text without a character from U+0300 up is already NFC and comes
+ * back as a copy. Returns a fr_malloc'd string (*len bytes) or NULL (out of memory). */
+static char *fr__nfc(const char *text, size_t *len) {
+  const unsigned char *s = (const unsigned char *)text;
+  size_t n = strlen(text);
+  bool plain = true;
+  for (size_t i = 0; i < n && plain; i++)
+    plain = s[i] < 0xCC; /* lead bytes below 0xCC encode characters below U+0300 */
+  if (plain) {
+    *len = n;
+    return fr_strdup(text);
+  }
+  uint32_t *v = fr_malloc((4 * n + 4) * sizeof *v);
+  if (!v)
+    return NULL;
+  size_t m = 0;
+  for (size_t i = 0; i < n;) { /* decompose; insert each combining mark at its canonical place */
+    int l;
+    uint32_t c = fr__utf8_decode(s + i, n - i, &l), d[4];
+    int k = c == FR__BAD_BYTE ? (d[0] = 0x80000000u | s[i], 1) : fr__decompose(c, d);
+    for (int j = 0; j < k; j++) {
+      uint32_t cc = fr__ccc(d[j]);
+      size_t at = m++;
+      for (; cc && at > 0 && fr__ccc(v[at - 1]) > cc; at--)
+        v[at] = v[at - 1];
+      v[at] = d[j];
+    }
+    i += (size_t)l;
+  }
+  /* compose each character with the last starter unless a character between them blocks it (a starter, or
+   * a mark of the same or a higher class) */
+  size_t out = 0, starter = SIZE_MAX;
+  uint32_t last_cc = 0;
+  for (size_t i = 0; i < m; i++) {
+    uint32_t c = v[i], cc = fr__ccc(c);
+    if (starter != SIZE_MAX && (out == starter + 1 || (last_cc != 0 && last_cc < cc))) {
+      uint32_t comp = fr__compose(v[starter], c);
+      if (comp) {
+        v[starter] = comp;
+        continue;
+      }
+    }
+    if (cc == 0)
+      starter = out;
+    last_cc = cc;
+    v[out++] = c;
+  }
+  struct fr_buf b = {0};
+  for (size_t i = 0; i < out; i++) {
+    if (v[i] & 0x80000000u) {
+      unsigned char byte = (unsigned char)(v[i] & 0xFF);
+      fr_buf_append(&b, &byte, 1);
+    } else {
+      fr__utf8_put(&b, v[i]);
+    }
+  }
+  fr_free(v);
+  if (b.oom) {
+    fr_buf_free(&b);
+    return NULL;
+  }
+  if (!b.data) {
+    *len = 0;
+    return fr_strdup("");
+  }
+  return fr_buf_take(&b, len);
+}
+
+/* ---------- text cleanup ---------- */
+
+/* Collapse white space, strip, lower-case. Returns a fr_malloc'd string or NULL (OOM). No HTML unescaping:
+ * open_clip's SimpleTokenizer unescapes entities, but transformers' CLIPTokenizer (what diffusers and
+ * ComfyUI run) does not, so "&amp;" stays the three pre-tokens "&", "amp", ";". */
 static char *fr__clean(const char *text, size_t *len) {
-  struct fr_buf a = {0}, b = {0}, c = {0};
-  fr__html_unescape(text, &a);
-  fr__html_unescape(a.data ? a.data : "", &b);
-  fr_buf_free(&a);
-  const unsigned char *s = (const unsigned char *)(b.data ? b.data : "");
-  size_t n = b.len;
+  struct fr_buf c = {0};
+  const unsigned char *s = (const unsigned char *)text;
+  size_t n = strlen(text);
   bool pending_space = false;
   for (size_t i = 0; i < n;) {
     int l;
@@ -311,9 +403,7 @@ static char *fr__clean(const char *text, size_t *len) {
     }
     i += (size_t)l;
   }
-  bool oom = b.oom || c.oom;
-  fr_buf_free(&b);
-  if (oom) {
+  if (c.oom) {
     fr_buf_free(&c);
     return NULL;
   }
@@ -400,9 +490,11 @@ static enum fr_status fr__encode_segment(const struct fr_tokenizer *tok, const c
                                          bool word_start, struct fr__ids *out, struct fr_err *err) {
   char *raw = fr_strndup(text, len);
   size_t n = 0;
-  char *t = raw ? fr__clean(raw, &n) : NULL;
+  char *nfc = raw ? fr__nfc(raw, &n) : NULL; /* transformers: NFC, then white space, then lower case */
+  char *t = nfc ? fr__clean(nfc, &n) : NULL;
   int32_t *sym = t ? fr_malloc((n + 1) * sizeof *sym) : NULL;
   fr_free(raw);
+  fr_free(nfc);
   if (!sym) {
     fr_free(t);
     return fr_errf(err, FR_E_NOMEM, "out of memory tokenizing a %zu-byte prompt", len);

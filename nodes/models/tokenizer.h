@@ -1,14 +1,16 @@
 /* The CLIP BPE tokenizer (SD1.5's and SDXL's text encoders share it; only the padding differs).
  *
- * Reproduces transformers' CLIPTokenizer / open_clip's SimpleTokenizer:
- *   1. cleanup: HTML entities unescaped (twice, as the reference), runs of Unicode white space collapsed
- *      to one space, leading/trailing space stripped, lower-cased (Unicode simple lower-case mapping);
+ * Reproduces transformers' CLIPTokenizer (what diffusers and ComfyUI run):
+ *   1. cleanup: Unicode normalisation form C (UAX #15, tables generated from Unicode 14), runs of Unicode
+ *      white space (the White_Space property) collapsed to one space,
+ *      leading/trailing space stripped, lower-cased (Unicode simple lower-case mapping). HTML entities are
+ *      NOT unescaped ("&amp;" stays "&", "amp", ";"): open_clip's SimpleTokenizer does that, transformers
+ * not;
  *   2. pre-tokenisation with CLIP's pattern: the special tokens <|startoftext|> and <|endoftext|>, the
  *      contractions 's 't 're 've 'm 'll 'd, runs of letters (Unicode category L), single numbers
  *      (category N), runs of anything else that is not white space;
  *   3. byte-level BPE over each pre-token's UTF-8 bytes, the last symbol carrying the "</w>" word end.
- * Limits (docs/models.md): no NFC normalisation and none of ftfy's mojibake repairs; a small set of
- * HTML entities (the common named ones and all numeric ones); Unicode 14 character classes.
+ * Limits (docs/models.md): Unicode 14 tables.
  *
  * Vocabulary sources: a diffusers tokenizer folder (vocab.json + merges.txt, optional
  * tokenizer_config.json / special_tokens_map.json naming the pad token), or the original

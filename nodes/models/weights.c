@@ -165,6 +165,19 @@ static bool fr__same_but_1x1(int ndim, const int64_t *shape, const struct fr_st_
   return false;
 }
 
+/* The scan in progress on this thread (fr_weights_scan_begin), or NULL. Thread-local so that two engines
+ * loading at once on two threads each count their own tensors. */
+static _Thread_local struct fr_weights_scan *fr__scan;
+
+void fr_weights_scan_begin(struct fr_weights_scan *s) {
+  memset(s, 0, sizeof *s);
+  fr__scan = s;
+}
+
+void fr_weights_scan_end(void) {
+  fr__scan = NULL;
+}
+
 enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const char *name, int ndim,
                             const int64_t *shape, struct fr_tensor **out, struct fr_err *err) {
   *out = NULL;
@@ -190,6 +203,14 @@ enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const cha
   struct fr_tensor *view = fr_st_view(e);
   if (!view)
     return fr_errf(err, FR_E_NOMEM, "out of memory loading tensor %s%s", prefix, name);
+  int64_t bad = fr__scan ? fr_tensor_count_nonfinite(view, NULL) : 0;
+  if (bad) {
+    if (!fr__scan->tensors++) {
+      snprintf(fr__scan->first, sizeof fr__scan->first, "%s%s", prefix, name);
+      fr__scan->first_values = bad;
+    }
+    fr__scan->values += bad;
+  }
   struct fr_tensor *t = fr_ctx_weight(c, view);
   fr_tensor_free(view);
   if (!t) {

@@ -53,4 +53,18 @@ const struct fr_st_entry *fr_wsrc_find(const struct fr_wsrc *w, const char *name
 enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const char *name, int ndim,
                             const int64_t *shape, struct fr_tensor **out, struct fr_err *err);
 
+/* Scanning for non-finite weights. Between fr_weights_scan_begin(s) and fr_weights_scan_end() on one
+ * thread, every tensor fr_wsrc_load loads is checked for NaN/inf (fr_tensor_count_nonfinite on the file's
+ * values, before any dtype conversion) and counted in *s, which also keeps the first bad tensor's full key.
+ * Loading goes on either way: ComfyUI users expect the run to continue; the caller warns. Outside a
+ * scan nothing is checked (the benchmarks' loads pay nothing). */
+struct fr_weights_scan {
+  int tensors;          /* tensors holding at least one NaN/inf */
+  int64_t values;       /* NaN/inf values in all of them */
+  char first[256];      /* the first such tensor's key, "model.diffusion_model.out.2.weight" */
+  int64_t first_values; /* and its count */
+};
+void fr_weights_scan_begin(struct fr_weights_scan *s);
+void fr_weights_scan_end(void);
+
 #endif

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 
 #include "core/alloc.h"
+#include "nodes/models/data_files.h"
+#include "nodes/models/weights.h"
 #include "nodes/pipeline/pipeline.h"
 
 struct fr__pctx {
@@ -107,6 +109,16 @@ struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const ch
   return p;
 }
 
+struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o) {
+  struct fr_pipe_obj *p = fr_pipe_obj_new(o->o.type, o->path, o->tokenizer);
+  if (p) {
+    p->sampling = o->sampling;
+    p->zsnr = o->zsnr;
+    p->clip_layer = o->clip_layer;
+  }
+  return p;
+}
+
 /* ---- loaded components ---- */
 
 static void fr__comp_destroy(void *v) {
@@ -150,7 +162,14 @@ static enum fr_status fr__find_tokenizer(const struct fr_pipe_obj *o, const stru
   }
   snprintf(up, sizeof up, "%s/..", dir);
   const char *dirs[2] = {dir, up};
-  return fr_tokenizer_find(dirs, 2, out, n, err);
+  enum fr_status rc = fr_tokenizer_find(dirs, 2, out, n, err);
+  if (rc == FR_E_NOTFOUND) { /* none beside the checkpoint: the vocabulary that ships with flowrun */
+    struct fr_err e2 = {{0}};
+    if (!fr_data_file(FR_CLIP_VOCAB_FILE, out, n, &e2))
+      return FR_OK;
+    fr_err_prefix(err, rc, "%s\n", e2.msg);
+  }
+  return rc;
 }
 
 static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
@@ -166,8 +185,10 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
   if (!strcmp(type, FR_T_VAE)) {
     rc = fr_vae_load(m->c, m->ck, &m->vae, err);
     m->vae_scale = fr_vae_scaling_factor(m->ck);
-    if (m->vae_scale <= 0)
-      m->vae_scale = 0.18215f; /* a bare VAE file: SD1.x's factor, as ComfyUI assumes */
+    if (m->vae_scale <= 0) {
+      m->vae_scale = 0.18215f; /* a bare VAE file: SD1.x's factor unless the latent says otherwise */
+      m->vae_scale_guessed = true;
+    }
     return rc;
   }
   /* CLIP: which encoders the checkpoint has tells SD1.5 (L), SDXL base (L + G) and refiner (G). */
@@ -222,11 +243,20 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
   pc->refcount++;
   m->pc = pc;
   m->c = pc->c;
+  struct fr_weights_scan scan; /* NaN/inf weights: warn once per load, naming the first tensor */
+  fr_weights_scan_begin(&scan);
   rc = fr__load(nc, o, type, m, &err);
+  fr_weights_scan_end();
   if (rc) {
     fr__comp_destroy(m);
     return fr_node_fail(nc, rc, "%s", err.msg);
   }
+  if (scan.tensors)
+    fr_node_warn(nc,
+                 "%s from %s: tensor %s holds %lld NaN/inf value%s (%d tensor%s with %lld in all); "
+                 "everything computed with it will be NaN (a black picture)",
+                 type, o->path, scan.first, (long long)scan.first_values, scan.first_values == 1 ? "" : "s",
+                 scan.tensors, scan.tensors == 1 ? "" : "s", (long long)scan.values);
   fr_node_engine_set(nc, key, m, fr__comp_destroy);
   if (fr_node_engine_get(nc, key) != m)
     return fr_node_fail(nc, FR_E_NOMEM, "out of memory keeping the loaded %s", type);

@@ -38,7 +38,7 @@ static enum fr_status fr__ckpt_run(struct fr_node_ctx *nc) {
 }
 
 static const struct fr_input_spec fr__ckpt_in[] = {
-    {"ckpt_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE,
+    {"ckpt_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_CHECKPOINT),
      "checkpoint: a .safetensors file (SD1.x, SDXL base or refiner) or a diffusers folder, on the model "
      "path"},
     {"tokenizer", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_OPTIONAL | FR_IN_HIDDEN,
@@ -71,7 +71,7 @@ static enum fr_status fr__cnl_run(struct fr_node_ctx *nc) {
   return fr__set_obj(nc, 0, FR_T_CONTROL_NET, path, NULL);
 }
 static const struct fr_input_spec fr__cnl_in[] = {
-    {"control_net_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE,
+    {"control_net_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_CONTROLNET),
      "ControlNet: original (control_model.*) or diffusers file/folder, on the model path"},
 };
 static const struct fr_output_spec fr__cnl_out[] = {{"control_net", FR_T_CONTROL_NET, "the ControlNet"}};
@@ -88,53 +88,6 @@ const struct fr_node_spec fr_node_controlnet_loader = {"ControlNetLoader",
 
 /* ---- TextEncode ---- */
 
-/* Runs encoder m over the prompt's 77-token windows (ComfyUI's long-prompt rule). *hidden: host
- * [1, n*77, W] (the last hidden state, or the penultimate one when penultimate; final LayerNorm applied to
- * it when ln); *pooled (may be NULL): host [1, P] projected pooled output of the first window. */
-static enum fr_status fr__encode(struct fr_node_ctx *nc, struct fr_pipe_comp *m, const struct fr_clip *enc,
-                                 const char *text, int32_t pad, bool penultimate, bool ln,
-                                 struct fr_tensor **hidden, struct fr_tensor **pooled) {
-  struct fr_err err = {{0}};
-  int32_t *ids = NULL;
-  int nw = 0;
-  enum fr_status rc = fr_tokenizer_chunks(m->tok, text, pad, &ids, &nw, &err);
-  if (rc)
-    return fr_node_fail(nc, rc, "%s", err.msg);
-  struct fr_clip_out o = {0};
-  rc = fr_clip_encode(m->c, enc, ids, nw, FR_CLIP_CTX, &o, &err);
-  fr_free(ids);
-  if (rc) {
-    fr_clip_out_free(&o);
-    return fr_node_fail(nc, rc, "%s", err.msg);
-  }
-  struct fr_tensor *h = penultimate ? o.penultimate : o.last, *hl = NULL;
-  if (ln)
-    h = hl = fr_layer_norm(m->c, h, enc->lnf_w, enc->lnf_b, enc->cfg.ln_eps);
-  *hidden = fr_ctx_download(m->c, h);
-  fr_tensor_free(hl);
-  if (pooled) {
-    struct fr_tensor *p = o.projected ? o.projected : o.pooled;
-    struct fr_tensor *first = fr_slice(m->c, p, 0, 0, 1);
-    *pooled = fr_ctx_download(m->c, first);
-    fr_tensor_free(first);
-  }
-  fr_clip_out_free(&o);
-  rc = fr_ctx_status(m->c, &err);
-  if (rc || !*hidden || (pooled && !*pooled)) {
-    fr_ctx_clear(m->c);
-    fr_tensor_free(*hidden);
-    *hidden = NULL;
-    if (pooled) {
-      fr_tensor_free(*pooled);
-      *pooled = NULL;
-    }
-    return rc ? fr_node_fail(nc, rc, "%s", err.msg) : fr__oom(nc);
-  }
-  int64_t shape[3] = {1, (int64_t)nw * FR_CLIP_CTX, (*hidden)->shape[2]};
-  fr_tensor_reshape(*hidden, 3, shape);
-  return FR_OK;
-}
-
 static struct fr_tensor *fr__row(int n, const float *vals) {
   struct fr_tensor *t = fr_tensor_f32(2, (int64_t[]){1, n});
   if (t)
@@ -149,14 +102,16 @@ static enum fr_status fr__text_run(struct fr_node_ctx *nc) {
     return rc;
   const char *text = fr_in_str(nc, "text");
   int skip = (int)fr_in_int(nc, "clip_skip");
+  /* the clip layer: CLIPSetLastLayer's when the CLIP comes through one, else clip_skip's (SD1.x) or -2 */
+  int set = ((const struct fr_pipe_obj *)fr_in(nc, "clip")->obj)->clip_layer;
   struct fr_tensor *ctx = NULL, *pooled = NULL, *tids = NULL;
-  if (m->l && !m->g) { /* SD1.x: last hidden state; clip_skip 2: penultimate + final LayerNorm */
-    rc = fr__encode(nc, m, m->l, text, FR_CLIP_EOS, skip >= 2, skip >= 2, &ctx, NULL);
+  if (m->l && !m->g) { /* SD1.x: last hidden state; clip_skip 2: penultimate; final LayerNorm on either */
+    rc = fr_pipe_encode_prompt(nc, m, m->l, text, FR_CLIP_EOS, set ? set : -skip, true, "clip_l", &ctx, NULL);
   } else if (m->l && m->g) { /* SDXL base: penultimate of both, concatenated; G's projected pooled */
     struct fr_tensor *hl = NULL, *hg = NULL;
-    rc = fr__encode(nc, m, m->l, text, FR_CLIP_EOS, true, false, &hl, NULL);
+    rc = fr_pipe_encode_prompt(nc, m, m->l, text, FR_CLIP_EOS, set ? set : -2, false, "clip_l", &hl, NULL);
     if (!rc)
-      rc = fr__encode(nc, m, m->g, text, 0, true, false, &hg, &pooled);
+      rc = fr_pipe_encode_prompt(nc, m, m->g, text, 0, set ? set : -2, false, "clip_g", &hg, &pooled);
     if (!rc && hl->shape[1] != hg->shape[1])
       rc = fr_node_fail(nc, FR_E_SHAPE, "the two encoders split the prompt into different windows");
     if (!rc) {
@@ -179,7 +134,7 @@ static enum fr_status fr__text_run(struct fr_node_ctx *nc) {
         rc = fr__oom(nc);
     }
   } else { /* refiner: G only, penultimate; size, crop and aesthetic score */
-    rc = fr__encode(nc, m, m->g, text, 0, true, false, &ctx, &pooled);
+    rc = fr_pipe_encode_prompt(nc, m, m->g, text, 0, set ? set : -2, false, "clip_g", &ctx, &pooled);
     if (!rc) {
       float v[5] = {(float)fr_in_int(nc, "height"), (float)fr_in_int(nc, "width"),
                     (float)fr_in_int(nc, "crop_h"), (float)fr_in_int(nc, "crop_w"),
@@ -209,7 +164,7 @@ static enum fr_status fr__text_run(struct fr_node_ctx *nc) {
 
 static const struct fr_input_spec fr__text_in[] = {
     {"clip", FR_T_CLIP, NULL, 0, -1, NULL, 0, "text encoder(s) from CheckpointLoader"},
-    {"text", FR_T_STRING, "", 0, -1, NULL, FR_IN_MULTILINE,
+    {"text", FR_T_STRING, "", 0, -1, NULL, FR_IN_MULTILINE | FR_IN_PROMPT,
      "the prompt (longer than 75 tokens: more windows)"},
     {"clip_skip", FR_T_INT, "1", 1, 2, NULL, 0,
      "SD1.x: 1 = last layer, 2 = penultimate (SDXL always uses 2)"},
@@ -229,7 +184,7 @@ static const struct fr_output_spec fr__cond_out[] = {
     {"conditioning", FR_T_CONDITIONING, "text conditioning"}};
 const struct fr_node_spec fr_node_text_encode = {
     "TextEncode",
-    1,
+    2, /* 2: the tokenizer as transformers': no HTML unescaping, NFC, U+001C..1F not white space */
     "conditioning",
     "Encodes a prompt with the checkpoint's text encoder(s) (SD1.x, SDXL base and refiner detected).",
     fr__text_in,
@@ -371,7 +326,9 @@ static enum fr_status fr__vae_decode_run(struct fr_node_ctx *nc) {
   struct fr_tensor *z = fr_tensor_to_f32(s);
   if (!z)
     return fr__oom(nc);
-  float inv = 1.0f / m->vae_scale;
+  /* a bare VAE file (VAELoader) has no factor of its own: the sampler's model family says which */
+  const char *fmt = fr_value_get_string(lv, "latent_format");
+  float inv = 1.0f / (m->vae_scale_guessed && fmt && !strcmp(fmt, "sdxl") ? 0.13025f : m->vae_scale);
   for (int64_t i = 0; i < fr_tensor_numel(z); i++)
     ((float *)z->data)[i] *= inv;
   int tile = (int)fr_in_int(nc, "tile_size") / 8, used = 0;
@@ -389,6 +346,10 @@ static enum fr_status fr__vae_decode_run(struct fr_node_ctx *nc) {
   fr_tensor_free(z);
   if (rc)
     return fr_node_fail(nc, rc, "%s", err.msg);
+  /* NaN/inf in the latent, else from the decoder (broken VAE weights, an fp16 overflow); NaN stays NaN in
+   * the IMAGE below (the clamp lets it through) so SaveImage sees it too */
+  if (!fr_node_warn_nonfinite(nc, "input 'samples'", s))
+    fr_node_warn_nonfinite(nc, "the decoded image", img);
   /* [B, 3, H, W] in [-1, 1] -> IMAGE [B, H, W, 3] in [0, 1] */
   int64_t B = img->shape[0], H = img->shape[2], W = img->shape[3];
   struct fr_tensor *o = fr_tensor_f32(4, (int64_t[]){B, H, W, 3});
@@ -468,6 +429,11 @@ static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
   for (int64_t i = 0; i < fr_tensor_numel(hm); i++) /* the mean, not a sample: deterministic, as ComfyUI */
     ((float *)hm->data)[i] *= m->vae_scale;
   struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", hm);
+  /* a bare VAE file: SD1.x's factor assumed; an SDXL Sampler rescales such a latent to its own */
+  if (v && m->vae_scale_guessed && fr_value_add_string(v, "latent_format", "sd1-assumed")) {
+    fr_value_unref(v);
+    v = NULL;
+  }
   return v ? fr_out_set(nc, 0, v) : fr__oom(nc);
 }
 static const struct fr_input_spec fr__vae_encode_in[] = {

@@ -18,6 +18,9 @@ extern const struct fr_node_spec fr_node_checkpoint_loader, fr_node_controlnet_l
     fr_node_empty_latent, fr_node_sampler, fr_node_refiner, fr_node_controlnet_apply, fr_node_vae_decode,
     fr_node_vae_encode, fr_node_save_latent, fr_node_load_latent, fr_node_save_image_data,
     fr_node_load_image_data;
+/* Add-on loaders and model settings (addons.c, model_sampling.c). */
+extern const struct fr_node_spec fr_node_model_sampling_discrete, fr_node_vae_loader,
+    fr_node_clip_set_last_layer, fr_node_unet_loader, fr_node_clip_loader;
 
 /* A MODEL, CLIP, VAE or CONTROL_NET object: nothing but where the weights are. The weights are loaded on
  * first use through fr_pipe_get, so a run whose consumers are all cached opens no file. */
@@ -25,10 +28,18 @@ struct fr_pipe_obj {
   struct fr_object o;
   char *path;      /* checkpoint file or diffusers folder, as resolved by the engine */
   char *tokenizer; /* CLIP: tokenizer file/folder given to the loader, or NULL (searched) */
+  /* MODEL: what the UNet predicts, set by ModelSamplingDiscrete (model_sampling.c): FR_PIPE_SAMPLING_AUTO
+   * is what the checkpoint says (eps unless it carries a v-prediction marker) */
+  int sampling;
+  bool zsnr;      /* MODEL: zero-terminal-SNR rescaled schedule */
+  int clip_layer; /* CLIP: CLIPSetLastLayer's stop_at_clip_layer (-1 last, -2 penultimate ...); 0: default */
 };
+enum { FR_PIPE_SAMPLING_AUTO, FR_PIPE_SAMPLING_EPS, FR_PIPE_SAMPLING_V };
 
 /* Creates an object of socket type type (FR_T_MODEL ...) for path; NULL when out of memory. */
 struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const char *tokenizer);
+/* A copy of o (same file, same settings) for a node that changes one setting; NULL when out of memory. */
+struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o);
 
 /* One loaded component, owned by the engine's model cache (keyed by component + path + device + dtype):
  * valid until the engine is freed. Exactly one of the model pointers is set for the kind asked for,
@@ -38,6 +49,7 @@ struct fr_pipe_comp {
   struct fr_unet *unet;
   struct fr_vae *vae;
   float vae_scale; /* latent scaling factor (0.18215 SD1.x, 0.13025 SDXL) */
+  bool vae_scale_guessed; /* a bare VAE file says nothing: SD1.x's, unless a latent says it is SDXL's */
   struct fr_clip *l, *g;
   struct fr_tokenizer *tok;
   struct fr_controlnet *cn;
@@ -62,6 +74,17 @@ enum fr_status fr_pipe_get_controlnet(struct fr_node_ctx *nc, const char *path, 
 /* The compute context of the node's device (created on first use, kept by the engine). */
 enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out);
 
+/* Encodes a prompt with text encoder enc of component m (prompt_encode.c): ComfyUI's 77-token windows,
+ * its (text:1.2) weighting and embedding:NAME (looked for in <model folder>/embeddings/, tensor emb_key
+ * "clip_l" / "clip_g" of SDXL files) when the prompt uses that syntax, else the windows exactly as
+ * fr_tokenizer_chunks makes them. layer: the clip layer (-1 the last, -2 the penultimate, ...); ln: the
+ * final LayerNorm applied to it. *hidden: host [1, windows * 77, W]; *pooled (may be NULL): host [1, P],
+ * the first window's projected (else plain) pooled output. Errors are recorded on the node. */
+enum fr_status fr_pipe_encode_prompt(struct fr_node_ctx *nc, struct fr_pipe_comp *m,
+                                     const struct fr_clip *enc, const char *text, int32_t pad, int layer,
+                                     bool ln, const char *emb_key, struct fr_tensor **hidden,
+                                     struct fr_tensor **pooled);
+
 /* Sampling shared by Sampler and Refiner (sampler.c). */
 struct fr_pipe_sample_args {
   uint64_t seed;
@@ -72,6 +95,13 @@ struct fr_pipe_sample_args {
   const struct fr_tensor *noise; /* [B, 4, h, w] or NULL: seeded */
 };
 enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sample_args *a);
+
+/* The prediction type (enum fr_prediction, nodes/sampling/prediction.h) and zero-terminal-SNR flag for the
+ * MODEL object o whose component is m: ModelSamplingDiscrete's setting, else what the checkpoint says (a
+ * `v_pred` / `ztsnr` marker key, a diffusers scheduler_config.json's prediction_type and
+ * rescale_betas_zero_snr), else eps. A detected v-prediction is reported as an info event. */
+void fr_pipe_model_sampling(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const struct fr_pipe_comp *m,
+                            int *prediction, bool *zsnr);
 
 extern const char *const fr_pipe_sampler_names[];
 

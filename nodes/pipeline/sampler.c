@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "nodes/pipeline/pipeline.h"
+#include "nodes/sampling/prediction.h"
 #include "nodes/sampling/sampling.h"
 
 const char *const fr_pipe_sampler_names[] = {
@@ -59,6 +60,7 @@ struct fr__den {
   int recordings; /* made this run */
   int replays;    /* model evaluations run as a replay */
   int evals;      /* model evaluations (a step of a second-order sampler makes two) */
+  int pred;       /* enum fr_prediction: what the UNet predicts (eps or v) */
   bool xl;        /* preview factors */
   int steps;
   struct fr_err err;
@@ -333,12 +335,15 @@ static enum fr_status fr__controls(struct fr__den *d, const struct fr_tensor *xi
   return fr_ctx_status(d->c, &d->err);
 }
 
-/* The denoised sample from eps (host, [halves * n]): classifier-free guidance, then x - sigma eps. */
+/* The denoised sample from the model's output e (host, [halves * n]; eps or v): classifier-free guidance,
+ * then c_skip x + c_out e (eps: x - sigma eps; nodes/sampling/prediction.h). */
 static void fr__cfg_out(const struct fr__den *d, const float *x, int64_t n, double sigma, const float *e,
                         float *out) {
+  double c_skip, c_out;
+  fr_pred_coeffs((enum fr_prediction)d->pred, sigma, &c_skip, &c_out);
   for (int64_t i = 0; i < n; i++) {
     double ep = d->halves == 2 ? e[i] + d->cfg * ((double)e[n + i] - e[i]) : e[i];
-    out[i] = (float)(x[i] - sigma * ep);
+    out[i] = (float)(c_skip * x[i] + c_out * ep);
   }
 }
 
@@ -517,11 +522,6 @@ static enum fr_status fr__progress(void *user, int step, int steps, const float 
   return rc;
 }
 
-static bool fr__diffusers_spacing(const char *s) {
-  return !strcmp(s, "linspace") || !strcmp(s, "leading") || !strcmp(s, "trailing") ||
-         !strcmp(s, "linspace_karras");
-}
-
 enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sample_args *a) {
   const struct fr_value *lv = fr_in(nc, "latent"), *pos = fr_in(nc, "positive"), *neg = fr_in(nc, "negative");
   const struct fr_tensor *lat = lv ? fr_value_get_tensor(lv, "samples") : NULL;
@@ -560,15 +560,19 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
     goto done;
   }
   fr_model_sched_sd(ms);
-  bool spacing = fr__diffusers_spacing(a->scheduler);
-  const char *sname = !strcmp(a->sampler, "uni_pc_bh2") ? "uni_pc" : a->sampler;
-  struct fr_schedule_opts so = {
-      .steps_offset = !strcmp(a->scheduler, "leading") ? 1 : 0, /* SD's scheduler configs */
-      .final = spacing && !strcmp(sname, "ddim") ? FR_FINAL_SIGMA_MIN : FR_FINAL_ZERO,
-      .round_timesteps = spacing && (!strncmp(sname, "dpmpp", 5) || !strcmp(sname, "uni_pc")),
-  };
+  const char *lfmt = fr_value_get_string(lv, "latent_format");
+  if (lfmt && !strcmp(lfmt, "sd1-assumed") && uc->adm_in_channels > 0) /* a bare VAE's SDXL latent */
+    for (int64_t i = 0; i < fr_tensor_numel(x); i++)
+      ((float *)x->data)[i] *= (float)(0.13025 / 0.18215);
+  bool zsnr = false;
+  fr_pipe_model_sampling(nc, (const struct fr_pipe_obj *)fr_in(nc, "model")->obj, m, &d.pred, &zsnr);
+  if (zsnr)
+    fr_model_sched_zsnr(ms);
+  struct fr_sampling_plan plan; /* ComfyUI's or diffusers' rules by schedule name (sampling.h) */
+  fr_sampling_plan_make(a->sampler, a->scheduler, &plan);
+  const char *sname = plan.sampler;
   struct fr_err err = {{0}};
-  rc = fr_schedule_make(ms, a->scheduler, a->steps, a->denoise, &so, s, &err);
+  rc = fr_schedule_make(ms, a->scheduler, a->steps, a->denoise, &plan.opts, s, &err);
   if (rc) {
     rc = fr_node_fail(nc, rc, "%s", err.msg);
     goto done;
@@ -618,10 +622,7 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
      * (img2img, hand-offs). diffusers' Euler/Heun/LMS/KDPM2 schedulers with linspace or trailing spacing
      * start at noise * sigma_max instead (their init_noise_sigma), so those diffusers spacings do too. */
     double s0 = s->sigmas[0];
-    bool k_sampler = !strcmp(sname, "euler") || !strcmp(sname, "euler_ancestral") || !strcmp(sname, "heun") ||
-                     !strcmp(sname, "lms") || !strcmp(sname, "dpm_2");
-    bool sigma_start = spacing && strcmp(a->scheduler, "leading") != 0 && k_sampler;
-    double scale = start == 0 && a->denoise >= 1.0 && !sigma_start ? sqrt(1.0 + s0 * s0) : s0;
+    double scale = start == 0 && a->denoise >= 1.0 && !plan.sigma_start ? sqrt(1.0 + s0 * s0) : s0;
     for (int64_t i = 0; i < n; i++)
       ((float *)x->data)[i] += (float)(noise[i] * scale);
   }
@@ -670,7 +671,8 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
                              .progress_user = &d,
                              .model = ms,
                              .eta = 1.0,
-                             .uni_pc_variant = !strcmp(a->sampler, "uni_pc_bh2") ? 2 : 1};
+                             .uni_pc_variant = plan.uni_pc_variant,
+                             .lcm_boundary = plan.lcm_boundary};
   rc = fr_sample(sname, &io, s, x->data, n, &err);
   if (rc == FR_E_CANCELLED) {
     rc = fr_node_fail(nc, rc, "cancelled");
@@ -680,6 +682,9 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
     rc = fr_node_fail(nc, rc, "%s", d.err.msg[0] ? d.err.msg : err.msg);
     goto done;
   }
+  /* NaN/inf: say where it came in (the input latent, else the model), the run goes on as in ComfyUI */
+  if (!fr_node_warn_nonfinite(nc, "input 'latent'", lat))
+    fr_node_warn_nonfinite(nc, "the sampled latent", x);
   /* A schedule that ends above sigma 0 (diffusers' DDIM with set_alpha_to_one=False) ends in VP space, as
    * diffusers' latents do. */
   double last = s->sigmas[s->steps];
@@ -691,6 +696,11 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
                  d.evals, d.recordings, d.recordings == 1 ? "" : "s");
   struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
   x = NULL;
+  /* the model family, for VAEDecode with a bare VAE file (which has no scaling factor of its own) */
+  if (v && fr_value_add_string(v, "latent_format", d.xl ? "sdxl" : "sd1")) {
+    fr_value_unref(v);
+    v = NULL;
+  }
   rc = v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
 done:
   fr__den_free(&d);
@@ -738,7 +748,8 @@ static enum fr_status fr__sampler_run(struct fr_node_ctx *nc) {
       {"cfg", FR_T_FLOAT, "7.0", 0, 100, NULL, 0, "classifier-free guidance scale (1: no guidance)"},          \
       {"sampler", FR_T_ENUM, "euler", 0, -1, fr_pipe_sampler_names, 0, "sampler (ComfyUI's names)"}, {         \
     "scheduler", FR_T_ENUM, "normal", 0, -1, fr_schedule_names, 0,                                             \
-        "sigma schedule (ComfyUI's, or diffusers' linspace/leading/trailing)"                                  \
+        "sigma schedule: ComfyUI's names, or diffusers' (linspace, linspace_karras, leading, ...: "            \
+        "docs/sampling.md)"                                                                                    \
   }
 
 static const struct fr_input_spec fr__sampler_in[] = {
@@ -755,7 +766,8 @@ static const struct fr_input_spec fr__sampler_in[] = {
 static const struct fr_output_spec fr__latent_out[] = {{"latent", FR_T_LATENT, "sampled latents"}};
 const struct fr_node_spec fr_node_sampler = {
     "Sampler",
-    2, /* 2: size conditioning 0 = the latent's size (ComfyUI's CLIPTextEncode on SDXL) */
+    3, /* 2: size conditioning 0 = the latent's size (ComfyUI's CLIPTextEncode on SDXL); 3: lcm with the
+          lcm schedule applies LCMScheduler's boundary condition */
     "sampling",
     "Denoises a latent with a model, positive and negative conditioning, a sampler and a schedule.",
     fr__sampler_in,
@@ -788,7 +800,7 @@ static const struct fr_input_spec fr__refiner_in[] = {
 };
 const struct fr_node_spec fr_node_refiner = {
     "Refiner",
-    2, /* 2: as the Sampler */
+    3, /* 2, 3: as the Sampler */
     "sampling",
     "Finishes an SDXL base latent (returned with leftover noise) with the refiner from the switch step: "
     "the \"ensemble of experts\" hand-off.",

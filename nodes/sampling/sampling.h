@@ -47,7 +47,10 @@ struct fr_schedule {
 
 /* Builds a schedule by name:
  *   ComfyUI's: "normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform";
- *   diffusers' timestep spacings: "linspace", "leading", "trailing", and "linspace_karras" (use_karras_sigmas).
+ *   diffusers' timestep spacings: "linspace", "leading" (steps_offset from opts), "leading_offset0"
+ *   (steps_offset 0 whatever opts say: diffusers' default config), "trailing", "linspace_karras" (the karras
+ *   sigmas, as diffusers' use_karras_sigmas; which timesteps the model gets is opts' round_timesteps), and
+ *   "lcm" (LCMScheduler's timesteps).
  * `final` chooses the last sigma: FR_FINAL_ZERO (default everywhere) or FR_FINAL_SIGMA_MIN (diffusers'
  * DDIM/DDPM with set_alpha_to_one=False end at alphas_cumprod[0]). denoise < 1 keeps the last
  * round(steps) sigmas of a longer schedule (img2img), as ComfyUI does. Errors name the schedule and list
@@ -62,6 +65,28 @@ enum fr_status fr_schedule_make(const struct fr_model_sched *m, const char *name
                                 const struct fr_schedule_opts *opts, struct fr_schedule *out, struct fr_err *err);
 /* The schedule names, NULL-terminated (for enum inputs and messages). */
 extern const char *const fr_schedule_names[];
+
+/* What a graph's (sampler, schedule) pair runs: the Sampler and Refiner nodes' rules in one place, so
+ * tests check the pairs a user writes. ComfyUI's schedule names give ComfyUI's KSampler (model timesteps
+ * as sigma_to_t gives them, fractional); diffusers' names give the diffusers scheduler of docs/sampling.md:
+ *   - DPM-Solver (dpmpp_*) and UniPC hand integer timesteps to the model (diffusers rounds
+ *     _sigma_to_t(sigma) in set_timesteps), so "linspace_karras" with dpmpp_2m is
+ *     DPMSolverMultistepScheduler(use_karras_sigmas=True) while "karras" stays ComfyUI's;
+ *   - "leading" uses steps_offset 1 (SD's shipped scheduler configs), "leading_offset0" diffusers' default 0;
+ *   - ddim with a diffusers spacing ends at alphas_cumprod[0] (set_alpha_to_one=False);
+ *   - lcm with the "lcm" schedule applies LCMScheduler's boundary condition;
+ *   - the initial noise: noise * sigma_max for diffusers' Euler/Heun/LMS/KDPM2 with linspace or trailing
+ *     spacing (their init_noise_sigma), noise * sqrt(1 + sigma_max^2) otherwise (ComfyUI's max_denoise).
+ * `sampler` must be a name of fr_pipe_sampler_names ("uni_pc_bh2" runs "uni_pc" with bh2). */
+struct fr_sampling_plan {
+  const char *sampler; /* the fr_samplers entry to run */
+  int uni_pc_variant;  /* for fr_sampler_io */
+  bool lcm_boundary;   /* for fr_sampler_io */
+  bool diffusers;      /* the schedule is one of diffusers' timestep spacings (not "lcm") */
+  bool sigma_start;    /* a fresh txt2img start is noise * sigma_max, not noise * sqrt(1 + sigma_max^2) */
+  struct fr_schedule_opts opts; /* for fr_schedule_make */
+};
+void fr_sampling_plan_make(const char *sampler, const char *schedule, struct fr_sampling_plan *out);
 
 /* ---- samplers ---- */
 

@@ -65,8 +65,10 @@ static double fr__comfy_sigma(const struct fr_model_sched *m, double t) {
   return exp((1 - w) * m->log_sigmas[lo] + w * m->log_sigmas[hi]);
 }
 
-const char *const fr_schedule_names[] = {"normal",   "karras",  "exponential", "sgm_uniform", "simple",
-                                         "ddim_uniform", "linspace", "leading", "trailing", "lcm", NULL};
+const char *const fr_schedule_names[] = {"normal",  "karras",          "exponential", "sgm_uniform",
+                                         "simple",  "ddim_uniform",    "linspace",    "linspace_karras",
+                                         "leading", "leading_offset0", "trailing",    "lcm",
+                                         NULL};
 
 static double fr__linspace(double a, double b, int n, int i) { return n == 1 ? a : a + (b - a) * i / (n - 1); }
 
@@ -76,11 +78,14 @@ static int fr__make(const struct fr_model_sched *m, const char *name, int steps,
                     double *sig, double *t) {
   const double smin = m->sigmas[0], smax = m->sigmas[FR_TRAIN_STEPS - 1];
   int n = 0;
-  if (strcmp(name, "karras") == 0 || strcmp(name, "exponential") == 0) {
+  bool karras = strcmp(name, "karras") == 0 || strcmp(name, "linspace_karras") == 0;
+  if (karras || strcmp(name, "exponential") == 0) {
+    /* linspace_karras: diffusers' use_karras_sigmas, the same sigmas between the training sigma min/max
+     * (its _convert_to_karras); what differs is the model timestep (rounded for DPM-Solver/UniPC by opts). */
     const double rho = 7.0;
     for (int i = 0; i < steps; i++) {
       double r = fr__linspace(0, 1, steps, i);
-      if (name[0] == 'k') {
+      if (karras) {
         double a = pow(smax, 1 / rho), b = pow(smin, 1 / rho);
         sig[n] = pow(a + r * (b - a), rho);
       } else {
@@ -120,10 +125,10 @@ static int fr__make(const struct fr_model_sched *m, const char *name, int steps,
         t[n] = fr__linspace(0, FR_TRAIN_STEPS - 1, steps, steps - 1 - i);
       sig[n] = fr_t_to_sigma(m, t[n]), n++;
     }
-  } else if (strcmp(name, "leading") == 0) {
-    int ratio = FR_TRAIN_STEPS / steps;
+  } else if (strcmp(name, "leading") == 0 || strcmp(name, "leading_offset0") == 0) {
+    int ratio = FR_TRAIN_STEPS / steps, offset = name[7] ? 0 : o->steps_offset;
     for (int i = 0; i < steps; i++)
-      t[n] = (double)((steps - 1 - i) * ratio + o->steps_offset), sig[n] = fr_t_to_sigma(m, t[n]), n++;
+      t[n] = (double)((steps - 1 - i) * ratio + offset), sig[n] = fr_t_to_sigma(m, t[n]), n++;
   } else if (strcmp(name, "trailing") == 0) {
     double ratio = (double)FR_TRAIN_STEPS / steps;
     for (int i = 0; i < steps; i++)
@@ -178,4 +183,26 @@ enum fr_status fr_schedule_make(const struct fr_model_sched *m, const char *name
     out->timesteps[out->steps] = 0;
   }
   return FR_OK;
+}
+
+void fr_sampling_plan_make(const char *sampler, const char *schedule, struct fr_sampling_plan *out) {
+  /* "lcm" is diffusers' too, but its sampler rules are its own (the boundary condition below) */
+  static const char *const diffusers_names[] = {"linspace", "linspace_karras", "leading", "leading_offset0",
+                                                "trailing"};
+  memset(out, 0, sizeof *out);
+  bool bh2 = strcmp(sampler, "uni_pc_bh2") == 0;
+  out->sampler = bh2 ? "uni_pc" : sampler;
+  out->uni_pc_variant = bh2 ? 2 : 1;
+  for (size_t i = 0; i < sizeof diffusers_names / sizeof diffusers_names[0]; i++)
+    out->diffusers = out->diffusers || strcmp(schedule, diffusers_names[i]) == 0;
+  const char *s = out->sampler;
+  bool dpm_solver = strncmp(s, "dpmpp", 5) == 0 || strcmp(s, "uni_pc") == 0;
+  bool k_sampler = !strcmp(s, "euler") || !strcmp(s, "euler_ancestral") || !strcmp(s, "heun") ||
+                   !strcmp(s, "lms") || !strcmp(s, "dpm_2");
+  bool leading = strncmp(schedule, "leading", 7) == 0;
+  out->opts.steps_offset = strcmp(schedule, "leading") == 0 ? 1 : 0; /* SD's scheduler configs */
+  out->opts.final = out->diffusers && !strcmp(s, "ddim") ? FR_FINAL_SIGMA_MIN : FR_FINAL_ZERO;
+  out->opts.round_timesteps = out->diffusers && dpm_solver;
+  out->lcm_boundary = !strcmp(s, "lcm") && !strcmp(schedule, "lcm");
+  out->sigma_start = out->diffusers && !leading && k_sampler;
 }

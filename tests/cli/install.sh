@@ -11,7 +11,8 @@ rm -rf "$T" && mkdir -p "$T/elsewhere" || exit 1
 P="$T/prefix"
 cmake --install "$FR_BUILD" --prefix "$P" > "$T/install.log" 2>&1 || { bad "install: $(tail -5 "$T/install.log")"; exit 1; }
 for f in bin/flowrun share/flowrun/graphs/image-demo.yaml share/flowrun/graphs/blocks/edges.yaml \
-         share/flowrun/docs/graph-format.md share/flowrun/docs/README.md; do
+         share/flowrun/docs/graph-format.md share/flowrun/docs/README.md \
+         share/flowrun/bpe_simple_vocab_16e6.txt.gz share/flowrun/LICENSE-CLIP.txt; do
   [ -e "$P/$f" ] && ok "installed $f" || bad "missing $f"
 done
 [ -f "$FR_BUILD/libflowrun-cuda.so" ] && { [ -f "$P/lib/flowrun/libflowrun-cuda.so" ] && ok "installed the CUDA module" \
@@ -22,6 +23,9 @@ cd "$T/elsewhere" || exit 1
 "$P/bin/flowrun" "$P/share/flowrun/graphs/image-demo.yaml" --output out --no-cache --quiet \
   && [ -f out/flowrun-demo_00001.png ] && ok "the installed flowrun runs the image demo" || bad "installed run"
 "$P/bin/flowrun" --version | grep -q '^flowrun ' && ok "--version" || bad "--version"
+# the shipped CLIP vocabulary, with no tokenizer on the model path
+[ "$(FLOWRUN_MODELS= "$P/bin/flowrun" tokenize "a photo of a cat" | head -1)" = "49406 320 1125 539 320 2368 49407" ] \
+  && ok "the installed flowrun tokenizes with its own vocabulary" || bad "installed tokenize"
 if [ -f "$FR_SRC/web/dist/index.html" ]; then
   [ -f "$P/share/flowrun/editor/index.html" ] && ok "installed the editor" || bad "editor not installed"
   if "$P/bin/flowrun" serve --help > /dev/null 2>&1 && command -v curl > /dev/null; then

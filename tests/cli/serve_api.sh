@@ -10,11 +10,23 @@ command -v python3 >/dev/null || { echo "skipped: python3 not found"; exit 77; }
 "$FLOWRUN" serve --help >/dev/null 2>&1 || { echo "skipped: this flowrun was built without serve (libwebsockets)"; exit 77; }
 
 T="$FR_TEST_TMP/serve_api"
-rm -rf "$T" && mkdir -p "$T/graphs" "$T/out" "$T/editor" "$T/outside"
+rm -rf "$T" && mkdir -p "$T/graphs" "$T/out" "$T/editor" "$T/outside" "$T/input" "$T/models"
 cp -r "$FR_SRC/graphs/." "$T/graphs/"
 echo '<!doctype html><title>test editor</title>' > "$T/editor/index.html"
+mkpng() { # path: a valid 2x2 RGB PNG
+  python3 - "$1" <<'PY'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+raw = b"".join(b"\0" + bytes([200, 30, 30] * 2) for _ in range(2))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+                              + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+PY
+}
 echo 'secret' > "$T/outside/secret.yaml"
-echo 'secret' > "$T/outside/secret.png"
+mkpng "$T/outside/secret.png"
+echo 'secret' > "$T/outside/secret.safetensors"
+mkpng "$T/input/in.png"
+ln -s "$T/outside/secret.png" "$T/graphs/imglink.png"      # an input file symlink out of the folder
 echo 'not a graph' > "$T/graphs/notes.txt"
 ln -s "$T/outside/secret.yaml" "$T/graphs/escape.yaml"     # a file symlink out of the folder
 ln -s "$T/outside" "$T/graphs/outdir"                      # a folder symlink out of the folder
@@ -27,8 +39,8 @@ cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT
 
 start_server() { # args...; sets SERVER, PORT, U
-  "$FLOWRUN" serve --port 0 --graphs "$T/graphs" --output "$T/out" --editor "$T/editor" \
-    --cache "$T/cache.sqlite" "$@" > "$T/server.log" 2>&1 &
+  "$FLOWRUN" serve --port 0 --graphs "$T/graphs" --output "$T/out" --editor "$T/editor" --input "$T/input" \
+    --models "$T/models" --cache "$T/cache.sqlite" "$@" > "$T/server.log" 2>&1 &
   SERVER=$!
   PORT=""
   for _ in $(seq 100); do
@@ -68,6 +80,15 @@ else echo "FAIL non-loopback without token: rc=$rc $(cat "$T/o")"; fails=$((fail
 rc=$?
 if [ $rc = 2 ] && grep -q "graphs folder" "$T/o"; then echo "ok   missing graphs folder refused"
 else echo "FAIL missing graphs folder: rc=$rc $(cat "$T/o")"; fails=$((fails + 1)); fi
+# A --host that cannot be listened on fails at start (it used to print a URL and never listen).
+for h in 127.1 nonexistent-host.invalid; do
+  timeout 10 "$FLOWRUN" serve --host $h --token s3cret-token --port 0 --graphs "$T/graphs" --output "$T/out" \
+    --no-cache > "$T/o" 2>&1
+  rc=$?
+  if [ $rc != 0 ] && [ $rc != 124 ] && grep -q -- "--host $h" "$T/o" && ! grep -q "http://" "$T/o"; then
+    echo "ok   --host $h refused at start (rc $rc: $(head -c 120 "$T/o"))"
+  else echo "FAIL --host $h: rc=$rc $(cat "$T/o")"; fails=$((fails + 1)); fi
+done
 
 start_server
 # -- reading ------------------------------------------------------------------------------------------
@@ -75,6 +96,13 @@ check "info" 200 "$U/api/info"
 check "schema" 200 "$U/api/schema"; body_has "schema lists ImageBlur" '"name":"ImageBlur"'
 check "graph list" 200 "$U/api/graphs"; body_has "list has image-demo.yaml" '"image-demo.yaml"'
 if grep -q 'escape.yaml\|outdir' "$T/body"; then echo "FAIL list shows symlinks out of the folder"; fails=$((fails + 1)); fi
+# Folder links looping back (a walk that follows them, 8 deep, would list 10^8 folders).
+mkdir -p "$T/graphs/loops/a"
+for i in 1 2 3 4 5 6 7 8; do ln -s . "$T/graphs/loops/self$i"; done
+ln -s .. "$T/graphs/loops/a/up1"; ln -s ../.. "$T/graphs/loops/a/up2"
+check "graph list with link loops" 200 --max-time 5 "$U/api/graphs"; body_has "list still has blocks/edges.yaml" '"blocks/edges.yaml"'
+if grep -q 'up1\|self1' "$T/body"; then echo "FAIL list followed a folder link"; fails=$((fails + 1)); fi
+alive "after listing link loops"
 check "load a graph" 200 "$U/api/graph?path=image-demo.yaml"; body_has "graph text" 'TestPattern'
 check "static index" 200 "$U/"; body_has "index served" 'test editor'
 check "unknown endpoint" 404 "$U/api/nope"
@@ -111,6 +139,18 @@ head -c 11000000 /dev/zero | tr '\0' ' ' > "$T/big.json"
 check "oversized body" 413 -X POST --data-binary @"$T/big.json" "$U/api/run"
 check "foreign Origin POST" 403 -H 'Origin: http://evil.example' -X POST -d '{"path":"image-demo.yaml"}' "$U/api/run"
 check "foreign Host (DNS rebinding)" 403 -H "Host: evil.example:$PORT" "$U/api/info"
+# DNS rebinding with a name that starts like a loopback address, and a matching Origin.
+check "rebinding Host 127.evil.example POST" 403 -H "Host: 127.evil.example:$PORT" \
+  -H "Origin: http://127.evil.example:$PORT" -X POST -d '{"path":"image-demo.yaml"}' "$U/api/run"
+check "rebinding Host 127.evil.example GET" 403 -H "Host: 127.evil.example:$PORT" "$U/api/runs"
+check "rebinding Host 127.0.0.1.evil.example" 403 -H "Host: 127.0.0.1.evil.example:$PORT" "$U/api/info"
+check "Host localhost accepted" 200 -H "Host: localhost:$PORT" "$U/api/info"
+check "Host [::1] accepted" 200 -H "Host: [::1]:$PORT" "$U/api/info"
+check "Host flowrun.test not allowed by default" 403 -H "Host: flowrun.test:$PORT" "$U/api/info"
+# A POST body with no Content-Length (chunked) is refused at once, never left unanswered.
+check "chunked body refused (411)" 411 --max-time 5 -H 'Transfer-Encoding: chunked' -X POST \
+  --data-binary '{"path":"image-demo.yaml"}' "$U/api/run"
+check "POST without a body length (411)" 411 --max-time 5 -X POST "$U/api/run"
 check "PUT refused" 405 -X PUT -d '{}' "$U/api/run"
 alive "after bad requests"
 # -- websocket ----------------------------------------------------------------------------------------
@@ -121,6 +161,10 @@ ws "ws not an object" --send '42' --expect 'client_error'
 ws "ws oversized message closed (1009)" --raw-size 200000 --expect-close 1009
 ws "ws foreign Origin refused" --origin http://evil.example --expect-refused
 ws "ws same Origin accepted" --origin "http://127.0.0.1:$PORT" --send '{"type":"ping"}' --expect pong
+ws "ws rebinding Host refused" --host "127.evil.example:$PORT" --origin "http://127.evil.example:$PORT" --expect-refused
+# Every pipelined request is answered (replies beyond 32 used to be dropped).
+ws "ws 100 pipelined pings and runs each answered" --send '{"type":"ping"}' --send '{"type":"runs"}' \
+  --repeat 100 --count '"event":"pong"' 100 --count '"event":"runs"' 100 --timeout 20
 alive "after bad websocket messages"
 # -- save and load ------------------------------------------------------------------------------------
 python3 - "$T/graphs/image-demo.yaml" > "$T/save.json" <<'PY'
@@ -131,6 +175,71 @@ check "save into a missing folder" 404 -X POST -d @"$T/save.json" "$U/api/graph"
 mkdir -p "$T/graphs/sub"
 check "save" 200 -X POST -d @"$T/save.json" "$U/api/graph"
 check "load saved" 200 "$U/api/graph?path=sub/saved.yaml"; body_has "saved text" 'TestPattern'
+# -- graphs sent to the server read only from the graphs, input and model folders ---------------------
+# Every case is queued at once (one python process), then the runs' outcomes are checked. A name with
+# "secret" exists outside the folders, the same with "absent" does not: both must be refused alike.
+python3 - "$U" "$T" <<'PY' || fails=$((fails + 1))
+import json, sys, time, urllib.error, urllib.request
+u, t = sys.argv[1], sys.argv[2]
+img = lambda f, prefix="leak": ('flowrun: 1\nnodes:\n  l: {type: LoadImage, inputs: {image: "%s"}}\n'
+                                '  s: {type: SaveImage, inputs: {images: l, filename_prefix: %s}}\n' % (f, prefix))
+ckpt = lambda f: 'flowrun: 1\nnodes:\n  c: {type: CheckpointLoader, inputs: {ckpt_name: "%s"}}\n' % f
+sub = lambda f: 'flowrun: 1\nnodes:\n  x: {type: "%s"}\n' % f
+param = ('flowrun: 1\nparams: {f: {type: STRING, default: in.png}}\nnodes:\n  l: {type: LoadImage, inputs: {image: $f}}\n'
+         '  s: {type: SaveImage, inputs: {images: l, filename_prefix: leak}}\n')
+pairs = [  # label, yaml with NAME
+    ("LoadImage ../", img("../outside/NAME.png")),
+    ("LoadImage absolute", img(t + "/outside/NAME.png")),
+    ("LoadImage through a folder link", img("outdir/NAME.png")),
+    ("model name ../", ckpt("../outside/NAME.safetensors")),
+    ("model name ../ from the model folder", ckpt("../../outside/NAME.safetensors")),
+    ("model name absolute", ckpt(t + "/outside/NAME.safetensors")),
+    ("subgraph type ../", sub("../outside/NAME.yaml")),
+    ("subgraph type absolute", sub(t + "/outside/NAME.yaml")),
+]
+single = [  # label, request, expected outcome substrings
+    ("LoadImage of a file link out of the graphs folder", {"yaml": img("imglink.png")},
+     ["error", "input file 'imglink.png' is outside the folders"]),
+    ("subgraph link out of the graphs folder", {"yaml": sub("escape.yaml")},
+     ["error", "subgraph file 'escape.yaml' is outside the folders"]),
+    ("a param naming an outside file", {"yaml": param, "params": {"f": "../outside/secret.png"}},
+     ["error", "input file '../outside/secret.png' is outside the folders"]),
+    ("LoadImage from --input", {"yaml": img("in.png", "fromin")}, ["done", "outputs=1"]),
+]
+def post(req):
+    r = urllib.request.Request(u + "/api/run", data=json.dumps(req).encode(), method="POST")
+    return json.load(urllib.request.urlopen(r, timeout=20))["id"]
+ids = {}
+for label, y in pairs:
+    ids[label] = (post({"yaml": y.replace("NAME", "secret")}), post({"yaml": y.replace("NAME", "absent")}))
+for label, req, _ in single:
+    ids[label] = (post(req),)
+want = {i for v in ids.values() for i in v}
+for _ in range(1200):
+    runs = {x["id"]: x for x in json.load(urllib.request.urlopen(u + "/api/runs", timeout=20))["runs"]}
+    if all(runs.get(i, {}).get("state") not in (None, "queued", "running") for i in want):
+        break
+    time.sleep(0.05)
+out = lambda i: "%s %s outputs=%d" % (runs[i]["state"], runs[i].get("error", ""), len(runs[i]["outputs"])) if i in runs else "missing"
+bad = 0
+for label, (a, b) in ((k, ids[k]) for k, _ in pairs):
+    ma, mb = out(a), out(b)
+    if ma.startswith("error") and "is outside the folders this graph may read from" in ma and ma.replace("secret", "absent") == mb:
+        print(f"ok   {label} refused, same message whether or not the file exists ({ma[:140]})")
+    else:
+        print(f"FAIL {label}: '{ma}' / '{mb}'"); bad += 1
+for label, _, parts in single:
+    m = out(ids[label][0])
+    if m.startswith(parts[0]) and all(p in m for p in parts[1:]):
+        print(f"ok   {label} ({m[:140]})")
+    else:
+        print(f"FAIL {label}: {m}"); bad += 1
+sys.exit(1 if bad else 0)
+PY
+[ -z "$(ls "$T/out" | grep leak)" ] && echo "ok   no copy of an outside file in the output folder" \
+  || { echo "FAIL outside file copied: $(ls "$T/out")"; fails=$((fails + 1)); }
+check "no outside copy served" 404 "$U/api/output?file=leak_00001.png"
+
 # -- the queue, with clients connecting and dropping --------------------------------------------------
 # A run of the demo at 512 px takes a fraction of a second to seconds; four different sizes queue up.
 # A watcher connected before the runs are queued must see all five finish (the cancelled one never starts).
@@ -174,7 +283,7 @@ if runs.get(cancel, {}).get("state") != "cancelled":
 print("FAIL queue: " + "; ".join(bad) if bad else f"ok   all {len(ids)} queued runs done with outputs, run {cancel} cancelled")
 sys.exit(1 if bad else 0)
 PY
-check "output image" 200 "$U/api/output?file=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runs"][0]["outputs"][0])' "$T/runs.json")"
+check "output image" 200 "$U/api/output?file=$(python3 -c 'import json,sys; print([r for r in json.load(open(sys.argv[1]))["runs"] if r["outputs"]][0]["outputs"][0])' "$T/runs.json")"
 [ "$(head -c 4 "$T/body" | tail -c 3)" = PNG ] && echo "ok   output is a PNG" || { echo "FAIL output not a PNG"; fails=$((fails + 1)); }
 # The same graph again: everything is cached, and the file is written again.
 $WS "$PORT" --timeout 60 --expect '"executed":0,' --expect '"event":"run_done"' > "$T/watch.log" 2>&1 &
@@ -192,8 +301,39 @@ for _ in $(seq 300); do curl -s "$U/api/runs" > "$T/runs.json"; grep -q "\"id\":
 grep -q "\"id\":$big,\"state\":\"\(cancelled\|done\)\"" "$T/runs.json" && echo "ok   running run ended (cancelled or finished first)" \
   || { echo "FAIL running run state: $(cat "$T/runs.json")"; fails=$((fails + 1)); }
 alive "after the queue"
+# With a long history each runs reply is a few KiB: 300 of them pipelined exceed what the server keeps
+# unsent per client (256 KiB), so reading pauses and resumes; still every one is answered.
+ws "ws 300 pipelined runs requests each answered" --send '{"type":"runs"}' --repeat 300 \
+  --count '"event":"runs"' 300 --timeout 30
+alive "after pipelined requests"
 stop_server
 echo "server exit status after SIGTERM: $?"
+
+# -- the queue is bounded: runs and bytes of graph text waiting -----------------------------------------
+start_server --max-queue 2 --max-queue-mb 1 --no-cache --allow-host flowrun.test
+check "Host given with --allow-host accepted" 200 -H "Host: flowrun.test:$PORT" "$U/api/info"
+check "Host given with --allow-host, any case" 200 -H "Host: FlowRun.TEST:$PORT" "$U/api/info"
+curl -s -X POST -d '{"path":"image-demo.yaml","params":{"size":3072}}' "$U/api/run" > /dev/null # a few seconds
+codes=""
+for i in 1 2 3 4; do
+  codes="$codes $(curl -s -o "$T/q$i" -w '%{http_code}' -X POST -d "{\"path\":\"image-demo.yaml\",\"params\":{\"size\":$((100 + i))}}" "$U/api/run")"
+done
+n200=$(echo $codes | tr ' ' '\n' | grep -c 200); n429=$(echo $codes | tr ' ' '\n' | grep -c 429)
+if [ "$n200" -ge 1 ] && [ "$n200" -le 2 ] && [ $((n200 + n429)) = 4 ] && grep -q 'the queue is full: 2 runs are waiting' "$T/q4"; then
+  echo "ok   queue bounded at 2 waiting runs ($codes: $(head -c 100 "$T/q4"))"
+else echo "FAIL bounded queue: codes$codes, $(cat "$T/q4")"; fails=$((fails + 1)); fi
+ws "ws run on a full queue answered" --send '{"type":"run","path":"image-demo.yaml"}' --expect 'the queue is full'
+for id in $(curl -s "$U/api/runs" | python3 -c 'import json,sys; print(*[r["id"] for r in json.load(sys.stdin)["runs"] if r["state"] in ("queued","running")])'); do
+  curl -s -X POST -d "{\"id\":$id}" "$U/api/cancel" > /dev/null
+done
+python3 - "$T/graphs/image-demo.yaml" > "$T/bigq.json" <<'PY'
+import json, sys
+print(json.dumps({"yaml": open(sys.argv[1]).read() + "#" + "x" * (1100 << 10) + "\n"}))
+PY
+check "a graph above --max-queue-mb refused (429)" 429 -X POST --data-binary @"$T/bigq.json" "$U/api/run"
+body_has "says which bound" 'max-queue-mb'
+alive "after a full queue"
+stop_server
 
 # -- token --------------------------------------------------------------------------------------------
 start_server --token s3cret-token
@@ -204,6 +344,18 @@ check "query token sets the cookie" 200 -D "$T/headers" "$U/?token=s3cret-token"
 grep -qi 'set-cookie: flowrun_token=s3cret-token' "$T/headers" && echo "ok   cookie set" || { echo "FAIL no cookie"; fails=$((fails + 1)); }
 check "cookie token" 200 -H 'Cookie: flowrun_token=s3cret-token' "$U/api/graphs"
 ws "ws without token refused" --expect-refused
+# Token guesses: after about ten wrong ones an address gets 429 (even for the right token), and each is logged.
+n401=0; got=""
+for _ in $(seq 15); do
+  got=$(curl -s -o "$T/body" -w '%{http_code}' -H 'Authorization: Bearer guess-guess-guess' "$U/api/info")
+  [ "$got" = 401 ] || break
+  n401=$((n401 + 1))
+done
+if [ "$got" = 429 ] && [ $n401 -ge 8 ] && [ $n401 -le 10 ]; then echo "ok   token guesses limited: 429 after $((n401 + 1)) wrong tokens"
+else echo "FAIL token guesses: $n401 x 401, then $got"; fails=$((fails + 1)); fi
+check "right token refused while guessing is limited" 429 -H 'Authorization: Bearer s3cret-token' "$U/api/info"
+grep -q 'wrong token from 127.0.0.1$' "$T/server.log" && grep -q 'refused (429)' "$T/server.log" \
+  && echo "ok   wrong tokens logged" || { echo "FAIL wrong tokens not logged: $(cat "$T/server.log")"; fails=$((fails + 1)); }
 stop_server
 
 if [ $fails -ne 0 ]; then echo "$fails check(s) failed"; cat "$T/server.log"; exit 1; fi

@@ -8,6 +8,7 @@
  * not built in is reported and skipped, so adding a backend needs no change here beyond its tolerance.
  *
  * The error measure is fr_test_rel_err: max |out - ref| / max |ref| over the output. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1170,6 +1171,72 @@ static void check_ctx_new(void) {
   fr_ctx_free(c);
 }
 
+/* Two floats agree: both NaN, or equal (infinities included), or finite within rel of the reference, or
+ * both below 1.26e-38 = exp(-87.3) in magnitude (the fast exp gives 0 below -87.3, where expf returns
+ * values at or under FLT_MIN). */
+static int same_float(double got, double ref, double rel) {
+  if (isnan(ref) || isnan(got))
+    return isnan(ref) && isnan(got);
+  if (isinf(ref) || isinf(got))
+    return got == ref;
+  if (fabs(ref) < 1.26e-38)
+    return fabs(got) < 1.26e-38;
+  return fabs(got - ref) <= rel * fabs(ref);
+}
+
+/* The non-finite and extreme inputs a broken checkpoint or latent feeds in: NaN, +-inf, huge and tiny
+ * magnitudes, and the edges of exp's range. The reference is libm in double (expf's overflow threshold is
+ * 88.7228317, the largest float whose exp is finite; in (88.3, 88.7228317] the fast exp is documented to
+ * give exp(88.3)); NaN must come out NaN (never a finite number that would hide the fault from the NaN
+ * checks), and none of it may be undefined behaviour (the ASan/UBSan build runs this test: before the
+ * clamp took NaN, (int32_t)NaN overflowed in exp). Tolerance 5e-7 relative for finite exp results (the
+ * polynomial's ~2 ulp, as above), 1e-6 of max(1, |y|) for the activations. */
+static void check_vec_edges(const struct fr_cpu_vec *v, const char *name) {
+  static const float in[] = {NAN,     -NAN,     INFINITY, -INFINITY,   1e30f,       -1e30f,
+                             FLT_MAX, -FLT_MAX, 88.5f,    88.7228317f, 88.7228394f, 89.0f,
+                             1000.0f, -87.29f,  -87.31f,  -103.0f,     -1000.0f,    1e-30f,
+                             -1e-30f, 1e-45f,   0.0f,     -0.0f,       2.5f,        -2.5f};
+  enum { M = (int)(sizeof in / sizeof in[0]) };
+  float y[M], z[M], h[M], g[M], row[M];
+  for (int rep = -1; rep < M; rep++) { /* -1: the whole row; then each value 8 times (the 8-wide body) */
+    int nrow = rep < 0 ? M : 8;
+    for (int j = 0; j < nrow; j++)
+      row[j] = rep < 0 ? in[j] : in[rep];
+    float s = v->exp_sum(row, nrow, 0.0f);
+    double sref = 0;
+    for (int j = 0; j < nrow; j++) {
+      double x = rep < 0 ? in[j] : in[rep], ref = exp(x);
+      ref = ref > FLT_MAX ? INFINITY : ref; /* expf overflows where double does not */
+      if (x > (double)88.3f && x <= (double)88.7228317f) /* documented clamp (vec_body.h): exp(88.3f) there */
+        ref = exp((double)88.3f);
+      sref += ref;
+      CHECKF(same_float(row[j], ref, 5e-7), "%s exp(%.9g) = %.9g, libm %.9g", name, x, (double)row[j], ref);
+    }
+    sref = sref > FLT_MAX ? INFINITY : sref; /* the float sum overflows too */
+    CHECKF(same_float(s, sref, 5e-6) || fabs(s - sref) <= nrow * 1.26e-38,
+           "%s exp_sum of %s: %.9g, libm %.9g", name, rep < 0 ? "the row" : "8 copies", (double)s, sref);
+  }
+  v->silu(y, in, M, 1.0f);
+  v->gelu(z, in, M);
+  for (int i = 0; i < M; i++)
+    g[i] = 1.0f;
+  v->geglu(h, g, in, M);
+  for (int i = 0; i < M; i++) {
+    double x = in[i];
+    double rs = x / (1 + exp(-x)); /* -inf / inf: NaN, as torch's silu */
+    double rg = 0.5 * x * (1 + erf(x / sqrt(2.0)));
+    rs = fabs(rs) > FLT_MAX && !isinf(x) ? copysign(INFINITY, rs) : rs;
+    rg = fabs(rg) > FLT_MAX && !isinf(x) ? copysign(INFINITY, rg) : rg;
+    CHECKF(same_float(y[i], rs, 1e-6) || (!isnan(rs) && !isinf(rs) && fabs(y[i] - rs) <= 1e-6),
+           "%s silu(%.9g) = %.9g, libm %.9g", name, x, (double)y[i], rs);
+    CHECKF(same_float(z[i], rg, 1e-6) || (!isnan(rg) && !isinf(rg) && fabs(z[i] - rg) <= 1e-6),
+           "%s gelu(%.9g) = %.9g, libm %.9g", name, x, (double)z[i], rg);
+    CHECKF(same_float(h[i], rg, 1e-6) || (!isnan(rg) && !isinf(rg) && fabs(h[i] - rg) <= 1e-6),
+           "%s geglu(1, %.9g) = %.9g, libm %.9g", name, x, (double)h[i], rg);
+  }
+  printf("vec %-8s NaN/inf/huge/tiny inputs of exp, silu, gelu, geglu match libm\n", name);
+}
+
 /* The CPU backend's vector math (fast exp/erf) on every implementation built in, at the edges the table
  * rows do not reach: -inf (masked scores), underflow, overflow clamps, large |x| for the activations. */
 static void check_vec_math(void) {
@@ -1224,6 +1291,7 @@ static void check_vec_math(void) {
            name, wsilu, wgelu, wgeglu);
     CHECKF(wsilu <= 1e-6 && wgelu <= 1e-6 && wgeglu <= 1e-6, "%s activations: %.3g %.3g %.3g", name, wsilu,
            wgelu, wgeglu);
+    check_vec_edges(v, name);
   }
 }
 

@@ -8,11 +8,16 @@
  * only by the worker (fr_engine_cancel, which is thread-safe, excepted). */
 #include "web/server/serve.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <libwebsockets.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <png.h>
 #include <pthread.h>
 #include <signal.h>
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,7 +48,23 @@
 #define FR__MAX_STATIC (64u << 20)
 #define FR__LOG_SIZE 2048   /* events kept for clients that lag behind */
 #define FR__MAX_HISTORY 200 /* finished runs kept in the history */
-#define FR__MAX_REPLIES 32  /* unsent direct replies before a client is dropped */
+/* Direct replies to one websocket client wait in a list: above FR__WS_PAUSE bytes the server stops reading
+ * that client's requests until they are sent (below FR__WS_RESUME), so every request is answered and a
+ * client that never reads cannot grow the list without bound; FR__WS_MAX is a last guard (closes). */
+#define FR__WS_PAUSE (256u << 10)
+#define FR__WS_RESUME (64u << 10)
+#define FR__WS_MAX (64u << 20)
+/* /api/graphs walks at most this deep and looks at most at this many directory entries in all; folder
+ * links are never followed (a link loop cannot make it slow). */
+#define FR__WALK_DEPTH 8
+#define FR__WALK_ENTRIES 20000
+#define FR__QUEUE_RUNS 64             /* default --max-queue */
+#define FR__QUEUE_BYTES (256ll << 20) /* default --max-queue-mb */
+/* Token guesses: an address may send FR__GUESS_BURST wrong tokens, then one more every FR__GUESS_REFILL_S
+ * seconds; while it has none left, every token it sends (right or wrong) is answered 429. */
+#define FR__GUESS_SLOTS 64
+#define FR__GUESS_BURST 10
+#define FR__GUESS_REFILL_S 6.0
 #define FR__MAX_PARAMS 256
 #define FR__PREVIEW_MAX 256 /* preview side in pixels (larger previews are subsampled) */
 
@@ -59,6 +81,7 @@ struct fr__run {
   int n_ov;
   bool cancel_requested;
   struct fr_run_summary sum;
+  size_t yaml_bytes;     /* counted in the queue's byte bound while queued */
   char *error;           /* fr_malloc'd message when it failed */
   struct fr_buf outputs; /* JSON array items: "file", ... (relative to the output folder) */
   double queued_at;
@@ -71,10 +94,26 @@ struct fr__msg {
   size_t len;
 };
 
+struct fr__guess { /* wrong tokens from one address */
+  char addr[64];
+  double left; /* wrong tokens it may still send */
+  double t;    /* when left was last brought up to date (monotonic seconds) */
+};
+
 struct fr__srv {
   struct fr_serve_opts o;
-  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX];
+  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX], input_real[PATH_MAX];
   bool have_editor, loopback;
+  char bind_addr[64];                             /* the numeric address listened on */
+  const char *roots[2 + FR_SERVE_MAX_MODEL_DIRS]; /* what graphs may read: graphs, input, models */
+  int n_roots;
+  const char *input_dirs[1];
+  int n_input_dirs;
+  char **hosts; /* Host names answered (lower case, IPv6 in brackets) */
+  int n_hosts;
+  int max_queue;
+  size_t max_queue_bytes;
+  struct fr__guess guesses[FR__GUESS_SLOTS]; /* service thread only */
   struct lws_context *ctx;
   struct fr_engine *engine;
 
@@ -84,6 +123,8 @@ struct fr__srv {
   bool worker_started, stopping;
   struct fr__run *runs, *runs_tail; /* history and queue, oldest first */
   int next_id, n_runs;
+  int n_queued;            /* runs waiting (state queued) */
+  size_t queued_bytes;     /* their graph texts */
   struct fr__run *current; /* the running one (worker) */
   struct fr__msg log[FR__LOG_SIZE];
   uint64_t log_next; /* seq of the next message */
@@ -107,9 +148,16 @@ struct fr__pss {
   bool is_ws;
   uint64_t next_seq;
   struct fr_buf rx;
-  char *replies[FR__MAX_REPLIES];
-  int n_replies;
+  struct fr__reply *rq_head, *rq_tail; /* direct replies not yet sent, oldest first */
+  size_t rq_bytes;
+  bool rx_paused; /* reading this client's requests is paused until its replies are sent */
   struct fr__pss *next_ws;
+};
+
+struct fr__reply {
+  struct fr__reply *next;
+  size_t len;
+  char data[]; /* LWS_PRE bytes, then the JSON text */
 };
 
 static double fr__now_ms(void) {
@@ -439,6 +487,8 @@ static void *fr__worker_main(void *arg) {
       return NULL;
     }
     r->state = FR__RUNNING;
+    s->n_queued--;
+    s->queued_bytes -= r->yaml_bytes;
     s->current = r;
     struct fr_buf ev = {0};
     fr__run_event(&ev, "run_state", r);
@@ -564,7 +614,25 @@ static int fr__queue_run(struct fr__srv *s, const char *path, const char *yaml, 
     }
   }
   r->queued_at = fr__now_ms();
+  r->yaml_bytes = strlen(r->yaml);
   pthread_mutex_lock(&s->mu);
+  if (s->n_queued >= s->max_queue || s->queued_bytes + r->yaml_bytes > s->max_queue_bytes) {
+    if (s->n_queued >= s->max_queue)
+      fr_errf(err, FR_E_INVALID,
+              "the queue is full: %d runs are waiting (at most %d, --max-queue); try again "
+              "when one has started",
+              s->n_queued, s->max_queue);
+    else
+      fr_errf(err, FR_E_INVALID,
+              "the queue is full: the graphs waiting and this one take %zu bytes (at most "
+              "%zu, --max-queue-mb); try again when one has started",
+              s->queued_bytes + r->yaml_bytes, s->max_queue_bytes);
+    pthread_mutex_unlock(&s->mu);
+    code = 429;
+    goto fail;
+  }
+  s->n_queued++;
+  s->queued_bytes += r->yaml_bytes;
   r->id = ++s->next_id;
   r->state = FR__QUEUED;
   if (s->runs_tail)
@@ -605,6 +673,8 @@ static int fr__cancel_run(struct fr__srv *s, int id, struct fr_err *err) {
   r->cancel_requested = true;
   struct fr_buf ev = {0};
   if (was_queued) {
+    s->n_queued--;
+    s->queued_bytes -= r->yaml_bytes;
     r->state = FR__CANCELLED;
     r->error = fr_strdup("cancelled before it started");
     fr_free(r->yaml);
@@ -712,9 +782,12 @@ static const char *fr__arg(struct lws *wsi, const char *name, char *buf, int len
   return lws_get_urlarg_by_name(wsi, key, buf, len);
 }
 
-static bool fr__is_loopback_name(const char *h, size_t n) {
-  return (n == 9 && !strncasecmp(h, "localhost", 9)) || (n >= 4 && !strncmp(h, "127.", 4)) ||
-         (n == 5 && !strncmp(h, "[::1]", 5)) || (n == 3 && !strncmp(h, "::1", 3));
+/* Is the name part of a Host header one this server answers to (exactly, ignoring case)? */
+static bool fr__host_allowed(const struct fr__srv *s, const char *h, size_t n) {
+  for (int i = 0; i < s->n_hosts; i++)
+    if (strlen(s->hosts[i]) == n && !strncasecmp(s->hosts[i], h, n))
+      return true;
+  return false;
 }
 
 /* Host name part of "name:port" / "[v6]:port". */
@@ -725,6 +798,39 @@ static size_t fr__host_len(const char *h) {
   }
   const char *c = strchr(h, ':');
   return c ? (size_t)(c - h) : strlen(h);
+}
+
+static double fr__mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The wrong-token account of addr, brought up to date (a new one, or the one that has forgotten most,
+ * replaced, when the table is full). */
+static struct fr__guess *fr__guess_slot(struct fr__srv *s, const char *addr, double now) {
+  struct fr__guess *best = NULL;
+  double best_left = -1;
+  for (int i = 0; i < FR__GUESS_SLOTS; i++) {
+    struct fr__guess *g = &s->guesses[i];
+    if (g->addr[0]) {
+      g->left += (now - g->t) / FR__GUESS_REFILL_S;
+      if (g->left > FR__GUESS_BURST)
+        g->left = FR__GUESS_BURST;
+      g->t = now;
+      if (!strcmp(g->addr, addr))
+        return g;
+    }
+    double left = g->addr[0] ? g->left : FR__GUESS_BURST + 1;
+    if (left > best_left) {
+      best = g;
+      best_left = left;
+    }
+  }
+  snprintf(best->addr, sizeof best->addr, "%s", addr);
+  best->left = FR__GUESS_BURST;
+  best->t = now;
+  return best;
 }
 
 static bool fr__ct_equal(const char *a, const char *b) {
@@ -749,9 +855,10 @@ static const char *fr__check_access(struct fr__srv *s, struct lws *wsi, bool sta
     *status = 400;
     return "missing or oversized Host header";
   }
-  if (s->loopback && !fr__is_loopback_name(host, fr__host_len(host))) {
+  if (!fr__host_allowed(s, host, fr__host_len(host))) {
     *status = 403;
-    return "this server answers only to localhost / 127.0.0.1";
+    return "this server does not answer to that Host name (it answers to its own address, localhost, "
+           "127.0.0.1, [::1] and the names given with --allow-host)";
   }
   int olen = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
   if (olen > 0) {
@@ -769,13 +876,16 @@ static const char *fr__check_access(struct fr__srv *s, struct lws *wsi, bool sta
     /* Non-browser clients (curl, scripts) send no Origin; browsers always do on POST and upgrades. */
   }
   if (s->o.token) {
-    bool ok = false;
+    bool ok = false, presented = false;
     int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
     if (alen > 0 && alen < (int)sizeof buf &&
-        lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 && !strncmp(buf, "Bearer ", 7))
+        lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 && !strncmp(buf, "Bearer ", 7)) {
+      presented = true;
       ok = fr__ct_equal(buf + 7, s->o.token);
+    }
     const char *q = fr__arg(wsi, "token", buf, sizeof buf);
     if (!ok && q) {
+      presented = true;
       ok = fr__ct_equal(q, s->o.token);
       *set_cookie = ok;
     }
@@ -785,8 +895,35 @@ static const char *fr__check_access(struct fr__srv *s, struct lws *wsi, bool sta
       for (char *save = NULL, *c = strtok_r(buf, ";", &save); c && !ok; c = strtok_r(NULL, ";", &save)) {
         while (*c == ' ')
           c++;
-        if (!strncmp(c, "flowrun_token=", 14))
+        if (!strncmp(c, "flowrun_token=", 14)) {
+          presented = true;
           ok = fr__ct_equal(c + 14, s->o.token);
+        }
+      }
+    }
+    if (presented) {
+      /* Guesses are counted per client address; one that has sent too many wrong tokens is refused
+       * whatever it sends, so that a right guess cannot be told from a wrong one while it waits. */
+      char addr[64] = "";
+      if (!lws_get_peer_simple(wsi, addr, sizeof addr))
+        snprintf(addr, sizeof addr, "unknown");
+      if (!strncmp(addr, "::ffff:", 7) && strchr(addr + 7, '.')) /* IPv4 on an IPv6 socket */
+        memmove(addr, addr + 7, strlen(addr + 7) + 1);
+      struct fr__guess *g = fr__guess_slot(s, addr, fr__mono_s());
+      if (g->left < 1) {
+        *status = 429;
+        return "too many wrong tokens from this address: it may try once every 6 seconds";
+      }
+      if (!ok) {
+        g->left -= 1;
+        if (g->left < 1)
+          fprintf(stderr,
+                  "flowrun serve: wrong token from %s, too many: its tokens are refused (429) "
+                  "until it has waited, one try every %.0f s\n",
+                  addr, FR__GUESS_REFILL_S);
+        else
+          fprintf(stderr, "flowrun serve: wrong token from %s\n", addr);
+        fflush(stderr);
       }
     }
     if (!ok) {
@@ -842,22 +979,29 @@ static int fr__cmp_names(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Lists *.yaml files under dir (relative names), skipping symlinks that leave the folder. */
-static void fr__list_graphs(struct fr__srv *s, const char *rel, int depth, struct fr_buf *b, bool *first) {
+/* Lists *.yaml files under the graphs folder (relative names, sorted per folder). Bounded: at most
+ * FR__WALK_DEPTH folders deep and FR__WALK_ENTRIES directory entries looked at in all (*left counts them
+ * down; at 0 the list is cut short). Links to folders are never followed, so link loops cost nothing; a
+ * link to a file is listed when it resolves to a .yaml file inside the folder. */
+static void fr__list_graphs(struct fr__srv *s, const char *rel, int depth, int *left, struct fr_buf *b,
+                            bool *first) {
   char path[PATH_MAX];
-  if (snprintf(path, sizeof path, "%s%s%s", s->graphs_real, *rel ? "/" : "", rel) >= (int)sizeof path)
+  if (depth > FR__WALK_DEPTH || *left <= 0 ||
+      snprintf(path, sizeof path, "%s%s%s", s->graphs_real, *rel ? "/" : "", rel) >= (int)sizeof path)
     return;
-  DIR *d = opendir(path);
-  if (!d || depth > 8) {
-    if (d)
-      closedir(d);
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+  if (!d) {
+    if (fd >= 0)
+      close(fd);
     return;
   }
   struct dirent *e;
   /* Sorted output: collect names first. */
   char **names = NULL;
   int n = 0, cap = 0;
-  while ((e = readdir(d)) && n < 10000) {
+  while (*left > 0 && (e = readdir(d))) {
+    --*left;
     if (e->d_name[0] == '.')
       continue;
     if (n == cap) {
@@ -872,16 +1016,19 @@ static void fr__list_graphs(struct fr__srv *s, const char *rel, int depth, struc
       n++;
   }
   closedir(d);
-  qsort(names, (size_t)n, sizeof *names, fr__cmp_names);
+  if (n > 1)
+    qsort(names, (size_t)n, sizeof *names, fr__cmp_names);
   for (int i = 0; i < n; i++) {
     char sub[PATH_MAX], full[PATH_MAX], real[PATH_MAX];
-    snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", names[i]);
     struct stat st;
-    if (snprintf(full, sizeof full, "%s/%s", s->graphs_real, sub) < (int)sizeof full &&
-        realpath(full, real) && fr__under(s->graphs_real, real) && stat(real, &st) == 0) {
+    if (snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", names[i]) < (int)sizeof sub &&
+        snprintf(full, sizeof full, "%s/%s", s->graphs_real, sub) < (int)sizeof full &&
+        lstat(full, &st) == 0) {
       if (S_ISDIR(st.st_mode)) {
-        fr__list_graphs(s, sub, depth + 1, b, first);
-      } else if (S_ISREG(st.st_mode) && fr__is_yaml(sub)) {
+        fr__list_graphs(s, sub, depth + 1, left, b, first);
+      } else if (fr__is_yaml(sub) && (S_ISREG(st.st_mode) || (S_ISLNK(st.st_mode) && realpath(full, real) &&
+                                                              fr__under(s->graphs_real, real) &&
+                                                              stat(real, &st) == 0 && S_ISREG(st.st_mode)))) {
         if (!*first)
           fr_buf_putc(b, ',');
         *first = false;
@@ -914,6 +1061,10 @@ static int fr__save_graph(struct fr__srv *s, struct lws *wsi, struct fr__pss *ps
   struct fr_load_opts lo = {.registry = fr_builtin_registry(),
                             .model_dirs = s->o.model_dirs,
                             .n_model_dirs = s->o.n_model_dirs,
+                            .input_dirs = s->input_dirs,
+                            .n_input_dirs = s->n_input_dirs,
+                            .read_roots = s->roots,
+                            .n_read_roots = s->n_roots,
                             .require_files = false};
   struct fr_graph *g = NULL;
   struct fr_err err = {{0}};
@@ -937,6 +1088,10 @@ static int fr__validate(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss,
   struct fr_load_opts lo = {.registry = fr_builtin_registry(),
                             .model_dirs = s->o.model_dirs,
                             .n_model_dirs = s->o.n_model_dirs,
+                            .input_dirs = s->input_dirs,
+                            .n_input_dirs = s->n_input_dirs,
+                            .read_roots = s->roots,
+                            .n_read_roots = s->n_roots,
                             .require_files = false};
   struct fr_graph *g = NULL;
   struct fr_err err = {{0}};
@@ -1017,9 +1172,10 @@ static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, 
   if (!strcmp(uri, "/api/graphs")) {
     struct fr_buf b = {0};
     bool first = true;
+    int left = FR__WALK_ENTRIES;
     fr_buf_puts(&b, "{\"graphs\":[");
-    fr__list_graphs(s, "", 0, &b, &first);
-    fr_buf_puts(&b, "]}");
+    fr__list_graphs(s, "", 0, &left, &b, &first);
+    fr_buf_printf(&b, "]%s}", left <= 0 ? ",\"truncated\":true" : "");
     return fr__respond_json(wsi, pss, 200, &b);
   }
   if (!strcmp(uri, "/api/graph")) {
@@ -1071,19 +1227,41 @@ static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, 
 
 /* ---- websocket commands ----------------------------------------------------------------------------- */
 
+/* Queues b (JSON, freed) for this client only. Every request gets its reply: when the unsent replies grow
+ * past FR__WS_PAUSE bytes, reading the client's next requests waits until they are sent. */
 static void fr__ws_reply(struct lws *wsi, struct fr__pss *pss, struct fr_buf *b) {
-  if (b->oom || pss->n_replies == FR__MAX_REPLIES) {
+  struct fr__reply *r = b->oom ? NULL : fr_malloc(sizeof *r + LWS_PRE + b->len + 1);
+  if (!r) { /* out of memory: the reply cannot be kept, so the client is told by losing the connection */
     fr_buf_free(b);
+    pss->rq_bytes = FR__WS_MAX + 1;
+    lws_callback_on_writable(wsi);
     return;
   }
-  char *d = fr_malloc(LWS_PRE + b->len + sizeof(size_t) + 1);
-  if (d) {
-    memcpy(d, &b->len, sizeof(size_t)); /* length in the spare bytes before LWS_PRE's end */
-    memcpy(d + sizeof(size_t) + LWS_PRE, b->data, b->len);
-    pss->replies[pss->n_replies++] = d;
-  }
+  r->next = NULL;
+  r->len = b->len;
+  memcpy(r->data + LWS_PRE, b->data ? b->data : "", b->len);
   fr_buf_free(b);
+  if (pss->rq_tail)
+    pss->rq_tail->next = r;
+  else
+    pss->rq_head = r;
+  pss->rq_tail = r;
+  pss->rq_bytes += r->len;
+  if (pss->rq_bytes > FR__WS_PAUSE && !pss->rx_paused) {
+    pss->rx_paused = true;
+    lws_rx_flow_control(wsi, 0);
+  }
   lws_callback_on_writable(wsi);
+}
+
+static void fr__ws_free_replies(struct fr__pss *pss) {
+  while (pss->rq_head) {
+    struct fr__reply *r = pss->rq_head;
+    pss->rq_head = r->next;
+    fr_free(r);
+  }
+  pss->rq_tail = NULL;
+  pss->rq_bytes = 0;
 }
 
 static void fr__ws_error(struct lws *wsi, struct fr__pss *pss, const char *msg) {
@@ -1174,8 +1352,13 @@ static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void 
       return fr__respond_error(wsi, pss, 405, "only GET and POST");
     if (pss->is_post) {
       char cl[32] = "";
-      if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
-          strtoull(cl, NULL, 10) > FR__MAX_BODY)
+      /* A body without a Content-Length (Transfer-Encoding: chunked) is not read by this libwebsockets:
+       * refuse it at once rather than leave the request unanswered. */
+      if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0 ||
+          lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+        return fr__respond_error(
+            wsi, pss, 411, "a POST body needs a Content-Length (chunked transfer encoding is not accepted)");
+      if (strtoull(cl, NULL, 10) > FR__MAX_BODY)
         return fr__respond_error(wsi, pss, 413, "request body too large (at most 10 MiB)");
       if (strncmp(pss->uri, "/api/", 5) != 0)
         return fr__respond_error(wsi, pss, 404, "POST goes to /api/...");
@@ -1285,15 +1468,25 @@ static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     return 0;
   }
   case LWS_CALLBACK_SERVER_WRITEABLE: {
-    if (pss->n_replies) {
-      char *d = pss->replies[0];
-      size_t n;
-      memcpy(&n, d, sizeof n);
-      memmove(pss->replies, pss->replies + 1, (size_t)(--pss->n_replies) * sizeof *pss->replies);
-      int w = lws_write(wsi, (unsigned char *)d + sizeof(size_t) + LWS_PRE, n, LWS_WRITE_TEXT);
-      fr_free(d);
+    if (pss->rq_bytes > FR__WS_MAX) {
+      static const char why[] = "too many unread replies";
+      lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why, sizeof why - 1);
+      return -1;
+    }
+    if (pss->rq_head) {
+      struct fr__reply *r = pss->rq_head;
+      if (!(pss->rq_head = r->next))
+        pss->rq_tail = NULL;
+      pss->rq_bytes -= r->len;
+      size_t n = r->len;
+      int w = lws_write(wsi, (unsigned char *)r->data + LWS_PRE, n, LWS_WRITE_TEXT);
+      fr_free(r);
       if (w < (int)n)
         return -1;
+      if (pss->rx_paused && pss->rq_bytes < FR__WS_RESUME) {
+        pss->rx_paused = false;
+        lws_rx_flow_control(wsi, 1);
+      }
       lws_callback_on_writable(wsi);
       return 0;
     }
@@ -1324,9 +1517,7 @@ static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     return 0;
   }
   case LWS_CALLBACK_CLOSED:
-    for (int i = 0; i < pss->n_replies; i++)
-      fr_free(pss->replies[i]);
-    pss->n_replies = 0;
+    fr__ws_free_replies(pss);
     fr_buf_free(&pss->rx);
     return 0;
   case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
@@ -1347,6 +1538,121 @@ static void fr__on_signal(int sig) {
   fr__interrupted = 1;
   if (fr__g && fr__g->ctx)
     lws_cancel_service(fr__g->ctx);
+}
+
+/* Adds a name the Host header may carry (lower case; an IPv6 address in brackets), once. */
+static void fr__add_host(struct fr__srv *s, const char *name) {
+  char h[300];
+  if (!name || !*name || strlen(name) > 255)
+    return;
+  snprintf(h, sizeof h, strchr(name, ':') && name[0] != '[' ? "[%s]" : "%s", name);
+  for (char *c = h; *c; c++)
+    *c = (char)tolower((unsigned char)*c);
+  for (int i = 0; i < s->n_hosts; i++)
+    if (!strcmp(s->hosts[i], h))
+      return;
+  char **nh = fr_realloc(s->hosts, (size_t)(s->n_hosts + 1) * sizeof *nh);
+  if (!nh)
+    return;
+  s->hosts = nh;
+  if ((s->hosts[s->n_hosts] = fr_strdup(h)))
+    s->n_hosts++;
+}
+
+/* The Host names answered: localhost, 127.0.0.1, [::1], --host as given and as the address bound,
+ * --allow-host, and for a wildcard bind (0.0.0.0, ::) this machine's addresses and name. */
+static void fr__build_hosts(struct fr__srv *s, bool wildcard) {
+  fr__add_host(s, "localhost");
+  fr__add_host(s, "127.0.0.1");
+  fr__add_host(s, "::1");
+  fr__add_host(s, s->o.host);
+  fr__add_host(s, s->bind_addr);
+  for (int i = 0; i < s->o.n_allow_hosts; i++)
+    fr__add_host(s, s->o.allow_hosts[i]);
+  if (!wildcard)
+    return;
+  struct ifaddrs *ifs = NULL;
+  if (getifaddrs(&ifs) == 0) {
+    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+      char a[INET6_ADDRSTRLEN + 8];
+      if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6))
+        continue;
+      socklen_t n =
+          i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+      if (getnameinfo(i->ifa_addr, n, a, sizeof a, NULL, 0, NI_NUMERICHOST) == 0 && !strchr(a, '%'))
+        fr__add_host(s, a);
+    }
+    freeifaddrs(ifs);
+  }
+  char me[256];
+  if (gethostname(me, sizeof me) == 0) {
+    me[sizeof me - 1] = 0;
+    fr__add_host(s, me);
+  }
+}
+
+/* Resolves --host to the numeric address to listen on (s->bind_addr), sets s->loopback, and makes sure
+ * this machine can listen there, so that a bad --host fails now rather than giving a server that prints a
+ * URL and never answers. Shorthand numbers that inet_aton would take (127.1, 0x7f000001, 2130706433) are
+ * refused: they are no address a browser puts in its Host header, and libwebsockets cannot bind them. */
+static enum fr_status fr__resolve_host(struct fr__srv *s, bool *wildcard, struct fr_err *err) {
+  const char *h = s->o.host;
+  unsigned char tmp[16];
+  bool numeric = inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  if (!numeric) {
+    hints.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(h, NULL, &hints, &res) == 0) {
+      freeaddrinfo(res);
+      return fr_errf(
+          err, FR_E_INVALID,
+          "--host %s: not an address in full form (an IPv4 address is four numbers, e.g. 127.0.0.1)", h);
+    }
+    hints.ai_flags = 0;
+  }
+  int gai = getaddrinfo(h, NULL, &hints, &res);
+  if (gai != 0)
+    return fr_errf(err, FR_E_INVALID, "--host %s: does not resolve to an address (%s)", h, gai_strerror(gai));
+  struct addrinfo *pick = res; /* IPv4 first: what "localhost" means to most clients */
+  for (struct addrinfo *a = res; a; a = a->ai_next)
+    if (a->ai_family == AF_INET) {
+      pick = a;
+      break;
+    }
+  enum fr_status rc = FR_OK;
+  if (getnameinfo(pick->ai_addr, pick->ai_addrlen, s->bind_addr, sizeof s->bind_addr, NULL, 0,
+                  NI_NUMERICHOST) != 0) {
+    rc = fr_errf(err, FR_E_INVALID, "--host %s: cannot use its address", h);
+  } else {
+    if (pick->ai_family == AF_INET) {
+      const struct sockaddr_in *in = (const void *)pick->ai_addr;
+      uint32_t a = ntohl(in->sin_addr.s_addr);
+      s->loopback = (a >> 24) == 127;
+      *wildcard = a == 0;
+    } else {
+      const struct sockaddr_in6 *in = (const void *)pick->ai_addr;
+      s->loopback = IN6_IS_ADDR_LOOPBACK(&in->sin6_addr);
+      *wildcard = IN6_IS_ADDR_UNSPECIFIED(&in->sin6_addr);
+    }
+    /* A trial bind on any port: EADDRNOTAVAIL means the address is not one of this machine's. */
+    int fd = socket(pick->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_storage sa;
+    memcpy(&sa, pick->ai_addr, pick->ai_addrlen);
+    if (pick->ai_family == AF_INET)
+      ((struct sockaddr_in *)&sa)->sin_port = 0;
+    else
+      ((struct sockaddr_in6 *)&sa)->sin6_port = 0;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, pick->ai_addrlen) != 0)
+      rc = fr_errf(err, FR_E_IO, "--host %s (%s): cannot listen there: %s", h, s->bind_addr,
+                   errno == EADDRNOTAVAIL ? "not an address of this machine" : strerror(errno));
+    if (fd >= 0)
+      close(fd);
+  }
+  freeaddrinfo(res);
+  return rc;
 }
 
 /* Makes dir if missing, then its realpath into out. */
@@ -1397,8 +1703,13 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
     s->o.graphs_dir = "graphs";
   if (!s->o.output_dir)
     s->o.output_dir = "output";
-  s->loopback = fr__is_loopback_name(s->o.host, strlen(s->o.host));
-  enum fr_status rc = FR_OK;
+  s->max_queue = s->o.max_queue > 0 ? s->o.max_queue : FR__QUEUE_RUNS;
+  s->max_queue_bytes = (size_t)(s->o.max_queue_bytes > 0 ? s->o.max_queue_bytes : FR__QUEUE_BYTES);
+  bool wildcard = false;
+  enum fr_status rc = fr__resolve_host(s, &wildcard, err);
+  if (rc != FR_OK)
+    goto out;
+  fr__build_hosts(s, wildcard);
   if (!s->loopback && (!s->o.token || !*s->o.token)) {
     rc = fr_errf(err, FR_E_INVALID, "--host %s is not a loopback address: --token is required", s->o.host);
     goto out;
@@ -1409,8 +1720,17 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
     goto out;
   }
   if ((rc = fr__folder("graphs", s->o.graphs_dir, false, s->graphs_real, err)) != FR_OK ||
-      (rc = fr__folder("output", s->o.output_dir, true, s->output_real, err)) != FR_OK)
+      (rc = fr__folder("output", s->o.output_dir, true, s->output_real, err)) != FR_OK ||
+      (s->o.input_dir && (rc = fr__folder("input", s->o.input_dir, false, s->input_real, err)) != FR_OK))
     goto out;
+  /* What a graph sent here may read: the graphs folder, the input folder, the model folders. */
+  s->roots[s->n_roots++] = s->graphs_real;
+  if (s->o.input_dir) {
+    s->roots[s->n_roots++] = s->input_real;
+    s->input_dirs[s->n_input_dirs++] = s->input_real;
+  }
+  for (int i = 0; i < s->o.n_model_dirs && s->n_roots < (int)(sizeof s->roots / sizeof *s->roots); i++)
+    s->roots[s->n_roots++] = s->o.model_dirs[i];
   s->have_editor = fr__find_editor(s);
   if (s->o.editor_dir && !s->have_editor) {
     rc = fr_errf(err, FR_E_NOTFOUND, "--editor %s: no index.html there (build the editor first)",
@@ -1426,6 +1746,10 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
       .no_cache = s->o.no_cache,
       .model_dirs = s->o.model_dirs,
       .n_model_dirs = s->o.n_model_dirs,
+      .input_dirs = s->input_dirs,
+      .n_input_dirs = s->n_input_dirs,
+      .read_roots = s->roots,
+      .n_read_roots = s->n_roots,
       .output_dir = s->output_real,
       .device = s->o.device,
       .dtype = s->o.dtype,
@@ -1440,7 +1764,7 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
   info.port = s->o.port;
-  info.iface = s->o.host;
+  info.iface = wildcard ? NULL : s->bind_addr;
   info.protocols = fr__protocols;
   info.user = s;
   info.max_http_header_data = 8192;
@@ -1452,18 +1776,20 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
                  s->o.host, s->o.port);
     goto out_engine;
   }
+  struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
+  int port = vh ? lws_get_vhost_listen_port(vh) : 0;
+  if (port <= 0) { /* libwebsockets made the context but could not listen */
+    rc = fr_errf(err, FR_E_IO, "cannot listen on %s:%d", s->bind_addr, s->o.port);
+    goto out_ctx;
+  }
   if (pthread_create(&s->worker, NULL, fr__worker_main, s) != 0) {
     rc = fr_errf(err, FR_E_INTERNAL, "cannot start the worker thread");
     goto out_ctx;
   }
   s->worker_started = true;
 
-  int port = s->o.port;
-  struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
-  if (vh)
-    port = lws_get_vhost_listen_port(vh);
-  printf("flowrun serve: http://%s:%d/%s%s\n", strchr(s->o.host, ':') ? "[::1]" : s->o.host, port,
-         s->o.token ? "?token=" : "", s->o.token ? s->o.token : "");
+  printf("flowrun serve: http://%s%s%s:%d/%s%s\n", strchr(s->o.host, ':') ? "[" : "", s->o.host,
+         strchr(s->o.host, ':') ? "]" : "", port, s->o.token ? "?token=" : "", s->o.token ? s->o.token : "");
   if (!s->have_editor)
     printf("flowrun serve: the editor was not built (npm ci --prefix web/editor && npm run build --prefix "
            "web/editor); the API and /ws work without it\n");
@@ -1507,6 +1833,9 @@ out:
   }
   for (int i = 0; i < FR__LOG_SIZE; i++)
     fr_free(s->log[i].data);
+  for (int i = 0; i < s->n_hosts; i++)
+    fr_free(s->hosts[i]);
+  fr_free(s->hosts);
   fr_free(s);
   return rc;
 }

@@ -10,16 +10,23 @@
 #include "core/status.h"
 
 #define FR_SERVE_MAX_MODEL_DIRS 64
+#define FR_SERVE_MAX_ALLOW_HOSTS 32
 
 struct fr_serve_opts {
   const char *host;       /* bind address; default "127.0.0.1" */
   int port;               /* default 8188; 0: any free port (printed on stdout) */
   const char *graphs_dir; /* workflow files (list/load/save); default "graphs" */
+  const char *input_dir;  /* input files graphs may name (LoadImage ...), ComfyUI's input/; NULL: none */
   const char *output_dir; /* where output nodes write, served read-only; default "output" */
   const char *editor_dir; /* built editor (web/dist); NULL: $FLOWRUN_EDITOR, ./web/dist, beside the binary */
   const char *cache_path; /* NULL: the CLI's default cache */
   bool no_cache;
   const char *token; /* required when host is not loopback; checked on every request */
+  /* Host header names answered besides the bound address, localhost, 127.0.0.1 and [::1] */
+  const char *allow_hosts[FR_SERVE_MAX_ALLOW_HOSTS];
+  int n_allow_hosts;
+  int max_queue;           /* runs waiting at most; 0: 64 */
+  int64_t max_queue_bytes; /* bytes of graph text waiting at most; 0: 256 MiB */
   const char *model_dirs[FR_SERVE_MAX_MODEL_DIRS];
   int n_model_dirs;
   const char *device; /* "cpu" (default) or "cuda" */
@@ -28,8 +35,10 @@ struct fr_serve_opts {
   const char *argv0; /* to find web/dist beside the binary */
 };
 
-/* Runs until SIGINT/SIGTERM. Returns FR_OK after a clean shutdown, or an error (bad options, port in use,
- * folder missing) with the reason in err. */
+/* Runs until SIGINT/SIGTERM. Returns FR_OK after a clean shutdown, or an error with the reason in err:
+ * FR_E_INVALID bad options (a host that does not resolve, or not in canonical form), FR_E_NOTFOUND a folder
+ * missing, FR_E_IO cannot listen (port in use, not an address of this machine). Every file a graph sent to
+ * the server reads must lie in the graphs, input or model folders (fr_engine_opts.read_roots). */
 enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err);
 
 #endif
