@@ -131,6 +131,24 @@ cp topin.yaml once.yaml
   && ok "pinning twice is a no-op" || bad "second pin changed the file"
 "$FLOWRUN" pin before.yaml -o copy.yaml --models m --no-cache > /dev/null 2>&1 && cmp -s copy.yaml topin.yaml \
   && ! grep -q sha256 before.yaml && ok "pin -o" || bad "pin -o: $(diff copy.yaml topin.yaml)"
+# A short-form param becomes a pinned param ({file, sha256} is a STRING param).
+cat > short-param.yaml <<'YAML'
+flowrun: 1
+params:
+  m: sd15-tiny.safetensors
+nodes:
+  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: $m}}
+  empty: {type: EmptyLatent, inputs: {width: 64, height: 64, batch: 1}}
+  decode: {type: VAEDecode, inputs: {samples: empty, vae: ckpt.vae}}
+  save: {type: SaveImage, inputs: {images: decode, filename_prefix: pin3}}
+YAML
+"$FLOWRUN" pin short-param.yaml --models m --cache "$T/cache.sqlite" > /dev/null 2>&1 \
+  && grep -q "^  m: {file: sd15-tiny.safetensors, sha256: $SHA}$" short-param.yaml \
+  && "$FLOWRUN" validate short-param.yaml --models m > /dev/null 2>&1 && ok "pin of a short-form param" \
+  || bad "short-form param: $(cat short-param.yaml)"
+# The hashes are kept in the cache's database (so a folder is hashed once), under the file's real path.
+n=$(sqlite3 cache.sqlite "select count(*) from kv where key like 'sha256|%sd15-tiny.safetensors|%' and value = '$SHA'")
+[ "${n:-0}" -ge 1 ] && ok "the sha256 is memoised in the cache database" || bad "no sha256 memo in kv: $n"
 # A model it cannot find: exit 2 naming it, the file untouched.
 cp before.yaml miss.yaml
 expect 2 "sd15-tiny.safetensors.*not found" "$FLOWRUN" pin miss.yaml --models nowhere --no-cache
