@@ -247,10 +247,10 @@ static int fr__bedit_cmp(const void *x, const void *y) {
   return a->off < b->off ? -1 : a->off > b->off;
 }
 
-/* Appends the text of file f with its edits applied, each line prefixed by indent (empty lines stay empty).
- */
+/* Appends file f's text with its edits applied, each line prefixed by indent (empty lines stay empty). */
 static void fr__bemit(struct fr_buf *o, struct fr__bfile *f, const char *indent) {
-  qsort(f->edits, (size_t)f->n_edits, sizeof *f->edits, fr__bedit_cmp);
+  if (f->n_edits > 1)
+    qsort(f->edits, (size_t)f->n_edits, sizeof *f->edits, fr__bedit_cmp);
   struct fr_buf t = {0};
   size_t at = 0;
   for (int e = 0; e < f->n_edits; e++) {
