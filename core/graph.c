@@ -1001,6 +1001,9 @@ static enum fr_status fr__scope_header(struct fr__ld *ld, struct fr__scope *sc,
     if (p->value.s && !(p->value.s = fr_arena_strdup(ld->a, p->value.s)))
       return FR__NOMEM(ld);
     p->value.dir = sc->file->dir;
+    /* The pinned name itself keeps its pin (a picture re-run passes every param back); another drops it. */
+    if (p->def.pin && p->value.s && !strcmp(p->value.s, p->def.s))
+      p->value.pin = p->def.pin;
     if (!(p->value.origin = fr_arena_printf(ld->a, "--set %s", p->name)))
       return FR__NOMEM(ld);
   }

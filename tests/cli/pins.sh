@@ -73,6 +73,28 @@ rm -r m/sub
 expect 2 "sd15-tiny.safetensors.*not found.*$SHA" "$FLOWRUN" pinned.yaml "${R[@]}"
 cp "$FX/models/sd15-tiny.safetensors" m/sd15-tiny.safetensors
 
+# A picture of a graph with a pinned param keeps the pin when it re-runs (its params come back as --set),
+# and another name given with --set drops it.
+cat > pparam.yaml <<'YAML'
+flowrun: 1
+params:
+  m: {type: STRING, default: {file: sd15-tiny.safetensors, sha256: PIN}}
+nodes:
+  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: $m}}
+  empty: {type: EmptyLatent, inputs: {width: 64, height: 64, batch: 1}}
+  decode: {type: VAEDecode, inputs: {samples: empty, vae: ckpt.vae}}
+  save: {type: SaveImage, inputs: {images: decode, filename_prefix: pp}}
+YAML
+sed -i "s/PIN/$SHA/" pparam.yaml
+"$FLOWRUN" pparam.yaml "${R[@]}" > pp1.jsonl 2> pp1.err || bad "pinned param run: $(cat pp1.err)"
+pic=$(grep '"event":"output"' pp1.jsonl | head -1 | sed -E 's/.*"path":"([^"]*)".*/\1/')
+cp "$FX/models/sdxl-tiny.safetensors" m/sd15-tiny.safetensors
+expect 1 "$OTHER" "$FLOWRUN" "$pic" "${R[@]}"
+expect 1 "$OTHER" "$FLOWRUN" pparam.yaml "${R[@]}" --set m=sd15-tiny.safetensors
+"$FLOWRUN" pparam.yaml "${R[@]}" --set m=other.safetensors > /dev/null 2> pp2.err
+grep -q "other.safetensors.*not found" pp2.err && ! grep -q "pinned" pp2.err && ok "--set another name drops the pin" || bad "pp2: $(cat pp2.err)"
+cp "$FX/models/sd15-tiny.safetensors" m/sd15-tiny.safetensors
+
 # 5. Bad pins are load errors with file:line:col.
 graph "{file: sd15-tiny.safetensors, sha256: 12345}" > bad1.yaml
 expect 2 "bad1.yaml:8:.*sha256: expected 64 hex digits" "$FLOWRUN" validate bad1.yaml
