@@ -49,6 +49,7 @@ struct fr_engine {
   fr_event_fn on_event;
   void *user;
   struct fr_cache *cache; /* NULL with no_cache */
+  struct fr_cache_tier tier; /* the shared second tier (get NULL: none) */
   struct fr_fp_memo memo;
   atomic_int cancelled;
   struct fr__state *states;
@@ -73,6 +74,7 @@ struct fr__run {
   bool *forced;   /* must run: a cached entry of it could not be loaded */
   bool *done;     /* ran during this run */
   bool *reported; /* node_cached was emitted */
+  bool *from_tier; /* an output came from the shared tier (node_cached says so) */
   bool *outputs_emitted;
   int executed, cached;
   int fail_node; /* the node an error is about, or -1 */
@@ -184,6 +186,8 @@ enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine
     fr_engine_free(e);
     return fr_errf(err, FR_E_NOMEM, "out of memory creating the engine");
   }
+  if (!opts->no_cache && opts->tier)
+    e->tier = *opts->tier;
   if (!opts->no_cache) {
     char def[4096];
     const char *path = opts->cache_path;
@@ -292,6 +296,23 @@ static enum fr_status fr__load_cached(struct fr__run *r, int n, int o, struct fr
   size_t len = 0;
   struct fr_err lerr;
   enum fr_status rc = fr_cache_get(r->e->cache, &r->okeys[n][o], &blob, &len, &lerr);
+  if (rc == FR_E_NOTFOUND && r->e->tier.get) {
+    /* the shared tier: a hit is kept locally too (best effort) */
+    struct fr_err terr;
+    rc = r->e->tier.get(r->e->tier.user, &r->okeys[n][o], &blob, &len, &terr);
+    if (rc == FR_OK) {
+      r->from_tier[n] = true;
+      fr_cache_put(r->e->cache, &r->okeys[n][o], blob, len, &terr);
+    } else if (rc != FR_E_NOTFOUND && rc != FR_E_NOMEM) {
+      char msg[FR_ERR_MAX + 128];
+      snprintf(msg, sizeof msg, "node %s: the shared cache failed, recomputing: %s", r->g->nodes[n].id,
+               terr.msg);
+      fr__warn(r->e, msg);
+      rc = FR_E_NOTFOUND;
+    } else {
+      lerr = terr;
+    }
+  }
   if (rc == FR_E_NOMEM)
     return fr_errf(err, rc, "loading a cached value: %s", lerr.msg);
   if (rc != FR_OK) {
@@ -330,7 +351,8 @@ static enum fr_status fr__load_cached(struct fr__run *r, int n, int o, struct fr
 }
 
 static bool fr__available(struct fr__run *r, int n, int o) {
-  return r->mem[n][o] || (r->e->cache && fr_cache_has(r->e->cache, &r->okeys[n][o]));
+  return r->mem[n][o] || (r->e->cache && (fr_cache_has(r->e->cache, &r->okeys[n][o]) ||
+                                          (r->e->tier.has && r->e->tier.has(r->e->tier.user, &r->okeys[n][o]))));
 }
 
 /* An output node's "files" value, as the engine records it right after the node ran (fr__record_files):
@@ -555,6 +577,14 @@ static enum fr_status fr__store(struct fr__run *r, int n, struct fr_err *err) {
       rc = fr_errf(err, FR_E_NOMEM, "out of memory");
     if (rc == FR_OK)
       rc = fr_cache_put(r->e->cache, &r->okeys[n][o], b.data, b.len, err);
+    if (rc == FR_OK && r->e->tier.put) {
+      struct fr_err terr;
+      if (r->e->tier.put(r->e->tier.user, &r->okeys[n][o], b.data, b.len, &terr) != FR_OK) {
+        char msg[FR_ERR_MAX + 128];
+        snprintf(msg, sizeof msg, "node %s: not stored in the shared cache: %s", gn->id, terr.msg);
+        fr__warn(r->e, msg);
+      }
+    }
     fr_buf_free(&b);
     if (rc != FR_OK)
       return fr_err_prefix(err, rc, "node %s (%s): storing output %s in the cache: ", gn->id, gn->spec->name,
@@ -652,8 +682,11 @@ static enum fr_status fr__use_cached(struct fr__run *r, int n, struct fr_err *er
   if (!r->reported[n] && !r->done[n]) {
     r->reported[n] = true;
     r->cached++;
-    struct fr_event ev = {
-        .kind = FR_EV_NODE_CACHED, .node = gn->id, .node_type = gn->spec->name, .key = r->hex[n]};
+    struct fr_event ev = {.kind = FR_EV_NODE_CACHED,
+                          .node = gn->id,
+                          .node_type = gn->spec->name,
+                          .key = r->hex[n],
+                          .from = r->from_tier[n] ? "shared" : NULL};
     fr__emit(r->e, &ev);
   }
   if ((gn->spec->flags & FR_NODE_OUTPUT) && !r->outputs_emitted[n])
@@ -677,9 +710,10 @@ static enum fr_status fr__run_alloc(struct fr__run *r, struct fr_err *err) {
   r->forced = fr_arena_alloc(a, (size_t)N);
   r->done = fr_arena_alloc(a, (size_t)N);
   r->reported = fr_arena_alloc(a, (size_t)N);
+  r->from_tier = fr_arena_alloc(a, (size_t)N);
   r->outputs_emitted = fr_arena_alloc(a, (size_t)N);
   if (!r->sigs || !r->hex || !r->okeys || !r->mem || !r->need || !r->want || !r->st || !r->forced ||
-      !r->done || !r->reported || !r->outputs_emitted)
+      !r->done || !r->reported || !r->from_tier || !r->outputs_emitted)
     return fr_errf(err, FR_E_NOMEM, "out of memory planning the run");
   for (int n = 0; n < g->n_nodes; n++) {
     size_t no = (size_t)(g->nodes[n].spec->n_outputs > 0 ? g->nodes[n].spec->n_outputs : 1);

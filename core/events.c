@@ -33,6 +33,8 @@ void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
     fr__json_node(b, ev);
     if (ev->key)
       fr__json_field(b, "key", ev->key);
+    if (ev->from)
+      fr__json_field(b, "from", ev->from);
     fr_buf_putc(b, '}');
     break;
   case FR_EV_PROGRESS:
@@ -144,7 +146,7 @@ void fr_events_display(void *user, const struct fr_event *ev) {
     break;
   case FR_EV_NODE_CACHED:
     fr__close_line(d);
-    fprintf(f, "  cached  %s (%s)\n", ev->node, ev->node_type);
+    fprintf(f, "  cached  %s (%s)%s\n", ev->node, ev->node_type, ev->from ? " (shared cache)" : "");
     break;
   case FR_EV_NODE_START:
     d->t_node = d->t_step = fr__now();

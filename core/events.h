@@ -4,7 +4,7 @@
  *
  * JSON lines (one object per line, flushed after each, so a pipe reader sees events live):
  *   {"event":"run_start","nodes":N}
- *   {"event":"node_cached","node":ID,"type":T,"key":HEX}
+ *   {"event":"node_cached","node":ID,"type":T,"key":HEX}            ,"from":"shared": from the shared tier
  *   {"event":"node_start","node":ID,"type":T,"key":HEX}
  *   {"event":"progress","node":ID,"type":T,"step":I,"steps":N}
  *   {"event":"node_done","node":ID,"type":T,"ms":MS}

@@ -11,6 +11,7 @@
 #define FLOWRUN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/graph.h"
@@ -46,10 +47,24 @@ struct fr_event {
   const char *path;
   enum fr_status status;
   const char *key; /* node_cached / node_start: the node's signature, 32 hex digits */
+  const char *from; /* node_cached: "shared" when an output came from the shared tier, else NULL */
   bool written;    /* output: written by this run (see FR_EV_OUTPUT) */
 };
 
 typedef void (*fr_event_fn)(void *user, const struct fr_event *ev);
+
+struct fr_key;
+/* A second cache tier behind the local one, shared by the engines of several hosts (flowrun worker --db:
+ * a PostgreSQL table). The same 16-byte keys and the same encoded values as the local cache. get: FR_OK
+ * with a blob the caller frees (fr_free) or FR_E_NOTFOUND; has: whether get would find it; put: stores.
+ * A tier that fails never fails a run: a warning, then a miss (get) or nothing stored (put). A value
+ * found there is also stored in the local cache. The engine calls these from the thread that runs. */
+struct fr_cache_tier {
+  enum fr_status (*get)(void *user, const struct fr_key *key, void **blob, size_t *len, struct fr_err *err);
+  bool (*has)(void *user, const struct fr_key *key);
+  enum fr_status (*put)(void *user, const struct fr_key *key, const void *blob, size_t len, struct fr_err *err);
+  void *user;
+};
 
 struct fr_engine_opts {
   const struct fr_registry *registry; /* required: e.g. fr_builtin_registry() from nodes/registry.h */
@@ -74,6 +89,7 @@ struct fr_engine_opts {
   int threads;          /* 0: all cores */
   fr_event_fn on_event; /* may be NULL */
   void *user;
+  const struct fr_cache_tier *tier; /* NULL: none; ignored with no_cache */
 };
 
 struct fr_engine;

@@ -43,6 +43,11 @@ int fr_cmd_export(int argc, char **argv);   /* core/cli/cmd_comfy.c */
 int fr_cmd_models(int argc, char **argv);   /* core/cli/cmd_share.c */
 int fr_cmd_pin(int argc, char **argv);      /* core/cli/cmd_share.c */
 int fr_cmd_bundle(int argc, char **argv);   /* core/cli/cmd_share.c */
+#ifdef FLOWRUN_HAVE_PG
+int fr_cmd_worker(int argc, char **argv); /* core/cli/cmd_fleet.c: the fleet on PostgreSQL */
+int fr_cmd_submit(int argc, char **argv);
+int fr_cmd_runs(int argc, char **argv);
+#endif
 #ifdef FLOWRUN_HAVE_SERVE
 int fr_cmd_serve(int argc, char **argv); /* core/cli/cmd_serve.c, with web/server (libwebsockets) */
 #endif

@@ -20,6 +20,11 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"models", "list the model files (--hash: with their SHA-256)", fr_cmd_models},
     {"pin", "pin a graph's model files by content hash {file, sha256}", fr_cmd_pin},
     {"bundle", "write a graph with every subgraph file it uses inlined (one file to share)", fr_cmd_bundle},
+#ifdef FLOWRUN_HAVE_PG
+    {"worker", "take runs from a PostgreSQL queue and run them here (--db URL)", fr_cmd_worker},
+    {"submit", "queue a run in a PostgreSQL queue (--db URL), optionally wait for it", fr_cmd_submit},
+    {"runs", "list, show or cancel the runs of a PostgreSQL queue (--db URL)", fr_cmd_runs},
+#endif
 #ifdef FLOWRUN_HAVE_SERVE
     {"serve", "serve the browser editor and its API (http://127.0.0.1:8188)", fr_cmd_serve},
 #endif
