@@ -42,7 +42,7 @@ struct fr_engine {
   int n_model_dirs;
   char **input_dirs, **read_roots; /* copies of fr_engine_opts' lists */
   int n_input_dirs, n_read_roots;
-  char *output_dir, *device;
+  char *output_dir, *temp_dir, *device;
   const char *dtype;     /* resolved compute dtype: "f32", "f16" or "bf16" (fr_node_dtype) */
   const char *sig_dtype; /* what signatures hold: "" for the cpu's only dtype (f32), else dtype */
   int threads;
@@ -165,12 +165,14 @@ enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine
   e->on_event = opts->on_event;
   e->user = opts->user;
   e->output_dir = fr_strdup(opts->output_dir ? opts->output_dir : ".");
+  char tbuf[4096];
+  e->temp_dir = fr_strdup(opts->temp_dir ? opts->temp_dir : fr_default_temp_dir(tbuf, sizeof tbuf));
   e->device = fr_strdup(device);
   e->dtype = dtype;
   /* The cpu computes in f32 only, so its signatures keep the "" they always had (no cache entry made
    * before dtypes could be chosen is invalidated); every other (device, dtype) pair is its own key. */
   e->sig_dtype = strcmp(device, "cpu") == 0 && strcmp(dtype, "f32") == 0 ? "" : dtype;
-  bool oom = !e->output_dir || !e->device;
+  bool oom = !e->output_dir || !e->temp_dir || !e->device;
   if (!oom && opts->n_model_dirs > 0) {
     e->model_dirs = fr_calloc((size_t)opts->n_model_dirs, sizeof *e->model_dirs);
     oom = !e->model_dirs;
@@ -232,6 +234,7 @@ void fr_engine_free(struct fr_engine *e) {
   fr__strv_free(e->input_dirs, e->n_input_dirs);
   fr__strv_free(e->read_roots, e->n_read_roots);
   fr_free(e->output_dir);
+  fr_free(e->temp_dir);
   fr_free(e->device);
   fr_free(e);
 }
@@ -390,34 +393,40 @@ static void fr__split_record(char *line, const char **hex) {
   }
 }
 
-/* True when every file the record v names is still in this run's output folder with the recorded bytes:
+/* True when every file the record v names is still in this run's output folder (or, for previews, the
+ * engine's temporary folder) with the recorded bytes:
  * not removed, not replaced by another picture under a reused name, not in another folder. A value
  * without hashes (an older flowrun's) never verifies: the node runs again. */
 static bool fr__files_verified(struct fr__run *r, const struct fr_value *v) {
   if (!v || v->kind != FR_V_STRING || !v->s || !r->out_real)
     return false;
   size_t dl = strlen(r->out_real);
+  char *temp = realpath(r->e->temp_dir, NULL); /* previews (PreviewImage) are recorded there; libc malloc */
+  size_t tl = temp ? strlen(temp) : 0;
   const char *p = v->s;
   char line[4200];
   int got;
-  while ((got = fr__next_line(&p, line, sizeof line)) == 1) {
+  bool ok = true;
+  while (ok && (got = fr__next_line(&p, line, sizeof line)) == 1) {
     const char *hex;
     fr__split_record(line, &hex);
-    if (!hex || strlen(hex) != 32 || strncmp(line, r->out_real, dl) != 0 || (line[dl] != '/' && dl > 1))
-      return false;
+    bool in_out = strncmp(line, r->out_real, dl) == 0 && (line[dl] == '/' || dl == 1);
+    bool in_temp = temp && strncmp(line, temp, tl) == 0 && (line[tl] == '/' || tl == 1);
+    ok = hex && strlen(hex) == 32 && (in_out || in_temp);
+    if (!ok)
+      break;
     struct stat sb; /* a regular file, not a link put in its place (nor a FIFO that would block a read) */
-    if (lstat(line, &sb) != 0 || !S_ISREG(sb.st_mode))
-      return false;
     struct fr_key k;
     char have[33];
     struct fr_err herr;
-    if (fr_file_hash(line, &k, &herr) != FR_OK)
-      return false;
-    fr_key_hex(&k, have);
-    if (strcmp(have, hex) != 0)
-      return false;
+    ok = lstat(line, &sb) == 0 && S_ISREG(sb.st_mode) && fr_file_hash(line, &k, &herr) == FR_OK;
+    if (ok) {
+      fr_key_hex(&k, have);
+      ok = strcmp(have, hex) == 0;
+    }
   }
-  return got == 0;
+  free(temp);
+  return ok && got == 0;
 }
 
 /* Replaces the paths output node n reported in its "files" output fo with the record described above. */
@@ -1037,6 +1046,14 @@ const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
 }
 const char *fr_node_output_dir(struct fr_node_ctx *nc) {
   return nc->r->out_real ? nc->r->out_real : nc->r->e->output_dir;
+}
+const char *fr_node_temp_dir(struct fr_node_ctx *nc) {
+  return nc->r->e->temp_dir;
+}
+const char *fr_default_temp_dir(char *buf, size_t n) {
+  const char *t = getenv("TMPDIR");
+  snprintf(buf, n, "%s/flowrun-preview", t && *t ? t : "/tmp");
+  return buf;
 }
 const char *fr_node_graph_dir(struct fr_node_ctx *nc) {
   struct fr__run *r = nc->r;

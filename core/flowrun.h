@@ -82,6 +82,9 @@ struct fr_engine_opts {
   const char *const *read_roots;
   int n_read_roots;
   const char *output_dir; /* where output nodes write; NULL: "." */
+  /* where preview nodes (PreviewImage) write: a temporary folder, never output_dir; NULL:
+   * fr_default_temp_dir() */
+  const char *temp_dir;
   const char *device;     /* "cpu" (default) or "cuda" */
   /* "f32", "f16" or "bf16"; NULL or "": f32 on cpu, f16 on cuda. Part of every signature. What a device
    * cannot do (f16 on the cpu) fails when the first model loads; the CLI asks fr_ctx_new before any work. */
@@ -93,6 +96,10 @@ struct fr_engine_opts {
 };
 
 struct fr_engine;
+
+/* The default folder for previews: $TMPDIR/flowrun-preview (TMPDIR unset or empty: /tmp). Written into
+ * buf (n bytes), which is returned. */
+const char *fr_default_temp_dir(char *buf, size_t n);
 
 enum fr_status fr_engine_new(const struct fr_engine_opts *opts, struct fr_engine **out, struct fr_err *err);
 void fr_engine_free(struct fr_engine *e);

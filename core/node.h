@@ -159,6 +159,8 @@ const char *fr_node_graph_yaml(struct fr_node_ctx *nc);
 const char *fr_node_graph_params_json(struct fr_node_ctx *nc); /* resolved params as a JSON object */
 /* The output folder: absolute, links resolved, existing (made at the start of the run). */
 const char *fr_node_output_dir(struct fr_node_ctx *nc);
+/* The folder for previews (PreviewImage): temporary, never the output folder; may not exist yet. */
+const char *fr_node_temp_dir(struct fr_node_ctx *nc);
 /* The absolute folder of the graph file (where its relative subgraphs and files resolve); "." when it
  * cannot be resolved. SaveImage embeds it (FR_PNG_KEY_DIR) so a picture re-runs from anywhere. */
 const char *fr_node_graph_dir(struct fr_node_ctx *nc);

@@ -32,6 +32,7 @@ enum fr_unary_op {
   FR_UNARY_QUICK_GELU, /* x sigmoid(1.702 x) */
   FR_UNARY_AFFINE,     /* x * p0 + p1 */
   FR_UNARY_COPY,
+  FR_UNARY_LEAKY_RELU, /* x > 0 ? x : x * p0 (torch's leaky_relu; p0 = 0 is ReLU) */
 };
 
 enum fr_binary_op { FR_BINARY_ADD, FR_BINARY_SUB, FR_BINARY_MUL };

@@ -703,6 +703,10 @@ struct fr_tensor *fr_gelu_tanh(struct fr_ctx *c, const struct fr_tensor *x) {
 struct fr_tensor *fr_quick_gelu(struct fr_ctx *c, const struct fr_tensor *x) {
   return fr__unary(c, "fr_quick_gelu", FR_UNARY_QUICK_GELU, x, 0, 0);
 }
+struct fr_tensor *fr_leaky_relu(struct fr_ctx *c, const struct fr_tensor *x, float slope) {
+  return fr__unary(c, "fr_leaky_relu", FR_UNARY_LEAKY_RELU, x, slope, 0);
+}
+
 struct fr_tensor *fr_affine(struct fr_ctx *c, const struct fr_tensor *x, float scale, float shift) {
   return fr__unary(c, "fr_affine", FR_UNARY_AFFINE, x, scale, shift);
 }

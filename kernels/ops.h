@@ -146,6 +146,8 @@ struct fr_tensor *fr_silu(struct fr_ctx *c, const struct fr_tensor *x);
 struct fr_tensor *fr_gelu(struct fr_ctx *c, const struct fr_tensor *x);       /* exact, erf */
 struct fr_tensor *fr_gelu_tanh(struct fr_ctx *c, const struct fr_tensor *x);  /* tanh approximation */
 struct fr_tensor *fr_quick_gelu(struct fr_ctx *c, const struct fr_tensor *x); /* x * sigmoid(1.702 x) */
+/* torch's leaky_relu: x > 0 ? x : x * slope (slope 0: ReLU). ESRGAN uses 0.2. */
+struct fr_tensor *fr_leaky_relu(struct fr_ctx *c, const struct fr_tensor *x, float slope);
 /* GEGLU: x [..., 2N] -> [..., N] = x[..., :N] * gelu(x[..., N:]) (diffusers' GEGLU, erf gelu). */
 struct fr_tensor *fr_geglu(struct fr_ctx *c, const struct fr_tensor *x);
 

@@ -106,39 +106,65 @@ static void fr__print_notes(const struct fr_buf *notes) {
   }
 }
 
-/* flowrun import comfy FILE [-o OUT] */
-int fr_cmd_import(int argc, char **argv) {
-  const char *in = NULL, *out = NULL, *format = NULL;
+/* The arguments of import and export: FORMAT FILE [-o OUT], and --set NAME=VALUE for export (sets NULL:
+ * refused). Returns -1 when parsed, else the exit status (0 after --help). */
+struct fr__comfy_args {
+  const char *in, *out, *format;
+  struct fr_override sets[256];
+  int n_sets;
+};
+
+static int fr__comfy_parse(int argc, char **argv, const char *cmd, void (*usage)(FILE *), bool with_sets,
+                           struct fr__comfy_args *a) {
+  memset(a, 0, sizeof *a);
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-      fr__import_usage(stdout);
+      usage(stdout);
       return 0;
     } else if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
-      out = argv[++i];
+      a->out = argv[++i];
+    } else if (with_sets && !strcmp(argv[i], "--set") && i + 1 < argc) {
+      char *eq = strchr(argv[++i], '=');
+      if (!eq || eq == argv[i] || a->n_sets == 256) {
+        fprintf(stderr, "flowrun: --set %s: expected NAME=VALUE\n", argv[i]);
+        return 2;
+      }
+      *eq = 0;
+      a->sets[a->n_sets++] = (struct fr_override){argv[i], eq + 1};
     } else if (argv[i][0] == '-' && argv[i][1]) {
-      fprintf(stderr, "flowrun: import: unknown option %s\n", argv[i]);
-      fr__import_usage(stderr);
+      fprintf(stderr, "flowrun: %s: unknown option %s\n", cmd, argv[i]);
+      usage(stderr);
       return 2;
-    } else if (!format) {
-      format = argv[i];
-    } else if (!in) {
-      in = argv[i];
+    } else if (!a->format) {
+      a->format = argv[i];
+    } else if (!a->in) {
+      a->in = argv[i];
     } else {
-      fprintf(stderr, "flowrun: import: one workflow at a time\n");
+      fprintf(stderr, "flowrun: %s: one file at a time\n", cmd);
       return 2;
     }
   }
-  if (!format || !in) {
-    fr__import_usage(stderr);
+  if (!a->format || !a->in) {
+    usage(stderr);
     return 2;
   }
-  if (strcmp(format, "comfy")) {
-    fprintf(stderr, "flowrun: import: unknown format '%s' (flowrun imports: comfy)\n", format);
+  if (strcmp(a->format, "comfy")) {
+    fprintf(stderr, "flowrun: %s: unknown format '%s' (flowrun %ss: comfy)\n", cmd, a->format, cmd);
     return 2;
   }
+  return -1;
+}
+
+/* flowrun import comfy FILE [-o OUT] */
+int fr_cmd_import(int argc, char **argv) {
+  struct fr__comfy_args args;
+  int st = fr__comfy_parse(argc, argv, "import", fr__import_usage, false, &args);
+  if (st >= 0)
+    return st;
+  const char *in = args.in, *out = args.out;
   char *json = NULL;
   size_t len = 0;
-  int st = fr__read_workflow(in, &json, &len);
+  st = fr__read_workflow(in, &json, &len);
   if (st)
     return st;
   struct fr_buf yaml = {0}, notes = {0};
@@ -172,46 +198,15 @@ int fr_cmd_import(int argc, char **argv) {
 
 /* flowrun export comfy GRAPH.yaml [--set NAME=VALUE]... [-o OUT] */
 int fr_cmd_export(int argc, char **argv) {
-  const char *in = NULL, *out = NULL, *format = NULL;
-  struct fr_override sets[256];
-  int n_sets = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-      fr__export_usage(stdout);
-      return 0;
-    } else if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
-      out = argv[++i];
-    } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-      char *eq = strchr(argv[++i], '=');
-      if (!eq || eq == argv[i] || n_sets == 256) {
-        fprintf(stderr, "flowrun: --set %s: expected NAME=VALUE\n", argv[i]);
-        return 2;
-      }
-      *eq = 0;
-      sets[n_sets++] = (struct fr_override){argv[i], eq + 1};
-    } else if (argv[i][0] == '-' && argv[i][1]) {
-      fprintf(stderr, "flowrun: export: unknown option %s\n", argv[i]);
-      fr__export_usage(stderr);
-      return 2;
-    } else if (!format) {
-      format = argv[i];
-    } else if (!in) {
-      in = argv[i];
-    } else {
-      fprintf(stderr, "flowrun: export: one graph at a time\n");
-      return 2;
-    }
-  }
-  if (!format || !in) {
-    fr__export_usage(stderr);
-    return 2;
-  }
-  if (strcmp(format, "comfy")) {
-    fprintf(stderr, "flowrun: export: unknown format '%s' (flowrun exports: comfy)\n", format);
-    return 2;
-  }
-  struct fr_load_opts lo = {
-      .registry = fr_builtin_registry(), .overrides = sets, .n_overrides = n_sets, .require_files = false};
+  struct fr__comfy_args args;
+  int st = fr__comfy_parse(argc, argv, "export", fr__export_usage, true, &args);
+  if (st >= 0)
+    return st;
+  const char *in = args.in, *out = args.out;
+  struct fr_load_opts lo = {.registry = fr_builtin_registry(),
+                            .overrides = args.sets,
+                            .n_overrides = args.n_sets,
+                            .require_files = false};
   struct fr_err err = {{0}};
   struct fr_graph *g = NULL;
   enum fr_status rc = fr_graph_load_file(in, &lo, &g, &err);
@@ -222,7 +217,6 @@ int fr_cmd_export(int argc, char **argv) {
   struct fr_buf json = {0}, notes = {0};
   rc = fr_comfy_export(g, &json, &notes, &err);
   fr_graph_free(g);
-  int st;
   if (rc) {
     fprintf(stderr, "flowrun: %s: %s\n", in, err.msg);
     st = rc == FR_E_NOMEM ? 1 : 2;

@@ -14,23 +14,25 @@
 #include "web/server/serve.h"
 
 static void fr__serve_usage(FILE *f) {
-  fprintf(f, "usage: flowrun serve [options]\n"
-             "  --host ADDR      bind address or name (default 127.0.0.1; a non-loopback one needs --token)\n"
-             "  --port N         port (default 8188; 0: any free port, printed on stdout)\n"
-             "  --allow-host NAME  also answer requests whose Host is NAME (repeatable); by default only\n"
-             "                   the bound address, localhost, 127.0.0.1 and [::1]\n"
-             "  --graphs DIR     workflow files the editor lists, loads and saves (default graphs)\n"
-             "  --input DIR      input files graphs may name (LoadImage ...), like ComfyUI's input/\n"
-             "  --output DIR     where output nodes write; served to the editor (default output)\n"
-             "  --models DIR     model search folder (repeatable; also FLOWRUN_MODELS=dir1:dir2)\n"
-             "                   A graph run here reads files only from --graphs, --input and --models.\n"
-             "  --max-queue N    runs that may wait in the queue (default 64; more: 429)\n"
-             "  --max-queue-mb N  megabytes of graph text that may wait in the queue (default 256)\n"
-             "  --editor DIR     the built editor (default: web/dist here, else the installed one)\n"
-             "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
-             "  --no-cache       run everything, store nothing\n"
-             "  --token TOKEN    required on every request (?token=, Authorization: Bearer, or cookie)\n"
-             "  --device cpu|cuda, --dtype f32|f16|bf16, --threads N   as for flowrun run\n");
+  fprintf(f,
+          "usage: flowrun serve [options]\n"
+          "  --host ADDR      bind address or name (default 127.0.0.1; a non-loopback one needs --token)\n"
+          "  --port N         port (default 8188; 0: any free port, printed on stdout)\n"
+          "  --allow-host NAME  also answer requests whose Host is NAME (repeatable); by default only\n"
+          "                   the bound address, localhost, 127.0.0.1 and [::1]\n"
+          "  --graphs DIR     workflow files the editor lists, loads and saves (default graphs)\n"
+          "  --input DIR      input files graphs may name (LoadImage ...), like ComfyUI's input/\n"
+          "  --output DIR     where output nodes write; served to the editor (default output)\n"
+          "  --models DIR     model search folder (repeatable; also FLOWRUN_MODELS=dir1:dir2)\n"
+          "                   A graph run here reads files only from --graphs, --input and --models.\n"
+          "  --max-queue N    runs that may wait in the queue (default 64; more: 429)\n"
+          "  --max-queue-mb N  megabytes of graph text that may wait in the queue (default 256)\n"
+          "  --editor DIR     the built editor (default: web/dist here, else the installed one)\n"
+          "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
+          "  --no-cache       run everything, store nothing\n"
+          "  --token TOKEN    required on every request (?token=, Authorization: Bearer, or cookie)\n"
+          "  --device cpu|cuda, --dtype f32|f16|bf16, --threads N   as for flowrun run\n"
+          "  --db URL         queue runs in a PostgreSQL fleet (flowrun worker) and show all of its runs\n");
 }
 
 int fr_cmd_serve(int argc, char **argv) {
@@ -42,7 +44,8 @@ int fr_cmd_serve(int argc, char **argv) {
                  !strcmp(a, "--output") || !strcmp(a, "--models") || !strcmp(a, "--editor") ||
                  !strcmp(a, "--cache") || !strcmp(a, "--token") || !strcmp(a, "--device") ||
                  !strcmp(a, "--dtype") || !strcmp(a, "--threads") || !strcmp(a, "--input") ||
-                 !strcmp(a, "--allow-host") || !strcmp(a, "--max-queue") || !strcmp(a, "--max-queue-mb");
+                 !strcmp(a, "--allow-host") || !strcmp(a, "--max-queue") || !strcmp(a, "--max-queue-mb") ||
+                 !strcmp(a, "--db");
     if (takes && !v) {
       fprintf(stderr, "flowrun: serve: %s needs a value\n", a);
       return 2;
@@ -51,6 +54,8 @@ int fr_cmd_serve(int argc, char **argv) {
       i++;
     if (!strcmp(a, "--host")) {
       o.host = v;
+    } else if (!strcmp(a, "--db")) {
+      o.db = v;
     } else if (!strcmp(a, "--port") || !strcmp(a, "--threads")) {
       char *end;
       long n = strtol(v, &end, 10);

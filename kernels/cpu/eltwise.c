@@ -34,6 +34,10 @@ static void fr__unary_task(void *argp, int64_t i0, int64_t i1, int part) {
     for (int64_t i = i0; i < i1; i++)
       y[i] = x[i] * a->p0 + a->p1;
     break;
+  case FR_UNARY_LEAKY_RELU:
+    for (int64_t i = i0; i < i1; i++)
+      y[i] = x[i] > 0.0f ? x[i] : x[i] * a->p0;
+    break;
   case FR_UNARY_COPY: memcpy(y + i0, x + i0, (size_t)(i1 - i0) * sizeof(float)); break;
   }
 }

@@ -37,6 +37,7 @@ __device__ __forceinline__ float fr__unary_op(int op, float v, float p0, float p
     return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
   case FR_UNARY_QUICK_GELU: return v / (1.0f + expf(-1.702f * v));
   case FR_UNARY_AFFINE: return v * p0 + p1;
+  case FR_UNARY_LEAKY_RELU: return v > 0.0f ? v : v * p0;
   default: return v;
   }
 }

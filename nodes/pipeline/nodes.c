@@ -198,6 +198,8 @@ const struct fr_node_spec fr_node_text_encode = {
 
 static enum fr_status fr__empty_run(struct fr_node_ctx *nc) {
   int64_t w = fr_in_int(nc, "width"), h = fr_in_int(nc, "height"), b = fr_in_int(nc, "batch");
+  if (fr_in_has(nc, "batch_size")) /* ComfyUI's EmptyLatentImage name for it */
+    b = fr_in_int(nc, "batch_size");
   if (w % 8 || h % 8)
     return fr_node_fail(nc, FR_E_INVALID, "width %lld and height %lld must be multiples of 8", (long long)w,
                         (long long)h);
@@ -209,6 +211,8 @@ static const struct fr_input_spec fr__empty_in[] = {
     {"width", FR_T_INT, "512", 8, 16384, NULL, 0, "image width in pixels (multiple of 8)"},
     {"height", FR_T_INT, "512", 8, 16384, NULL, 0, "image height in pixels (multiple of 8)"},
     {"batch", FR_T_INT, "1", 1, 64, NULL, 0, "images per batch"},
+    {"batch_size", FR_T_INT, NULL, 1, 64, NULL, FR_IN_OPTIONAL | FR_IN_HIDDEN,
+     "ComfyUI's name for batch (EmptyLatentImage); overrides batch when set"},
 };
 static const struct fr_output_spec fr__latent_out[] = {{"latent", FR_T_LATENT, "latents [B, 4, h, w]"}};
 const struct fr_node_spec fr_node_empty_latent = {"EmptyLatent",
@@ -388,24 +392,13 @@ const struct fr_node_spec fr_node_vae_decode = {
 
 /* ---- VAEEncode ---- */
 
-static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
-  const struct fr_value *iv = fr_in(nc, "pixels");
-  const struct fr_tensor *im = iv ? fr_value_get_tensor(iv, "image") : NULL;
-  if (!im || im->ndim != 4 || im->shape[3] < 3)
-    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': expected an IMAGE [B, H, W, 3]");
+enum fr_status fr_pipe_vae_encode(struct fr_node_ctx *nc, struct fr_pipe_comp *m, const struct fr_tensor *im,
+                                  int64_t oy, int64_t ox, int64_t H, int64_t W, struct fr_tensor **out) {
+  *out = NULL;
   int64_t B = im->shape[0], H0 = im->shape[1], W0 = im->shape[2], C0 = im->shape[3];
-  int64_t H = H0 / 8 * 8, W = W0 / 8 * 8; /* crop to multiples of 8, as ComfyUI does */
-  if (H == 0 || W == 0)
-    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': image %lldx%lld is smaller than 8x8",
-                        (long long)W0, (long long)H0);
-  struct fr_pipe_comp *m;
-  enum fr_status rc = fr_pipe_get(nc, "vae", FR_T_VAE, &m);
-  if (rc)
-    return rc;
-  struct fr_tensor *x = fr_tensor_f32(4, (int64_t[]){B, 3, H, W});
+  struct fr_tensor *x = fr_tensor_f32(4, (int64_t[]){B, 3, H, W}); /* [B, 3, H, W] in [-1, 1] */
   if (!x)
     return fr__oom(nc);
-  int64_t oy = (H0 - H) / 2, ox = (W0 - W) / 2;
   for (int64_t b = 0; b < B; b++)
     for (int c = 0; c < 3; c++)
       for (int64_t y = 0; y < H; y++)
@@ -415,7 +408,7 @@ static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
   struct fr_err err = {{0}};
   struct fr_tensor *dx = fr_ctx_upload(m->c, x), *mean = NULL, *logvar = NULL, *hm = NULL;
   fr_tensor_free(x);
-  rc = dx ? fr_vae_encode(m->c, m->vae, dx, &mean, &logvar, &err) : fr_ctx_status(m->c, &err);
+  enum fr_status rc = dx ? fr_vae_encode(m->c, m->vae, dx, &mean, &logvar, &err) : fr_ctx_status(m->c, &err);
   if (!rc && !(hm = fr_ctx_download(m->c, mean)))
     rc = fr_ctx_status(m->c, &err);
   fr_tensor_free(dx);
@@ -428,6 +421,27 @@ static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
   }
   for (int64_t i = 0; i < fr_tensor_numel(hm); i++) /* the mean, not a sample: deterministic, as ComfyUI */
     ((float *)hm->data)[i] *= m->vae_scale;
+  *out = hm;
+  return FR_OK;
+}
+
+static enum fr_status fr__vae_encode_run(struct fr_node_ctx *nc) {
+  const struct fr_value *iv = fr_in(nc, "pixels");
+  const struct fr_tensor *im = iv ? fr_value_get_tensor(iv, "image") : NULL;
+  if (!im || im->ndim != 4 || im->shape[3] < 3)
+    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': expected an IMAGE [B, H, W, 3]");
+  int64_t H0 = im->shape[1], W0 = im->shape[2];
+  int64_t H = H0 / 8 * 8, W = W0 / 8 * 8; /* crop to multiples of 8, as ComfyUI does */
+  if (H == 0 || W == 0)
+    return fr_node_fail(nc, FR_E_INVALID, "input 'pixels': image %lldx%lld is smaller than 8x8",
+                        (long long)W0, (long long)H0);
+  struct fr_pipe_comp *m;
+  enum fr_status rc = fr_pipe_get(nc, "vae", FR_T_VAE, &m);
+  if (rc)
+    return rc;
+  struct fr_tensor *hm;
+  if ((rc = fr_pipe_vae_encode(nc, m, im, (H0 - H) / 2, (W0 - W) / 2, H, W, &hm)))
+    return rc;
   struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", hm);
   /* a bare VAE file: SD1.x's factor assumed; an SDXL Sampler rescales such a latent to its own */
   if (v && m->vae_scale_guessed && fr_value_add_string(v, "latent_format", "sd1-assumed")) {

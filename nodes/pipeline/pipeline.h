@@ -21,6 +21,10 @@ extern const struct fr_node_spec fr_node_checkpoint_loader, fr_node_controlnet_l
 /* Add-on loaders and model settings (addons.c, model_sampling.c). */
 extern const struct fr_node_spec fr_node_model_sampling_discrete, fr_node_vae_loader,
     fr_node_clip_set_last_layer, fr_node_unet_loader, fr_node_clip_loader;
+/* inpaint.c and batch.c */
+extern const struct fr_node_spec fr_node_vae_encode_for_inpaint, fr_node_set_latent_noise_mask,
+    fr_node_inpaint_model_conditioning, fr_node_repeat_latent_batch, fr_node_latent_from_batch,
+    fr_node_image_batch, fr_node_image_from_batch;
 
 /* A MODEL, CLIP, VAE or CONTROL_NET object: nothing but where the weights are. The weights are loaded on
  * first use through fr_pipe_get, so a run whose consumers are all cached opens no file. */
@@ -73,6 +77,46 @@ enum fr_status fr_pipe_get_controlnet(struct fr_node_ctx *nc, const char *path, 
 
 /* The compute context of the node's device (created on first use, kept by the engine). */
 enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out);
+
+/* Encodes the H x W region at (oy, ox) of image im (host F32 [B, H0, W0, C >= 3] in [0, 1]; H, W multiples
+ * of 8) with VAE m: *out = the latent distribution's mean times the VAE's scaling factor, host F32
+ * [B, 4, H/8, W/8] (the caller frees it). Errors are recorded on the node. */
+enum fr_status fr_pipe_vae_encode(struct fr_node_ctx *nc, struct fr_pipe_comp *m, const struct fr_tensor *im,
+                                  int64_t oy, int64_t ox, int64_t H, int64_t W, struct fr_tensor **out);
+
+/* ---- inpainting (inpaint.c) ---- */
+
+/* torch.nn.functional.interpolate(mode="bilinear", align_corners=False) of n planes [n, H, W] to
+ * [n, h, w] (half-pixel centres, source index clamped at 0, no antialiasing), in float as torch's CPU
+ * kernel. */
+void fr_pipe_bilinear(const float *in, int64_t n, int64_t H, int64_t W, int64_t h, int64_t w, float *out);
+
+/* ComfyUI's prepare_mask: the noise mask m (host F32 [Bm, 1, Hm, Wm] or [Bm, Hm, Wm]) resized bilinearly
+ * to the latent's h x w, repeated over its C channels and to its batch B (cut to B when Bm > B):
+ * *out host F32 [B, C, h, w]. NULL on allocation failure or a mask that is not 3- or 4-D. */
+struct fr_tensor *fr_pipe_prepare_mask(const struct fr_tensor *m, int64_t B, int64_t C, int64_t h, int64_t w);
+
+/* The inpainting model's extra input channels (ComfyUI's concat_cond with concat_keys ("mask",
+ * "masked_image")): for a UNet whose conv_in takes C + 5 channels, [B, 5, h, w] = the mask (rounded) and
+ * the masked image's latent. From cond's "concat_mask" and "concat_latent_image" (InpaintModelConditioning)
+ * when present, else the latent's noise mask (prepared, [B, C, h, w]; channel 0 used) and the sampled
+ * latent itself, else a mask of ones and ComfyUI's latent of a blank image. Returns NULL and sets err on
+ * a shape that does not fit. */
+struct fr_tensor *fr_pipe_concat_cond(const struct fr_value *cond, const struct fr_tensor *noise_mask,
+                                      const struct fr_tensor *latent, struct fr_err *err);
+
+/* Observing the Sampler from tests: when set, called for every model evaluation of a Sampler/Refiner
+ * with k (0, 1, ...), sigma, the state the sampler passed in (x, n floats VE space [B, C, h, w]), the
+ * input after the noise-mask step (x_in: x where the mask is 1, the original latent re-noised to sigma
+ * where it is 0), the UNet's whole input (host [NB, Cin, h, w]: the scaled x_in per CFG half, plus the
+ * inpainting model's concat channels), and the denoised result after the mask step. Not thread-safe:
+ * set it before a run, clear it (NULL) after. */
+struct fr_pipe_observer {
+  void (*eval)(void *user, int k, double sigma, const float *x, const float *x_in,
+               const struct fr_tensor *unet_in, const float *denoised, int64_t n);
+  void *user;
+};
+void fr_pipe_set_observer(const struct fr_pipe_observer *o);
 
 /* Encodes a prompt with text encoder enc of component m (prompt_encode.c): ComfyUI's 77-token windows,
  * its (text:1.2) weighting and embedding:NAME (looked for in <model folder>/embeddings/, tensor emb_key

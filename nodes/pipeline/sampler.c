@@ -63,8 +63,26 @@ struct fr__den {
   int pred;       /* enum fr_prediction: what the UNet predicts (eps or v) */
   bool xl;        /* preview factors */
   int steps;
+  /* Inpainting (ComfyUI's KSamplerX0Inpaint): with a noise mask, the model sees x where the mask is 1 and
+   * the original latent noised to sigma where it is 0, and its prediction there is the original latent. */
+  const float *mask;        /* [B, C, h, w] prepared noise mask, or NULL */
+  const float *orig;        /* the latent before noise [B, C, h, w] */
+  const float *unit_noise;  /* the noise added at the start, unit variance (zeros without add_noise) */
+  float *xin;               /* scratch [B, C, h, w] */
+  int64_t cin;              /* the UNet's input channels: C, or C + 5 for an inpainting model */
+  struct fr_tensor *cat[2]; /* per half: the inpainting model's extra channels, host [B, 5, h, w] */
+  struct fr_tensor *pmask;  /* owns mask */
   struct fr_err err;
 };
+
+static struct fr_pipe_observer fr__observer;
+
+void fr_pipe_set_observer(const struct fr_pipe_observer *o) {
+  if (o)
+    fr__observer = *o;
+  else
+    memset(&fr__observer, 0, sizeof fr__observer);
+}
 
 /* ---- conditioning ---- */
 
@@ -219,6 +237,10 @@ static void fr__den_free(struct fr__den *d) {
   fr_tensor_free(d->tid_all);
   for (int i = 0; i < d->n_ctl; i++)
     fr_tensor_free(d->ctl[i].hint);
+  fr_tensor_free(d->cat[0]);
+  fr_tensor_free(d->cat[1]);
+  fr_tensor_free(d->pmask);
+  fr_free(d->xin);
 }
 
 static struct fr_tensor *fr__cat2(struct fr_ctx *c, struct fr_tensor *const *t, int n) {
@@ -347,6 +369,18 @@ static void fr__cfg_out(const struct fr__den *d, const float *x, int64_t n, doub
   }
 }
 
+/* The ControlNets' input from the UNet's (device [NB, cin, h, w]): the first CFG half's latent channels
+ * [B, C, h, w] (without an inpainting model's concat channels, as ComfyUI gives its ControlNets x). */
+static struct fr_tensor *fr__ctl_input(struct fr__den *d, const struct fr_tensor *x) {
+  struct fr_tensor *xh = d->halves == 2 ? fr_slice(d->c, x, 0, 0, d->B) : fr_copy(d->c, x);
+  if (xh && d->cin != d->C) {
+    struct fr_tensor *lat = fr_slice(d->c, xh, 1, 0, d->C);
+    fr_tensor_free(xh);
+    xh = lat;
+  }
+  return xh;
+}
+
 /* One step through the recording: hx the scaled input (host [NB, C, h, w]), t the timestep, sigma its
  * noise level (which ControlNets apply); *he the downloaded eps. Returns FR_OK, an error, or
  * FR_E_UNSUPPORTED when recording is not possible or failed (then the caller runs the step eagerly; a
@@ -380,7 +414,7 @@ static enum fr_status fr__denoise_recorded(struct fr__den *d, const struct fr_te
         memset(&ctl, 0, sizeof ctl);
         enum fr_status crc = FR_OK;
         if (d->r.mask) { /* failures of ops: at record_end; the ControlNet's own checks: crc */
-          struct fr_tensor *xh = d->halves == 2 ? fr_slice(c, d->r.x, 0, 0, d->B) : fr_copy(c, d->r.x);
+          struct fr_tensor *xh = fr__ctl_input(d, d->r.x);
           if (xh)
             crc = fr__controls(d, xh, NULL, d->r.t_sin, sigma, &ctl);
           fr_tensor_free(xh);
@@ -436,7 +470,7 @@ static enum fr_status fr__denoise_eager(struct fr__den *d, const struct fr_tenso
   memset(&ctl, 0, sizeof ctl);
   enum fr_status rc = dx ? FR_OK : fr_ctx_status(c, &d->err);
   if (!rc && d->n_ctl) {
-    struct fr_tensor *xh = d->halves == 2 ? fr_slice(c, dx, 0, 0, d->B) : fr_copy(c, dx);
+    struct fr_tensor *xh = fr__ctl_input(d, dx);
     rc = xh ? fr__controls(d, xh, ht, NULL, sigma, &ctl) : fr_ctx_status(c, &d->err);
     fr_tensor_free(xh);
   }
@@ -453,17 +487,28 @@ static enum fr_status fr__denoise_eager(struct fr__den *d, const struct fr_tenso
   return rc;
 }
 
-static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double sigma, double t, float *out) {
-  struct fr__den *d = user;
+/* The model's x0 prediction for x (n floats, VE space) at sigma: one UNet evaluation of every CFG half
+ * (recorded or eager), then guidance. *keep (when not NULL) receives the UNet's host input
+ * [NB, cin, h, w] (the caller frees it). */
+static enum fr_status fr__denoise(struct fr__den *d, const float *x, int64_t n, double sigma, double t,
+                                  float *out, struct fr_tensor **keep) {
   struct fr_ctx *c = d->c;
-  int64_t NB = d->B * d->halves;
+  int64_t NB = d->B * d->halves, hw = d->h * d->w;
   float s = (float)(1.0 / sqrt(sigma * sigma + 1.0));
-  struct fr_tensor *hx = fr_tensor_f32(4, (int64_t[]){NB, d->C, d->h, d->w});
+  struct fr_tensor *hx = fr_tensor_f32(4, (int64_t[]){NB, d->cin, d->h, d->w});
   if (!hx)
     return fr_errf(&d->err, FR_E_NOMEM, "out of memory");
+  float *hd = hx->data;
+  int h0 = d->halves == 2 ? 0 : 1;
   for (int h = 0; h < d->halves; h++)
-    for (int64_t i = 0; i < n; i++)
-      ((float *)hx->data)[h * n + i] = x[i] * s;
+    for (int64_t b = 0; b < d->B; b++) { /* [x * s, then the concat channels (not scaled), as ComfyUI] */
+      float *dst = hd + (h * d->B + b) * d->cin * hw;
+      for (int64_t i = 0; i < d->per; i++)
+        dst[i] = x[b * d->per + i] * s;
+      if (d->cin > d->C)
+        memcpy(dst + d->per, (const float *)d->cat[h0 + h]->data + b * (d->cin - d->C) * hw,
+               (size_t)((d->cin - d->C) * hw) * sizeof(float));
+    }
   struct fr_tensor *he = NULL;
   enum fr_status rc = FR_E_UNSUPPORTED;
   d->evals++;
@@ -479,7 +524,10 @@ static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double 
     d->r.eager++;
     rc = fr__denoise_eager(d, hx, (float)t, sigma, &he);
   }
-  fr_tensor_free(hx);
+  if (keep && !rc)
+    *keep = hx;
+  else
+    fr_tensor_free(hx);
   if (rc) {
     fr_tensor_free(he);
     fr_ctx_clear(c);
@@ -487,6 +535,46 @@ static enum fr_status fr__denoise(void *user, const float *x, int64_t n, double 
   }
   fr__cfg_out(d, x, n, sigma, he->data, out);
   fr_tensor_free(he);
+  return FR_OK;
+}
+
+/* The noise-mask step before the model (ComfyUI's KSamplerX0Inpaint): x_in = x m + (orig + noise sigma)
+ * (1 - m), in float as ComfyUI's fp32 tensors. */
+static void fr__mask_in(const struct fr__den *d, const float *x, int64_t n, double sigma, float *xin) {
+  float sg = (float)sigma;
+  for (int64_t i = 0; i < n; i++) {
+    float m = d->mask[i];
+    xin[i] = x[i] * m + (d->orig[i] + d->unit_noise[i] * sg) * (1.0f - m);
+  }
+}
+
+/* ... and after it: the prediction is the original latent where the mask is 0: out m + orig (1 - m). */
+static void fr__mask_out(const struct fr__den *d, int64_t n, float *out) {
+  for (int64_t i = 0; i < n; i++) {
+    float m = d->mask[i];
+    out[i] = out[i] * m + d->orig[i] * (1.0f - m);
+  }
+}
+
+/* The denoiser the samplers call: the noise-mask step around fr__denoise (when the latent has a mask),
+ * and the test observer (fr_pipe_set_observer). */
+static enum fr_status fr__denoise_cb(void *user, const float *x, int64_t n, double sigma, double t,
+                                     float *out) {
+  struct fr__den *d = user;
+  const float *xin = x;
+  if (d->mask) {
+    fr__mask_in(d, x, n, sigma, d->xin);
+    xin = d->xin;
+  }
+  struct fr_tensor *hx = NULL;
+  enum fr_status rc = fr__denoise(d, xin, n, sigma, t, out, fr__observer.eval ? &hx : NULL);
+  if (rc)
+    return rc;
+  if (d->mask)
+    fr__mask_out(d, n, out);
+  if (fr__observer.eval)
+    fr__observer.eval(fr__observer.user, d->evals - 1, sigma, x, xin, hx, out, n);
+  fr_tensor_free(hx);
   return FR_OK;
 }
 
@@ -522,6 +610,88 @@ static enum fr_status fr__progress(void *user, int step, int steps, const float 
   return rc;
 }
 
+/* The seed's unit noise for the latent lv (n floats, B samples): one torch.randn draw of the whole batch,
+ * or, for latents taken out of a batch (their "batch_index"), each sample's slice of the batch it came
+ * from: ComfyUI's prepare_noise draws one [1, ...] sample after another up to the largest index. */
+static enum fr_status fr__draw_noise(struct fr_node_ctx *nc, const struct fr_value *lv, uint64_t seed,
+                                     int64_t B, float *noise, int64_t n) {
+  struct fr_torch_gen g;
+  fr_torch_gen_seed(&g, seed);
+  const struct fr_tensor *bi = fr_value_get_tensor(lv, "batch_index");
+  if (!bi) {
+    fr_torch_randn(&g, noise, n);
+    return FR_OK;
+  }
+  int64_t per = n / B, top = -1;
+  if (bi->dtype != FR_F32 || fr_tensor_numel(bi) != B)
+    return fr_node_fail(nc, FR_E_SHAPE, "input 'latent': batch_index does not match its batch of %lld",
+                        (long long)B);
+  for (int64_t b = 0; b < B; b++) {
+    float v = ((const float *)bi->data)[b];
+    if (!(v >= 0 && v < 65536 && v == floorf(v)))
+      return fr_node_fail(nc, FR_E_INVALID, "input 'latent': batch_index %g is not a small whole number", v);
+    top = (int64_t)v > top ? (int64_t)v : top;
+  }
+  float *one = fr_malloc((size_t)per * sizeof(float));
+  if (!one)
+    return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+  for (int64_t k = 0; k <= top; k++) {
+    fr_torch_randn(&g, one, per);
+    for (int64_t b = 0; b < B; b++)
+      if ((int64_t)((const float *)bi->data)[b] == k)
+        memcpy(noise + b * per, one, (size_t)per * sizeof(float));
+  }
+  fr_free(one);
+  return FR_OK;
+}
+
+/* Output 0: the latent x (taken) with the input latent's other fields (its noise mask), as ComfyUI's
+ * samplers return a copy of the input latent with new samples, and latent_format fmt. */
+static enum fr_status fr__out_latent(struct fr_node_ctx *nc, const struct fr_value *in, struct fr_tensor *x,
+                                     const char *fmt) {
+  struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
+  if (v && fr_value_add_string(v, "latent_format", fmt)) {
+    fr_value_unref(v);
+    v = NULL;
+  }
+  for (int i = 0; v && i < in->n_fields; i++) {
+    const struct fr_field *f = &in->fields[i];
+    if (!strcmp(f->name, "samples") || !strcmp(f->name, "latent_format"))
+      continue;
+    struct fr_tensor *t = f->t ? fr_tensor_clone(f->t) : NULL;
+    if (f->t ? (!t || fr_value_add_tensor(v, f->name, t))
+             : fr_value_add_string(v, f->name, f->str ? f->str : "")) {
+      fr_value_unref(v);
+      v = NULL;
+    }
+  }
+  return v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+}
+
+/* The noise mask (prepared to the latent's shape: ComfyUI's prepare_mask) and an inpainting model's concat
+ * channels per CFG half. nmask: the latent's noise_mask or NULL; orig: the latent before noise (set when
+ * either is needed); noise: the unit noise added (zeros without add_noise). */
+static enum fr_status fr__inpaint_setup(struct fr__den *d, const struct fr_tensor *nmask,
+                                        const struct fr_tensor *orig, const float *noise,
+                                        const struct fr_value *pos, const struct fr_value *neg) {
+  if (nmask) {
+    d->pmask = fr_pipe_prepare_mask(nmask, d->B, d->C, d->h, d->w);
+    d->xin = fr_malloc((size_t)(d->B * d->per) * sizeof(float));
+    if (!d->pmask || !d->xin)
+      return fr_node_fail(d->nc, FR_E_NOMEM, "out of memory");
+    d->mask = d->pmask->data;
+    d->orig = orig->data;
+    d->unit_noise = noise;
+  }
+  for (int h = d->use_cfg ? 0 : 1; d->cin != d->C && h < 2; h++) {
+    struct fr_err err = {{0}};
+    if (!(d->cat[h] = fr_pipe_concat_cond(h ? pos : neg, d->pmask, orig, &err)))
+      return fr_node_fail(d->nc, err.msg[0] ? FR_E_SHAPE : FR_E_NOMEM, "input '%s': %s",
+                          h ? "positive" : "negative", err.msg[0] ? err.msg : "out of memory");
+  }
+  return FR_OK;
+}
+
 enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sample_args *a) {
   const struct fr_value *lv = fr_in(nc, "latent"), *pos = fr_in(nc, "positive"), *neg = fr_in(nc, "negative");
   const struct fr_tensor *lat = lv ? fr_value_get_tensor(lv, "samples") : NULL;
@@ -541,9 +711,18 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   if (rc)
     return rc;
   const struct fr_unet_config *uc = &m->unet->cfg;
-  if (lat->shape[1] != uc->in_channels)
+  if (lat->shape[1] != uc->out_channels)
     return fr_node_fail(nc, FR_E_SHAPE, "input 'latent': %lld channels, the model takes %d",
-                        (long long)lat->shape[1], uc->in_channels);
+                        (long long)lat->shape[1], uc->out_channels);
+  if (uc->in_channels != uc->out_channels && uc->in_channels != uc->out_channels + 5)
+    return fr_node_fail(
+        nc, FR_E_UNSUPPORTED,
+        "input 'model': a UNet taking %d input channels for %d latent channels (an inpainting "
+        "model takes %d: latent, mask and masked image) is not supported",
+        uc->in_channels, uc->out_channels, uc->out_channels + 5);
+  const struct fr_tensor *nmask = fr_value_get_tensor(lv, "noise_mask");
+  if (nmask && !((nmask->ndim == 4 && nmask->shape[1] == 1) || nmask->ndim == 3))
+    return fr_node_fail(nc, FR_E_SHAPE, "input 'latent': its noise_mask must be [B, 1, H, W] or [B, H, W]");
   int64_t mult = (int64_t)1 << (uc->levels - 1);
   if (lat->shape[2] % mult || lat->shape[3] % mult)
     return fr_node_fail(nc, FR_E_SHAPE,
@@ -554,7 +733,8 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   struct fr_schedule *s = fr_malloc(sizeof *s);
   struct fr_tensor *x = fr_tensor_to_f32(lat);
   float *noise = NULL;
-  struct fr__den d = {.nc = nc, .m = m, .c = m->c, .cfg = a->cfg};
+  struct fr_tensor *orig = NULL;
+  struct fr__den d = {.nc = nc, .m = m, .c = m->c, .cfg = a->cfg, .cin = uc->in_channels};
   if (!ms || !s || !x) {
     rc = fr_node_fail(nc, FR_E_NOMEM, "out of memory");
     goto done;
@@ -579,9 +759,8 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   }
   int start = a->start_step < 0 ? 0 : a->start_step, end = a->end_step < s->steps ? a->end_step : s->steps;
   if (start >= end) { /* nothing to do: the latent passes through, as ComfyUI's KSamplerAdvanced */
-    struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
+    rc = fr__out_latent(nc, lv, x, uc->adm_in_channels > 0 ? "sdxl" : "sd1"); /* rescaled above if need be */
     x = NULL;
-    rc = v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
     goto done;
   }
   bool to_end = end == s->steps;
@@ -597,12 +776,20 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
     }
   }
   int64_t n = fr_tensor_numel(x);
-  if (a->add_noise) {
-    noise = fr_malloc((size_t)n * sizeof(float));
+  if (nmask || d.cin != x->shape[1]) { /* the latent before noise: the masked step's original */
+    if (!(orig = fr_tensor_clone(x))) {
+      rc = fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+      goto done;
+    }
+  }
+  if (a->add_noise || nmask) {
+    noise = fr_calloc((size_t)n, sizeof(float)); /* zeros without add_noise, as ComfyUI's disable_noise */
     if (!noise) {
       rc = fr_node_fail(nc, FR_E_NOMEM, "out of memory");
       goto done;
     }
+  }
+  if (a->add_noise) {
     if (a->noise) {
       struct fr_tensor *nf = fr_tensor_to_f32(a->noise);
       if (!nf) {
@@ -611,10 +798,8 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
       }
       memcpy(noise, nf->data, (size_t)n * sizeof(float));
       fr_tensor_free(nf);
-    } else {
-      struct fr_torch_gen g;
-      fr_torch_gen_seed(&g, a->seed);
-      fr_torch_randn(&g, noise, n);
+    } else if ((rc = fr__draw_noise(nc, lv, a->seed, x->shape[0], noise, n))) {
+      goto done;
     }
     /* From the start of a full schedule: noise * sqrt(1 + sigma^2) (ComfyUI's max_denoise; diffusers'
      * init_noise_sigma of its VP-space schedulers: DDIM, DDPM, DPM-Solver, UniPC, LCM, and of the
@@ -634,6 +819,8 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   d.use_cfg = a->cfg != 1.0;
   d.halves = d.use_cfg ? 2 : 1;
   d.xl = uc->adm_in_channels > 0;
+  if ((rc = fr__inpaint_setup(&d, nmask, orig, noise, pos, neg)))
+    goto done;
   {
     const struct fr_tensor *cp = fr_value_get_tensor(pos, "context"),
                            *cn = fr_value_get_tensor(neg, "context");
@@ -664,7 +851,7 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
       goto done;
     }
   }
-  struct fr_sampler_io io = {.denoise = fr__denoise,
+  struct fr_sampler_io io = {.denoise = fr__denoise_cb,
                              .denoise_user = &d,
                              .seed = a->seed,
                              .progress = fr__progress,
@@ -691,19 +878,17 @@ enum fr_status fr_pipe_sample(struct fr_node_ctx *nc, const struct fr_pipe_sampl
   if (to_end && last > 0)
     for (int64_t i = 0; i < n; i++)
       ((float *)x->data)[i] = (float)(((float *)x->data)[i] / sqrt(1.0 + last * last));
+  if (d.mask && to_end && last == 0) /* the unmasked region ends exactly at the original */
+    fr__mask_out(&d, n, x->data);
   if (d.replays) /* says that the recorded replays worked (tests/gpu/ checks read it) */
     fr_node_info(nc, "%d of %d model evaluations replayed from %d recording%s (CUDA graphs)", d.replays,
                  d.evals, d.recordings, d.recordings == 1 ? "" : "s");
-  struct fr_value *v = fr_value_tensor(FR_T_LATENT, "samples", x);
-  x = NULL;
   /* the model family, for VAEDecode with a bare VAE file (which has no scaling factor of its own) */
-  if (v && fr_value_add_string(v, "latent_format", d.xl ? "sdxl" : "sd1")) {
-    fr_value_unref(v);
-    v = NULL;
-  }
-  rc = v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
+  rc = fr__out_latent(nc, lv, x, d.xl ? "sdxl" : "sd1");
+  x = NULL;
 done:
   fr__den_free(&d);
+  fr_tensor_free(orig);
   fr_tensor_free(x);
   fr_free(noise);
   fr_free(ms);

@@ -138,6 +138,31 @@ for id in "${more[@]}"; do wait_state "$id" done 120 || bad "after restart, run 
 n=$(for id in "${more[@]}"; do state "$id"; done | grep -c '^done$')
 [ "$n" = 8 ] && ok "all 8 runs done across the restart" || bad "$n of 8 done"
 
+# 6. serve --db: the editor's runs go to the fleet, and every run of the fleet shows with its outputs.
+if "$FLOWRUN" serve --help > /dev/null 2>&1 && command -v curl > /dev/null; then
+  mkdir -p sg sout && cp "$G" sg/tiny.yaml
+  "$FLOWRUN" serve --db "$DB" --port 0 --graphs sg --output sout --models "$M" --no-cache > serve.log 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q '^flowrun serve: http' serve.log && break; sleep 0.1; done
+  url=$(sed -n 's|^flowrun serve: \(http://[^ ]*\)|\1|p' serve.log | head -1)
+  sid=$(curl -s -X POST -H 'Content-Type: application/json' \
+        -d '{"path":"tiny.yaml","params":{"seed":41,"steps":2,"size":64}}' "${url}api/run" | sed -nE 's/.*"id": *([0-9]+).*/\1/p')
+  cli=$("$FLOWRUN" submit --db "$DB" "$G" --set seed=42 --set steps=2 --set size=64)
+  runs_state() { curl -s "${url}api/runs" | python3 -c "
+import json,sys
+for r in json.load(sys.stdin)['runs']:
+    if r['path'] == '$1' and r['state'] == 'done' and r['outputs']: print(r['outputs'][0])"; }
+  for _ in $(seq 600); do [ -n "$(runs_state tiny.yaml)" ] && [ -n "$(runs_state tiny-demo.yaml)" ] && break; sleep 0.2; done
+  f1=$(runs_state tiny.yaml | head -1); f2=$(runs_state tiny-demo.yaml | head -1)
+  [ -n "$sid" ] && [ -n "$f1" ] && ok "serve --db: the editor's run $sid done by a worker, output $f1" \
+    || bad "serve --db run: $(curl -s "${url}api/runs") $(tail -5 serve.log)"
+  [ -n "$f2" ] && ok "serve --db shows the CLI's run $cli with its output $f2" || bad "foreign run: $(curl -s "${url}api/runs")"
+  [ -n "$f1" ] && curl -s "${url}api/output?file=$f1" | head -c 8 | od -c | grep -q 'P   N   G' \
+    && ok "its PNG is served" || bad "output $f1 not served"
+else
+  echo "part skipped: no serve in this build, or no curl"
+fi
+
 # The schema is versioned: a newer one is refused by name.
 as_pg "$PGBIN/psql -h $T/pg -U postgres -qc \"UPDATE flowrun_meta SET value = '99' WHERE key = 'schema_version'\"" > /dev/null
 expect 1 "schema is version 99, newer than this flowrun's 1" "$FLOWRUN" runs --db "$DB"

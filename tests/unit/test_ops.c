@@ -31,6 +31,7 @@ enum kind {
   K_GELU,
   K_GELU_TANH,
   K_QUICK_GELU,
+  K_LEAKY_RELU,
   K_GEGLU,
   K_AFFINE,
   K_COPY,
@@ -140,6 +141,9 @@ static const struct row ROWS[] = {
     {"gelu", K_GELU, 3, S(2, 77, 64), .amp = 4, .tol = 1e-6, .why = "fp32 erff rounding"},
     {"gelu_tanh", K_GELU_TANH, 2, S(33, 65), .amp = 4, .tol = 1e-6, .why = "fp32 tanhf rounding"},
     {"quick_gelu", K_QUICK_GELU, 2, S(77, 48), .amp = 4, .tol = 1e-6, .why = "fp32 expf rounding"},
+    {"leaky_relu 0.2", K_LEAKY_RELU, 4, S(1, 16, 9, 7), .amp = 3, .f = 0.2f, .tol = 1e-7,
+     .why = "one fp32 multiply on the negative side (ESRGAN's slope)"},
+    {"leaky_relu 0 (relu)", K_LEAKY_RELU, 2, S(33, 65), .amp = 3, .f = 0.0f, .tol = 0, .why = "exact"},
     {"geglu", K_GEGLU, 3, S(1, 64, 2 * 80), .amp = 3, .tol = 1e-6, .why = "fp32 erff rounding"},
     {"affine", K_AFFINE, 4, S(1, 4, 8, 8), .f = 0.18215f, .tol = 1e-6, .why = "one fp32 multiply-add"},
     {"copy", K_COPY, 3, S(2, 3, 5), .tol = 0, .why = "exact"},
@@ -516,6 +520,7 @@ static int64_t ref_op(const struct row *r, const struct inputs *in, int *ndim, i
   case K_GELU:
   case K_GELU_TANH:
   case K_QUICK_GELU:
+  case K_LEAKY_RELU:
   case K_AFFINE:
   case K_COPY:
     SAME();
@@ -526,6 +531,7 @@ static int64_t ref_op(const struct row *r, const struct inputs *in, int *ndim, i
       case K_GELU: ref[i] = 0.5 * v * (1 + erf(v / sqrt(2.0))); break;
       case K_GELU_TANH: ref[i] = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); break;
       case K_QUICK_GELU: ref[i] = v * sigmoid(1.702 * v); break;
+      case K_LEAKY_RELU: ref[i] = v > 0 ? v : v * (double)r->f; break;
       case K_AFFINE: ref[i] = v * (double)r->f + 0.25; break;
       default: ref[i] = v; break;
       }
@@ -733,6 +739,7 @@ static struct fr_tensor *run_op(struct fr_ctx *c, const struct row *r, const str
   case K_GELU: y = fr_gelu(c, d[0]); break;
   case K_GELU_TANH: y = fr_gelu_tanh(c, d[0]); break;
   case K_QUICK_GELU: y = fr_quick_gelu(c, d[0]); break;
+  case K_LEAKY_RELU: y = fr_leaky_relu(c, d[0], r->f); break;
   case K_GEGLU: y = fr_geglu(c, d[0]); break;
   case K_AFFINE: y = fr_affine(c, d[0], r->f, 0.25f); break;
   case K_COPY: y = fr_copy(c, d[0]); break;

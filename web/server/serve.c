@@ -38,6 +38,9 @@
 #include "core/graph.h"
 #include "core/json.h"
 #include "core/paths.h"
+#ifdef FLOWRUN_HAVE_PG
+#include "core/pg/pg.h"
+#endif
 #include "core/schema.h"
 #include "nodes/registry.h"
 
@@ -85,6 +88,9 @@ struct fr__run {
   char *error;           /* fr_malloc'd message when it failed */
   struct fr_buf outputs; /* JSON array items: "file", ... (relative to the output folder) */
   double queued_at;
+  int64_t db_id, db_seq; /* serve --db: the run's id in the fleet's queue, the last event seen */
+  bool db_done;          /* its run_done event has come */
+  bool cancel_sent;      /* a cancel passed on to the fleet */
   struct fr__run *next;
 };
 
@@ -102,7 +108,8 @@ struct fr__guess { /* wrong tokens from one address */
 
 struct fr__srv {
   struct fr_serve_opts o;
-  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX], input_real[PATH_MAX];
+  char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX], input_real[PATH_MAX],
+      temp_real[PATH_MAX];
   bool have_editor, loopback;
   char bind_addr[64];                             /* the numeric address listened on */
   const char *roots[2 + FR_SERVE_MAX_MODEL_DIRS]; /* what graphs may read: graphs, input, models */
@@ -128,6 +135,7 @@ struct fr__srv {
   struct fr__run *current; /* the running one (worker) */
   struct fr__msg log[FR__LOG_SIZE];
   uint64_t log_next; /* seq of the next message */
+  int fleet_wake[2]; /* serve --db: wakes the fleet thread (a run to submit or to cancel) */
 };
 
 static struct fr__srv *fr__g; /* for the signal handler only */
@@ -445,6 +453,11 @@ static void fr__on_event(void *user, const struct fr_event *ev) {
         fr_buf_putc(&r->outputs, ',');
       fr_buf_json_str(&r->outputs, rel);
       pthread_mutex_unlock(&s->mu);
+    } else if (realpath(ev->path, real) && fr__under(s->temp_real, real) &&
+               real[strlen(s->temp_real)] == '/') {
+      fr_buf_puts(&b, ",\"file\":"); /* a preview: shown, not kept in the run's outputs */
+      fr_buf_json_str(&b, real + strlen(s->temp_real) + 1);
+      fr_buf_puts(&b, ",\"temp\":true");
     }
   }
   fr_buf_putc(&b, '}');
@@ -540,6 +553,294 @@ static void *fr__worker_main(void *arg) {
     fr__broadcast_buf(s, &ev);
   }
 }
+
+#ifdef FLOWRUN_HAVE_PG
+/* ---- serve --db: the fleet's queue instead of the local engine -------------------------------------------
+ * One thread (in place of the local worker) submits the runs the editor queues, picks up the runs anyone
+ * else queued, follows every unfinished run's events in the database (broadcast with the local run id, as
+ * the local engine's are), passes cancels on, and when a run is done copies its output files into the
+ * output folder, so /api/output and the editor's gallery work as with local runs. */
+
+struct fr__follow_ctx {
+  struct fr__srv *s;
+  struct fr__run *r;
+  int id;
+  bool started, done;
+  char status[32];
+  struct fr_run_summary sum;
+};
+
+static void fr__fleet_event(void *u, const char *json) {
+  struct fr__follow_ctx *f = u;
+  struct fr_arena *a = fr_arena_new(0);
+  struct fr_json *j = NULL;
+  struct fr_err err;
+  if (!a || fr_json_parse(a, json, strlen(json), 0, &j, &err) || j->type != FR_JSON_OBJECT) {
+    fr_arena_free(a);
+    return;
+  }
+  const char *kind = fr_json_str(j, "event", "");
+  if (!strcmp(kind, "run_start"))
+    f->started = true;
+  if (!strcmp(kind, "run_done")) {
+    f->done = true;
+    snprintf(f->status, sizeof f->status, "%s", fr_json_str(j, "status", "?"));
+    f->sum.executed = (int)fr_json_num(j, "executed", 0);
+    f->sum.cached = (int)fr_json_num(j, "cached", 0);
+    f->sum.ms = fr_json_num(j, "ms", 0);
+  }
+  fr_arena_free(a);
+  if (!strcmp(kind, "output") || !strcmp(kind, "run_done"))
+    return; /* a worker's path; the local copies and the end are said once the files are here */
+  size_t n = strlen(json);
+  if (n < 2)
+    return;
+  struct fr_buf b = {0};
+  fr_buf_printf(&b, "{\"run\":%d,", f->id);
+  fr_buf_append(&b, json + 1, n - 2);
+  fr_buf_putc(&b, '}');
+  fr__broadcast_buf(f->s, &b);
+}
+
+static enum fr_status fr__fleet_output(void *u, const char *name, const void *data, size_t len,
+                                       struct fr_err *err) {
+  struct fr__follow_ctx *f = u;
+  if (strchr(name, '/') || !*name || name[0] == '.' || strlen(name) > 200)
+    return fr_errf(err, FR_E_INVALID, "output file name '%.200s' is not a plain name", name);
+  char path[PATH_MAX + 256], *tmp = NULL;
+  snprintf(path, sizeof path, "%s/%.200s", f->s->output_real, name);
+  enum fr_status rc = fr_write_temp(path, data, len, &tmp, err);
+  bool taken = true;
+  const char *dot = strrchr(name, '.');
+  int stem = dot ? (int)(dot - name) : (int)strlen(name);
+  for (int k = 1; !rc && taken && k < 10000; k++) {
+    rc = fr_publish_temp(tmp, path, false, &taken, err);
+    if (!rc && taken)
+      snprintf(path, sizeof path, "%s/%.*s-%d%.20s", f->s->output_real, stem, name, k, dot ? dot : "");
+  }
+  if (tmp && (rc || taken))
+    remove(tmp);
+  fr_free(tmp);
+  if (rc || taken)
+    return rc ? rc : fr_errf(err, FR_E_IO, "no free name for %s", name);
+  const char *rel = path + strlen(f->s->output_real) + 1;
+  pthread_mutex_lock(&f->s->mu);
+  if (f->r->outputs.len)
+    fr_buf_putc(&f->r->outputs, ',');
+  fr_buf_json_str(&f->r->outputs, rel);
+  pthread_mutex_unlock(&f->s->mu);
+  struct fr_buf b = {0};
+  fr_buf_printf(&b, "{\"run\":%d,\"event\":\"output\",\"path\":", f->id);
+  fr_buf_json_str(&b, path);
+  fr_buf_puts(&b, ",\"file\":");
+  fr_buf_json_str(&b, rel);
+  fr_buf_puts(&b, ",\"written\":true}");
+  fr__broadcast_buf(f->s, &b);
+  return FR_OK;
+}
+
+/* The params of a run as a JSON object of strings (what flowrun submit sends). */
+static void fr__ov_json(struct fr_buf *b, const struct fr__run *r) {
+  fr_buf_putc(b, '{');
+  for (int i = 0; i < r->n_ov; i++) {
+    if (i)
+      fr_buf_putc(b, ',');
+    fr_buf_json_str(b, r->ov[i].name);
+    fr_buf_putc(b, ':');
+    fr_buf_json_str(b, r->ov[i].value);
+  }
+  fr_buf_putc(b, '}');
+}
+
+static void fr__fleet_step(struct fr__srv *s, struct fr_pg *pg, int64_t *max_seen) {
+  struct fr_err err = {{0}};
+  /* 1. the editor's new runs into the fleet's queue; cancels passed on */
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    struct fr__run *r = s->runs;
+    while (r && !((r->state == FR__QUEUED && !r->db_id && !r->cancel_requested) ||
+                  (r->cancel_requested && r->db_id && !r->db_done && !r->cancel_sent)))
+      r = r->next;
+    if (!r) {
+      pthread_mutex_unlock(&s->mu);
+      break;
+    }
+    if (r->db_id) { /* a cancel to pass on */
+      int64_t id = r->db_id;
+      r->cancel_sent = true;
+      pthread_mutex_unlock(&s->mu);
+      fr_pg_cancel(pg, id, &err);
+      continue;
+    }
+    struct fr_buf params = {0};
+    fr__ov_json(&params, r);
+    char *yaml = fr_strdup(r->yaml), *name = fr_strdup(*r->path ? r->path : "editor.yaml");
+    pthread_mutex_unlock(&s->mu);
+    struct fr_pg_submit sub = {.yaml = yaml, .name = name, .dir = s->graphs_real, .params_json = params.data};
+    int64_t id = 0;
+    enum fr_status rc = yaml && name && !params.oom ? fr_pg_submit(pg, &sub, &id, &err) : FR_E_NOMEM;
+    fr_free(yaml);
+    fr_free(name);
+    fr_buf_free(&params);
+    pthread_mutex_lock(&s->mu);
+    s->n_queued--;
+    s->queued_bytes -= r->yaml_bytes;
+    struct fr_buf ev = {0};
+    if (rc) {
+      r->state = FR__FAILED;
+      r->error = fr_strdup(rc == FR_E_NOMEM ? "out of memory" : err.msg);
+      fr__run_event(&ev, "run_state", r);
+    } else {
+      r->db_id = id;
+      if (id > *max_seen)
+        *max_seen = id;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (ev.len)
+      fr__broadcast_buf(s, &ev);
+  }
+  /* 2. runs anyone else queued */
+  struct fr_buf b = {0};
+  if (fr_pg_runs_json(pg, 0, 50, &b, &err) == FR_OK) {
+    struct fr_arena *a = fr_arena_new(0);
+    struct fr_json *root = NULL;
+    const struct fr_json *runs =
+        a && !fr_json_parse(a, b.data, b.len, 0, &root, &err) ? fr_json_get(root, "runs") : NULL;
+    for (int i = runs ? runs->n - 1 : -1; i >= 0; i--) { /* oldest first */
+      const struct fr_json *j = &runs->items[i];
+      int64_t id = (int64_t)fr_json_num(j, "id", 0);
+      if (id <= *max_seen)
+        continue;
+      *max_seen = id;
+      pthread_mutex_lock(&s->mu);
+      bool known = false;
+      for (struct fr__run *r = s->runs; r && !known; r = r->next)
+        known = r->db_id == id;
+      struct fr__run *r = known ? NULL : fr_calloc(1, sizeof *r);
+      struct fr_buf ev = {0};
+      if (r && (r->path = fr_strdup(fr_json_str(j, "name", "")))) {
+        r->db_id = id;
+        r->id = ++s->next_id;
+        r->state = FR__QUEUED;
+        r->queued_at = fr__now_ms();
+        if (s->runs_tail)
+          s->runs_tail->next = r;
+        else
+          s->runs = r;
+        s->runs_tail = r;
+        s->n_runs++;
+        fr__run_event(&ev, "run_queued", r);
+      } else {
+        fr_free(r);
+      }
+      pthread_mutex_unlock(&s->mu);
+      if (ev.len)
+        fr__broadcast_buf(s, &ev);
+    }
+    fr_arena_free(a);
+  }
+  fr_buf_free(&b);
+  /* 3. events of the unfinished runs (their records stay in the history while unfinished) */
+  struct fr__run *todo[64];
+  int n_todo = 0;
+  pthread_mutex_lock(&s->mu);
+  for (struct fr__run *r = s->runs; r && n_todo < 64; r = r->next)
+    if (r->db_id && !r->db_done)
+      todo[n_todo++] = r;
+  pthread_mutex_unlock(&s->mu);
+  for (int k = 0; k < n_todo; k++) {
+    struct fr__run *r = todo[k];
+    pthread_mutex_lock(&s->mu);
+    struct fr__follow_ctx f = {.s = s, .r = r, .id = r->id, .started = r->state == FR__RUNNING};
+    int64_t after = r->db_seq, id = r->db_id;
+    pthread_mutex_unlock(&s->mu);
+    bool was_started = f.started;
+    enum fr_status rc = fr_pg_events(pg, id, &after, fr__fleet_event, &f, &err);
+    char state[32] = "";
+    if (!rc && f.done)
+      rc = fr_pg_state(pg, id, state, sizeof state, &err);
+    if (!rc && f.done && !strcmp(state, "done"))
+      rc = fr_pg_outputs(pg, id, fr__fleet_output, &f, &err);
+    pthread_mutex_lock(&s->mu);
+    r->db_seq = after;
+    struct fr_buf ev = {0};
+    if (f.started && !was_started && !f.done) {
+      r->state = FR__RUNNING;
+      fr__run_event(&ev, "run_state", r);
+    }
+    if (f.done) {
+      r->db_done = true;
+      r->sum = f.sum;
+      r->state = !strcmp(state, "done") ? FR__DONE : !strcmp(state, "cancelled") ? FR__CANCELLED : FR__FAILED;
+      fr_free(r->error);
+      r->error = r->state == FR__DONE ? NULL : fr_strdup(rc ? err.msg : f.status);
+      fr_free(r->yaml);
+      r->yaml = NULL;
+      fr__run_event(&ev, "run_state", r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (ev.len)
+      fr__broadcast_buf(s, &ev);
+    if (f.done) {
+      struct fr_buf d = {0};
+      fr_buf_printf(
+          &d,
+          "{\"run\":%d,\"event\":\"run_done\",\"executed\":%d,\"cached\":%d,\"ms\":%.3f,\"status\":", f.id,
+          f.sum.executed, f.sum.cached, f.sum.ms);
+      fr_buf_json_str(&d, f.status);
+      fr_buf_putc(&d, '}');
+      fr__broadcast_buf(s, &d);
+    }
+  }
+  pthread_mutex_lock(&s->mu);
+  fr__trim_history(s);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void *fr__fleet_main(void *arg) {
+  struct fr__srv *s = arg;
+  struct fr_pg *pg = NULL;
+  struct fr_err err = {{0}};
+  if (fr_pg_open(s->o.db, 0, &pg, &err) || fr_pg_listen(pg, "flowrun_events", &err) ||
+      fr_pg_listen(pg, "flowrun_queue", &err)) {
+    fprintf(stderr, "flowrun serve: %s\n", err.msg);
+    fr_pg_close(pg);
+    return NULL;
+  }
+  /* the runs queued before this server started stay in `flowrun runs`; from now on every run shows */
+  int64_t max_seen = 0;
+  struct fr_buf b = {0};
+  if (fr_pg_runs_json(pg, 0, 1, &b, &err) == FR_OK && b.data) {
+    const char *p = strstr(b.data, "\"id\":");
+    if (p)
+      max_seen = strtoll(p + 5, NULL, 10);
+  }
+  fr_buf_free(&b);
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    bool stop = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (stop)
+      break;
+    fr__fleet_step(s, pg, &max_seen);
+    fr_pg_wait(pg, 0.25, s->fleet_wake[0], NULL, 0);
+    char drain[64];
+    while (read(s->fleet_wake[0], drain, sizeof drain) > 0) {
+    }
+  }
+  fr_pg_close(pg);
+  return NULL;
+}
+
+static void fr__fleet_wake(struct fr__srv *s) {
+  if (s->o.db && s->fleet_wake[1] >= 0 && write(s->fleet_wake[1], "x", 1) < 0) {
+  }
+}
+#else
+static void fr__fleet_wake(struct fr__srv *s) {
+  (void)s;
+}
+#endif
 
 /* Queues a run. params: a JSON object of overrides (numbers, bools, strings) or NULL. yaml: the text, or
  * NULL to read path from the graphs folder. Returns an HTTP status with a message in err; *id on 200. */
@@ -642,6 +943,7 @@ static int fr__queue_run(struct fr__srv *s, const char *path, const char *yaml, 
   s->runs_tail = r;
   s->n_runs++;
   pthread_cond_signal(&s->cv);
+  fr__fleet_wake(s);
   struct fr_buf ev = {0};
   fr__run_event(&ev, "run_queued", r);
   pthread_mutex_unlock(&s->mu);
@@ -664,7 +966,7 @@ static int fr__cancel_run(struct fr__srv *s, int id, struct fr_err *err) {
     fr_errf(err, FR_E_NOTFOUND, "no run %d", id);
     return 404;
   }
-  bool was_queued = r->state == FR__QUEUED;
+  bool was_queued = r->state == FR__QUEUED && !r->db_id;
   if (r->state != FR__QUEUED && r->state != FR__RUNNING) {
     pthread_mutex_unlock(&s->mu);
     fr_errf(err, FR_E_INVALID, "run %d has already finished (%s)", id, fr__state_names[r->state]);
@@ -683,7 +985,10 @@ static int fr__cancel_run(struct fr__srv *s, int id, struct fr_err *err) {
   } else if (s->current == r) {
     fr_engine_cancel(s->engine);
   }
+  bool to_fleet = r->db_id != 0;
   pthread_mutex_unlock(&s->mu);
+  if (to_fleet)
+    fr__fleet_wake(s); /* the fleet thread passes it on */
   if (was_queued)
     fr__broadcast_buf(s, &ev);
   return 200;
@@ -1213,13 +1518,17 @@ static int fr__api_get(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, 
     const char *p = fr__arg(wsi, "file", arg, sizeof arg);
     if (!p)
       return fr__respond_error(wsi, pss, 400, "missing ?file=");
-    char full[PATH_MAX];
-    int st = fr__resolve(s->output_real, p, false, full);
+    char full[PATH_MAX], tbuf[16];
+    const char *tv = fr__arg(wsi, "temp", tbuf, sizeof tbuf);
+    bool temp = tv && !strcmp(tv, "1"); /* a preview */
+    int st = fr__resolve(temp ? s->temp_real : s->output_real, p, false, full);
     if (st == 200 && !fr__has_ext(p, ".png"))
       st = 400;
     if (st != 200)
-      return fr__respond_error(
-          wsi, pss, st, st == 404 ? "no such output" : "the path is not a .png inside the output folder");
+      return fr__respond_error(wsi, pss, st,
+                               st == 404 ? "no such output"
+                               : temp    ? "the path is not a .png inside the preview folder"
+                                         : "the path is not a .png inside the output folder");
     return fr__respond_file(wsi, pss, full, "image/png", NULL);
   }
   return fr__respond_error(wsi, pss, 404, "unknown API endpoint");
@@ -1731,6 +2040,10 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
   }
   for (int i = 0; i < s->o.n_model_dirs && s->n_roots < (int)(sizeof s->roots / sizeof *s->roots); i++)
     s->roots[s->n_roots++] = s->o.model_dirs[i];
+  char tdir[PATH_MAX];
+  if ((rc = fr__folder("temp", s->o.temp_dir ? s->o.temp_dir : fr_default_temp_dir(tdir, sizeof tdir), true,
+                       s->temp_real, err)) != FR_OK)
+    goto out;
   s->have_editor = fr__find_editor(s);
   if (s->o.editor_dir && !s->have_editor) {
     rc = fr_errf(err, FR_E_NOTFOUND, "--editor %s: no index.html there (build the editor first)",
@@ -1751,6 +2064,7 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
       .read_roots = s->roots,
       .n_read_roots = s->n_roots,
       .output_dir = s->output_real,
+      .temp_dir = s->temp_real,
       .device = s->o.device,
       .dtype = s->o.dtype,
       .threads = s->o.threads,
@@ -1782,7 +2096,22 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
     rc = fr_errf(err, FR_E_IO, "cannot listen on %s:%d", s->bind_addr, s->o.port);
     goto out_ctx;
   }
-  if (pthread_create(&s->worker, NULL, fr__worker_main, s) != 0) {
+  void *(*thread_main)(void *) = fr__worker_main;
+  s->fleet_wake[0] = s->fleet_wake[1] = -1;
+  if (s->o.db) {
+#ifdef FLOWRUN_HAVE_PG
+    if (pipe(s->fleet_wake) != 0) {
+      rc = fr_errf(err, FR_E_IO, "cannot make a pipe: %s", strerror(errno));
+      goto out_ctx;
+    }
+    fcntl(s->fleet_wake[0], F_SETFL, O_NONBLOCK);
+    thread_main = fr__fleet_main;
+#else
+    rc = fr_errf(err, FR_E_UNSUPPORTED, "--db: this flowrun was built without PostgreSQL support (libpq)");
+    goto out_ctx;
+#endif
+  }
+  if (pthread_create(&s->worker, NULL, thread_main, s) != 0) {
     rc = fr_errf(err, FR_E_INTERNAL, "cannot start the worker thread");
     goto out_ctx;
   }
@@ -1815,7 +2144,12 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
     fr_engine_cancel(s->engine);
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
+  fr__fleet_wake(s);
   pthread_join(s->worker, NULL);
+  if (s->fleet_wake[0] >= 0) {
+    close(s->fleet_wake[0]);
+    close(s->fleet_wake[1]);
+  }
 out_ctx:
   lws_context_destroy(s->ctx);
   s->ctx = NULL;

@@ -18,6 +18,7 @@ struct fr_serve_opts {
   const char *graphs_dir; /* workflow files (list/load/save); default "graphs" */
   const char *input_dir;  /* input files graphs may name (LoadImage ...), ComfyUI's input/; NULL: none */
   const char *output_dir; /* where output nodes write, served read-only; default "output" */
+  const char *temp_dir; /* where previews go (PreviewImage), served read-only; default fr_default_temp_dir */
   const char *editor_dir; /* built editor (web/dist); NULL: $FLOWRUN_EDITOR, ./web/dist, beside the binary */
   const char *cache_path; /* NULL: the CLI's default cache */
   bool no_cache;
@@ -33,6 +34,9 @@ struct fr_serve_opts {
   const char *dtype;  /* "f32", "f16", "bf16"; NULL: the device's default (fr_engine_opts.dtype) */
   int threads;
   const char *argv0; /* to find web/dist beside the binary */
+  /* PostgreSQL URL (flowrun built with libpq): runs go to the fleet's queue instead of this process's engine,
+   * and every run of the fleet, whoever queued it, shows with its events and outputs (docs/scale-out.md) */
+  const char *db;
 };
 
 /* Runs until SIGINT/SIGTERM. Returns FR_OK after a clean shutdown, or an error with the reason in err:

@@ -275,8 +275,9 @@ function Editor() {
           case 'warning': setMessage(`warning: ${ev.message}`); break;
           case 'output':
             if (ev.file) {
-              const src = `api/output?file=${encodeURIComponent(ev.file)}&r=${ev.run}`;
-              setOutputs((o) => [...o, { file: ev.file, src }]);
+              // a preview (PreviewImage) lives in the server's temporary folder: shown on its node only
+              const src = `api/output?${ev.temp ? "temp=1&" : ""}file=${encodeURIComponent(ev.file)}&r=${ev.run}`;
+              if (!ev.temp) setOutputs((o) => [...o, { file: ev.file, src }]);
               set({ image: src });
             }
             break;
