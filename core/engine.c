@@ -65,6 +65,7 @@ struct fr__run {
   const struct fr_graph *g;
   struct fr_arena *a;
   struct fr_key *sigs;
+  struct fr_key **lsigs; /* [node][output]: what links to the output hash (fr_signature_link) */
   char (*hex)[33];
   struct fr_key **okeys;
   struct fr_value ***mem; /* values held in memory (owned references) */
@@ -710,6 +711,7 @@ static enum fr_status fr__run_alloc(struct fr__run *r, struct fr_err *err) {
   int N = g->n_nodes > 0 ? g->n_nodes : 1;
   struct fr_arena *a = r->a;
   r->sigs = fr_arena_alloc(a, (size_t)N * sizeof *r->sigs);
+  r->lsigs = fr_arena_alloc(a, (size_t)N * sizeof *r->lsigs);
   r->hex = fr_arena_alloc(a, (size_t)N * sizeof *r->hex);
   r->okeys = fr_arena_alloc(a, (size_t)N * sizeof *r->okeys);
   r->mem = fr_arena_alloc(a, (size_t)N * sizeof *r->mem);
@@ -721,16 +723,17 @@ static enum fr_status fr__run_alloc(struct fr__run *r, struct fr_err *err) {
   r->reported = fr_arena_alloc(a, (size_t)N);
   r->from_tier = fr_arena_alloc(a, (size_t)N);
   r->outputs_emitted = fr_arena_alloc(a, (size_t)N);
-  if (!r->sigs || !r->hex || !r->okeys || !r->mem || !r->need || !r->want || !r->st || !r->forced ||
-      !r->done || !r->reported || !r->from_tier || !r->outputs_emitted)
+  if (!r->sigs || !r->lsigs || !r->hex || !r->okeys || !r->mem || !r->need || !r->want || !r->st ||
+      !r->forced || !r->done || !r->reported || !r->from_tier || !r->outputs_emitted)
     return fr_errf(err, FR_E_NOMEM, "out of memory planning the run");
   for (int n = 0; n < g->n_nodes; n++) {
     size_t no = (size_t)(g->nodes[n].spec->n_outputs > 0 ? g->nodes[n].spec->n_outputs : 1);
     r->okeys[n] = fr_arena_alloc(a, no * sizeof **r->okeys);
+    r->lsigs[n] = fr_arena_alloc(a, no * sizeof **r->lsigs);
     r->mem[n] = fr_arena_alloc(a, no * sizeof **r->mem);
     r->need[n] = fr_arena_alloc(a, no * sizeof **r->need);
     r->want[n] = fr_arena_alloc(a, no * sizeof **r->want);
-    if (!r->okeys[n] || !r->mem[n] || !r->need[n] || !r->want[n])
+    if (!r->okeys[n] || !r->lsigs[n] || !r->mem[n] || !r->need[n] || !r->want[n])
       return fr_errf(err, FR_E_NOMEM, "out of memory planning the run");
   }
   return FR_OK;
@@ -760,7 +763,8 @@ static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
                            .cache = e->cache,
                            .memo = &e->memo,
                            .model_dirs = (const char *const *)e->model_dirs,
-                           .n_model_dirs = e->n_model_dirs};
+                           .n_model_dirs = e->n_model_dirs,
+                           .link_sigs = r->lsigs};
   /* A fresh nonce per run for non-deterministic nodes: time, pid, run counter. */
   struct {
     struct timespec ts;
@@ -796,8 +800,12 @@ static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
     if (rc != FR_OK)
       return rc;
     fr_key_hex(&r->sigs[n], r->hex[n]);
-    for (int o = 0; o < r->g->nodes[n].spec->n_outputs; o++)
-      fr_signature_output(&r->sigs[n], o, &r->okeys[n][o]);
+    for (int o = 0; o < r->g->nodes[n].spec->n_outputs; o++) {
+      rc = fr_signature_link(&ctx, r->g, n, o, r->sigs, &r->lsigs[n][o], err);
+      if (rc != FR_OK)
+        return rc;
+      fr_signature_output(&r->lsigs[n][o], o, &r->okeys[n][o]);
+    }
   }
   return FR_OK;
 }

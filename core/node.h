@@ -43,7 +43,13 @@ enum fr_input_flags {
   FR_IN_PROMPT = 1 << 6,     /* STRING prompt that may name textual-inversion embeddings ("embedding:NAME",
                                 ComfyUI's syntax): the files <model folder>/embeddings/NAME[.safetensors]
                                 it may read are fingerprinted into the signature (core/signature.c) */
+  /* Only output FR_IN_OUTPUT_OF(flags) depends on this input (set with FR_IN_ONLY_FOR(o)): the other
+   * outputs' cache keys, and the keys of the nodes they feed, leave it out, so editing it does not re-run
+   * what reads them (LoraLoader: strength_model changes the model, not the clip). */
+  FR_IN_ONLY_OUTPUT = 1 << 16, /* high bits, away from the plain flags above */
 };
+#define FR_IN_ONLY_FOR(o) (FR_IN_ONLY_OUTPUT | ((unsigned)(o) << 24))
+#define FR_IN_OUTPUT_OF(flags) ((int)(((unsigned)(flags) >> 24) & 0xff))
 
 /* The kind of file an FR_IN_MODEL_FILE input names, kept in bits 8..11 of its flags (FR_IN_KIND(k)): each
  * model folder is searched as it is and then in the subfolders ComfyUI keeps that kind in

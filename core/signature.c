@@ -282,13 +282,22 @@ static enum fr_status fr__put_prompt_files(struct fr_sig_ctx *ctx, struct fr_buf
   return FR_OK;
 }
 
-enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
-                                   const struct fr_key *sigs, struct fr_buf *b, struct fr_err *err) {
+/* Whether an input counts for output `output` (< 0: the node signature, every input counts). */
+static bool fr__counts(const struct fr_input_spec *in, int output) {
+  return output < 0 || !(in->flags & FR_IN_ONLY_OUTPUT) || FR_IN_OUTPUT_OF(in->flags) == output;
+}
+
+static enum fr_status fr__encode(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx, int output,
+                                 const struct fr_key *sigs, struct fr_buf *b, struct fr_err *err) {
   const struct fr_gnode *n = &g->nodes[idx];
   const struct fr_node_spec *s = n->spec;
   fr__put_str(b, FR__SIG_TAG);
   fr__put_str(b, s->name);
   fr__put_u64(b, (uint64_t)(int64_t)s->version);
+  if (output >= 0) {
+    fr_buf_putc(b, 'D');
+    fr__put_u64(b, (uint64_t)output);
+  }
 
   int *ord = fr_malloc((size_t)(s->n_inputs ? s->n_inputs : 1) * sizeof *ord);
   if (!ord)
@@ -306,10 +315,13 @@ enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph
     int i = ord[k];
     const struct fr_input_spec *in = &s->inputs[i];
     const struct fr_binding *bd = &n->inputs[i];
+    if (!fr__counts(in, output))
+      continue;
     fr__put_str(b, in->name);
     if (bd->kind == FR_BIND_LINK) {
       fr_buf_putc(b, 'K');
-      fr__put_key(b, &sigs[bd->src_node]);
+      const struct fr_key *const *ls = (const struct fr_key *const *)ctx->link_sigs;
+      fr__put_key(b, ls && ls[bd->src_node] ? &ls[bd->src_node][bd->src_output] : &sigs[bd->src_node]);
       fr__put_u64(b, (uint64_t)bd->src_output);
     } else if (bd->kind == FR_BIND_LITERAL && (in->flags & (FR_IN_FILE | FR_IN_MODEL_FILE)) && bd->path) {
       struct fr_key fp;
@@ -354,14 +366,37 @@ enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph
   return FR_OK;
 }
 
-enum fr_status fr_signature_node(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
-                                 const struct fr_key *sigs, struct fr_key *out, struct fr_err *err) {
+enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
+                                   const struct fr_key *sigs, struct fr_buf *b, struct fr_err *err) {
+  return fr__encode(ctx, g, idx, -1, sigs, b, err);
+}
+
+static enum fr_status fr__sign(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx, int output,
+                               const struct fr_key *sigs, struct fr_key *out, struct fr_err *err) {
   struct fr_buf b = {0};
-  enum fr_status rc = fr_signature_encode(ctx, g, idx, sigs, &b, err);
+  enum fr_status rc = fr__encode(ctx, g, idx, output, sigs, &b, err);
   if (rc == FR_OK)
     fr__key_from_hash(XXH3_128bits(b.data, b.len), out);
   fr_buf_free(&b);
   return rc;
+}
+
+enum fr_status fr_signature_node(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
+                                 const struct fr_key *sigs, struct fr_key *out, struct fr_err *err) {
+  return fr__sign(ctx, g, idx, -1, sigs, out, err);
+}
+
+enum fr_status fr_signature_link(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx, int output,
+                                 const struct fr_key *sigs, struct fr_key *out, struct fr_err *err) {
+  const struct fr_node_spec *s = g->nodes[idx].spec;
+  bool split = false;
+  for (int i = 0; i < s->n_inputs; i++)
+    split = split || (s->inputs[i].flags & FR_IN_ONLY_OUTPUT);
+  if (!split) {
+    *out = sigs[idx];
+    return FR_OK;
+  }
+  return fr__sign(ctx, g, idx, output, sigs, out, err);
 }
 
 void fr_signature_output(const struct fr_key *sig, int output, struct fr_key *out) {

@@ -6,7 +6,8 @@
  *   every input sorted by name, each one of:
  *     literal:  int as int64, float as the IEEE-754 bits of the double (-0 and NaN made canonical),
  *               bool as one byte, string with its length;
- *     link:     the upstream node's signature and output index;
+ *     link:     the upstream node's signature and output index (the output's link signature instead
+ *               when the upstream node has inputs marked FR_IN_ONLY_FOR: fr_signature_link);
  *     file:     (FR_IN_FILE / FR_IN_MODEL_FILE) the XXH3-128 of the file's bytes, not its name, so a
  *               renamed or moved file keeps its cache; a sha256 pin (core/pins.h) is checked here, when
  *               the file is first used, but is not part of the key: pinning changes no key;
@@ -49,6 +50,9 @@ struct fr_sig_ctx {
   struct fr_fp_memo *memo;
   const char *const *model_dirs; /* for FR_IN_PROMPT inputs: where embeddings/ folders are */
   int n_model_dirs;
+  /* Per node, per output: what a link to that output hashes (fr_signature_link); NULL (or a NULL row):
+   * the upstream node's signature. */
+  struct fr_key *const *link_sigs;
 };
 
 /* XXH3-128 of the bytes of the file at path, read now (not memoised). FR_E_IO naming the path. */
@@ -65,7 +69,12 @@ enum fr_status fr_signature_encode(struct fr_sig_ctx *ctx, const struct fr_graph
 /* The signature of node idx. Errors: a file input that cannot be fingerprinted (FR_E_IO), FR_E_NOMEM. */
 enum fr_status fr_signature_node(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx,
                                  const struct fr_key *sigs, struct fr_key *out, struct fr_err *err);
-/* The cache key of output `output` of a node with signature sig. */
+/* What a link to output `output` of node idx hashes, given the node signatures sigs: sigs[idx] itself,
+ * unless some input of the node is marked FR_IN_ONLY_FOR another output; then a signature that leaves
+ * out the inputs marked for other outputs. */
+enum fr_status fr_signature_link(struct fr_sig_ctx *ctx, const struct fr_graph *g, int idx, int output,
+                                 const struct fr_key *sigs, struct fr_key *out, struct fr_err *err);
+/* The cache key of output `output` of a node with signature sig (the engine passes the link signature). */
 void fr_signature_output(const struct fr_key *sig, int output, struct fr_key *out);
 
 /* 32 lowercase hex digits and a NUL. */

@@ -45,6 +45,8 @@ static const struct fr_node_spec *const fr__builtin[] = {
     &fr_node_unet_loader,
     &fr_node_clip_loader,
     &fr_node_clip_set_last_layer,
+    &fr_node_lora_loader,
+    &fr_node_lora_loader_model_only,
     /* inpainting */
     &fr_node_vae_encode_for_inpaint, &fr_node_set_latent_noise_mask, &fr_node_inpaint_model_conditioning,
     /* batches */

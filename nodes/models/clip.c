@@ -263,7 +263,7 @@ enum fr_status fr_clip_load_from(struct fr_ctx *c, const struct fr_wsrc *w, cons
     /* transformers' layout, with or without the text_model. level */
     char tm[512];
     snprintf(tm, sizeof tm, "%stext_model.", pre);
-    struct fr_wsrc inner = {w->st, tm};
+    struct fr_wsrc inner = {w->st, tm, w->lora, w->space};
     if (!fr_wsrc_has(&inner, "embeddings.token_embedding.weight"))
       inner.prefix = pre;
     L.w = &inner;
@@ -299,13 +299,14 @@ enum fr_status fr_clip_load(struct fr_ctx *c, const struct fr_checkpoint *ck, en
                             struct fr_clip **out, struct fr_err *err) {
   *out = NULL;
   const char *name = role == FR_CLIP_ROLE_L ? "CLIP-L" : "OpenCLIP-G";
+  enum fr_lora_space space = role == FR_CLIP_ROLE_L ? FR_LORA_CLIP_L : FR_LORA_CLIP_G;
   if (ck->layout == FR_LAYOUT_DIFFUSERS) {
     const struct fr_safetensors *st = role == FR_CLIP_ROLE_L ? ck->text_encoder : ck->text_encoder_2;
     const char *cfg = role == FR_CLIP_ROLE_L ? ck->text_encoder_config : ck->text_encoder_2_config;
     if (!st)
       return fr_errf(err, FR_E_NOTFOUND, "%s: no %s text encoder (%s/model.safetensors)", ck->path, name,
                      role == FR_CLIP_ROLE_L ? "text_encoder" : "text_encoder_2");
-    struct fr_wsrc w = {st, ""};
+    struct fr_wsrc w = {st, "", ck->lora, space};
     return fr_clip_load_from(c, &w, cfg, out, err);
   }
   /* single file: the first prefix under which an encoder's token embedding exists */
@@ -318,10 +319,10 @@ enum fr_status fr_clip_load(struct fr_ctx *c, const struct fr_checkpoint *ck, en
   size_t n = role == FR_CLIP_ROLE_L ? sizeof l_prefixes / sizeof *pre : sizeof g_prefixes / sizeof *pre;
   char tried[1024] = "";
   for (size_t i = 0; i < n; i++) {
-    struct fr_wsrc w = {ck->file, pre[i]};
+    struct fr_wsrc w = {ck->file, pre[i], ck->lora, space};
     char tm[512];
     snprintf(tm, sizeof tm, "%stext_model.", pre[i]);
-    struct fr_wsrc inner = {ck->file, tm};
+    struct fr_wsrc inner = {.st = ck->file, .prefix = tm};
     bool hf = fr_wsrc_has(&inner, "embeddings.token_embedding.weight") ||
               fr_wsrc_has(&w, "embeddings.token_embedding.weight");
     bool oc = fr_wsrc_has(&w, "token_embedding.weight");

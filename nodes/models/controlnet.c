@@ -109,9 +109,9 @@ enum fr_status fr_controlnet_load(struct fr_ctx *c, const struct fr_checkpoint *
   if (!st)
     return fr_errf(err, FR_E_NOTFOUND, "%s: no ControlNet weights", ck->path);
   if (fr_st_find(st, "control_model.input_blocks.0.0.weight"))
-    s.w = (struct fr_wsrc){st, "control_model."};
+    s.w = (struct fr_wsrc){.st = st, .prefix = "control_model."};
   else
-    s.w = (struct fr_wsrc){st, ""};
+    s.w = (struct fr_wsrc){.st = st, .prefix = ""};
   enum fr_status rc = fr__unet_detect_layout(&s);
   if (rc)
     return fr_err_prefix(err, rc, "ControlNet: ");

@@ -153,7 +153,16 @@ enum fr_status fr__unet_load_t(struct fr__usrc *s, const char *sgm, int ndim, co
       return fr_errf(s->err, FR_E_NOMEM, "out of memory loading the UNet");
     im->owned = p, im->cap_owned = cap;
   }
-  enum fr_status rc = fr_wsrc_load(s->c, &s->w, key, ndim, shape, out, s->err);
+  /* the LoRA key mapping knows the tensor by both layouts' names */
+  char dname[512] = "";
+  if (s->w.lora) {
+    struct fr__usrc d = *s;
+    d.diffusers = true;
+    if (!fr__unet_key(&d, sgm, dname, sizeof dname))
+      dname[0] = 0;
+  }
+  const char *aka[2] = {sgm, dname};
+  enum fr_status rc = fr_wsrc_load_aka(s->c, &s->w, key, aka, dname[0] ? 2 : 1, ndim, shape, out, s->err);
   if (rc)
     return rc;
   im->owned[im->n_owned++] = *out;
@@ -561,11 +570,11 @@ enum fr_status fr_unet_load(struct fr_ctx *c, const struct fr_checkpoint *ck, st
   if (ck->layout == FR_LAYOUT_DIFFUSERS) {
     if (!ck->unet)
       return fr_errf(err, FR_E_NOTFOUND, "%s: no unet/ weights in this diffusers folder", ck->path);
-    s.w = (struct fr_wsrc){ck->unet, ""};
+    s.w = (struct fr_wsrc){ck->unet, "", ck->lora, FR_LORA_UNET};
   } else if (ck->file && fr_st_find(ck->file, "model.diffusion_model.input_blocks.0.0.weight")) {
-    s.w = (struct fr_wsrc){ck->file, "model.diffusion_model."};
-  } else if (ck->file) {
-    s.w = (struct fr_wsrc){ck->file, ""}; /* a bare UNet file, SGM or diffusers keys */
+    s.w = (struct fr_wsrc){ck->file, "model.diffusion_model.", ck->lora, FR_LORA_UNET};
+  } else if (ck->file) { /* a bare UNet file, SGM or diffusers keys */
+    s.w = (struct fr_wsrc){ck->file, "", ck->lora, FR_LORA_UNET};
   } else {
     return fr_errf(err, FR_E_NOTFOUND, "%s: no UNet weights", ck->path);
   }

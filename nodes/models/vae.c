@@ -338,9 +338,9 @@ enum fr_status fr_vae_load(struct fr_ctx *c, const struct fr_checkpoint *ck, str
   if (ck->layout == FR_LAYOUT_DIFFUSERS) {
     if (!ck->vae)
       return fr_errf(err, FR_E_NOTFOUND, "%s: no vae/ weights in this diffusers folder", ck->path);
-    L.w = (struct fr_wsrc){ck->vae, ""};
+    L.w = (struct fr_wsrc){.st = ck->vae, .prefix = ""};
   } else {
-    L.w = (struct fr_wsrc){ck->file, "first_stage_model."};
+    L.w = (struct fr_wsrc){.st = ck->file, .prefix = "first_stage_model."};
     /* a bare VAE file (sdxl_vae.safetensors, vae-ft-mse-840000) has the same keys without the prefix */
     if (!fr_wsrc_has(&L.w, "decoder.conv_in.weight"))
       L.w.prefix = "";

@@ -180,6 +180,12 @@ void fr_weights_scan_end(void) {
 
 enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const char *name, int ndim,
                             const int64_t *shape, struct fr_tensor **out, struct fr_err *err) {
+  return fr_wsrc_load_aka(c, w, name, NULL, 0, ndim, shape, out, err);
+}
+
+enum fr_status fr_wsrc_load_aka(struct fr_ctx *c, const struct fr_wsrc *w, const char *name,
+                                const char *const *aka, int n_aka, int ndim, const int64_t *shape,
+                                struct fr_tensor **out, struct fr_err *err) {
   *out = NULL;
   const char *prefix = w->prefix ? w->prefix : "";
   const struct fr_st_entry *e = fr_wsrc_find(w, name);
@@ -200,7 +206,16 @@ enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const cha
   if (e->dtype != FR_F32 && e->dtype != FR_F16 && e->dtype != FR_BF16 && e->dtype != FR_F64)
     return fr_errf(err, FR_E_UNSUPPORTED, "tensor %s%s: dtype %s is not a float type", prefix, name,
                    fr_dtype_name(e->dtype));
-  struct fr_tensor *view = fr_st_view(e);
+  struct fr_tensor *view = NULL;
+  if (w->lora) {
+    char full[1024];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    enum fr_status rc = fr_lora_patch(w->lora, w->space, full, aka, n_aka, e, &view, err);
+    if (rc)
+      return rc;
+  }
+  if (!view)
+    view = fr_st_view(e);
   if (!view)
     return fr_errf(err, FR_E_NOMEM, "out of memory loading tensor %s%s", prefix, name);
   int64_t bad = fr__scan ? fr_tensor_count_nonfinite(view, NULL) : 0;

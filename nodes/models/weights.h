@@ -16,6 +16,7 @@
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "kernels/ops.h"
+#include "nodes/models/lora.h"
 
 enum fr_ckpt_layout { FR_LAYOUT_SINGLE, FR_LAYOUT_DIFFUSERS };
 
@@ -27,6 +28,9 @@ struct fr_checkpoint {
   struct fr_safetensors *unet, *vae, *text_encoder, *text_encoder_2, *controlnet;
   char *unet_config, *vae_config, *text_encoder_config, *text_encoder_2_config, *controlnet_config;
   char *dir;                        /* the folder (diffusers), for tokenizer/ look-ups */
+  /* LoRA files applied to what the UNet and CLIP loaders load from this checkpoint (NULL: none). A
+   * loader copies it into its fr_wsrc; callers set it on a copy of a shared, opened checkpoint. */
+  struct fr_lora_set *lora;
 };
 
 /* Opens a single .safetensors file or a diffusers folder (model_index.json or config.json +
@@ -34,10 +38,13 @@ struct fr_checkpoint {
 enum fr_status fr_checkpoint_open(const char *path, struct fr_checkpoint **out, struct fr_err *err);
 void fr_checkpoint_close(struct fr_checkpoint *ck);
 
-/* Where one component's tensors are: a file plus a key prefix ("model.diffusion_model." or ""). */
+/* Where one component's tensors are: a file plus a key prefix ("model.diffusion_model." or ""), and the
+ * LoRA files to apply to them as they load (lora.h; NULL: none) as names of space. */
 struct fr_wsrc {
   const struct fr_safetensors *st;
   const char *prefix;
+  struct fr_lora_set *lora;
+  enum fr_lora_space space;
 };
 
 /* True if prefix+name exists. */
@@ -52,6 +59,12 @@ const struct fr_st_entry *fr_wsrc_find(const struct fr_wsrc *w, const char *name
  * and vice versa (single-file VAEs store attention projections as 1x1 convolutions). */
 enum fr_status fr_wsrc_load(struct fr_ctx *c, const struct fr_wsrc *w, const char *name, int ndim,
                             const int64_t *shape, struct fr_tensor **out, struct fr_err *err);
+/* The same, with the loader's other names for the tensor (without prefix: the UNet's SGM and diffusers
+ * names), which the LoRA key mapping also tries. With w->lora set, a tensor a LoRA module names is
+ * merged in fp32 on the host (fr_lora_patch) before fr_ctx_weight converts it. */
+enum fr_status fr_wsrc_load_aka(struct fr_ctx *c, const struct fr_wsrc *w, const char *name,
+                                const char *const *aka, int n_aka, int ndim, const int64_t *shape,
+                                struct fr_tensor **out, struct fr_err *err);
 
 /* Scanning for non-finite weights. Between fr_weights_scan_begin(s) and fr_weights_scan_end() on one
  * thread, every tensor fr_wsrc_load loads is checked for NaN/inf (fr_tensor_count_nonfinite on the file's

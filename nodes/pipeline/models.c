@@ -80,6 +80,59 @@ enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out) {
   return rc ? fr_node_fail(nc, rc, "%s", err.msg) : FR_OK;
 }
 
+/* ---- the shared, opened checkpoints ---- */
+
+/* One opened checkpoint per path and engine, key "pipeline:ckpt:<path>:<size>:<mtime>", referenced by every
+ * component built from it (their weights may borrow its mapping), so a patched variant is derived without
+ * opening the file again. */
+struct fr__pckpt {
+  int refcount;
+  struct fr_checkpoint *ck;
+};
+
+static void fr__pckpt_unref(struct fr__pckpt *p) {
+  if (p && --p->refcount == 0) {
+    fr_checkpoint_close(p->ck);
+    fr_free(p);
+  }
+}
+
+static void fr__pckpt_destroy(void *p) {
+  fr__pckpt_unref(p);
+}
+
+/* The shared checkpoint of path with one more reference for the caller; *opened tells whether it was
+ * opened now. */
+static enum fr_status fr__pckpt_get(struct fr_node_ctx *nc, const char *path, struct fr__pckpt **out,
+                                    bool *opened, struct fr_err *err) {
+  /* keyed by size and mtime too: a file replaced under the same name is opened anew */
+  struct stat sb;
+  long long size = -1, mt = 0;
+  if (stat(path, &sb) == 0)
+    size = (long long)sb.st_size, mt = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+  char key[4300];
+  snprintf(key, sizeof key, "pipeline:ckpt:%s:%lld:%lld", path, size, mt);
+  struct fr__pckpt *p = fr_node_engine_get(nc, key);
+  *opened = !p;
+  if (!p) {
+    p = fr_calloc(1, sizeof *p);
+    if (!p)
+      return fr_errf(err, FR_E_NOMEM, "out of memory");
+    enum fr_status rc = fr_checkpoint_open(path, &p->ck, err);
+    if (rc) {
+      fr_free(p);
+      return rc;
+    }
+    p->refcount = 1;
+    fr_node_engine_set(nc, key, p, fr__pckpt_destroy);
+    if (fr_node_engine_get(nc, key) != p)
+      return fr_errf(err, FR_E_NOMEM, "out of memory");
+  }
+  p->refcount++;
+  *out = p;
+  return FR_OK;
+}
+
 /* ---- objects ---- */
 
 static void fr__obj_destroy(struct fr_object *o) {
@@ -87,6 +140,9 @@ static void fr__obj_destroy(struct fr_object *o) {
   fr_free(p->o.identity);
   fr_free(p->path);
   fr_free(p->tokenizer);
+  for (int i = 0; i < p->n_patches; i++)
+    fr_free(p->patches[i].path);
+  fr_free(p->patches);
   fr_free(p);
 }
 
@@ -111,11 +167,57 @@ struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const ch
 
 struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o) {
   struct fr_pipe_obj *p = fr_pipe_obj_new(o->o.type, o->path, o->tokenizer);
-  if (p) {
-    p->sampling = o->sampling;
-    p->zsnr = o->zsnr;
-    p->clip_layer = o->clip_layer;
+  if (!p)
+    return NULL;
+  p->sampling = o->sampling;
+  p->zsnr = o->zsnr;
+  p->clip_layer = o->clip_layer;
+  /* the LoRA patches travel with every setting (CLIPSetLastLayer or ModelSamplingDiscrete after LoraLoader)
+   */
+  p->patches = o->n_patches ? fr_calloc((size_t)o->n_patches, sizeof *p->patches) : NULL;
+  bool ok = !o->n_patches || p->patches;
+  for (int i = 0; ok && i < o->n_patches; i++) {
+    p->patches[i].path = fr_strdup(o->patches[i].path);
+    p->patches[i].strength = o->patches[i].strength;
+    p->n_patches++;
+    ok = p->patches[i].path != NULL;
   }
+  char *id = ok ? fr_strdup(o->o.identity) : NULL;
+  if (!id) {
+    fr__obj_destroy(&p->o);
+    return NULL;
+  }
+  fr_free(p->o.identity);
+  p->o.identity = id;
+  return p;
+}
+
+struct fr_pipe_obj *fr_pipe_obj_patched(const struct fr_pipe_obj *base, const char *lora, double strength) {
+  struct fr_pipe_obj *p = fr_pipe_obj_clone(base);
+  if (!p)
+    return NULL;
+  struct fr_pipe_patch *np = fr_realloc(p->patches, (size_t)(p->n_patches + 1) * sizeof *np);
+  if (!np) {
+    fr__obj_destroy(&p->o);
+    return NULL;
+  }
+  p->patches = np;
+  np[p->n_patches].path = fr_strdup(lora);
+  np[p->n_patches].strength = strength;
+  if (!np[p->n_patches].path) {
+    fr__obj_destroy(&p->o);
+    return NULL;
+  }
+  p->n_patches++;
+  size_t n = strlen(base->o.identity) + strlen(lora) + 48;
+  char *id = fr_malloc(n);
+  if (!id) {
+    fr__obj_destroy(&p->o);
+    return NULL;
+  }
+  snprintf(id, n, "%s+lora:%s*%.17g", base->o.identity, lora, strength);
+  fr_free(p->o.identity);
+  p->o.identity = id;
   return p;
 }
 
@@ -131,7 +233,7 @@ static void fr__comp_destroy(void *v) {
   fr_clip_free(m->g);
   fr_tokenizer_free(m->tok);
   fr_controlnet_free(m->cn);
-  fr_checkpoint_close(m->ck);
+  fr__pckpt_unref(m->sck);
   fr__pctx_unref(m->pc);
   fr_free(m);
 }
@@ -172,12 +274,94 @@ static enum fr_status fr__find_tokenizer(const struct fr_pipe_obj *o, const stru
   return rc;
 }
 
-static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
-                               struct fr_pipe_comp *m, struct fr_err *err) {
-  fr_node_info(nc, "loading %s from %s", type, o->path);
-  enum fr_status rc = fr_checkpoint_open(o->path, &m->ck, err);
+/* The LoRA files of o's patches, opened (NULL when o has none). */
+static enum fr_status fr__patch_set(const struct fr_pipe_obj *o, struct fr_lora_set **out,
+                                    struct fr_err *err) {
+  *out = NULL;
+  if (!o->n_patches)
+    return FR_OK;
+  struct fr_lora_set *s = fr_lora_set_new();
+  if (!s)
+    return fr_errf(err, FR_E_NOMEM, "out of memory");
+  for (int i = 0; i < o->n_patches; i++) {
+    enum fr_status rc = fr_lora_set_add(s, o->patches[i].path, o->patches[i].strength, err);
+    if (rc) {
+      fr_lora_set_free(s);
+      return rc;
+    }
+  }
+  *out = s;
+  return FR_OK;
+}
+
+/* After a patched component loaded: unmatched modules are a warning, a LoRA for another base an error. */
+static enum fr_status fr__patch_report(struct fr_node_ctx *nc, const struct fr_lora_set *s,
+                                       enum fr_lora_space sp, bool unknown_too, struct fr_err *err) {
+  char warn[2048];
+  enum fr_status rc = fr_lora_check(s, sp, unknown_too, warn, sizeof warn, err);
   if (rc)
     return rc;
+  for (char *line = warn, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
+    nl = strchr(line, '\n');
+    if (nl)
+      *nl = 0;
+    fr_node_warn(nc, "%s", line);
+  }
+  return FR_OK;
+}
+
+static enum fr_status fr__load_patched(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
+                                       struct fr_pipe_comp *m, struct fr_err *err) {
+  struct fr_lora_set *set = NULL;
+  enum fr_status rc = fr__patch_set(o, &set, err);
+  if (rc)
+    return rc;
+  char what[1024] = "";
+  for (int i = 0; i < o->n_patches; i++) {
+    const char *b = strrchr(o->patches[i].path, '/');
+    size_t k = strlen(what);
+    snprintf(what + k, sizeof what - k, "%s%s (strength %g)", i ? ", " : "", b ? b + 1 : o->patches[i].path,
+             o->patches[i].strength);
+  }
+  fr_node_info(nc, "patching %s of %s with LoRA %s", type, o->path, what);
+  struct fr_checkpoint ck = *m->ck; /* the shared checkpoint, seen with the patches */
+  ck.lora = set;
+  if (!strcmp(type, FR_T_MODEL)) {
+    rc = fr_unet_load(m->c, &ck, &m->unet, err);
+    if (!rc)
+      rc = fr__patch_report(nc, set, FR_LORA_UNET, true, err);
+  } else {
+    struct fr_err e2 = {{0}};
+    enum fr_status rl = fr_clip_load(m->c, &ck, FR_CLIP_ROLE_L, &m->l, err);
+    enum fr_status rg = fr_clip_load(m->c, &ck, FR_CLIP_ROLE_G, &m->g, &e2);
+    rc = rl && rl != FR_E_NOTFOUND ? rl : FR_OK;
+    if (!rc && rg && rg != FR_E_NOTFOUND) {
+      *err = e2;
+      rc = rg;
+    }
+    if (!rc)
+      rc = fr__patch_report(nc, set, FR_LORA_CLIP_L, false, err);
+    if (!rc)
+      rc = fr__patch_report(nc, set, FR_LORA_CLIP_G, false, err);
+  }
+  fr_lora_set_free(set);
+  return rc;
+}
+
+static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
+                               struct fr_pipe_comp *m, struct fr_err *err) {
+  bool patched = o->n_patches > 0 && (!strcmp(type, FR_T_MODEL) || !strcmp(type, FR_T_CLIP));
+  bool opened = false;
+  if (!patched)
+    fr_node_info(nc, "loading %s from %s", type, o->path);
+  enum fr_status rc = fr__pckpt_get(nc, o->path, &m->sck, &opened, err);
+  if (rc)
+    return rc;
+  m->ck = m->sck->ck;
+  if (patched && opened)
+    fr_node_info(nc, "loading %s from %s", type, o->path);
+  if (patched && !strcmp(type, FR_T_MODEL))
+    return fr__load_patched(nc, o, type, m, err);
   if (!strcmp(type, FR_T_MODEL))
     return fr_unet_load(m->c, m->ck, &m->unet, err);
   if (!strcmp(type, FR_T_CONTROL_NET))
@@ -192,14 +376,20 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
     return rc;
   }
   /* CLIP: which encoders the checkpoint has tells SD1.5 (L), SDXL base (L + G) and refiner (G). */
-  struct fr_err e2 = {{0}};
-  enum fr_status rl = fr_clip_load(m->c, m->ck, FR_CLIP_ROLE_L, &m->l, err);
-  if (rl && rl != FR_E_NOTFOUND)
-    return rl;
-  enum fr_status rg = fr_clip_load(m->c, m->ck, FR_CLIP_ROLE_G, &m->g, &e2);
-  if (rg && rg != FR_E_NOTFOUND) {
-    *err = e2;
-    return rg;
+  if (patched) {
+    rc = fr__load_patched(nc, o, type, m, err);
+    if (rc)
+      return rc;
+  } else {
+    struct fr_err e2 = {{0}};
+    enum fr_status rl = fr_clip_load(m->c, m->ck, FR_CLIP_ROLE_L, &m->l, err);
+    if (rl && rl != FR_E_NOTFOUND)
+      return rl;
+    enum fr_status rg = fr_clip_load(m->c, m->ck, FR_CLIP_ROLE_G, &m->g, &e2);
+    if (rg && rg != FR_E_NOTFOUND) {
+      *err = e2;
+      return rg;
+    }
   }
   if (!m->l && !m->g) {
     return fr_err_prefix(err, FR_E_NOTFOUND, "%s: no text encoder found: ", o->path);
@@ -216,13 +406,36 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
                               struct fr_pipe_comp **out) {
   *out = NULL;
   const char *dtype = fr_pipe_comp_dtype(fr_node_dtype(nc), type);
-  char key[4200];
-  snprintf(key, sizeof key, "pipeline:%s:%s:%s:%s:%s", type, o->path, fr_node_device(nc), dtype,
-           o->tokenizer ? o->tokenizer : "");
+  char key[8200];
+  int kl = snprintf(key, sizeof key, "pipeline:%s:%s:%s:%s:%s", type, o->path, fr_node_device(nc), dtype,
+                    o->tokenizer ? o->tokenizer : "");
+  size_t base_len = (size_t)kl;
+  /* a patched component: the LoRA files (by path, size and mtime, so a replaced file is seen) and strengths
+   */
+  bool patched = o->n_patches > 0 && (!strcmp(type, FR_T_MODEL) || !strcmp(type, FR_T_CLIP));
+  for (int i = 0; patched && i < o->n_patches && (size_t)kl < sizeof key; i++) {
+    struct stat st;
+    long long size = -1, mt = 0;
+    if (stat(o->patches[i].path, &st) == 0)
+      size = (long long)st.st_size, mt = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    kl += snprintf(key + kl, sizeof key - (size_t)kl, "|lora:%s:%lld:%lld*%.17g", o->patches[i].path, size,
+                   mt, o->patches[i].strength);
+  }
+  if ((size_t)kl >= sizeof key)
+    return fr_node_fail(nc, FR_E_INVALID, "%s: too many LoRA files on one model", type);
   struct fr_pipe_comp *m = fr_node_engine_get(nc, key);
   if (m) {
     *out = m;
     return FR_OK;
+  }
+  /* keep one patched variant per component: free the previous one (another LoRA or strength) */
+  char slot[8300];
+  snprintf(slot, sizeof slot, "pipeline:patched:%.*s", (int)base_len - 9, key + 9); /* after "pipeline:" */
+  if (patched) {
+    char *prev = fr_node_engine_get(nc, slot);
+    if (prev)
+      fr_node_engine_set(nc, prev, NULL, NULL);
+    fr_node_engine_set(nc, slot, NULL, NULL);
   }
   if (!fr__exists(o->path))
     return fr_node_fail(nc, FR_E_NOTFOUND, "%s file %s no longer exists", type, o->path);
@@ -260,6 +473,11 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
   fr_node_engine_set(nc, key, m, fr__comp_destroy);
   if (fr_node_engine_get(nc, key) != m)
     return fr_node_fail(nc, FR_E_NOMEM, "out of memory keeping the loaded %s", type);
+  if (patched) {
+    char *k = fr_strdup(key);
+    if (k)
+      fr_node_engine_set(nc, slot, k, fr_free);
+  }
   *out = m;
   return FR_OK;
 }

@@ -14,6 +14,7 @@
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
 
+extern const struct fr_node_spec fr_node_lora_loader, fr_node_lora_loader_model_only;
 extern const struct fr_node_spec fr_node_checkpoint_loader, fr_node_controlnet_loader, fr_node_text_encode,
     fr_node_empty_latent, fr_node_sampler, fr_node_refiner, fr_node_controlnet_apply, fr_node_vae_decode,
     fr_node_vae_encode, fr_node_save_latent, fr_node_load_latent, fr_node_save_image_data,
@@ -26,8 +27,15 @@ extern const struct fr_node_spec fr_node_vae_encode_for_inpaint, fr_node_set_lat
     fr_node_inpaint_model_conditioning, fr_node_repeat_latent_batch, fr_node_latent_from_batch,
     fr_node_image_batch, fr_node_image_from_batch;
 
-/* A MODEL, CLIP, VAE or CONTROL_NET object: nothing but where the weights are. The weights are loaded on
- * first use through fr_pipe_get, so a run whose consumers are all cached opens no file. */
+/* A patch on a model handle: a LoRA file and its strength for this component (LoraLoader). */
+struct fr_pipe_patch {
+  char *path; /* the LoRA file, as resolved by the engine */
+  double strength;
+};
+
+/* A MODEL, CLIP, VAE or CONTROL_NET object: nothing but where the weights are and which patches go on
+ * them. The weights are loaded on first use through fr_pipe_get, so a run whose consumers are all cached
+ * opens no file. */
 struct fr_pipe_obj {
   struct fr_object o;
   char *path;      /* checkpoint file or diffusers folder, as resolved by the engine */
@@ -37,6 +45,8 @@ struct fr_pipe_obj {
   int sampling;
   bool zsnr;      /* MODEL: zero-terminal-SNR rescaled schedule */
   int clip_layer; /* CLIP: CLIPSetLastLayer's stop_at_clip_layer (-1 last, -2 penultimate ...); 0: default */
+  int n_patches;   /* applied in order on top of the checkpoint's weights */
+  struct fr_pipe_patch *patches;
 };
 enum { FR_PIPE_SAMPLING_AUTO, FR_PIPE_SAMPLING_EPS, FR_PIPE_SAMPLING_V };
 
@@ -44,6 +54,8 @@ enum { FR_PIPE_SAMPLING_AUTO, FR_PIPE_SAMPLING_EPS, FR_PIPE_SAMPLING_V };
 struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const char *tokenizer);
 /* A copy of o (same file, same settings) for a node that changes one setting; NULL when out of memory. */
 struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o);
+/* A new object: base plus one more patch (LoRA file lora, strength); NULL when out of memory. */
+struct fr_pipe_obj *fr_pipe_obj_patched(const struct fr_pipe_obj *base, const char *lora, double strength);
 
 /* One loaded component, owned by the engine's model cache (keyed by component + path + device + dtype):
  * valid until the engine is freed. Exactly one of the model pointers is set for the kind asked for,
@@ -58,7 +70,8 @@ struct fr_pipe_comp {
   struct fr_tokenizer *tok;
   struct fr_controlnet *cn;
   /* private */
-  struct fr_checkpoint *ck;
+  struct fr_checkpoint *ck; /* the shared, opened checkpoint (sck) */
+  struct fr__pckpt *sck;
   struct fr__pctx *pc;
 };
 
@@ -68,7 +81,11 @@ struct fr_pipe_comp {
 const char *fr_pipe_comp_dtype(const char *run_dtype, const char *type);
 
 /* The component of object value v (of socket type `type`), loading it if this engine has not yet.
- * Loading prints "flowrun: loading <what> from <path>" on stderr: the only time a checkpoint is opened.
+ * Loading prints "flowrun: loading <what> from <path>" on stderr (an info event) when it builds the
+ * component from the file. A patched component (LoRA) is derived from the checkpoint the engine already
+ * holds open when it does ("patching <what> of <path> with ...", no "loading" event), so changing a
+ * LoRA or a strength does not open the checkpoint again; one patched variant per component is kept
+ * beside the plain one. Unmatched LoRA modules are a warning event, a LoRA for another base an error.
  * Errors are recorded on the node (fr_node_fail) and returned. */
 enum fr_status fr_pipe_get(struct fr_node_ctx *nc, const char *input, const char *type,
                            struct fr_pipe_comp **out);

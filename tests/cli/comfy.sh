@@ -120,5 +120,30 @@ cmp -s out/sdxl-0.safetensors out/sdxl-128.safetensors && ok "SDXL size 0 = the 
 cmp -s out/sdxl-0.safetensors out/sdxl-1024.safetensors && bad "SDXL size conditioning has no effect" \
   || ok "SDXL size conditioning matters (1024 differs)"
 
+# ComfyUI's LoraLoader / LoraLoaderModelOnly map one to one, both ways (graphs/sd15-lora.yaml)
+"$FLOWRUN" export comfy "$FR_SRC/graphs/sd15-lora.yaml" -o lora.json 2>lexp.err || bad "export sd15-lora: $(cat lexp.err)"
+python3 - <<'PY' && ok "LoraLoader exported with ComfyUI's inputs" || bad "LoraLoader export: $(cat lora.json)"
+import json, sys
+w = json.load(open('lora.json'))
+l = [n for n in w.values() if n['class_type'] == 'LoraLoader']
+ins = l[0]['inputs'] if l else {}
+sys.exit(0 if len(l) == 1 and set(ins) == {'model', 'clip', 'lora_name', 'strength_model', 'strength_clip'} else 1)
+PY
+cat > lora_only.json <<'JSON'
+{"1": {"inputs": {"ckpt_name": "sd15-tiny.safetensors"}, "class_type": "CheckpointLoaderSimple"},
+ "2": {"inputs": {"model": ["1", 0], "lora_name": "x.safetensors", "strength_model": 0.5},
+       "class_type": "LoraLoaderModelOnly"},
+ "3": {"inputs": {"seed": 1, "steps": 2, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal",
+       "denoise": 1, "model": ["2", 0], "positive": ["4", 0], "negative": ["4", 0],
+       "latent_image": ["5", 0]}, "class_type": "KSampler"},
+ "4": {"inputs": {"text": "a cat", "clip": ["1", 1]}, "class_type": "CLIPTextEncode"},
+ "5": {"inputs": {"width": 64, "height": 64, "batch_size": 1}, "class_type": "EmptyLatentImage"},
+ "6": {"inputs": {"samples": ["3", 0], "vae": ["1", 2]}, "class_type": "VAEDecode"},
+ "7": {"inputs": {"filename_prefix": "l", "images": ["6", 0]}, "class_type": "SaveImage"}}
+JSON
+"$FLOWRUN" import comfy lora_only.json -o lora_only.yaml 2>limp.err && grep -q "type: LoraLoaderModelOnly" lora_only.yaml \
+  && grep -q "strength_model: 0.5" lora_only.yaml && "$FLOWRUN" validate lora_only.yaml > /dev/null 2>&1 \
+  && ok "LoraLoaderModelOnly imported" || bad "LoraLoaderModelOnly import: $(cat limp.err lora_only.yaml)"
+
 cd / && rm -rf "$T"
 exit $fail

@@ -83,6 +83,66 @@ static void write_file(const char *path, const char *text) {
   fclose(f);
 }
 
+/* Per-output keys (FR_IN_ONLY_FOR): Split has x only for output 0, y only for output 1, z for both;
+ * p = Add(split.0), q = Add(split.1). Signed as the engine does: node signatures, then each output's link
+ * signature, which the links downstream hash. */
+static const struct fr_input_spec split_in[] = {
+    {.name = "x", .type = FR_T_INT, .def = "0", .flags = FR_IN_ONLY_FOR(0)},
+    {.name = "y", .type = FR_T_INT, .def = "0", .flags = FR_IN_ONLY_FOR(1)},
+    {.name = "z", .type = FR_T_INT, .def = "0"}};
+static const struct fr_node_spec split_spec = {
+    .name = "Split", .version = 1, .inputs = split_in, .n_inputs = 3, .outputs = num_out, .n_outputs = 2};
+
+static void split_keys(struct fr_sig_ctx *ctx, int x, int y, int z, struct fr_key out[4]) {
+  struct tg t;
+  tg_init(&t);
+  int sp = tg_node(&t, "split", &split_spec);
+  tg_lit(&t, sp, "x", fr_value_int(x));
+  tg_lit(&t, sp, "y", fr_value_int(y));
+  tg_lit(&t, sp, "z", fr_value_int(z));
+  int p = tg_node(&t, "p", &add_spec), q = tg_node(&t, "q", &add_spec);
+  tg_link(&t, p, "a", sp, 0);
+  tg_link(&t, p, "b", sp, 0);
+  tg_link(&t, q, "a", sp, 1);
+  tg_link(&t, q, "b", sp, 1);
+  struct fr_key sigs[TG_MAX], rows[TG_MAX][2], *link[TG_MAX] = {0};
+  struct fr_err err = {{0}};
+  struct fr_sig_ctx c = *ctx;
+  c.link_sigs = link;
+  for (int i = 0; i < t.g.n_nodes; i++) { /* built in topological order */
+    CHECK_OK(fr_signature_node(&c, &t.g, i, sigs, &sigs[i], &err), &err);
+    for (int o = 0; o < t.g.nodes[i].spec->n_outputs; o++)
+      CHECK_OK(fr_signature_link(&c, &t.g, i, o, sigs, &rows[i][o], &err), &err);
+    link[i] = rows[i];
+  }
+  out[0] = rows[sp][0], out[1] = rows[sp][1], out[2] = sigs[p], out[3] = sigs[q];
+  tg_free(&t);
+}
+
+static void test_split_outputs(struct fr_sig_ctx *ctx) {
+  struct fr_key k0[4], kx[4], ky[4], kz[4];
+  split_keys(ctx, 1, 2, 3, k0);
+  split_keys(ctx, 9, 2, 3, kx);
+  split_keys(ctx, 1, 9, 3, ky);
+  split_keys(ctx, 1, 2, 9, kz);
+  CHECK(!same(&k0[0], &k0[1]));                         /* the two outputs' link keys differ */
+  CHECK(!same(&kx[0], &k0[0]) && same(&kx[1], &k0[1])); /* x: output 0 only */
+  CHECK(!same(&kx[2], &k0[2]) && same(&kx[3], &k0[3])); /* ... so p re-runs, q does not */
+  CHECK(same(&ky[0], &k0[0]) && !same(&ky[1], &k0[1]));
+  CHECK(same(&ky[2], &k0[2]) && !same(&ky[3], &k0[3]));
+  CHECK(!same(&kz[2], &k0[2]) && !same(&kz[3], &k0[3])); /* z: both */
+  /* a node without such inputs links by its node signature, as before */
+  struct tg t;
+  build(&t, "a", 3);
+  struct sigs s;
+  sign_all(ctx, &t, &s);
+  struct fr_key l;
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_signature_link(ctx, &t.g, 0, 1, s.k, &l, &err), &err);
+  CHECK(same(&l, &s.k[0]));
+  tg_free(&t);
+}
+
 int main(void) {
   struct fr_fp_memo memo = {0};
   struct fr_sig_ctx ctx = {.device = "cpu", .dtype = "", .output_dir = "out", .memo = &memo};
@@ -202,6 +262,7 @@ int main(void) {
   fr_signature_output(&s1.k[0], 1, &o1);
   fr_signature_output(&s1.k[0], 0, &o0b);
   CHECK(!same(&o0, &o1) && same(&o0, &o0b) && !same(&o0, &s1.k[0]));
+  test_split_outputs(&ctx);
   tg_free(&t1);
 
   /* File inputs: keyed by content, not by name; a content change with the same size is seen (mtime). */

@@ -124,6 +124,19 @@ async function imageScenario() {
   await page.keyboard.press('Delete');
   await page.getByTestId('node-testpattern').waitFor({ state: 'detached' });
 
+  step('the LoRA nodes are in the palette; LoraLoader comes with its widgets and defaults');
+  await page.getByTestId('palette-search').fill('lora');
+  await page.getByTestId('palette-LoraLoaderModelOnly').waitFor();
+  await page.getByTestId('palette-LoraLoader').click();
+  const lora = page.getByTestId('node-loraloader');
+  await lora.waitFor();
+  for (const w of ['lora_name', 'strength_model', 'strength_clip']) await lora.getByTestId(`w-${w}`).waitFor();
+  if ((await lora.getByTestId('w-strength_clip').inputValue()) !== '1') throw new Error('strength_clip default');
+  await lora.click({ position: { x: 20, y: 8 } });
+  await page.keyboard.press('Delete');
+  await lora.waitFor({ state: 'detached' });
+  await page.getByTestId('palette-search').fill('');
+
   step('connections: an IMAGE output onto a LATENT input is refused, LATENT onto LATENT is drawn');
   await connectionChecks();
 }
