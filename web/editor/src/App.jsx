@@ -155,6 +155,9 @@ function Editor() {
         setMessage(`subgraph ${n.type}: ${e.message}`);
       }
     }
+    // Inline graphs (graphs:, what `flowrun bundle` and pictures carry) are node types by name.
+    const Y = (await import('yaml')).default;
+    for (const [name, g] of Object.entries(yamlDoc.graphs || {})) found[name] = subgraphSpec(name, Y.stringify(g), schema);
     return found;
   }, [schema, subgraphs]);
 
@@ -168,7 +171,9 @@ function Editor() {
       setNodes(g.nodes);
       setEdges(g.edges);
       const p = {};
-      for (const [k, d] of Object.entries(g.doc.params || {})) p[k] = d && d.default;
+      // A pinned param ({file, sha256}, docs/graph-format.md) shows and sends its file name: the server keeps the pin.
+      const plain = (v) => (v && typeof v === 'object' && 'file' in v ? v.file : v);
+      for (const [k, d] of Object.entries(g.doc.params || {})) p[k] = d && 'file' in Object(d) ? d.file : plain(d && d.default);
       setParams({ ...p, ...(overrideParams || {}) });
       setPath(name);
       setOutputs([]);
