@@ -25,6 +25,7 @@
 #include <xxhash.h>
 
 #include "core/buf.h"
+#include "core/bundle.h"
 #include "core/cache.h"
 #include "core/file.h"
 #include "core/signature.h"
@@ -80,6 +81,7 @@ struct fr__run {
   int fail_node; /* the node an error is about, or -1 */
   const char *params_json;
   const char *graph_dir; /* absolute, resolved on first use */
+  const char *bundled;   /* the graph's YAML with its subgraph files inlined (core/bundle.h), on first use */
   const char *out_real;  /* the output folder: absolute, links resolved (made at the start of the run) */
 };
 
@@ -259,6 +261,8 @@ static void fr__load_opts(struct fr_engine *e, const struct fr_override *ov, int
   lo->read_roots = (const char *const *)e->read_roots;
   lo->n_read_roots = e->n_read_roots;
   lo->require_files = true;
+  lo->cache = e->cache;
+  lo->memo = &e->memo;
 }
 
 enum fr_status fr_engine_load(struct fr_engine *e, const char *path, const struct fr_override *overrides,
@@ -778,6 +782,20 @@ static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
   ctx.nonce[1] = h.high64;
   for (int k = 0; k < r->g->n_nodes; k++) {
     int n = r->g->order[k];
+    const struct fr_gnode *gn = &r->g->nodes[n];
+    for (int i = 0; i < gn->spec->n_inputs; i++) {
+      const struct fr_binding *b = &gn->inputs[i];
+      if (!b->pin_found)
+        continue;
+      char msg[FR_ERR_MAX];
+      snprintf(msg, sizeof msg,
+               "node %s (%s): input %s: model file '%s' is not in the model folders under "
+               "that name; using %s, which has its pinned sha256 %s",
+               gn->id, gn->spec->name, gn->spec->inputs[i].name,
+               b->literal && b->literal->s ? b->literal->s : "?", b->path, b->pin);
+      struct fr_event ev = {.kind = FR_EV_INFO, .node = gn->id, .node_type = gn->spec->name, .message = msg};
+      fr__emit(e, &ev);
+    }
     enum fr_status rc = fr_signature_node(&ctx, r->g, n, r->sigs, &r->sigs[n], err);
     if (rc != FR_OK)
       return rc;
@@ -1014,7 +1032,22 @@ const char *fr_node_id(struct fr_node_ctx *nc) {
   return nc->r->g->nodes[nc->node].id;
 }
 const char *fr_node_graph_yaml(struct fr_node_ctx *nc) {
-  return nc->r->g->yaml ? nc->r->g->yaml : "";
+  struct fr__run *r = nc->r;
+  const char *yaml = r->g->yaml ? r->g->yaml : "";
+  if (!r->bundled) {
+    char *text = NULL;
+    size_t len = 0;
+    struct fr_err err;
+    if (fr_bundle(yaml, strlen(yaml), r->g->path, r->g->dir, &text, &len, &err) == FR_OK) {
+      r->bundled = fr_arena_strndup(r->a, text, len);
+    } else {
+      /* The subgraph files loaded a moment ago; if one changed since, the graph as written is kept. */
+      fr_node_warn(nc, "the workflow is embedded without its subgraph files: %s", err.msg);
+      r->bundled = yaml;
+    }
+    fr_free(text);
+  }
+  return r->bundled ? r->bundled : yaml;
 }
 const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
   return nc->r->params_json ? nc->r->params_json : "{}";

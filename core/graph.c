@@ -23,6 +23,7 @@
 
 #include "core/buf.h"
 #include "core/graph_yaml.h"
+#include "core/pins.h"
 #include "core/roots.h"
 
 #define FR__MAX_NODES 10000 /* flat nodes plus subgraph instances */
@@ -47,6 +48,7 @@ struct fr__lit {
   const char *s;
   const char *dir;    /* folder of the file it was written in (relative FR_IN_FILE names) */
   const char *origin; /* "param steps", "input radius", "--set steps", or NULL for a literal */
+  const char *pin;    /* written as {file: NAME, sha256: HEX}: HEX normalised (core/pins.h), else NULL */
 };
 
 enum fr__skind { FR__S_NONE, FR__S_LIT, FR__S_LINK };
@@ -90,8 +92,9 @@ struct fr__local {
 struct fr__scope {
   struct fr__scope *parent, *next;
   struct fr__file *file;
-  const char *prefix; /* "" or "outer/" */
-  const char *via;    /* "subgraph edges.yaml used by node 'e' at main.yaml:3:5", or NULL */
+  const char *prefix;          /* "" or "outer/" */
+  const char *via;             /* "subgraph edges.yaml used by node 'e' at main.yaml:3:5", or NULL */
+  const struct fr_ynode *root; /* its document: file->root, or an inline graph of file's graphs: */
   int depth;
   int n_params, n_decls, n_outs, n_locals;
   struct fr__param *params;
@@ -432,6 +435,31 @@ static bool fr__exists(const char *path, bool dir_ok) {
   return stat(path, &st) == 0 && (dir_ok || !S_ISDIR(st.st_mode));
 }
 
+/* A pinned model file that is not under its name: the first file of the model folders with that hash
+ * (core/pins.h), into *path. FR_E_NOTFOUND when none has it; other errors name the input. */
+static enum fr_status fr__find_pinned(struct fr__ld *ld, const struct fr__scope *sc, const struct fr__lit *l,
+                                      struct fr_srcpos pos, const char *what, const char **path) {
+  char *found = NULL;
+  struct fr_err ferr;
+  enum fr_status rc = fr_pin_find(ld->opts->model_dirs, ld->opts->n_model_dirs, ld->opts->cache,
+                                  ld->opts->memo, l->pin, &found, &ferr);
+  if (rc == FR_E_NOTFOUND)
+    return rc;
+  if (rc == FR_E_NOMEM)
+    return FR__NOMEM(ld);
+  if (rc != FR_OK)
+    return fr__fail(ld, sc, pos, "%s: looking for a file with sha256 %s: %s", what, l->pin, ferr.msg);
+  char real[PATH_MAX];
+  if (ld->opts->n_read_roots > 0 &&
+      fr_roots_check(ld->opts->read_roots, ld->opts->n_read_roots, found, real) != FR_ROOT_INSIDE) {
+    fr_free(found); /* a confined graph reads nothing outside its folders, found by hash or not */
+    return FR_E_NOTFOUND;
+  }
+  *path = fr_arena_strdup(ld->a, ld->opts->n_read_roots > 0 ? real : found);
+  fr_free(found);
+  return *path ? FR_OK : FR__NOMEM(ld);
+}
+
 /* A file a confined graph may not read (graph.h read_roots): the message names the file as written and the
  * allowed folders, and is the same whether or not anything exists at that path. */
 static enum fr_status fr__fail_outside(struct fr__ld *ld, const struct fr__scope *sc, struct fr_srcpos pos,
@@ -444,11 +472,13 @@ static enum fr_status fr__fail_outside(struct fr__ld *ld, const struct fr__scope
 }
 
 /* Resolves the name given to an FR_IN_FILE / FR_IN_MODEL_FILE input (see graph.h). *path is NULL when not
- * found and files are not required. */
+ * found and files are not required; *by_hash tells that a pinned model file was found by its hash. */
 static enum fr_status fr__resolve_file(struct fr__ld *ld, const struct fr__scope *sc,
                                        const struct fr_input_spec *in, const struct fr__lit *l,
-                                       struct fr_srcpos pos, const char *what, const char **path) {
+                                       struct fr_srcpos pos, const char *what, const char **path,
+                                       bool *by_hash) {
   *path = NULL;
+  *by_hash = false;
   const char *name = l->s;
   bool model = in->flags & FR_IN_MODEL_FILE;
   struct fr__names tried = {0};
@@ -497,11 +527,24 @@ static enum fr_status fr__resolve_file(struct fr__ld *ld, const struct fr__scope
     return fr__fail_outside(ld, sc, pos, what, model ? "model file" : "input file", name);
   if (!ld->opts->require_files)
     return FR_OK;
+  if (l->pin && model) {
+    enum fr_status rc = fr__find_pinned(ld, sc, l, pos, what, path);
+    *by_hash = rc == FR_OK;
+    if (rc != FR_E_NOTFOUND)
+      return rc;
+    return fr__fail(ld, sc, pos,
+                    "%s: model file '%s' not found; looked at: %s; and no file in the model folders has "
+                    "its pinned sha256 %s",
+                    what, name, fr__names_or(&tried, "nothing (empty name)"), l->pin);
+  }
   return fr__fail(ld, sc, pos, "%s: %s file '%s' not found; looked at: %s", what, model ? "model" : "input",
                   name, fr__names_or(&tried, "nothing (empty name)"));
 }
 
 /* ---------------------------------------------------------------- values and links as written */
+
+static enum fr_status fr__unknown_key(struct fr__ld *ld, const struct fr__scope *sc, const struct fr_ynode *k,
+                                      const char *where, const char *const *valid);
 
 static enum fr_status fr__parse_link(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *n,
                                      const char *what, struct fr__src *out) {
@@ -537,6 +580,43 @@ static struct fr__param *fr__find_param(struct fr__scope *sc, const char *name) 
   return NULL;
 }
 
+/* A mapping with a `file` key: a pin {file: NAME, sha256: HEX}. */
+static bool fr__is_pin(const struct fr_ynode *n) {
+  for (int i = 0; n->kind == FR_Y_MAP && i < n->n; i++)
+    if (!strcmp(fr__key(n, i)->s, "file"))
+      return true;
+  return false;
+}
+
+/* Reads a pin {file: NAME, sha256: HEX}: *file the name's scalar, *pin the normalised hash (arena). */
+static enum fr_status fr__read_pin(struct fr__ld *ld, const struct fr__scope *sc, const struct fr_ynode *n,
+                                   const char *what, const struct fr_ynode **file, const char **pin) {
+  static const char *const keys[] = {"file", "sha256", NULL};
+  const struct fr_ynode *f = NULL, *h = NULL;
+  for (int i = 0; i < n->n; i++) {
+    const struct fr_ynode *k = fr__key(n, i), *v = fr__val(n, i);
+    if (!strcmp(k->s, "file"))
+      f = v;
+    else if (!strcmp(k->s, "sha256"))
+      h = v;
+    else
+      return fr__unknown_key(ld, sc, k, "in a model pin {file: NAME, sha256: HEX}", keys);
+  }
+  if (f->kind != FR_Y_SCALAR || fr__is_null(f))
+    return fr__fail(ld, sc, fr__pos(sc, f), "%s: file: expected a file name, found %s", what,
+                    fr__describe(f));
+  if (!h)
+    return fr__fail(ld, sc, fr__pos(sc, n), "%s: a pin {file: NAME, sha256: HEX} needs its sha256", what);
+  char norm[FR_PIN_FULL_LEN + 1];
+  if (h->kind != FR_Y_SCALAR || !fr_pin_parse(h->s, norm))
+    return fr__fail(ld, sc, fr__pos(sc, h),
+                    "%s: sha256: expected 64 hex digits (the file's SHA-256) or its first 10 (AutoV2), got "
+                    "'%.80s'",
+                    what, h->kind == FR_Y_SCALAR ? h->s : fr__describe(h));
+  *file = f;
+  return (*pin = fr_arena_strdup(ld->a, norm)) ? FR_OK : FR__NOMEM(ld);
+}
+
 /* Reads what an input is set to: a literal (typed as `type`), $name (a param or declared input of this
  * graph), {from: node.output}, or a link (socket types). Null leaves it unset. */
 static enum fr_status fr__parse_src(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *n,
@@ -544,6 +624,24 @@ static enum fr_status fr__parse_src(struct fr__ld *ld, struct fr__scope *sc, con
                                     struct fr__src *out) {
   memset(out, 0, sizeof *out);
   bool socket = !fr_type_is_primitive(type);
+  if (n->kind == FR_Y_MAP && fr__is_pin(n)) {
+    const struct fr_ynode *file;
+    const char *pin;
+    enum fr_status rc = fr__read_pin(ld, sc, n, what, &file, &pin);
+    if (rc)
+      return rc;
+    if (strcmp(type, FR_T_STRING))
+      return fr__fail(ld, sc, fr__pos(sc, n), "%s: a {file, sha256} pin names a model file; this input is %s",
+                      what, type);
+    char why[512];
+    if (!fr__text_lit(file->s, type, choices, &out->lit, why, sizeof why))
+      return fr__fail(ld, sc, fr__pos(sc, file), "%s: %s", what, why);
+    out->kind = FR__S_LIT;
+    out->lit.dir = sc->file->dir;
+    out->lit.pin = pin;
+    out->pos = fr__pos(sc, file);
+    return FR_OK;
+  }
   if (n->kind == FR_Y_MAP) {
     if (n->n != 1 || strcmp(fr__key(n, 0)->s, "from"))
       return fr__fail(ld, sc, fr__pos(sc, n), "%s: expected a value, a link or {from: node.output}", what);
@@ -657,8 +755,11 @@ static bool fr__type_ok(const char *from, const char *to) {
          (!strcmp(from, FR_T_STRING) && !strcmp(to, FR_T_ENUM));
 }
 
+static enum fr_status fr__check_graphs(struct fr__ld *ld, const struct fr__scope *sc,
+                                       const struct fr_ynode *root, const struct fr_ynode *v);
+
 static const char *const fr__top_keys[] = {"flowrun", "description", "params", "inputs",
-                                           "outputs", "nodes",       NULL};
+                                           "outputs", "nodes",       "graphs", NULL};
 
 static enum fr_status fr__unknown_key(struct fr__ld *ld, const struct fr__scope *sc, const struct fr_ynode *k,
                                       const char *where, const char *const *valid) {
@@ -698,7 +799,14 @@ static enum fr_status fr__read_params(struct fr__ld *ld, struct fr__scope *sc, c
     if (!fr__is_id(k->s))
       return fr__fail(ld, sc, p->pos, "param name '%s' is not valid; expected letters, digits, _ or -", k->s);
     const struct fr_ynode *defn = v;
-    if (v->kind == FR_Y_MAP) {
+    const char *pin = NULL;
+    char pwhat[160];
+    snprintf(pwhat, sizeof pwhat, "param %s", p->name);
+    if (fr__is_pin(v)) { /* name: {file: NAME, sha256: HEX}, a STRING param */
+      if ((rc = fr__read_pin(ld, sc, v, pwhat, &defn, &pin)))
+        return rc;
+      p->type = FR_T_STRING;
+    } else if (v->kind == FR_Y_MAP) {
       const struct fr_ynode *type = NULL;
       defn = NULL;
       for (int j = 0; j < v->n; j++) {
@@ -720,6 +828,13 @@ static enum fr_status fr__read_params(struct fr__ld *ld, struct fr__scope *sc, c
       p->type = type->s;
       if (!defn)
         return fr__fail(ld, sc, fr__pos(sc, v), "param %s: expected a default value", p->name);
+      if (fr__is_pin(defn)) {
+        if (strcmp(p->type, FR_T_STRING))
+          return fr__fail(ld, sc, fr__pos(sc, defn), "param %s: a {file, sha256} pin is a STRING, not %s",
+                          p->name, p->type);
+        if ((rc = fr__read_pin(ld, sc, defn, pwhat, &defn, &pin)))
+          return rc;
+      }
     } else if (v->kind == FR_Y_SCALAR && !fr__is_null(v)) {
       p->type = fr__infer_type(v);
     }
@@ -730,6 +845,7 @@ static enum fr_status fr__read_params(struct fr__ld *ld, struct fr__scope *sc, c
     if (!fr__text_lit(defn->s, p->type, NULL, &p->def, why, sizeof why))
       return fr__fail(ld, sc, fr__pos(sc, defn), "param %s (%s): %s", p->name, p->type, why);
     p->def.dir = sc->file->dir;
+    p->def.pin = pin;
     p->value = p->def;
     if (!(p->def.origin = fr_arena_printf(ld->a, "param %s", p->name)))
       return FR__NOMEM(ld);
@@ -817,7 +933,7 @@ static enum fr_status fr__read_outs(struct fr__ld *ld, struct fr__scope *sc, con
  * inputs and outputs. *nodes is its nodes mapping (NULL when empty). */
 static enum fr_status fr__scope_header(struct fr__ld *ld, struct fr__scope *sc,
                                        const struct fr_ynode **nodes) {
-  const struct fr_ynode *root = sc->file->root;
+  const struct fr_ynode *root = sc->root ? sc->root : sc->file->root;
   struct fr_srcpos top = {sc->file->path, 1, 1};
   *nodes = NULL;
   if (!root || root->kind != FR_Y_MAP || root->n == 0)
@@ -853,6 +969,9 @@ static enum fr_status fr__scope_header(struct fr__ld *ld, struct fr__scope *sc,
     } else if (!strcmp(k->s, "nodes")) {
       if ((rc = fr__want_map(ld, sc, v, "nodes", nodes)))
         return rc;
+    } else if (!strcmp(k->s, "graphs")) {
+      if ((rc = fr__check_graphs(ld, sc, root, v)))
+        return rc;
     } else {
       return fr__unknown_key(ld, sc, k, "at the top level", fr__top_keys);
     }
@@ -882,6 +1001,9 @@ static enum fr_status fr__scope_header(struct fr__ld *ld, struct fr__scope *sc,
     if (p->value.s && !(p->value.s = fr_arena_strdup(ld->a, p->value.s)))
       return FR__NOMEM(ld);
     p->value.dir = sc->file->dir;
+    /* The pinned name itself keeps its pin (a picture re-run passes every param back); another drops it. */
+    if (p->def.pin && p->value.s && !strcmp(p->value.s, p->def.s))
+      p->value.pin = p->def.pin;
     if (!(p->value.origin = fr_arena_printf(ld->a, "--set %s", p->name)))
       return FR__NOMEM(ld);
   }
@@ -920,13 +1042,17 @@ static enum fr_status fr__bind_lit(struct fr__ld *ld, struct fr__scope *sc, stru
       return fr__fail(ld, sc, s->pos, "%s: value of %s: %s", what, l.origin, why);
     return fr__fail(ld, sc, s->pos, "%s: %s", what, why);
   }
+  if (l.pin && !(in->flags & FR_IN_MODEL_FILE))
+    return fr__fail(ld, sc, s->pos, "%s: a {file, sha256} pin is for model file inputs only%s%s", what,
+                    l.origin ? "; the value comes from " : "", l.origin ? l.origin : "");
   struct fr_binding *b = &g->inputs[idx];
   b->kind = FR_BIND_LITERAL;
   b->pos = s->pos;
+  b->pin = l.pin;
   if (!(b->literal = fr__lit_value(ld->a, &l)))
     return FR__NOMEM(ld);
   if ((in->flags & (FR_IN_FILE | FR_IN_MODEL_FILE)) && !strcmp(l.type, FR_T_STRING)) {
-    enum fr_status rc = fr__resolve_file(ld, sc, in, &l, s->pos, what, &b->path);
+    enum fr_status rc = fr__resolve_file(ld, sc, in, &l, s->pos, what, &b->path, &b->pin_found);
     if (rc)
       return rc;
   }
@@ -1015,6 +1141,10 @@ static enum fr_status fr__real_node(struct fr__ld *ld, struct fr__scope *sc, str
   return FR_OK;
 }
 
+static enum fr_status fr__sub_scope(struct fr__ld *ld, struct fr__scope *sc, struct fr__local *loc,
+                                    const struct fr_ynode *typen, const struct fr_ynode *inputs,
+                                    struct fr__file *f, const struct fr_ynode *root);
+
 /* Instantiates the graph file named by a node's type (a .yaml/.yml path) as a child scope. */
 static enum fr_status fr__sub_node(struct fr__ld *ld, struct fr__scope *sc, struct fr__local *loc,
                                    const struct fr_ynode *typen, const struct fr_ynode *inputs) {
@@ -1079,17 +1209,31 @@ static enum fr_status fr__sub_node(struct fr__ld *ld, struct fr__scope *sc, stru
     if (rc || (rc = fr__add_file(ld, shown, dir, areal, text, len, &f)))
       return rc;
   }
+  return fr__sub_scope(ld, sc, loc, typen, inputs, f, f->root);
+}
+
+/* Instantiates a graph document (root, in file f: a graph file, or an inline graph of f's graphs:) as
+ * the child scope of node loc. */
+static enum fr_status fr__sub_scope(struct fr__ld *ld, struct fr__scope *sc, struct fr__local *loc,
+                                    const struct fr_ynode *typen, const struct fr_ynode *inputs,
+                                    struct fr__file *f, const struct fr_ynode *root) {
+  const char *type = typen->s;
+  struct fr_srcpos tpos = fr__pos(sc, typen);
+  enum fr_status rc;
   struct fr__scope *child = fr_arena_alloc(ld->a, sizeof *child);
   if (!child)
     return FR__NOMEM(ld);
   child->parent = sc;
   child->file = f;
+  child->root = root;
   child->depth = sc->depth + 1;
   child->next = ld->scopes;
   ld->scopes = child;
   child->prefix = fr_arena_printf(ld->a, "%s%s/", sc->prefix, loc->id);
-  child->via = fr_arena_printf(ld->a, "subgraph %s used by node %s%s at %s:%d:%d", f->path, sc->prefix,
-                               loc->id, tpos.file, tpos.line, tpos.col);
+  child->via = root == f->root ? fr_arena_printf(ld->a, "subgraph %s used by node %s%s at %s:%d:%d", f->path,
+                                                 sc->prefix, loc->id, tpos.file, tpos.line, tpos.col)
+                               : fr_arena_printf(ld->a, "inline graph %s used by node %s%s at %s:%d:%d", type,
+                                                 sc->prefix, loc->id, tpos.file, tpos.line, tpos.col);
   if (!child->prefix || !child->via)
     return FR__NOMEM(ld);
   loc->child = child;
@@ -1123,6 +1267,66 @@ static enum fr_status fr__sub_node(struct fr__ld *ld, struct fr__scope *sc, stru
                       d->name, d->type);
   }
   return fr__scope_nodes(ld, child, nodes);
+}
+
+/* ---------------------------------------------------------------- inline graphs (bundles) */
+
+/* The graphs: mapping at the top of a file's document, or NULL. */
+static const struct fr_ynode *fr__graphs_of(const struct fr__file *f) {
+  const struct fr_ynode *r = f->root;
+  for (int i = 0; r && r->kind == FR_Y_MAP && i < r->n; i++)
+    if (!strcmp(fr__key(r, i)->s, "graphs") && fr__val(r, i)->kind == FR_Y_MAP)
+      return fr__val(r, i);
+  return NULL;
+}
+
+/* The inline graph a node type names: an entry of the graphs: of the file the node is written in. */
+static const struct fr_ynode *fr__inline_graph(const struct fr__scope *sc, const char *type) {
+  const struct fr_ynode *gs = fr__graphs_of(sc->file);
+  for (int i = 0; gs && i < gs->n; i++)
+    if (!strcmp(fr__key(gs, i)->s, type))
+      return fr__val(gs, i);
+  return NULL;
+}
+
+/* Checks a graphs: section (its entries are checked in full where they are used, like graph files). */
+static enum fr_status fr__check_graphs(struct fr__ld *ld, const struct fr__scope *sc,
+                                       const struct fr_ynode *root, const struct fr_ynode *v) {
+  if (root != sc->file->root)
+    return fr__fail(ld, sc, fr__pos(sc, v), "graphs: only the top of a file defines inline graphs");
+  const struct fr_ynode *gs;
+  enum fr_status rc = fr__want_map(ld, sc, v, "graphs", &gs);
+  for (int i = 0; rc == FR_OK && gs && i < gs->n; i++) {
+    const struct fr_ynode *k = fr__key(gs, i);
+    if (!fr__is_id(k->s))
+      return fr__fail(
+          ld, sc, fr__pos(sc, k),
+          "inline graph name '%s' is not valid; expected letters, digits, _ or - (starting with a "
+          "letter or _)",
+          k->s);
+    if (fr_registry_find(ld->reg, k->s))
+      return fr__fail(ld, sc, fr__pos(sc, k), "inline graph '%s' has the name of a node type; rename it",
+                      k->s);
+    if (fr__val(gs, i)->kind != FR_Y_MAP)
+      return fr__fail(
+          ld, sc, fr__pos(sc, fr__val(gs, i)),
+          "inline graph %s: expected a graph (flowrun: %d, params, inputs, outputs, nodes), found %s", k->s,
+          FR_FORMAT_VERSION, fr__describe(fr__val(gs, i)));
+  }
+  return rc;
+}
+
+/* Instantiates an inline graph (an entry of the file's graphs:) as the child scope of node loc. */
+static enum fr_status fr__inline_node(struct fr__ld *ld, struct fr__scope *sc, struct fr__local *loc,
+                                      const struct fr_ynode *typen, const struct fr_ynode *inputs,
+                                      const struct fr_ynode *root) {
+  struct fr_srcpos tpos = fr__pos(sc, typen);
+  if (sc->depth + 1 > FR__MAX_NESTING)
+    return fr__fail(ld, sc, tpos, "subgraphs nested more than %d deep", FR__MAX_NESTING);
+  for (const struct fr__scope *s = sc; s; s = s->parent)
+    if (s->file == sc->file && s->root == root)
+      return fr__fail(ld, sc, tpos, "node %s: inline graph recursion: %s uses itself", loc->id, typen->s);
+  return fr__sub_scope(ld, sc, loc, typen, inputs, sc->file, root);
 }
 
 static enum fr_status fr__scope_nodes(struct fr__ld *ld, struct fr__scope *sc, const struct fr_ynode *nodes) {
@@ -1173,7 +1377,10 @@ static enum fr_status fr__scope_nodes(struct fr__ld *ld, struct fr__scope *sc, c
       return fr__fail(ld, sc, fr__pos(sc, type ? type : k),
                       "node %s: expected type: NodeType (or a .yaml file)", k->s);
     loc->type = type->s;
-    if (fr__ends_with(type->s, ".yaml") || fr__ends_with(type->s, ".yml")) {
+    const struct fr_ynode *inl = fr__inline_graph(sc, type->s);
+    if (inl) {
+      rc = fr__inline_node(ld, sc, loc, type, inputs, inl);
+    } else if (fr__ends_with(type->s, ".yaml") || fr__ends_with(type->s, ".yml")) {
       rc = fr__sub_node(ld, sc, loc, type, inputs);
     } else {
       const struct fr_node_spec *spec = fr_registry_find(ld->reg, type->s);

@@ -13,11 +13,14 @@
 #include <stdbool.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/node.h"
 #include "core/status.h"
 #include "core/value.h"
 
 #define FR_FORMAT_VERSION 1
+
+struct fr_fp_memo;
 
 struct fr_srcpos {
   const char *file; /* path as given */
@@ -30,6 +33,9 @@ struct fr_binding {
   enum fr_bind_kind kind;
   struct fr_value *literal; /* FR_BIND_LITERAL: typed as the input (INT/FLOAT/BOOL/STRING; ENUM -> STRING) */
   const char *path;         /* FR_IN_FILE / FR_IN_MODEL_FILE literals: the resolved path, or NULL */
+  const char *pin;          /* FR_IN_MODEL_FILE given as {file, sha256}: the sha256 (10 or 64 lowercase
+                               hex digits; core/pins.h), checked when the file is first used; or NULL */
+  bool pin_found;           /* the file was not found under its name but by its pinned hash (path) */
   int src_node;             /* FR_BIND_LINK: index into graph->nodes */
   int src_output;           /* FR_BIND_LINK: index into that node's spec outputs */
   struct fr_srcpos pos;
@@ -89,6 +95,10 @@ struct fr_load_opts {
   /* When false, a model file that is not found is not an error at load time (validate, editor); the
    * binding's path stays NULL and the node fails when it runs. */
   bool require_files;
+  /* Where a pinned model file missing under its name is looked up by hash (only when require_files):
+   * the memo of file hashes (core/pins.h); both may be NULL. */
+  struct fr_cache *cache;
+  struct fr_fp_memo *memo;
 };
 
 /* Loads and validates. On failure returns FR_E_FORMAT (YAML syntax) or FR_E_INVALID (anything else)

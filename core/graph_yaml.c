@@ -150,6 +150,8 @@ static enum fr_status fr__yevent(struct fr__yparser *p, const yaml_event_t *ev, 
     n->s = s;
     n->len = len;
     n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !ev->data.scalar.tag;
+    n->end_line = (int)ev->end_mark.line + 1;
+    n->end_col = (int)ev->end_mark.column + 1;
     if ((rc = fr__yanchor_add(p, (const char *)ev->data.scalar.anchor, n)))
       return rc;
     return fr__yadd(p, n, line, col);

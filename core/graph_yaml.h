@@ -28,6 +28,7 @@ struct fr_ynode {
   const char *s;
   size_t len;
   bool plain;
+  int end_line, end_col; /* FR_Y_SCALAR: 1-based position just past its source text (quotes included) */
   /* FR_Y_SEQ: n items. FR_Y_MAP: n pairs, items[2i] the key (always a scalar), items[2i+1] its value. */
   int n;
   struct fr_ynode **items;

@@ -157,8 +157,9 @@ enum fr_status fr_node_fail(struct fr_node_ctx *nc, enum fr_status rc, const cha
     __attribute__((format(printf, 3, 4)));
 /* Memory freed when the node finishes. */
 struct fr_arena *fr_node_arena(struct fr_node_ctx *nc);
-/* The node's id in the graph, the graph file's path and its YAML text (SaveImage embeds them), the
- * output folder for files, and the run's compute options. */
+/* The node's id in the graph, the graph file's path and its YAML text (SaveImage embeds them) in bundled
+ * form (core/bundle.h: every subgraph file inlined, so the text alone re-runs), the output folder for
+ * files, and the run's compute options. */
 const char *fr_node_id(struct fr_node_ctx *nc);
 const char *fr_node_graph_yaml(struct fr_node_ctx *nc);
 const char *fr_node_graph_params_json(struct fr_node_ctx *nc); /* resolved params as a JSON object */

@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "core/alloc.h"
+#include "core/pins.h"
 
 #define FR__SIG_TAG "flowrun-sig/1"
 
@@ -65,7 +66,7 @@ void fr_fp_memo_free(struct fr_fp_memo *m) {
   memset(m, 0, sizeof *m);
 }
 
-static const struct fr_key *fr__memo_find(const struct fr_fp_memo *m, const char *key) {
+const struct fr_key *fr_fp_memo_get(const struct fr_fp_memo *m, const char *key) {
   for (int i = 0; m && i < m->n; i++)
     if (strcmp(m->keys[i], key) == 0)
       return &m->fps[i];
@@ -73,7 +74,7 @@ static const struct fr_key *fr__memo_find(const struct fr_fp_memo *m, const char
 }
 
 /* Best effort: a memo that cannot grow only costs a second hash later. */
-static void fr__memo_add(struct fr_fp_memo *m, const char *key, const struct fr_key *fp) {
+void fr_fp_memo_put(struct fr_fp_memo *m, const char *key, const struct fr_key *fp) {
   if (!m)
     return;
   if (m->n == m->cap) {
@@ -145,7 +146,7 @@ enum fr_status fr_file_fingerprint(struct fr_sig_ctx *ctx, const char *path, str
   char memo_key[4200];
   snprintf(memo_key, sizeof memo_key, "fp|%s|%lld|%lld", path, (long long)st.st_size, mtime_ns);
 
-  const struct fr_key *hit = fr__memo_find(ctx->memo, memo_key);
+  const struct fr_key *hit = fr_fp_memo_get(ctx->memo, memo_key);
   if (hit) {
     *out = *hit;
     return FR_OK;
@@ -155,14 +156,14 @@ enum fr_status fr_file_fingerprint(struct fr_sig_ctx *ctx, const char *path, str
     struct fr_err kerr;
     if (fr_cache_kv_get(ctx->cache, memo_key, val, sizeof val, &kerr) == FR_OK &&
         fr__key_from_hex(val, out)) {
-      fr__memo_add(ctx->memo, memo_key, out);
+      fr_fp_memo_put(ctx->memo, memo_key, out);
       return FR_OK;
     }
   }
   enum fr_status rc = fr__hash_file(path, out, err);
   if (rc != FR_OK)
     return rc;
-  fr__memo_add(ctx->memo, memo_key, out);
+  fr_fp_memo_put(ctx->memo, memo_key, out);
   if (ctx->cache) {
     char hex[33];
     fr_key_hex(out, hex);
@@ -324,7 +325,9 @@ static enum fr_status fr__encode(struct fr_sig_ctx *ctx, const struct fr_graph *
       fr__put_u64(b, (uint64_t)bd->src_output);
     } else if (bd->kind == FR_BIND_LITERAL && (in->flags & (FR_IN_FILE | FR_IN_MODEL_FILE)) && bd->path) {
       struct fr_key fp;
-      enum fr_status rc = fr_file_fingerprint(ctx, bd->path, &fp, err);
+      enum fr_status rc = bd->pin ? fr_pin_check(ctx->cache, ctx->memo, bd->path, bd->pin, err) : FR_OK;
+      if (rc == FR_OK)
+        rc = fr_file_fingerprint(ctx, bd->path, &fp, err);
       if (rc != FR_OK) {
         fr_free(ord);
         return fr_err_prefix(err, rc, "node %s (%s): input %s: ", n->id, s->name, in->name);

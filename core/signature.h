@@ -9,7 +9,8 @@
  *     link:     the upstream node's signature and output index (the output's link signature instead
  *               when the upstream node has inputs marked FR_IN_ONLY_FOR: fr_signature_link);
  *     file:     (FR_IN_FILE / FR_IN_MODEL_FILE) the XXH3-128 of the file's bytes, not its name, so a
- *               renamed or moved file keeps its cache;
+ *               renamed or moved file keeps its cache; a sha256 pin (core/pins.h) is checked here, when
+ *               the file is first used, but is not part of the key: pinning changes no key;
  *     unset:    a marker;
  *   the compute context (device, dtype), for output nodes the output folder (absolute, links resolved:
  *   the engine passes it so; their "files" output names files in it), and for non-deterministic nodes a
@@ -35,6 +36,10 @@ struct fr_fp_memo {
   struct fr_key *fps;
 };
 void fr_fp_memo_free(struct fr_fp_memo *m);
+/* The entry under key, or NULL; adds one (best effort: a memo that cannot grow only costs a second hash
+ * later). m may be NULL. */
+const struct fr_key *fr_fp_memo_get(const struct fr_fp_memo *m, const char *key);
+void fr_fp_memo_put(struct fr_fp_memo *m, const char *key, const struct fr_key *fp);
 
 struct fr_sig_ctx {
   const char *device;     /* "cpu" or "cuda" */

@@ -40,6 +40,9 @@ int fr_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int fr_cmd_cache(int argc, char **argv);    /* core/cli/cmd_cache.c */
 int fr_cmd_import(int argc, char **argv);   /* core/cli/cmd_comfy.c */
 int fr_cmd_export(int argc, char **argv);   /* core/cli/cmd_comfy.c */
+int fr_cmd_models(int argc, char **argv);   /* core/cli/cmd_share.c */
+int fr_cmd_pin(int argc, char **argv);      /* core/cli/cmd_share.c */
+int fr_cmd_bundle(int argc, char **argv);   /* core/cli/cmd_share.c */
 #ifdef FLOWRUN_HAVE_PG
 int fr_cmd_worker(int argc, char **argv); /* core/cli/cmd_fleet.c: the fleet on PostgreSQL */
 int fr_cmd_submit(int argc, char **argv);

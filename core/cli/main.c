@@ -17,6 +17,9 @@ static const struct fr_cli_cmd fr__cmds[] = {
     {"cache", "show, clear or garbage-collect the output cache", fr_cmd_cache},
     {"import", "convert a ComfyUI workflow (API JSON or PNG) into a flowrun graph", fr_cmd_import},
     {"export", "write a flowrun graph as a ComfyUI API-format workflow", fr_cmd_export},
+    {"models", "list the model files (--hash: with their SHA-256)", fr_cmd_models},
+    {"pin", "pin a graph's model files by content hash {file, sha256}", fr_cmd_pin},
+    {"bundle", "write a graph with every subgraph file it uses inlined (one file to share)", fr_cmd_bundle},
 #ifdef FLOWRUN_HAVE_PG
     {"worker", "take runs from a PostgreSQL queue and run them here (--db URL)", fr_cmd_worker},
     {"submit", "queue a run in a PostgreSQL queue (--db URL), optionally wait for it", fr_cmd_submit},

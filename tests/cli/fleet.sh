@@ -163,6 +163,18 @@ else
   echo "part skipped: no serve in this build, or no curl"
 fi
 
+# 7. A corrupt value in the shared cache: a worker with an empty local cache drops it with a warning naming
+# its key, recomputes, and the run is done.
+kill $PID_e $PID_f 2> /dev/null
+as_pg "$PGBIN/psql -h $T/pg -U postgres -qc \"UPDATE flowrun_cache SET value = decode('00', 'hex')\"" > /dev/null
+worker h
+bad_tier=$("$FLOWRUN" submit --db "$DB" "$G" --set seed=777 --set steps=2 --wait --events jsonl --output out3 2> s3.err)
+rc=$?
+[ $rc = 0 ] && grep -q '"event":"warning".*shared cache entry [0-9a-f]\{32\} failed its checksum' <<< "$bad_tier" \
+  && grep -q '"node_start","node":"sample"' <<< "$bad_tier" && ok "a corrupt shared value: warning naming it, recomputed" \
+  || bad "corrupt tier ($rc): $(grep -E 'warning|run_done' <<< "$bad_tier") $(cat s3.err)"
+cmp -s out1/tiny-demo_00001.png out3/tiny-demo_00001.png && ok "and the same picture" || bad "picture after corrupt tier"
+
 # The schema is versioned: a newer one is refused by name.
 as_pg "$PGBIN/psql -h $T/pg -U postgres -qc \"UPDATE flowrun_meta SET value = '99' WHERE key = 'schema_version'\"" > /dev/null
 expect 1 "schema is version 99, newer than this flowrun's 1" "$FLOWRUN" runs --db "$DB"

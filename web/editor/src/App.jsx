@@ -27,6 +27,14 @@ function nodeInMessage(msg, ids) {
   return words.find((w) => ids.includes(w)) || null;
 }
 
+// What a param sends and shows: its default, or the file name of a pinned one ({file, sha256}).
+function paramValue(d) {
+  if (!d || typeof d !== 'object') return undefined;
+  if ('file' in d) return d.file;
+  const v = d.default;
+  return v && typeof v === 'object' && 'file' in v ? v.file : v;
+}
+
 function Editor() {
   const [schema, setSchema] = useState({});
   const [subgraphs, setSubgraphs] = useState({});
@@ -111,6 +119,8 @@ function Editor() {
         setMessage(`subgraph ${n.type}: ${e.message}`);
       }
     }
+    // Inline graphs (graphs:, what `flowrun bundle` and pictures carry) are node types by name.
+    for (const [name, g] of Object.entries(yamlDoc.graphs || {})) found[name] = subgraphSpec(name, YAML.stringify(g), schema);
     return found;
   }, [schema, subgraphs]);
 
@@ -218,7 +228,11 @@ function Editor() {
     try {
       const text = yamlText();
       const params = {};
-      for (const [k, d] of Object.entries(st().doc.params || {})) if (d && d.default !== undefined) params[k] = d.default;
+      // A pinned param ({file, sha256}, docs/graph-format.md) sends its file name: the server keeps the pin.
+      for (const [k, d] of Object.entries(st().doc.params || {})) {
+        const v = paramValue(d);
+        if (v !== undefined) params[k] = v;
+      }
       st().setRunStates(() => Object.fromEntries(st().nodes.map((n) => [n.id, { kind: 'queued' }])));
       st().setErrorNode(null);
       setError(null);
@@ -476,7 +490,7 @@ function Editor() {
           {params.map(([k, d]) => (
             <label key={k} className="widget">
               <span title={(d && d.help) || ''}>{k}</span>
-              <input data-testid={`param-${k}`} value={(d && d.default) ?? ''} onChange={(e) => setParam(k, e.target.value)} />
+              <input data-testid={`param-${k}`} value={paramValue(d) ?? ''} onChange={(e) => setParam(k, e.target.value)} />
             </label>
           ))}
           <h4>library</h4>
