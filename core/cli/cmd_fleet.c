@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/bundle.h"
 #include "core/cli/cli.h"
 #include "core/events.h"
 #include "core/file.h"
@@ -692,6 +693,17 @@ int fr_cmd_submit(int argc, char **argv) {
   }
   const char *models[64];
   int n_models = fr__graph_models(g, models, 64);
+  /* the bundled form: subgraph files travel inside the text, so workers need none of them */
+  char *bundled = NULL;
+  size_t bundled_len = 0;
+  if ((rc = fr_bundle(text, len, path, dir, &bundled, &bundled_len, &err)) != FR_OK) {
+    fprintf(stderr, "flowrun submit: %s\n", err.msg);
+    fr_graph_free(g);
+    code = rc == FR_E_NOMEM || rc == FR_E_IO ? 1 : 2;
+    goto out;
+  }
+  fr_free(text);
+  text = bundled;
   struct fr_buf params = {0};
   fr__params_json(&params, ov, n_ov);
   struct fr_pg *pg = NULL;

@@ -138,6 +138,13 @@ for id in "${more[@]}"; do wait_state "$id" done 120 || bad "after restart, run 
 n=$(for id in "${more[@]}"; do state "$id"; done | grep -c '^done$')
 [ "$n" = 8 ] && ok "all 8 runs done across the restart" || bad "$n of 8 done"
 
+# Subgraph files travel inside the run (bundled): gone from the submitter's folder, the run still works.
+mkdir -p share && cp "$FR_SRC/graphs/image-demo.yaml" share/ && cp -r "$FR_SRC/graphs/blocks" share/
+sub=$("$FLOWRUN" submit --db "$DB" share/image-demo.yaml --set radius=3)
+rm -rf share
+wait_state "$sub" done 60 && ok "a graph with a subgraph file runs without the file (bundled)" \
+  || bad "bundled run: $(state "$sub") $("$FLOWRUN" runs --db "$DB" "$sub")"
+
 # 6. serve --db: the editor's runs go to the fleet, and every run of the fleet shows with its outputs.
 if "$FLOWRUN" serve --help > /dev/null 2>&1 && command -v curl > /dev/null; then
   mkdir -p sg sout && cp "$G" sg/tiny.yaml
