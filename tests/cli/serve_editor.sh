@@ -4,7 +4,9 @@
 # Skips (77) with the reason when node, chromium, playwright-core, the built editor (web/dist) or serve
 # itself is missing.
 #   1. image-demo.yaml (no models): run, cached re-run, save, PNG drop, palette, typed connections; then the
-#      YAML the editor saved must run unchanged with the CLI.
+#      YAML the editor saved must run unchanged with the CLI. Then workbench, on the same server: a param
+#      made in the params panel and a widget bound to it (that YAML runs with --set), saving an unfinished
+#      graph (asked; "no" and "save anyway"), the right-click menu, collapse, minimap, widget <-> socket.
 #   2. tiny-demo.yaml on a server started with --models $FR_FIXTURES/models: Sampler step progress and
 #      preview while it runs, the output image, cached TextEncodes after a seed change, cancel mid-run.
 #      Without the fixtures this scenario is skipped with a message (a failure when FR_REQUIRE_FIXTURES=1).
@@ -48,6 +50,7 @@ browser() { # scenario log
 
 serve server --output "$T/out" --cache "$T/cache.sqlite"
 browser image server
+browser workbench server
 stop
 
 saved="$T/graphs/editor-saved.yaml"
@@ -55,6 +58,8 @@ grep -q 'ui: {' "$saved" && grep -q 'blend_factor: 0.5' "$saved" && grep -Eq 'si
 "$FLOWRUN" run "$saved" --cache "$T/cache.sqlite" --output "$T/cli-out" --set size=256 || { echo "FAIL: the CLI could not run the saved YAML"; cat "$saved"; exit 1; }
 ls "$T/cli-out"/*.png >/dev/null 2>&1 || { echo "FAIL: the CLI run wrote no picture"; exit 1; }
 echo "ok: the editor's saved YAML runs with the CLI"
+"$FLOWRUN" run "$T/graphs/params-saved.yaml" --cache "$T/cache.sqlite" --output "$T/cli-out" --set size=64 --set mix=0.5 || { echo "FAIL: the CLI could not run the YAML with the param made in the editor"; cat "$T/graphs/params-saved.yaml"; exit 1; }
+echo "ok: the param made in the editor is set with --set"
 
 FX="${FR_FIXTURES:-}"
 if [ ! -f "$FX/models/sd15-tiny.safetensors" ]; then

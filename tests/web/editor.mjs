@@ -14,6 +14,11 @@
 //     checkpoint picked from the dropdown, run unsaved; undo back to empty and redo; copy/paste; bypass;
 //     a reroute point; a group moving its nodes; seed control; a past run reopened from the history after a page reload (the canvas autosaved);
 //     a ComfyUI API JSON and a ComfyUI PNG opened and run; a load error shown whole on its node.
+//   workbench (needs no models): on image-demo.yaml, a new param made in the params panel and a widget
+//     bound to it and unbound (the saved YAML, read back through GET /api/graph, has both); the minimap;
+//     a node added through the right-click menu; saving the then unfinished graph asks, "no" writes
+//     nothing, "save anyway" writes it, and a forced save of text that is not YAML is refused; collapse
+//     with Alt+C and the node's button keeps the links; a widget made an input socket and back.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -39,6 +44,7 @@ try {
   if (scenario === 'sampler') await samplerScenario();
   else if (scenario === 'image') await imageScenario();
   else if (scenario === 'build') await buildScenario();
+  else if (scenario === 'workbench') await workbenchScenario();
   else throw new Error(`unknown scenario ${scenario}`);
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
   ok = true;
@@ -147,6 +153,123 @@ async function imageScenario() {
 
   step('connections: an IMAGE output onto a LATENT input is refused, LATENT onto LATENT is drawn');
   await connectionChecks();
+}
+
+async function workbenchScenario() {
+  const graphText = async (p) => {
+    const r = await page.request.get(new URL(`api/graph?path=${encodeURIComponent(p)}`, url).href);
+    return r.ok() ? (await r.json()).yaml : null;
+  };
+  const overlay = page.getByTestId('node-overlay');
+  step('load graphs/image-demo.yaml');
+  await page.getByTestId('graph-select').selectOption('image-demo.yaml');
+  await overlay.waitFor();
+
+  step('the minimap is on screen and shows every node');
+  await page.locator('.react-flow__minimap').waitFor({ state: 'visible' });
+  await page.waitForFunction(() => document.querySelectorAll('.react-flow__minimap-node').length === 4);
+
+  step('params panel: a bad name is refused; a FLOAT param "mix" is added with its default');
+  await page.getByTestId('new-param-name').fill('9mix');
+  await page.getByTestId('new-param-add').click();
+  await page.getByTestId('error-box').filter({ hasText: "'9mix' is not a name" }).waitFor();
+  await page.getByTestId('error-close').click();
+  await page.getByTestId('new-param-name').fill('mix');
+  await page.getByTestId('new-param-type').selectOption('FLOAT');
+  await page.getByTestId('new-param-default').click();
+  await page.keyboard.type('0.25');
+  await page.keyboard.press('Enter');
+  if ((await page.getByTestId('param-mix').inputValue()) !== '0.25') throw new Error('the new param is not in the panel');
+
+  step('bind blend_factor to $mix with the widget\'s $ button; the saved YAML has params: and $mix');
+  await overlay.getByTestId('bind-blend_factor').click();
+  await overlay.getByTestId('bind-select-blend_factor').selectOption('mix');
+  if ((await overlay.getByTestId('w-blend_factor').inputValue()) !== '$mix') throw new Error('the widget is not bound to $mix');
+  await page.getByTestId('path').fill('params-saved.yaml');
+  await page.getByTestId('save').click();
+  await page.getByTestId('message').filter({ hasText: 'saved params-saved.yaml' }).waitFor();
+  let y = await graphText('params-saved.yaml');
+  if (!/\n {2}mix: \{ ?type: FLOAT, default: 0\.25 ?\}/.test(y) || !/blend_factor: \$mix\b/.test(y)) throw new Error(`the saved YAML lacks the param or the binding:\n${y}`);
+
+  step('unbind: the widget is a number again with the param\'s value');
+  await overlay.getByTestId('unbind-blend_factor').click();
+  if ((await overlay.getByTestId('w-blend_factor').getAttribute('type')) !== 'number' || (await overlay.getByTestId('w-blend_factor').inputValue()) !== '0.25')
+    throw new Error('unbind did not give back a number widget with 0.25');
+
+  step('right-click on empty canvas: the categorised menu adds an ImageBlur where clicked');
+  const schema = await (await page.request.get(new URL('api/schema', url).href)).json();
+  const cat = schema.nodes.find((n) => n.name === 'ImageBlur').category || 'other';
+  const at = await emptyPoint();
+  await page.mouse.click(at.x, at.y, { button: 'right' });
+  await page.getByTestId('add-menu').waitFor();
+  await page.getByTestId(`menu-cat-${cat}`).hover();
+  await page.getByTestId('menu-ImageBlur').click();
+  await page.getByTestId('add-menu').waitFor({ state: 'detached' });
+  const nb = await page.getByTestId('node-imageblur').boundingBox();
+  if (Math.abs(nb.x - at.x) > 12 || Math.abs(nb.y - at.y) > 12) throw new Error(`the menu's node is at ${nb.x},${nb.y}, not at ${at.x},${at.y}`);
+
+  step('Save of the unfinished graph (ImageBlur has no image) asks; "no" writes nothing');
+  await page.getByTestId('path').fill('unfinished.yaml');
+  await page.getByTestId('save').click();
+  const ask = page.getByTestId('confirm').filter({ hasText: 'this graph is not complete: ' }).filter({ hasText: 'imageblur' }).filter({ hasText: 'Save anyway?' });
+  await ask.waitFor();
+  await page.getByTestId('confirm-no').click();
+  await page.getByTestId('confirm').waitFor({ state: 'detached' });
+  if ((await graphText('unfinished.yaml')) !== null) throw new Error('"no" still wrote the file');
+  step('"Save anyway" writes it as it is');
+  await page.getByTestId('save').click();
+  await ask.waitFor();
+  await page.getByTestId('confirm-yes').click();
+  await page.getByTestId('message').filter({ hasText: 'saved unfinished.yaml (not complete)' }).waitFor();
+  y = await graphText('unfinished.yaml');
+  if (!y || !/imageblur:\s+type: ImageBlur/.test(y)) throw new Error(`the unfinished graph was not saved:\n${y}`);
+  step('a forced save of text that is not YAML is refused and leaves the file alone');
+  const bad = await page.request.post(new URL('api/graph', url).href, { data: { path: 'unfinished.yaml', yaml: 'flowrun: 1\nnodes: [a,\n', force: true } });
+  if (bad.status() !== 422 || !/unfinished\.yaml:\d+:\d+: YAML syntax error/.test((await bad.json()).error)) throw new Error(`a forced save of broken YAML answered ${bad.status()} ${await bad.text()}`);
+  if ((await graphText('unfinished.yaml')) !== y) throw new Error('the refused forced save changed the file');
+
+  step('Alt+C collapses the selected node: smaller, still linked; its button opens it again');
+  const linked = page.locator('.react-flow__edge[data-testid*="->overlay."]');
+  const nLinks = await linked.count();
+  if (nLinks !== 2) throw new Error(`overlay has ${nLinks} links before collapsing`);
+  const h0 = (await overlay.boundingBox()).height;
+  await overlay.click({ position: { x: 60, y: 8 } });
+  await page.keyboard.press('Alt+c');
+  await overlay.getByTestId('w-blend_mode').waitFor({ state: 'detached' });
+  const h1 = (await overlay.boundingBox()).height;
+  if (!(h1 < h0 / 2)) throw new Error(`the collapsed node is ${h1} px high (was ${h0})`);
+  if ((await linked.count()) !== 2 || !(await handle('overlay', 'image1', 'target').boundingBox())) throw new Error('collapsing lost the links or the sockets');
+  await page.getByTestId('collapse-overlay').click();
+  await overlay.getByTestId('w-blend_mode').waitFor();
+  if (Math.abs((await overlay.boundingBox()).height - h0) > 1) throw new Error('the node did not open to its size');
+
+  step('a widget becomes an input socket (a link can reach it) and back');
+  await overlay.getByTestId('to-socket-blend_factor').click();
+  await handle('overlay', 'blend_factor', 'target').waitFor();
+  if (await overlay.getByTestId('w-blend_factor').count()) throw new Error('the widget is still there');
+  await overlay.getByTestId('to-widget-blend_factor').click();
+  await overlay.getByTestId('w-blend_factor').waitFor();
+  if (await handle('overlay', 'blend_factor', 'target').count()) throw new Error('the socket is still there');
+  if ((await overlay.getByTestId('w-blend_factor').inputValue()) !== '0.25') throw new Error('the widget lost its value');
+  await page.screenshot({ path: path.join(shots, 'editor-workbench.png') });
+}
+// A point of the canvas with nothing on it (the pane itself is under the mouse), away from the edges.
+async function emptyPoint() {
+  const p = await page.evaluate(() => {
+    const b = document.querySelector('.react-flow__pane').getBoundingClientRect();
+    for (let y = b.top + 60; y < b.bottom - 200; y += 20)
+      for (let x = b.left + 60; x < b.right - 260; x += 20) {
+        const e = document.elementFromPoint(x, y);
+        const clear = [[0, 0], [200, 0], [0, 150], [200, 150]].every(([dx, dy]) => {
+          const f = document.elementFromPoint(x + dx, y + dy);
+          return f && f.classList.contains('react-flow__pane');
+        });
+        if (e && e.classList.contains('react-flow__pane') && clear) return { x, y };
+      }
+    return null;
+  });
+  if (!p) throw new Error('no empty point on the canvas');
+  return p;
 }
 
 // Drags from one node's output socket to another's input socket, as a user does with the mouse.

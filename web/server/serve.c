@@ -36,6 +36,7 @@
 #include "core/file.h"
 #include "core/flowrun.h"
 #include "core/graph.h"
+#include "core/graph_yaml.h"
 #include "core/json.h"
 #include "core/paths.h"
 #ifdef FLOWRUN_HAVE_PG
@@ -1425,7 +1426,9 @@ static void fr__list_graphs(struct fr__srv *s, const char *rel, int depth, int *
   fr_free(names);
 }
 
-/* Saving: the YAML must load (with files not required) so that what the editor saves runs with flowrun. */
+/* Saving: the YAML must load (with files not required) so that what the editor saves runs with flowrun.
+ * With "force": true (the user said "save anyway" to an unfinished graph) it only has to be YAML: it is
+ * parsed (syntax and the parser's size limits) and never written when that fails. */
 static int fr__save_graph(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss,
                           const struct fr_json *req) {
   const char *path = fr_json_str(req, "path", NULL);
@@ -1453,9 +1456,23 @@ static int fr__save_graph(struct fr__srv *s, struct lws *wsi, struct fr__pss *ps
                             .require_files = false};
   struct fr_graph *g = NULL;
   struct fr_err err = {{0}};
-  if (fr_graph_load_string(y->str, y->len, path, dir, &lo, &g, &err) != FR_OK)
-    return fr__respond_error(wsi, pss, 422, err.msg);
-  fr_graph_free(g);
+  const struct fr_json *force = fr_json_get(req, "force");
+  if (force && force->type != FR_JSON_BOOL)
+    return fr__respond_error(wsi, pss, 400, "\"force\" must be true or false");
+  if (force && force->b) {
+    struct fr_arena *a = fr_arena_new(0);
+    struct fr_ynode *root = NULL;
+    if (!a)
+      return fr__respond_error(wsi, pss, 500, "out of memory");
+    enum fr_status ys = fr_yaml_parse(a, y->str, y->len, path, &root, &err);
+    fr_arena_free(a);
+    if (ys != FR_OK)
+      return fr__respond_error(wsi, pss, ys == FR_E_NOMEM ? 500 : 422, err.msg);
+  } else {
+    if (fr_graph_load_string(y->str, y->len, path, dir, &lo, &g, &err) != FR_OK)
+      return fr__respond_error(wsi, pss, 422, err.msg);
+    fr_graph_free(g);
+  }
   if (fr__write_file(full, y->str, y->len, &err) != FR_OK)
     return fr__respond_error(wsi, pss, 500, err.msg);
   struct fr_buf b = {0};

@@ -185,20 +185,25 @@ function Editor() {
 
   const yamlText = () => toYaml(st().doc, st().nodes, st().edges, specOf);
 
-  const doSave = async (p) => {
+  // force: the user said "save anyway" to a graph that does not load yet (the server then checks only
+  // that it is YAML). A graph the loader refuses (422) asks first.
+  const doSave = async (p, force = false) => {
+    const text = yamlText();
     try {
-      await API.saveGraph(p, yamlText());
+      await API.saveGraph(p, text, force);
       st().setSavedPath(p);
-      setMessage(`saved ${p}`);
+      setMessage(`saved ${p}${force ? ' (not complete)' : ''}`);
       refreshGraphs();
     } catch (e) {
-      showError(`not saved: ${e.message}`);
+      if (e.status === 422 && !force)
+        setConfirm({ text: `this graph is not complete: ${e.message}. Save anyway?`, yes: 'Save anyway', onYes: () => doSave(p, true) });
+      else showError(`not saved: ${e.message}`);
     }
   };
   const save = () => {
     const p = st().path;
     if (graphs.includes(p) && p !== st().savedPath)
-      setConfirm({ text: `${p} exists in the graphs folder. Overwrite it?`, onYes: () => doSave(p) });
+      setConfirm({ text: `${p} exists in the graphs folder. Overwrite it?`, yes: 'Overwrite', onYes: () => doSave(p) });
     else doSave(p);
   };
 
@@ -457,6 +462,25 @@ function Editor() {
     const typed = d.type === 'STRING' ? s : s !== '' && !Number.isNaN(n) ? n : s;
     useStore.setState((x) => ({ doc: { ...x.doc, params: { ...x.doc.params, [k]: { ...d, default: typed } } } }));
   };
+  // A new param from the params panel: a name the YAML accepts, a type, and a default of that type.
+  const [newParam, setNewParam] = useState({ name: '', type: 'INT', def: '' });
+  const addParam = () => {
+    const { name, type, def } = newParam;
+    const ps = st().doc.params || {};
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) return showError(`new param: '${name}' is not a name (letters, digits and _, not starting with a digit)`);
+    if (ps[name] !== undefined) return showError(`new param: this graph already has a param '${name}'`);
+    let v = def;
+    if (type === 'INT' || type === 'FLOAT') {
+      v = Number(def);
+      if (def.trim() === '' || Number.isNaN(v) || (type === 'INT' && !Number.isInteger(v))) return showError(`new param ${name}: the default '${def}' is not ${type === 'INT' ? 'an integer' : 'a number'}`);
+    } else if (type === 'BOOL') {
+      if (def !== 'true' && def !== 'false') return showError(`new param ${name}: the default of a BOOL is true or false, not '${def}'`);
+      v = def === 'true';
+    }
+    useStore.setState((x) => ({ doc: { ...x.doc, params: { ...(x.doc.params || {}), [name]: { type, default: v } } } }));
+    setNewParam({ name: '', type, def: '' });
+    setMessage(`added param ${name}`);
+  };
   const ctx = useMemo(() => ({ specOf }), [specOf]);
   const params = Object.entries(doc.params || {});
 
@@ -486,13 +510,22 @@ function Editor() {
         </header>
         <aside className="palette">
           <div className="hint">Double-click the canvas to add a node, right-click for the menu, drag a link onto empty canvas for a node that takes it. <kbd>?</kbd> lists the keys.</div>
-          {params.length > 0 && <h4>params</h4>}
+          <h4>params</h4>
           {params.map(([k, d]) => (
             <label key={k} className="widget">
               <span title={(d && d.help) || ''}>{k}</span>
               <input data-testid={`param-${k}`} value={paramValue(d) ?? ''} onChange={(e) => setParam(k, e.target.value)} />
             </label>
           ))}
+          <div className="row newparam">
+            <input data-testid="new-param-name" placeholder="new param" value={newParam.name} onChange={(e) => setNewParam({ ...newParam, name: e.target.value })} />
+            <select data-testid="new-param-type" value={newParam.type} onChange={(e) => setNewParam({ ...newParam, type: e.target.value })}>
+              {['INT', 'FLOAT', 'STRING', 'BOOL'].map((t) => <option key={t} value={t}>{t}</option>)}
+            </select>
+            <input data-testid="new-param-default" placeholder="default" value={newParam.def} onChange={(e) => setNewParam({ ...newParam, def: e.target.value })}
+              onKeyDown={(e) => { if (e.key === 'Enter') addParam(); }} />
+            <button data-testid="new-param-add" className="small" title="add this param to the graph" onClick={addParam}>+</button>
+          </div>
           <h4>library</h4>
           <input data-testid="palette-search" placeholder="filter the library" value={filter} onChange={(e) => setFilter(e.target.value)} />
           {specs.filter((s) => !filter || `${s.name} ${s.category || ''} ${(s.comfy || []).join(' ')}`.toLowerCase().includes(filter.toLowerCase())).map((s) => (
@@ -535,7 +568,7 @@ function Editor() {
           <div className="overlay" data-testid="confirm">
             <div className="helpbox">
               <p>{confirm.text}</p>
-              <button data-testid="confirm-yes" className="primary" onClick={() => { const f = confirm.onYes; setConfirm(null); f(); }}>Overwrite</button>
+              <button data-testid="confirm-yes" className="primary" onClick={() => { const f = confirm.onYes; setConfirm(null); f(); }}>{confirm.yes || 'Yes'}</button>
               <button data-testid="confirm-no" onClick={() => setConfirm(null)}>Cancel</button>
             </div>
           </div>

@@ -1,18 +1,19 @@
 // The server's JSON API (docs/protocol.md), one function per route; every call throws an Error with the
-// server's whole message on a non-2xx answer.
+// server's whole message (and the HTTP status as .status) on a non-2xx answer.
 export async function api(path, body) {
   const r = await fetch(path, body === undefined ? {} : {
     method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
   });
   const j = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
-  if (!r.ok) throw new Error(j.error || `HTTP ${r.status}`);
+  if (!r.ok) throw Object.assign(new Error(j.error || `HTTP ${r.status}`), { status: r.status });
   return j;
 }
 
 export const getSchema = () => api('api/schema');
 export const getGraphs = () => api('api/graphs');
 export const getGraph = (p) => api(`api/graph?path=${encodeURIComponent(p)}`);
-export const saveGraph = (path, yaml) => api('api/graph', { path, yaml });
+// force: write a graph that does not load yet (it must still be YAML; docs/protocol.md).
+export const saveGraph = (path, yaml, force = false) => api('api/graph', force ? { path, yaml, force: true } : { path, yaml });
 export const queueRun = (body) => api('api/run', body);
 export const cancelRun = (id) => api('api/cancel', { id });
 export const moveRun = (id, before) => api('api/queue/move', { id, before });

@@ -1,6 +1,7 @@
 // A node on the canvas: title, run status, sockets, and one widget per literal input (numbers, choices,
 // growing text areas for prompts, model files as dropdowns from the server, seeds with ComfyUI's
-// control-after-generate). Any widget can become an input socket (⊙) and back (⊘).
+// control-after-generate). Any widget can become an input socket (⊙) and back (⊘), and be bound to a
+// param of the graph ($) and unbound (✕$).
 import React, { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { Handle, NodeResizer, Position } from '@xyflow/react';
 import { GROUP, REROUTE } from '../store/yaml.js';
@@ -81,6 +82,35 @@ function Widget({ input, value, onChange, nodeId, data }) {
   return <input {...common} value={v ?? ''} onChange={(e) => onChange(e.target.value)} />;
 }
 
+// Binds a widget to a param of the graph (its value becomes "$name", as in the YAML) or unbinds it (the
+// widget gets the param's current default when it is a plain value, else the input's default).
+function BindButton({ input, value, params, onChange }) {
+  const [open, setOpen] = useState(false);
+  const bound = typeof value === 'string' && value.startsWith('$') && !value.startsWith('$$');
+  if (bound) {
+    const d = params && params[value.slice(1)];
+    const dv = d && typeof d === 'object' ? d.default : d;
+    const back = dv !== undefined && (typeof dv !== 'object' || dv === null) ? dv : input.default;
+    return (
+      <button className="nodrag small bind" data-testid={`unbind-${input.name}`} title={`unbind from ${value}`}
+        onClick={(e) => { e.preventDefault(); onChange(back); }}>✕$</button>
+    );
+  }
+  const names = Object.keys(params || {});
+  if (open)
+    return (
+      <select className="nodrag small" data-testid={`bind-select-${input.name}`} value="" autoFocus
+        onBlur={() => setOpen(false)} onChange={(e) => { setOpen(false); if (e.target.value) onChange(`$${e.target.value}`); }}>
+        <option value="">{names.length ? 'bind to param…' : 'no params: add one in the params panel'}</option>
+        {names.map((k) => <option key={k} value={k}>${k}</option>)}
+      </select>
+    );
+  return (
+    <button className="nodrag small bind" data-testid={`bind-${input.name}`} title="bind to a param of the graph"
+      onClick={(e) => { e.preventDefault(); setOpen(true); }}>$</button>
+  );
+}
+
 function status(st) {
   switch (st.kind) {
     case 'running': return st.steps ? `running ${st.step}/${st.steps}` : 'running…';
@@ -126,6 +156,7 @@ function GraphNode({ id, data, selected }) {
   const setNodeData = useStore((s) => s.setNodeData);
   const st = useStore((s) => s.runStates[id]) || {};
   const isErr = useStore((s) => s.errorNode === id);
+  const params = useStore((s) => s.doc.params);
   const spec = specOf(data.type);
   const mode = data.mode || 'normal';
   if (!spec)
@@ -176,6 +207,7 @@ function GraphNode({ id, data, selected }) {
         <label key={i.name} className={`widget ${i.multiline ? 'multi' : ''}`}>
           <span>{i.name}</span>
           <Widget input={i} value={data.values[i.name]} nodeId={id} data={data} onChange={(v) => setValue(id, i.name, v)} />
+          <BindButton input={i} value={data.values[i.name]} params={params} onChange={(v) => setValue(id, i.name, v)} />
           <button className="nodrag small tosock" data-testid={`to-socket-${i.name}`} title="make this an input socket" onClick={(e) => { e.preventDefault(); toggleSocket(i.name); }}>⊙</button>
         </label>
       ))}
