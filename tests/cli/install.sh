@@ -31,7 +31,8 @@ if [ -f "$FR_SRC/web/dist/index.html" ]; then
   if "$P/bin/flowrun" serve --help > /dev/null 2>&1 && command -v curl > /dev/null; then
     # a mark in the installed page shows which copy is served (the build's source tree has one too)
     echo "<!-- installed copy -->" >> "$P/share/flowrun/editor/index.html"
-    mkdir -p g && "$P/bin/flowrun" serve --port 0 --graphs g --output out > serve.log 2>&1 &
+    mkdir -p g
+    "$P/bin/flowrun" serve --port 0 --graphs g --output out > serve.log 2>&1 &
     pid=$!
     for _ in $(seq 50); do grep -q '^flowrun serve: http' serve.log && break; sleep 0.1; done
     url=$(sed -n 's|^flowrun serve: \(http://[^ ]*\)|\1|p' serve.log | head -1)
