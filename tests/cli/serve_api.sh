@@ -135,6 +135,15 @@ check "cancel unknown run" 404 -X POST -d '{"id":999}' "$U/api/cancel"
 check "save invalid graph" 422 -X POST -d '{"path":"bad.yaml","yaml":"flowrun: 1\nnodes:\n  a: {type: NoSuchNode}\n"}' "$U/api/graph"
 body_has "save error names the line" 'bad.yaml:3'
 [ ! -e "$T/graphs/bad.yaml" ] && echo "ok   invalid graph not written" || { echo "FAIL invalid graph written"; fails=$((fails + 1)); }
+# "force": true (the editor's "Save anyway?"): only YAML syntax and the path rules are checked
+check "forced save, force not a bool" 400 -X POST -d '{"path":"bad.yaml","yaml":"flowrun: 1\n","force":"yes"}' "$U/api/graph"
+check "forced save of broken YAML" 422 -X POST -d '{"path":"bad.yaml","yaml":"flowrun: 1\nnodes: [a,\n","force":true}' "$U/api/graph"
+body_has "forced save error is the YAML syntax error" 'bad.yaml:3:1: YAML syntax error'
+[ ! -e "$T/graphs/bad.yaml" ] && echo "ok   broken YAML not written" || { echo "FAIL broken YAML written"; fails=$((fails + 1)); }
+check "forced save ../" 400 -X POST -d '{"path":"../x.yaml","yaml":"flowrun: 1\n","force":true}' "$U/api/graph"
+check "forced save of an unfinished graph" 200 -X POST -d '{"path":"bad.yaml","yaml":"flowrun: 1\nnodes:\n  a: {type: NoSuchNode}\n","force":true}' "$U/api/graph"
+grep -q 'type: NoSuchNode' "$T/graphs/bad.yaml" 2>/dev/null && echo "ok   unfinished graph written as sent" || { echo "FAIL unfinished graph not written"; fails=$((fails + 1)); }
+rm -f "$T/graphs/bad.yaml"
 head -c 11000000 /dev/zero | tr '\0' ' ' > "$T/big.json"
 check "oversized body" 413 -X POST --data-binary @"$T/big.json" "$U/api/run"
 check "foreign Origin POST" 403 -H 'Origin: http://evil.example' -X POST -d '{"path":"image-demo.yaml"}' "$U/api/run"
