@@ -604,8 +604,9 @@ static void fr__fleet_event(void *u, const char *json) {
     f->sum.cached = (int)fr_json_num(j, "cached", 0);
     f->sum.ms = fr_json_num(j, "ms", 0);
   }
-  fr_arena_free(a);
-  if (!strcmp(kind, "output") || !strcmp(kind, "run_done"))
+  bool held = !strcmp(kind, "output") || !strcmp(kind, "run_done");
+  fr_arena_free(a); /* kind pointed into it */
+  if (held)
     return; /* a worker's path; the local copies and the end are said once the files are here */
   size_t n = strlen(json);
   if (n < 2)
