@@ -39,6 +39,9 @@ cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT
 
 start_server() { # args...; sets SERVER, PORT, U
+  # emptied here, not by the background redirection: that runs later, and the loop below must not read
+  # the previous server's port
+  : > "$T/server.log"
   "$FLOWRUN" serve --port 0 --graphs "$T/graphs" --output "$T/out" --editor "$T/editor" --input "$T/input" \
     --models "$T/models" --cache "$T/cache.sqlite" "$@" > "$T/server.log" 2>&1 &
   SERVER=$!
