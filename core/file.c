@@ -1,5 +1,7 @@
 #include "core/file.h"
 
+#include <ftw.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -199,4 +201,31 @@ enum fr_status fr_write_file_atomic(const char *path, const void *data, size_t l
     unlink(tmp);
   fr_free(tmp);
   return rc;
+}
+
+/* nftw's callback has no user pointer: what the walk in progress keeps and its first failure (one walk at a
+ * time per thread). */
+static _Thread_local bool fr__rm_keep;
+static _Thread_local char fr__rm_failed[512];
+
+static int fr__rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  if (ftw->level == 0 && fr__rm_keep)
+    return 0;
+  if (remove(path) != 0 && !fr__rm_failed[0])
+    snprintf(fr__rm_failed, sizeof fr__rm_failed, "%s: %s", path, strerror(errno));
+  return 0;
+}
+
+enum fr_status fr_remove_tree(const char *path, bool keep_root, struct fr_err *err) {
+  struct stat st;
+  if (lstat(path, &st) != 0)
+    return errno == ENOENT ? FR_OK : fr_errf(err, FR_E_IO, "%s: %s", path, strerror(errno));
+  fr__rm_keep = keep_root;
+  fr__rm_failed[0] = 0;
+  int rc = nftw(path, fr__rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  if (rc != 0 && !fr__rm_failed[0])
+    snprintf(fr__rm_failed, sizeof fr__rm_failed, "%s: %s", path, strerror(errno));
+  return fr__rm_failed[0] ? fr_errf(err, FR_E_IO, "cannot remove %s", fr__rm_failed) : FR_OK;
 }

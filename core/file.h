@@ -37,6 +37,11 @@ enum fr_status fr_publish_temp(const char *tmp, const char *path, bool replace, 
 /* fr_write_temp + fr_publish_temp(replace): path holds either its old content or all of data. */
 enum fr_status fr_write_file_atomic(const char *path, const void *data, size_t len, struct fr_err *err);
 
+/* Removes what is inside the folder path (recursively, links not followed), and the folder itself unless
+ * keep_root. A path that does not exist is FR_OK. FR_E_IO naming the first entry that could not be removed.
+ */
+enum fr_status fr_remove_tree(const char *path, bool keep_root, struct fr_err *err);
+
 /* Test hook (fault injection, as fr_alloc_fail_at): when set, fr_write_temp calls fn with the temporary
  * file's path after writing the first half of the data and before the rest, so a test can kill the
  * process in the middle of a write. Not thread-safe: set it from the test's main thread. NULL: off. */

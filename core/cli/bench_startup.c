@@ -5,7 +5,6 @@
  * time of the child (fork to exit) and its peak resident memory (the largest ru_maxrss). --program times
  * another build the same way, so a before/after pair comes from one sitting. */
 #include <fcntl.h>
-#include <ftw.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/cli/cli.h"
+#include "core/file.h"
 #include "core/paths.h"
 
 extern char **environ;
@@ -47,13 +47,6 @@ static bool fr__spawn(char *const *argv, double *ms, long *rss_kib) {
   *ms = fr__now_ms() - t0;
   *rss_kib = ru.ru_maxrss;
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-static int fr__rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
 }
 
 static int fr__cmp_double(const void *a, const void *b) {
@@ -119,7 +112,8 @@ int fr_bench_startup(const char *program, int runs) {
   }
   free(t);
   /* the temporary folder: the cache file (and its WAL/SHM files) and the output PNG */
-  if (nftw(tmp, fr__rm_one, 8, FTW_DEPTH | FTW_PHYS) != 0)
-    fprintf(stderr, "flowrun bench: could not remove %s\n", tmp);
+  struct fr_err err;
+  if (fr_remove_tree(tmp, false, &err) != FR_OK)
+    fprintf(stderr, "flowrun bench: %s\n", err.msg);
   return st;
 }

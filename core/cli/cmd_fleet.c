@@ -188,12 +188,11 @@ static enum fr_status fr__store_outputs(struct fr__worker *w, struct fr_err *err
   return FR_OK;
 }
 
+/* The run's output folder holds only what this worker wrote there: emptied before each run. */
 static void fr__clear_dir(const char *dir) {
-  char cmd[PATH_MAX + 64];
-  /* the run's output folder holds only what this worker wrote there */
-  snprintf(cmd, sizeof cmd, "rm -rf -- '%s'/* 2>/dev/null", dir);
-  if (system(cmd) != 0) {
-  }
+  struct fr_err err;
+  if (fr_remove_tree(dir, true, &err) != FR_OK)
+    fprintf(stderr, "flowrun worker: %s\n", err.msg);
 }
 
 static void fr__worker_run(struct fr__worker *w, const char *outdir) {
@@ -352,7 +351,9 @@ int fr_cmd_worker(int argc, char **argv) {
   snprintf(defname, sizeof defname, "%s-%ld", host, (long)getpid());
   struct fr__worker w = {.name = name ? name : defname, .lease_s = lease_s, .quiet = quiet, .wake = {-1, -1}};
   struct fr_err err = {{0}};
-  char outdir[] = "/tmp/flowrun-worker-XXXXXX";
+  char outdir[PATH_MAX]; /* the runs' output folder, emptied before each run */
+  const char *tmpdir = getenv("TMPDIR");
+  snprintf(outdir, sizeof outdir, "%s/flowrun-worker-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
   int code = 0;
   struct fr_cache_tier tier;
   if (fr_pg_open(db, 0, &w.pg, &err) || fr_pg_open(db, 0, &w.lease_pg, &err)) {
@@ -436,8 +437,8 @@ out:
     close(w.wake[0]);
     close(w.wake[1]);
   }
-  fr__clear_dir(outdir);
-  rmdir(outdir);
+  struct fr_err rerr;
+  fr_remove_tree(outdir, false, &rerr);
   fr_free(env);
   return code;
 }

@@ -29,6 +29,7 @@ as_pg "$PGBIN/initdb -D $T/pg/data -A trust -U postgres" > initdb.log 2>&1 || { 
 pgctl() { as_pg "$PGBIN/pg_ctl -D $T/pg/data -l $T/pg/log -o \"-k $T/pg -c listen_addresses='' -c max_connections=50\" -w $*" > /dev/null; }
 pgctl start || { bad "pg_ctl start: $(tail -5 pg/log)"; exit 1; }
 DB="host=$T/pg user=postgres dbname=postgres"
+export TMPDIR="$T" # the workers' output folders, gone with the test's folder even for killed workers
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done
