@@ -229,3 +229,32 @@ enum fr_status fr_remove_tree(const char *path, bool keep_root, struct fr_err *e
     snprintf(fr__rm_failed, sizeof fr__rm_failed, "%s: %s", path, strerror(errno));
   return fr__rm_failed[0] ? fr_errf(err, FR_E_IO, "cannot remove %s", fr__rm_failed) : FR_OK;
 }
+
+enum fr_status fr_read_chunks(const char *path, void (*fn)(void *user, const void *chunk, size_t n),
+                              void *user, struct fr_err *err) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return fr_errf(err, FR_E_IO, "%s: cannot open: %s", path, strerror(errno));
+  enum { CHUNK = 1 << 20 };
+  char *buf = fr_malloc(CHUNK);
+  if (!buf) {
+    close(fd);
+    return fr_errf(err, FR_E_NOMEM, "%s: out of memory hashing the file", path);
+  }
+  enum fr_status rc = FR_OK;
+  for (;;) {
+    ssize_t n = read(fd, buf, CHUNK);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      rc = fr_errf(err, FR_E_IO, "%s: read failed: %s", path, strerror(errno));
+      break;
+    }
+    if (n == 0)
+      break;
+    fn(user, buf, (size_t)n);
+  }
+  fr_free(buf);
+  close(fd);
+  return rc;
+}

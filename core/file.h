@@ -37,6 +37,12 @@ enum fr_status fr_publish_temp(const char *tmp, const char *path, bool replace, 
 /* fr_write_temp + fr_publish_temp(replace): path holds either its old content or all of data. */
 enum fr_status fr_write_file_atomic(const char *path, const void *data, size_t len, struct fr_err *err);
 
+/* Reads the file at path in chunks of 1 MiB and calls fn(user, chunk, n) for each, so a multi-GB checkpoint
+ * is hashed without being mapped or held. FR_E_IO "PATH: cannot open: ..." / "PATH: read failed: ...",
+ * FR_E_NOMEM naming the path. */
+enum fr_status fr_read_chunks(const char *path, void (*fn)(void *user, const void *chunk, size_t n),
+                              void *user, struct fr_err *err);
+
 /* Removes what is inside the folder path (recursively, links not followed), and the folder itself unless
  * keep_root. A path that does not exist is FR_OK. FR_E_IO naming the first entry that could not be removed.
  */

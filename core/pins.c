@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/sha256.h"
 
 #define FR__PIN_MAX_DEPTH 8
@@ -34,33 +35,14 @@ bool fr_pin_matches(const char *pin, const char *sha256) {
   return strncmp(pin, sha256, strlen(pin)) == 0;
 }
 
+static void fr__sha256_chunk(void *user, const void *chunk, size_t n) {
+  fr_sha256_update(user, chunk, n);
+}
+
 static enum fr_status fr__sha256_read(const char *path, char out[FR_PIN_FULL_LEN + 1], struct fr_err *err) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return fr_errf(err, FR_E_IO, "%s: cannot open: %s", path, strerror(errno));
-  enum { CHUNK = 1 << 20 };
-  char *buf = fr_malloc(CHUNK);
-  if (!buf) {
-    close(fd);
-    return fr_errf(err, FR_E_NOMEM, "%s: out of memory hashing the file", path);
-  }
   struct fr_sha256 s;
   fr_sha256_init(&s);
-  enum fr_status rc = FR_OK;
-  for (;;) {
-    ssize_t n = read(fd, buf, CHUNK);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      rc = fr_errf(err, FR_E_IO, "%s: read failed: %s", path, strerror(errno));
-      break;
-    }
-    if (n == 0)
-      break;
-    fr_sha256_update(&s, buf, (size_t)n);
-  }
-  fr_free(buf);
-  close(fd);
+  enum fr_status rc = fr_read_chunks(path, fr__sha256_chunk, &s, err);
   if (rc == FR_OK)
     fr_sha256_final_hex(&s, out);
   return rc;

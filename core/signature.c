@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/pins.h"
 
 #define FR__SIG_TAG "flowrun-sig/1"
@@ -97,35 +98,16 @@ void fr_fp_memo_put(struct fr_fp_memo *m, const char *key, const struct fr_key *
   m->n++;
 }
 
-/* Hashes the file in 1 MiB chunks: no need to map a multi-GB checkpoint. */
+static void fr__xxh_chunk(void *user, const void *chunk, size_t n) {
+  XXH3_128bits_update(user, chunk, n);
+}
+
+/* Hashes the file in chunks (fr_read_chunks): no need to map a multi-GB checkpoint. */
 static enum fr_status fr__hash_file(const char *path, struct fr_key *out, struct fr_err *err) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return fr_errf(err, FR_E_IO, "%s: cannot open: %s", path, strerror(errno));
-  enum { CHUNK = 1 << 20 };
-  char *buf = fr_malloc(CHUNK);
-  if (!buf) {
-    close(fd);
-    return fr_errf(err, FR_E_NOMEM, "%s: out of memory hashing the file", path);
-  }
   XXH3_state_t st;
   XXH3_INITSTATE(&st);
   XXH3_128bits_reset(&st);
-  enum fr_status rc = FR_OK;
-  for (;;) {
-    ssize_t n = read(fd, buf, CHUNK);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      rc = fr_errf(err, FR_E_IO, "%s: read failed: %s", path, strerror(errno));
-      break;
-    }
-    if (n == 0)
-      break;
-    XXH3_128bits_update(&st, buf, (size_t)n);
-  }
-  fr_free(buf);
-  close(fd);
+  enum fr_status rc = fr_read_chunks(path, fr__xxh_chunk, &st, err);
   if (rc == FR_OK)
     fr__key_from_hash(XXH3_128bits_digest(&st), out);
   return rc;
