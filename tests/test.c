@@ -209,3 +209,23 @@ struct fr_tensor *fr_test_golden_upload(struct fr_ctx *c, const struct fr_safete
   fr_tensor_free(h);
   return t;
 }
+
+float *fr_test_read_saved(const char *dir, const char *name, const char *key, long *n) {
+  char path[4300];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  struct fr_safetensors *st = NULL;
+  struct fr_err err = {{0}};
+  CHECK_OK(fr_st_open(path, &st, &err), &err);
+  const struct fr_st_entry *en = st ? fr_st_find(st, key) : NULL;
+  struct fr_tensor *t = en ? fr_st_view(en) : NULL;
+  float *out = NULL;
+  if (t) {
+    *n = (long)fr_tensor_numel(t);
+    out = malloc((size_t)*n * sizeof(float));
+    memcpy(out, t->data, (size_t)*n * sizeof(float));
+  }
+  fr_tensor_free(t);
+  fr_st_close(st);
+  CHECKF(out != NULL, "%s: no %s", path, key);
+  return out;
+}

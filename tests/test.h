@@ -35,6 +35,10 @@ int fr_test_done(void);
  * not NULL; NULL when it cannot be read. */
 char *fr_test_read_file(const char *path, size_t *len);
 
+/* The F32 tensor `key` of the safetensors file dir/name (what SaveImageData and SaveLatent write) as a
+ * malloc'd array of *n floats (the caller frees it); NULL, with a failed check, when it is missing. */
+float *fr_test_read_saved(const char *dir, const char *name, const char *key, long *n);
+
 /* max |a - b| / max |b| over n floats (the fixtures' normalised error). */
 double fr_test_rel_err(const float *a, const float *b, long n);
 

@@ -36,30 +36,10 @@ static enum fr_status run_yaml(const char *yaml, struct fr_err *err) {
   return rc;
 }
 
-static float *read_image(const char *name, long *n) {
-  char path[4300];
-  snprintf(path, sizeof path, "%s/%s", tmp, name);
-  struct fr_safetensors *st = NULL;
-  struct fr_err err = {{0}};
-  CHECK_OK(fr_st_open(path, &st, &err), &err);
-  const struct fr_st_entry *en = st ? fr_st_find(st, "image") : NULL;
-  struct fr_tensor *t = en ? fr_st_view(en) : NULL;
-  float *out = NULL;
-  if (t) {
-    *n = (long)fr_tensor_numel(t);
-    out = malloc((size_t)*n * sizeof(float));
-    memcpy(out, t->data, (size_t)*n * sizeof(float));
-  }
-  fr_tensor_free(t);
-  fr_st_close(st);
-  CHECKF(out != NULL, "%s: no image", path);
-  return out;
-}
-
 /* max |a - b| / max |b| of two saved images; -1 when either is missing or the sizes differ */
 static double compare(const char *a, const char *b) {
   long na = 0, nb = 0;
-  float *x = read_image(a, &na), *y = read_image(b, &nb);
+  float *x = fr_test_read_saved(tmp, a, "image", &na), *y = fr_test_read_saved(tmp, b, "image", &nb);
   double e = -1;
   if (x && y && na == nb)
     e = fr_test_rel_err(x, y, na);

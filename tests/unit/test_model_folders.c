@@ -56,26 +56,6 @@ static enum fr_status load_run(const char *models, const char *yaml, bool run, s
   return rc;
 }
 
-static float *read_image(const char *name, long *n) {
-  char path[4300];
-  snprintf(path, sizeof path, "%s/%s", tmp, name);
-  struct fr_safetensors *st = NULL;
-  struct fr_err err = {{0}};
-  CHECK_OK(fr_st_open(path, &st, &err), &err);
-  const struct fr_st_entry *en = st ? fr_st_find(st, "image") : NULL;
-  struct fr_tensor *t = en ? fr_st_view(en) : NULL;
-  float *out = NULL;
-  if (t) {
-    *n = (long)fr_tensor_numel(t);
-    out = malloc((size_t)*n * sizeof(float));
-    memcpy(out, t->data, (size_t)*n * sizeof(float));
-  }
-  fr_tensor_free(t);
-  fr_st_close(st);
-  CHECKF(out != NULL, "%s: no image", path);
-  return out;
-}
-
 static void link_into(const char *dir, const char *target, const char *name) {
   char p[4300];
   mkdir(dir, 0755);
@@ -108,7 +88,8 @@ int main(void) {
   snprintf(yaml, sizeof yaml, graph_yaml, "comfy.safetensors");
   CHECK_OK(load_run(comfy, yaml, true, &err), &err);
   long n1 = 0, n2 = 0;
-  float *a = read_image("plain.safetensors", &n1), *b = read_image("comfy.safetensors", &n2);
+  float *a = fr_test_read_saved(tmp, "plain.safetensors", "image", &n1),
+        *b = fr_test_read_saved(tmp, "comfy.safetensors", "image", &n2);
   CHECKF(a && b && n1 == n2 && n1 > 0 && memcmp(a, b, (size_t)n1 * sizeof(float)) == 0,
          "the shipped vocabulary gives another picture than the fixtures' tokenizer (%ld vs %ld floats)", n1,
          n2);
