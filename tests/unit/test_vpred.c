@@ -117,21 +117,13 @@ static enum fr_status run_yaml(struct fr_engine *e, const char *yaml, struct fr_
 }
 
 static float *read_latent(const char *name, int64_t n) {
-  char path[4300];
-  snprintf(path, sizeof path, "%s/%s", tmp, name);
-  struct fr_safetensors *st = NULL;
-  struct fr_err err = {{0}};
-  CHECK_OK(fr_st_open(path, &st, &err), &err);
-  const struct fr_st_entry *en = st ? fr_st_find(st, "latent") : NULL;
-  struct fr_tensor *t = en ? fr_st_view(en) : NULL;
-  float *out = NULL;
-  if (t && fr_tensor_numel(t) == n) {
-    out = malloc((size_t)n * sizeof(float));
-    memcpy(out, t->data, (size_t)n * sizeof(float));
+  long got = 0;
+  float *out = fr_test_read_saved(tmp, name, "latent", &got);
+  CHECKF(out && got == n, "%s: no latent of %lld floats (%ld)", name, (long long)n, got);
+  if (out && got != n) {
+    free(out);
+    out = NULL;
   }
-  fr_tensor_free(t);
-  fr_st_close(st);
-  CHECKF(out != NULL, "%s: no latent of %lld floats", path, (long long)n);
   return out;
 }
 
