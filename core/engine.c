@@ -28,6 +28,7 @@
 #include "core/bundle.h"
 #include "core/cache.h"
 #include "core/file.h"
+#include "core/roots.h"
 #include "core/signature.h"
 
 struct fr__state {
@@ -394,11 +395,69 @@ static void fr__split_record(char *line, const char **hex) {
   }
 }
 
+/* An absolute output path v (an FR_IN_SAVE_PATH value) split into its folder, lexically normalised, in
+ * dir (cap bytes) and its last component (*base, also inside dir's storage). False when v is not absolute,
+ * names a folder (ends in '/', or nothing is left after normalising) or does not fit. */
+static bool fr__abs_output_split(const char *v, char *dir, size_t cap, const char **base) {
+  size_t len = v ? strlen(v) : 0;
+  if (len < 2 || v[0] != '/' || v[len - 1] == '/' || cap < 4 || !fr_path_normalize(v, dir, cap - 1))
+    return false;
+  char *slash = strrchr(dir, '/');
+  if (!slash || !slash[1])
+    return false;
+  if (slash == dir) {                       /* "/name": the folder is "/" */
+    memmove(dir + 2, dir + 1, strlen(dir)); /* room checked: cap - 1 above */
+    dir[1] = 0;
+    *base = dir + 2;
+  } else {
+    *slash = 0;
+    *base = slash + 1;
+  }
+  return true;
+}
+
+/* True when the engine confines the files a graph touches (flowrun serve): then output files stay inside
+ * the output folder whatever path a graph gives. */
+static bool fr__confined(const struct fr_engine *e) {
+  return e->n_read_roots > 0;
+}
+
+/* True when file (absolute, links resolved) lies directly in the folder of an absolute path given as a
+ * literal in one of node n's output-file inputs (FR_IN_SAVE_PATH): the user named that place
+ * explicitly, so a file recorded there is this node's (docs/cache.md, "Output files"). Never when
+ * confined: there every output file must be in the output folder. */
+static bool fr__in_explicit_dir(struct fr__run *r, int n, const char *file) {
+  const struct fr_gnode *gn = &r->g->nodes[n];
+  if (fr__confined(r->e))
+    return false;
+  const char *fslash = strrchr(file, '/');
+  for (int i = 0; fslash && i < gn->spec->n_inputs; i++) {
+    const struct fr_binding *b = &gn->inputs[i];
+    if (!(gn->spec->inputs[i].flags & FR_IN_SAVE_PATH) || b->kind != FR_BIND_LITERAL || !b->literal ||
+        b->literal->kind != FR_V_STRING)
+      continue;
+    char dir[4200];
+    const char *base;
+    if (!fr__abs_output_split(b->literal->s, dir, sizeof dir, &base))
+      continue;
+    char *real = realpath(dir, NULL); /* libc malloc */
+    bool same =
+        real && strlen(real) == (size_t)(fslash - file) && !strncmp(real, file, (size_t)(fslash - file));
+    if (real && !strcmp(real, "/"))
+      same = fslash == file;
+    free(real);
+    if (same)
+      return true;
+  }
+  return false;
+}
+
 /* True when every file the record v names is still in this run's output folder (or, for previews, the
- * engine's temporary folder) with the recorded bytes:
+ * engine's temporary folder, or the folder of an absolute path node n was given: fr__in_explicit_dir)
+ * with the recorded bytes:
  * not removed, not replaced by another picture under a reused name, not in another folder. A value
  * without hashes (an older flowrun's) never verifies: the node runs again. */
-static bool fr__files_verified(struct fr__run *r, const struct fr_value *v) {
+static bool fr__files_verified(struct fr__run *r, int n, const struct fr_value *v) {
   if (!v || v->kind != FR_V_STRING || !v->s || !r->out_real)
     return false;
   size_t dl = strlen(r->out_real);
@@ -413,7 +472,7 @@ static bool fr__files_verified(struct fr__run *r, const struct fr_value *v) {
     fr__split_record(line, &hex);
     bool in_out = strncmp(line, r->out_real, dl) == 0 && (line[dl] == '/' || dl == 1);
     bool in_temp = temp && strncmp(line, temp, tl) == 0 && (line[tl] == '/' || tl == 1);
-    ok = hex && strlen(hex) == 32 && (in_out || in_temp);
+    ok = hex && strlen(hex) == 32 && (in_out || in_temp || fr__in_explicit_dir(r, n, line));
     if (!ok)
       break;
     struct stat sb; /* a regular file, not a link put in its place (nor a FIFO that would block a read) */
@@ -508,7 +567,7 @@ static enum fr_status fr__plan(struct fr__run *r, struct fr_err *err) {
         return rc;
       /* Re-materialise the file from its (cached) inputs, under a fresh name, unless the file it recorded is
        * still there with the same bytes. */
-      if (rc != FR_OK || !fr__files_verified(r, r->mem[n][fo]))
+      if (rc != FR_OK || !fr__files_verified(r, n, r->mem[n][fo]))
         run = true;
     }
     r->st[n] = run ? FR__RUN : FR__CACHED;
@@ -1054,6 +1113,38 @@ const char *fr_node_graph_params_json(struct fr_node_ctx *nc) {
 }
 const char *fr_node_output_dir(struct fr_node_ctx *nc) {
   return nc->r->out_real ? nc->r->out_real : nc->r->e->output_dir;
+}
+enum fr_status fr_node_output_target(struct fr_node_ctx *nc, const char *input, char *dir, size_t cap,
+                                     const char **name) {
+  const char *v = fr_in_str(nc, input);
+  const char *out = fr_node_output_dir(nc);
+  *name = "";
+  if (!v || v[0] != '/') {
+    *name = v ? v : "";
+    if ((size_t)snprintf(dir, cap, "%s", out) >= cap)
+      return fr_node_fail(nc, FR_E_INVALID, "the output folder %s: path too long", out);
+    return FR_OK;
+  }
+  if (!fr__abs_output_split(v, dir, cap, name))
+    return fr_node_fail(nc, FR_E_INVALID, "input '%s': '%s' does not name a file (or is too long)", input, v);
+  struct fr_err err = {{0}};
+  if (fr__confined(nc->r->e)) {
+    /* The lexical check first, so nothing outside is made or looked at; then the real one (links). */
+    char real[4200];
+    const char *const roots[1] = {nc->r->out_real};
+    if (!roots[0] || !fr_path_is_under(roots[0], dir) ||
+        fr_roots_check(roots, 1, dir, real) != FR_ROOT_INSIDE)
+      return fr_node_fail(
+          nc, FR_E_INVALID,
+          "input '%s': '%s' is not inside the output folder (this server writes nowhere else; "
+          "the folder must exist there)",
+          input, v);
+    return FR_OK;
+  }
+  enum fr_status rc = fr_mkdirs(dir, &err);
+  if (rc != FR_OK)
+    return fr_node_fail(nc, rc, "input '%s': %s", input, err.msg);
+  return FR_OK;
 }
 const char *fr_node_temp_dir(struct fr_node_ctx *nc) {
   return nc->r->e->temp_dir;

@@ -43,6 +43,9 @@ enum fr_input_flags {
   FR_IN_PROMPT = 1 << 6,     /* STRING prompt that may name textual-inversion embeddings ("embedding:NAME",
                                 ComfyUI's syntax): the files <model folder>/embeddings/NAME[.safetensors]
                                 it may read are fingerprinted into the signature (core/signature.c) */
+  FR_IN_SAVE_PATH = 1 << 7,  /* STRING naming a file an output node writes (SaveLatent filename, SaveImage
+                                filename_prefix): relative, a name in the output folder; absolute, used as
+                                given (fr_node_output_target) */
   /* Only output FR_IN_OUTPUT_OF(flags) depends on this input (set with FR_IN_ONLY_FOR(o)): the other
    * outputs' cache keys, and the keys of the nodes they feed, leave it out, so editing it does not re-run
    * what reads them (LoraLoader: strength_model changes the model, not the clip). */
@@ -165,6 +168,16 @@ const char *fr_node_graph_yaml(struct fr_node_ctx *nc);
 const char *fr_node_graph_params_json(struct fr_node_ctx *nc); /* resolved params as a JSON object */
 /* The output folder: absolute, links resolved, existing (made at the start of the run). */
 const char *fr_node_output_dir(struct fr_node_ctx *nc);
+/* Where the output-file input `input` (FR_IN_SAVE_PATH) points, as the folder to write in (dir, cap
+ * bytes) and the name there (*name, pointing into the input's value or into dir's storage: valid while the
+ * node runs). A relative value is a name inside the output folder (dir = fr_node_output_dir, *name = the
+ * value as given). An absolute value is used as the user gave it: dir = its folder (lexically normalised,
+ * made when missing), *name = its last component; the engine's output-file check accepts files written
+ * there (docs/cache.md). When the engine confines files (fr_engine_opts.read_roots set: flowrun serve), an
+ * absolute value must resolve (links included) under the output folder, else FR_E_INVALID. Errors name the
+ * input and the path (set with fr_node_fail). */
+enum fr_status fr_node_output_target(struct fr_node_ctx *nc, const char *input, char *dir, size_t cap,
+                                     const char **name);
 /* The folder for previews (PreviewImage): temporary, never the output folder; may not exist yet. */
 const char *fr_node_temp_dir(struct fr_node_ctx *nc);
 /* The absolute folder of the graph file (where its relative subgraphs and files resolve); "." when it

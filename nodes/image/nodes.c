@@ -5,7 +5,6 @@
 #include "core/alloc.h"
 #include "nodes/image/image.h"
 
-
 /* The IMAGE tensor of input name, or a failure naming the input. */
 static enum fr_status fr__in_image(struct fr_node_ctx *nc, const char *name, const struct fr_tensor **t) {
   const struct fr_value *v = fr_in(nc, name);
@@ -107,8 +106,12 @@ static enum fr_status fr__save_image_run(struct fr_node_ctx *nc) {
     texts[n++] = (struct fr_png_text){FR_PNG_KEY_DIR, dir};
   struct fr_err err;
   char *files = NULL;
-  rc = fr_image_save_png(fr_node_output_dir(nc), fr_in_str(nc, "filename_prefix"), img, texts, n, &files,
-                         &err);
+  char out[4200];
+  const char *prefix;
+  rc = fr_node_output_target(nc, "filename_prefix", out, sizeof out, &prefix);
+  if (rc)
+    return rc;
+  rc = fr_image_save_png(out, prefix, img, texts, n, &files, &err);
   if (rc)
     return fr__fail(nc, rc, &err);
   struct fr_value *v = fr_value_string(files);
@@ -120,8 +123,9 @@ static enum fr_status fr__save_image_run(struct fr_node_ctx *nc) {
 
 static const struct fr_input_spec fr__save_image_in[] = {
     {"images", FR_T_IMAGE, NULL, 0, -1, NULL, 0, "images to save, one file each"},
-    {"filename_prefix", FR_T_STRING, "flowrun", 0, -1, NULL, 0,
-     "files are <output folder>/<prefix>_<NNNNN>.png, numbered on from the highest existing"},
+    {"filename_prefix", FR_T_STRING, "flowrun", 0, -1, NULL, FR_IN_SAVE_PATH,
+     "files are <output folder>/<prefix>_<NNNNN>.png, numbered on from the highest existing; an absolute "
+     "/folder/prefix writes <folder>/<prefix>_<NNNNN>.png"},
 };
 static const struct fr_output_spec fr__save_image_out[] = {
     {"files", FR_T_STRING, "the files written, one line each: absolute path, a tab, XXH3-128 of its bytes"},

@@ -468,20 +468,26 @@ const struct fr_node_spec fr_node_vae_encode = {
 
 /* ---- SaveLatent / LoadLatent / SaveImageData / LoadImageData ---- */
 
-/* Writes tensor t under key to <output dir>/<filename> and sets output 0 ("files") to its path. */
+/* Writes tensor t under key to <output dir>/<filename> (or the absolute path given) and sets output 0
+ * ("files") to its path. */
 static enum fr_status fr__save_tensor(struct fr_node_ctx *nc, const struct fr_tensor *t) {
-  const char *fname = fr_in_str(nc, "filename"), *key = fr_in_str(nc, "key");
-  if (!fname[0] || strstr(fname, ".."))
-    return fr_node_fail(nc, FR_E_INVALID, "input 'filename': '%s' must be a name inside the output folder",
-                        fname);
+  const char *given = fr_in_str(nc, "filename"), *key = fr_in_str(nc, "key"), *fname;
+  char dir[4200], path[8400];
+  enum fr_status rc = fr_node_output_target(nc, "filename", dir, sizeof dir, &fname);
+  if (rc)
+    return rc;
+  /* A relative name stays inside the output folder; an absolute path is used as given (normalised). */
+  if (!fname[0] || (given[0] != '/' && strstr(fname, "..")))
+    return fr_node_fail(nc, FR_E_INVALID,
+                        "input 'filename': '%s' must be a name inside the output folder or an absolute path",
+                        given);
   if (!key[0])
     return fr_node_fail(nc, FR_E_INVALID, "input 'key': empty tensor name");
-  char path[4200];
-  snprintf(path, sizeof path, "%s/%s", fr_node_output_dir(nc), fname);
+  snprintf(path, sizeof path, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", fname);
   struct fr_st_item it = {key, t};
   const char *mk[1] = {"format"}, *mv[1] = {"flowrun"};
   struct fr_err err = {{0}};
-  enum fr_status rc = fr_st_write_file(path, &it, 1, mk, mv, 1, &err);
+  rc = fr_st_write_file(path, &it, 1, mk, mv, 1, &err);
   if (rc)
     return fr_node_fail(nc, rc, "%s", err.msg);
   struct fr_value *v = fr_value_string(path);
@@ -580,8 +586,8 @@ static const struct fr_output_spec fr__files_out[] = {
     {"files", FR_T_STRING, "the file written: absolute path, a tab, XXH3-128 of its bytes"}};
 static const struct fr_input_spec fr__save_latent_in[] = {
     {"samples", FR_T_LATENT, NULL, 0, -1, NULL, 0, "latents to save"},
-    {"filename", FR_T_STRING, "latent.safetensors", 0, -1, NULL, 0,
-     "file name in the output folder (replaced)"},
+    {"filename", FR_T_STRING, "latent.safetensors", 0, -1, NULL, FR_IN_SAVE_PATH,
+     "file name in the output folder, or an absolute path used as given (replaced)"},
     {"key", FR_T_STRING, "latent", 0, -1, NULL, 0, "tensor name in the file"},
 };
 const struct fr_node_spec fr_node_save_latent = {
@@ -607,8 +613,8 @@ const struct fr_node_spec fr_node_load_latent = {
     fr__load_latent_run};
 static const struct fr_input_spec fr__save_image_data_in[] = {
     {"images", FR_T_IMAGE, NULL, 0, -1, NULL, 0, "images to save at full precision"},
-    {"filename", FR_T_STRING, "image.safetensors", 0, -1, NULL, 0,
-     "file name in the output folder (replaced)"},
+    {"filename", FR_T_STRING, "image.safetensors", 0, -1, NULL, FR_IN_SAVE_PATH,
+     "file name in the output folder, or an absolute path used as given (replaced)"},
     {"key", FR_T_STRING, "image", 0, -1, NULL, 0, "tensor name in the file"},
 };
 const struct fr_node_spec fr_node_save_image_data = {
