@@ -1,15 +1,15 @@
-/* GEMM-shaped ops on the CPU: linear, matmul, conv2d (im2col + sgemm) and attention (QK^T sgemm, fp32
- * softmax, PV sgemm, tiled over query blocks). OpenBLAS threads the sgemms; the pool threads the rest. */
+/* GEMM-shaped ops on the CPU: linear, matmul, conv2d (im2col + sgemm) and attention (flash style: QK^T
+ * sgemm, online fp32 softmax, PV sgemm, over blocks of queries and keys). OpenBLAS threads the sgemms; the
+ * pool threads the rest. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
 
-/* Scratch budgets in floats: the im2col columns of one chunk of output rows, the scores of one block of
- * queries. Small enough to stay near the caches, large enough that each sgemm is big. */
+/* Scratch budget in floats: the im2col columns of one chunk of output rows. Small enough to stay near the
+ * caches, large enough that each sgemm is big. */
 #define FR__IM2COL_BUDGET ((size_t)4 << 20)
-#define FR__ATTN_BUDGET ((size_t)1 << 18)
 
 struct fr__fill_rows {
   float *y;
@@ -173,15 +173,24 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
   return FR_OK;
 }
 
-/* Attention work is split into tasks of (batch, head, block of qb queries), run in parallel on the pool,
- * each with its own scores buffer of qb x Tk floats sized to stay in the core's cache. Inside a task the
- * sgemms run single-threaded (the parallelism is across tasks), so OpenBLAS is set to one thread for the
- * duration. Softmax normalisation is folded into the output: P is left unnormalised, and the [qb, D] result
- * rows are scaled by 1/sum after PV, which saves a pass over the scores. */
+/* Attention, flash style: tasks of (batch, head, block of QB queries) run in parallel on the pool; a task
+ * walks the keys in blocks of KB and keeps, per query row, the running max m and the running sum l of
+ * exp(s - m) (online softmax), so no score row longer than KB is ever materialised: per thread a
+ * [QB, KB] block of scores (128 KB) that stays in L2 whatever Tk is (4096 for SD's 64x64 self-attention).
+ * Per key block: S = scale Q K^T (sgemm), P = exp(S - m_new) with the row sums (vectorised exp), the
+ * output rows so far rescaled by exp(m_old - m_new), then O += P V (sgemm, accumulated in y itself);
+ * at the end each row is divided by l. Inside a task the sgemms run single-threaded (the parallelism is
+ * across tasks), so OpenBLAS is set to one thread for the duration and the pool's threads are the only
+ * ones running. Causal (CLIP): query i sees keys <= i; key blocks wholly after a block's last query are
+ * skipped, and the first key block always holds key 0, so every row's max is finite from the start.
+ * Numerics: the same fp32 products and sums as an unblocked softmax, regrouped; exp(m_old - m_new) <= 1. */
+#define FR__ATTN_QB 64
+#define FR__ATTN_KB 512
+
 struct fr__attn {
   const float *q, *k, *v;
-  float *y, *scratch; /* scratch: per part, qb * Tk scores + qb row sums */
-  int64_t Tq, Tk, HD, D, heads, qb, nblk;
+  float *y, *scratch; /* scratch: per part, QB * KB scores + QB maxima + QB sums */
+  int64_t Tq, Tk, HD, D, heads, nblk;
   float scale;
   bool causal;
 };
@@ -189,33 +198,53 @@ struct fr__attn {
 static void fr__attn_task(void *argp, int64_t t0, int64_t t1, int part) {
   const struct fr__attn *a = argp;
   const struct fr_cpu_vec *vec = fr_cpu_vec();
-  float *s = a->scratch + (size_t)part * (size_t)(a->qb * a->Tk + a->qb);
-  float *inv = s + a->qb * a->Tk;
+  float *s = a->scratch + (size_t)part * (size_t)(FR__ATTN_QB * FR__ATTN_KB + 2 * FR__ATTN_QB);
+  float *mx = s + FR__ATTN_QB * FR__ATTN_KB, *sum = mx + FR__ATTN_QB;
   for (int64_t t = t0; t < t1; t++) {
     int64_t blk = t % a->nblk, h = (t / a->nblk) % a->heads, bi = t / a->nblk / a->heads;
-    int64_t q0 = blk * a->qb, n = a->Tq - q0 < a->qb ? a->Tq - q0 : a->qb, Tk = a->Tk, HD = a->HD;
-    const float *qp = a->q + (bi * a->Tq + q0) * HD + h * a->D;
-    const float *kp = a->k + bi * Tk * HD + h * a->D;
-    const float *vp = a->v + bi * Tk * HD + h * a->D;
-    float *yp = a->y + (bi * a->Tq + q0) * HD + h * a->D;
-    /* S [n, Tk] = scale * Q K^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)a->D, a->scale, qp, (int)HD,
-                kp, (int)HD, 0.0f, s, (int)Tk);
-    for (int64_t i = 0; i < n; i++) {
-      float *row = s + i * Tk;
-      int64_t valid = a->causal ? q0 + i + 1 : Tk; /* query q0+i sees keys <= q0+i */
-      if (valid > Tk)
-        valid = Tk;
-      for (int64_t j = valid; j < Tk; j++)
-        row[j] = 0.0f;
-      float m = vec->max(row, valid);
-      inv[i] = 1.0f / vec->exp_sum(row, valid, m);
+    int64_t q0 = blk * FR__ATTN_QB, n = a->Tq - q0 < FR__ATTN_QB ? a->Tq - q0 : FR__ATTN_QB, HD = a->HD;
+    const float *qp = a->q + (bi * a->Tq + q0) * HD + h * a->D; /* [n, D], row stride HD */
+    const float *kp = a->k + bi * a->Tk * HD + h * a->D;        /* [Tk, D] */
+    const float *vp = a->v + bi * a->Tk * HD + h * a->D;        /* [Tk, D] */
+    float *yp = a->y + (bi * a->Tq + q0) * HD + h * a->D;       /* [n, D] */
+    int64_t kend = a->Tk;
+    if (a->causal && q0 + n < kend)
+      kend = q0 + n; /* the block's last query, q0 + n - 1, sees keys < q0 + n */
+    for (int64_t k0 = 0; k0 < kend; k0 += FR__ATTN_KB) {
+      int64_t kb = kend - k0 < FR__ATTN_KB ? kend - k0 : FR__ATTN_KB;
+      /* S [n, kb] = scale * Q K[k0 : k0 + kb]^T */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kb, (int)a->D, a->scale, qp, (int)HD,
+                  kp + k0 * HD, (int)HD, 0.0f, s, (int)kb);
+      for (int64_t i = 0; i < n; i++) {
+        float *row = s + i * kb;
+        int64_t valid = kb;
+        if (a->causal && q0 + i + 1 - k0 < valid)
+          valid = q0 + i + 1 - k0; /* query q0 + i sees keys <= q0 + i; >= 1 when k0 == 0 */
+        if (valid <= 0) {          /* nothing of this block is visible: P row = 0, m and l unchanged */
+          memset(row, 0, (size_t)kb * sizeof(float));
+          continue;
+        }
+        float mb = vec->max(row, valid);
+        float m = k0 == 0 || mb > mx[i] ? mb : mx[i];
+        float ls = vec->exp_sum(row, valid, m);
+        for (int64_t j = valid; j < kb; j++)
+          row[j] = 0.0f;
+        if (k0 == 0) {
+          sum[i] = ls;
+        } else {
+          float corr = expf(mx[i] - m); /* 1 when the max did not move */
+          sum[i] = sum[i] * corr + ls;
+          if (corr != 1.0f)
+            vec->scale(yp + i * HD, a->D, corr);
+        }
+        mx[i] = m;
+      }
+      /* Y [n, D] (+)= P V[k0 : k0 + kb] */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)a->D, (int)kb, 1.0f, s, (int)kb,
+                  vp + k0 * HD, (int)HD, k0 == 0 ? 0.0f : 1.0f, yp, (int)HD);
     }
-    /* Y [n, D] = P V, then each row / its sum */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)a->D, (int)Tk, 1.0f, s, (int)Tk, vp,
-                (int)HD, 0.0f, yp, (int)HD);
     for (int64_t i = 0; i < n; i++)
-      vec->scale(yp + i * HD, a->D, inv[i]);
+      vec->scale(yp + i * HD, a->D, 1.0f / sum[i]);
   }
 }
 
@@ -226,19 +255,18 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
   int64_t B = q->shape[0], Tq = q->shape[1], HD = q->shape[2], Tk = k->shape[1], D = HD / heads;
   if (B == 0 || Tq == 0 || HD == 0)
     return FR_OK;
-  int64_t qb = (int64_t)(FR__ATTN_BUDGET / (size_t)Tk);
-  if (qb < 8)
-    qb = 8;
-  if (qb > Tq)
-    qb = Tq;
-  int64_t nblk = (Tq + qb - 1) / qb, tasks = B * heads * nblk;
+  if (Tk == 0) { /* no key to attend to: zeros, as a fully masked softmax row (fr_cpu_softmax) */
+    memset(y->data, 0, fr_tensor_nbytes(y));
+    return FR_OK;
+  }
+  int64_t nblk = (Tq + FR__ATTN_QB - 1) / FR__ATTN_QB, tasks = B * heads * nblk;
   int parts = cpu->threads;
-  float *s = fr_cpu_scratch(cpu, (size_t)parts * (size_t)(qb * Tk + qb));
+  float *s = fr_cpu_scratch(cpu, (size_t)parts * (size_t)(FR__ATTN_QB * FR__ATTN_KB + 2 * FR__ATTN_QB));
   if (!s)
-    return fr_errf(err, FR_E_NOMEM, "out of memory for attention scores %d x [%lld, %lld]", parts,
-                   (long long)qb, (long long)Tk);
+    return fr_errf(err, FR_E_NOMEM, "out of memory for attention scores %d x [%d, %d]", parts, FR__ATTN_QB,
+                   FR__ATTN_KB);
   struct fr__attn a = {
-      q->data, k->data, v->data, y->data, s, Tq, Tk, HD, D, heads, qb, nblk, 1.0f / sqrtf((float)D), causal};
+      q->data, k->data, v->data, y->data, s, Tq, Tk, HD, D, heads, nblk, 1.0f / sqrtf((float)D), causal};
   if (parts > 1 && tasks > 1) {
     openblas_set_num_threads(1);
     fr_cpu_parallel(cpu->pool, tasks, 1, fr__attn_task, &a);

@@ -124,6 +124,21 @@ static const struct row ROWS[] = {
      .why = "the VAE's one 512-wide head: 4 output chunks on cuda"},
     {"attention causal 130", K_ATTENTION, 3, S(1, 130, 64), 3, S(1, 130, 64), .p = {1}, .flag = true,
      .amp = 3, .tol = GEMM_TOL, .why = "causal over 3 key tiles; later tiles masked for early queries"},
+    /* CPU flash attention: 64-query and 512-key blocks (kernels/cpu/gemm.c); these cross both edges */
+    {"attention d40 2 key blocks + tail", K_ATTENTION, 3, S(1, 70, 320), 3, S(1, 1100, 320), .p = {8},
+     .amp = 2, .tol = GEMM_TOL,
+     .why = "online softmax over 3 key blocks (512, 512, 76) and a 6-query tail block; the rescaling by "
+            "exp(m_old - m_new) is exact up to fp32 rounding"},
+    {"attention Tq 1", K_ATTENTION, 3, S(2, 1, 512), 3, S(2, 600, 512), .p = {8}, .tol = GEMM_TOL,
+     .why = "one query (a 1-row block) over 2 key blocks; fp32 sums"},
+    {"attention d80 513 keys", K_ATTENTION, 3, S(1, 65, 160), 3, S(1, 513, 160), .p = {2}, .amp = 3,
+     .tol = GEMM_TOL, .why = "a 1-key last block and a 1-query last block; large logits move the max"},
+    {"attention d160 1030 keys", K_ATTENTION, 3, S(1, 3, 320), 3, S(1, 1030, 320), .p = {2}, .tol = GEMM_TOL,
+     .why = "SDXL's head size over 3 key blocks; fp32 sums"},
+    {"attention causal 600", K_ATTENTION, 3, S(1, 600, 64), 3, S(1, 600, 64), .p = {1}, .flag = true,
+     .amp = 3, .tol = GEMM_TOL,
+     .why = "causal over 2 key blocks: the second is skipped for query blocks before it and partly "
+            "visible in the block that crosses key 512"},
     /* ---- normalisation ---- */
     {"group_norm 32", K_GROUP_NORM, 4, S(2, 64, 9, 7), .p = {32}, .f = 1e-5f, .tol = 1e-5,
      .why = "fp32 output of double statistics; inputs offset by 3 to test mean removal"},
