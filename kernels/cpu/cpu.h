@@ -22,6 +22,10 @@ int fr_cpu_pool_threads(const struct fr_cpu_pool *p);
 typedef void (*fr_cpu_task_fn)(void *arg, int64_t begin, int64_t end, int part);
 void fr_cpu_parallel(struct fr_cpu_pool *p, int64_t n, int64_t min_chunk, fr_cpu_task_fn fn, void *arg);
 
+/* OpenBLAS's thread count for the GEMMs (process-wide), its idle workers made to sleep instead of
+ * spinning against the pool's threads (pool.c: once per process, unless OPENBLAS_THREAD_TIMEOUT is set). */
+void fr_cpu_blas_threads(int threads);
+
 /* ---- vector math (vec.c): hot fp32 loops, vectorised for the running CPU ---- */
 struct fr_cpu_vec {
   float (*exp_sum)(float *x, int64_t n, float m); /* x = exp(x - m) in place; returns the sum */

@@ -2,8 +2,11 @@
  * im2col). One loop runs at a time: the caller publishes (fn, arg, n, parts) under the mutex, bumps a
  * generation counter and does part 0 itself; worker i does part i and counts itself done. Static
  * contiguous partitioning keeps each thread on its own cache lines. */
+#include <cblas.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include "core/alloc.h"
 #include "kernels/cpu/cpu.h"
@@ -130,4 +133,33 @@ void fr_cpu_parallel(struct fr_cpu_pool *p, int64_t n, int64_t min_chunk, fr_cpu
   while (p->pending > 0)
     pthread_cond_wait(&p->done, &p->mu);
   pthread_mutex_unlock(&p->mu);
+}
+
+/* OpenBLAS's pthreads build keeps each of its worker threads spinning (sched_yield in a loop) for 2^28
+ * cycles, about 0.1 s, after every threaded call before it sleeps. Between two GEMMs of a model the pool
+ * runs the norms, activations and im2col on every core, so that spinner is one thread too many: measured
+ * on the 2-core development machine, 11-18 ms of CPU burnt in a 50 ms pause after one sgemm, and 14% of
+ * all samples of a UNet step in sched_yield (BENCHMARKS.md). OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles, its
+ * minimum) makes the workers sleep as soon as a GEMM is done, and a GEMM wakes them again (a condition
+ * variable: microseconds against the milliseconds of a model's GEMM). The variable is read when OpenBLAS
+ * loads, before main, so it is set here and OpenBLAS's thread server is restarted to read it: both through
+ * functions it exports (openblas_read_env, blas_thread_shutdown_), looked up at run time so another BLAS
+ * (or an OpenMP OpenBLAS, parallel != 1) is left alone. A timeout the user set is kept. Once per process,
+ * from the first CPU context, before this process has any GEMM in flight. */
+static void fr__blas_quiet_once(void) {
+  if (getenv("OPENBLAS_THREAD_TIMEOUT") || openblas_get_parallel() != 1)
+    return;
+  void (*read_env)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "openblas_read_env");
+  int (*shutdown)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "blas_thread_shutdown_");
+  if (!read_env || !shutdown)
+    return;
+  setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
+  read_env();
+  shutdown(); /* the next threaded call starts the workers again, with the new timeout */
+}
+static pthread_once_t fr__blas_once = PTHREAD_ONCE_INIT;
+
+void fr_cpu_blas_threads(int threads) {
+  pthread_once(&fr__blas_once, fr__blas_quiet_once);
+  openblas_set_num_threads(threads);
 }
