@@ -30,7 +30,6 @@ function nodeInMessage(msg, ids) {
 // What a param sends and shows: its default, or the file name of a pinned one ({file, sha256}).
 function paramValue(d) {
   if (!d || typeof d !== 'object') return undefined;
-  if (isPin(d)) return d.file;
   if ('file' in d) return d.file;
   const v = d.default;
   return v && typeof v === 'object' && 'file' in v ? v.file : v;
