@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # flowrun serve: POST /api/pin, the editor's "Pin models" (docs/protocol.md). The model files are small
 # files laid out here; expected hashes come from sha256sum, never from flowrun. Checks: the pinned YAML
-# and the per-input report (pinned, not found, already), a param default pinned, comments kept; a model
+# and the per-input report (pinned, not found, already), a param default pinned, comments kept; "path"
+# for subgraph files beside a file of the graphs folder; a model
 # file outside the model folders (../, a link out) refused as a run refuses it; a request without yaml
 # (400) and a graph that does not load (422); with --token, no token is 401. Skips (77) without serve,
 # curl or python3.
@@ -89,6 +90,20 @@ json_is "  names the file, no hash" "'secret.safetensors' in j['error'] and 'sha
 printf 'flowrun: 1\nnodes:\n  c: {type: CheckpointLoader, inputs: {ckpt_name: link.safetensors}}\n' > "$T/link.yaml"
 pin "a link out of the model folders" 422 "$T/link.yaml"
 json_is "  names the file" "'link.safetensors' in j['error']"
+
+# "path" (as for a run): relative subgraph files resolve from that file's folder in the graphs folder.
+mkdir -p "$T/graphs/sub"
+printf 'flowrun: 1\noutputs: {model: c.model}\nnodes:\n  c: {type: CheckpointLoader, inputs: {ckpt_name: a.safetensors}}\n' > "$T/graphs/sub/blk.yaml"
+printf 'flowrun: 1\nnodes:\n  b: {type: blk.yaml}\n  top: {type: CheckpointLoader, inputs: {ckpt_name: a.safetensors}}\n' > "$T/graphs/sub/x.yaml"
+python3 -c "import json; print(json.dumps({'yaml': open('$T/graphs/sub/x.yaml').read(), 'path': 'sub/x.yaml'}))" > "$T/req.json"
+got=$(curl -s -o "$T/body" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary "@$T/req.json" "$U/api/pin")
+[ "$got" = 200 ] && echo "ok   path: a subgraph beside the file (200)" || { echo "FAIL path: $got $(cat "$T/body")"; fails=$((fails + 1)); }
+json_is "  only the top graph's own node is pinned" "[(i['node'], i['state']) for i in j['inputs']] == [('top', 'pinned')]"
+pin "no path: the subgraph is not in the graphs folder itself" 422 "$T/graphs/sub/x.yaml"
+json_is "  names it" "'blk.yaml' in j['error']"
+python3 -c "import json; print(json.dumps({'yaml': 'flowrun: 1', 'path': '../g.yaml'}))" > "$T/req.json"
+got=$(curl -s -o "$T/body" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary "@$T/req.json" "$U/api/pin")
+[ "$got" = 400 ] && echo "ok   path out of the graphs folder (400)" || { echo "FAIL path ../: $got"; fails=$((fails + 1)); }
 
 # Bad requests.
 printf '{}' > "$T/empty.json"

@@ -8,7 +8,7 @@
 #include "core/json.h"
 #include "core/status.h"
 
-/* POST /api/pin {"yaml": TEXT}: TEXT with every model file its nodes and params name (and that the model
+/* POST /api/pin {"yaml": TEXT} (serve.c resolves "path" into dir): TEXT with every model file its nodes and params name (and that the model
  * folders of lo hold, inside its read roots) pinned by fr_pin_rewrite, as
  * {"yaml": PINNED, "pinned": N, "inputs": [{"node", "input", "param", "file", "state", "sha256", "line",
  * "col"}, ...]} with state "pinned", "already", "not_found" or "not_pinnable". lo must not require files

@@ -1519,9 +1519,25 @@ static void fr__pin_warn(void *user, const char *msg) {
   fprintf(stderr, "flowrun serve: warning: %s\n", msg);
 }
 
-/* POST /api/pin {"yaml": TEXT}: the graph with its model files pinned (api_pin.h). Files are looked up
- * as a run's are: in the model folders, inside the read roots. */
+/* POST /api/pin {"yaml": TEXT, "path": P}: the graph with its model files pinned (api_pin.h). Files are
+ * looked up as a run's are: in the model folders, inside the read roots; relative subgraph files from
+ * P's folder (a file of the graphs folder, as POST /api/run's path), else from the graphs folder. */
 static int fr__pin(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, const struct fr_json *req) {
+  const struct fr_json *pj = fr_json_get(req, "path");
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", s->graphs_real);
+  if (pj && pj->type != FR_JSON_NULL) {
+    char full[PATH_MAX];
+    int st = pj->type == FR_JSON_STRING ? fr__resolve(s->graphs_real, pj->str, false, full) : 400;
+    if (st != 200 || !fr__is_yaml(pj->str)) {
+      char msg[1200];
+      snprintf(msg, sizeof msg, "graph %s: %s", pj->type == FR_JSON_STRING ? pj->str : "(not a string)",
+               st == 404 ? "no such file in the graphs folder" : "not a .yaml file inside the graphs folder");
+      return fr__respond_error(wsi, pss, st == 200 ? 400 : st, msg);
+    }
+    snprintf(dir, sizeof dir, "%s", full);
+    *strrchr(dir, '/') = 0; /* full is a realpath of a file: it has a '/' */
+  }
   char def[4096];
   if (!s->pin_cache_tried && !s->o.no_cache && (s->o.cache_path || fr_cache_default_path(def, sizeof def))) {
     struct fr_cache_opts co = {.warn = fr__pin_warn, .degrade = true};
@@ -1542,7 +1558,7 @@ static int fr__pin(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, cons
                             .memo = &s->pin_memo};
   struct fr_buf b = {0};
   struct fr_err err = {{0}};
-  int st = fr__api_pin(req, &lo, s->graphs_real, &b, &err);
+  int st = fr__api_pin(req, &lo, dir, &b, &err);
   return st == 200 ? fr__respond_json(wsi, pss, 200, &b) : fr__respond_error(wsi, pss, st, err.msg);
 }
 

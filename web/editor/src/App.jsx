@@ -266,7 +266,8 @@ function Editor() {
   const pinModels = async () => {
     setSearch(null);
     try {
-      const r = await API.pinModels(yamlText());
+      const sp = st().savedPath; // its subgraph files are found from its folder, as for a run
+      const r = await API.pinModels(yamlText(), sp && sp === st().path ? sp : null);
       const n = st().applyPins(r.inputs);
       const where = (i) => (i.param ? `$${i.param}` : `${i.node}.${i.input}`);
       const missing = r.inputs.filter((i) => i.state === 'not_found').map((i) => `${where(i)} (${i.file || 'no file'})`);
