@@ -1,5 +1,5 @@
 // Browser test of the editor (playwright-core driving Debian's chromium; nothing downloads a browser).
-//   node tests/web/editor.mjs URL SHOTS_DIR [image|workbench|sampler|build]
+//   node tests/web/editor.mjs URL SHOTS_DIR [image|workbench|sampler|build|pins]
 // Opens the editor served by a running `flowrun serve`. Screenshots go to SHOTS_DIR. Exits non-zero on
 // the first failed step.
 //   image (default; needs no models): loads image-demo.yaml, runs it, changes a widget, runs again (the
