@@ -35,6 +35,10 @@ struct fr_cpu_vec {
   void (*geglu)(float *y, const float *h, const float *g, int64_t n);
   void (*affine_silu)(float *y, const float *x, int64_t n, float sc, float sh, int silu);
   void (*scale)(float *x, int64_t n, float s);
+  void (*mean_var)(const float *x, int64_t n, double *mean, double *var); /* double, biased; n >= 1 */
+  /* y = (x - mean) * rstd [* g] [+ b], g and b per element or NULL (LayerNorm) */
+  void (*norm_affine)(float *y, const float *x, int64_t n, float mean, float rstd, const float *g,
+                      const float *b);
 };
 /* The fastest implementation this CPU supports (AVX2+FMA or baseline); never NULL. */
 const struct fr_cpu_vec *fr_cpu_vec(void);

@@ -18,15 +18,8 @@ static void fr__gn_task(void *argp, int64_t i0, int64_t i1, int part) {
   for (int64_t i = i0; i < i1; i++) { /* i = b * groups + g: one contiguous group */
     const float *x = a->x + i * n;
     float *y = a->y + i * n;
-    double sum = 0;
-    for (int64_t j = 0; j < n; j++)
-      sum += x[j];
-    double mean = sum / (double)n, var = 0;
-    for (int64_t j = 0; j < n; j++) {
-      double d = x[j] - mean;
-      var += d * d;
-    }
-    var /= (double)n; /* biased, as torch */
+    double mean, var; /* biased, as torch */
+    fr_cpu_vec()->mean_var(x, n, &mean, &var);
     float rstd = (float)(1.0 / sqrt(var + a->eps)), fmean = (float)mean;
     int64_t c0 = (i % a->groups) * cpg;
     for (int64_t c = 0; c < cpg; c++) {
@@ -62,26 +55,14 @@ struct fr__ln {
 
 static void fr__ln_task(void *argp, int64_t r0, int64_t r1, int part) {
   const struct fr__ln *a = argp;
+  const struct fr_cpu_vec *vec = fr_cpu_vec();
   for (int64_t r = r0; r < r1; r++) {
     const float *x = a->x + r * a->C;
     float *y = a->y + r * a->C;
-    double sum = 0, var = 0;
-    for (int64_t j = 0; j < a->C; j++)
-      sum += x[j];
-    double mean = sum / (double)a->C;
-    for (int64_t j = 0; j < a->C; j++) {
-      double d = x[j] - mean;
-      var += d * d;
-    }
-    float rstd = (float)(1.0 / sqrt(var / (double)a->C + a->eps)), fmean = (float)mean;
-    for (int64_t j = 0; j < a->C; j++) {
-      float v = (x[j] - fmean) * rstd;
-      if (a->gamma)
-        v *= a->gamma[j];
-      if (a->beta)
-        v += a->beta[j];
-      y[j] = v;
-    }
+    double mean, var;
+    vec->mean_var(x, a->C, &mean, &var);
+    float rstd = (float)(1.0 / sqrt(var + a->eps));
+    vec->norm_affine(y, x, a->C, (float)mean, rstd, a->gamma, a->beta);
   }
 }
 

@@ -121,6 +121,54 @@ static void FR__V(affine_silu)(float *y, const float *x, int64_t n, float sc, fl
   }
 }
 
+/* Mean and biased variance of x[0..n) (n >= 1), in double (GroupNorm groups hold up to 40 x 128 x 128
+ * values: a float sum would lose digits), two passes, each with 8 partial sums so the float -> double
+ * conversions and adds vectorise (a single running double sum is one long dependency chain). */
+static void FR__V(mean_var)(const float *x, int64_t n, double *mean, double *var) {
+  double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++)
+      a[k] += (double)x[j + k];
+  double s = 0;
+  for (; j < n; j++)
+    s += (double)x[j];
+  for (int k = 0; k < 8; k++)
+    s += a[k];
+  double m = s / (double)n, b[8] = {0, 0, 0, 0, 0, 0, 0, 0}, v = 0;
+  for (j = 0; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) {
+      double d = (double)x[j + k] - m;
+      b[k] += d * d;
+    }
+  for (; j < n; j++) {
+    double d = (double)x[j] - m;
+    v += d * d;
+  }
+  for (int k = 0; k < 8; k++)
+    v += b[k];
+  *mean = m;
+  *var = v / (double)n;
+}
+
+/* LayerNorm's output row: y = (x - mean) * rstd, times g and plus b where given (per element). */
+static void FR__V(norm_affine)(float *y, const float *x, int64_t n, float mean, float rstd, const float *g,
+                               const float *b) {
+  if (g && b) {
+    for (int64_t j = 0; j < n; j++)
+      y[j] = (x[j] - mean) * rstd * g[j] + b[j];
+  } else if (g) {
+    for (int64_t j = 0; j < n; j++)
+      y[j] = (x[j] - mean) * rstd * g[j];
+  } else if (b) {
+    for (int64_t j = 0; j < n; j++)
+      y[j] = (x[j] - mean) * rstd + b[j];
+  } else {
+    for (int64_t j = 0; j < n; j++)
+      y[j] = (x[j] - mean) * rstd;
+  }
+}
+
 /* x *= s */
 static void FR__V(scale)(float *x, int64_t n, float s) {
   for (int64_t j = 0; j < n; j++)
@@ -128,5 +176,6 @@ static void FR__V(scale)(float *x, int64_t n, float s) {
 }
 
 static const struct fr_cpu_vec FR__V(table) = {
-    FR__V(exp_sum), FR__V(max), FR__V(silu), FR__V(gelu), FR__V(geglu), FR__V(affine_silu), FR__V(scale),
+    FR__V(exp_sum),     FR__V(max),   FR__V(silu),     FR__V(gelu),        FR__V(geglu),
+    FR__V(affine_silu), FR__V(scale), FR__V(mean_var), FR__V(norm_affine),
 };

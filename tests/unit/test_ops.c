@@ -1314,6 +1314,38 @@ static void check_vec_math(void) {
     CHECKF(wsilu <= 1e-6 && wgelu <= 1e-6 && wgeglu <= 1e-6, "%s activations: %.3g %.3g %.3g", name, wsilu,
            wgelu, wgeglu);
     check_vec_edges(v, name);
+    /* mean_var (GroupNorm / LayerNorm statistics): values far from 0 test the two passes; the
+     * reference is a plain long double sum. Tolerance: double sums of <= 1003 terms, ~1e-16 * n. */
+    static float xs[N];
+    for (int i = 0; i < N; i++)
+      xs[i] = (float)(1000.0 + sin(0.7 * i));
+    for (int len = 5; len <= N; len += N - 5) { /* 5: the scalar tail only; 1003: 125 blocks + 3 */
+      long double ls = 0, lv = 0;
+      for (int i = 0; i < len; i++)
+        ls += xs[i];
+      long double lm = ls / len;
+      for (int i = 0; i < len; i++)
+        lv += (xs[i] - lm) * (xs[i] - lm);
+      lv /= len;
+      double m, var;
+      v->mean_var(xs, len, &m, &var);
+      double em = fabs(m - (double)lm) / (double)lm, ev = fabs(var - (double)lv) / (double)lv;
+      CHECKF(em <= 1e-13 && ev <= 1e-10, "%s mean_var n=%d: mean err %.3g, var err %.3g", name, len, em, ev);
+    }
+    /* norm_affine with and without gamma / beta against the definition in double */
+    double wna = 0;
+    for (int mode = 0; mode < 4; mode++) {
+      const float *g = mode & 1 ? h : NULL, *b = mode & 2 ? x + 4 : NULL;
+      for (int i = 0; i < N; i++)
+        h[i] = (float)(0.5 + 0.01 * i);
+      v->norm_affine(y, xs, N - 4, 1000.0f, 1.5f, g, b);
+      for (int i = 0; i < N - 4; i++) {
+        double r = ((double)xs[i] - 1000.0) * 1.5 * (g ? g[i] : 1.0) + (b ? b[i] : 0.0);
+        wna = fmax(wna, fabs(y[i] - r) / fmax(1.0, fabs(r)));
+      }
+    }
+    printf("vec %-8s norm_affine %.3g (tol 1e-6 of max(1, |y|): fp32, 3 roundings)\n", name, wna);
+    CHECKF(wna <= 1e-6, "%s norm_affine: %.3g", name, wna);
   }
 }
 
