@@ -128,4 +128,24 @@ void fr_engine_cancel(struct fr_engine *e);
 
 const struct fr_registry *fr_engine_registry(const struct fr_engine *e);
 
+/* Out-of-memory recovery counters since the engine was made (core/node.h: "out-of-memory recovery").
+ * oom: node failures with FR_E_NOMEM; retries: of those, retried after the memory hooks released memory
+ * (each failure is retried once); recovered: retries that succeeded; failed: retries that ran out of
+ * memory again (the run failed); released_models / released_bytes: what the hooks reported freeing.
+ * Thread-safe: may be read while a run goes on (a metrics endpoint). */
+struct fr_oom_stats {
+  uint64_t oom, retries, recovered, failed;
+  uint64_t released_models, released_bytes;
+};
+void fr_engine_oom_stats(const struct fr_engine *e, struct fr_oom_stats *out);
+
+/* What the engine's memory hooks hold now (FR_MEM_QUERY): cached models, their bytes, pool and scratch
+ * bytes. Not thread-safe with a run: call it between runs or from the engine's event listener. */
+void fr_engine_memory(struct fr_engine *e, struct fr_mem_report *out);
+
+/* Registers a memory hook (core/node.h: fr_node_engine_mem_hook) from outside a node: an embedding
+ * program holding memory of its own that it can give back when a run runs out. */
+void fr_engine_mem_hook(struct fr_engine *e, const char *name, fr_mem_hook_fn fn, void *user,
+                        void (*destroy)(void *));
+
 #endif

@@ -7,6 +7,7 @@
  * f16 run). Every loaded component holds a reference to the compute context of its (device, dtype), one
  * per engine, which therefore lives until the last component using it is freed, whatever order the
  * engine frees its state in. */
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -402,6 +403,87 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
   return fr_tokenizer_load(tok, &m->tok, err);
 }
 
+/* ---- out-of-memory recovery: the memory hook of the model cache (core/node.h) ---- */
+
+/* Host heap bytes in use (glibc's counters: small blocks + mmap'd large ones) plus the device memory of c,
+ * to measure what a load took. */
+static uint64_t fr__mem_now(struct fr_ctx *c) {
+  uint64_t n = 0;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 mi = mallinfo2();
+  n = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+#endif
+  struct fr_ctx_mem cm;
+  if (c && strcmp(fr_ctx_device_name(c), "cpu") != 0 && fr_ctx_mem_stats(c, false, &cm, NULL) == FR_OK)
+    n += cm.in_use;
+  return n;
+}
+
+struct fr__mem_walk {
+  struct fr_node_ctx *nc;
+  enum fr_mem_mode mode;
+  struct fr_mem_report *rep;
+};
+
+/* Whether component state key is one the failing node reads: one of its inputs is an object of that type
+ * and file ("pipeline:<type>:<path>:..."). */
+static bool fr__needed(struct fr_node_ctx *nc, const char *key) {
+  for (int i = 0; i < fr_node_input_count(nc); i++) {
+    const struct fr_value *v = fr_in_at(nc, i);
+    if (!v || v->kind != FR_V_OBJECT || !v->obj || v->obj->destroy != fr__obj_destroy)
+      continue;
+    const struct fr_pipe_obj *o = (const struct fr_pipe_obj *)v->obj;
+    char pre[4200];
+    int n = snprintf(pre, sizeof pre, "pipeline:%s:%s:", o->o.type, o->path);
+    if (n > 0 && (size_t)n < sizeof pre && strncmp(key, pre, (size_t)n) == 0)
+      return true;
+  }
+  return false;
+}
+
+static void fr__mem_comp(void *user, const char *key, void *p) {
+  struct fr__mem_walk *w = user;
+  /* components only: not contexts, checkpoints or the patched-variant slots */
+  if (!strncmp(key, "pipeline:ctx:", 13) || !strncmp(key, "pipeline:ckpt:", 14) ||
+      !strncmp(key, "pipeline:patched:", 17))
+    return;
+  struct fr_pipe_comp *m = p;
+  if (w->mode == FR_MEM_QUERY) {
+    w->rep->models++;
+    w->rep->model_bytes += m->bytes;
+  } else if (w->mode == FR_MEM_RELEASE && !fr__needed(w->nc, key)) {
+    w->rep->models++;
+    w->rep->model_bytes += m->bytes;
+    fr_node_engine_set(w->nc, key, NULL, NULL); /* frees it */
+  }
+}
+
+static void fr__mem_ckpt(void *user, const char *key, void *p) {
+  struct fr__mem_walk *w = user;
+  if (((struct fr__pckpt *)p)->refcount == 1) /* no component uses the mapping any more: unmap it */
+    fr_node_engine_set(w->nc, key, NULL, NULL);
+}
+
+static void fr__mem_ctx(void *user, const char *key, void *p) {
+  (void)key;
+  struct fr__mem_walk *w = user;
+  struct fr__pctx *pc = p;
+  if (w->mode != FR_MEM_QUERY) /* the failed attempt's out-of-memory error must not fail the retry */
+    fr_ctx_clear(pc->c);
+  w->rep->reserve_bytes += w->mode == FR_MEM_QUERY ? fr_ctx_reserve_bytes(pc->c) : fr_ctx_trim(pc->c);
+}
+
+static void fr__mem_hook(void *user, struct fr_node_ctx *nc, enum fr_mem_mode mode,
+                         struct fr_mem_report *rep) {
+  (void)user;
+  struct fr__mem_walk w = {nc, mode, rep};
+  if (mode != FR_MEM_TRIM)
+    fr_node_engine_each(nc, "pipeline:", fr__mem_comp, &w);
+  if (mode == FR_MEM_RELEASE)
+    fr_node_engine_each(nc, "pipeline:ckpt:", fr__mem_ckpt, &w);
+  fr_node_engine_each(nc, "pipeline:ctx:", fr__mem_ctx, &w);
+}
+
 static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
                               struct fr_pipe_comp **out) {
   *out = NULL;
@@ -456,11 +538,18 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
   pc->refcount++;
   m->pc = pc;
   m->c = pc->c;
+  fr_node_engine_mem_hook(nc, "pipeline", fr__mem_hook, NULL, NULL);
   struct fr_weights_scan scan; /* NaN/inf weights: warn once per load, naming the first tensor */
   fr_weights_scan_begin(&scan);
+  uint64_t before = fr__mem_now(m->c);
   rc = fr__load(nc, o, type, m, &err);
+  uint64_t after = fr__mem_now(m->c);
+  m->bytes = after > before ? after - before : 0;
   fr_weights_scan_end();
   if (rc) {
+    /* the context is the engine's, shared by every component: a failed load's sticky error must not fail
+     * the next node or run that uses it */
+    fr_ctx_clear(m->c);
     fr__comp_destroy(m);
     return fr_node_fail(nc, rc, "%s", err.msg);
   }

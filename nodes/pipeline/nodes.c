@@ -336,6 +336,15 @@ static enum fr_status fr__vae_decode_run(struct fr_node_ctx *nc) {
   for (int64_t i = 0; i < fr_tensor_numel(z); i++)
     ((float *)z->data)[i] *= inv;
   int tile = (int)fr_in_int(nc, "tile_size") / 8, used = 0;
+  if (fr_node_low_memory(nc) && (tile == 0 || tile > FR_VAE_FALLBACK_TILE / 2)) {
+    /* run again after running out of memory: straight to tiles of 32 latents (256 px) */
+    tile = FR_VAE_FALLBACK_TILE / 2;
+    if (z->shape[2] > tile || z->shape[3] > tile)
+      fr_node_warn(nc,
+                   "low memory: decoding in %dx%d-latent tiles (%d px, overlap %d px); seams may differ "
+                   "slightly from a whole decode",
+                   tile, tile, tile * 8, tile / 4 * 8);
+  }
   if (tile > 0 && z->shape[2] <= tile && z->shape[3] <= tile)
     tile = 0; /* one tile covers it: the whole decode */
   struct fr_err err = {{0}};

@@ -69,6 +69,7 @@ struct fr_pipe_comp {
   struct fr_clip *l, *g;
   struct fr_tokenizer *tok;
   struct fr_controlnet *cn;
+  uint64_t bytes; /* host heap + device memory its load took (out-of-memory recovery reports it) */
   /* private */
   struct fr_checkpoint *ck; /* the shared, opened checkpoint (sck) */
   struct fr__pckpt *sck;
