@@ -28,6 +28,7 @@
 #include "core/bundle.h"
 #include "core/cache.h"
 #include "core/file.h"
+#include "core/reader.h"
 #include "core/signature.h"
 
 struct fr__state {
@@ -649,6 +650,20 @@ static enum fr_status fr__node_ctx(struct fr__run *r, int n, struct fr_node_ctx 
   return FR_OK;
 }
 
+/* Reads of model files while a node runs report their progress as load_progress events of that node. */
+static void fr__load_progress(void *user, const char *path, uint64_t done, uint64_t total, double rate) {
+  struct fr_node_ctx *nc = user;
+  const struct fr_gnode *gn = &nc->r->g->nodes[nc->node];
+  struct fr_event ev = {.kind = FR_EV_LOAD_PROGRESS,
+                        .node = gn->id,
+                        .node_type = gn->spec->name,
+                        .path = path,
+                        .bytes = done,
+                        .bytes_total = total,
+                        .bytes_per_s = rate};
+  fr__emit(nc->r->e, &ev);
+}
+
 static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) {
   const struct fr_gnode *gn = &r->g->nodes[n];
   const struct fr_node_spec *s = gn->spec;
@@ -665,7 +680,9 @@ static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) 
   struct fr_event ev = {.kind = FR_EV_NODE_START, .node = gn->id, .node_type = s->name, .key = r->hex[n]};
   fr__emit(r->e, &ev);
   double t0 = fr__now_ms();
+  fr_read_set_progress(fr__load_progress, nc);
   enum fr_status rc = s->run ? s->run(nc) : fr_node_fail(nc, FR_E_INTERNAL, "node type has no run function");
+  fr_read_set_progress(NULL, NULL);
   double ms = fr__now_ms() - t0;
   if (rc != FR_OK)
     r->fail_node = n;

@@ -33,6 +33,9 @@ enum fr_event_kind {
                         with the content recorded when it was written */
   FR_EV_WARNING,     /* message: something that is not an error (a corrupt cache entry recomputed) */
   FR_EV_INFO,        /* node, message: what a node is doing that takes a while (loading a model file) */
+  /* node, path, bytes, bytes_total, bytes_per_s: reading a model file (core/reader.h), at most every 250 ms
+   * and once when the file is read */
+  FR_EV_LOAD_PROGRESS,
 };
 
 struct fr_event {
@@ -49,6 +52,9 @@ struct fr_event {
   const char *key; /* node_cached / node_start: the node's signature, 32 hex digits */
   const char *from; /* node_cached: "shared" when an output came from the shared tier, else NULL */
   bool written;    /* output: written by this run (see FR_EV_OUTPUT) */
+  /* load_progress: bytes of path read so far, of its data in all, and the rate since the read began */
+  uint64_t bytes, bytes_total;
+  double bytes_per_s;
 };
 
 typedef void (*fr_event_fn)(void *user, const struct fr_event *ev);

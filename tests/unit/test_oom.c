@@ -38,6 +38,8 @@ static long arm_k;           /* the k-th allocation after that start fails */
 static bool arm_persist;     /* ... and every later one (fr_alloc_fail_at) instead of only it */
 static bool armed;
 static int retry_warnings, tile_warnings;
+static int load_events;           /* load_progress events of the checkpoint that covered all of it */
+static uint64_t load_bytes_total; /* their bytes_total */
 static char retry_msg[2048];
 
 static void ballast_fill(void);
@@ -62,6 +64,11 @@ static void on_event(void *user, const struct fr_event *ev) {
   }
   if (ev->kind == FR_EV_WARNING && ev->message && strstr(ev->message, "low memory: decoding in"))
     tile_warnings++;
+  if (ev->kind == FR_EV_LOAD_PROGRESS && ev->path && strstr(ev->path, "sd15-tiny.safetensors") &&
+      ev->bytes == ev->bytes_total) {
+    load_events++;
+    load_bytes_total = ev->bytes_total;
+  }
   if (getenv("FR_TEST_VERBOSE") && (ev->kind == FR_EV_WARNING || ev->kind == FR_EV_INFO))
     printf("event: %s\n", ev->message);
 }
@@ -108,7 +115,25 @@ static void test_fail_once(const char *models) {
   if (!e)
     return;
   arm_node = NULL;
+  load_events = 0;
   CHECK_OK(run_yaml(e, sd15_yaml, &err), &err);
+  /* the checkpoint's verifying read reported its progress: once done, all its data (file size minus the
+   * 8-byte length and the header), by the node that opened it (the first to need a component) */
+  char ck[4300];
+  snprintf(ck, sizeof ck, "%s/sd15-tiny.safetensors", models);
+  FILE *f = fopen(ck, "rb");
+  unsigned char l8[8] = {0};
+  uint64_t hlen = 0;
+  long fsize = -1;
+  if (f && fread(l8, 1, 8, f) == 8 && fseek(f, 0, SEEK_END) == 0)
+    fsize = ftell(f);
+  if (f)
+    fclose(f);
+  for (int i = 7; i >= 0; i--)
+    hlen = hlen << 8 | l8[i];
+  CHECKF(load_events == 1 && fsize > 0 && load_bytes_total == (uint64_t)fsize - 8 - hlen,
+         "load progress: %d complete events, total %llu, want 1 of %lld", load_events,
+         (unsigned long long)load_bytes_total, (long long)fsize - 8 - (long long)hlen);
   long n0 = 0;
   float *want = fr_test_read_saved(tmp, "out.safetensors", "image", &n0);
   struct fr_mem_report q;
