@@ -1330,3 +1330,11 @@ int fr_node_input_count(struct fr_node_ctx *nc) {
 const struct fr_value *fr_in_at(struct fr_node_ctx *nc, int i) {
   return i < 0 || i >= fr_node_input_count(nc) ? NULL : nc->in[i];
 }
+
+const char *fr_in_pin(struct fr_node_ctx *nc, const char *name) {
+  int i = fr__in_idx(nc, name);
+  if (i < 0)
+    return NULL;
+  const struct fr_binding *b = &nc->r->g->nodes[nc->node].inputs[i];
+  return b->kind == FR_BIND_LITERAL ? b->pin : NULL;
+}

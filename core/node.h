@@ -145,6 +145,10 @@ const char *fr_in_str(struct fr_node_ctx *nc, const char *name); /* STRING and E
 const struct fr_value *fr_in(struct fr_node_ctx *nc, const char *name);
 /* For FR_IN_FILE / FR_IN_MODEL_FILE inputs: the resolved absolute path (NULL if unset). */
 const char *fr_in_path(struct fr_node_ctx *nc, const char *name);
+/* The pin of a model file input given as {file, sha256} (10 or 64 lowercase hex digits, core/pins.h), or
+ * NULL. The engine checked it when it made the run's signatures; a loader that reads the file later passes
+ * it on (fr_st_open_ex) so the bytes it uses are the bytes that match. */
+const char *fr_in_pin(struct fr_node_ctx *nc, const char *name);
 
 /* The node's inputs by position (its spec's order): how many, and the value of each (NULL when unset). For
  * code that looks at every input without knowing the node type (a memory hook keeping what a node needs). */

@@ -102,24 +102,35 @@ static void fr__pckpt_destroy(void *p) {
   fr__pckpt_unref(p);
 }
 
-/* The shared checkpoint of path with one more reference for the caller; *opened tells whether it was
- * opened now. */
-static enum fr_status fr__pckpt_get(struct fr_node_ctx *nc, const char *path, struct fr__pckpt **out,
-                                    bool *opened, struct fr_err *err) {
-  /* keyed by size and mtime too: a file replaced under the same name is opened anew */
+/* The version of the file (or folder) at path: size, mtime, inode and change time ("-1" when it cannot be
+ * stat'ed). A file replaced under the same name, or rewritten with its size and mtime put back (touch -r),
+ * is another version: ctime cannot be set back. */
+static void fr__file_version(const char *path, char *out, size_t n) {
   struct stat sb;
-  long long size = -1, mt = 0;
-  if (stat(path, &sb) == 0)
-    size = (long long)sb.st_size, mt = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
-  char key[4300];
-  snprintf(key, sizeof key, "pipeline:ckpt:%s:%lld:%lld", path, size, mt);
+  if (stat(path, &sb) != 0) {
+    snprintf(out, n, "-1");
+    return;
+  }
+  snprintf(out, n, "%lld.%lld.%llu.%lld", (long long)sb.st_size,
+           (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec, (unsigned long long)sb.st_ino,
+           (long long)sb.st_ctim.tv_sec * 1000000000LL + sb.st_ctim.tv_nsec);
+}
+
+/* The shared checkpoint of path with one more reference for the caller; *opened tells whether it was
+ * opened now. pin: checked as the file is read (NULL: none). */
+static enum fr_status fr__pckpt_get(struct fr_node_ctx *nc, const char *path, const char *pin,
+                                    struct fr__pckpt **out, bool *opened, struct fr_err *err) {
+  /* keyed by the file's version too: a file replaced under the same name is opened anew */
+  char ver[128], key[4400];
+  fr__file_version(path, ver, sizeof ver);
+  snprintf(key, sizeof key, "pipeline:ckpt:%s@%s", path, ver);
   struct fr__pckpt *p = fr_node_engine_get(nc, key);
   *opened = !p;
   if (!p) {
     p = fr_calloc(1, sizeof *p);
     if (!p)
       return fr_errf(err, FR_E_NOMEM, "out of memory");
-    enum fr_status rc = fr_checkpoint_open(path, &p->ck, err);
+    enum fr_status rc = fr_checkpoint_open_pinned(path, pin, &p->ck, err);
     if (rc) {
       fr_free(p);
       return rc;
@@ -141,6 +152,7 @@ static void fr__obj_destroy(struct fr_object *o) {
   fr_free(p->o.identity);
   fr_free(p->path);
   fr_free(p->tokenizer);
+  fr_free(p->pin);
   for (int i = 0; i < p->n_patches; i++)
     fr_free(p->patches[i].path);
   fr_free(p->patches);
@@ -166,10 +178,23 @@ struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const ch
   return p;
 }
 
+bool fr_pipe_obj_set_pin(struct fr_pipe_obj *o, const char *pin) {
+  char *c = pin ? fr_strdup(pin) : NULL;
+  if (pin && !c)
+    return false;
+  fr_free(o->pin);
+  o->pin = c;
+  return true;
+}
+
 struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o) {
   struct fr_pipe_obj *p = fr_pipe_obj_new(o->o.type, o->path, o->tokenizer);
   if (!p)
     return NULL;
+  if (!fr_pipe_obj_set_pin(p, o->pin)) {
+    fr__obj_destroy(&p->o);
+    return NULL;
+  }
   p->sampling = o->sampling;
   p->zsnr = o->zsnr;
   p->clip_layer = o->clip_layer;
@@ -355,7 +380,7 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
   bool opened = false;
   if (!patched)
     fr_node_info(nc, "loading %s from %s", type, o->path);
-  enum fr_status rc = fr__pckpt_get(nc, o->path, &m->sck, &opened, err);
+  enum fr_status rc = fr__pckpt_get(nc, o->path, o->pin, &m->sck, &opened, err);
   if (rc)
     return rc;
   m->ck = m->sck->ck;
@@ -434,7 +459,7 @@ static bool fr__needed(struct fr_node_ctx *nc, const char *key) {
       continue;
     const struct fr_pipe_obj *o = (const struct fr_pipe_obj *)v->obj;
     char pre[4200];
-    int n = snprintf(pre, sizeof pre, "pipeline:%s:%s:", o->o.type, o->path);
+    int n = snprintf(pre, sizeof pre, "pipeline:%s:%s@", o->o.type, o->path);
     if (n > 0 && (size_t)n < sizeof pre && strncmp(key, pre, (size_t)n) == 0)
       return true;
   }
@@ -484,13 +509,29 @@ static void fr__mem_hook(void *user, struct fr_node_ctx *nc, enum fr_mem_mode mo
   fr_node_engine_each(nc, "pipeline:ctx:", fr__mem_ctx, &w);
 }
 
+struct fr__stale {
+  struct fr_node_ctx *nc;
+  char keep[4400];   /* "pipeline:<type>:<path>@<version>:" */
+  size_t prefix_len; /* of "pipeline:<type>:<path>@" */
+};
+
+static void fr__drop_stale(void *user, const char *key, void *p) {
+  (void)p;
+  struct fr__stale *s = user;
+  if (!strncmp(key, s->keep, s->prefix_len) && strncmp(key, s->keep, strlen(s->keep)) != 0)
+    fr_node_engine_set(s->nc, key, NULL, NULL);
+}
+
 static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
                               struct fr_pipe_comp **out) {
   *out = NULL;
   const char *dtype = fr_pipe_comp_dtype(fr_node_dtype(nc), type);
-  char key[8200];
-  int kl = snprintf(key, sizeof key, "pipeline:%s:%s:%s:%s:%s", type, o->path, fr_node_device(nc), dtype,
-                    o->tokenizer ? o->tokenizer : "");
+  char key[8200], ver[128];
+  /* keyed by the file's version: a checkpoint replaced or rewritten under the same name (`flowrun serve`
+   * between runs) is loaded anew, and the old version's components are dropped below */
+  fr__file_version(o->path, ver, sizeof ver);
+  int kl = snprintf(key, sizeof key, "pipeline:%s:%s@%s:%s:%s:%s", type, o->path, ver, fr_node_device(nc),
+                    dtype, o->tokenizer ? o->tokenizer : "");
   size_t base_len = (size_t)kl;
   /* a patched component: the LoRA files (by path, size and mtime, so a replaced file is seen) and strengths
    */
@@ -510,6 +551,12 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
     *out = m;
     return FR_OK;
   }
+  /* components of another version of the file are stale: free them */
+  struct fr__stale st = {nc, {0}, 0};
+  int pl = snprintf(st.keep, sizeof st.keep, "pipeline:%s:%s@%s:", type, o->path, ver);
+  st.prefix_len = (size_t)pl - strlen(ver) - 1; /* "pipeline:<type>:<path>@" */
+  if ((size_t)pl < sizeof st.keep)
+    fr_node_engine_each(nc, "pipeline:", fr__drop_stale, &st);
   /* keep one patched variant per component: free the previous one (another LoRA or strength) */
   char slot[8300];
   snprintf(slot, sizeof slot, "pipeline:patched:%.*s", (int)base_len - 9, key + 9); /* after "pipeline:" */
