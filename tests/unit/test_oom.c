@@ -80,7 +80,7 @@ static const char *const sd15_yaml =
     "  pos: {type: TextEncode, inputs: {clip: ckpt.clip, text: a cat}}\n"
     "  empty: {type: EmptyLatent, inputs: {width: 64, height: 64}}\n"
     "  s: {type: Sampler, inputs: {model: ckpt.model, positive: pos, negative: pos, latent: empty,\n"
-    "                              seed: 3, steps: 2, cfg: 2}}\n"
+    "                              seed: 3, steps: 1, cfg: 2}}\n"
     "  d: {type: VAEDecode, inputs: {samples: s, vae: ckpt.vae}}\n"
     "  save: {type: SaveImageData, inputs: {images: d, filename: out.safetensors}}\n";
 
@@ -143,11 +143,12 @@ static void test_fail_once(const char *models) {
          (unsigned long long)q.reserve_bytes);
   fr_engine_free(e);
 
-  /* k = 1: the node's first allocation; larger k: deeper inside (loading the UNet, sampling, decoding) */
+  /* k = 1: the node's first allocation; larger k: deeper inside (loading the weights: 40 in the UNet's
+   * tensor table, 2000 and 300 in weight conversions that leave the context's sticky error) */
   static const struct {
     const char *node;
     long k;
-  } cases[] = {{"s", 1}, {"s", 40}, {"s", 2000}, {"d", 1}, {"d", 25}, {"d", 300}};
+  } cases[] = {{"s", 40}, {"s", 2000}, {"d", 1}, {"d", 300}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     e = engine(models, 2, &err);
     if (!e)
