@@ -355,6 +355,7 @@ static void test_rlimit(const char *fx, const char *models) {
 #ifdef FR_TEST_ASAN
   (void)fx;
   (void)models;
+  (void)rlimit_child;
   printf("skipped: the RLIMIT_AS case (ASan reserves terabytes of shadow address space)\n");
 #else
   fflush(stdout);
