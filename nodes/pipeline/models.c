@@ -1,8 +1,8 @@
 /* Checkpoint objects and the engine-wide model cache.
  *
  * Loader nodes return objects that only name their file; a component is loaded the first time a node
- * needs it (fr_pipe_get) and kept in the engine's state under "pipeline:<component>:<path>:<device>:
- * <dtype>:<tokenizer>", so `flowrun serve` keeps models loaded between runs and a fully cached run opens
+ * needs it (fr_pipe_get) and kept in the engine's state under "pipeline:<component>:<path>@<version>:
+ * <device>:<dtype>:<tokenizer>" (version: fr__file_version), so `flowrun serve` keeps models loaded between runs and a fully cached run opens
  * nothing. The dtype is the component's (fr_pipe_comp_dtype: the run's, except the VAE in bf16 for an
  * f16 run). Every loaded component holds a reference to the compute context of its (device, dtype), one
  * per engine, which therefore lives until the last component using it is freed, whatever order the
@@ -83,7 +83,7 @@ enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out) {
 
 /* ---- the shared, opened checkpoints ---- */
 
-/* One opened checkpoint per path and engine, key "pipeline:ckpt:<path>:<size>:<mtime>", referenced by every
+/* One opened checkpoint per path and engine, key "pipeline:ckpt:<path>@<version>", referenced by every
  * component built from it (their weights may borrow its mapping), so a patched variant is derived without
  * opening the file again. */
 struct fr__pckpt {
@@ -451,7 +451,7 @@ struct fr__mem_walk {
 };
 
 /* Whether component state key is one the failing node reads: one of its inputs is an object of that type
- * and file ("pipeline:<type>:<path>:..."). */
+ * and file ("pipeline:<type>:<path>@..."). */
 static bool fr__needed(struct fr_node_ctx *nc, const char *key) {
   for (int i = 0; i < fr_node_input_count(nc); i++) {
     const struct fr_value *v = fr_in_at(nc, i);
