@@ -2,11 +2,11 @@
  *
  * Loader nodes return objects that only name their file; a component is loaded the first time a node
  * needs it (fr_pipe_get) and kept in the engine's state under "pipeline:<component>:<path>@<version>:
- * <device>:<dtype>:<tokenizer>" (version: fr__file_version), so `flowrun serve` keeps models loaded between runs and a fully cached run opens
- * nothing. The dtype is the component's (fr_pipe_comp_dtype: the run's, except the VAE in bf16 for an
- * f16 run). Every loaded component holds a reference to the compute context of its (device, dtype), one
- * per engine, which therefore lives until the last component using it is freed, whatever order the
- * engine frees its state in. */
+ * <device>:<dtype>:<tokenizer>" (version: fr__file_version), so `flowrun serve` keeps models loaded between
+ * runs and a fully cached run opens nothing. The dtype is the component's (fr_pipe_comp_dtype: the run's,
+ * except the VAE in bf16 for an f16 run). Every loaded component holds a reference to the compute context of
+ * its (device, dtype), one per engine, which therefore lives until the last component using it is freed,
+ * whatever order the engine frees its state in. */
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
