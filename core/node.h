@@ -190,5 +190,12 @@ void fr_node_info(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((f
 /* Engine-wide state a node type keeps across runs (e.g. loaded models), by key; NULL if absent. */
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key);
 void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (*destroy)(void *));
+struct fr_engine;
+/* The same state from outside a run (what the engine's owner reports: device memory, resident models):
+ * call it from the thread that runs the engine, between runs. each: every state whose key starts with
+ * prefix, in the order they were made. */
+void *fr_engine_state_get(struct fr_engine *e, const char *key);
+void fr_engine_state_each(struct fr_engine *e, const char *prefix,
+                          void (*fn)(void *user, const char *key, void *p), void *user);
 
 #endif
