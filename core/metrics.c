@@ -177,8 +177,8 @@ static struct fr__series *fr__series(struct fr__family *f, const char *label_val
       return &f->series[i];
   if (!create)
     return NULL;
-  if (f->label && f->n_series >= FR_METRICS_MAX_SERIES)
-    return strcmp(label_value, "other") ? fr__series(f, "other", true) : NULL;
+  if (f->label && f->n_series >= FR_METRICS_MAX_SERIES && strcmp(label_value, "other") != 0)
+    return fr__series(f, "other", true); /* "other" itself is the one series past the bound */
   struct fr__series *ns = fr_realloc(f->series, sizeof *ns * (size_t)(f->n_series + 1));
   if (!ns)
     return NULL;
@@ -201,8 +201,10 @@ void fr_metrics_add(struct fr_metrics *m, const char *name, const char *label_va
     return;
   pthread_mutex_lock(&m->mu);
   struct fr__family *f = fr__find(m, name);
-  struct fr__series *s = f && f->kind != FR_METRIC_HISTOGRAM ? fr__series(f, label_value, true) : NULL;
-  if (s && (f->kind == FR_METRIC_GAUGE || v >= 0)) /* a counter never goes down */
+  /* a counter never goes down: a negative v is ignored */
+  bool ok = f && f->kind != FR_METRIC_HISTOGRAM && (f->kind == FR_METRIC_GAUGE || v >= 0);
+  struct fr__series *s = ok ? fr__series(f, label_value, true) : NULL;
+  if (s)
     s->value += v;
   pthread_mutex_unlock(&m->mu);
 }
