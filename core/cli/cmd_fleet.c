@@ -112,7 +112,9 @@ struct fr__worker {
   struct fr_metrics_listener ml;
   int64_t evictions_seen;
   double shutdown_timeout;
-  atomic_bool *draining; /* set when the first signal comes (/readyz then says so); may be NULL */
+  atomic_bool *draining;      /* set when the first signal comes (/readyz then says so); may be NULL */
+  struct fr_ops_ready *ready; /* --http's readiness (NULL without libwebsockets) */
+  const char *device;
 };
 
 static atomic_int fr__stop; /* SIGINT/SIGTERM: how many came (a second one cancels at once) */
@@ -295,7 +297,8 @@ static void fr__worker_run(struct fr__worker *w, const char *outdir) {
                                                  : "error",
                           sum.ms / 1000.0);
 #ifdef FLOWRUN_HAVE_SERVE
-  fr_ops_engine_update(w->metrics, NULL, w->e, &w->evictions_seen);
+  fr_ops_engine_update(w->metrics, w->ready, w->e, &w->evictions_seen); /* cache, models, device memory */
+  fr_ops_device_check(w->ready, w->device, rc);
 #endif
   bool lost = atomic_load(&w->lost);
   if (lost) {
@@ -424,13 +427,15 @@ int fr_cmd_worker(int argc, char **argv) {
                          .lease_s = lease_s,
                          .quiet = quiet,
                          .wake = {-1, -1},
-                         .shutdown_timeout = shutdown_timeout};
+                         .shutdown_timeout = shutdown_timeout,
+                         .device = device};
   w.metrics = fr_metrics_new();
   w.ml.m = w.metrics;
 #ifdef FLOWRUN_HAVE_SERVE
   struct fr_ops_ready ready;
   fr_ops_ready_init(&ready, true, true);
   w.draining = &ready.draining;
+  w.ready = &ready;
   struct fr_ops_http *hs = NULL;
 #endif
   pthread_t watchdog;
@@ -519,13 +524,6 @@ int fr_cmd_worker(int argc, char **argv) {
     w.have_claim = true;
     fr__worker_run(&w, outdir);
     w.have_claim = false;
-#ifdef FLOWRUN_HAVE_SERVE
-    { /* the cache's state after the run: read-only (disk full) makes /readyz say so */
-      struct fr_engine_cache_info ci;
-      fr_engine_cache_info(w.e, &ci);
-      atomic_store(&ready.cache_mode, ci.mode);
-    }
-#endif
     for (int i = 0; i < w.claim.n_models; i++) {
       bool dup = false;
       for (int k = 0; k < n_held && !dup; k++)

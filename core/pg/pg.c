@@ -50,9 +50,13 @@ static const char *fr__pqmsg(PGconn *c, char *buf, size_t cap) {
 /* Waits for the connection to come back (a restarted server), with backoff. */
 static bool fr__reconnect(struct fr_pg *p) {
   double until = fr__now() + p->retry_s, delay = 0.1;
+  if (p->ok)
+    atomic_store(p->ok, false);
   while (fr__now() < until) {
     PQreset(p->c);
     if (PQstatus(p->c) == CONNECTION_OK) {
+      if (p->ok)
+        atomic_store(p->ok, true);
       for (int i = 0; i < p->n_listening; i++) {
         char sql[64];
         snprintf(sql, sizeof sql, "LISTEN %s", p->listening[i]);

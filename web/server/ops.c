@@ -121,6 +121,25 @@ void fr_ops_engine_update(struct fr_metrics *m, struct fr_ops_ready *r, struct f
   }
 }
 
+void fr_ops_device_check(struct fr_ops_ready *r, const char *device, enum fr_status rc) {
+  if (!r)
+    return;
+  if (rc == FR_OK) {
+    atomic_store(&r->device_ok, true);
+    return;
+  }
+  if (rc != FR_E_DEVICE || !device || strcmp(device, "cuda") != 0)
+    return;
+  struct fr_ctx *c = NULL;
+  struct fr_err err;
+  bool ok =
+      fr_ctx_new(&(struct fr_ctx_opts){.device = "cuda", .dtype = FR_F32, .threads = 1}, &c, &err) == FR_OK;
+  fr_ctx_free(c);
+  atomic_store(&r->device_ok, ok);
+  if (!ok)
+    fprintf(stderr, "flowrun: the cuda device is not usable after a failed run: %s\n", err.msg);
+}
+
 bool fr_ops_parse_rate(const char *v, double *per_s, int *burst) {
   char *end;
   long n = strtol(v, &end, 10);

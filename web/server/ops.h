@@ -36,6 +36,11 @@ void fr_ops_engine_update(struct fr_metrics *m, struct fr_ops_ready *r, struct f
 /* --rate-limit N/s or N/min (N from 1 to 100000): *per_s the refill rate, *burst = N. */
 bool fr_ops_parse_rate(const char *v, double *per_s, int *burst);
 
+/* After a run on device ("cpu", "cuda"; NULL: cpu) that ended with rc: a run that worked proves the device
+ * usable; one that failed with FR_E_DEVICE on cuda makes a fresh compute context on it (what a sticky CUDA
+ * error breaks for the whole process), and device_ok says whether that worked. */
+void fr_ops_device_check(struct fr_ops_ready *r, const char *device, enum fr_status rc);
+
 /* The worker's listener: binds host:port ("127.0.0.1:9100"; port 0: any free one, written to *port) and
  * serves on its own thread until fr_ops_http_stop. FR_E_INVALID a bad address, FR_E_IO cannot listen. */
 struct fr_ops_http;

@@ -595,6 +595,7 @@ static void *fr__worker_main(void *arg) {
     }
     fr_graph_free(g);
     fr_ops_engine_update(s->metrics, &s->ready, rn->engine, &rn->evictions_seen);
+    fr_ops_device_check(&s->ready, s->o.device, rc);
     pthread_mutex_lock(&s->mu);
     r->sum = sum;
     r->state = rc == FR_OK ? FR__DONE : rc == FR_E_CANCELLED ? FR__CANCELLED : FR__FAILED;
