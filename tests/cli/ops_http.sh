@@ -166,6 +166,11 @@ ra=$(sed -n 's/^retry-after: *\([0-9]*\).*/\1/Ip' "$T/headers" | tr -d '\r')
 grep -q "too many submissions" "$T/body" && ok "the 429 says why" || bad "429 body: $(cat "$T/body")"
 want "rate limited" 'flowrun_submissions_rejected_total{reason="rate_limited"}' 1
 code "other routes are not rate limited" 200 "$U/api/runs"
+# the websocket's run shares the address's bucket (empty now): refused with the same reason
+port=${U##*:}
+if out=$(python3 "$FR_SRC/tests/web/wsclient.py" "$port" --send '{"type":"run","path":"tiny-demo.yaml"}' \
+  --expect 'too many submissions from this address' --timeout 20 2>&1); then ok "websocket run rate limited"; else bad "websocket run: $out"; fi
+want "rate limited, websocket too" 'flowrun_submissions_rejected_total{reason="rate_limited"}' 2
 stop_server
 
 # -- 5. /readyz when the cache cannot be opened (its folder is a file) -------------------------------------
