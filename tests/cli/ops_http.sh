@@ -8,7 +8,7 @@
 # cache passes PRAGMA integrity_check and no half-written picture is left.
 # Skips (77) without serve (libwebsockets), curl, python3 or the fixtures.
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:?}" "${FR_FIXTURES:?}"
 command -v curl > /dev/null || { echo "skipped: curl not found"; exit 77; }
 command -v python3 > /dev/null || { echo "skipped: python3 not found"; exit 77; }
@@ -77,6 +77,12 @@ wait_state() { # id state timeout_s (an ended run in another state ends the wait
 }
 cancel() { curl -s --max-time 20 -X POST -d "{\"id\":$1}" "$U/api/cancel" > /dev/null; }
 SLOW='"steps":1000,"size":128' # minutes: cancelled long before it ends
+
+# -- 0. bad values of the new options: exit 2 naming the option ------------------------------------------
+expect 2 "--rate-limit 5/hour: expected N/s or N/min" "$FLOWRUN" serve --port 0 --rate-limit 5/hour
+expect 2 "--rate-limit 0/s: expected N/s or N/min" "$FLOWRUN" serve --port 0 --rate-limit 0/s
+expect 2 "--max-concurrent-runs 0: expected a number from 1 to 16" "$FLOWRUN" serve --port 0 --max-concurrent-runs 0
+expect 2 "--shutdown-timeout -1: expected seconds" "$FLOWRUN" serve --port 0 --shutdown-timeout -1
 
 # -- 1. the endpoints, and metrics before and after runs --------------------------------------------------
 start_server --cache "$T/c1.sqlite"
