@@ -102,7 +102,7 @@ enum fr_status fr_pipe_engine_mem(struct fr_engine *e, struct fr_ctx_mem *out) {
 }
 
 struct fr__resident_walk {
-  void (*fn)(void *user, const char *type, const char *file);
+  void (*fn)(void *user, const char *type, const char *file, int64_t bytes);
   void *user;
 };
 
@@ -120,18 +120,22 @@ static void fr__resident_one(void *user, const char *key, void *p) {
                *end = strstr(path, ":cpu:") ? strstr(path, ":cpu:") : strstr(path, ":cuda:");
     if (!end)
       return;
-    char file[512];
+    char file[512], full[4096];
     const char *base = path;
     for (const char *q = path; q < end; q++)
       if (*q == '/')
         base = q + 1;
     snprintf(file, sizeof file, "%.*s", (int)(end - base), base);
-    w->fn(w->user, types[i], file);
+    snprintf(full, sizeof full, "%.*s", (int)(end - path), path);
+    struct stat st;
+    int64_t bytes = stat(full, &st) == 0 && S_ISREG(st.st_mode) ? (int64_t)st.st_size : -1;
+    w->fn(w->user, types[i], file, bytes);
     return;
   }
 }
 
-void fr_pipe_engine_resident(struct fr_engine *e, void (*fn)(void *user, const char *type, const char *file),
+void fr_pipe_engine_resident(struct fr_engine *e,
+                             void (*fn)(void *user, const char *type, const char *file, int64_t bytes),
                              void *user) {
   struct fr__resident_walk w = {fn, user};
   fr_engine_state_each(e, "pipeline:", fr__resident_one, &w);

@@ -105,7 +105,9 @@ want "run 1" 'flowrun_node_executions_total{type="Sampler"}' 1
 want "run 1" 'flowrun_sampler_steps_total{type="Sampler"}' 3
 want "run 1" 'flowrun_node_duration_seconds_count{type="Sampler"}' 1
 want "run 1" 'flowrun_node_cache_hits_total{type="TextEncode"}' absent
-want "run 1: the checkpoint is resident" 'flowrun_model_resident{model="sd15-tiny.safetensors"}' 1
+# resident: the checkpoint, by the size of its file (stat, not flowrun)
+want "run 1: the checkpoint is resident" 'flowrun_model_resident_bytes{model="sd15-tiny.safetensors"}' "$(stat -c %s "$FR_FIXTURES/models/sd15-tiny.safetensors")"
+want "run 1: its three components" 'flowrun_models_resident{type="MODEL"}' 1
 want "run 1" flowrun_queue_wait_seconds_count 1
 entries=$(metrics flowrun_cache_entries)
 [ "${entries:-0}" -ge 1 ] 2> /dev/null && ok "the cache holds $entries entries" || bad "cache entries: $entries"

@@ -64,8 +64,10 @@ enum fr_status fr_ops_metrics_init(struct fr_metrics *m, struct fr_err *err) {
        FR_METRIC_COUNTER},
       {"flowrun_models_resident", "Model components loaded in the model cache, by component type.", "type",
        FR_METRIC_GAUGE},
-      {"flowrun_model_resident", "1 for each model file with a component loaded in the model cache.", "model",
-       FR_METRIC_GAUGE},
+      {"flowrun_model_resident_bytes",
+       "Size of each model file with a component loaded in the model cache (its weights as stored; held in "
+       "device memory on cuda, mapped from the file on the cpu; 0 for a diffusers folder).",
+       "model", FR_METRIC_GAUGE},
       {"flowrun_device_memory_used_bytes", "Device memory held by tensors now (cuda only).", NULL,
        FR_METRIC_GAUGE},
       {"flowrun_device_pool_cached_bytes", "Device memory the allocator's pool keeps for reuse (cuda only).",
@@ -88,10 +90,10 @@ struct fr__res_count {
   struct fr_metrics *m;
 };
 
-static void fr__resident(void *user, const char *type, const char *file) {
+static void fr__resident(void *user, const char *type, const char *file, int64_t bytes) {
   struct fr__res_count *c = user;
   fr_metrics_add(c->m, "flowrun_models_resident", type, 1);
-  fr_metrics_set(c->m, "flowrun_model_resident", file, 1);
+  fr_metrics_set(c->m, "flowrun_model_resident_bytes", file, bytes > 0 ? (double)bytes : 0);
 }
 
 void fr_ops_engine_update(struct fr_metrics *m, struct fr_ops_ready *r, struct fr_engine *e,
@@ -110,7 +112,7 @@ void fr_ops_engine_update(struct fr_metrics *m, struct fr_ops_ready *r, struct f
   }
   /* what is resident now: the families are rebuilt (a model freed since is gone from them) */
   fr_metrics_reset(m, "flowrun_models_resident");
-  fr_metrics_reset(m, "flowrun_model_resident");
+  fr_metrics_reset(m, "flowrun_model_resident_bytes");
   struct fr__res_count c = {m};
   fr_pipe_engine_resident(e, fr__resident, &c);
   struct fr_ctx_mem mem;
