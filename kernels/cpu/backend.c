@@ -109,7 +109,7 @@ static enum fr_status fr__cpu_init(const struct fr_ctx_opts *o, void **bctx, str
     atomic_init(&cpu->budget->refs, 1);
   }
   /* OpenBLAS keeps one process-wide thread count; the GEMMs run on the calling thread's OpenBLAS pool. */
-  openblas_set_num_threads(threads);
+  fr_cpu_blas_set_threads(threads);
   *bctx = cpu;
   return FR_OK;
 }

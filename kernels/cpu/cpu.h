@@ -49,6 +49,9 @@ struct fr_cpu {
 };
 /* A scratch buffer of at least n floats, valid until the next call; NULL when out of memory. */
 float *fr_cpu_scratch(struct fr_cpu *cpu, size_t n);
+/* Sets OpenBLAS's process-wide thread count, excluding every GEMM of every context meanwhile (gemm.c says
+ * why: a count changed under a running GEMM of another context gives wrong numbers). */
+void fr_cpu_blas_set_threads(int n);
 
 /* ---- kernels (gemm.c, norm.c, eltwise.c): the backend's op entry points ---- */
 enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,

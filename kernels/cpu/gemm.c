@@ -2,9 +2,24 @@
  * softmax, PV sgemm, tiled over query blocks). OpenBLAS threads the sgemms; the pool threads the rest. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
+
+/* OpenBLAS keeps one thread count for the whole process, and attention below sets it to 1 while its pool
+ * runs the GEMMs. A GEMM of another context (another engine of the same process: serve
+ * --max-concurrent-runs) that runs while the count changes computes wrong numbers (OpenBLAS 0.3.21:
+ * two threads doing sgemm while a third sets the count give mismatches within seconds). So every GEMM
+ * issued from a context's calling thread holds this lock shared, and changing the count (with the section
+ * that relies on it) holds it exclusively. Within one context nothing changes: its calls are sequential. */
+static pthread_rwlock_t fr__blas_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+void fr_cpu_blas_set_threads(int n) {
+  pthread_rwlock_wrlock(&fr__blas_lock);
+  openblas_set_num_threads(n);
+  pthread_rwlock_unlock(&fr__blas_lock);
+}
 
 /* Scratch budgets in floats: the im2col columns of one chunk of output rows, the scores of one block of
  * queries. Small enough to stay near the caches, large enough that each sgemm is big. */
@@ -50,8 +65,10 @@ enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tenso
       memset(y->data, 0, (size_t)(M * N) * sizeof(float));
     return FR_OK;
   }
+  pthread_rwlock_rdlock(&fr__blas_lock);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x->data, (int)K, w->data,
               (int)K, beta, y->data, (int)N);
+  pthread_rwlock_unlock(&fr__blas_lock);
   return FR_OK;
 }
 
@@ -66,10 +83,12 @@ enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tenso
     memset(y->data, 0, fr_tensor_nbytes(y));
     return FR_OK;
   }
+  pthread_rwlock_rdlock(&fr__blas_lock);
   for (int64_t i = 0; i < batch; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f,
                 (const float *)a->data + i * M * K, (int)K, (const float *)bm->data + i * K * N, (int)N, 0.0f,
                 (float *)y->data + i * M * N, (int)N);
+  pthread_rwlock_unlock(&fr__blas_lock);
   return FR_OK;
 }
 
@@ -154,6 +173,7 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
                      (long long)(rows * Wo));
     }
   }
+  pthread_rwlock_rdlock(&fr__blas_lock); /* the im2col tasks below run no GEMM */
   for (int64_t bi = 0; bi < B; bi++) {
     const float *xb = (const float *)x->data + bi * C * H * W;
     float *yb = (float *)y->data + bi * O * P;
@@ -170,6 +190,7 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
                   (int)K, cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);
     }
   }
+  pthread_rwlock_unlock(&fr__blas_lock);
   return FR_OK;
 }
 
@@ -240,11 +261,15 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
   struct fr__attn a = {
       q->data, k->data, v->data, y->data, s, Tq, Tk, HD, D, heads, qb, nblk, 1.0f / sqrtf((float)D), causal};
   if (parts > 1 && tasks > 1) {
+    pthread_rwlock_wrlock(&fr__blas_lock); /* the pool's GEMMs rely on the count of 1: held exclusively */
     openblas_set_num_threads(1);
     fr_cpu_parallel(cpu->pool, tasks, 1, fr__attn_task, &a);
     openblas_set_num_threads(cpu->threads);
+    pthread_rwlock_unlock(&fr__blas_lock);
   } else {
+    pthread_rwlock_rdlock(&fr__blas_lock);
     fr__attn_task(&a, 0, tasks, 0);
+    pthread_rwlock_unlock(&fr__blas_lock);
   }
   return FR_OK;
 }
