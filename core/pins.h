@@ -3,9 +3,10 @@
  * digits (Civitai's and A1111's "AutoV2" short hash).
  *
  * SHA-256s of files are memoised like the cache's XXH3 fingerprints: in the cache's kv table under
- * "sha256|<absolute path>|<size>|<mtime ns>" when a cache is open, and in the process's fingerprint memo,
- * so a file version is hashed once. That memo is also the index of the model folders that finding a file
- * by hash and `flowrun models --hash` use: a folder is hashed once, then only its new or changed files. */
+ * "sha256|<absolute path>|<size>|<mtime ns>|<inode>|<ctime ns>" when a cache is open, and in the process's
+ * fingerprint memo, so a file version is hashed once. That memo is also the index of the model folders that
+ * finding a file by hash and `flowrun models --hash` use: a folder is hashed once, then only its new or
+ * changed files. */
 #ifndef FR_PINS_H
 #define FR_PINS_H
 

@@ -110,7 +110,9 @@ struct fr__worker {
   /* operations: metrics (served by --http) and the drain's deadline */
   struct fr_metrics *metrics;
   struct fr_metrics_listener ml;
-  int64_t evictions_seen;
+#ifdef FLOWRUN_HAVE_SERVE
+  struct fr_ops_seen seen; /* the engine's figures already counted in the metrics */
+#endif
   double shutdown_timeout;
   atomic_bool *draining;      /* set when the first signal comes (/readyz then says so); may be NULL */
   struct fr_ops_ready *ready; /* --http's readiness (NULL without libwebsockets) */
@@ -297,7 +299,7 @@ static void fr__worker_run(struct fr__worker *w, const char *outdir) {
                                                  : "error",
                           sum.ms / 1000.0);
 #ifdef FLOWRUN_HAVE_SERVE
-  fr_ops_engine_update(w->metrics, w->ready, w->e, &w->evictions_seen); /* cache, models, device memory */
+  fr_ops_engine_update(w->metrics, w->ready, w->e, &w->seen); /* cache, models, device memory */
   fr_ops_device_check(w->ready, w->device, rc);
 #endif
   bool lost = atomic_load(&w->lost);
@@ -497,7 +499,7 @@ int fr_cmd_worker(int argc, char **argv) {
     goto out;
   }
 #ifdef FLOWRUN_HAVE_SERVE
-  fr_ops_engine_update(w.metrics, &ready, w.e, &w.evictions_seen);
+  fr_ops_engine_update(w.metrics, &ready, w.e, &w.seen);
 #endif
   struct sigaction sa = {0};
   sa.sa_handler = fr__on_signal;
@@ -615,7 +617,11 @@ static void fr__follow_event(void *u, const char *json) {
                         .step = (int)fr_json_num(j, "step", 0),
                         .steps = (int)fr_json_num(j, "steps", 0),
                         .ms = fr_json_num(j, "ms", 0),
-                        .planned = (int)fr_json_num(j, "nodes", 0)};
+                        .planned = (int)fr_json_num(j, "nodes", 0),
+                        .path = fr_json_str(j, "path", NULL),
+                        .bytes = (uint64_t)fr_json_num(j, "bytes", 0),
+                        .bytes_total = (uint64_t)fr_json_num(j, "total", 0),
+                        .bytes_per_s = fr_json_num(j, "bytes_per_s", 0)};
   if (!strcmp(kind, "run_start"))
     ev.kind = FR_EV_RUN_START;
   else if (!strcmp(kind, "node_cached"))
@@ -630,6 +636,8 @@ static void fr__follow_event(void *u, const char *json) {
     ev.kind = FR_EV_WARNING;
   else if (!strcmp(kind, "info"))
     ev.kind = FR_EV_INFO;
+  else if (!strcmp(kind, "load_progress"))
+    ev.kind = FR_EV_LOAD_PROGRESS;
   else if (!strcmp(kind, "error"))
     ev.kind = FR_EV_ERROR;
   else

@@ -109,6 +109,7 @@ want "run 1" 'flowrun_node_cache_hits_total{type="TextEncode"}' absent
 want "run 1: the checkpoint is resident" 'flowrun_model_resident_bytes{model="sd15-tiny.safetensors"}' "$(stat -c %s "$FR_FIXTURES/models/sd15-tiny.safetensors")"
 want "run 1: its three components" 'flowrun_models_resident{type="MODEL"}' 1
 want "run 1" flowrun_queue_wait_seconds_count 1
+want "run 1: no out-of-memory" flowrun_oom_total 0
 entries=$(metrics flowrun_cache_entries)
 [ "${entries:-0}" -ge 1 ] 2> /dev/null && ok "the cache holds $entries entries" || bad "cache entries: $entries"
 # run 2, the same: fully cached, only the output node is looked at (a cache hit), nothing executes

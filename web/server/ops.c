@@ -68,6 +68,15 @@ enum fr_status fr_ops_metrics_init(struct fr_metrics *m, struct fr_err *err) {
        "Size of each model file with a component loaded in the model cache (its weights as stored; held in "
        "device memory on cuda, mapped from the file on the cpu; 0 for a diffusers folder).",
        "model", FR_METRIC_GAUGE},
+      {"flowrun_oom_total", "Node runs that ran out of memory (host or device).", NULL, FR_METRIC_COUNTER},
+      {"flowrun_oom_recovered_total", "Of those, retried after memory was released and then succeeded.", NULL,
+       FR_METRIC_COUNTER},
+      {"flowrun_oom_failed_total", "Of those, ran out of memory again on the retry (the run failed).", NULL,
+       FR_METRIC_COUNTER},
+      {"flowrun_oom_released_bytes_total", "Bytes the out-of-memory recovery released (models, pools).", NULL,
+       FR_METRIC_COUNTER},
+      {"flowrun_models_cached_bytes",
+       "Bytes of the models the engines keep cached (as their memory hooks tell).", NULL, FR_METRIC_GAUGE},
       {"flowrun_device_memory_used_bytes", "Device memory held by tensors now (cuda only).", NULL,
        FR_METRIC_GAUGE},
       {"flowrun_device_pool_cached_bytes", "Device memory the allocator's pool keeps for reuse (cuda only).",
@@ -97,7 +106,7 @@ static void fr__resident(void *user, const char *type, const char *file, int64_t
 }
 
 void fr_ops_engine_update(struct fr_metrics *m, struct fr_ops_ready *r, struct fr_engine *e,
-                          int64_t *evictions_seen) {
+                          struct fr_ops_seen *seen) {
   struct fr_engine_cache_info ci;
   fr_engine_cache_info(e, &ci);
   if (r)
@@ -106,10 +115,22 @@ void fr_ops_engine_update(struct fr_metrics *m, struct fr_ops_ready *r, struct f
   fr_metrics_set(m, "flowrun_cache_entries", NULL, (double)ci.entries);
   fr_metrics_set(m, "flowrun_cache_max_bytes", NULL, (double)ci.max_bytes);
   fr_metrics_set(m, "flowrun_cache_writable", NULL, ci.mode == 0 ? 1 : 0);
-  if (ci.evictions > *evictions_seen) {
-    fr_metrics_add(m, "flowrun_cache_evictions_total", NULL, (double)(ci.evictions - *evictions_seen));
-    *evictions_seen = ci.evictions;
+  if (ci.evictions > seen->evictions) {
+    fr_metrics_add(m, "flowrun_cache_evictions_total", NULL, (double)(ci.evictions - seen->evictions));
+    seen->evictions = ci.evictions;
   }
+  struct fr_oom_stats oom;
+  fr_engine_oom_stats(e, &oom);
+  fr_metrics_add(m, "flowrun_oom_total", NULL, (double)(oom.oom - seen->oom.oom));
+  fr_metrics_add(m, "flowrun_oom_recovered_total", NULL, (double)(oom.recovered - seen->oom.recovered));
+  fr_metrics_add(m, "flowrun_oom_failed_total", NULL, (double)(oom.failed - seen->oom.failed));
+  fr_metrics_add(m, "flowrun_oom_released_bytes_total", NULL,
+                 (double)(oom.released_bytes - seen->oom.released_bytes));
+  seen->oom = oom;
+  struct fr_mem_report mr = {0};
+  fr_engine_memory(e, &mr);
+  fr_metrics_add(m, "flowrun_models_cached_bytes", NULL, (double)mr.model_bytes - (double)seen->model_bytes);
+  seen->model_bytes = mr.model_bytes;
   /* what is resident now: the families are rebuilt (a model freed since is gone from them) */
   fr_metrics_reset(m, "flowrun_models_resident");
   fr_metrics_reset(m, "flowrun_model_resident_bytes");

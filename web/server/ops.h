@@ -27,11 +27,18 @@ int fr_ops_readyz(const struct fr_ops_ready *r, struct fr_buf *b);
 /* Defines the families this file sets (cache, device memory) and the process collector (RSS). */
 enum fr_status fr_ops_metrics_init(struct fr_metrics *m, struct fr_err *err);
 
+/* What one engine's cumulative figures were at its last update (so that several engines add up). */
+struct fr_ops_seen {
+  int64_t evictions;
+  struct fr_oom_stats oom;
+  uint64_t model_bytes;
+};
+
 /* After a run (and once at start), on the thread that runs e: the cache's size, entries, limit and
- * evictions, and on cuda the device memory of the engine's compute context; the cache mode goes into r.
- * evictions_seen: this engine's evictions already counted (so several engines add up). */
+ * evictions, the out-of-memory recoveries and the bytes of cached models (the engine's memory hooks), and
+ * on cuda the device memory of the engine's compute contexts; the cache mode goes into r (may be NULL). */
 void fr_ops_engine_update(struct fr_metrics *m, struct fr_ops_ready *r, struct fr_engine *e,
-                          int64_t *evictions_seen);
+                          struct fr_ops_seen *seen);
 
 /* --rate-limit N/s or N/min (N from 1 to 100000): *per_s the refill rate, *burst = N. */
 bool fr_ops_parse_rate(const char *v, double *per_s, int *burst);

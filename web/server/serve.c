@@ -135,7 +135,7 @@ struct fr__runner {
   pthread_t th;
   bool started;
   struct fr_metrics_listener ml;
-  int64_t evictions_seen;
+  struct fr_ops_seen seen; /* its engine's figures already counted in the metrics */
 };
 
 struct fr__srv {
@@ -603,7 +603,7 @@ static void *fr__worker_main(void *arg) {
       fr__broadcast_buf(s, &b);
     }
     fr_graph_free(g);
-    fr_ops_engine_update(s->metrics, &s->ready, rn->engine, &rn->evictions_seen);
+    fr_ops_engine_update(s->metrics, &s->ready, rn->engine, &rn->seen);
     fr_ops_device_check(&s->ready, s->o.device, rc);
     pthread_mutex_lock(&s->mu);
     r->sum = sum;
@@ -2480,7 +2480,7 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
     };
     if ((rc = fr_engine_new(&eo, &rn->engine, err)) != FR_OK)
       goto out_engine;
-    fr_ops_engine_update(s->metrics, &s->ready, rn->engine, &rn->evictions_seen);
+    fr_ops_engine_update(s->metrics, &s->ready, rn->engine, &rn->seen);
   }
   if (s->o.db && s->o.no_cache)
     atomic_store(&s->ready.cache_wanted, false);
