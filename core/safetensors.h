@@ -41,6 +41,12 @@ struct fr_safetensors {
 /* mmaps path read-only and validates it. FR_E_IO when it cannot be opened, FR_E_FORMAT when it is not
  * a valid safetensors file (err names the file and, where it applies, the tensor). */
 enum fr_status fr_st_open(const char *path, struct fr_safetensors **out, struct fr_err *err);
+/* Tells the kernel this process is done with entry e's bytes for now: the whole pages of a mapped file that
+ * lie inside e's data leave the process's resident set (MADV_DONTNEED on a read-only private mapping: a
+ * later read faults them in again from the file, so nothing is lost). Called after a loader has copied or
+ * converted a tensor, so the file's pages are not kept resident beside the copy. A no-op for buffers
+ * (fr_st_parse) and where madvise is unavailable; never fails. */
+void fr_st_release(const struct fr_safetensors *st, const struct fr_st_entry *e);
 /* The same over a buffer the caller keeps alive while the result is used. */
 enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct fr_safetensors **out,
                            struct fr_err *err);

@@ -10,6 +10,20 @@
  * queries. Small enough to stay near the caches, large enough that each sgemm is big. */
 #define FR__IM2COL_BUDGET ((size_t)4 << 20)
 #define FR__ATTN_BUDGET ((size_t)1 << 18)
+/* fp32 panel of a 16-bit weight (floats): a weight up to this size is converted whole, once per call;
+ * a larger one (SD's biggest: a 1280x11520 conv kernel, 14.7 M) in panels of output rows. 4 M floats
+ * (16 MB) keeps each panel's sgemm large and the transient buffer small next to the model. */
+#define FR__WPANEL_BUDGET ((size_t)4 << 20)
+
+/* Rows of a 16-bit weight [R, K] per fp32 panel: all of them when they fit the budget, else a multiple of
+ * 16 (at least 16). */
+static int64_t fr__panel_rows(int64_t R, int64_t K) {
+  int64_t nb = (int64_t)(FR__WPANEL_BUDGET / (size_t)(K ? K : 1));
+  if (nb >= R)
+    return R;
+  nb = nb / 16 * 16;
+  return nb < 16 ? (R < 16 ? R : 16) : nb;
+}
 
 struct fr__fill_rows {
   float *y;
@@ -50,8 +64,23 @@ enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tenso
       memset(y->data, 0, (size_t)(M * N) * sizeof(float));
     return FR_OK;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x->data, (int)K, w->data,
-              (int)K, beta, y->data, (int)N);
+  if (!fr_cpu_is_half(w)) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x->data, (int)K,
+                w->data, (int)K, beta, y->data, (int)N);
+    return FR_OK;
+  }
+  /* 16-bit weight: y[:, n0:n1] (+)= x w[n0:n1]^T, one fp32 panel of w's rows at a time */
+  int64_t nb = fr__panel_rows(N, K);
+  float *wp = fr_cpu_wscratch(cpu, (size_t)(nb * K));
+  if (!wp)
+    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)nb,
+                   (long long)K);
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    int64_t n = N - n0 < nb ? N - n0 : nb;
+    fr_cpu_half_rows(cpu, wp, w, n0, n0 + n, K);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)K, 1.0f, x->data, (int)K, wp,
+                (int)K, beta, (float *)y->data + n0, (int)N);
+  }
   return FR_OK;
 }
 
@@ -154,20 +183,37 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
                      (long long)(rows * Wo));
     }
   }
-  for (int64_t bi = 0; bi < B; bi++) {
-    const float *xb = (const float *)x->data + bi * C * H * W;
-    float *yb = (float *)y->data + bi * O * P;
-    if (direct) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)C, 1.0f, w->data, (int)C,
-                  xb, (int)P, beta, yb, (int)P);
-      continue;
+  /* A 16-bit kernel [O, K] is used in fp32 panels of ob output channels: the whole kernel at once when it
+   * fits the panel budget (converted once per call), else panel by panel with the im2col redone for each
+   * (only SD's largest kernels, at small spatial sizes, where im2col is cheap next to the sgemm). */
+  bool half = fr_cpu_is_half(w);
+  int64_t ob = half ? fr__panel_rows(O, K) : O;
+  float *wp = NULL;
+  if (half && !(wp = fr_cpu_wscratch(cpu, (size_t)(ob * K))))
+    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)ob,
+                   (long long)K);
+  for (int64_t o0 = 0; o0 < O; o0 += ob) {
+    int64_t on = O - o0 < ob ? O - o0 : ob;
+    const float *wf = (const float *)w->data + o0 * K;
+    if (half) {
+      fr_cpu_half_rows(cpu, wp, w, o0, o0 + on, K);
+      wf = wp;
     }
-    for (int64_t oh0 = 0; oh0 < Ho; oh0 += rows) {
-      int64_t r = Ho - oh0 < rows ? Ho - oh0 : rows;
-      struct fr__im2col a = {xb, cols, C, H, W, kh, kw, Wo, oh0, r, stride, pad};
-      fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)(r * Wo), (int)K, 1.0f, w->data,
-                  (int)K, cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);
+    for (int64_t bi = 0; bi < B; bi++) {
+      const float *xb = (const float *)x->data + bi * C * H * W;
+      float *yb = (float *)y->data + (bi * O + o0) * P;
+      if (direct) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)on, (int)P, (int)C, 1.0f, wf, (int)C, xb,
+                    (int)P, beta, yb, (int)P);
+        continue;
+      }
+      for (int64_t oh0 = 0; oh0 < Ho; oh0 += rows) {
+        int64_t r = Ho - oh0 < rows ? Ho - oh0 : rows;
+        struct fr__im2col a = {xb, cols, C, H, W, kh, kw, Wo, oh0, r, stride, pad};
+        fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)on, (int)(r * Wo), (int)K, 1.0f, wf,
+                    (int)K, cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);
+      }
     }
   }
   return FR_OK;
