@@ -34,10 +34,14 @@ static pthread_once_t fr__cpu_once = PTHREAD_ONCE_INIT;
  *
  * The pool: a block of FR__POOL_MIN bytes or more is rounded up to a size class (8 per doubling: at most
  * 12.5% over) and, when freed, kept on its class's free list for the next tensor of that class (the
- * sampler's steps and the UNet's repeated blocks ask for the same sizes again and again). On a miss every
- * kept block is handed back to the heap before the new one is taken, so the bytes the pool holds (live +
- * kept) never exceed what is live at some moment: its peak is the peak of the live set, in class-rounded
- * bytes, not the sum of the run's allocations. fr_ctx_mem_stats reports it (in_use: live, cached: kept). */
+ * sampler's steps and the UNet's repeated blocks ask for the same sizes again and again, and reused memory
+ * is not page-faulted in again). On a miss, kept blocks (largest first) are handed back to the heap until
+ * live + kept + the new block fit in the most ever live at once, so the pool never holds more than the
+ * peak of the live set (class-rounded), not the sum of the run's allocations; and the heap is trimmed after
+ * a large hand-back (malloc_trim), so those pages leave the process's resident set rather than staying as
+ * free heap (the VAE's 512x512 tensors are 128-256 MB each). fr_ctx_mem_stats reports the pool (in_use:
+ * live, cached: kept). */
+#define FR__TRIM_BYTES ((size_t)32 << 20)
 #define FR__POOL_MIN ((size_t)64 << 10)
 #define FR__POOL_CLASSES (64 * 8)
 
@@ -51,6 +55,7 @@ struct fr_cpu_mem {
   pthread_mutex_t mu;
   void *free[FR__POOL_CLASSES]; /* kept blocks (their headers), linked through fr__hdr.next */
   size_t live, kept, peak; /* bytes: in live tensors (class-rounded), on the free lists, max(live + kept) */
+  size_t live_max;         /* max(live): what the pool may hold on a miss */
   int refs;                /* the context's + one per live block */
   bool closed;             /* the context is gone: freed blocks go straight back to the heap */
 };
@@ -89,16 +94,30 @@ static void fr__mem_destroy(struct fr_cpu_mem *m) {
   fr_free(m);
 }
 
-/* Hands every kept block back to the heap. Caller holds m->mu. */
-static void fr__mem_flush(struct fr_cpu_mem *m) {
-  for (int c = 0; c < FR__POOL_CLASSES; c++) {
-    while (m->free[c]) {
+/* Hands kept blocks back to the heap, largest first, until kept <= keep bytes; returns the bytes handed
+ * back. Caller holds m->mu. */
+static size_t fr__mem_shrink(struct fr_cpu_mem *m, size_t keep) {
+  size_t freed = 0;
+  for (int c = FR__POOL_CLASSES - 1; c >= 0 && m->kept > keep; c--) {
+    while (m->free[c] && m->kept > keep) {
       struct fr__hdr *h = m->free[c];
       m->free[c] = h->next;
       m->kept -= h->cap;
+      freed += h->cap;
       fr_free(h);
     }
   }
+  return freed;
+}
+
+/* Gives free heap pages back to the system after a large hand-back. */
+static void fr__heap_trim(size_t freed) {
+#ifdef __GLIBC__
+  if (freed >= FR__TRIM_BYTES)
+    malloc_trim(0);
+#else
+  (void)freed;
+#endif
 }
 
 static void fr__cpu_release(struct fr_tensor *t) {
@@ -141,7 +160,7 @@ static void *fr__dev_alloc(struct fr_cpu_mem *m, struct fr_cpu_budget *b, size_t
     }
   }
   struct fr__hdr *h = NULL;
-  size_t cap = n;
+  size_t cap = n, freed = 0;
   int cls = n >= FR__POOL_MIN ? fr__class(n, &cap) : -1;
   if (cls < 0) {
     h = fr_malloc(FR__HDR + n);
@@ -151,16 +170,21 @@ static void *fr__dev_alloc(struct fr_cpu_mem *m, struct fr_cpu_budget *b, size_t
       m->free[cls] = h->next;
       m->kept -= cap;
     } else {
-      fr__mem_flush(m); /* a miss: give back what is kept, so held bytes stay <= the live set */
+      /* a miss: keep only what fits beside the live set and this block within the most ever live */
+      size_t top = m->live + cap > m->live_max ? m->live + cap : m->live_max;
+      freed = fr__mem_shrink(m, top - m->live - cap);
       h = fr_malloc(FR__HDR + cap);
     }
     if (h) {
       m->live += cap;
       m->refs++;
+      if (m->live > m->live_max)
+        m->live_max = m->live;
       if (m->live + m->kept > m->peak)
         m->peak = m->live + m->kept;
     }
     pthread_mutex_unlock(&m->mu);
+    fr__heap_trim(freed);
   }
   if (!h) {
     if (b)
@@ -234,10 +258,11 @@ static void fr__cpu_free(void *b) {
   fr_free(cpu->wscratch);
   fr__budget_unref(cpu->budget);
   pthread_mutex_lock(&cpu->mem->mu);
-  fr__mem_flush(cpu->mem);
+  size_t freed = fr__mem_shrink(cpu->mem, 0);
   cpu->mem->closed = true;
   bool last = --cpu->mem->refs == 0;
   pthread_mutex_unlock(&cpu->mem->mu);
+  fr__heap_trim(freed);
   if (last)
     fr__mem_destroy(cpu->mem);
   fr_free(cpu);
