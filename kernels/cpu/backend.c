@@ -146,9 +146,9 @@ static void fr__cpu_release(struct fr_tensor *t) {
   fr__budget_unref(b);
 }
 
-/* Data for a device tensor of n bytes (from the pool when large enough), counted against the budget b
- * when there is one; NULL when the budget or the heap is exhausted. */
-static void *fr__dev_alloc(struct fr_cpu_mem *m, struct fr_cpu_budget *b, size_t n) {
+/* Data for a device tensor of n bytes (from the pool when pooled and large enough), counted against the
+ * budget b when there is one; NULL when the budget or the heap is exhausted. */
+static void *fr__dev_alloc(struct fr_cpu_mem *m, struct fr_cpu_budget *b, size_t n, bool pooled) {
   if (b) {
     size_t cur = atomic_fetch_add(&b->in_use, n) + n;
     if (cur > b->limit) {
@@ -161,7 +161,7 @@ static void *fr__dev_alloc(struct fr_cpu_mem *m, struct fr_cpu_budget *b, size_t
   }
   struct fr__hdr *h = NULL;
   size_t cap = n, freed = 0;
-  int cls = n >= FR__POOL_MIN ? fr__class(n, &cap) : -1;
+  int cls = pooled && n >= FR__POOL_MIN ? fr__class(n, &cap) : -1;
   if (cls < 0) {
     h = fr_malloc(FR__HDR + n);
   } else {
@@ -286,16 +286,20 @@ float *fr_cpu_wscratch(struct fr_cpu *cpu, size_t n) {
   return cpu->wscratch;
 }
 
-/* An owned host tensor whose data is left uninitialised (outputs are fully written by the op). counted:
- * a tensor of the "device" (not a download), counted against the budget when there is one. */
-static struct fr_tensor *fr__cpu_new(struct fr_cpu *cpu, bool counted, enum fr_dtype dt, int ndim,
+/* What a new tensor is: host memory handed out (a download: not counted), an activation (op output or
+ * upload: from the pool, counted against the budget) or a weight (counted, exact size: weights live as
+ * long as their model, so the pool's rounding would only waste up to 12.5% of the model). */
+enum fr__kind { FR__HOST, FR__ACT, FR__WEIGHT };
+
+/* An owned tensor of that kind whose data is left uninitialised (outputs are fully written by the op). */
+static struct fr_tensor *fr__cpu_new(struct fr_cpu *cpu, enum fr__kind kind, enum fr_dtype dt, int ndim,
                                      const int64_t *shape) {
   struct fr_tensor *t = fr_tensor_view(dt, ndim, shape, NULL);
   if (!t)
     return NULL;
   size_t n = fr_tensor_nbytes(t);
-  if (counted) {
-    t->data = fr__dev_alloc(cpu->mem, cpu->budget, n ? n : 1);
+  if (kind != FR__HOST) {
+    t->data = fr__dev_alloc(cpu->mem, cpu->budget, n ? n : 1, kind == FR__ACT);
     t->release = t->data ? fr__cpu_release : NULL;
   } else {
     t->data = fr_malloc(n ? n : 1);
@@ -309,12 +313,12 @@ static struct fr_tensor *fr__cpu_new(struct fr_cpu *cpu, bool counted, enum fr_d
 }
 
 static struct fr_tensor *fr__cpu_alloc(void *b, enum fr_dtype dt, int ndim, const int64_t *shape) {
-  return fr__cpu_new(b, true, dt, ndim, shape);
+  return fr__cpu_new(b, FR__ACT, dt, ndim, shape);
 }
 
-static enum fr_status fr__cpu_to_f32(void *b, bool counted, const struct fr_tensor *host,
+static enum fr_status fr__cpu_to_f32(void *b, enum fr__kind kind, const struct fr_tensor *host,
                                      struct fr_tensor **out, struct fr_err *err) {
-  struct fr_tensor *t = fr__cpu_new(b, counted, FR_F32, host->ndim, host->shape);
+  struct fr_tensor *t = fr__cpu_new(b, kind, FR_F32, host->ndim, host->shape);
   if (!t) {
     char s[96];
     return fr_errf(err, FR_E_NOMEM, "out of memory for %s F32 copy of a %s tensor",
@@ -340,7 +344,7 @@ static enum fr_status fr__cpu_weight(void *b, const struct fr_tensor *host, bool
     return FR_OK;
   }
   if (fr_cpu_is_half(host) && host->ndim >= 2) {
-    struct fr_tensor *t = fr__cpu_new(b, true, host->dtype, host->ndim, host->shape);
+    struct fr_tensor *t = fr__cpu_new(b, FR__WEIGHT, host->dtype, host->ndim, host->shape);
     if (!t) {
       char s[96];
       return fr_errf(err, FR_E_NOMEM, "out of memory for a %s %s weight", fr_shape_str(host, s, sizeof s),
@@ -350,31 +354,31 @@ static enum fr_status fr__cpu_weight(void *b, const struct fr_tensor *host, bool
     *out = t;
     return FR_OK;
   }
-  return fr__cpu_to_f32(b, true, host, out, err);
+  return fr__cpu_to_f32(b, FR__WEIGHT, host, out, err);
 }
 
-static enum fr_status fr__cpu_copy(void *b, bool counted, const struct fr_tensor *host,
+static enum fr_status fr__cpu_copy(void *b, enum fr__kind kind, const struct fr_tensor *host,
                                    struct fr_tensor **out, struct fr_err *err) {
   if (host->dtype == FR_I32 || host->dtype == FR_I64) {
-    struct fr_tensor *t = fr__cpu_new(b, counted, host->dtype, host->ndim, host->shape);
+    struct fr_tensor *t = fr__cpu_new(b, kind, host->dtype, host->ndim, host->shape);
     if (!t)
       return fr_errf(err, FR_E_NOMEM, "out of memory for an id tensor copy");
     memcpy(t->data, host->data, fr_tensor_nbytes(host));
     *out = t;
     return FR_OK;
   }
-  return fr__cpu_to_f32(b, counted, host, out, err);
+  return fr__cpu_to_f32(b, kind, host, out, err);
 }
 
 static enum fr_status fr__cpu_upload(void *b, const struct fr_tensor *host, struct fr_tensor **out,
                                      struct fr_err *err) {
-  return fr__cpu_copy(b, true, host, out, err);
+  return fr__cpu_copy(b, FR__ACT, host, out, err);
 }
 
 /* A download is host memory, not the device's: never counted against the budget. */
 static enum fr_status fr__cpu_download(void *b, const struct fr_tensor *t, struct fr_tensor **out,
                                        struct fr_err *err) {
-  return fr__cpu_copy(b, false, t, out, err);
+  return fr__cpu_copy(b, FR__HOST, t, out, err);
 }
 
 /* With a budget (fr_ctx_opts.mem_limit): its counters, every tensor's bytes as asked for. Otherwise the
