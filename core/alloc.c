@@ -8,12 +8,27 @@
 static long fr__fail_at;  /* 0: no injected failure */
 static long fr__alloc_no; /* allocations since fr_alloc_fail_at */
 
+static long fr__fail_once; /* 0: none; else only that allocation fails */
+
 void fr_alloc_fail_at(long n) {
   fr__fail_at = n;
+  fr__fail_once = 0;
+  fr__alloc_no = 0;
+}
+
+void fr_alloc_fail_once(long n) {
+  fr__fail_at = 0;
+  fr__fail_once = n;
   fr__alloc_no = 0;
 }
 
 static int fr__should_fail(void) {
+  if (fr__fail_once > 0) {
+    if (++fr__alloc_no < fr__fail_once)
+      return 0;
+    fr__fail_once = 0;
+    return 1;
+  }
   if (fr__fail_at <= 0)
     return 0;
   return ++fr__alloc_no >= fr__fail_at;

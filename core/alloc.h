@@ -18,6 +18,10 @@ void fr_free(void *p);
 /* Test hook: the n-th allocation from now (1-based) and every later one fail; 0 disables. Not
  * thread-safe by design: set it before a run, from the test's main thread. */
 void fr_alloc_fail_at(long n);
+/* Test hook: only the n-th allocation from now (1-based) fails, the ones after it succeed again (a
+ * transient out-of-memory, for recovery tests); 0 disables. Replaces fr_alloc_fail_at's setting. Same
+ * threading rule. */
+void fr_alloc_fail_once(long n);
 
 /* An arena hands out memory that is freed all at once. Allocations are 16-byte aligned and zeroed.
  * fr_arena_new returns NULL when out of memory; fr_arena_alloc returns NULL when out of memory. */

@@ -28,11 +28,19 @@
 #include "core/bundle.h"
 #include "core/cache.h"
 #include "core/file.h"
+#include "core/reader.h"
 #include "core/signature.h"
 
 struct fr__state {
   char *key;
   void *p;
+  void (*destroy)(void *);
+};
+
+struct fr__hook {
+  char *name;
+  fr_mem_hook_fn fn;
+  void *user;
   void (*destroy)(void *);
 };
 
@@ -54,6 +62,10 @@ struct fr_engine {
   atomic_int cancelled;
   struct fr__state *states;
   int n_states, cap_states;
+  struct fr__hook *hooks; /* memory hooks (fr_node_engine_mem_hook) */
+  int n_hooks, cap_hooks;
+  /* out-of-memory counters (fr_engine_oom_stats) */
+  atomic_ullong oom, oom_retries, oom_recovered, oom_failed, oom_models, oom_bytes;
   uint64_t runs;
 };
 
@@ -83,6 +95,8 @@ struct fr__run {
   const char *graph_dir; /* absolute, resolved on first use */
   const char *bundled;   /* the graph's YAML with its subgraph files inlined (core/bundle.h), on first use */
   const char *out_real;  /* the output folder: absolute, links resolved (made at the start of the run) */
+  bool low_memory;       /* the node runs again after running out of memory (fr_node_low_memory) */
+  bool had_oom;          /* a node ran out of memory: the hooks trim pools at the end of the run */
 };
 
 struct fr_node_ctx {
@@ -227,6 +241,12 @@ void fr_engine_free(struct fr_engine *e) {
     fr_free(e->states[i].key);
   }
   fr_free(e->states);
+  for (int i = e->n_hooks - 1; i >= 0; i--) {
+    if (e->hooks[i].destroy)
+      e->hooks[i].destroy(e->hooks[i].user);
+    fr_free(e->hooks[i].name);
+  }
+  fr_free(e->hooks);
   fr_cache_close(e->cache);
   fr_fp_memo_free(&e->memo);
   for (int i = 0; i < e->n_model_dirs; i++)
@@ -603,7 +623,8 @@ static enum fr_status fr__store(struct fr__run *r, int n, struct fr_err *err) {
   return FR_OK;
 }
 
-static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) {
+/* A node context for node n with its inputs bound (in the run's arena). */
+static enum fr_status fr__node_ctx(struct fr__run *r, int n, struct fr_node_ctx **out, struct fr_err *err) {
   const struct fr_gnode *gn = &r->g->nodes[n];
   const struct fr_node_spec *s = gn->spec;
   struct fr_node_ctx *nc = fr_arena_alloc(r->a, sizeof *nc);
@@ -625,6 +646,31 @@ static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) 
                        s->inputs[i].name);
     }
   }
+  *out = nc;
+  return FR_OK;
+}
+
+/* Reads of model files while a node runs report their progress as load_progress events of that node. */
+static void fr__load_progress(void *user, const char *path, uint64_t done, uint64_t total, double rate) {
+  struct fr_node_ctx *nc = user;
+  const struct fr_gnode *gn = &nc->r->g->nodes[nc->node];
+  struct fr_event ev = {.kind = FR_EV_LOAD_PROGRESS,
+                        .node = gn->id,
+                        .node_type = gn->spec->name,
+                        .path = path,
+                        .bytes = done,
+                        .bytes_total = total,
+                        .bytes_per_s = rate};
+  fr__emit(nc->r->e, &ev);
+}
+
+static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) {
+  const struct fr_gnode *gn = &r->g->nodes[n];
+  const struct fr_node_spec *s = gn->spec;
+  struct fr_node_ctx *nc = NULL;
+  enum fr_status brc = fr__node_ctx(r, n, &nc, err);
+  if (brc != FR_OK)
+    return brc;
   /* Outputs left from an earlier attempt of this run are replaced. */
   for (int o = 0; o < s->n_outputs; o++) {
     fr_value_unref(r->mem[n][o]);
@@ -634,7 +680,9 @@ static enum fr_status fr__execute(struct fr__run *r, int n, struct fr_err *err) 
   struct fr_event ev = {.kind = FR_EV_NODE_START, .node = gn->id, .node_type = s->name, .key = r->hex[n]};
   fr__emit(r->e, &ev);
   double t0 = fr__now_ms();
+  fr_read_set_progress(fr__load_progress, nc);
   enum fr_status rc = s->run ? s->run(nc) : fr_node_fail(nc, FR_E_INTERNAL, "node type has no run function");
+  fr_read_set_progress(NULL, NULL);
   double ms = fr__now_ms() - t0;
   if (rc != FR_OK)
     r->fail_node = n;
@@ -810,6 +858,114 @@ static enum fr_status fr__signatures(struct fr__run *r, struct fr_err *err) {
   return FR_OK;
 }
 
+/* ---- out-of-memory recovery ---- */
+
+static void fr__mem_hooks(struct fr_engine *e, struct fr_node_ctx *nc, enum fr_mem_mode mode,
+                          struct fr_mem_report *rep) {
+  memset(rep, 0, sizeof *rep);
+  struct fr__run none = {.e = e, .fail_node = -1};
+  struct fr_node_ctx nonc = {.r = &none, .node = -1};
+  for (int i = 0; i < e->n_hooks; i++)
+    e->hooks[i].fn(e->hooks[i].user, nc ? nc : &nonc, mode, rep);
+}
+
+static const char *fr__bytes_str(uint64_t b, char *buf, size_t n) {
+  if (b >= (uint64_t)1 << 30)
+    snprintf(buf, n, "%.1f GB", (double)b / (1 << 30));
+  else if (b >= (uint64_t)1 << 20)
+    snprintf(buf, n, "%.1f MB", (double)b / (1 << 20));
+  else
+    snprintf(buf, n, "%.0f KB", (double)b / (1 << 10));
+  return buf;
+}
+
+/* Node n failed with FR_E_NOMEM (message in err): the hooks release what n does not need, and n runs
+ * once more in low-memory mode. A second FR_E_NOMEM fails the run with a message saying what to reduce. */
+static enum fr_status fr__retry_oom(struct fr__run *r, int n, struct fr_err *err) {
+  struct fr_engine *e = r->e;
+  const struct fr_gnode *gn = &r->g->nodes[n];
+  r->had_oom = true;
+  atomic_fetch_add(&e->oom, 1);
+  char first[FR_ERR_MAX];
+  snprintf(first, sizeof first, "%s", err ? err->msg : "out of memory");
+  struct fr_mem_report rep = {0};
+  struct fr_node_ctx *nc = NULL;
+  struct fr_err berr;
+  if (fr__node_ctx(r, n, &nc, &berr) == FR_OK)
+    fr__mem_hooks(e, nc, FR_MEM_RELEASE, &rep);
+  atomic_fetch_add(&e->oom_retries, 1);
+  atomic_fetch_add(&e->oom_models, (unsigned long long)rep.models);
+  atomic_fetch_add(&e->oom_bytes, (unsigned long long)(rep.model_bytes + rep.reserve_bytes));
+  char mb[32], rb[32], msg[FR_ERR_MAX + 512];
+  snprintf(msg, sizeof msg,
+           "%s; released %d cached model%s (%s) and %s of pooled memory, retrying once with low memory "
+           "(VAE decode in tiles, smaller upscale tiles)",
+           first, rep.models, rep.models == 1 ? "" : "s", fr__bytes_str(rep.model_bytes, mb, sizeof mb),
+           fr__bytes_str(rep.reserve_bytes, rb, sizeof rb));
+  struct fr_event ev = {.kind = FR_EV_WARNING, .node = gn->id, .node_type = gn->spec->name, .message = msg};
+  fr__emit(e, &ev);
+  r->low_memory = true;
+  enum fr_status rc = fr__execute(r, n, err);
+  r->low_memory = false;
+  if (rc == FR_OK) {
+    atomic_fetch_add(&e->oom_recovered, 1);
+    return FR_OK;
+  }
+  if (rc != FR_E_NOMEM)
+    return rc;
+  atomic_fetch_add(&e->oom_failed, 1);
+  char again[FR_ERR_MAX];
+  snprintf(again, sizeof again, "%s", err ? err->msg : "out of memory");
+  return fr_errf(err, FR_E_NOMEM,
+                 "%s -- out of memory again after releasing %d cached model%s and retrying with low memory. "
+                 "Reduce what node %s (%s) needs: a smaller image size or batch size, a tiled decode "
+                 "(VAEDecode tile_size), fewer models loaded at once (or a smaller dtype)",
+                 again, rep.models, rep.models == 1 ? "" : "s", gn->id, gn->spec->name);
+}
+
+void fr_engine_oom_stats(const struct fr_engine *e, struct fr_oom_stats *out) {
+  struct fr_engine *m = (struct fr_engine *)e; /* atomics are read, not changed */
+  out->oom = atomic_load(&m->oom);
+  out->retries = atomic_load(&m->oom_retries);
+  out->recovered = atomic_load(&m->oom_recovered);
+  out->failed = atomic_load(&m->oom_failed);
+  out->released_models = atomic_load(&m->oom_models);
+  out->released_bytes = atomic_load(&m->oom_bytes);
+}
+
+void fr_engine_memory(struct fr_engine *e, struct fr_mem_report *out) {
+  fr__mem_hooks(e, NULL, FR_MEM_QUERY, out);
+}
+
+void fr_engine_mem_hook(struct fr_engine *e, const char *name, fr_mem_hook_fn fn, void *user,
+                        void (*destroy)(void *)) {
+  for (int i = 0; i < e->n_hooks; i++)
+    if (strcmp(e->hooks[i].name, name) == 0) {
+      if (e->hooks[i].destroy && e->hooks[i].user != user)
+        e->hooks[i].destroy(e->hooks[i].user);
+      e->hooks[i].fn = fn;
+      e->hooks[i].user = user;
+      e->hooks[i].destroy = destroy;
+      return;
+    }
+  char *k = fr_strdup(name);
+  if (k && e->n_hooks == e->cap_hooks) {
+    int cap = e->cap_hooks ? 2 * e->cap_hooks : 4;
+    struct fr__hook *nh = fr_realloc(e->hooks, (size_t)cap * sizeof *nh);
+    if (nh) {
+      e->hooks = nh;
+      e->cap_hooks = cap;
+    }
+  }
+  if (!k || e->n_hooks == e->cap_hooks) { /* out of memory: no hook (recovery then frees less) */
+    fr_free(k);
+    if (destroy)
+      destroy(user);
+    return;
+  }
+  e->hooks[e->n_hooks++] = (struct fr__hook){k, fn, user, destroy};
+}
+
 static enum fr_status fr__run_body(struct fr__run *r, struct fr_err *err) {
   const struct fr_graph *g = r->g;
   bool any_root = false;
@@ -852,6 +1008,8 @@ static enum fr_status fr__run_body(struct fr__run *r, struct fr_err *err) {
         }
       } else {
         rc = fr__execute(r, n, err);
+        if (rc == FR_E_NOMEM && r->fail_node == n && !r->done[n] && !atomic_load(&r->e->cancelled))
+          rc = fr__retry_oom(r, n, err);
       }
       if (rc != FR_OK)
         return rc;
@@ -896,6 +1054,10 @@ enum fr_status fr_engine_run(struct fr_engine *e, const struct fr_graph *g, stru
     fr__emit(e, &ev);
   }
   fr_arena_free(r.a);
+  if (r.had_oom) { /* the next run starts from empty pools */
+    struct fr_mem_report rep;
+    fr__mem_hooks(e, NULL, FR_MEM_TRIM, &rep);
+  }
   /* The LRU stamps of what this run read, in one short transaction if nobody else writes now. */
   fr_cache_flush(e->cache);
   struct fr_event done = {.kind = FR_EV_RUN_DONE,
@@ -1141,4 +1303,38 @@ void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (
     return;
   }
   e->states[e->n_states++] = (struct fr__state){k, p, destroy};
+}
+
+void fr_node_engine_each(struct fr_node_ctx *nc, const char *prefix,
+                         void (*fn)(void *user, const char *key, void *p), void *user) {
+  struct fr_engine *e = nc->r->e;
+  size_t pl = strlen(prefix);
+  for (int i = 0; i < e->n_states; i++)
+    if (e->states[i].p && strncmp(e->states[i].key, prefix, pl) == 0)
+      fn(user, e->states[i].key, e->states[i].p);
+}
+
+void fr_node_engine_mem_hook(struct fr_node_ctx *nc, const char *name, fr_mem_hook_fn fn, void *user,
+                             void (*destroy)(void *)) {
+  fr_engine_mem_hook(nc->r->e, name, fn, user, destroy);
+}
+
+bool fr_node_low_memory(struct fr_node_ctx *nc) {
+  return nc->r->low_memory;
+}
+
+int fr_node_input_count(struct fr_node_ctx *nc) {
+  return nc->node < 0 ? 0 : nc->r->g->nodes[nc->node].spec->n_inputs;
+}
+
+const struct fr_value *fr_in_at(struct fr_node_ctx *nc, int i) {
+  return i < 0 || i >= fr_node_input_count(nc) ? NULL : nc->in[i];
+}
+
+const char *fr_in_pin(struct fr_node_ctx *nc, const char *name) {
+  int i = fr__in_idx(nc, name);
+  if (i < 0)
+    return NULL;
+  const struct fr_binding *b = &nc->r->g->nodes[nc->node].inputs[i];
+  return b->kind == FR_BIND_LITERAL ? b->pin : NULL;
 }

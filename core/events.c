@@ -53,6 +53,13 @@ void fr_event_json(struct fr_buf *b, const struct fr_event *ev) {
     fr__json_field(b, "path", ev->path);
     fr_buf_puts(b, ev->written ? ",\"written\":true}" : ",\"written\":false}");
     break;
+  case FR_EV_LOAD_PROGRESS:
+    fr_buf_puts(b, "{\"event\":\"load_progress\"");
+    fr__json_node(b, ev);
+    fr__json_field(b, "path", ev->path);
+    fr_buf_printf(b, ",\"bytes\":%llu,\"total\":%llu,\"bytes_per_s\":%.0f}", (unsigned long long)ev->bytes,
+                  (unsigned long long)ev->bytes_total, ev->bytes_per_s);
+    break;
   case FR_EV_INFO:
     fr_buf_puts(b, "{\"event\":\"info\"");
     fr__json_node(b, ev);
@@ -204,6 +211,21 @@ void fr_events_display(void *user, const struct fr_event *ev) {
     fr__close_line(d);
     fprintf(f, "  %s  %s\n", ev->written ? "wrote " : "exists", ev->path);
     break;
+  case FR_EV_LOAD_PROGRESS: {
+    const char *base = ev->path ? strrchr(ev->path, '/') : NULL;
+    base = base ? base + 1 : ev->path ? ev->path : "?";
+    double mb = 1024.0 * 1024.0;
+    int pct = ev->bytes_total ? (int)(ev->bytes * 100 / ev->bytes_total) : 100;
+    if (d->tty) {
+      fprintf(f, "\r\033[K  [%d/%d]   %s (%s) reading %s %d%% of %.1f MB, %.0f MB/s", d->done + 1, d->planned,
+              ev->node, ev->node_type, base, pct, (double)ev->bytes_total / mb, ev->bytes_per_s / mb);
+      d->line_open = true;
+    } else {
+      fprintf(f, "  read    %s (%s) %s %.1f/%.1f MB (%.0f MB/s)\n", ev->node, ev->node_type, base,
+              (double)ev->bytes / mb, (double)ev->bytes_total / mb, ev->bytes_per_s / mb);
+    }
+    break;
+  }
   case FR_EV_INFO:
     fr__close_line(d);
     fprintf(f, "flowrun: %s\n", ev->message);

@@ -7,6 +7,8 @@
  *   {"event":"node_cached","node":ID,"type":T,"key":HEX}            ,"from":"shared": from the shared tier
  *   {"event":"node_start","node":ID,"type":T,"key":HEX}
  *   {"event":"progress","node":ID,"type":T,"step":I,"steps":N}
+ *   {"event":"load_progress","node":ID,"type":T,"path":P,"bytes":N,"total":N,"bytes_per_s":R}  model file
+ * read
  *   {"event":"node_done","node":ID,"type":T,"ms":MS}
  *   {"event":"output","node":ID,"type":T,"path":P,"written":B}  P absolute; B false: cached, already there
  *   {"event":"warning","message":M}

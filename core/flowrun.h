@@ -33,6 +33,9 @@ enum fr_event_kind {
                         with the content recorded when it was written */
   FR_EV_WARNING,     /* message: something that is not an error (a corrupt cache entry recomputed) */
   FR_EV_INFO,        /* node, message: what a node is doing that takes a while (loading a model file) */
+  /* node, path, bytes, bytes_total, bytes_per_s: reading a model file (core/reader.h), at most every 250 ms
+   * and once when the file is read */
+  FR_EV_LOAD_PROGRESS,
 };
 
 struct fr_event {
@@ -49,6 +52,9 @@ struct fr_event {
   const char *key; /* node_cached / node_start: the node's signature, 32 hex digits */
   const char *from; /* node_cached: "shared" when an output came from the shared tier, else NULL */
   bool written;    /* output: written by this run (see FR_EV_OUTPUT) */
+  /* load_progress: bytes of path read so far, of its data in all, and the rate since the read began */
+  uint64_t bytes, bytes_total;
+  double bytes_per_s;
 };
 
 typedef void (*fr_event_fn)(void *user, const struct fr_event *ev);
@@ -127,5 +133,25 @@ enum fr_status fr_engine_run(struct fr_engine *e, const struct fr_graph *g, stru
 void fr_engine_cancel(struct fr_engine *e);
 
 const struct fr_registry *fr_engine_registry(const struct fr_engine *e);
+
+/* Out-of-memory recovery counters since the engine was made (core/node.h: "out-of-memory recovery").
+ * oom: node failures with FR_E_NOMEM; retries: of those, retried after the memory hooks released memory
+ * (each failure is retried once); recovered: retries that succeeded; failed: retries that ran out of
+ * memory again (the run failed); released_models / released_bytes: what the hooks reported freeing.
+ * Thread-safe: may be read while a run goes on (a metrics endpoint). */
+struct fr_oom_stats {
+  uint64_t oom, retries, recovered, failed;
+  uint64_t released_models, released_bytes;
+};
+void fr_engine_oom_stats(const struct fr_engine *e, struct fr_oom_stats *out);
+
+/* What the engine's memory hooks hold now (FR_MEM_QUERY): cached models, their bytes, pool and scratch
+ * bytes. Not thread-safe with a run: call it between runs or from the engine's event listener. */
+void fr_engine_memory(struct fr_engine *e, struct fr_mem_report *out);
+
+/* Registers a memory hook (core/node.h: fr_node_engine_mem_hook) from outside a node: an embedding
+ * program holding memory of its own that it can give back when a run runs out. */
+void fr_engine_mem_hook(struct fr_engine *e, const char *name, fr_mem_hook_fn fn, void *user,
+                        void (*destroy)(void *));
 
 #endif

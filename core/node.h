@@ -145,7 +145,15 @@ const char *fr_in_str(struct fr_node_ctx *nc, const char *name); /* STRING and E
 const struct fr_value *fr_in(struct fr_node_ctx *nc, const char *name);
 /* For FR_IN_FILE / FR_IN_MODEL_FILE inputs: the resolved absolute path (NULL if unset). */
 const char *fr_in_path(struct fr_node_ctx *nc, const char *name);
+/* The pin of a model file input given as {file, sha256} (10 or 64 lowercase hex digits, core/pins.h), or
+ * NULL. The engine checked it when it made the run's signatures; a loader that reads the file later passes
+ * it on (fr_st_open_ex) so the bytes it uses are the bytes that match. */
+const char *fr_in_pin(struct fr_node_ctx *nc, const char *name);
 
+/* The node's inputs by position (its spec's order): how many, and the value of each (NULL when unset). For
+ * code that looks at every input without knowing the node type (a memory hook keeping what a node needs). */
+int fr_node_input_count(struct fr_node_ctx *nc);
+const struct fr_value *fr_in_at(struct fr_node_ctx *nc, int i);
 /* Sets output idx; takes the caller's reference to v (also on failure). */
 enum fr_status fr_out_set(struct fr_node_ctx *nc, int idx, struct fr_value *v);
 
@@ -190,5 +198,40 @@ void fr_node_info(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((f
 /* Engine-wide state a node type keeps across runs (e.g. loaded models), by key; NULL if absent. */
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key);
 void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (*destroy)(void *));
+/* Calls fn(user, key, p) for every engine-wide state whose key starts with prefix and whose value is not
+ * NULL, in the order they were first set. fn may replace the value of the key it is given (with
+ * fr_node_engine_set, e.g. to NULL to drop a cached model) but must not set other keys. */
+void fr_node_engine_each(struct fr_node_ctx *nc, const char *prefix,
+                         void (*fn)(void *user, const char *key, void *p), void *user);
+
+/* ---- out-of-memory recovery (docs/oom-and-loading.md) ----
+ * When a node fails with FR_E_NOMEM (host or device memory), the engine asks every memory hook to
+ * release what it can (FR_MEM_RELEASE: cached models the failing node does not need, and the pools and
+ * scratch buffers of the compute contexts), then runs the node once more with fr_node_low_memory true.
+ * A node that can work in less memory does so then (VAEDecode decodes in tiles). A second failure fails
+ * the run with a message saying what to reduce. After a run that ran out of memory the hooks are asked to
+ * FR_MEM_TRIM (empty pools and scratch, keep models), so the next run starts from a clean pool. */
+enum fr_mem_mode {
+  FR_MEM_QUERY,   /* report what is held (models, model_bytes, reserve_bytes); change nothing */
+  FR_MEM_RELEASE, /* drop cached models nc's node does not need, empty pools; report what was freed */
+  FR_MEM_TRIM,    /* empty pools and scratch (keep models); report what was freed */
+};
+struct fr_mem_report {
+  int models;             /* cached models held (QUERY) or dropped (RELEASE) */
+  uint64_t model_bytes;   /* their size in bytes, as far as the hook can tell (host heap + device) */
+  uint64_t reserve_bytes; /* pool caches and scratch buffers held (QUERY) or emptied */
+};
+/* A hook adds its numbers to *rep. For FR_MEM_RELEASE nc is the failing node (its inputs are readable
+ * with fr_in). In every mode nc reaches the engine's state (fr_node_engine_get/set/each); for QUERY and
+ * TRIM it stands for no node, so only those three may be called with it. */
+typedef void (*fr_mem_hook_fn)(void *user, struct fr_node_ctx *nc, enum fr_mem_mode mode,
+                               struct fr_mem_report *rep);
+/* Registers a memory hook for this engine under name; registering a name again replaces its fn and user.
+ * The hook stays until the engine is freed (destroy, when not NULL, is then called on user). */
+void fr_node_engine_mem_hook(struct fr_node_ctx *nc, const char *name, fr_mem_hook_fn fn, void *user,
+                             void (*destroy)(void *));
+/* True while the node runs again after running out of memory: use less memory than usual, even if
+ * slower or slightly different (VAEDecode decodes in tiles, upscalers use smaller tiles). */
+bool fr_node_low_memory(struct fr_node_ctx *nc);
 
 #endif

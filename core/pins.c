@@ -89,8 +89,12 @@ enum fr_status fr_pin_file_sha256(struct fr_cache *cache, struct fr_fp_memo *mem
   if (!real)
     return fr_errf(err, FR_E_IO, "%s: cannot resolve the path: %s", path, strerror(errno));
   long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+  long long ctime_ns = (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
   char key[4200];
-  snprintf(key, sizeof key, "sha256|%s|%lld|%lld", real, (long long)st.st_size, mtime_ns);
+  /* the inode and the change time too: a file replaced (rename) or rewritten with its size and mtime put
+   * back (touch -r, cp -p) is another version; ctime cannot be set back */
+  snprintf(key, sizeof key, "sha256|%s|%lld|%lld|%llu|%lld", real, (long long)st.st_size, mtime_ns,
+           (unsigned long long)st.st_ino, ctime_ns);
   free(real);
   if (fr__memo_get2(memo, key, out))
     return FR_OK;

@@ -3,9 +3,10 @@
  * digits (Civitai's and A1111's "AutoV2" short hash).
  *
  * SHA-256s of files are memoised like the cache's XXH3 fingerprints: in the cache's kv table under
- * "sha256|<absolute path>|<size>|<mtime ns>" when a cache is open, and in the process's fingerprint memo,
- * so a file version is hashed once. That memo is also the index of the model folders that finding a file
- * by hash and `flowrun models --hash` use: a folder is hashed once, then only its new or changed files. */
+ * "sha256|<absolute path>|<size>|<mtime ns>|<inode>|<ctime ns>" when a cache is open, and in the process's
+ * fingerprint memo, so a file version is hashed once. That memo is also the index of the model folders that
+ * finding a file by hash and `flowrun models --hash` use: a folder is hashed once, then only its new or
+ * changed files. */
 #ifndef FR_PINS_H
 #define FR_PINS_H
 
@@ -45,5 +46,50 @@ enum fr_status fr_pin_index(const char *const *dirs, int n_dirs, bool hash, stru
  * fr_strdup'd (the caller fr_frees it). FR_E_NOTFOUND when none does. */
 enum fr_status fr_pin_find(const char *const *dirs, int n_dirs, struct fr_cache *cache,
                            struct fr_fp_memo *memo, const char *pin, char **out, struct fr_err *err);
+
+/* ------------------------------------------------------------------ pinning a graph's text */
+
+struct fr_graph;
+struct fr_load_opts;
+
+/* What fr_pin_rewrite did with one model-file input of the graph's own nodes (in file order). */
+enum fr_pin_state {
+  FR_PIN_PINNED,     /* resolved and hashed: the text now has {file: NAME, sha256: HEX} there */
+  FR_PIN_ALREADY,    /* it was a pin already (sha256 is the pin as written, normalised) */
+  FR_PIN_NOT_FOUND,  /* no such file in the model folders (only when loaded with require_files false) */
+  FR_PIN_UNPINNABLE, /* the name is not one scalar on one line (an alias, a block scalar): left alone */
+};
+
+struct fr_pin_item {
+  enum fr_pin_state state;
+  const char *node, *input; /* node id and input name */
+  const char *param;        /* the value was $param: the pin went into that param's default; else NULL */
+  const char *file;         /* the file name as written (may be empty) */
+  const char *path;         /* PINNED, ALREADY: the resolved file; else NULL */
+  const char *sha256;       /* PINNED: 64 hex digits; ALREADY: the pin (10 or 64); else NULL */
+  int line, col;            /* where the name (or the value) is in the text, 1-based */
+};
+
+struct fr_pin_result {
+  char *text; /* the pinned YAML (NUL-terminated); the input text itself when nothing was pinned */
+  size_t len;
+  struct fr_pin_item *items;
+  int n_items, n_pinned;
+  struct fr_arena *arena; /* owns text, items and their strings */
+};
+
+/* Pins every model file that graph g's own nodes and top-level params name by plain file name: the
+ * scalar in g->yaml becomes {file: NAME, sha256: HEX} (a $param value pins the param's default), and
+ * nothing else of the text changes (comments, layout, quotes). g must have been loaded from its text
+ * with opts; files are hashed through opts->cache / opts->memo (fr_pin_file_sha256), and the rewritten
+ * text must load again with opts (a check of the edit). out->items says what happened to each input,
+ * also when an error is returned after some were looked at. Errors: FR_E_IO naming a file that cannot be
+ * hashed, FR_E_INVALID "the pinned graph does not load (a bug): ...", FR_E_NOMEM. Free out with
+ * fr_pin_result_free, whatever the status. */
+enum fr_status fr_pin_rewrite(const struct fr_graph *g, const struct fr_load_opts *opts,
+                              struct fr_pin_result *out, struct fr_err *err);
+void fr_pin_result_free(struct fr_pin_result *r);
+/* "pinned", "already pinned", "not found", "not pinnable" */
+const char *fr_pin_state_str(enum fr_pin_state s);
 
 #endif

@@ -18,6 +18,9 @@
 
 #include "core/alloc.h"
 #include "core/json.h"
+#include "core/pins.h"
+#include "core/reader.h"
+#include "core/sha256.h"
 
 /* A header larger than this is refused before it is parsed: the biggest real checkpoints have headers
  * of a few MiB, so anything larger is a corrupt length field (the reference implementation uses the
@@ -97,7 +100,8 @@ static bool fr__json_uint(const struct fr_json *v, int64_t *out) {
 
 /* Validates one header entry and fills e (data pointer set by the caller once offsets are checked). */
 static enum fr_status fr__st_entry(struct fr_safetensors *st, const char *name, const struct fr_json *v,
-                                   size_t data_len, struct fr_st_entry *e, struct fr_err *err) {
+                                   size_t data_len, size_t data_off, bool file, struct fr_st_entry *e,
+                                   struct fr_err *err) {
   const char *p = st->path;
   e->name = name;
   if (v->type != FR_JSON_OBJECT)
@@ -139,15 +143,25 @@ static enum fr_status fr__st_entry(struct fr_safetensors *st, const char *name, 
   if (begin > end)
     return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: data_offsets begin %lld > end %lld", p, name,
                    (long long)begin, (long long)end);
-  if ((uint64_t)end > data_len)
+  if ((uint64_t)end > data_len) {
+    if (file) /* a file: the offsets were written for more bytes than there are */
+      return fr_errf(err, FR_E_FORMAT,
+                     "%s: truncated: tensor %s ends at offset %llu, file has %zu bytes (an interrupted "
+                     "download or copy? fetch the file again)",
+                     p, name, (unsigned long long)((uint64_t)end + data_off), data_len + data_off);
     return fr_errf(err, FR_E_FORMAT,
                    "%s: tensor %s: data_offsets [%lld, %lld] outside the data area (%zu bytes)", p, name,
                    (long long)begin, (long long)end, data_len);
+  }
   if ((uint64_t)(end - begin) != nbytes) {
     char sh[96];
-    return fr_errf(err, FR_E_FORMAT, "%s: tensor %s: %s %s needs %llu bytes, data_offsets give %lld", p, name,
-                   fr_dtype_name(e->dtype), fr_shape_str_dims(e->ndim, e->shape, sh, sizeof sh),
-                   (unsigned long long)nbytes, (long long)(end - begin));
+    return fr_errf(err, FR_E_FORMAT,
+                   "%s: tensor %s: %s %s needs %llu bytes, data_offsets give %lld (offsets %llu..%llu of the "
+                   "file)",
+                   p, name, fr_dtype_name(e->dtype), fr_shape_str_dims(e->ndim, e->shape, sh, sizeof sh),
+                   (unsigned long long)nbytes, (long long)(end - begin),
+                   (unsigned long long)((uint64_t)begin + data_off),
+                   (unsigned long long)((uint64_t)end + data_off));
   }
   e->offset = (size_t)begin;
   e->nbytes = (size_t)nbytes;
@@ -167,7 +181,7 @@ static int fr__cmp_span(const void *a, const void *b) {
 
 /* Refuses two tensors sharing bytes. After sorting by begin, an entry overlaps an earlier one exactly
  * when it begins before the furthest end seen so far. Empty tensors occupy no bytes. */
-static enum fr_status fr__st_check_overlap(struct fr_safetensors *st, struct fr_err *err) {
+static enum fr_status fr__st_check_overlap(struct fr_safetensors *st, size_t data_off, struct fr_err *err) {
   if (st->n < 2)
     return FR_OK;
   struct fr__span *sp = fr_malloc(sizeof *sp * (size_t)st->n);
@@ -181,8 +195,9 @@ static enum fr_status fr__st_check_overlap(struct fr_safetensors *st, struct fr_
   for (int k = 1; k < st->n; k++) {
     if (sp[k].end > sp[k].begin && sp[k].begin < sp[far].end) {
       const struct fr_st_entry *a = &st->entries[sp[far].idx], *b = &st->entries[sp[k].idx];
-      rc = fr_errf(err, FR_E_FORMAT, "%s: tensor %s: data [%zu, %zu) overlaps tensor %s [%zu, %zu)", st->path,
-                   b->name, sp[k].begin, sp[k].end, a->name, sp[far].begin, sp[far].end);
+      rc = fr_errf(err, FR_E_FORMAT,
+                   "%s: tensor %s: data [%zu, %zu) overlaps tensor %s [%zu, %zu) (data area from offset %zu)",
+                   st->path, b->name, sp[k].begin, sp[k].end, a->name, sp[far].begin, sp[far].end, data_off);
       break;
     }
     if (sp[k].end > sp[far].end)
@@ -192,11 +207,9 @@ static enum fr_status fr__st_check_overlap(struct fr_safetensors *st, struct fr_
   return rc;
 }
 
-enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct fr_safetensors **out,
-                           struct fr_err *err) {
-  *out = NULL;
-  what = fr__what(what);
-  const unsigned char *b = buf;
+/* The header length of the first 8 bytes b of a file or buffer of len bytes, checked. */
+static enum fr_status fr__st_hlen(const unsigned char *b, size_t len, const char *what, uint64_t *out,
+                                  struct fr_err *err) {
   if (len < 8)
     return fr_errf(err, FR_E_FORMAT, "%s: %zu bytes, too short for a safetensors header", what, len);
   uint64_t hlen = 0;
@@ -211,8 +224,22 @@ enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct
     return fr_errf(err, FR_E_FORMAT,
                    "%s: header length %llu past the end of the file (%zu bytes; truncated?)", what,
                    (unsigned long long)hlen, len);
-  size_t data_len = len - 8 - (size_t)hlen;
-  const unsigned char *data = b + 8 + hlen;
+  *out = hlen;
+  return FR_OK;
+}
+
+/* Parses and validates the header in b (its first 8 + hlen bytes must be there) of a file or buffer of len
+ * bytes in all. data: where the data area is in memory (NULL: not yet; fr__st_set_data later). file: the
+ * messages speak of a file (truncation). */
+static enum fr_status fr__st_parse(const unsigned char *b, size_t len, const unsigned char *data,
+                                   const char *what, bool file, struct fr_safetensors **out,
+                                   struct fr_err *err) {
+  *out = NULL;
+  uint64_t hlen = 0;
+  enum fr_status hrc = fr__st_hlen(b, len, what, &hlen, err);
+  if (hrc)
+    return hrc;
+  size_t data_len = len - 8 - (size_t)hlen, data_off = 8 + (size_t)hlen;
 
   struct fr_arena *a = fr_arena_new(0);
   struct fr_safetensors *st = a ? fr_arena_alloc(a, sizeof *st) : NULL;
@@ -225,7 +252,7 @@ enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct
   struct fr_json *root = NULL;
   rc = fr_json_parse(a, (const char *)b + 8, (size_t)hlen, 8, &root, err);
   if (rc) {
-    fr_err_prefix(err, rc, "%s: header: ", what);
+    fr_err_prefix(err, rc, "%s: header (JSON from file offset 8): ", what);
     goto fail;
   }
   if (root->type != FR_JSON_OBJECT) {
@@ -265,13 +292,13 @@ enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct
       continue;
     }
     struct fr_st_entry *e = &st->entries[st->n];
-    rc = fr__st_entry(st, name, v, data_len, e, err);
+    rc = fr__st_entry(st, name, v, data_len, data_off, file, e, err);
     if (rc)
       goto fail;
-    e->data = data + e->offset;
+    e->data = data ? data + e->offset : NULL;
     st->n++;
   }
-  if ((rc = fr__st_index_build(st, err)) || (rc = fr__st_check_overlap(st, err)))
+  if ((rc = fr__st_index_build(st, err)) || (rc = fr__st_check_overlap(st, data_off, err)))
     goto fail;
   *out = st;
   return FR_OK;
@@ -280,8 +307,26 @@ fail:
   return rc;
 }
 
-enum fr_status fr_st_open(const char *path, struct fr_safetensors **out, struct fr_err *err) {
+enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct fr_safetensors **out,
+                           struct fr_err *err) {
+  what = fr__what(what);
+  uint64_t hlen = 0;
+  enum fr_status rc = fr__st_hlen(buf, len, what, &hlen, err);
+  if (rc)
+    return rc;
+  return fr__st_parse(buf, len, (const unsigned char *)buf + 8 + hlen, what, false, out, err);
+}
+
+static void fr__sha_chunk(void *user, const void *data, size_t len) {
+  fr_sha256_update(user, data, len);
+}
+
+enum fr_status fr_st_open_ex(const char *path, const struct fr_st_open_opts *o, struct fr_safetensors **out,
+                             struct fr_err *err) {
   *out = NULL;
+  static const struct fr_st_open_opts defaults = {0};
+  if (!o)
+    o = &defaults;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return fr_errf(err, errno == ENOENT ? FR_E_NOTFOUND : FR_E_IO, "%s: cannot open: %s", path,
@@ -297,23 +342,66 @@ enum fr_status fr_st_open(const char *path, struct fr_safetensors **out, struct 
     return fr_errf(err, FR_E_IO, "%s: not a regular file", path);
   }
   size_t size = (size_t)sb.st_size;
-  if (size < 8) {
-    close(fd);
-    return fr_errf(err, FR_E_FORMAT, "%s: %zu bytes, too short for a safetensors header", path, size);
+  /* The header through the retrying reader, checked against the file's size before anything is mapped:
+   * a truncated file is reported here, never found as a SIGBUS on a mapped page past its end. */
+  unsigned char len8[8];
+  uint64_t hlen = 0;
+  enum fr_status rc =
+      size < 8 ? fr_errf(err, FR_E_FORMAT, "%s: %zu bytes, too short for a safetensors header", path, size)
+               : fr_read_at(fd, path, len8, 8, 0, err);
+  if (!rc)
+    rc = fr__st_hlen(len8, size, path, &hlen, err);
+  unsigned char *hdr = rc ? NULL : fr_malloc(8 + (size_t)hlen);
+  if (!rc && !hdr)
+    rc = fr_errf(err, FR_E_NOMEM, "%s: out of memory for a %llu-byte header", path, (unsigned long long)hlen);
+  if (!rc) {
+    memcpy(hdr, len8, 8);
+    rc = fr_read_at(fd, path, hdr + 8, (size_t)hlen, 8, err);
   }
-  void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
+  struct fr_safetensors *st = NULL;
+  if (!rc)
+    rc = fr__st_parse(hdr, size, NULL, path, true, &st, err);
+  /* The verifying pass: every data byte read through the reader (retried where the disk fails
+   * transiently; the pages are then in the page cache) and, with a pin, hashed in the same pass. */
+  struct fr_sha256 sha;
+  if (!rc && o->sha256)
+    fr_sha256_init(&sha);
+  if (!rc && o->sha256)
+    fr_sha256_update(&sha, hdr, 8 + (size_t)hlen);
+  fr_free(hdr);
+  if (!rc && (!o->no_verify || o->sha256))
+    rc = fr_read_pass(fd, path, 8 + hlen, size - 8 - hlen, o->sha256 ? fr__sha_chunk : NULL, &sha, err);
+  if (!rc && o->sha256) {
+    char hex[65];
+    fr_sha256_final_hex(&sha, hex);
+    if (!fr_pin_matches(o->sha256, hex))
+      rc = fr_errf(err, FR_E_INVALID,
+                   "%s: its sha256 is %s, but the graph pins %s: the file changed (or is another file) since "
+                   "it was checked",
+                   path, hex, o->sha256);
+  }
+  void *map = MAP_FAILED;
+  if (!rc) {
+    map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED)
+      rc = fr_errf(err, FR_E_IO, "%s: cannot map: %s", path, strerror(errno));
+  }
   close(fd); /* the mapping keeps the file alive */
-  if (map == MAP_FAILED)
-    return fr_errf(err, FR_E_IO, "%s: cannot map: %s", path, strerror(e));
-  enum fr_status rc = fr_st_parse(map, size, path, out, err);
   if (rc) {
-    munmap(map, size);
+    fr_st_close(st);
     return rc;
   }
-  (*out)->map = map;
-  (*out)->map_size = size;
+  const unsigned char *data = (const unsigned char *)map + 8 + hlen;
+  for (int i = 0; i < st->n; i++)
+    st->entries[i].data = data + st->entries[i].offset;
+  st->map = map;
+  st->map_size = size;
+  *out = st;
   return FR_OK;
+}
+
+enum fr_status fr_st_open(const char *path, struct fr_safetensors **out, struct fr_err *err) {
+  return fr_st_open_ex(path, NULL, out, err);
 }
 
 void fr_st_close(struct fr_safetensors *st) {

@@ -9,6 +9,7 @@
 #ifndef FR_SAFETENSORS_H
 #define FR_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,19 +39,34 @@ struct fr_safetensors {
   void *index; /* name lookup */
 };
 
-/* mmaps path read-only and validates it. FR_E_IO when it cannot be opened, FR_E_FORMAT when it is not
- * a valid safetensors file (err names the file and, where it applies, the tensor). */
+/* Opens path: reads its header through the retrying reader (core/reader.h), validates it against the
+ * file's size, reads the data once through the reader (a verifying pass: transient read errors retried,
+ * the pages left in the page cache), then mmaps it read-only. FR_E_NOTFOUND / FR_E_IO when it cannot be
+ * opened or read ("PATH: read error at offset X after N attempts: ..."), FR_E_FORMAT when it is not a
+ * valid safetensors file (err names the file and, where it applies, the tensor and the offset); a file
+ * shorter than its header says is "PATH: truncated: tensor NAME ends at offset X, file has Y bytes".
+ * Progress of the verifying pass goes to this thread's read listener (fr_read_set_progress). A file
+ * truncated by someone else AFTER it was opened can still fault when a mapped page is read. */
 enum fr_status fr_st_open(const char *path, struct fr_safetensors **out, struct fr_err *err);
+struct fr_st_open_opts {
+  /* skip the verifying pass (the data is only mapped; faster for a file read in part) */
+  bool no_verify;
+  /* a pin (10 or 64 lowercase hex digits): the verifying pass hashes the whole file and it must match
+   * (FR_E_INVALID naming both), so the bytes mapped are the bytes checked */
+  const char *sha256;
+};
+enum fr_status fr_st_open_ex(const char *path, const struct fr_st_open_opts *o, struct fr_safetensors **out,
+                             struct fr_err *err);
+/* The same over a buffer the caller keeps alive while the result is used. */
+enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct fr_safetensors **out,
+                           struct fr_err *err);
+void fr_st_close(struct fr_safetensors *st); /* NULL is fine */
 /* Tells the kernel this process is done with entry e's bytes for now: the whole pages of a mapped file that
  * lie inside e's data leave the process's resident set (MADV_DONTNEED on a read-only private mapping: a
  * later read faults them in again from the file, so nothing is lost). Called after a loader has copied or
  * converted a tensor, so the file's pages are not kept resident beside the copy. A no-op for buffers
  * (fr_st_parse) and where madvise is unavailable; never fails. */
 void fr_st_release(const struct fr_safetensors *st, const struct fr_st_entry *e);
-/* The same over a buffer the caller keeps alive while the result is used. */
-enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct fr_safetensors **out,
-                           struct fr_err *err);
-void fr_st_close(struct fr_safetensors *st); /* NULL is fine */
 
 const struct fr_st_entry *fr_st_find(const struct fr_safetensors *st, const char *name);
 const char *fr_st_meta(const struct fr_safetensors *st, const char *key); /* NULL if absent */

@@ -125,8 +125,12 @@ enum fr_status fr_file_fingerprint(struct fr_sig_ctx *ctx, const char *path, str
   if (!S_ISREG(st.st_mode))
     return fr_errf(err, FR_E_IO, "%s: not a regular file", path);
   long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+  long long ctime_ns = (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
   char memo_key[4200];
-  snprintf(memo_key, sizeof memo_key, "fp|%s|%lld|%lld", path, (long long)st.st_size, mtime_ns);
+  /* inode and change time too: a file replaced, or rewritten with its size and mtime put back, is hashed
+   * again (ctime cannot be set back) */
+  snprintf(memo_key, sizeof memo_key, "fp|%s|%lld|%lld|%llu|%lld", path, (long long)st.st_size, mtime_ns,
+           (unsigned long long)st.st_ino, ctime_ns);
 
   const struct fr_key *hit = fr_fp_memo_get(ctx->memo, memo_key);
   if (hit) {

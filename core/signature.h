@@ -28,8 +28,8 @@
 #include "core/graph.h"
 #include "core/status.h"
 
-/* Memoised file fingerprints: in the cache's kv table under "path|size|mtime_ns" when a cache is
- * given, otherwise in this in-memory table (so a 7 GB checkpoint is hashed once per process). */
+/* Memoised file fingerprints: in the cache's kv table under "fp|path|size|mtime_ns|inode|ctime_ns" when a
+ * cache is given, otherwise in this in-memory table (so a 7 GB checkpoint is hashed once per process). */
 struct fr_fp_memo {
   int n, cap;
   char **keys;
@@ -57,7 +57,8 @@ struct fr_sig_ctx {
 
 /* XXH3-128 of the bytes of the file at path, read now (not memoised). FR_E_IO naming the path. */
 enum fr_status fr_file_hash(const char *path, struct fr_key *out, struct fr_err *err);
-/* The content fingerprint of a file: XXH3-128 of its bytes, memoised by path, size and mtime.
+/* The content fingerprint of a file: XXH3-128 of its bytes, memoised by path, size, mtime, inode and
+ * change time (a file rewritten with its size and mtime put back is hashed again).
  * FR_E_IO naming the path when it cannot be read. */
 enum fr_status fr_file_fingerprint(struct fr_sig_ctx *ctx, const char *path, struct fr_key *out,
                                    struct fr_err *err);

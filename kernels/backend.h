@@ -129,6 +129,10 @@ struct fr_backend {
   enum fr_status (*record_end)(void *bctx, void **graph, struct fr_err *err);
   enum fr_status (*graph_replay)(void *bctx, void *graph, struct fr_err *err);
   void (*graph_free)(void *bctx, void *graph);
+  /* Memory the context keeps for reuse but does not use now (kernels/ops.h: fr_ctx_reserve_bytes): the
+   * pool's cached blocks, scratch buffers. release: give it back (to the driver, the heap) and return how
+   * much was given back. NULL: the backend keeps nothing aside. */
+  size_t (*reserve)(void *bctx, bool release);
 };
 
 /* The CPU backend is built into every binary. The CUDA one is a module, libflowrun-cuda.so, opened by

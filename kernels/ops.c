@@ -231,6 +231,14 @@ enum fr_status fr_ctx_mem_stats(struct fr_ctx *c, bool reset_peak, struct fr_ctx
   return c->be->mem_stats(c->bctx, reset_peak, out, err);
 }
 
+size_t fr_ctx_reserve_bytes(struct fr_ctx *c) {
+  return c && c->be->reserve ? c->be->reserve(c->bctx, false) : 0;
+}
+
+size_t fr_ctx_trim(struct fr_ctx *c) {
+  return c && c->be->reserve ? c->be->reserve(c->bctx, true) : 0;
+}
+
 /* ---- recorded replays ---- */
 
 struct fr_recording {

@@ -80,6 +80,12 @@ struct fr_ctx_mem {
 };
 enum fr_status fr_ctx_mem_stats(struct fr_ctx *c, bool reset_peak, struct fr_ctx_mem *out,
                                 struct fr_err *err);
+/* Bytes the context keeps aside for reuse without using them now: the CUDA pool's cached blocks, the CPU
+ * backend's scratch buffer (im2col, attention scores). fr_ctx_trim gives them back (cudaFree, free) and
+ * returns how many bytes that was; the next op that needs them allocates again. Out-of-memory recovery
+ * (core/node.h) trims every context so a retried node, and the next run, start from an empty pool. */
+size_t fr_ctx_reserve_bytes(struct fr_ctx *c);
+size_t fr_ctx_trim(struct fr_ctx *c);
 
 /* ---- recorded replays (CUDA graphs) ----
  * On a device that queues its work (cuda), the ops issued between fr_ctx_record_begin and

@@ -491,7 +491,11 @@ static void fr__follow_event(void *u, const char *json) {
                         .step = (int)fr_json_num(j, "step", 0),
                         .steps = (int)fr_json_num(j, "steps", 0),
                         .ms = fr_json_num(j, "ms", 0),
-                        .planned = (int)fr_json_num(j, "nodes", 0)};
+                        .planned = (int)fr_json_num(j, "nodes", 0),
+                        .path = fr_json_str(j, "path", NULL),
+                        .bytes = (uint64_t)fr_json_num(j, "bytes", 0),
+                        .bytes_total = (uint64_t)fr_json_num(j, "total", 0),
+                        .bytes_per_s = fr_json_num(j, "bytes_per_s", 0)};
   if (!strcmp(kind, "run_start"))
     ev.kind = FR_EV_RUN_START;
   else if (!strcmp(kind, "node_cached"))
@@ -506,6 +510,8 @@ static void fr__follow_event(void *u, const char *json) {
     ev.kind = FR_EV_WARNING;
   else if (!strcmp(kind, "info"))
     ev.kind = FR_EV_INFO;
+  else if (!strcmp(kind, "load_progress"))
+    ev.kind = FR_EV_LOAD_PROGRESS;
   else if (!strcmp(kind, "error"))
     ev.kind = FR_EV_ERROR;
   else

@@ -15,7 +15,6 @@
 #include "core/cli/cli.h"
 #include "core/file.h"
 #include "core/graph.h"
-#include "core/graph_yaml.h"
 #include "core/pins.h"
 #include "nodes/registry.h"
 
@@ -126,51 +125,6 @@ int fr_cmd_models(int argc, char **argv) {
 
 /* ---------------------------------------------------------------- flowrun pin */
 
-struct fr__edit {
-  size_t off, end; /* byte range of the scalar in the text */
-  const char *sha256;
-};
-
-/* The byte offset of a 1-based line and column (libyaml counts columns in characters). */
-static size_t fr__offset(const char *text, size_t len, int line, int col) {
-  size_t i = 0;
-  for (int l = 1; l < line && i < len; i++)
-    if (text[i] == '\n')
-      l++;
-  for (int c = 1; c < col && i < len && text[i] != '\n'; c++) {
-    i++;
-    while (i < len && ((unsigned char)text[i] & 0xC0) == 0x80) /* UTF-8 continuation bytes */
-      i++;
-  }
-  return i;
-}
-
-static const struct fr_ynode *fr__map_get(const struct fr_ynode *m, const char *key) {
-  for (int i = 0; m && m->kind == FR_Y_MAP && i < m->n; i++)
-    if (!strcmp(m->items[2 * i]->s, key))
-      return m->items[2 * i + 1];
-  return NULL;
-}
-
-/* The scalar a pin replaces for a value written as `v`: v itself (a plain name in the file), or for $name
- * the default of the top graph's param `name` (short form or {type, default}). NULL: nothing to pin
- * there (already a pin, a link, a declared input). */
-static const struct fr_ynode *fr__pin_target(const struct fr_ynode *root, const struct fr_ynode *v) {
-  if (!v || v->kind != FR_Y_SCALAR)
-    return NULL;
-  if (v->s[0] != '$' || v->s[1] == '$')
-    return v;
-  const struct fr_ynode *p = fr__map_get(fr__map_get(root, "params"), v->s + 1);
-  if (p && p->kind == FR_Y_MAP)
-    p = fr__map_get(p, "file") ? NULL : fr__map_get(p, "default");
-  return p && p->kind == FR_Y_SCALAR ? p : NULL;
-}
-
-static int fr__edit_cmp(const void *a, const void *b) {
-  const struct fr__edit *x = a, *y = b;
-  return x->off < y->off ? 1 : x->off > y->off ? -1 : 0; /* last first */
-}
-
 int fr_cmd_pin(int argc, char **argv) {
   static const char usage[] =
       "usage: flowrun pin GRAPH.yaml [-o OUT.yaml] [--models DIR]... [--cache PATH | --no-cache]\n"
@@ -191,113 +145,45 @@ int fr_cmd_pin(int argc, char **argv) {
                             .cache = c,
                             .memo = &memo};
   struct fr_err err = {{0}};
-  struct fr_graph *g = NULL, *g2 = NULL;
-  struct fr_arena *ar = fr_arena_new(0);
-  struct fr_buf out = {0};
-  struct fr__edit *edits = NULL;
-  int n_edits = 0, status = 1;
-  enum fr_status rc = ar ? fr_graph_load_file(a.graph, &lo, &g, &err) : FR_E_NOMEM;
+  struct fr_graph *g = NULL;
+  struct fr_pin_result res = {0};
+  int status = 1;
+  enum fr_status rc = fr_graph_load_file(a.graph, &lo, &g, &err);
   if (rc != FR_OK) {
-    fprintf(stderr, "flowrun: %s\n", ar ? err.msg : "out of memory");
+    fprintf(stderr, "flowrun: %s\n", err.msg);
     status = rc == FR_E_NOMEM ? 1 : 2;
     goto done;
   }
-  const char *text = g->yaml;
-  size_t len = strlen(text);
-  struct fr_ynode *root = NULL;
-  if (fr_yaml_parse(ar, text, len, a.graph, &root, &err) != FR_OK) {
-    fprintf(stderr, "flowrun: %s\n", err.msg);
-    goto done;
+  /* The text editing is core's (core/pin_rewrite.c), shared with the editor's POST /api/pin. */
+  rc = fr_pin_rewrite(g, &lo, &res, &err);
+  for (int i = 0; i < res.n_items; i++) {
+    const struct fr_pin_item *it = &res.items[i];
+    if (it->state == FR_PIN_UNPINNABLE)
+      fprintf(stderr, "flowrun: %s:%d:%d: not pinned: write the model file name on one line\n", a.graph,
+              it->line, it->col);
+    else if (it->state == FR_PIN_PINNED)
+      fprintf(stderr, "flowrun: %s:%d:%d: %s is %s\n", a.graph, it->line, it->col, it->path, it->sha256);
   }
-  const struct fr_ynode *nodes = fr__map_get(root, "nodes");
-  edits = fr_calloc((size_t)(g->n_nodes + 1) * 4, sizeof *edits);
-  int cap = (g->n_nodes + 1) * 4;
-  if (!edits) {
-    fprintf(stderr, "flowrun: out of memory\n");
-    goto done;
-  }
-  for (int i = 0; nodes && nodes->kind == FR_Y_MAP && i < nodes->n; i++) {
-    int idx = fr_graph_find(g, nodes->items[2 * i]->s); /* a top-level real node (not a subgraph) */
-    if (idx < 0)
-      continue;
-    const struct fr_gnode *gn = &g->nodes[idx];
-    const struct fr_ynode *inputs = fr__map_get(nodes->items[2 * i + 1], "inputs");
-    for (int k = 0; k < gn->spec->n_inputs; k++) {
-      const struct fr_binding *b = &gn->inputs[k];
-      if (!(gn->spec->inputs[k].flags & FR_IN_MODEL_FILE) || b->kind != FR_BIND_LITERAL || !b->path || b->pin)
-        continue;
-      const struct fr_ynode *t = fr__pin_target(root, fr__map_get(inputs, gn->spec->inputs[k].name));
-      if (!t)
-        continue;
-      size_t off = fr__offset(text, len, t->line, t->col),
-             end = fr__offset(text, len, t->end_line, t->end_col);
-      bool dup = false;
-      for (int e = 0; e < n_edits; e++)
-        dup = dup || edits[e].off == off;
-      if (dup || n_edits == cap)
-        continue;
-      /* The source text must be this scalar (not an alias, a block scalar or a multi-line one). */
-      if (end <= off || t->line != t->end_line ||
-          (t->plain && (end - off != t->len || memcmp(text + off, t->s, t->len)))) {
-        fprintf(stderr, "flowrun: %s:%d:%d: not pinned: write the model file name on one line\n", a.graph,
-                t->line, t->col);
-        continue;
-      }
-      char sha[FR_PIN_FULL_LEN + 1];
-      if ((rc = fr_pin_file_sha256(c, &memo, b->path, sha, &err)) != FR_OK) {
-        fprintf(stderr, "flowrun: %s\n", err.msg);
-        goto done;
-      }
-      char *h = fr_arena_strdup(ar, sha);
-      if (!h)
-        goto done;
-      edits[n_edits++] = (struct fr__edit){off, end, h};
-      fprintf(stderr, "flowrun: %s:%d:%d: %s is %s\n", a.graph, t->line, t->col, b->path, sha);
-    }
-  }
-  qsort(edits, (size_t)n_edits, sizeof *edits, fr__edit_cmp);
-  /* Applied from the end, so earlier offsets stay valid. */
-  struct fr_buf acc = {0};
-  fr_buf_append(&acc, text, len);
-  for (int e = 0; e < n_edits; e++) {
-    struct fr_buf nb = {0};
-    fr_buf_append(&nb, acc.data, edits[e].off);
-    fr_buf_puts(&nb, "{file: ");
-    fr_buf_append(&nb, acc.data + edits[e].off, edits[e].end - edits[e].off);
-    fr_buf_printf(&nb, ", sha256: %s}", edits[e].sha256);
-    fr_buf_append(&nb, acc.data + edits[e].end, acc.len - edits[e].end);
-    fr_buf_free(&acc);
-    acc = nb;
-  }
-  out = acc;
-  if (out.oom) {
-    fprintf(stderr, "flowrun: out of memory\n");
-    goto done;
-  }
-  /* What is written must load, with the same files: a check of the edit, not of the user's graph. */
-  if ((rc = fr_graph_load_string(out.data, out.len, a.graph, g->dir, &lo, &g2, &err)) != FR_OK) {
-    fprintf(stderr, "flowrun: pin: the pinned graph does not load (a bug): %s\n", err.msg);
+  if (rc != FR_OK) {
+    fprintf(stderr, "flowrun: %s%s\n", rc == FR_E_INVALID ? "pin: " : "", err.msg);
     goto done;
   }
   const char *dest = a.out ? a.out : a.graph;
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.pin-tmp", dest);
   FILE *f = fopen(tmp, "wb");
-  bool ok = f && fwrite(out.data, 1, out.len, f) == out.len;
+  bool ok = f && fwrite(res.text, 1, res.len, f) == res.len;
   ok = f && fclose(f) == 0 && ok;
   if (!ok || rename(tmp, dest) != 0) {
     fprintf(stderr, "flowrun: pin: cannot write %s: %s\n", dest, strerror(errno));
     remove(tmp);
     goto done;
   }
-  printf("pinned %d model file%s in %s\n", n_edits, n_edits == 1 ? "" : "s", dest);
+  printf("pinned %d model file%s in %s\n", res.n_pinned, res.n_pinned == 1 ? "" : "s", dest);
   status = 0;
 done:
-  fr_buf_free(&out);
-  fr_free(edits);
+  fr_pin_result_free(&res);
   fr_graph_free(g);
-  fr_graph_free(g2);
-  fr_arena_free(ar);
   fr_fp_memo_free(&memo);
   fr_cache_close(c);
   fr_free(env);

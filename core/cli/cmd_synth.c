@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/cli/cli.h"
 #include "nodes/models/synth.h"
@@ -17,6 +18,7 @@ struct fr__synth_progress {
   const struct fr_synth_list *l;
   int64_t done_params, total_params;
   int last_pct;
+  bool tty; /* stderr is a terminal: redraw one line; otherwise one line per 10% (a plain log) */
 };
 
 static void fr__synth_progress(int done, int total, void *user) {
@@ -28,9 +30,8 @@ static void fr__synth_progress(int done, int total, void *user) {
   p->done_params += n;
   int pct = p->total_params ? (int)(100 * p->done_params / p->total_params) : 100;
   if (pct / 10 != p->last_pct / 10 || done == total) {
-    fprintf(stderr, "\rsynth: %3d%% (%d/%d tensors)", pct, done, total);
-    if (done == total)
-      fputc('\n', stderr);
+    fprintf(stderr, "%ssynth: %3d%% (%d/%d tensors)%s", p->tty ? "\r" : "", pct, done, total,
+            !p->tty || done == total ? "\n" : "");
     p->last_pct = pct;
   }
 }
@@ -91,7 +92,8 @@ int fr_cmd_synth(int argc, char **argv) {
   if (!quiet)
     fprintf(stderr, "synth: %s, %d tensors, %.3f G parameters, %s -> %s\n", arch.name, l->n,
             (double)params / 1e9, fr_dtype_name(dtype), out);
-  struct fr__synth_progress p = {.l = l, .total_params = params, .last_pct = -10};
+  struct fr__synth_progress p = {
+      .l = l, .total_params = params, .last_pct = -10, .tty = isatty(fileno(stderr)) != 0};
   enum fr_status rc = fr_synth_write(l, out, dtype, seed, quiet ? NULL : fr__synth_progress, &p, &err);
   fr_synth_list_free(l);
   if (rc) {

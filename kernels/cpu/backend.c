@@ -407,6 +407,18 @@ static enum fr_status fr__cpu_mem_stats(void *b, bool reset_peak, struct fr_ctx_
   return FR_OK;
 }
 
+/* The scratch buffer is the CPU context's only reserve: the budget counts tensors, not scratch. */
+static size_t fr__cpu_reserve(void *b, bool release) {
+  struct fr_cpu *cpu = b;
+  size_t n = cpu->scratch_n * sizeof(float);
+  if (release) {
+    fr_free(cpu->scratch);
+    cpu->scratch = NULL;
+    cpu->scratch_n = 0;
+  }
+  return n;
+}
+
 const struct fr_backend fr_backend_cpu = {
     .version = FR_BACKEND_VERSION,
     .name = "cpu",
@@ -436,4 +448,5 @@ const struct fr_backend fr_backend_cpu = {
     .gather_rows = fr_cpu_gather_rows,
     .timestep_embedding = fr_cpu_timestep_embedding,
     .mem_stats = fr__cpu_mem_stats,
+    .reserve = fr__cpu_reserve,
 };

@@ -37,6 +37,7 @@ static const struct fr_backend fr__backend_cuda = {
     .record_end = fr_cuda_record_end,
     .graph_replay = fr_cuda_graph_replay,
     .graph_free = fr_cuda_graph_free,
+    .reserve = fr_cuda_reserve,
 };
 
 /* The entry point kernels/ops.c looks up with dlsym (FR_CUDA_MODULE_ENTRY): the table, whose version the

@@ -327,6 +327,21 @@ enum fr_status fr_cuda_sync(void *bctx, struct fr_err *err) {
   return fr_cuda_err(cudaStreamSynchronize(cu->stream), err, "cudaStreamSynchronize (a queued op failed)");
 }
 
+/* The pool's cached blocks; release frees them (not while a graph is being recorded: cudaFree would
+ * synchronise inside the capture). Blocks kept by recorded graphs are theirs, not the pool's. */
+size_t fr_cuda_reserve(void *bctx, bool release) {
+  struct fr_cuda *cu = (struct fr_cuda *)bctx;
+  struct fr_cuda_pool *p = cu->pool;
+  pthread_mutex_lock(&p->mu);
+  size_t n = p->cached;
+  if (release && !p->recording)
+    fr__pool_trim(p);
+  else if (release)
+    n = 0;
+  pthread_mutex_unlock(&p->mu);
+  return n;
+}
+
 /* The pool's counters plus the fixed cuBLASLt workspace, so `peak` is all the device memory this
  * context held at its busiest (what torch.cuda.max_memory_allocated reports for PyTorch, which also
  * allocates cuBLAS workspaces from its caching allocator). */

@@ -22,6 +22,7 @@ enum fr_status fr_cuda_download(void *bctx, const struct fr_tensor *t, struct fr
                                 struct fr_err *err);
 enum fr_status fr_cuda_sync(void *bctx, struct fr_err *err);
 enum fr_status fr_cuda_mem_stats(void *bctx, bool reset_peak, struct fr_ctx_mem *out, struct fr_err *err);
+size_t fr_cuda_reserve(void *bctx, bool release);
 
 /* gemm.cu */
 enum fr_status fr_cuda_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,

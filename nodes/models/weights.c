@@ -51,6 +51,11 @@ static enum fr_status fr__open_component(const char *dir, const char *sub, struc
 }
 
 enum fr_status fr_checkpoint_open(const char *path, struct fr_checkpoint **out, struct fr_err *err) {
+  return fr_checkpoint_open_pinned(path, NULL, out, err);
+}
+
+enum fr_status fr_checkpoint_open_pinned(const char *path, const char *pin, struct fr_checkpoint **out,
+                                         struct fr_err *err) {
   *out = NULL;
   struct stat sb;
   if (stat(path, &sb) != 0)
@@ -66,7 +71,8 @@ enum fr_status fr_checkpoint_open(const char *path, struct fr_checkpoint **out, 
   enum fr_status rc = FR_OK;
   if (S_ISREG(sb.st_mode)) {
     ck->layout = FR_LAYOUT_SINGLE;
-    rc = fr_st_open(path, &ck->file, err);
+    struct fr_st_open_opts so = {.sha256 = pin};
+    rc = fr_st_open_ex(path, &so, &ck->file, err);
   } else if (S_ISDIR(sb.st_mode)) {
     ck->layout = FR_LAYOUT_DIFFUSERS;
     ck->dir = fr_strdup(path);

@@ -36,6 +36,11 @@ struct fr_checkpoint {
 /* Opens a single .safetensors file or a diffusers folder (model_index.json or config.json +
  * diffusion_pytorch_model.safetensors for a ControlNet folder). Nothing is converted yet. */
 enum fr_status fr_checkpoint_open(const char *path, struct fr_checkpoint **out, struct fr_err *err);
+/* As fr_checkpoint_open; a single file with a pin (sha256, 10 or 64 lowercase hex digits; NULL: none) is
+ * hashed in the pass that reads it (fr_st_open_ex), so a file changed since the pin was checked is refused
+ * (FR_E_INVALID naming the file and both hashes). Folders are not pinned. */
+enum fr_status fr_checkpoint_open_pinned(const char *path, const char *pin, struct fr_checkpoint **out,
+                                         struct fr_err *err);
 void fr_checkpoint_close(struct fr_checkpoint *ck);
 
 /* Where one component's tensors are: a file plus a key prefix ("model.diffusion_model." or ""), and the

@@ -10,6 +10,10 @@ static enum fr_status fr__obj_out(struct fr_node_ctx *nc, const char *input, con
   if (!path)
     return fr_node_fail(nc, FR_E_INVALID, "input '%s': no file given", input);
   struct fr_pipe_obj *o = fr_pipe_obj_new(type, path, NULL);
+  if (o && !fr_pipe_obj_set_pin(o, fr_in_pin(nc, input))) {
+    fr_object_unref(&o->o);
+    o = NULL;
+  }
   struct fr_value *v = o ? fr_value_object(&o->o) : NULL;
   return v ? fr_out_set(nc, 0, v) : fr_node_fail(nc, FR_E_NOMEM, "out of memory");
 }

@@ -1,12 +1,13 @@
 /* Checkpoint objects and the engine-wide model cache.
  *
  * Loader nodes return objects that only name their file; a component is loaded the first time a node
- * needs it (fr_pipe_get) and kept in the engine's state under "pipeline:<component>:<path>:<device>:
- * <dtype>:<tokenizer>", so `flowrun serve` keeps models loaded between runs and a fully cached run opens
- * nothing. The dtype is the component's (fr_pipe_comp_dtype: the run's, except the VAE in bf16 for an
- * f16 run). Every loaded component holds a reference to the compute context of its (device, dtype), one
- * per engine, which therefore lives until the last component using it is freed, whatever order the
- * engine frees its state in. */
+ * needs it (fr_pipe_get) and kept in the engine's state under "pipeline:<component>:<path>@<version>:
+ * <device>:<dtype>:<tokenizer>" (version: fr__file_version), so `flowrun serve` keeps models loaded between
+ * runs and a fully cached run opens nothing. The dtype is the component's (fr_pipe_comp_dtype: the run's,
+ * except the VAE in bf16 for an f16 run). Every loaded component holds a reference to the compute context of
+ * its (device, dtype), one per engine, which therefore lives until the last component using it is freed,
+ * whatever order the engine frees its state in. */
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -82,7 +83,7 @@ enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out) {
 
 /* ---- the shared, opened checkpoints ---- */
 
-/* One opened checkpoint per path and engine, key "pipeline:ckpt:<path>:<size>:<mtime>", referenced by every
+/* One opened checkpoint per path and engine, key "pipeline:ckpt:<path>@<version>", referenced by every
  * component built from it (their weights may borrow its mapping), so a patched variant is derived without
  * opening the file again. */
 struct fr__pckpt {
@@ -101,24 +102,35 @@ static void fr__pckpt_destroy(void *p) {
   fr__pckpt_unref(p);
 }
 
-/* The shared checkpoint of path with one more reference for the caller; *opened tells whether it was
- * opened now. */
-static enum fr_status fr__pckpt_get(struct fr_node_ctx *nc, const char *path, struct fr__pckpt **out,
-                                    bool *opened, struct fr_err *err) {
-  /* keyed by size and mtime too: a file replaced under the same name is opened anew */
+/* The version of the file (or folder) at path: size, mtime, inode and change time ("-1" when it cannot be
+ * stat'ed). A file replaced under the same name, or rewritten with its size and mtime put back (touch -r),
+ * is another version: ctime cannot be set back. */
+static void fr__file_version(const char *path, char *out, size_t n) {
   struct stat sb;
-  long long size = -1, mt = 0;
-  if (stat(path, &sb) == 0)
-    size = (long long)sb.st_size, mt = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
-  char key[4300];
-  snprintf(key, sizeof key, "pipeline:ckpt:%s:%lld:%lld", path, size, mt);
+  if (stat(path, &sb) != 0) {
+    snprintf(out, n, "-1");
+    return;
+  }
+  snprintf(out, n, "%lld.%lld.%llu.%lld", (long long)sb.st_size,
+           (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec, (unsigned long long)sb.st_ino,
+           (long long)sb.st_ctim.tv_sec * 1000000000LL + sb.st_ctim.tv_nsec);
+}
+
+/* The shared checkpoint of path with one more reference for the caller; *opened tells whether it was
+ * opened now. pin: checked as the file is read (NULL: none). */
+static enum fr_status fr__pckpt_get(struct fr_node_ctx *nc, const char *path, const char *pin,
+                                    struct fr__pckpt **out, bool *opened, struct fr_err *err) {
+  /* keyed by the file's version too: a file replaced under the same name is opened anew */
+  char ver[128], key[4400];
+  fr__file_version(path, ver, sizeof ver);
+  snprintf(key, sizeof key, "pipeline:ckpt:%s@%s", path, ver);
   struct fr__pckpt *p = fr_node_engine_get(nc, key);
   *opened = !p;
   if (!p) {
     p = fr_calloc(1, sizeof *p);
     if (!p)
       return fr_errf(err, FR_E_NOMEM, "out of memory");
-    enum fr_status rc = fr_checkpoint_open(path, &p->ck, err);
+    enum fr_status rc = fr_checkpoint_open_pinned(path, pin, &p->ck, err);
     if (rc) {
       fr_free(p);
       return rc;
@@ -140,6 +152,7 @@ static void fr__obj_destroy(struct fr_object *o) {
   fr_free(p->o.identity);
   fr_free(p->path);
   fr_free(p->tokenizer);
+  fr_free(p->pin);
   for (int i = 0; i < p->n_patches; i++)
     fr_free(p->patches[i].path);
   fr_free(p->patches);
@@ -165,10 +178,23 @@ struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const ch
   return p;
 }
 
+bool fr_pipe_obj_set_pin(struct fr_pipe_obj *o, const char *pin) {
+  char *c = pin ? fr_strdup(pin) : NULL;
+  if (pin && !c)
+    return false;
+  fr_free(o->pin);
+  o->pin = c;
+  return true;
+}
+
 struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o) {
   struct fr_pipe_obj *p = fr_pipe_obj_new(o->o.type, o->path, o->tokenizer);
   if (!p)
     return NULL;
+  if (!fr_pipe_obj_set_pin(p, o->pin)) {
+    fr__obj_destroy(&p->o);
+    return NULL;
+  }
   p->sampling = o->sampling;
   p->zsnr = o->zsnr;
   p->clip_layer = o->clip_layer;
@@ -354,7 +380,7 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
   bool opened = false;
   if (!patched)
     fr_node_info(nc, "loading %s from %s", type, o->path);
-  enum fr_status rc = fr__pckpt_get(nc, o->path, &m->sck, &opened, err);
+  enum fr_status rc = fr__pckpt_get(nc, o->path, o->pin, &m->sck, &opened, err);
   if (rc)
     return rc;
   m->ck = m->sck->ck;
@@ -402,13 +428,110 @@ static enum fr_status fr__load(struct fr_node_ctx *nc, const struct fr_pipe_obj 
   return fr_tokenizer_load(tok, &m->tok, err);
 }
 
+/* ---- out-of-memory recovery: the memory hook of the model cache (core/node.h) ---- */
+
+/* Host heap bytes in use (glibc's counters: small blocks + mmap'd large ones) plus the device memory of c,
+ * to measure what a load took. */
+static uint64_t fr__mem_now(struct fr_ctx *c) {
+  uint64_t n = 0;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 mi = mallinfo2();
+  n = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+#endif
+  struct fr_ctx_mem cm;
+  if (c && strcmp(fr_ctx_device_name(c), "cpu") != 0 && fr_ctx_mem_stats(c, false, &cm, NULL) == FR_OK)
+    n += cm.in_use;
+  return n;
+}
+
+struct fr__mem_walk {
+  struct fr_node_ctx *nc;
+  enum fr_mem_mode mode;
+  struct fr_mem_report *rep;
+};
+
+/* Whether component state key is one the failing node reads: one of its inputs is an object of that type
+ * and file ("pipeline:<type>:<path>@..."). */
+static bool fr__needed(struct fr_node_ctx *nc, const char *key) {
+  for (int i = 0; i < fr_node_input_count(nc); i++) {
+    const struct fr_value *v = fr_in_at(nc, i);
+    if (!v || v->kind != FR_V_OBJECT || !v->obj || v->obj->destroy != fr__obj_destroy)
+      continue;
+    const struct fr_pipe_obj *o = (const struct fr_pipe_obj *)v->obj;
+    char pre[4200];
+    int n = snprintf(pre, sizeof pre, "pipeline:%s:%s@", o->o.type, o->path);
+    if (n > 0 && (size_t)n < sizeof pre && strncmp(key, pre, (size_t)n) == 0)
+      return true;
+  }
+  return false;
+}
+
+static void fr__mem_comp(void *user, const char *key, void *p) {
+  struct fr__mem_walk *w = user;
+  /* components only: not contexts, checkpoints or the patched-variant slots */
+  if (!strncmp(key, "pipeline:ctx:", 13) || !strncmp(key, "pipeline:ckpt:", 14) ||
+      !strncmp(key, "pipeline:patched:", 17))
+    return;
+  struct fr_pipe_comp *m = p;
+  if (w->mode == FR_MEM_QUERY) {
+    w->rep->models++;
+    w->rep->model_bytes += m->bytes;
+  } else if (w->mode == FR_MEM_RELEASE && !fr__needed(w->nc, key)) {
+    w->rep->models++;
+    w->rep->model_bytes += m->bytes;
+    fr_node_engine_set(w->nc, key, NULL, NULL); /* frees it */
+  }
+}
+
+static void fr__mem_ckpt(void *user, const char *key, void *p) {
+  struct fr__mem_walk *w = user;
+  if (((struct fr__pckpt *)p)->refcount == 1) /* no component uses the mapping any more: unmap it */
+    fr_node_engine_set(w->nc, key, NULL, NULL);
+}
+
+static void fr__mem_ctx(void *user, const char *key, void *p) {
+  (void)key;
+  struct fr__mem_walk *w = user;
+  struct fr__pctx *pc = p;
+  if (w->mode != FR_MEM_QUERY) /* the failed attempt's out-of-memory error must not fail the retry */
+    fr_ctx_clear(pc->c);
+  w->rep->reserve_bytes += w->mode == FR_MEM_QUERY ? fr_ctx_reserve_bytes(pc->c) : fr_ctx_trim(pc->c);
+}
+
+static void fr__mem_hook(void *user, struct fr_node_ctx *nc, enum fr_mem_mode mode,
+                         struct fr_mem_report *rep) {
+  (void)user;
+  struct fr__mem_walk w = {nc, mode, rep};
+  if (mode != FR_MEM_TRIM)
+    fr_node_engine_each(nc, "pipeline:", fr__mem_comp, &w);
+  if (mode == FR_MEM_RELEASE)
+    fr_node_engine_each(nc, "pipeline:ckpt:", fr__mem_ckpt, &w);
+  fr_node_engine_each(nc, "pipeline:ctx:", fr__mem_ctx, &w);
+}
+
+struct fr__stale {
+  struct fr_node_ctx *nc;
+  char keep[4400];   /* "pipeline:<type>:<path>@<version>:" */
+  size_t prefix_len; /* of "pipeline:<type>:<path>@" */
+};
+
+static void fr__drop_stale(void *user, const char *key, void *p) {
+  (void)p;
+  struct fr__stale *s = user;
+  if (!strncmp(key, s->keep, s->prefix_len) && strncmp(key, s->keep, strlen(s->keep)) != 0)
+    fr_node_engine_set(s->nc, key, NULL, NULL);
+}
+
 static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *o, const char *type,
                               struct fr_pipe_comp **out) {
   *out = NULL;
   const char *dtype = fr_pipe_comp_dtype(fr_node_dtype(nc), type);
-  char key[8200];
-  int kl = snprintf(key, sizeof key, "pipeline:%s:%s:%s:%s:%s", type, o->path, fr_node_device(nc), dtype,
-                    o->tokenizer ? o->tokenizer : "");
+  char key[8200], ver[128];
+  /* keyed by the file's version: a checkpoint replaced or rewritten under the same name (`flowrun serve`
+   * between runs) is loaded anew, and the old version's components are dropped below */
+  fr__file_version(o->path, ver, sizeof ver);
+  int kl = snprintf(key, sizeof key, "pipeline:%s:%s@%s:%s:%s:%s", type, o->path, ver, fr_node_device(nc),
+                    dtype, o->tokenizer ? o->tokenizer : "");
   size_t base_len = (size_t)kl;
   /* a patched component: the LoRA files (by path, size and mtime, so a replaced file is seen) and strengths
    */
@@ -428,6 +551,12 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
     *out = m;
     return FR_OK;
   }
+  /* components of another version of the file are stale: free them */
+  struct fr__stale st = {nc, {0}, 0};
+  int pl = snprintf(st.keep, sizeof st.keep, "pipeline:%s:%s@%s:", type, o->path, ver);
+  st.prefix_len = (size_t)pl - strlen(ver) - 1; /* "pipeline:<type>:<path>@" */
+  if ((size_t)pl < sizeof st.keep)
+    fr_node_engine_each(nc, "pipeline:", fr__drop_stale, &st);
   /* keep one patched variant per component: free the previous one (another LoRA or strength) */
   char slot[8300];
   snprintf(slot, sizeof slot, "pipeline:patched:%.*s", (int)base_len - 9, key + 9); /* after "pipeline:" */
@@ -456,11 +585,18 @@ static enum fr_status fr__get(struct fr_node_ctx *nc, const struct fr_pipe_obj *
   pc->refcount++;
   m->pc = pc;
   m->c = pc->c;
+  fr_node_engine_mem_hook(nc, "pipeline", fr__mem_hook, NULL, NULL);
   struct fr_weights_scan scan; /* NaN/inf weights: warn once per load, naming the first tensor */
   fr_weights_scan_begin(&scan);
+  uint64_t before = fr__mem_now(m->c);
   rc = fr__load(nc, o, type, m, &err);
+  uint64_t after = fr__mem_now(m->c);
+  m->bytes = after > before ? after - before : 0;
   fr_weights_scan_end();
   if (rc) {
+    /* the context is the engine's, shared by every component: a failed load's sticky error must not fail
+     * the next node or run that uses it */
+    fr_ctx_clear(m->c);
     fr__comp_destroy(m);
     return fr_node_fail(nc, rc, "%s", err.msg);
   }

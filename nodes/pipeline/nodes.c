@@ -14,8 +14,12 @@ static enum fr_status fr__oom(struct fr_node_ctx *nc) {
 }
 
 static enum fr_status fr__set_obj(struct fr_node_ctx *nc, int idx, const char *type, const char *path,
-                                  const char *tok) {
+                                  const char *tok, const char *pin) {
   struct fr_pipe_obj *o = fr_pipe_obj_new(type, path, tok);
+  if (o && !fr_pipe_obj_set_pin(o, pin)) {
+    fr_object_unref(&o->o);
+    o = NULL;
+  }
   struct fr_value *v = o ? fr_value_object(&o->o) : NULL;
   if (!v)
     return fr__oom(nc);
@@ -29,11 +33,12 @@ static enum fr_status fr__ckpt_run(struct fr_node_ctx *nc) {
   if (!path)
     return fr_node_fail(nc, FR_E_INVALID, "input 'ckpt_name': no checkpoint given");
   const char *tok = fr_in_has(nc, "tokenizer") ? fr_in_path(nc, "tokenizer") : NULL;
-  enum fr_status rc = fr__set_obj(nc, 0, FR_T_MODEL, path, NULL);
+  const char *pin = fr_in_pin(nc, "ckpt_name");
+  enum fr_status rc = fr__set_obj(nc, 0, FR_T_MODEL, path, NULL, pin);
   if (!rc)
-    rc = fr__set_obj(nc, 1, FR_T_CLIP, path, tok);
+    rc = fr__set_obj(nc, 1, FR_T_CLIP, path, tok, pin);
   if (!rc)
-    rc = fr__set_obj(nc, 2, FR_T_VAE, path, NULL);
+    rc = fr__set_obj(nc, 2, FR_T_VAE, path, NULL, pin);
   return rc;
 }
 
@@ -68,7 +73,7 @@ static enum fr_status fr__cnl_run(struct fr_node_ctx *nc) {
   const char *path = fr_in_path(nc, "control_net_name");
   if (!path)
     return fr_node_fail(nc, FR_E_INVALID, "input 'control_net_name': no file given");
-  return fr__set_obj(nc, 0, FR_T_CONTROL_NET, path, NULL);
+  return fr__set_obj(nc, 0, FR_T_CONTROL_NET, path, NULL, fr_in_pin(nc, "control_net_name"));
 }
 static const struct fr_input_spec fr__cnl_in[] = {
     {"control_net_name", FR_T_STRING, NULL, 0, -1, NULL, FR_IN_MODEL_FILE | FR_IN_KIND(FR_MODEL_CONTROLNET),
@@ -336,6 +341,15 @@ static enum fr_status fr__vae_decode_run(struct fr_node_ctx *nc) {
   for (int64_t i = 0; i < fr_tensor_numel(z); i++)
     ((float *)z->data)[i] *= inv;
   int tile = (int)fr_in_int(nc, "tile_size") / 8, used = 0;
+  if (fr_node_low_memory(nc) && (tile == 0 || tile > FR_VAE_FALLBACK_TILE / 2)) {
+    /* run again after running out of memory: straight to tiles of 32 latents (256 px) */
+    tile = FR_VAE_FALLBACK_TILE / 2;
+    if (z->shape[2] > tile || z->shape[3] > tile)
+      fr_node_warn(nc,
+                   "low memory: decoding in %dx%d-latent tiles (%d px, overlap %d px); seams may differ "
+                   "slightly from a whole decode",
+                   tile, tile, tile * 8, tile / 4 * 8);
+  }
   if (tile > 0 && z->shape[2] <= tile && z->shape[3] <= tile)
     tile = 0; /* one tile covers it: the whole decode */
   struct fr_err err = {{0}};

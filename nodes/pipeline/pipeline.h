@@ -40,6 +40,8 @@ struct fr_pipe_obj {
   struct fr_object o;
   char *path;      /* checkpoint file or diffusers folder, as resolved by the engine */
   char *tokenizer; /* CLIP: tokenizer file/folder given to the loader, or NULL (searched) */
+  /* the loader's pin of path (sha256 hex, fr_in_pin), checked again as the file is read; or NULL */
+  char *pin;
   /* MODEL: what the UNet predicts, set by ModelSamplingDiscrete (model_sampling.c): FR_PIPE_SAMPLING_AUTO
    * is what the checkpoint says (eps unless it carries a v-prediction marker) */
   int sampling;
@@ -52,6 +54,8 @@ enum { FR_PIPE_SAMPLING_AUTO, FR_PIPE_SAMPLING_EPS, FR_PIPE_SAMPLING_V };
 
 /* Creates an object of socket type type (FR_T_MODEL ...) for path; NULL when out of memory. */
 struct fr_pipe_obj *fr_pipe_obj_new(const char *type, const char *path, const char *tokenizer);
+/* Sets o's pin (copied; NULL: none). False when out of memory. */
+bool fr_pipe_obj_set_pin(struct fr_pipe_obj *o, const char *pin);
 /* A copy of o (same file, same settings) for a node that changes one setting; NULL when out of memory. */
 struct fr_pipe_obj *fr_pipe_obj_clone(const struct fr_pipe_obj *o);
 /* A new object: base plus one more patch (LoRA file lora, strength); NULL when out of memory. */
@@ -69,6 +73,7 @@ struct fr_pipe_comp {
   struct fr_clip *l, *g;
   struct fr_tokenizer *tok;
   struct fr_controlnet *cn;
+  uint64_t bytes; /* host heap + device memory its load took (out-of-memory recovery reports it) */
   /* private */
   struct fr_checkpoint *ck; /* the shared, opened checkpoint (sck) */
   struct fr__pckpt *sck;

@@ -63,6 +63,41 @@ static void fr__loaded_destroy(void *p) {
   fr_free(l);
 }
 
+/* The memory hook of the loaded upscale models (core/node.h: out-of-memory recovery): each has its own
+ * context, trimmed; a model the failing node does not use is dropped. */
+struct fr__up_walk {
+  struct fr_node_ctx *nc;
+  enum fr_mem_mode mode;
+  struct fr_mem_report *rep;
+  const char *keep; /* "upscale:<path>:" of the failing node's model, or NULL */
+};
+
+static void fr__up_mem(void *user, const char *key, void *p) {
+  struct fr__up_walk *w = user;
+  struct fr__loaded *l = p;
+  bool drop = w->mode == FR_MEM_RELEASE && !(w->keep && !strncmp(key, w->keep, strlen(w->keep)));
+  if (w->mode == FR_MEM_QUERY || drop)
+    w->rep->models++;
+  w->rep->reserve_bytes += w->mode == FR_MEM_QUERY ? fr_ctx_reserve_bytes(l->c) : fr_ctx_trim(l->c);
+  if (drop)
+    fr_node_engine_set(w->nc, key, NULL, NULL);
+}
+
+static void fr__up_hook(void *user, struct fr_node_ctx *nc, enum fr_mem_mode mode,
+                        struct fr_mem_report *rep) {
+  (void)user;
+  char keep[4200];
+  struct fr__up_walk w = {nc, mode, rep, NULL};
+  for (int i = 0; mode == FR_MEM_RELEASE && i < fr_node_input_count(nc); i++) {
+    const struct fr_value *v = fr_in_at(nc, i);
+    if (v && v->kind == FR_V_OBJECT && v->obj && !strcmp(v->obj->type, FR_T_UPSCALE_MODEL)) {
+      snprintf(keep, sizeof keep, "upscale:%s:", ((const struct fr_pipe_obj *)v->obj)->path);
+      w.keep = keep;
+    }
+  }
+  fr_node_engine_each(nc, "upscale:", fr__up_mem, &w);
+}
+
 static enum fr_status fr__get_model(struct fr_node_ctx *nc, const char *path, struct fr__loaded **out) {
   char key[4200];
   snprintf(key, sizeof key, "upscale:%s:%s:%s", path, fr_node_device(nc), fr_node_dtype(nc));
@@ -87,6 +122,7 @@ static enum fr_status fr__get_model(struct fr_node_ctx *nc, const char *path, st
     fr__loaded_destroy(l);
     return fr_node_fail(nc, rc, "%s", err.msg);
   }
+  fr_node_engine_mem_hook(nc, "upscale", fr__up_hook, NULL, NULL);
   fr_node_engine_set(nc, key, l, fr__loaded_destroy);
   if (fr_node_engine_get(nc, key) != l) /* the engine could not keep it and freed it */
     return fr_node_fail(nc, FR_E_NOMEM, "out of memory");
@@ -115,6 +151,10 @@ static enum fr_status fr__upscale_run(struct fr_node_ctx *nc) {
     return fr_node_fail(nc, FR_E_SHAPE, "input 'image': %lld channels, the model (%s) needs %d",
                         (long long)img->shape[3], fr_upscaler_describe(l->m), fr_upscaler_channels(l->m));
   int tile = (int)fr_in_int(nc, "tile"), overlap = (int)fr_in_int(nc, "overlap");
+  if (fr_node_low_memory(nc) && tile / 2 >= 128 && overlap * 2 < tile / 2) {
+    fr_node_warn(nc, "low memory: %d-pixel tiles instead of %d", tile / 2, tile);
+    tile /= 2; /* run again after running out of memory: smaller tiles from the start */
+  }
   struct fr_tensor *out = NULL;
   /* As ComfyUI: out of memory halves the tile and tries again, down to 128 pixels. */
   for (;;) {

@@ -100,6 +100,15 @@ nodes:
 Y
 expect_fail "SD1.5 conditioning into the SDXL base" "does not fit this model" "$T/ref.yaml" $M
 
+# a checkpoint cut short (an interrupted download): named with the tensor and offsets before anything is
+# mapped (no SIGBUS), from the file's size alone
+mkdir -p "$T/cut"
+sz=$(stat -c %s "$FX/models/sd15-tiny.safetensors")
+head -c $((sz - 5000)) "$FX/models/sd15-tiny.safetensors" >"$T/cut/sd15-tiny.safetensors"
+expect_fail "truncated checkpoint: tensor, offset and file size" \
+  "sd15-tiny.safetensors: truncated: tensor .* ends at offset [0-9]*, file has $((sz - 5000)) bytes" \
+  "$FR_SRC/graphs/tiny-demo.yaml" --models "$T/cut" --set steps=1
+
 # a good run afterwards still works
 if "$FLOWRUN" run "$FR_SRC/graphs/tiny-demo.yaml" $M --no-cache --output "$T" --set steps=2 -q 2>/dev/null; then
   echo "ok: a good run after the failures"; else echo "FAIL: good run"; fail=1; fi

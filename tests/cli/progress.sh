@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The human display of a run: the plain log (stderr not a terminal) prints each sampler step with its time
-# and the running rate, as stable-diffusion.cpp's does; on a terminal the step bar shows the rate and the
-# time left.
+# and the running rate, as stable-diffusion.cpp's does, and each model file read with its size and rate; on
+# a terminal the step bar shows the rate and the time left.
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
@@ -17,6 +17,9 @@ R=("$FR_SRC/graphs/tiny-demo.yaml" --models "$FR_FIXTURES/models" --no-cache --o
 n=$(grep -Ec '^  step    sample \(Sampler\) [1-4]/4 [0-9.]+ (ms|s) \([0-9.]+ (it/s|s/it)\)$' plain.txt)
 [ "$n" = 4 ] && ok "plain log: 4 step lines with time and rate" || bad "plain log: $(grep step plain.txt)"
 grep -q $'\r' plain.txt && bad "plain log has carriage returns" || ok "plain log has no redraws"
+# reading the checkpoint (its verifying pass, core/reader.h): bytes read of its data and the rate
+grep -Eq '^  read    [a-z]+ \([A-Za-z]+\) sd15-tiny\.safetensors ([0-9.]+)/\1 MB \([0-9]+ MB/s\)$' plain.txt \
+  && ok "plain log: the checkpoint's read with size and rate" || bad "plain log: $(grep read plain.txt)"
 
 # A terminal: `script` gives the run a pseudo-terminal.
 if command -v script > /dev/null; then

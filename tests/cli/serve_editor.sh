@@ -13,6 +13,8 @@
 #   3. build, on the same server: a txt2img graph built from an empty canvas with the mouse and keyboard,
 #      run unsaved, undo/redo, copy/paste, bypass, history after a reload, ComfyUI JSON and PNG imports
 #      (tests/web/editor.mjs says each step). Skipped with scenario 2.
+#   4. pins, on the same server: "Pin models" (badges, undo/redo, the saved YAML's sha256 against the
+#      checkpoint's, computed by node's crypto), and pinned graphs loaded. Skipped with scenario 2.
 set -u
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:?}"
 CHROMIUM=${FR_CHROMIUM:-/usr/bin/chromium}
@@ -75,8 +77,9 @@ mkdir -p "$T/sampler-out"
 serve sampler --models "$FX/models" --output "$T/sampler-out" --cache "$T/sampler-cache.sqlite"
 browser sampler sampler
 browser build sampler
+browser pins sampler
 stop
 ls "$T/sampler-out"/tiny-demo_*.png >/dev/null 2>&1 || { echo "FAIL: the sampler runs wrote no picture"; exit 1; }
 ls "$T/sampler-out"/comfyjson_*.png "$T/sampler-out"/comfypng_*.png >/dev/null 2>&1 || { echo "FAIL: the imported ComfyUI workflows wrote no picture"; exit 1; }
 grep -q "type: Sampler" "$T/graphs/imported.yaml" || { echo "FAIL: the imported graph was not saved"; exit 1; }
-echo "ok: all three scenarios passed; screenshots in $T"
+echo "ok: all four scenarios passed; screenshots in $T"

@@ -578,6 +578,49 @@ static void test_refusals(struct fr_ctx *c) {
 }
 
 /* graphs/upscale.yaml through the engine with a tiny model from this test. */
+/* Out-of-memory recovery (docs/oom-and-loading.md): the first allocation of the upscale node fails once;
+ * the engine runs it again in low-memory mode, which starts from tiles half the `tile` input (512 -> 256). */
+static bool lowmem_armed;
+static int lowmem_warnings, retry_warnings;
+static void lowmem_event(void *user, const struct fr_event *ev) {
+  (void)user;
+  if (ev->kind == FR_EV_NODE_START && !lowmem_armed && !strcmp(ev->node, "upscale")) {
+    lowmem_armed = true;
+    fr_alloc_fail_once(1);
+  }
+  if (ev->kind == FR_EV_WARNING && ev->message &&
+      strstr(ev->message, "low memory: 256-pixel tiles instead of 512"))
+    lowmem_warnings++;
+  if (ev->kind == FR_EV_WARNING && ev->message && strstr(ev->message, "retrying once with low memory"))
+    retry_warnings++;
+}
+
+static void test_graph_low_memory(const char *graph, const char *outdir) {
+  const char *dirs[] = {tmp};
+  struct fr_err err = {{0}};
+  struct fr_engine_opts o = {.registry = fr_builtin_registry(),
+                             .no_cache = true,
+                             .output_dir = outdir,
+                             .model_dirs = dirs,
+                             .n_model_dirs = 1,
+                             .on_event = lowmem_event};
+  struct fr_engine *e = NULL;
+  CHECK_OK(fr_engine_new(&o, &e, &err), &err);
+  struct fr_override ov[] = {{"model", "tiny-x2.safetensors"}, {"size", "300"}};
+  struct fr_graph *g = NULL;
+  if (e)
+    CHECK_OK(fr_engine_load(e, graph, ov, 2, &g, &err), &err);
+  if (g) {
+    enum fr_status rc = fr_engine_run(e, g, NULL, &err);
+    fr_alloc_fail_once(0);
+    CHECKF(rc == FR_OK && lowmem_armed && retry_warnings == 1 && lowmem_warnings == 1,
+           "low memory: status %d (%s), %d retry and %d tile warnings", rc, rc ? err.msg : "ok",
+           retry_warnings, lowmem_warnings);
+    fr_graph_free(g);
+  }
+  fr_engine_free(e);
+}
+
 static void test_graph(void) {
   const char *src = getenv("FR_SRC");
   if (!src) {
@@ -629,6 +672,7 @@ static void test_graph(void) {
     fr_graph_free(g);
   }
   fr_engine_free(e);
+  test_graph_low_memory(graph, outdir);
 }
 
 int main(void) {

@@ -1,5 +1,5 @@
 // Browser test of the editor (playwright-core driving Debian's chromium; nothing downloads a browser).
-//   node tests/web/editor.mjs URL SHOTS_DIR [image|workbench|sampler|build]
+//   node tests/web/editor.mjs URL SHOTS_DIR [image|workbench|sampler|build|pins]
 // Opens the editor served by a running `flowrun serve`. Screenshots go to SHOTS_DIR. Exits non-zero on
 // the first failed step.
 //   image (default; needs no models): loads image-demo.yaml, runs it, changes a widget, runs again (the
@@ -14,11 +14,19 @@
 //     checkpoint picked from the dropdown, run unsaved; undo back to empty and redo; copy/paste; bypass;
 //     a reroute point; a group moving its nodes; seed control; a past run reopened from the history after a page reload (the canvas autosaved);
 //     a ComfyUI API JSON and a ComfyUI PNG opened and run; a load error shown whole on its node.
+//   pins (the sampler server): "Pin models" from the Ctrl+K palette on a graph with a checkpoint named
+//     by a node and by a param: pin badges (the short hash in the tooltip), the status line names the
+//     model that is not found; undo removes both pins, redo brings them back; the header button again
+//     says they are pinned already; the saved YAML (read back through GET /api/graph) has the sha256 that
+//     node's crypto computes from the checkpoint file; another file picked in the dropdown drops the pin
+//     (undo brings it back); the saved graph reopened and a file with a short-form pin show the badge.
 //   workbench (needs no models): on image-demo.yaml, a new param made in the params panel and a widget
 //     bound to it and unbound (the saved YAML, read back through GET /api/graph, has both); the minimap;
 //     a node added through the right-click menu; saving the then unfinished graph asks, "no" writes
 //     nothing, "save anyway" writes it, and a forced save of text that is not YAML is refused; collapse
 //     with Alt+C and the node's button keeps the links; a widget made an input socket and back.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -45,6 +53,7 @@ try {
   else if (scenario === 'image') await imageScenario();
   else if (scenario === 'build') await buildScenario();
   else if (scenario === 'workbench') await workbenchScenario();
+  else if (scenario === 'pins') await pinsScenario();
   else throw new Error(`unknown scenario ${scenario}`);
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
   ok = true;
@@ -760,4 +769,100 @@ async function buildScenario() {
   await page.keyboard.press('Shift+?');
   await page.getByTestId('help').filter({ hasText: 'Ctrl+Enter' }).waitFor();
   await page.keyboard.press('Escape');
+}
+
+async function pinsScenario() {
+  const fx = process.env.FR_FIXTURES;
+  if (!fx) throw new Error('pins: FR_FIXTURES is not set (the server has the fixtures\' models)');
+  // The checkpoint's SHA-256, computed here from the file (not by flowrun).
+  const sha = createHash('sha256').update(readFileSync(path.join(fx, 'models', 'sd15-tiny.safetensors'))).digest('hex');
+  const short = sha.slice(0, 10);
+  const YAML = require(require.resolve('yaml', { paths: [process.env.FR_EDITOR_MODULES || '.'] }));
+  const graph = [
+    'flowrun: 1',
+    'params:',
+    '  other: {type: STRING, default: sd15-tiny.safetensors}',
+    'nodes:',
+    '  ckpt: {type: CheckpointLoader, inputs: {ckpt_name: sd15-tiny.safetensors}, ui: {x: 40, y: 40}}',
+    '  ckpt2: {type: CheckpointLoader, inputs: {ckpt_name: $other}, ui: {x: 40, y: 260}}',
+    '  missing: {type: CheckpointLoader, inputs: {ckpt_name: nowhere.safetensors}, ui: {x: 40, y: 480}}',
+    '  empty: {type: EmptyLatent, inputs: {width: 64, height: 64, batch: 1}, ui: {x: 400, y: 300}}',
+    '  decode: {type: VAEDecode, inputs: {samples: empty, vae: ckpt.vae}, ui: {x: 700, y: 40}}',
+    '  save: {type: SaveImage, inputs: {images: decode, filename_prefix: pinned}, ui: {x: 1000, y: 40}}',
+    '',
+  ].join('\n');
+  const badge = () => page.getByTestId('node-ckpt').getByTestId('pin-ckpt_name');
+  const paramBadge = () => page.getByTestId('param-pin-other');
+  const gone = async (loc, what) => {
+    for (let i = 0; i < 50 && (await loc().count()); i++) await page.waitForTimeout(100);
+    if (await loc().count()) throw new Error(`${what} is still shown`);
+  };
+
+  step('open a graph with a checkpoint named by a node and by a param: no pin badge');
+  await openFileAs('pin-me.yaml', Buffer.from(graph), 'application/x-yaml');
+  await page.getByTestId('node-ckpt').waitFor();
+  await page.getByTestId('node-ckpt').getByTestId('w-ckpt_name').waitFor();
+  if ((await badge().count()) || (await paramBadge().count())) throw new Error('a badge before pinning');
+
+  step('Ctrl+K, "pin": the palette has Pin models; it pins both and names the missing model');
+  await page.mouse.click(1200, 700); // the canvas, so the key is not typed into a widget
+  await page.keyboard.press('Control+k');
+  await page.getByTestId('search-input').fill('pin mod');
+  await page.getByTestId('cmd-pin-models').click();
+  await badge().waitFor();
+  await paramBadge().waitFor();
+  const msg = await page.getByTestId('message').textContent();
+  if (!msg.includes('pinned 2 model files') || !msg.includes('not found: missing.ckpt_name (nowhere.safetensors)'))
+    throw new Error(`status line after pinning: "${msg}"`);
+  if ((await badge().getAttribute('data-sha256')) !== sha) throw new Error(`badge hash ${await badge().getAttribute('data-sha256')}, file has ${sha}`);
+  const tip = await badge().getAttribute('title');
+  if (!tip.includes(short)) throw new Error(`the badge's tooltip "${tip}" lacks the short hash ${short}`);
+  if ((await page.getByTestId('node-ckpt').getByTestId('w-ckpt_name').inputValue()) !== 'sd15-tiny.safetensors')
+    throw new Error('the model picker does not show the pinned file');
+  await page.screenshot({ path: path.join(shots, 'editor-pins.png') });
+
+  step('undo: both pins gone in one step; redo: back');
+  await page.getByTestId('undo').click();
+  await gone(badge, 'the node pin badge after undo');
+  await gone(paramBadge, 'the param pin badge after undo');
+  await page.getByTestId('redo').click();
+  await badge().waitFor();
+  await paramBadge().waitFor();
+
+  step('the header button on the pinned graph: already pinned');
+  await page.getByTestId('pin-models').click();
+  await page.getByTestId('message').filter({ hasText: '2 already pinned' }).waitFor();
+
+  step('save; the YAML has the file\'s sha256');
+  await page.getByTestId('save').click();
+  await page.getByTestId('message').filter({ hasText: 'saved pin-me.yaml' }).waitFor();
+  const r = await fetch(new URL('api/graph?path=pin-me.yaml', url));
+  const saved = YAML.parse((await r.json()).yaml);
+  const pinNode = saved.nodes.ckpt.inputs.ckpt_name;
+  const pinParam = saved.params.other.default;
+  if (!pinNode || pinNode.file !== 'sd15-tiny.safetensors' || pinNode.sha256 !== sha) throw new Error(`saved ckpt_name: ${JSON.stringify(pinNode)}`);
+  if (!pinParam || pinParam.file !== 'sd15-tiny.safetensors' || pinParam.sha256 !== sha) throw new Error(`saved param: ${JSON.stringify(pinParam)}`);
+  if (saved.nodes.missing.inputs.ckpt_name !== 'nowhere.safetensors') throw new Error('the missing model changed');
+
+  step('another file in the model picker drops the pin; undo brings it back');
+  await page.getByTestId('node-ckpt').getByTestId('w-ckpt_name').selectOption('sdxl-tiny.safetensors');
+  await gone(badge, 'the pin badge after picking another file');
+  await page.getByTestId('undo').click();
+  await badge().waitFor();
+
+  step('the saved graph reopened shows its pins');
+  await page.getByTestId('graph-select').selectOption('tiny-demo.yaml');
+  await page.getByTestId('node-sample').waitFor();
+  await gone(badge, 'a badge on tiny-demo');
+  await page.getByTestId('graph-select').selectOption('pin-me.yaml');
+  await badge().waitFor();
+  await paramBadge().waitFor();
+
+  step('a graph written with a short (AutoV2) pin shows the badge with that hash');
+  await openFileAs('short-pin.yaml', Buffer.from(graph.replace('ckpt_name: sd15-tiny.safetensors}', `ckpt_name: {file: sd15-tiny.safetensors, sha256: ${short.toUpperCase()}}}`)), 'application/x-yaml');
+  for (let i = 0; i < 50 && (await page.getByTestId('path').inputValue()) !== 'short-pin.yaml'; i++) await page.waitForTimeout(100);
+  await badge().waitFor();
+  const t2 = await badge().getAttribute('title');
+  if (!t2.includes(short)) throw new Error(`the short pin's tooltip "${t2}" lacks ${short}`);
+  if (await paramBadge().count()) throw new Error('short-pin.yaml has no pinned param');
 }

@@ -61,5 +61,17 @@ check('YAML nodes and inputs', Object.fromEntries(Object.entries(doc.nodes).map(
 const back = fromYaml(text, specOf);
 check('YAML read back', summary(back), { nodes: ['load', 'save'], edges: ['load.image->save.images'] });
 
+// model pins {file, sha256} (a node input's value and a param's default) survive YAML -> editor -> YAML
+const pinSpecs = { Ckpt: { inputs: [{ name: 'ckpt_name', type: 'STRING', socket: false, model_file: true }], outputs: [{ name: 'model', type: 'MODEL' }] } };
+const pinText = 'flowrun: 1\nparams:\n  m: {type: STRING, default: {file: b.safetensors, sha256: 0123456789}}\nnodes:\n'
+  + '  a: {type: Ckpt, inputs: {ckpt_name: {file: a.safetensors, sha256: ABCDEF0123}}, ui: {x: 1, y: 2}}\n'
+  + '  b: {type: Ckpt, inputs: {ckpt_name: $m}, ui: {x: 3, y: 4}}\n';
+const pg = fromYaml(pinText, (t) => pinSpecs[t]);
+check('a pin read as the value of its input', pg.nodes[0].data.values, { ckpt_name: { file: 'a.safetensors', sha256: 'ABCDEF0123' } });
+check('a pin written back: flow maps, as hand-written', toYaml(pg.doc, pg.nodes, pg.edges, (t) => pinSpecs[t]),
+  'flowrun: 1\nparams:\n  m: { type: STRING, default: { file: b.safetensors, sha256: "0123456789" } }\nnodes:\n'
+  + '  a:\n    type: Ckpt\n    inputs: { ckpt_name: { file: a.safetensors, sha256: ABCDEF0123 } }\n    ui: { x: 1, y: 2 }\n'
+  + '  b:\n    type: Ckpt\n    inputs: { ckpt_name: $m }\n    ui: { x: 3, y: 4 }\n');
+
 if (fails) { console.log(`${fails} failed`); process.exit(1); }
 console.log('ok: editor YAML writer');

@@ -32,6 +32,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/cache.h"
 #include "core/events.h"
 #include "core/file.h"
 #include "core/flowrun.h"
@@ -43,8 +44,10 @@
 #include "core/pg/pg.h"
 #endif
 #include "core/schema.h"
+#include "core/signature.h"
 #include "nodes/registry.h"
 #include "web/server/api_models.h"
+#include "web/server/api_pin.h"
 
 /* Bounds: a graph is at most 4 MiB (the loader's limit), so a request body (JSON around the YAML, whose
  * escaping can grow it) is at most 10 MiB; websocket messages from clients are small commands. */
@@ -140,6 +143,12 @@ struct fr__srv {
   struct fr__msg log[FR__LOG_SIZE];
   uint64_t log_next; /* seq of the next message */
   int fleet_wake[2]; /* serve --db: wakes the fleet thread (a run to submit or to cancel) */
+  /* POST /api/pin: the hashes of model files (service thread only): a connection of its own to the
+   * cache's database (opened at the first pin; NULL with --no-cache or when it cannot be opened, which
+   * only means hashing again) and the process's memo */
+  struct fr_cache *pin_cache;
+  bool pin_cache_tried;
+  struct fr_fp_memo pin_memo;
 };
 
 static struct fr__srv *fr__g; /* for the signal handler only */
@@ -1505,6 +1514,54 @@ static int fr__validate(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss,
   return fr__respond(wsi, pss, 200, "application/json", ok, sizeof ok - 1, NULL);
 }
 
+static void fr__pin_warn(void *user, const char *msg) {
+  (void)user;
+  fprintf(stderr, "flowrun serve: warning: %s\n", msg);
+}
+
+/* POST /api/pin {"yaml": TEXT, "path": P}: the graph with its model files pinned (api_pin.h). Files are
+ * looked up as a run's are: in the model folders, inside the read roots; relative subgraph files from
+ * P's folder (a file of the graphs folder, as POST /api/run's path), else from the graphs folder. */
+static int fr__pin(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, const struct fr_json *req) {
+  const struct fr_json *pj = fr_json_get(req, "path");
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", s->graphs_real);
+  if (pj && pj->type != FR_JSON_NULL) {
+    char full[PATH_MAX];
+    int st = pj->type == FR_JSON_STRING ? fr__resolve(s->graphs_real, pj->str, false, full) : 400;
+    if (st != 200 || !fr__is_yaml(pj->str)) {
+      char msg[1200];
+      snprintf(msg, sizeof msg, "graph %s: %s", pj->type == FR_JSON_STRING ? pj->str : "(not a string)",
+               st == 404 ? "no such file in the graphs folder" : "not a .yaml file inside the graphs folder");
+      return fr__respond_error(wsi, pss, st == 200 ? 400 : st, msg);
+    }
+    snprintf(dir, sizeof dir, "%s", full);
+    *strrchr(dir, '/') = 0; /* full is a realpath of a file: it has a '/' */
+  }
+  char def[4096];
+  if (!s->pin_cache_tried && !s->o.no_cache && (s->o.cache_path || fr_cache_default_path(def, sizeof def))) {
+    struct fr_cache_opts co = {.warn = fr__pin_warn, .degrade = true};
+    struct fr_err cerr;
+    if (fr_cache_open(s->o.cache_path ? s->o.cache_path : def, &co, &s->pin_cache, &cerr) != FR_OK)
+      s->pin_cache = NULL;
+  }
+  s->pin_cache_tried = true;
+  struct fr_load_opts lo = {.registry = fr_builtin_registry(),
+                            .model_dirs = s->o.model_dirs,
+                            .n_model_dirs = s->o.n_model_dirs,
+                            .input_dirs = s->input_dirs,
+                            .n_input_dirs = s->n_input_dirs,
+                            .read_roots = s->roots,
+                            .n_read_roots = s->n_roots,
+                            .require_files = false,
+                            .cache = s->pin_cache,
+                            .memo = &s->pin_memo};
+  struct fr_buf b = {0};
+  struct fr_err err = {{0}};
+  int st = fr__api_pin(req, &lo, dir, &b, &err);
+  return st == 200 ? fr__respond_json(wsi, pss, 200, &b) : fr__respond_error(wsi, pss, st, err.msg);
+}
+
 static int fr__api_post(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss) {
   struct fr_arena *a = fr_arena_new(0);
   struct fr_json *req = NULL;
@@ -1522,6 +1579,8 @@ static int fr__api_post(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss)
     ret = fr__save_graph(s, wsi, pss, req);
   } else if (!strcmp(pss->uri, "/api/validate")) {
     ret = fr__validate(s, wsi, pss, req);
+  } else if (!strcmp(pss->uri, "/api/pin")) {
+    ret = fr__pin(s, wsi, pss, req);
   } else if (!strcmp(pss->uri, "/api/run")) {
     const struct fr_json *y = fr_json_get(req, "yaml");
     if (y && y->type != FR_JSON_STRING) {
@@ -2300,6 +2359,8 @@ out_sync:
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
 out:
+  fr_cache_close(s->pin_cache);
+  fr_fp_memo_free(&s->pin_memo);
   while (s->runs) {
     struct fr__run *r = s->runs;
     s->runs = r->next;

@@ -7,11 +7,11 @@ import { ReactFlow, ReactFlowProvider, Background, Controls, MiniMap, useReactFl
 import { useHotkeys } from 'react-hotkeys-hook';
 import { get as idbGet, set as idbSet } from 'idb-keyval';
 import YAML from 'yaml';
-import { fromYaml, subgraphSpec, toYaml, EDITOR_SPECS, GROUP } from './store/yaml.js';
+import { fromYaml, subgraphSpec, toYaml, isPin, EDITOR_SPECS, GROUP } from './store/yaml.js';
 import { useStore, dragStart, dragStop, dragOrigin, undo, redo, clearHistory } from './store/store.js';
 import * as API from './api/index.js';
 import { pngText } from './api/png.js';
-import { nodeTypes, SpecContext } from './canvas/FlowNode.jsx';
+import { nodeTypes, SpecContext, PinBadge } from './canvas/FlowNode.jsx';
 import { SearchBox, AddMenu, accepts } from './panels/Search.jsx';
 import { QueuePanel, Gallery, Help } from './panels/Queue.jsx';
 
@@ -260,6 +260,33 @@ function Editor() {
     }
   };
 
+  // "Pin models": the server pins every model file the graph names by its SHA-256 (the same rewrite as
+  // `flowrun pin`, docs/graph-format.md "Pins"); the pins land in the graph as one undo step, and the
+  // status line says what was pinned and what was not found.
+  const pinModels = async () => {
+    setSearch(null);
+    try {
+      const sp = st().savedPath; // its subgraph files are found from its folder, as for a run
+      const r = await API.pinModels(yamlText(), sp && sp === st().path ? sp : null);
+      const n = st().applyPins(r.inputs);
+      const where = (i) => (i.param ? `$${i.param}` : `${i.node}.${i.input}`);
+      const missing = r.inputs.filter((i) => i.state === 'not_found').map((i) => `${where(i)} (${i.file || 'no file'})`);
+      const odd = r.inputs.filter((i) => i.state === 'not_pinnable').map(where);
+      const already = r.inputs.filter((i) => i.state === 'already').length;
+      const parts = [`pinned ${n} model file${n === 1 ? '' : 's'}`];
+      if (already) parts.push(`${already} already pinned`);
+      if (missing.length) parts.push(`not found: ${missing.join(', ')}`);
+      if (odd.length) parts.push(`not pinnable: ${odd.join(', ')}`);
+      if (!r.inputs.length) parts.push('this graph names no model file');
+      setMessage(parts.join('; '));
+    } catch (e) {
+      showError(`pin models: ${e.message}`);
+    }
+  };
+  const commands = [
+    { id: 'pin-models', name: 'Pin models', help: 'pin every model file by its sha256 (as flowrun pin)', run: pinModels },
+  ];
+
   const cancel = async (id) => {
     try { await API.cancelRun(id); } catch (e) { setMessage(e.message); }
     refreshRuns();
@@ -417,6 +444,7 @@ function Editor() {
   useHotkeys('mod+enter', () => queue(), { ...hk, enableOnFormTags: true });
   useHotkeys('mod+s', () => save(), { ...hk, enableOnFormTags: true });
   useHotkeys('shift+slash', () => setHelp((h) => !h));
+  useHotkeys('mod+k', () => openSearchAt(window.innerWidth / 2 - 150, 120, null, null), hk);
   useHotkeys('escape', () => { setSearch(null); setMenu(null); setHelp(false); setConfirm(null); }, { enableOnFormTags: true });
 
   // Files dropped on the editor (or opened): a PNG with a flowrun workflow restores it; ComfyUI's API
@@ -458,7 +486,8 @@ function Editor() {
 
   const setParam = (k, s) => {
     const n = Number(s);
-    const d = st().doc.params[k] || {};
+    // a pinned param edited is a plain STRING param again: another name drops the pin
+    const d = isPin(st().doc.params[k]) ? { type: 'STRING' } : st().doc.params[k] || {};
     const typed = d.type === 'STRING' ? s : s !== '' && !Number.isNaN(n) ? n : s;
     useStore.setState((x) => ({ doc: { ...x.doc, params: { ...x.doc.params, [k]: { ...d, default: typed } } } }));
   };
@@ -502,6 +531,7 @@ function Editor() {
           <button data-testid="save" onClick={save} title="Ctrl+S">Save</button>
           <button data-testid="run" className="primary" onClick={queue} title="Ctrl+Enter">Queue</button>
           <button data-testid="cancel" onClick={() => run && cancel(run.id)} disabled={!run || (run.state !== 'queued' && run.state !== 'running')}>Cancel</button>
+          <button data-testid="pin-models" onClick={pinModels} title="pin every model file by its sha256, so a shared graph fails clearly on other weights (also in Ctrl+K)">Pin models</button>
           <button data-testid="undo" onClick={undo} title="Ctrl+Z">↶</button>
           <button data-testid="redo" onClick={redo} title="Ctrl+Shift+Z">↷</button>
           <button data-testid="help-button" onClick={() => setHelp(true)} title="?">?</button>
@@ -514,6 +544,7 @@ function Editor() {
           {params.map(([k, d]) => (
             <label key={k} className="widget">
               <span title={(d && d.help) || ''}>{k}</span>
+              {(isPin(d) || (d && isPin(d.default))) && <PinBadge pin={isPin(d) ? d : d.default} testid={`param-pin-${k}`} />}
               <input data-testid={`param-${k}`} value={paramValue(d) ?? ''} onChange={(e) => setParam(k, e.target.value)} />
             </label>
           ))}
@@ -547,7 +578,7 @@ function Editor() {
             <Controls />
             <MiniMap pannable zoomable bgColor="#25272b" maskColor="#000a" nodeColor="#555" nodeStrokeColor="#888" />
           </ReactFlow>
-          {search && <SearchBox at={search.screen} filter={search.filter} specs={specs} onClose={() => setSearch(null)}
+          {search && <SearchBox at={search.screen} filter={search.filter} specs={specs} commands={search.filter ? [] : commands} onClose={() => setSearch(null)}
             onPick={(name) => place(name, search.flow, search.from)} />}
           {menu && <AddMenu at={menu.screen} specs={specs} onClose={() => setMenu(null)} onPick={(name) => place(name, menu.flow, null)} />}
           {error && (

@@ -20,6 +20,9 @@ export const moveRun = (id, before) => api('api/queue/move', { id, before });
 export const getRuns = () => api('api/runs');
 export const getRun = (id) => api(`api/run?id=${id}`);
 export const importComfy = (json, source) => api('api/import/comfy', { json, source });
+// The graph's YAML with its model files pinned by content ({file, sha256}) and what happened to each model
+// input: {yaml, pinned, inputs: [{node, input, param, file, state, sha256}]} (docs/protocol.md).
+export const pinModels = (yaml, path) => api('api/pin', path ? { yaml, path } : { yaml });
 export const outputUrl = (file, run, temp) => `api/output?${temp ? 'temp=1&' : ''}file=${encodeURIComponent(file)}&r=${run}`;
 
 // Model lists by kind, cached until refreshed (refresh: true asks the server again, which re-lists).

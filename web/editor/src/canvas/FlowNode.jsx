@@ -4,7 +4,7 @@
 // param of the graph ($) and unbound (✕$).
 import React, { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { Handle, NodeResizer, Position } from '@xyflow/react';
-import { GROUP, REROUTE } from '../store/yaml.js';
+import { GROUP, REROUTE, isPin, pinFile } from '../store/yaml.js';
 import { useStore } from '../store/store.js';
 import { getModels, modelKind } from '../api/index.js';
 
@@ -22,6 +22,23 @@ function GrowingText(props) {
   return <textarea ref={ref} rows={2} {...props} />;
 }
 
+// A pin badge: the value names its weights by content ({file, sha256}); the tooltip has the short hash.
+export function PinBadge({ pin, testid }) {
+  const short = pin.sha256.slice(0, 10).toLowerCase();
+  return (
+    <span className="pin" data-testid={testid} data-sha256={pin.sha256}
+      role="img" aria-label="pinned" title={`pinned by content: sha256 ${short}${pin.sha256.length > 10 ? '…' : ''} (another file drops the pin)`}>
+      <svg width="9" height="12" viewBox="0 0 9 12" aria-hidden="true">
+        <circle cx="4.5" cy="3.5" r="3.2" fill="currentColor" />
+        <path d="M4.5 6.5 V12" stroke="currentColor" strokeWidth="1.5" />
+      </svg>
+    </span>
+  );
+}
+
+// A model file input: the file list of its kind. A pinned value ({file, sha256}) shows its file and a pin
+// badge; picking another file sets the plain name, which drops the pin (as ComfyUI, which has no pins,
+// would just switch files).
 function ModelSelect({ input, common, value, onChange }) {
   const kind = modelKind(input);
   const [list, setList] = useState(null);
@@ -29,10 +46,13 @@ function ModelSelect({ input, common, value, onChange }) {
   const load = (refresh) => getModels(kind, refresh).then((r) => { setList(r.models); setErr(null); }).catch((e) => setErr(e.message));
   useEffect(() => { load(false); }, [kind]);
   const names = (list || []).map((m) => m.name);
+  const pin = isPin(value) ? value : null;
+  const name = pinFile(value);
   return (
     <span className="row">
-      <select {...common} value={value ?? ''} onChange={(e) => onChange(e.target.value)} title={err || input.help || ''}>
-        {!names.includes(value) && <option value={value ?? ''}>{value ? `${value} (not found)` : '— pick a model —'}</option>}
+      {pin && <PinBadge pin={pin} testid={`pin-${input.name}`} />}
+      <select {...common} value={name ?? ''} onChange={(e) => onChange(e.target.value)} title={err || input.help || ''}>
+        {!names.includes(name) && <option value={name ?? ''}>{name ? `${name} (not found)` : '— pick a model —'}</option>}
         {(list || []).map((m) => (
           <option key={m.name} value={m.name} disabled={!m.supported}>{m.name}{m.supported ? '' : ' (unsupported format)'}</option>
         ))}
@@ -89,8 +109,8 @@ function BindButton({ input, value, params, onChange }) {
   const bound = typeof value === 'string' && value.startsWith('$') && !value.startsWith('$$');
   if (bound) {
     const d = params && params[value.slice(1)];
-    const dv = d && typeof d === 'object' ? d.default : d;
-    const back = dv !== undefined && (typeof dv !== 'object' || dv === null) ? dv : input.default;
+    const dv = isPin(d) ? d : d && typeof d === 'object' ? d.default : d;
+    const back = dv !== undefined && (typeof dv !== 'object' || dv === null || isPin(dv)) ? dv : input.default;
     return (
       <button className="nodrag small bind" data-testid={`unbind-${input.name}`} title={`unbind from ${value}`}
         onClick={(e) => { e.preventDefault(); onChange(back); }}>✕$</button>

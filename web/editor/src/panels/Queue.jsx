@@ -80,7 +80,7 @@ export function Help({ onClose }) {
     ['Ctrl+Z / Ctrl+Shift+Z (Ctrl+Y)', 'undo / redo'], ['Ctrl+C / Ctrl+V', 'copy / paste (also into another tab)'],
     ['Ctrl+D', 'duplicate the selection'], ['Ctrl+B', 'bypass the selection'], ['Ctrl+M', 'mute the selection'],
     ['Alt+C', 'collapse the selection'], ['Shift+drag, Ctrl+click', 'select several nodes'],
-    ['Delete / Backspace', 'delete the selection'], ['Ctrl+S', 'save'], ['?', 'this help'], ['Escape', 'close a box'],
+    ['Delete / Backspace', 'delete the selection'], ['Ctrl+S', 'save'], ['Ctrl+K', 'search nodes and commands (Pin models)'], ['?', 'this help'], ['Escape', 'close a box'],
   ];
   return (
     <div className="overlay" data-testid="help" onClick={onClose}>

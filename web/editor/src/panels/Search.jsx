@@ -11,8 +11,14 @@ export function accepts(spec, filter) {
   return list.some((i) => (filter.dir === 'in' ? i.socket : true) && (i.type === filter.type || i.type === '*'));
 }
 
-export function SearchBox({ at, filter, specs, onPick, onClose }) {
+// commands: editor actions listed with the nodes ({id, name, help, run}; Ctrl+K opens the search), first
+// when their name matches what is typed.
+export function SearchBox({ at, filter, specs, commands = [], onPick, onClose }) {
   const [q, setQ] = useState('');
+  const cmds = useMemo(() => {
+    if (!q) return commands;
+    return new Fuse(commands, { keys: ['name', 'help'], threshold: 0.4, ignoreLocation: true }).search(q).map((r) => r.item);
+  }, [q, commands]);
   const pool = useMemo(() => specs.filter((s) => accepts(s, filter)), [specs, filter]);
   const fuse = useMemo(() => new Fuse(pool, {
     keys: [{ name: 'name', weight: 3 }, { name: 'comfy', weight: 3 }, { name: 'category', weight: 1 }, { name: 'help', weight: 0.5 }],
@@ -23,9 +29,15 @@ export function SearchBox({ at, filter, specs, onPick, onClose }) {
     <div className="search" style={{ left: at.x, top: at.y }} data-testid="search" onMouseDown={(e) => e.stopPropagation()}>
       <Command shouldFilter={false} label="add a node" onKeyDown={(e) => { if (e.key === 'Escape') onClose(); }}>
         <Command.Input autoFocus data-testid="search-input" value={q} onValueChange={setQ}
-          placeholder={filter ? `a node that ${filter.dir === 'in' ? 'takes' : 'gives'} ${filter.type}…` : 'search nodes (name, ComfyUI name, category)…'} />
+          placeholder={filter ? `a node that ${filter.dir === 'in' ? 'takes' : 'gives'} ${filter.type}…` : 'search nodes (name, ComfyUI name, category) and commands…'} />
         <Command.List>
           <Command.Empty>no node matches</Command.Empty>
+          {cmds.map((c) => (
+            <Command.Item key={`cmd-${c.id}`} value={`cmd-${c.id}`} data-testid={`cmd-${c.id}`} onSelect={() => { onClose(); c.run(); }}>
+              <span>{c.name}</span>
+              <small>{c.help}</small>
+            </Command.Item>
+          ))}
           {found.slice(0, 40).map((s) => (
             <Command.Item key={s.name} value={s.name} data-testid={`search-${s.name}`} onSelect={() => onPick(s.name)}>
               <span>{s.name}</span>

@@ -5,7 +5,7 @@
 import { create } from 'zustand';
 import { temporal } from 'zundo';
 import { applyEdgeChanges, applyNodeChanges, addEdge } from '@xyflow/react';
-import { edgeFor } from './yaml.js';
+import { edgeFor, isPin } from './yaml.js';
 
 // What undo/redo keeps: nodes without xyflow's transient fields, edges without selection.
 const graphPart = (s) => ({
@@ -56,6 +56,34 @@ export const useStore = create(temporal((set, get) => ({
   setValue: (id, name, v) => set((s) => ({
     nodes: s.nodes.map((n) => (n.id === id ? { ...n, data: { ...n.data, values: { ...n.data.values, [name]: v } } } : n)),
   })),
+  // The pins POST /api/pin made (its "inputs" with state "pinned"), applied as one undo step: a node
+  // input's value becomes {file, sha256}; a value bound to $param pins that param's default instead
+  // (inside {type, default} when it has that form). Returns how many values changed.
+  applyPins: (items) => {
+    const pins = items.filter((i) => i.state === 'pinned' && i.sha256);
+    if (!pins.length) return 0;
+    let changed = 0;
+    set((s) => {
+      const params = { ...(s.doc.params || {}) };
+      for (const p of pins) {
+        if (!p.param || !(p.param in params)) continue;
+        const d = params[p.param];
+        const pin = { file: p.file, sha256: p.sha256 };
+        params[p.param] = d && typeof d === 'object' && !isPin(d) ? { ...d, default: pin } : pin;
+        changed++;
+      }
+      const nodes = s.nodes.map((n) => {
+        const mine = pins.filter((p) => !p.param && p.node === n.id);
+        if (!mine.length) return n;
+        const values = { ...n.data.values };
+        for (const p of mine) values[p.input] = { file: p.file, sha256: p.sha256 };
+        changed += mine.length;
+        return { ...n, data: { ...n.data, values } };
+      });
+      return { nodes, doc: s.doc.params ? { ...s.doc, params } : s.doc };
+    });
+    return changed;
+  },
   setNodeData: (id, patch) => set((s) => ({
     nodes: s.nodes.map((n) => (n.id === id ? { ...n, data: { ...n.data, ...patch } } : n)),
   })),

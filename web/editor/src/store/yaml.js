@@ -5,10 +5,30 @@ import YAML from 'yaml';
 
 export const PRIMITIVES = new Set(['INT', 'FLOAT', 'BOOL', 'STRING', 'ENUM']);
 
+// A model pin {file: NAME, sha256: HEX} (docs/graph-format.md, "Pins"): an input's value or a param's.
+export const isPin = (v) => !!v && typeof v === 'object' && typeof v.file === 'string' && typeof v.sha256 === 'string';
+// The file a model input's value names (a pin's file, else the value itself).
+export const pinFile = (v) => (isPin(v) ? v.file : v);
+
+// YAML text to JS, as YAML.parse (throws on the first error), except that every `sha256:` value is kept
+// as written: a pin's hash is hex text, and a plain 0123456789 or 12345e6789 would become a number.
+export function parseYaml(text) {
+  const d = YAML.parseDocument(text);
+  if (d.errors.length) throw d.errors[0];
+  YAML.visit(d, {
+    Pair(_, pair) {
+      const v = pair.value;
+      if (YAML.isScalar(pair.key) && pair.key.value === 'sha256' && YAML.isScalar(v) && typeof v.value !== 'string')
+        v.value = v.source !== undefined ? String(v.source) : String(v.value);
+    },
+  });
+  return d.toJS();
+}
+
 // The interface of a subgraph file used as a node: declared inputs and outputs, typed from the
 // schema of the nodes its outputs come from.
 export function subgraphSpec(name, text, schema) {
-  const doc = YAML.parse(text) || {};
+  const doc = parseYaml(text) || {};
   const inputs = Object.entries(doc.inputs || {}).map(([n, d]) => {
     const type = String((d && d.type) || 'STRING');
     const socket = !PRIMITIVES.has(type);
@@ -28,7 +48,7 @@ export function subgraphSpec(name, text, schema) {
 // relayout: ignore the file's positions (an imported workflow's) and place nodes in columns by depth, each
 // column's nodes stacked by their estimated height, so none overlap.
 export function fromYaml(text, specOf, { relayout = false } = {}) {
-  const doc = YAML.parse(text) || {};
+  const doc = parseYaml(text) || {};
   const nodes = [];
   const edges = [];
   const ids = Object.keys(doc.nodes || {});
