@@ -212,7 +212,7 @@ void fr_engine_state_each(struct fr_engine *e, const char *prefix,
 void fr_node_engine_each(struct fr_node_ctx *nc, const char *prefix,
                          void (*fn)(void *user, const char *key, void *p), void *user);
 
-/* ---- out-of-memory recovery (docs/oom-and-loading.md) ----
+/* ---- out-of-memory recovery (docs/operations.md, "Out of memory") ----
  * When a node fails with FR_E_NOMEM (host or device memory), the engine asks every memory hook to
  * release what it can (FR_MEM_RELEASE: cached models the failing node does not need, and the pools and
  * scratch buffers of the compute contexts), then runs the node once more with fr_node_low_memory true.
