@@ -44,6 +44,7 @@ struct fr_cache {
   enum fr_cache_mode mode;
   int last_code;        /* SQLite's extended code of the last database failure (0: none or injected) */
   bool warned_degraded; /* the one warning about a cache that cannot be written was given */
+  int64_t evicted;      /* entries evicted by this handle's committed puts (fr_cache_evictions) */
   /* Writes kept off the read path, done in the next write transaction (a put) or by fr_cache_flush:
    * LRU stamps of entries read, entries found bad, file fingerprint memos that met a busy database. */
   struct fr__touch {
@@ -328,6 +329,10 @@ void fr_cache_drop(struct fr_cache *c, const struct fr_key *key) {
 
 enum fr_cache_mode fr_cache_mode(const struct fr_cache *c) {
   return c ? c->mode : FR_CACHE_OFF;
+}
+
+int64_t fr_cache_evictions(const struct fr_cache *c) {
+  return c ? c->evicted : 0;
 }
 
 /* ---- opening ---- */
@@ -796,11 +801,15 @@ static enum fr_status fr__put_txn(struct fr_cache *c, const struct fr_key *key, 
   sqlite3_bind_int64(s, 4, (int64_t)XXH3_64bits(blob, len));
   sqlite3_bind_int64(s, 5, now);
   sqlite3_bind_int64(s, 6, now);
-  if ((rc = fr__write_stmt(c, s, "put", err)) || (rc = fr__evict(c, c->max_bytes, key, NULL, NULL, err))) {
+  int64_t evicted = 0;
+  if ((rc = fr__write_stmt(c, s, "put", err)) ||
+      (rc = fr__evict(c, c->max_bytes, key, &evicted, NULL, err))) {
     fr__rollback(c);
     return rc;
   }
-  return fr__commit(c, err);
+  if ((rc = fr__commit(c, err)) == FR_OK)
+    c->evicted += evicted;
+  return rc;
 }
 
 enum fr_status fr_cache_put(struct fr_cache *c, const struct fr_key *key, const void *blob, size_t len,

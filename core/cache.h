@@ -56,6 +56,8 @@ void fr_cache_close(struct fr_cache *c);
 bool fr_cache_default_path(char *buf, size_t n);
 
 enum fr_cache_mode fr_cache_mode(const struct fr_cache *c);
+/* Entries this handle's puts evicted to keep the size limit, since it was opened (gc not counted). */
+int64_t fr_cache_evictions(const struct fr_cache *c);
 
 /* FR_OK with a blob the caller frees (fr_free), FR_E_NOTFOUND on a miss (also for an entry that failed
  * its checksum, which is then dropped), FR_E_CACHE on a database failure. Records the LRU stamp in

@@ -269,6 +269,20 @@ const struct fr_registry *fr_engine_registry(const struct fr_engine *e) {
   return e->registry;
 }
 
+void fr_engine_cache_info(struct fr_engine *e, struct fr_engine_cache_info *out) {
+  memset(out, 0, sizeof *out);
+  enum fr_cache_mode mode = fr_cache_mode(e->cache);
+  out->mode = mode == FR_CACHE_RW ? 0 : mode == FR_CACHE_RO ? 1 : 2;
+  struct fr_cache_stats st;
+  struct fr_err err;
+  if (e->cache && fr_cache_stats(e->cache, &st, &err) == FR_OK) {
+    out->entries = st.entries;
+    out->bytes = st.bytes;
+    out->max_bytes = st.max_bytes;
+  }
+  out->evictions = fr_cache_evictions(e->cache);
+}
+
 static void fr__load_opts(struct fr_engine *e, const struct fr_override *ov, int n_ov,
                           struct fr_load_opts *lo) {
   memset(lo, 0, sizeof *lo);
@@ -1365,6 +1379,21 @@ void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key) {
     if (strcmp(e->states[i].key, key) == 0)
       return e->states[i].p;
   return NULL;
+}
+
+void *fr_engine_state_get(struct fr_engine *e, const char *key) {
+  for (int i = 0; i < e->n_states; i++)
+    if (strcmp(e->states[i].key, key) == 0)
+      return e->states[i].p;
+  return NULL;
+}
+
+void fr_engine_state_each(struct fr_engine *e, const char *prefix,
+                          void (*fn)(void *user, const char *key, void *p), void *user) {
+  size_t n = strlen(prefix);
+  for (int i = 0; i < e->n_states; i++)
+    if (e->states[i].p && strncmp(e->states[i].key, prefix, n) == 0)
+      fn(user, e->states[i].key, e->states[i].p);
 }
 
 void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (*destroy)(void *)) {

@@ -134,6 +134,16 @@ void fr_engine_cancel(struct fr_engine *e);
 
 const struct fr_registry *fr_engine_registry(const struct fr_engine *e);
 
+/* The state of the engine's cache, for health checks and metrics. Call it from the thread that runs, or
+ * while no run is going (it reads the database). mode: 0 writable, 1 read-only (read-only file or file
+ * system, disk full), 2 off (could not be opened, or no_cache). evictions: entries evicted by this
+ * engine's stores since it was made. */
+struct fr_engine_cache_info {
+  int mode;
+  int64_t entries, bytes, max_bytes, evictions;
+};
+void fr_engine_cache_info(struct fr_engine *e, struct fr_engine_cache_info *out);
+
 /* Out-of-memory recovery counters since the engine was made (core/node.h: "out-of-memory recovery").
  * oom: node failures with FR_E_NOMEM; retries: of those, retried after the memory hooks released memory
  * (each failure is retried once); recovered: retries that succeeded; failed: retries that ran out of

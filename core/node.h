@@ -211,13 +211,21 @@ void fr_node_info(struct fr_node_ctx *nc, const char *fmt, ...) __attribute__((f
 /* Engine-wide state a node type keeps across runs (e.g. loaded models), by key; NULL if absent. */
 void *fr_node_engine_get(struct fr_node_ctx *nc, const char *key);
 void fr_node_engine_set(struct fr_node_ctx *nc, const char *key, void *p, void (*destroy)(void *));
+struct fr_engine;
+/* The same state from outside a run (what the engine's owner reports: device memory, resident models):
+ * call it from the thread that runs the engine, between runs. each: every state whose key starts with
+ * prefix, in the order they were made. */
+void *fr_engine_state_get(struct fr_engine *e, const char *key);
+void fr_engine_state_each(struct fr_engine *e, const char *prefix,
+                          void (*fn)(void *user, const char *key, void *p), void *user);
+
 /* Calls fn(user, key, p) for every engine-wide state whose key starts with prefix and whose value is not
  * NULL, in the order they were first set. fn may replace the value of the key it is given (with
  * fr_node_engine_set, e.g. to NULL to drop a cached model) but must not set other keys. */
 void fr_node_engine_each(struct fr_node_ctx *nc, const char *prefix,
                          void (*fn)(void *user, const char *key, void *p), void *user);
 
-/* ---- out-of-memory recovery (docs/oom-and-loading.md) ----
+/* ---- out-of-memory recovery (docs/operations.md, "Out of memory") ----
  * When a node fails with FR_E_NOMEM (host or device memory), the engine asks every memory hook to
  * release what it can (FR_MEM_RELEASE: cached models the failing node does not need, and the pools and
  * scratch buffers of the compute contexts), then runs the node once more with fr_node_low_memory true.

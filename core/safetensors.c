@@ -412,6 +412,21 @@ void fr_st_close(struct fr_safetensors *st) {
   fr_arena_free(st->arena); /* st itself lives in the arena */
 }
 
+void fr_st_release(const struct fr_safetensors *st, const struct fr_st_entry *e) {
+  if (!st || !st->map || !e || !e->nbytes)
+    return;
+  long pg = sysconf(_SC_PAGESIZE);
+  if (pg <= 0)
+    return;
+  uintptr_t lo = (uintptr_t)e->data, hi = lo + e->nbytes, base = (uintptr_t)st->map;
+  if (lo < base || hi > base + st->map_size)
+    return;                                                      /* not in this file's mapping */
+  lo = (lo + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg; /* whole pages inside [lo, hi) only: */
+  hi = hi / (uintptr_t)pg * (uintptr_t)pg;                       /* neighbours keep theirs */
+  if (hi > lo)
+    (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 struct fr_tensor *fr_st_view(const struct fr_st_entry *e) {
   size_t align = fr_dtype_size(e->dtype);
   if (((uintptr_t)e->data % align) == 0)

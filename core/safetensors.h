@@ -61,6 +61,12 @@ enum fr_status fr_st_open_ex(const char *path, const struct fr_st_open_opts *o, 
 enum fr_status fr_st_parse(const void *buf, size_t len, const char *what, struct fr_safetensors **out,
                            struct fr_err *err);
 void fr_st_close(struct fr_safetensors *st); /* NULL is fine */
+/* Tells the kernel this process is done with entry e's bytes for now: the whole pages of a mapped file that
+ * lie inside e's data leave the process's resident set (MADV_DONTNEED on a read-only private mapping: a
+ * later read faults them in again from the file, so nothing is lost). Called after a loader has copied or
+ * converted a tensor, so the file's pages are not kept resident beside the copy. A no-op for buffers
+ * (fr_st_parse) and where madvise is unavailable; never fails. */
+void fr_st_release(const struct fr_safetensors *st, const struct fr_st_entry *e);
 
 const struct fr_st_entry *fr_st_find(const struct fr_safetensors *st, const char *name);
 const char *fr_st_meta(const struct fr_safetensors *st, const char *key); /* NULL if absent */

@@ -377,6 +377,28 @@ static bool fr__check_float(struct fr_ctx *c, const char *op, const char *name, 
   return true;
 }
 
+/* True for a weight the CPU backend keeps 16-bit (fr_backend.weight: F16/BF16 matrices and kernels). */
+static bool fr__half_weight(const struct fr_ctx *c, const struct fr_tensor *t) {
+  return c->be->dev == FR_DEV_CPU && t->dev == FR_DEV_CPU && c->dtype == FR_F32 &&
+         (t->dtype == FR_F16 || t->dtype == FR_BF16);
+}
+
+/* A weight operand (linear and conv2d w, the embedding table, a slice's input): the compute dtype, or a
+ * 16-bit weight on the CPU, which these ops convert in panels as they go. */
+static bool fr__check_weight(struct fr_ctx *c, const char *op, const char *name, const struct fr_tensor *t) {
+  return (t && fr__half_weight(c, t)) || fr__check_float(c, op, name, t);
+}
+
+/* For ops without a 16-bit path: a 16-bit CPU weight as a temporary F32 copy in *tmp (caller frees it),
+ * anything else as it is. NULL (context failed) when out of memory. */
+static const struct fr_tensor *fr__widen(struct fr_ctx *c, const struct fr_tensor *t,
+                                         struct fr_tensor **tmp) {
+  *tmp = NULL;
+  if (!t || !fr__half_weight(c, t))
+    return t;
+  return *tmp = fr_ctx_upload(c, t);
+}
+
 static struct fr_tensor *fr__alloc(struct fr_ctx *c, const char *op, enum fr_dtype dt, int ndim,
                                    const int64_t *shape) {
   struct fr_tensor *y = c->be->alloc(c->bctx, dt, ndim, shape);
@@ -475,7 +497,7 @@ struct fr_tensor *fr_linear(struct fr_ctx *c, const struct fr_tensor *x, const s
   const char *op = "fr_linear";
   if (FR__SKIP(c, fr_linear, x, w))
     return NULL;
-  if (!fr__check_float(c, op, "x", x) || !fr__check_float(c, op, "w", w) || !fr__check_float(c, op, "b", b))
+  if (!fr__check_float(c, op, "x", x) || !fr__check_weight(c, op, "w", w) || !fr__check_float(c, op, "b", b))
     return NULL;
   char s1[96], s2[96];
   if (x->ndim < 1 || w->ndim != 2 || w->shape[1] != x->shape[x->ndim - 1]) {
@@ -532,7 +554,7 @@ struct fr_tensor *fr_conv2d(struct fr_ctx *c, const struct fr_tensor *x, const s
   const char *op = "fr_conv2d";
   if (FR__SKIP(c, fr_conv2d, x, w))
     return NULL;
-  if (!fr__check_float(c, op, "x", x) || !fr__check_float(c, op, "w", w) || !fr__check_float(c, op, "b", b))
+  if (!fr__check_float(c, op, "x", x) || !fr__check_weight(c, op, "w", w) || !fr__check_float(c, op, "b", b))
     return NULL;
   char s1[96], s2[96];
   if (x->ndim != 4 || w->ndim != 4 || w->shape[1] != x->shape[1]) {
@@ -796,6 +818,9 @@ static bool fr__broadcast(const struct fr_tensor *a, const struct fr_tensor *b, 
   return true;
 }
 
+static struct fr_tensor *fr__binary_run(struct fr_ctx *c, const char *op, enum fr_binary_op bop,
+                                        struct fr_tensor *inplace, const struct fr_tensor *a,
+                                        const struct fr_tensor *b);
 static struct fr_tensor *fr__binary(struct fr_ctx *c, const char *op, enum fr_binary_op bop,
                                     struct fr_tensor *inplace, const struct fr_tensor *a,
                                     const struct fr_tensor *b) {
@@ -805,6 +830,22 @@ static struct fr_tensor *fr__binary(struct fr_ctx *c, const char *op, enum fr_bi
     fr_ctx_fail(c, FR_E_INVALID, "%s: input %s is NULL", op, !a ? "a" : "b");
     return NULL;
   }
+  struct fr_tensor *wa = NULL, *wb = NULL; /* F32 copies of 16-bit weight operands (a position table) */
+  if (!inplace && !(a = fr__widen(c, a, &wa)))
+    return NULL;
+  if (!(b = fr__widen(c, b, &wb))) {
+    fr_tensor_free(wa);
+    return NULL;
+  }
+  struct fr_tensor *y = fr__binary_run(c, op, bop, inplace, a, b);
+  fr_tensor_free(wa);
+  fr_tensor_free(wb);
+  return y;
+}
+
+static struct fr_tensor *fr__binary_run(struct fr_ctx *c, const char *op, enum fr_binary_op bop,
+                                        struct fr_tensor *inplace, const struct fr_tensor *a,
+                                        const struct fr_tensor *b) {
   if (!fr__check_float(c, op, "a", a) || !fr__check_float(c, op, "b", b))
     return NULL;
   int ndim;
@@ -875,9 +916,31 @@ struct fr_tensor *fr_concat(struct fr_ctx *c, const struct fr_tensor *const *xs,
       fr_ctx_fail(c, FR_E_INVALID, "fr_concat: input %d is NULL", i);
       return NULL;
     }
+  }
+  /* 16-bit weights (a token table with textual-inversion rows appended) are widened to F32 first */
+  bool widen = false;
+  for (int i = 0; i < n; i++)
+    widen = widen || fr__half_weight(c, xs[i]);
+  if (widen) {
+    const struct fr_tensor **ws = fr_calloc((size_t)n, sizeof *ws);
+    struct fr_tensor **tmp = fr_calloc((size_t)n, sizeof *tmp);
+    struct fr_tensor *y = NULL;
+    bool ok = ws && tmp;
+    if (!ok)
+      fr_ctx_fail(c, FR_E_NOMEM, "fr_concat: out of memory");
+    for (int i = 0; ok && i < n; i++)
+      ok = (ws[i] = fr__widen(c, xs[i], &tmp[i])) != NULL;
+    if (ok)
+      y = fr_concat(c, ws, n, dim);
+    for (int i = 0; tmp && i < n; i++)
+      fr_tensor_free(tmp[i]);
+    fr_free(tmp);
+    fr_free((void *)ws);
+    return y;
+  }
+  for (int i = 0; i < n; i++)
     if (!fr__check_float(c, op, "input", xs[i]))
       return NULL;
-  }
   char s1[96], s2[96];
   int d = fr__dim(dim, xs[0]->ndim);
   if (d < 0) {
@@ -910,7 +973,7 @@ struct fr_tensor *fr_slice(struct fr_ctx *c, const struct fr_tensor *x, int dim,
   const char *op = "fr_slice";
   if (FR__SKIP(c, fr_slice, x))
     return NULL;
-  if (!fr__check_float(c, op, "x", x))
+  if (!fr__check_weight(c, op, "x", x))
     return NULL;
   char s1[96];
   int d = fr__dim(dim, x->ndim);
@@ -922,7 +985,8 @@ struct fr_tensor *fr_slice(struct fr_ctx *c, const struct fr_tensor *x, int dim,
   int64_t shape[FR_MAX_DIMS];
   memcpy(shape, x->shape, sizeof shape);
   shape[d] = len;
-  struct fr_tensor *y = fr__alloc(c, op, c->dtype, x->ndim, shape);
+  /* a slice of a 16-bit weight (OpenCLIP's fused in_proj) is a 16-bit weight */
+  struct fr_tensor *y = fr__alloc(c, op, fr__half_weight(c, x) ? x->dtype : c->dtype, x->ndim, shape);
   if (!y)
     return NULL;
   struct fr_err e = {{0}};
@@ -931,7 +995,7 @@ struct fr_tensor *fr_slice(struct fr_ctx *c, const struct fr_tensor *x, int dim,
 }
 
 static const char *const fr__names_fr_permute[] = {"x"};
-struct fr_tensor *fr_permute(struct fr_ctx *c, const struct fr_tensor *x, const int *perm) {
+static struct fr_tensor *fr__permute(struct fr_ctx *c, const struct fr_tensor *x, const int *perm) {
   const char *op = "fr_permute";
   if (FR__SKIP(c, fr_permute, x))
     return NULL;
@@ -959,6 +1023,16 @@ struct fr_tensor *fr_permute(struct fr_ctx *c, const struct fr_tensor *x, const 
   struct fr_err e = {{0}};
   enum fr_status rc = c->be->permute(c->bctx, y, x, perm, &e);
   return rc == FR_OK ? y : fr__backend_failed(c, op, rc, &e, y);
+}
+
+struct fr_tensor *fr_permute(struct fr_ctx *c, const struct fr_tensor *x, const int *perm) {
+  if (c->st != FR_OK)
+    return NULL;
+  struct fr_tensor *wx = NULL; /* a 16-bit weight (a stored-transposed projection) permutes as F32 */
+  const struct fr_tensor *in = fr__widen(c, x, &wx);
+  struct fr_tensor *y = c->st == FR_OK ? fr__permute(c, in, perm) : NULL;
+  fr_tensor_free(wx);
+  return y;
 }
 
 static const char *const fr__names_fr_pad2d[] = {"x"};
@@ -1016,7 +1090,7 @@ struct fr_tensor *fr_embedding(struct fr_ctx *c, const struct fr_tensor *ids, co
   const char *op = "fr_embedding";
   if (FR__SKIP(c, fr_embedding, ids, table))
     return NULL;
-  if (!fr__check_float(c, op, "table", table))
+  if (!fr__check_weight(c, op, "table", table))
     return NULL;
   char s1[96], s2[96];
   if ((ids->dtype != FR_I32 && ids->dtype != FR_I64) || ids->dev != c->be->dev) {

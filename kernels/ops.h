@@ -71,7 +71,10 @@ enum fr_status fr_ctx_sync(struct fr_ctx *c, struct fr_err *err);
 /* Device memory held by the context, in bytes: in_use now and peak since the context was made (or since
  * the last reset_peak), both counting its tensors and fixed buffers (CUDA: the cuBLASLt workspace);
  * cached = freed blocks the pool keeps for reuse (not in in_use). FR_E_UNSUPPORTED where the backend
- * does not count (the CPU, unless its context was made with a mem_limit: then its tensors are counted). */
+ * does not count. The CPU counts with a mem_limit (every tensor's bytes, as asked for); without one it
+ * reports its size-class pool: in_use = live activations (op outputs, uploads; weights are not pooled)
+ * of 64 KiB or more (rounded to their size class), cached = freed blocks kept for reuse, peak = the most
+ * both held at once (kernels/cpu/backend.c). */
 struct fr_ctx_mem {
   size_t in_use, peak, cached;
 };

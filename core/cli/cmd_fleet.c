@@ -2,7 +2,8 @@
  *   flowrun worker --db URL [options]   takes runs from the queue one at a time and runs them here
  *   flowrun submit --db URL GRAPH.yaml|PICTURE.png [--set k=v]... [--wait] [--events jsonl] [--output DIR]
  *   flowrun runs --db URL [--json] [ID]  /  flowrun runs --db URL cancel ID
- * Exit status: worker 0 after SIGINT/SIGTERM (the run in hand goes back to the queue), 1 when the database
+ * Exit status: worker 0 after SIGINT/SIGTERM (the run in hand may finish for --shutdown-timeout seconds,
+ * then is cancelled and goes back to the queue; a second signal cancels at once), 1 when the database
  * cannot be reached, 2 bad usage; submit 0 (queued, or with --wait: done), 1 failed, 130 cancelled, 2 an
  * invalid graph; runs 0, 1 (database, unknown run, already ended), 2 usage. */
 #ifdef FLOWRUN_HAVE_PG
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -25,9 +27,13 @@
 #include "core/file.h"
 #include "core/flowrun.h"
 #include "core/json.h"
+#include "core/metrics.h"
 #include "core/pg/pg.h"
 #include "core/png.h"
 #include "nodes/registry.h"
+#ifdef FLOWRUN_HAVE_SERVE
+#include "web/server/ops.h"
+#endif
 
 #define FR__MAX 256
 
@@ -101,22 +107,61 @@ struct fr__worker {
   pthread_t th;
   int wake[2];
   atomic_bool stop_lease, lost, cancel;
+  /* operations: metrics (served by --http) and the drain's deadline */
+  struct fr_metrics *metrics;
+  struct fr_metrics_listener ml;
+#ifdef FLOWRUN_HAVE_SERVE
+  struct fr_ops_seen seen; /* the engine's figures already counted in the metrics */
+#endif
+  double shutdown_timeout;
+  atomic_bool *draining;      /* set when the first signal comes (/readyz then says so); may be NULL */
+  struct fr_ops_ready *ready; /* --http's readiness (NULL without libwebsockets) */
+  const char *device;
 };
 
-static atomic_int fr__stop; /* SIGINT/SIGTERM */
-static struct fr_engine *volatile fr__running;
+static atomic_int fr__stop; /* SIGINT/SIGTERM: how many came (a second one cancels at once) */
+static struct fr_engine *_Atomic fr__running;
 
 static void fr__on_signal(int sig) {
   (void)sig;
-  atomic_store(&fr__stop, 1);
-  if (fr__running)
-    fr_engine_cancel(fr__running);
+  int n = atomic_load(&fr__stop);
+  atomic_store(&fr__stop, n < 2 ? n + 1 : 2);
+  struct fr_engine *e = atomic_load(&fr__running);
+  if (n >= 1 && e)
+    fr_engine_cancel(e);
+}
+
+/* The drain: after the first signal the run in hand may go on for shutdown_timeout seconds, then it is
+ * cancelled (and goes back to the queue). Polls ten times a second until told to stop. */
+static atomic_bool fr__watch_stop;
+static void *fr__watchdog(void *arg) {
+  struct fr__worker *w = arg;
+  double deadline = -1;
+  while (!atomic_load(&fr__watch_stop)) {
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    if (!atomic_load(&fr__stop))
+      continue;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double t = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+    if (deadline < 0) {
+      deadline = t + w->shutdown_timeout;
+      if (w->draining)
+        atomic_store(w->draining, true);
+    }
+    struct fr_engine *e = atomic_load(&fr__running);
+    if (e && t >= deadline)
+      fr_engine_cancel(e);
+  }
+  return NULL;
 }
 
 static void fr__worker_event(void *user, const struct fr_event *ev) {
   struct fr__worker *w = user;
   if (!w->have_claim)
     return;
+  fr_metrics_event(&w->ml, ev);
   struct fr_buf b = {0};
   fr_event_json(&b, ev);
   if (b.oom) {
@@ -167,9 +212,13 @@ static void fr__worker_usage(FILE *f) {
   fprintf(f, "usage: flowrun worker --db URL [--models DIR]... [--device cpu|cuda] [--dtype f32|f16|bf16]\n"
              "                      [--cache PATH] [--threads N] [--name NAME] [--lease SECONDS]\n"
              "                      [--shared-cache-size SIZE] [--max-runs N] [--quiet]\n"
+             "                      [--http ADDR:PORT] [--shutdown-timeout SECONDS]\n"
              "  takes runs from the database's queue one at a time and runs them here: local cache first,\n"
              "  then the shared one in the database; --lease: how long a run stays ours without a renewal\n"
-             "  (default 30; renewed every third); --max-runs: stop after N runs (default: never)\n");
+             "  (default 30; renewed every third); --max-runs: stop after N runs (default: never)\n"
+             "  --http: answer GET /healthz, /readyz and /metrics there (docs/operations.md)\n"
+             "  --shutdown-timeout: after SIGTERM/SIGINT the run in hand may finish for this long (default\n"
+             "  30), then it is cancelled and goes back to the queue\n");
 }
 
 static enum fr_status fr__store_outputs(struct fr__worker *w, struct fr_err *err) {
@@ -211,6 +260,7 @@ static void fr__worker_run(struct fr__worker *w, const char *outdir) {
     fprintf(stderr, "flowrun worker %s: run %lld (attempt %d): %s\n", w->name, (long long)c->id, c->attempt,
             c->name);
   bool thread = pthread_create(&w->th, NULL, fr__lease_thread, w) == 0;
+  fr_metrics_run_started(w->metrics);
   struct fr_arena *a = fr_arena_new(0);
   struct fr_override *ov = NULL;
   int n_ov = 0;
@@ -226,11 +276,11 @@ static void fr__worker_run(struct fr__worker *w, const char *outdir) {
     struct fr_event ev = {.kind = FR_EV_ERROR, .message = err.msg, .status = rc};
     fr__worker_event(w, &ev);
   } else {
-    fr__running = w->e;
-    if (atomic_load(&fr__stop))
+    atomic_store(&fr__running, w->e);
+    if (atomic_load(&fr__stop) > 1)
       fr_engine_cancel(w->e);
     rc = fr_engine_run(w->e, g, &sum, &err);
-    fr__running = NULL;
+    atomic_store(&fr__running, NULL);
   }
   atomic_store(&w->stop_lease, true);
   if (thread) {
@@ -243,6 +293,15 @@ static void fr__worker_run(struct fr__worker *w, const char *outdir) {
   }
   fr_graph_free(g);
   fr_arena_free(a);
+  fr_metrics_run_finished(w->metrics,
+                          rc == FR_OK            ? "done"
+                          : rc == FR_E_CANCELLED ? "cancelled"
+                                                 : "error",
+                          sum.ms / 1000.0);
+#ifdef FLOWRUN_HAVE_SERVE
+  fr_ops_engine_update(w->metrics, w->ready, w->e, &w->seen); /* cache, models, device memory */
+  fr_ops_device_check(w->ready, w->device, rc);
+#endif
   bool lost = atomic_load(&w->lost);
   if (lost) {
     if (!w->quiet)
@@ -286,7 +345,8 @@ static void fr__worker_run(struct fr__worker *w, const char *outdir) {
 }
 
 int fr_cmd_worker(int argc, char **argv) {
-  const char *db = NULL, *device = NULL, *dtype = NULL, *cache = NULL, *name = NULL;
+  const char *db = NULL, *device = NULL, *dtype = NULL, *cache = NULL, *name = NULL, *http = NULL;
+  double shutdown_timeout = 30;
   const char *models[FR__MAX];
   int n_models = 0, threads = 0;
   long max_runs = -1;
@@ -320,7 +380,16 @@ int fr_cmd_worker(int argc, char **argv) {
       threads = atoi(v);
     else if (!strcmp(a, "--max-runs"))
       max_runs = atol(v);
-    else if (!strcmp(a, "--lease")) {
+    else if (!strcmp(a, "--http"))
+      http = v;
+    else if (!strcmp(a, "--shutdown-timeout")) {
+      char *end;
+      shutdown_timeout = strtod(v, &end);
+      if (end == v || *end || !(shutdown_timeout >= 0 && shutdown_timeout <= 86400)) {
+        fprintf(stderr, "flowrun worker: --shutdown-timeout %s: expected seconds from 0 to 86400\n", v);
+        return 2;
+      }
+    } else if (!strcmp(a, "--lease")) {
       lease_s = atof(v);
       if (!(lease_s >= 1 && lease_s <= 3600)) {
         fprintf(stderr, "flowrun worker: --lease %s: expected seconds from 1 to 3600\n", v);
@@ -349,18 +418,62 @@ int fr_cmd_worker(int argc, char **argv) {
   char host[128] = "worker", defname[200];
   gethostname(host, sizeof host - 1);
   snprintf(defname, sizeof defname, "%s-%ld", host, (long)getpid());
-  struct fr__worker w = {.name = name ? name : defname, .lease_s = lease_s, .quiet = quiet, .wake = {-1, -1}};
+#ifndef FLOWRUN_HAVE_SERVE
+  if (http) {
+    fprintf(stderr, "flowrun worker: --http: this flowrun was built without libwebsockets\n");
+    fr_free(env);
+    return 2;
+  }
+#endif
+  struct fr__worker w = {.name = name ? name : defname,
+                         .lease_s = lease_s,
+                         .quiet = quiet,
+                         .wake = {-1, -1},
+                         .shutdown_timeout = shutdown_timeout,
+                         .device = device};
+  w.metrics = fr_metrics_new();
+  w.ml.m = w.metrics;
+#ifdef FLOWRUN_HAVE_SERVE
+  struct fr_ops_ready ready;
+  fr_ops_ready_init(&ready, true, true);
+  w.draining = &ready.draining;
+  w.ready = &ready;
+  struct fr_ops_http *hs = NULL;
+#endif
+  pthread_t watchdog;
+  bool have_watchdog = false;
   struct fr_err err = {{0}};
   char outdir[PATH_MAX]; /* the runs' output folder, emptied before each run */
   const char *tmpdir = getenv("TMPDIR");
   snprintf(outdir, sizeof outdir, "%s/flowrun-worker-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
   int code = 0;
   struct fr_cache_tier tier;
+  if (!w.metrics) {
+    fprintf(stderr, "flowrun worker: out of memory\n");
+    code = 1;
+    goto out;
+  }
+#ifdef FLOWRUN_HAVE_SERVE
+  if (http) {
+    int port = 0;
+    if (fr_ops_metrics_init(w.metrics, &err) ||
+        fr_ops_http_start(http, w.metrics, &ready, &hs, &port, &err)) {
+      fprintf(stderr, "flowrun worker: %s\n", err.msg);
+      code = 2;
+      goto out;
+    }
+    /* the port actually bound (port 0: any free one), for scripts and tests */
+    fprintf(stderr, "flowrun worker: http on port %d\n", port);
+  }
+#endif
   if (fr_pg_open(db, 0, &w.pg, &err) || fr_pg_open(db, 0, &w.lease_pg, &err)) {
     fprintf(stderr, "flowrun worker: %s\n", err.msg);
     code = 1;
     goto out;
   }
+#ifdef FLOWRUN_HAVE_SERVE
+  fr_pg_watch(w.pg, &ready.db_ok);
+#endif
   if (pipe(w.wake) != 0 || !mkdtemp(outdir)) {
     fprintf(stderr, "flowrun worker: %s\n", strerror(errno));
     code = 1;
@@ -385,10 +498,15 @@ int fr_cmd_worker(int argc, char **argv) {
     code = 1;
     goto out;
   }
+#ifdef FLOWRUN_HAVE_SERVE
+  fr_ops_engine_update(w.metrics, &ready, w.e, &w.seen);
+#endif
   struct sigaction sa = {0};
   sa.sa_handler = fr__on_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  atomic_store(&fr__watch_stop, false);
+  have_watchdog = pthread_create(&watchdog, NULL, fr__watchdog, &w) == 0;
   if (!quiet)
     fprintf(stderr, "flowrun worker %s: waiting for runs\n", w.name);
   /* the models of the latest runs: runs that use them are taken first */
@@ -427,6 +545,13 @@ int fr_cmd_worker(int argc, char **argv) {
   if (!quiet)
     fprintf(stderr, "flowrun worker %s: stopped\n", w.name);
 out:
+  if (have_watchdog) {
+    atomic_store(&fr__watch_stop, true);
+    pthread_join(watchdog, NULL);
+  }
+#ifdef FLOWRUN_HAVE_SERVE
+  fr_ops_http_stop(hs);
+#endif
   for (int i = 0; i < w.n_files; i++)
     fr_free(w.files[i]);
   fr_free(w.done_json);
@@ -439,6 +564,7 @@ out:
   }
   struct fr_err rerr;
   fr_remove_tree(outdir, false, &rerr);
+  fr_metrics_free(w.metrics);
   fr_free(env);
   return code;
 }

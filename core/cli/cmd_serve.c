@@ -11,28 +11,36 @@
 #include "core/alloc.h"
 #include "core/cli/cli.h"
 #include "core/tensor.h"
+#include "web/server/ops.h"
 #include "web/server/serve.h"
 
 static void fr__serve_usage(FILE *f) {
-  fprintf(f,
-          "usage: flowrun serve [options]\n"
-          "  --host ADDR      bind address or name (default 127.0.0.1; a non-loopback one needs --token)\n"
-          "  --port N         port (default 8188; 0: any free port, printed on stdout)\n"
-          "  --allow-host NAME  also answer requests whose Host is NAME (repeatable); by default only\n"
-          "                   the bound address, localhost, 127.0.0.1 and [::1]\n"
-          "  --graphs DIR     workflow files the editor lists, loads and saves (default graphs)\n"
-          "  --input DIR      input files graphs may name (LoadImage ...), like ComfyUI's input/\n"
-          "  --output DIR     where output nodes write; served to the editor (default output)\n"
-          "  --models DIR     model search folder (repeatable; also FLOWRUN_MODELS=dir1:dir2)\n"
-          "                   A graph run here reads files only from --graphs, --input and --models.\n"
-          "  --max-queue N    runs that may wait in the queue (default 64; more: 429)\n"
-          "  --max-queue-mb N  megabytes of graph text that may wait in the queue (default 256)\n"
-          "  --editor DIR     the built editor (default: web/dist here, else the installed one)\n"
-          "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
-          "  --no-cache       run everything, store nothing\n"
-          "  --token TOKEN    required on every request (?token=, Authorization: Bearer, or cookie)\n"
-          "  --device cpu|cuda, --dtype f32|f16|bf16, --threads N   as for flowrun run\n"
-          "  --db URL         queue runs in a PostgreSQL fleet (flowrun worker) and show all of its runs\n");
+  fprintf(f, "usage: flowrun serve [options]\n"
+             "  --host ADDR      bind address or name (default 127.0.0.1; a non-loopback one needs --token)\n"
+             "  --port N         port (default 8188; 0: any free port, printed on stdout)\n"
+             "  --allow-host NAME  also answer requests whose Host is NAME (repeatable); by default only\n"
+             "                   the bound address, localhost, 127.0.0.1 and [::1]\n"
+             "  --graphs DIR     workflow files the editor lists, loads and saves (default graphs)\n"
+             "  --input DIR      input files graphs may name (LoadImage ...), like ComfyUI's input/\n"
+             "  --output DIR     where output nodes write; served to the editor (default output)\n"
+             "  --models DIR     model search folder (repeatable; also FLOWRUN_MODELS=dir1:dir2)\n"
+             "                   A graph run here reads files only from --graphs, --input and --models.\n"
+             "  --max-queue N    runs that may wait in the queue (default 64; more: 429)\n"
+             "  --max-queue-mb N  megabytes of graph text that may wait in the queue (default 256)\n"
+             "  --editor DIR     the built editor (default: web/dist here, else the installed one)\n"
+             "  --cache PATH     cache file (default: the CLI's, $XDG_CACHE_HOME/flowrun/cache.sqlite)\n"
+             "  --no-cache       run everything, store nothing\n"
+             "  --token TOKEN    required on every request (?token=, Authorization: Bearer, or cookie)\n"
+             "  --device cpu|cuda, --dtype f32|f16|bf16, --threads N   as for flowrun run\n"
+             "  --db URL         queue runs in a PostgreSQL fleet (flowrun worker) and show all of its runs\n"
+             "  --max-concurrent-runs N  runs at once on the device, each with its own engine and loaded\n"
+             "                   models (default 1, at most 16)\n"
+             "  --rate-limit N/s|N/min  submissions per client address (a burst of N, then N per s or min;\n"
+             "                   more: 429 with Retry-After)\n"
+             "  --shutdown-timeout S  after SIGTERM/SIGINT the running runs may finish for S seconds\n"
+             "                   (default 30), then they are cancelled; no new runs are taken meanwhile\n"
+             "  --metrics-token  /metrics needs the token too (by default only the Host check applies)\n"
+             "  GET /healthz, /readyz and /metrics answer without a token (docs/operations.md)\n");
 }
 
 int fr_cmd_serve(int argc, char **argv) {
@@ -45,7 +53,8 @@ int fr_cmd_serve(int argc, char **argv) {
                  !strcmp(a, "--cache") || !strcmp(a, "--token") || !strcmp(a, "--device") ||
                  !strcmp(a, "--dtype") || !strcmp(a, "--threads") || !strcmp(a, "--input") ||
                  !strcmp(a, "--allow-host") || !strcmp(a, "--max-queue") || !strcmp(a, "--max-queue-mb") ||
-                 !strcmp(a, "--db");
+                 !strcmp(a, "--db") || !strcmp(a, "--max-concurrent-runs") || !strcmp(a, "--rate-limit") ||
+                 !strcmp(a, "--shutdown-timeout");
     if (takes && !v) {
       fprintf(stderr, "flowrun: serve: %s needs a value\n", a);
       return 2;
@@ -56,6 +65,29 @@ int fr_cmd_serve(int argc, char **argv) {
       o.host = v;
     } else if (!strcmp(a, "--db")) {
       o.db = v;
+    } else if (!strcmp(a, "--max-concurrent-runs")) {
+      char *end;
+      long n = strtol(v, &end, 10);
+      if (!*v || *end || n < 1 || n > 16) {
+        fprintf(stderr, "flowrun: serve: --max-concurrent-runs %s: expected a number from 1 to 16\n", v);
+        return 2;
+      }
+      o.max_concurrent_runs = (int)n;
+    } else if (!strcmp(a, "--rate-limit")) {
+      if (!fr_ops_parse_rate(v, &o.rate_per_s, &o.rate_burst)) {
+        fprintf(stderr, "flowrun: serve: --rate-limit %s: expected N/s or N/min, N from 1 to 100000\n", v);
+        return 2;
+      }
+    } else if (!strcmp(a, "--shutdown-timeout")) {
+      char *end;
+      double t = strtod(v, &end);
+      if (end == v || *end || !(t >= 0 && t <= 86400)) {
+        fprintf(stderr, "flowrun: serve: --shutdown-timeout %s: expected seconds from 0 to 86400\n", v);
+        return 2;
+      }
+      o.shutdown_timeout = t > 0 ? t : -1; /* 0: cancel at once (the field's 0 means the default) */
+    } else if (!strcmp(a, "--metrics-token")) {
+      o.metrics_token = true;
     } else if (!strcmp(a, "--port") || !strcmp(a, "--threads")) {
       char *end;
       long n = strtol(v, &end, 10);

@@ -22,7 +22,8 @@ struct fr_pg {
   char listening[4][32]; /* channels to LISTEN again after a reconnect */
   int n_listening;
   int64_t tier_max;
-  int puts; /* tier puts since the last eviction check */
+  int puts;        /* tier puts since the last eviction check */
+  atomic_bool *ok; /* fr_pg_watch: false while the connection is lost, true after a statement succeeds */
 };
 
 static double fr__now(void) {
@@ -49,9 +50,13 @@ static const char *fr__pqmsg(PGconn *c, char *buf, size_t cap) {
 /* Waits for the connection to come back (a restarted server), with backoff. */
 static bool fr__reconnect(struct fr_pg *p) {
   double until = fr__now() + p->retry_s, delay = 0.1;
+  if (p->ok)
+    atomic_store(p->ok, false);
   while (fr__now() < until) {
     PQreset(p->c);
     if (PQstatus(p->c) == CONNECTION_OK) {
+      if (p->ok)
+        atomic_store(p->ok, true);
       for (int i = 0; i < p->n_listening; i++) {
         char sql[64];
         snprintf(sql, sizeof sql, "LISTEN %s", p->listening[i]);
@@ -75,8 +80,11 @@ static PGresult *fr__exec(struct fr_pg *p, const char *sql, int n, const char *c
   for (int tries = 0;; tries++) {
     PGresult *r = PQexecParams(p->c, sql, n, NULL, vals, lens, fmts, rfmt);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+      if (p->ok)
+        atomic_store(p->ok, true);
       return r;
+    }
     char m[512];
     if (r && PQresultErrorMessage(r)[0])
       snprintf(m, sizeof m, "%s", PQresultErrorMessage(r));
@@ -86,6 +94,8 @@ static PGresult *fr__exec(struct fr_pg *p, const char *sql, int n, const char *c
       if (*q == '\n')
         *q = *(q + 1) ? ' ' : 0;
     PQclear(r);
+    if (PQstatus(p->c) != CONNECTION_OK && p->ok)
+      atomic_store(p->ok, false);
     if (PQstatus(p->c) != CONNECTION_OK && tries < 3 && fr__reconnect(p))
       continue;
     fr_errf(err, FR_E_IO, "database: %s", m);
@@ -213,6 +223,10 @@ enum fr_status fr_pg_open(const char *url, double retry_s, struct fr_pg **out, s
   }
   *out = p;
   return FR_OK;
+}
+
+void fr_pg_watch(struct fr_pg *p, atomic_bool *ok) {
+  p->ok = ok;
 }
 
 void fr_pg_close(struct fr_pg *p) {

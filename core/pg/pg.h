@@ -13,6 +13,7 @@
 #ifndef FR_PG_H
 #define FR_PG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +32,9 @@ struct fr_pg;
  * fails (0: 60 s); a first connection is not retried (an unreachable database at start is an error). */
 enum fr_status fr_pg_open(const char *url, double retry_s, struct fr_pg **out, struct fr_err *err);
 void fr_pg_close(struct fr_pg *p);
+/* ok (may be read from any thread) becomes false when a statement finds the connection lost (while it is
+ * being re-established) and true after each statement that succeeds: a readiness check reads it. */
+void fr_pg_watch(struct fr_pg *p, atomic_bool *ok);
 
 /* A run to queue: the graph as YAML text, its name and folder (where relative subgraph and file names
  * resolve; workers use it when it exists on their host), --set overrides as a JSON object of strings,

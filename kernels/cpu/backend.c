@@ -27,52 +27,178 @@ static void fr__cpu_malloc_tune(void) {
 }
 static pthread_once_t fr__cpu_once = PTHREAD_ONCE_INIT;
 
-/* ---- the memory budget (fr_ctx_opts.mem_limit, a test hook) ----
- * Counted tensors carry a header in front of their data naming the budget and their size, so their release
- * can give the bytes back even after the context is gone (tensors may outlive it): the budget is freed
- * with its last reference (the context's or a tensor's). */
+/* ---- tensor memory: a size-class pool, and the budget (fr_ctx_opts.mem_limit, a test hook) ----
+ * Every device tensor (op outputs, uploads, weight copies) carries a header in front of its data naming
+ * its pool and its budget, so its release can give the bytes back even after the context is gone (tensors
+ * may outlive it): both are freed with their last reference (the context's or a tensor's).
+ *
+ * The pool: a block of FR__POOL_MIN bytes or more is rounded up to a size class (8 per doubling: at most
+ * 12.5% over) and, when freed, kept on its class's free list for the next tensor of that class (the
+ * sampler's steps and the UNet's repeated blocks ask for the same sizes again and again, and reused memory
+ * is not page-faulted in again). On a miss, kept blocks (largest first) are handed back to the heap until
+ * live + kept + the new block fit in the most ever live at once, so the pool never holds more than the
+ * peak of the live set (class-rounded), not the sum of the run's allocations; and the heap is trimmed after
+ * a large hand-back (malloc_trim), so those pages leave the process's resident set rather than staying as
+ * free heap (the VAE's 512x512 tensors are 128-256 MB each). fr_ctx_mem_stats reports the pool (in_use:
+ * live, cached: kept). */
+#define FR__TRIM_BYTES ((size_t)32 << 20)
+#define FR__POOL_MIN ((size_t)64 << 10)
+#define FR__POOL_CLASSES (64 * 8)
+
 struct fr_cpu_budget {
   atomic_size_t in_use, peak;
   atomic_int refs;
   size_t limit;
 };
+
+struct fr_cpu_mem {
+  pthread_mutex_t mu;
+  void *free[FR__POOL_CLASSES]; /* kept blocks (their headers), linked through fr__hdr.next */
+  size_t live, kept, peak; /* bytes: in live tensors (class-rounded), on the free lists, max(live + kept) */
+  size_t live_max;         /* max(live): what the pool may hold on a miss */
+  int refs;                /* the context's + one per live block */
+  bool closed;             /* the context is gone: freed blocks go straight back to the heap */
+};
+
 #define FR__HDR 64 /* a multiple of malloc's alignment: the data stays as aligned as fr_malloc's */
 struct fr__hdr {
-  struct fr_cpu_budget *b;
-  size_t n;
+  struct fr_cpu_budget *b; /* or NULL */
+  struct fr_cpu_mem *m;
+  size_t n;   /* bytes asked for (what the budget counts) */
+  size_t cap; /* bytes of data in the block (its class size) */
+  int cls;    /* size class, or -1: not pooled (small) */
+  void *next; /* on a free list */
 };
+
+/* The class of n bytes (>= FR__POOL_MIN) and its size: 2^k * (8..15) / 8, the smallest that holds n. */
+static int fr__class(size_t n, size_t *size) {
+  int k = 63 - __builtin_clzll((unsigned long long)n);
+  size_t step = (size_t)1 << (k - 3);
+  size_t m = (n + step - 1) / step; /* 8 .. 16 */
+  if (m == 16) {
+    k++;
+    step <<= 1;
+    m = 8;
+  }
+  *size = m * step;
+  return k * 8 + (int)(m - 8);
+}
 
 static void fr__budget_unref(struct fr_cpu_budget *b) {
   if (b && atomic_fetch_sub(&b->refs, 1) == 1)
     fr_free(b);
 }
 
-static void fr__cpu_release_counted(struct fr_tensor *t) {
+static void fr__mem_destroy(struct fr_cpu_mem *m) {
+  pthread_mutex_destroy(&m->mu);
+  fr_free(m);
+}
+
+/* Hands kept blocks back to the heap, largest first, until kept <= keep bytes; returns the bytes handed
+ * back. Caller holds m->mu. */
+static size_t fr__mem_shrink(struct fr_cpu_mem *m, size_t keep) {
+  size_t freed = 0;
+  for (int c = FR__POOL_CLASSES - 1; c >= 0 && m->kept > keep; c--) {
+    while (m->free[c] && m->kept > keep) {
+      struct fr__hdr *h = m->free[c];
+      m->free[c] = h->next;
+      m->kept -= h->cap;
+      freed += h->cap;
+      fr_free(h);
+    }
+  }
+  return freed;
+}
+
+/* Gives free heap pages back to the system after a large hand-back. */
+static void fr__heap_trim(size_t freed) {
+#ifdef __GLIBC__
+  if (freed >= FR__TRIM_BYTES)
+    malloc_trim(0);
+#else
+  (void)freed;
+#endif
+}
+
+static void fr__cpu_release(struct fr_tensor *t) {
   struct fr__hdr *h = (struct fr__hdr *)((char *)t->data - FR__HDR);
   struct fr_cpu_budget *b = h->b;
-  atomic_fetch_sub(&b->in_use, h->n);
-  fr_free(h);
+  struct fr_cpu_mem *m = h->m;
+  if (b)
+    atomic_fetch_sub(&b->in_use, h->n);
+  if (h->cls < 0) {
+    fr_free(h);
+  } else {
+    pthread_mutex_lock(&m->mu);
+    m->live -= h->cap;
+    bool last = --m->refs == 0;
+    if (m->closed) {
+      fr_free(h);
+    } else {
+      h->next = m->free[h->cls];
+      m->free[h->cls] = h;
+      m->kept += h->cap;
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (last)
+      fr__mem_destroy(m);
+  }
   fr__budget_unref(b);
 }
 
-/* Data for a counted tensor of n bytes, or NULL when the budget (or the heap) is exhausted. */
-static void *fr__budget_alloc(struct fr_cpu_budget *b, size_t n) {
-  size_t cur = atomic_fetch_add(&b->in_use, n) + n;
-  if (cur > b->limit) {
-    atomic_fetch_sub(&b->in_use, n);
-    return NULL;
+/* Data for a device tensor of n bytes (from the pool when pooled and large enough), counted against the
+ * budget b when there is one; NULL when the budget or the heap is exhausted. */
+static void *fr__dev_alloc(struct fr_cpu_mem *m, struct fr_cpu_budget *b, size_t n, bool pooled) {
+  if (b) {
+    size_t cur = atomic_fetch_add(&b->in_use, n) + n;
+    if (cur > b->limit) {
+      atomic_fetch_sub(&b->in_use, n);
+      return NULL;
+    }
+    size_t pk = atomic_load(&b->peak);
+    while (cur > pk && !atomic_compare_exchange_weak(&b->peak, &pk, cur)) {
+    }
   }
-  struct fr__hdr *h = fr_malloc(FR__HDR + n);
+  struct fr__hdr *h = NULL;
+  size_t cap = n, freed = 0;
+  int cls = pooled && n >= FR__POOL_MIN ? fr__class(n, &cap) : -1;
+  if (cls < 0) {
+    h = fr_malloc(FR__HDR + n);
+  } else {
+    pthread_mutex_lock(&m->mu);
+    if ((h = m->free[cls]) != NULL) {
+      m->free[cls] = h->next;
+      m->kept -= cap;
+    } else {
+      /* a miss: keep only what fits beside the live set and this block within the most ever live */
+      size_t top = m->live + cap > m->live_max ? m->live + cap : m->live_max;
+      freed = fr__mem_shrink(m, top - m->live - cap);
+      h = fr_malloc(FR__HDR + cap);
+    }
+    if (h) {
+      m->live += cap;
+      m->refs++;
+      if (m->live > m->live_max)
+        m->live_max = m->live;
+      if (m->live + m->kept > m->peak)
+        m->peak = m->live + m->kept;
+    }
+    pthread_mutex_unlock(&m->mu);
+    fr__heap_trim(freed);
+  }
   if (!h) {
-    atomic_fetch_sub(&b->in_use, n);
+    if (b)
+      atomic_fetch_sub(&b->in_use, n);
     return NULL;
-  }
-  size_t pk = atomic_load(&b->peak);
-  while (cur > pk && !atomic_compare_exchange_weak(&b->peak, &pk, cur)) {
   }
   h->b = b;
+  h->m = m;
   h->n = n;
-  atomic_fetch_add(&b->refs, 1);
+  h->cap = cap;
+  h->cls = cls;
+  h->next = NULL;
+  if (b)
+    atomic_fetch_add(&b->refs, 1);
   return (char *)h + FR__HDR;
 }
 
@@ -98,9 +224,18 @@ static enum fr_status fr__cpu_init(const struct fr_ctx_opts *o, void **bctx, str
     return fr_errf(err, FR_E_NOMEM, "device cpu: out of memory creating %d worker threads", threads);
   }
   cpu->threads = fr_cpu_pool_threads(cpu->pool);
+  cpu->mem = fr_calloc(1, sizeof *cpu->mem);
+  if (!cpu->mem || pthread_mutex_init(&cpu->mem->mu, NULL) != 0) {
+    fr_free(cpu->mem);
+    fr_cpu_pool_free(cpu->pool);
+    fr_free(cpu);
+    return fr_errf(err, FR_E_NOMEM, "device cpu: out of memory creating the context");
+  }
+  cpu->mem->refs = 1;
   if (o->mem_limit > 0) {
     cpu->budget = fr_calloc(1, sizeof *cpu->budget);
     if (!cpu->budget) {
+      fr__mem_destroy(cpu->mem);
       fr_cpu_pool_free(cpu->pool);
       fr_free(cpu);
       return fr_errf(err, FR_E_NOMEM, "device cpu: out of memory creating the context");
@@ -120,7 +255,16 @@ static void fr__cpu_free(void *b) {
     return;
   fr_cpu_pool_free(cpu->pool);
   fr_free(cpu->scratch);
+  fr_free(cpu->wscratch);
   fr__budget_unref(cpu->budget);
+  pthread_mutex_lock(&cpu->mem->mu);
+  size_t freed = fr__mem_shrink(cpu->mem, 0);
+  cpu->mem->closed = true;
+  bool last = --cpu->mem->refs == 0;
+  pthread_mutex_unlock(&cpu->mem->mu);
+  fr__heap_trim(freed);
+  if (last)
+    fr__mem_destroy(cpu->mem);
   fr_free(cpu);
 }
 
@@ -133,17 +277,30 @@ float *fr_cpu_scratch(struct fr_cpu *cpu, size_t n) {
   return cpu->scratch;
 }
 
-/* An owned host tensor whose data is left uninitialised (outputs are fully written by the op). counted:
- * a tensor of the "device" (not a download), counted against the budget when there is one. */
-static struct fr_tensor *fr__cpu_new(struct fr_cpu *cpu, bool counted, enum fr_dtype dt, int ndim,
+float *fr_cpu_wscratch(struct fr_cpu *cpu, size_t n) {
+  if (n <= cpu->wscratch_n)
+    return cpu->wscratch;
+  fr_free(cpu->wscratch);
+  cpu->wscratch = fr_malloc(n * sizeof(float));
+  cpu->wscratch_n = cpu->wscratch ? n : 0;
+  return cpu->wscratch;
+}
+
+/* What a new tensor is: host memory handed out (a download: not counted), an activation (op output or
+ * upload: from the pool, counted against the budget) or a weight (counted, exact size: weights live as
+ * long as their model, so the pool's rounding would only waste up to 12.5% of the model). */
+enum fr__kind { FR__HOST, FR__ACT, FR__WEIGHT };
+
+/* An owned tensor of that kind whose data is left uninitialised (outputs are fully written by the op). */
+static struct fr_tensor *fr__cpu_new(struct fr_cpu *cpu, enum fr__kind kind, enum fr_dtype dt, int ndim,
                                      const int64_t *shape) {
   struct fr_tensor *t = fr_tensor_view(dt, ndim, shape, NULL);
   if (!t)
     return NULL;
   size_t n = fr_tensor_nbytes(t);
-  if (counted && cpu->budget) {
-    t->data = fr__budget_alloc(cpu->budget, n ? n : 1);
-    t->release = t->data ? fr__cpu_release_counted : NULL;
+  if (kind != FR__HOST) {
+    t->data = fr__dev_alloc(cpu->mem, cpu->budget, n ? n : 1, kind == FR__ACT);
+    t->release = t->data ? fr__cpu_release : NULL;
   } else {
     t->data = fr_malloc(n ? n : 1);
     t->owns_data = t->data != NULL;
@@ -156,12 +313,12 @@ static struct fr_tensor *fr__cpu_new(struct fr_cpu *cpu, bool counted, enum fr_d
 }
 
 static struct fr_tensor *fr__cpu_alloc(void *b, enum fr_dtype dt, int ndim, const int64_t *shape) {
-  return fr__cpu_new(b, true, dt, ndim, shape);
+  return fr__cpu_new(b, FR__ACT, dt, ndim, shape);
 }
 
-static enum fr_status fr__cpu_to_f32(void *b, bool counted, const struct fr_tensor *host,
+static enum fr_status fr__cpu_to_f32(void *b, enum fr__kind kind, const struct fr_tensor *host,
                                      struct fr_tensor **out, struct fr_err *err) {
-  struct fr_tensor *t = fr__cpu_new(b, counted, FR_F32, host->ndim, host->shape);
+  struct fr_tensor *t = fr__cpu_new(b, kind, FR_F32, host->ndim, host->shape);
   if (!t) {
     char s[96];
     return fr_errf(err, FR_E_NOMEM, "out of memory for %s F32 copy of a %s tensor",
@@ -172,8 +329,11 @@ static enum fr_status fr__cpu_to_f32(void *b, bool counted, const struct fr_tens
   return FR_OK;
 }
 
-/* F32 that is 4-byte aligned is borrowed when allowed (fr_ctx_weight_view); everything else is converted
- * into one owned F32 copy, the only fp32 working copy of that weight. */
+/* F32 that is 4-byte aligned is borrowed when allowed (fr_ctx_weight_view). F16/BF16 matrices and
+ * convolution kernels (two or more dims) stay 16-bit: one owned copy in the stored dtype, which linear,
+ * conv2d and embedding convert in panels as they go (half.c), so a 16-bit checkpoint costs 2 bytes a weight
+ * rather than 4. Everything else (vectors: norm weights, biases; F32 that cannot be borrowed) becomes one
+ * owned F32 copy. */
 static enum fr_status fr__cpu_weight(void *b, const struct fr_tensor *host, bool may_borrow,
                                      struct fr_tensor **out, struct fr_err *err) {
   if (may_borrow && host->dtype == FR_F32 && ((uintptr_t)host->data % sizeof(float)) == 0) {
@@ -183,44 +343,67 @@ static enum fr_status fr__cpu_weight(void *b, const struct fr_tensor *host, bool
     *out = t;
     return FR_OK;
   }
-  return fr__cpu_to_f32(b, true, host, out, err);
+  if (fr_cpu_is_half(host) && host->ndim >= 2) {
+    struct fr_tensor *t = fr__cpu_new(b, FR__WEIGHT, host->dtype, host->ndim, host->shape);
+    if (!t) {
+      char s[96];
+      return fr_errf(err, FR_E_NOMEM, "out of memory for a %s %s weight", fr_shape_str(host, s, sizeof s),
+                     fr_dtype_name(host->dtype));
+    }
+    memcpy(t->data, host->data, fr_tensor_nbytes(host));
+    *out = t;
+    return FR_OK;
+  }
+  return fr__cpu_to_f32(b, FR__WEIGHT, host, out, err);
 }
 
-static enum fr_status fr__cpu_copy(void *b, bool counted, const struct fr_tensor *host,
+static enum fr_status fr__cpu_copy(void *b, enum fr__kind kind, const struct fr_tensor *host,
                                    struct fr_tensor **out, struct fr_err *err) {
   if (host->dtype == FR_I32 || host->dtype == FR_I64) {
-    struct fr_tensor *t = fr__cpu_new(b, counted, host->dtype, host->ndim, host->shape);
+    struct fr_tensor *t = fr__cpu_new(b, kind, host->dtype, host->ndim, host->shape);
     if (!t)
       return fr_errf(err, FR_E_NOMEM, "out of memory for an id tensor copy");
     memcpy(t->data, host->data, fr_tensor_nbytes(host));
     *out = t;
     return FR_OK;
   }
-  return fr__cpu_to_f32(b, counted, host, out, err);
+  return fr__cpu_to_f32(b, kind, host, out, err);
 }
 
 static enum fr_status fr__cpu_upload(void *b, const struct fr_tensor *host, struct fr_tensor **out,
                                      struct fr_err *err) {
-  return fr__cpu_copy(b, true, host, out, err);
+  return fr__cpu_copy(b, FR__ACT, host, out, err);
 }
 
 /* A download is host memory, not the device's: never counted against the budget. */
 static enum fr_status fr__cpu_download(void *b, const struct fr_tensor *t, struct fr_tensor **out,
                                        struct fr_err *err) {
-  return fr__cpu_copy(b, false, t, out, err);
+  return fr__cpu_copy(b, FR__HOST, t, out, err);
 }
 
-/* Counters exist only with a budget (fr_ctx_opts.mem_limit); otherwise tensors are plain heap memory. */
+/* With a budget (fr_ctx_opts.mem_limit): its counters, every tensor's bytes as asked for. Otherwise the
+ * pool's: in_use = live tensors of FR__POOL_MIN bytes or more (class-rounded), cached = freed blocks kept
+ * for reuse, peak = the most both held at once. */
 static enum fr_status fr__cpu_mem_stats(void *b, bool reset_peak, struct fr_ctx_mem *out,
                                         struct fr_err *err) {
+  (void)err;
   struct fr_cpu *cpu = b;
-  if (!cpu->budget)
-    return fr_errf(err, FR_E_UNSUPPORTED, "device cpu: no memory counters (no mem_limit)");
-  out->in_use = atomic_load(&cpu->budget->in_use);
-  out->peak = atomic_load(&cpu->budget->peak);
-  out->cached = 0;
+  if (cpu->budget) {
+    out->in_use = atomic_load(&cpu->budget->in_use);
+    out->peak = atomic_load(&cpu->budget->peak);
+    out->cached = 0;
+    if (reset_peak)
+      atomic_store(&cpu->budget->peak, out->in_use);
+    return FR_OK;
+  }
+  struct fr_cpu_mem *m = cpu->mem;
+  pthread_mutex_lock(&m->mu);
+  out->in_use = m->live;
+  out->cached = m->kept;
+  out->peak = m->peak;
   if (reset_peak)
-    atomic_store(&cpu->budget->peak, out->in_use);
+    m->peak = m->live + m->kept;
+  pthread_mutex_unlock(&m->mu);
   return FR_OK;
 }
 

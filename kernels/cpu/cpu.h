@@ -3,6 +3,7 @@
 #ifndef FR_KERNELS_CPU_H
 #define FR_KERNELS_CPU_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,23 @@ const struct fr_cpu_vec *fr_cpu_vec(void);
  * Returns the count (1 or 2) and fills out (room for 2). */
 int fr_cpu_vec_all(const struct fr_cpu_vec **out);
 
+/* ---- 16-bit weights (half.c) ----
+ * On the CPU, F16/BF16 weights of two or more dims stay 16-bit in memory (fr_backend.weight); linear,
+ * conv2d and embedding convert panels of them to fp32 as they go and accumulate in fp32. */
+struct fr_cpu;
+typedef void (*fr_cpu_half_fn)(float *dst, const uint16_t *src, size_t n, enum fr_dtype dt); /* F16/BF16 */
+/* The converter in use: the best this CPU supports, or the one FR_CPU_ISA names (scalar | f16c | avx512;
+ * a path the CPU lacks falls back to the best below it). *name (if name) gets its name. */
+fr_cpu_half_fn fr_cpu_half(const char **name);
+/* Every converter this CPU can run, baseline first (at most cap); returns the count. For tests. */
+int fr_cpu_half_all(fr_cpu_half_fn *fns, const char **names, int cap);
+/* dst [r1 - r0, K] = rows [r0, r1) of the 16-bit matrix w viewed as [R, K], in fp32, on the pool. */
+void fr_cpu_half_rows(struct fr_cpu *cpu, float *dst, const struct fr_tensor *w, int64_t r0, int64_t r1,
+                      int64_t K);
+static inline bool fr_cpu_is_half(const struct fr_tensor *t) {
+  return t->dtype == FR_F16 || t->dtype == FR_BF16;
+}
+
 /* ---- backend context (backend.c) ---- */
 struct fr_cpu {
   struct fr_cpu_pool *pool;
@@ -53,10 +71,18 @@ struct fr_cpu {
   /* Scratch reused across ops (im2col columns, attention scores) so hot loops do not allocate. */
   float *scratch;
   size_t scratch_n;             /* floats */
+  float *wscratch;              /* fp32 panels of 16-bit weights (gemm.c) */
+  size_t wscratch_n;            /* floats */
   struct fr_cpu_budget *budget; /* fr_ctx_opts.mem_limit > 0: tensor bytes counted against it; else NULL */
+  struct fr_cpu_mem *mem;       /* the size-class pool device tensors come from (backend.c) */
 };
 /* A scratch buffer of at least n floats, valid until the next call; NULL when out of memory. */
 float *fr_cpu_scratch(struct fr_cpu *cpu, size_t n);
+/* The same for weight panels (a second buffer: a conv uses both at once). */
+float *fr_cpu_wscratch(struct fr_cpu *cpu, size_t n);
+/* Sets OpenBLAS's process-wide thread count, excluding every GEMM of every context meanwhile (gemm.c says
+ * why: a count changed under a running GEMM of another context gives wrong numbers). */
+void fr_cpu_blas_set_threads(int n);
 
 /* ---- kernels (gemm.c, norm.c, eltwise.c): the backend's op entry points ---- */
 enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,

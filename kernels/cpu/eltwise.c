@@ -192,9 +192,10 @@ enum fr_status fr_cpu_slice(void *b, struct fr_tensor *y, const struct fr_tensor
   for (int d = dim + 1; d < x->ndim; d++)
     inner *= x->shape[d];
   int64_t xrow = x->shape[dim] * inner, yrow = y->shape[dim] * inner;
+  size_t es = fr_dtype_size(x->dtype); /* F32, or a 16-bit weight sliced into a 16-bit y */
   for (int64_t o = 0; o < outer; o++)
-    memcpy((float *)y->data + o * yrow, (const float *)x->data + o * xrow + start * inner,
-           (size_t)yrow * sizeof(float));
+    memcpy((char *)y->data + (size_t)(o * yrow) * es,
+           (const char *)x->data + (size_t)(o * xrow + start * inner) * es, (size_t)yrow * es);
   return FR_OK;
 }
 
@@ -322,7 +323,11 @@ enum fr_status fr_cpu_embedding(void *b, struct fr_tensor *y, const struct fr_te
     if (id < 0 || id >= V)
       return fr_errf(err, FR_E_INVALID, "id %lld at position %lld is outside the table's %lld rows",
                      (long long)id, (long long)i, (long long)V);
-    memcpy((float *)y->data + i * D, (const float *)table->data + id * D, (size_t)D * sizeof(float));
+    if (fr_cpu_is_half(table)) /* a 16-bit weight table (fr_backend.weight keeps those 16-bit) */
+      fr_cpu_half(NULL)((float *)y->data + i * D, (const uint16_t *)table->data + id * D, (size_t)D,
+                        table->dtype);
+    else
+      memcpy((float *)y->data + i * D, (const float *)table->data + id * D, (size_t)D * sizeof(float));
   }
   return FR_OK;
 }

@@ -3,13 +3,43 @@
  * pool threads the rest. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
 
+/* OpenBLAS keeps one thread count for the whole process, and attention below sets it to 1 while its pool
+ * runs the GEMMs. A GEMM of another context (another engine of the same process: serve
+ * --max-concurrent-runs) that runs while the count changes computes wrong numbers (OpenBLAS 0.3.21:
+ * two threads doing sgemm while a third sets the count give mismatches within seconds). So the GEMM ops
+ * issued from a context's calling thread hold this lock shared (fr_cpu_linear, _matmul, _conv2d wrap their
+ * bodies), and changing the count (with the section that relies on it) holds it exclusively. Within one
+ * context nothing changes: its ops run one after another. */
+static pthread_rwlock_t fr__blas_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+void fr_cpu_blas_set_threads(int n) {
+  pthread_rwlock_wrlock(&fr__blas_lock);
+  openblas_set_num_threads(n);
+  pthread_rwlock_unlock(&fr__blas_lock);
+}
+
 /* Scratch budget in floats: the im2col columns of one chunk of output rows. Small enough to stay near the
  * caches, large enough that each sgemm is big. */
 #define FR__IM2COL_BUDGET ((size_t)4 << 20)
+/* fp32 panel of a 16-bit weight (floats): a weight up to this size is converted whole, once per call;
+ * a larger one (SD's biggest: a 1280x11520 conv kernel, 14.7 M) in panels of output rows. 4 M floats
+ * (16 MB) keeps each panel's sgemm large and the transient buffer small next to the model. */
+#define FR__WPANEL_BUDGET ((size_t)4 << 20)
+
+/* Rows of a 16-bit weight [R, K] per fp32 panel: all of them when they fit the budget, else a multiple of
+ * 16 (at least 16). */
+static int64_t fr__panel_rows(int64_t R, int64_t K) {
+  int64_t nb = (int64_t)(FR__WPANEL_BUDGET / (size_t)(K ? K : 1));
+  if (nb >= R)
+    return R;
+  nb = nb / 16 * 16;
+  return nb < 16 ? (R < 16 ? R : 16) : nb;
+}
 
 struct fr__fill_rows {
   float *y;
@@ -33,8 +63,9 @@ static void fr__fill_rows_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
-enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,
-                             const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err) {
+static enum fr_status fr__linear_unlocked(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                          const struct fr_tensor *w, const struct fr_tensor *bias,
+                                          struct fr_err *err) {
   struct fr_cpu *cpu = b;
   int64_t K = w->shape[1], N = w->shape[0], M = fr_tensor_numel(x) / (K ? K : 1);
   if (M == 0 || N == 0)
@@ -50,13 +81,36 @@ enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tenso
       memset(y->data, 0, (size_t)(M * N) * sizeof(float));
     return FR_OK;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x->data, (int)K, w->data,
-              (int)K, beta, y->data, (int)N);
+  if (!fr_cpu_is_half(w)) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x->data, (int)K,
+                w->data, (int)K, beta, y->data, (int)N);
+    return FR_OK;
+  }
+  /* 16-bit weight: y[:, n0:n1] (+)= x w[n0:n1]^T, one fp32 panel of w's rows at a time */
+  int64_t nb = fr__panel_rows(N, K);
+  float *wp = fr_cpu_wscratch(cpu, (size_t)(nb * K));
+  if (!wp)
+    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)nb,
+                   (long long)K);
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    int64_t n = N - n0 < nb ? N - n0 : nb;
+    fr_cpu_half_rows(cpu, wp, w, n0, n0 + n, K);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)K, 1.0f, x->data, (int)K, wp,
+                (int)K, beta, (float *)y->data + n0, (int)N);
+  }
   return FR_OK;
 }
 
-enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a,
-                             const struct fr_tensor *bm, struct fr_err *err) {
+enum fr_status fr_cpu_linear(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, struct fr_err *err) {
+  pthread_rwlock_rdlock(&fr__blas_lock);
+  enum fr_status rc = fr__linear_unlocked(b, y, x, w, bias, err);
+  pthread_rwlock_unlock(&fr__blas_lock);
+  return rc;
+}
+
+static enum fr_status fr__matmul_unlocked(void *b, struct fr_tensor *y, const struct fr_tensor *a,
+                                          const struct fr_tensor *bm, struct fr_err *err) {
   int nd = a->ndim;
   int64_t M = a->shape[nd - 2], K = a->shape[nd - 1], N = bm->shape[nd - 1];
   if (fr_tensor_numel(y) == 0)
@@ -71,6 +125,14 @@ enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tenso
                 (const float *)a->data + i * M * K, (int)K, (const float *)bm->data + i * K * N, (int)N, 0.0f,
                 (float *)y->data + i * M * N, (int)N);
   return FR_OK;
+}
+
+enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tensor *a,
+                             const struct fr_tensor *bm, struct fr_err *err) {
+  pthread_rwlock_rdlock(&fr__blas_lock);
+  enum fr_status rc = fr__matmul_unlocked(b, y, a, bm, err);
+  pthread_rwlock_unlock(&fr__blas_lock);
+  return rc;
 }
 
 /* im2col of output rows [oh0, oh0 + rows) of one image: cols[(c, ki, kj), (oh - oh0) * Wo + ow]. */
@@ -120,9 +182,9 @@ static void fr__im2col_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
-enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x,
-                             const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
-                             struct fr_err *err) {
+static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                                          const struct fr_tensor *w, const struct fr_tensor *bias, int stride,
+                                          int pad, struct fr_err *err) {
   struct fr_cpu *cpu = b;
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
@@ -154,23 +216,49 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
                      (long long)(rows * Wo));
     }
   }
-  for (int64_t bi = 0; bi < B; bi++) {
-    const float *xb = (const float *)x->data + bi * C * H * W;
-    float *yb = (float *)y->data + bi * O * P;
-    if (direct) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)C, 1.0f, w->data, (int)C,
-                  xb, (int)P, beta, yb, (int)P);
-      continue;
+  /* A 16-bit kernel [O, K] is used in fp32 panels of ob output channels: the whole kernel at once when it
+   * fits the panel budget (converted once per call), else panel by panel with the im2col redone for each
+   * (only SD's largest kernels, at small spatial sizes, where im2col is cheap next to the sgemm). */
+  bool half = fr_cpu_is_half(w);
+  int64_t ob = half ? fr__panel_rows(O, K) : O;
+  float *wp = NULL;
+  if (half && !(wp = fr_cpu_wscratch(cpu, (size_t)(ob * K))))
+    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)ob,
+                   (long long)K);
+  for (int64_t o0 = 0; o0 < O; o0 += ob) {
+    int64_t on = O - o0 < ob ? O - o0 : ob;
+    const float *wf = (const float *)w->data + o0 * K;
+    if (half) {
+      fr_cpu_half_rows(cpu, wp, w, o0, o0 + on, K);
+      wf = wp;
     }
-    for (int64_t oh0 = 0; oh0 < Ho; oh0 += rows) {
-      int64_t r = Ho - oh0 < rows ? Ho - oh0 : rows;
-      struct fr__im2col a = {xb, cols, C, H, W, kh, kw, Wo, oh0, r, stride, pad};
-      fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)(r * Wo), (int)K, 1.0f, w->data,
-                  (int)K, cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);
+    for (int64_t bi = 0; bi < B; bi++) {
+      const float *xb = (const float *)x->data + bi * C * H * W;
+      float *yb = (float *)y->data + (bi * O + o0) * P;
+      if (direct) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)on, (int)P, (int)C, 1.0f, wf, (int)C, xb,
+                    (int)P, beta, yb, (int)P);
+        continue;
+      }
+      for (int64_t oh0 = 0; oh0 < Ho; oh0 += rows) {
+        int64_t r = Ho - oh0 < rows ? Ho - oh0 : rows;
+        struct fr__im2col a = {xb, cols, C, H, W, kh, kw, Wo, oh0, r, stride, pad};
+        fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)on, (int)(r * Wo), (int)K, 1.0f, wf,
+                    (int)K, cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);
+      }
     }
   }
   return FR_OK;
+}
+
+enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tensor *x,
+                             const struct fr_tensor *w, const struct fr_tensor *bias, int stride, int pad,
+                             struct fr_err *err) {
+  pthread_rwlock_rdlock(&fr__blas_lock);
+  enum fr_status rc = fr__conv2d_unlocked(b, y, x, w, bias, stride, pad, err);
+  pthread_rwlock_unlock(&fr__blas_lock);
+  return rc;
 }
 
 /* Attention, flash style: tasks of (batch, head, block of QB queries) run in parallel on the pool; a task
@@ -268,11 +356,15 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
   struct fr__attn a = {
       q->data, k->data, v->data, y->data, s, Tq, Tk, HD, D, heads, nblk, 1.0f / sqrtf((float)D), causal};
   if (parts > 1 && tasks > 1) {
+    pthread_rwlock_wrlock(&fr__blas_lock); /* the pool's GEMMs rely on the count of 1: held exclusively */
     openblas_set_num_threads(1);
     fr_cpu_parallel(cpu->pool, tasks, 1, fr__attn_task, &a);
     openblas_set_num_threads(cpu->threads);
+    pthread_rwlock_unlock(&fr__blas_lock);
   } else {
+    pthread_rwlock_rdlock(&fr__blas_lock);
     fr__attn_task(&a, 0, tasks, 0);
+    pthread_rwlock_unlock(&fr__blas_lock);
   }
   return FR_OK;
 }

@@ -161,5 +161,5 @@ static pthread_once_t fr__blas_once = PTHREAD_ONCE_INIT;
 
 void fr_cpu_blas_threads(int threads) {
   pthread_once(&fr__blas_once, fr__blas_quiet_once);
-  openblas_set_num_threads(threads);
+  fr_cpu_blas_set_threads(threads); /* under the GEMM lock (gemm.c) */
 }

@@ -234,6 +234,9 @@ enum fr_status fr_wsrc_load_aka(struct fr_ctx *c, const struct fr_wsrc *w, const
   }
   struct fr_tensor *t = fr_ctx_weight(c, view);
   fr_tensor_free(view);
+  /* fr_ctx_weight copied (16-bit kept, or converted) or uploaded it: drop the file's pages, so a model is
+   * resident once, not twice (copy + mapping) */
+  fr_st_release(w->st, e);
   if (!t) {
     enum fr_status rc = fr_ctx_status(c, err);
     return fr_err_prefix(err, rc ? rc : FR_E_NOMEM, "tensor %s%s: ", prefix, name);

@@ -81,6 +81,72 @@ enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out) {
   return rc ? fr_node_fail(nc, rc, "%s", err.msg) : FR_OK;
 }
 
+enum fr_status fr_pipe_engine_mem(struct fr_engine *e, struct fr_ctx_mem *out) {
+  memset(out, 0, sizeof *out);
+  static const char *const devices[] = {"cpu", "cuda"}, *const dtypes[] = {"f32", "f16", "bf16"};
+  bool any = false;
+  for (int d = 0; d < 2; d++)
+    for (int t = 0; t < 3; t++) {
+      char key[64];
+      snprintf(key, sizeof key, "pipeline:ctx:%s:%s", devices[d], dtypes[t]);
+      struct fr__pctx *p = fr_engine_state_get(e, key);
+      struct fr_ctx_mem m;
+      struct fr_err err;
+      if (p && fr_ctx_mem_stats(p->c, false, &m, &err) == FR_OK) {
+        out->in_use += m.in_use;
+        out->peak += m.peak;
+        out->cached += m.cached;
+        any = true;
+      }
+    }
+  return any ? FR_OK : FR_E_NOTFOUND;
+}
+
+struct fr__resident_walk {
+  void (*fn)(void *user, const char *type, const char *file, int64_t bytes);
+  void *user;
+};
+
+/* key "pipeline:<TYPE>:<path>@<version>:<device>:<dtype>:<tokenizer>[|lora...]" of a loaded component */
+static void fr__resident_one(void *user, const char *key, void *p) {
+  (void)p;
+  struct fr__resident_walk *w = user;
+  static const char *const types[] = {FR_T_MODEL, FR_T_CLIP, FR_T_VAE, FR_T_CONTROL_NET};
+  const char *rest = key + strlen("pipeline:");
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+    size_t n = strlen(types[i]);
+    if (strncmp(rest, types[i], n) || rest[n] != ':')
+      continue;
+    const char *path = rest + n + 1,
+               *end = strstr(path, ":cpu:") ? strstr(path, ":cpu:") : strstr(path, ":cuda:");
+    if (!end)
+      return;
+    for (const char *q = end; q > path; q--) /* the file's version (fr__file_version) follows its last '@' */
+      if (q[-1] == '@') {
+        end = q - 1;
+        break;
+      }
+    char file[512], full[4096];
+    const char *base = path;
+    for (const char *q = path; q < end; q++)
+      if (*q == '/')
+        base = q + 1;
+    snprintf(file, sizeof file, "%.*s", (int)(end - base), base);
+    snprintf(full, sizeof full, "%.*s", (int)(end - path), path);
+    struct stat st;
+    int64_t bytes = stat(full, &st) == 0 && S_ISREG(st.st_mode) ? (int64_t)st.st_size : -1;
+    w->fn(w->user, types[i], file, bytes);
+    return;
+  }
+}
+
+void fr_pipe_engine_resident(struct fr_engine *e,
+                             void (*fn)(void *user, const char *type, const char *file, int64_t bytes),
+                             void *user) {
+  struct fr__resident_walk w = {fn, user};
+  fr_engine_state_each(e, "pipeline:", fr__resident_one, &w);
+}
+
 /* ---- the shared, opened checkpoints ---- */
 
 /* One opened checkpoint per path and engine, key "pipeline:ckpt:<path>@<version>", referenced by every

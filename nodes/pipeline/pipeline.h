@@ -99,6 +99,14 @@ enum fr_status fr_pipe_get_controlnet(struct fr_node_ctx *nc, const char *path, 
 
 /* The compute context of the node's device (created on first use, kept by the engine). */
 enum fr_status fr_pipe_ctx(struct fr_node_ctx *nc, struct fr_ctx **out);
+/* Device memory of the engine's compute contexts (every dtype) summed, for metrics; from the thread that
+ * runs the engine, between runs. FR_E_NOTFOUND: no context yet, or the backend does not count memory. */
+enum fr_status fr_pipe_engine_mem(struct fr_engine *e, struct fr_ctx_mem *out);
+/* The components resident in the engine's model cache: fn(user, type, file base name, bytes of the file, or
+ * -1 for a folder (diffusers) or a file gone) for each. */
+void fr_pipe_engine_resident(struct fr_engine *e,
+                             void (*fn)(void *user, const char *type, const char *file, int64_t bytes),
+                             void *user);
 
 /* Encodes the H x W region at (oy, ox) of image im (host F32 [B, H0, W0, C >= 3] in [0, 1]; H, W multiples
  * of 8) with VAE m: *out = the latent distribution's mean times the VAE's scaling factor, host F32

@@ -1,4 +1,4 @@
-/* Out-of-memory recovery (core/node.h, docs/oom-and-loading.md) on the tiny SD1.5 pipeline:
+/* Out-of-memory recovery (core/node.h, docs/operations.md, "Out of memory") on the tiny SD1.5 pipeline:
  *  - one allocation failing once inside a node (fr_alloc_fail_once): the engine releases the cached models
  *    the node does not need, retries it, and the run's result is the same as a run that never failed; the
  *    pools are empty afterwards (the next run starts clean) and the counters say one recovery;

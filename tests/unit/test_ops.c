@@ -1119,11 +1119,12 @@ static void check_null_inputs(struct fr_ctx *c) {
   CHECK(y != NULL);
   fr_tensor_free(y);
 
-  /* A weight of the wrong dtype (an F16 tensor not passed through fr_ctx_weight) names the op. */
-  struct fr_tensor *f16 = fr_tensor_new(FR_F16, 4, (int64_t[]){1, 4, 4, 4});
-  y = fr_add(c, x, f16);
-  CHECK(y == NULL && failed_with(c, FR_E_INVALID, "fr_add: b [1, 4, 4, 4] is F16"));
-  fr_tensor_free(f16);
+  /* A tensor of the wrong dtype (an F64 tensor not passed through fr_ctx_weight) names the op. (A host
+   * F16/BF16 tensor is a valid weight on the CPU: ops widen it, see 16-bit weights below.) */
+  struct fr_tensor *f64 = fr_tensor_new(FR_F64, 4, (int64_t[]){1, 4, 4, 4});
+  y = fr_add(c, x, f64);
+  CHECK(y == NULL && failed_with(c, FR_E_INVALID, "fr_add: b [1, 4, 4, 4] is F64"));
+  fr_tensor_free(f64);
 
   /* Out of memory inside an op: NULL, FR_E_NOMEM naming the op, nothing leaked (ASan). */
   fr_alloc_fail_at(1);

@@ -578,8 +578,9 @@ static void test_refusals(struct fr_ctx *c) {
 }
 
 /* graphs/upscale.yaml through the engine with a tiny model from this test. */
-/* Out-of-memory recovery (docs/oom-and-loading.md): the first allocation of the upscale node fails once;
- * the engine runs it again in low-memory mode, which starts from tiles half the `tile` input (512 -> 256). */
+/* Out-of-memory recovery (docs/operations.md, "Out of memory"): the first allocation of the upscale node
+ * fails once; the engine runs it again in low-memory mode, which starts from tiles half the `tile` input (512
+ * -> 256). */
 static bool lowmem_armed;
 static int lowmem_warnings, retry_warnings;
 static void lowmem_event(void *user, const struct fr_event *ev) {

@@ -16,6 +16,7 @@
 #include <ifaddrs.h>
 #include <libwebsockets.h>
 #include <limits.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <png.h>
@@ -39,6 +40,7 @@
 #include "core/graph.h"
 #include "core/graph_yaml.h"
 #include "core/json.h"
+#include "core/metrics.h"
 #include "core/paths.h"
 #ifdef FLOWRUN_HAVE_PG
 #include "core/pg/pg.h"
@@ -48,6 +50,7 @@
 #include "nodes/registry.h"
 #include "web/server/api_models.h"
 #include "web/server/api_pin.h"
+#include "web/server/ops.h"
 
 /* Bounds: a graph is at most 4 MiB (the loader's limit), so a request body (JSON around the YAML, whose
  * escaping can grow it) is at most 10 MiB; websocket messages from clients are small commands. */
@@ -74,6 +77,9 @@
 #define FR__GUESS_SLOTS 64
 #define FR__GUESS_BURST 10
 #define FR__GUESS_REFILL_S 6.0
+/* Submissions (--rate-limit): one bucket per client address, the least recently used replaced when full */
+#define FR__RATE_SLOTS 256
+#define FR__MAX_RUNNERS 16
 #define FR__MAX_PARAMS 256
 #define FR__PREVIEW_MAX 256 /* preview side in pixels (larger previews are subsampled) */
 
@@ -113,6 +119,25 @@ struct fr__guess { /* wrong tokens from one address */
   double t;    /* when left was last brought up to date (monotonic seconds) */
 };
 
+struct fr__rate { /* submissions from one address (--rate-limit) */
+  char addr[64];
+  double left; /* submissions it may still make now */
+  double t;    /* when left was last brought up to date (monotonic seconds) */
+};
+
+struct fr__srv;
+/* One runner thread per --max-concurrent-runs, each with its own engine (and model cache), all sharing
+ * the cache file: an engine runs one graph at a time, and engines share nothing in memory. */
+struct fr__runner {
+  struct fr__srv *s;
+  struct fr_engine *engine;
+  struct fr__run *current; /* the run it is running (under s->mu) */
+  pthread_t th;
+  bool started;
+  struct fr_metrics_listener ml;
+  struct fr_ops_seen seen; /* its engine's figures already counted in the metrics */
+};
+
 struct fr__srv {
   struct fr_serve_opts o;
   char graphs_real[PATH_MAX], output_real[PATH_MAX], editor_real[PATH_MAX], input_real[PATH_MAX],
@@ -129,17 +154,22 @@ struct fr__srv {
   size_t max_queue_bytes;
   struct fr__guess guesses[FR__GUESS_SLOTS]; /* service thread only */
   struct lws_context *ctx;
-  struct fr_engine *engine;
+  struct fr__runner runners[FR__MAX_RUNNERS];
+  int n_runners;
+  struct fr_metrics *metrics;
+  struct fr_ops_ready ready;
+  struct fr__rate rates[FR__RATE_SLOTS]; /* service thread only */
 
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  pthread_t worker;
+  pthread_t worker; /* serve --db: the fleet thread */
   bool worker_started, stopping;
+  bool draining; /* SIGTERM/SIGINT: new submissions are refused, the running ones may finish */
   struct fr__run *runs, *runs_tail; /* history and queue, oldest first */
   int next_id, n_runs;
-  int n_queued;            /* runs waiting (state queued) */
-  size_t queued_bytes;     /* their graph texts */
-  struct fr__run *current; /* the running one (worker) */
+  int n_queued;        /* runs waiting (state queued) */
+  size_t queued_bytes; /* their graph texts */
+  int n_running;       /* runs the runners are running */
   struct fr__msg log[FR__LOG_SIZE];
   uint64_t log_next; /* seq of the next message */
   int fleet_wake[2]; /* serve --db: wakes the fleet thread (a run to submit or to cancel) */
@@ -434,8 +464,10 @@ static void fr__run_event(struct fr_buf *b, const char *event, const struct fr__
 
 /* Engine listener (worker thread): the event as JSON with the run id, a preview and the output file. */
 static void fr__on_event(void *user, const struct fr_event *ev) {
-  struct fr__srv *s = user;
-  struct fr__run *r = s->current;
+  struct fr__runner *rn = user;
+  struct fr__srv *s = rn->s;
+  struct fr__run *r = rn->current;
+  fr_metrics_event(&rn->ml, ev);
   struct fr_buf one = {0}, b = {0};
   if (ev->kind == FR_EV_RUN_START && r) {
     /* fr_engine_run clears the engine's cancel flag as it starts, so a cancel that came after the
@@ -445,7 +477,7 @@ static void fr__on_event(void *user, const struct fr_event *ev) {
     bool cancelled = r->cancel_requested;
     pthread_mutex_unlock(&s->mu);
     if (cancelled)
-      fr_engine_cancel(s->engine);
+      fr_engine_cancel(rn->engine);
   }
   fr_event_json(&one, ev);
   if (one.oom || one.len < 2) {
@@ -510,29 +542,35 @@ static void fr__trim_history(struct fr__srv *s) {
 }
 
 static void *fr__worker_main(void *arg) {
-  struct fr__srv *s = arg;
+  struct fr__runner *rn = arg;
+  struct fr__srv *s = rn->s;
   for (;;) {
     pthread_mutex_lock(&s->mu);
     struct fr__run *r = NULL;
-    while (!s->stopping) {
+    /* draining: the queued runs are not started (they stay queued and are dropped at exit) */
+    while (!s->stopping && !s->draining) {
       for (r = s->runs; r && r->state != FR__QUEUED; r = r->next) {
       }
       if (r)
         break;
       pthread_cond_wait(&s->cv, &s->mu);
     }
-    if (s->stopping) {
+    if (s->stopping || s->draining) {
       pthread_mutex_unlock(&s->mu);
       return NULL;
     }
     r->state = FR__RUNNING;
     s->n_queued--;
     s->queued_bytes -= r->yaml_bytes;
-    s->current = r;
+    s->n_running++;
+    rn->current = r;
     struct fr_buf ev = {0};
     fr__run_event(&ev, "run_state", r);
     pthread_mutex_unlock(&s->mu);
     fr__broadcast_buf(s, &ev);
+    double t0 = fr__now_ms();
+    fr_metrics_observe(s->metrics, "flowrun_queue_wait_seconds", NULL, (t0 - r->queued_at) / 1000.0);
+    fr_metrics_run_started(s->metrics);
 
     /* Relative subgraphs and file inputs resolve against the graph file's folder. */
     char dir[PATH_MAX];
@@ -548,14 +586,14 @@ static void *fr__worker_main(void *arg) {
     }
     struct fr_err err = {{0}};
     struct fr_graph *g = NULL;
-    enum fr_status rc = fr_engine_load_string(s->engine, r->yaml, strlen(r->yaml),
+    enum fr_status rc = fr_engine_load_string(rn->engine, r->yaml, strlen(r->yaml),
                                               *r->path ? r->path : "<editor>", dir, r->ov, r->n_ov, &g, &err);
     struct fr_run_summary sum = {0};
     if (rc == FR_OK) {
       pthread_mutex_lock(&s->mu);
       bool cancelled = r->cancel_requested;
       pthread_mutex_unlock(&s->mu);
-      rc = cancelled ? fr_errf(&err, FR_E_CANCELLED, "cancelled") : fr_engine_run(s->engine, g, &sum, &err);
+      rc = cancelled ? fr_errf(&err, FR_E_CANCELLED, "cancelled") : fr_engine_run(rn->engine, g, &sum, &err);
     } else {
       /* The engine never started, so no run_done event came: say what happened in the same shape. */
       struct fr_buf b = {0};
@@ -565,15 +603,23 @@ static void *fr__worker_main(void *arg) {
       fr__broadcast_buf(s, &b);
     }
     fr_graph_free(g);
+    fr_ops_engine_update(s->metrics, &s->ready, rn->engine, &rn->seen);
+    fr_ops_device_check(&s->ready, s->o.device, rc);
     pthread_mutex_lock(&s->mu);
     r->sum = sum;
     r->state = rc == FR_OK ? FR__DONE : rc == FR_E_CANCELLED ? FR__CANCELLED : FR__FAILED;
     if (rc != FR_OK)
       r->error = fr_strdup(err.msg);
-    s->current = NULL;
+    enum fr__run_state fin = r->state; /* r may be trimmed by another runner once unlocked */
+    rn->current = NULL;
+    s->n_running--;
     fr__run_event(&ev, "run_state", r);
     fr__trim_history(s);
+    pthread_cond_broadcast(&s->cv); /* a draining server waits for its runs to end */
     pthread_mutex_unlock(&s->mu);
+    fr_metrics_run_finished(s->metrics, fr__state_names[fin], (fr__now_ms() - t0) / 1000.0);
+    if (s->ctx)
+      lws_cancel_service(s->ctx); /* the service loop looks at the drain */
     fr__broadcast_buf(s, &ev);
   }
 }
@@ -828,9 +874,11 @@ static void *fr__fleet_main(void *arg) {
   if (fr_pg_open(s->o.db, 0, &pg, &err) || fr_pg_listen(pg, "flowrun_events", &err) ||
       fr_pg_listen(pg, "flowrun_queue", &err)) {
     fprintf(stderr, "flowrun serve: %s\n", err.msg);
+    atomic_store(&s->ready.db_ok, false);
     fr_pg_close(pg);
     return NULL;
   }
+  fr_pg_watch(pg, &s->ready.db_ok);
   /* the runs queued before this server started stay in `flowrun runs`; from now on every run shows */
   int64_t max_seen = 0;
   struct fr_buf b = {0};
@@ -949,6 +997,13 @@ static int fr__queue_run(struct fr__srv *s, const char *path, const char *yaml, 
   r->queued_at = fr__now_ms();
   r->yaml_bytes = strlen(r->yaml);
   pthread_mutex_lock(&s->mu);
+  if (s->draining) {
+    pthread_mutex_unlock(&s->mu);
+    fr_errf(err, FR_E_INVALID, "the server is shutting down: it takes no new runs");
+    fr_metrics_add(s->metrics, "flowrun_submissions_rejected_total", "shutting_down", 1);
+    code = 503;
+    goto fail;
+  }
   if (s->n_queued >= s->max_queue || s->queued_bytes + r->yaml_bytes > s->max_queue_bytes) {
     if (s->n_queued >= s->max_queue)
       fr_errf(err, FR_E_INVALID,
@@ -961,6 +1016,7 @@ static int fr__queue_run(struct fr__srv *s, const char *path, const char *yaml, 
               "%zu, --max-queue-mb); try again when one has started",
               s->queued_bytes + r->yaml_bytes, s->max_queue_bytes);
     pthread_mutex_unlock(&s->mu);
+    fr_metrics_add(s->metrics, "flowrun_submissions_rejected_total", "queue_full", 1);
     code = 429;
     goto fail;
   }
@@ -1012,8 +1068,10 @@ static int fr__cancel_run(struct fr__srv *s, int id, struct fr_err *err) {
     r->state = FR__CANCELLED;
     r->error = fr_strdup("cancelled before it started");
     fr__run_event(&ev, "run_state", r);
-  } else if (s->current == r) {
-    fr_engine_cancel(s->engine);
+  } else {
+    for (int i = 0; i < s->n_runners; i++)
+      if (s->runners[i].current == r)
+        fr_engine_cancel(s->runners[i].engine);
   }
   bool to_fleet = r->db_id != 0;
   pthread_mutex_unlock(&s->mu);
@@ -1227,6 +1285,49 @@ static struct fr__guess *fr__guess_slot(struct fr__srv *s, const char *addr, dou
   best->left = FR__GUESS_BURST;
   best->t = now;
   return best;
+}
+
+/* The client's address as text ("unknown" when lws cannot say); IPv4 on an IPv6 socket as plain IPv4. */
+static void fr__peer(struct lws *wsi, char addr[64]) {
+  if (!lws_get_peer_simple(wsi, addr, 64))
+    snprintf(addr, 64, "unknown");
+  if (!strncmp(addr, "::ffff:", 7) && strchr(addr + 7, '.'))
+    memmove(addr, addr + 7, strlen(addr + 7) + 1);
+}
+
+/* --rate-limit: takes one submission from the client's bucket (service thread only). Returns 0 when
+ * allowed, else the seconds to wait before the next one is allowed (at least 1, for Retry-After). */
+static int fr__rate_take(struct fr__srv *s, struct lws *wsi) {
+  if (s->o.rate_per_s <= 0)
+    return 0;
+  char addr[64];
+  fr__peer(wsi, addr);
+  double now = fr__mono_s(), burst = s->o.rate_burst > 0 ? s->o.rate_burst : 1;
+  struct fr__rate *slot = NULL, *oldest = NULL;
+  for (int i = 0; i < FR__RATE_SLOTS && !slot; i++) {
+    struct fr__rate *q = &s->rates[i];
+    if (q->addr[0] && !strcmp(q->addr, addr))
+      slot = q;
+    else if (!oldest || !q->addr[0] || (oldest->addr[0] && q->t < oldest->t))
+      oldest = q;
+  }
+  if (!slot) { /* a new address (or one forgotten): a full bucket, in the least recently used slot */
+    slot = oldest;
+    snprintf(slot->addr, sizeof slot->addr, "%s", addr);
+    slot->left = burst;
+    slot->t = now;
+  }
+  slot->left += (now - slot->t) * s->o.rate_per_s;
+  if (slot->left > burst)
+    slot->left = burst;
+  slot->t = now;
+  if (slot->left >= 1) {
+    slot->left -= 1;
+    return 0;
+  }
+  fr_metrics_add(s->metrics, "flowrun_submissions_rejected_total", "rate_limited", 1);
+  int wait = (int)ceil((1 - slot->left) / s->o.rate_per_s);
+  return wait < 1 ? 1 : wait;
 }
 
 static bool fr__ct_equal(const char *a, const char *b) {
@@ -1583,7 +1684,21 @@ static int fr__api_post(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss)
     ret = fr__pin(s, wsi, pss, req);
   } else if (!strcmp(pss->uri, "/api/run")) {
     const struct fr_json *y = fr_json_get(req, "yaml");
-    if (y && y->type != FR_JSON_STRING) {
+    int wait = fr__rate_take(s, wsi);
+    if (wait) {
+      char msg[200], hdr[64];
+      snprintf(msg, sizeof msg,
+               "too many submissions from this address (at most %d at once, then %.3g a second, "
+               "--rate-limit): try again in %d s",
+               s->o.rate_burst, s->o.rate_per_s, wait);
+      snprintf(hdr, sizeof hdr, "retry-after: %d", wait);
+      struct fr_buf b = {0};
+      fr_buf_puts(&b, "{\"error\":");
+      fr_buf_json_str(&b, msg);
+      fr_buf_putc(&b, '}');
+      ret = b.oom ? -1 : fr__respond(wsi, pss, 429, "application/json", b.data, b.len, hdr);
+      fr_buf_free(&b);
+    } else if (y && y->type != FR_JSON_STRING) {
       ret = fr__respond_error(wsi, pss, 400, "\"yaml\" must be a string");
     } else {
       int id = 0;
@@ -1806,10 +1921,15 @@ static void fr__ws_command(struct fr__srv *s, struct lws *wsi, struct fr__pss *p
     } else if (!strcmp(t, "run")) {
       const struct fr_json *y = fr_json_get(m, "yaml");
       int id = 0;
-      int st = y && y->type != FR_JSON_STRING
-                   ? (fr_errf(&err, FR_E_INVALID, "\"yaml\" must be a string"), 400)
-                   : fr__queue_run(s, fr_json_str(m, "path", NULL), y ? y->str : NULL, y ? y->len : 0,
-                                   fr_json_get(m, "params"), &id, &err);
+      int wait = fr__rate_take(s, wsi);
+      int st =
+          wait ? (fr_errf(&err, FR_E_INVALID,
+                          "too many submissions from this address (--rate-limit): try again in %d s", wait),
+                  429)
+          : y && y->type != FR_JSON_STRING
+              ? (fr_errf(&err, FR_E_INVALID, "\"yaml\" must be a string"), 400)
+              : fr__queue_run(s, fr_json_str(m, "path", NULL), y ? y->str : NULL, y ? y->len : 0,
+                              fr_json_get(m, "params"), &id, &err);
       if (st == 200) {
         fr_buf_printf(&b, "{\"event\":\"queued\",\"run\":%d}", id);
         fr__ws_reply(wsi, pss, &b);
@@ -1853,6 +1973,35 @@ static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     fr_buf_free(&pss->body);
     bool is_get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
     snprintf(pss->uri, sizeof pss->uri, "%s", uri ? uri : "/");
+    /* For load balancers and monitoring: /healthz and /readyz answer anyone (a status and a sentence,
+     * never data); /metrics passes the Host and Origin checks, and the token only with --metrics-token. */
+    if (is_get && (!strcmp(pss->uri, "/healthz") || !strcmp(pss->uri, "/readyz"))) {
+      struct fr_buf b = {0};
+      int code = 200;
+      if (!strcmp(pss->uri, "/healthz"))
+        fr_buf_puts(&b, "ok\n");
+      else
+        code = fr_ops_readyz(&s->ready, &b);
+      int r = b.oom ? -1 : fr__respond(wsi, pss, code, "text/plain; charset=utf-8", b.data, b.len, NULL);
+      fr_buf_free(&b);
+      return r;
+    }
+    if (is_get && !strcmp(pss->uri, "/metrics")) {
+      struct fr_serve_opts o = s->o;
+      if (!s->o.metrics_token)
+        s->o.token = NULL; /* the Host and Origin checks, without the token */
+      const char *why = fr__check_access(s, wsi, false, &status, &cookie);
+      s->o = o;
+      if (why)
+        return fr__respond_error(wsi, pss, status, why);
+      struct fr_buf b = {0};
+      fr_metrics_render(s->metrics, &b);
+      int r = b.oom ? -1
+                    : fr__respond(wsi, pss, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                  b.data ? b.data : "", b.len, NULL);
+      fr_buf_free(&b);
+      return r;
+    }
     const char *why = fr__check_access(s, wsi, pss->is_post, &status, &cookie);
     if (why)
       return fr__respond_error(wsi, pss, status, why);
@@ -2041,9 +2190,35 @@ static const struct lws_protocols fr__protocols[2] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
+/* Metrics read at each scrape: the queue and what runs. */
+static void fr__collect(void *user, struct fr_metrics *m) {
+  struct fr__srv *s = user;
+  pthread_mutex_lock(&s->mu);
+  int queued = s->n_queued, running = s->n_running;
+  pthread_mutex_unlock(&s->mu);
+  fr_metrics_set(m, "flowrun_queue_depth", NULL, queued);
+  fr_metrics_set(m, "flowrun_runs_running", NULL, running);
+  fr_metrics_set(m, "flowrun_runners", NULL, s->n_runners);
+}
+
+/* While draining, wakes the service loop a few times a second so that it sees the deadline. */
+static void *fr__ticker(void *arg) {
+  struct fr__srv *s = arg;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    bool stop = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (stop)
+      return NULL;
+    lws_cancel_service(s->ctx);
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 static void fr__on_signal(int sig) {
   (void)sig;
-  fr__interrupted = 1;
+  fr__interrupted = fr__interrupted < 2 ? fr__interrupted + 1 : 2; /* a second signal: cancel now */
   if (fr__g && fr__g->ctx)
     lws_cancel_service(fr__g->ctx);
 }
@@ -2205,6 +2380,8 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
   if (!s)
     return fr_errf(err, FR_E_NOMEM, "out of memory");
   s->o = *opts;
+  bool ticker = false; /* the drain's ticker thread runs */
+  pthread_t ticker_th;
   if (!s->o.host)
     s->o.host = "127.0.0.1";
   if (!s->o.graphs_dir)
@@ -2252,26 +2429,61 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
 
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
-  struct fr_engine_opts eo = {
-      .registry = fr_builtin_registry(),
-      .cache_path = s->o.cache_path,
-      .no_cache = s->o.no_cache,
-      .model_dirs = s->o.model_dirs,
-      .n_model_dirs = s->o.n_model_dirs,
-      .input_dirs = s->input_dirs,
-      .n_input_dirs = s->n_input_dirs,
-      .read_roots = s->roots,
-      .n_read_roots = s->n_roots,
-      .output_dir = s->output_real,
-      .temp_dir = s->temp_real,
-      .device = s->o.device,
-      .dtype = s->o.dtype,
-      .threads = s->o.threads,
-      .on_event = fr__on_event,
-      .user = s,
-  };
-  if ((rc = fr_engine_new(&eo, &s->engine, err)) != FR_OK)
+  fr_ops_ready_init(&s->ready, !s->o.no_cache, s->o.db != NULL);
+  static const double wait_buckets[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800};
+  if (!(s->metrics = fr_metrics_new())) {
+    rc = fr_errf(err, FR_E_NOMEM, "out of memory");
     goto out_sync;
+  }
+  if ((rc = fr_ops_metrics_init(s->metrics, err)) != FR_OK ||
+      (rc = fr_metrics_define(s->metrics, "flowrun_queue_depth", FR_METRIC_GAUGE,
+                              "Runs waiting in the queue.", NULL, NULL, 0, err)) != FR_OK ||
+      (rc = fr_metrics_define(s->metrics, "flowrun_runs_running", FR_METRIC_GAUGE, "Runs running now.", NULL,
+                              NULL, 0, err)) != FR_OK ||
+      (rc = fr_metrics_define(s->metrics, "flowrun_runners", FR_METRIC_GAUGE,
+                              "Runs that may run at once (--max-concurrent-runs).", NULL, NULL, 0, err)) !=
+          FR_OK ||
+      (rc = fr_metrics_define(s->metrics, "flowrun_queue_wait_seconds", FR_METRIC_HISTOGRAM,
+                              "Time runs waited in the queue before they started.", NULL, wait_buckets,
+                              (int)(sizeof wait_buckets / sizeof wait_buckets[0]), err)) != FR_OK ||
+      (rc = fr_metrics_define(s->metrics, "flowrun_submissions_rejected_total", FR_METRIC_COUNTER,
+                              "Submissions refused, by reason (queue_full, rate_limited, shutting_down).",
+                              "reason", NULL, 0, err)) != FR_OK)
+    goto out_sync;
+  fr_metrics_add_collector(s->metrics, fr__collect, s);
+  s->n_runners = s->o.db ? 0 : s->o.max_concurrent_runs > 0 ? s->o.max_concurrent_runs : 1;
+  if (s->n_runners > FR__MAX_RUNNERS) {
+    rc = fr_errf(err, FR_E_INVALID, "--max-concurrent-runs %d: at most %d", s->n_runners, FR__MAX_RUNNERS);
+    goto out_sync;
+  }
+  for (int i = 0; i < s->n_runners; i++) {
+    struct fr__runner *rn = &s->runners[i];
+    rn->s = s;
+    rn->ml.m = s->metrics;
+    struct fr_engine_opts eo = {
+        .registry = fr_builtin_registry(),
+        .cache_path = s->o.cache_path,
+        .no_cache = s->o.no_cache,
+        .model_dirs = s->o.model_dirs,
+        .n_model_dirs = s->o.n_model_dirs,
+        .input_dirs = s->input_dirs,
+        .n_input_dirs = s->n_input_dirs,
+        .read_roots = s->roots,
+        .n_read_roots = s->n_roots,
+        .output_dir = s->output_real,
+        .temp_dir = s->temp_real,
+        .device = s->o.device,
+        .dtype = s->o.dtype,
+        .threads = s->o.threads,
+        .on_event = fr__on_event,
+        .user = rn,
+    };
+    if ((rc = fr_engine_new(&eo, &rn->engine, err)) != FR_OK)
+      goto out_engine;
+    fr_ops_engine_update(s->metrics, &s->ready, rn->engine, &rn->seen);
+  }
+  if (s->o.db && s->o.no_cache)
+    atomic_store(&s->ready.cache_wanted, false);
 
   lws_set_log_level(LLL_ERR, NULL);
   struct lws_context_creation_info info;
@@ -2295,7 +2507,6 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
     rc = fr_errf(err, FR_E_IO, "cannot listen on %s:%d", s->bind_addr, s->o.port);
     goto out_ctx;
   }
-  void *(*thread_main)(void *) = fr__worker_main;
   s->fleet_wake[0] = s->fleet_wake[1] = -1;
   if (s->o.db) {
 #ifdef FLOWRUN_HAVE_PG
@@ -2304,17 +2515,23 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
       goto out_ctx;
     }
     fcntl(s->fleet_wake[0], F_SETFL, O_NONBLOCK);
-    thread_main = fr__fleet_main;
+    if (pthread_create(&s->worker, NULL, fr__fleet_main, s) != 0) {
+      rc = fr_errf(err, FR_E_INTERNAL, "cannot start the fleet thread");
+      goto out_threads;
+    }
+    s->worker_started = true;
 #else
     rc = fr_errf(err, FR_E_UNSUPPORTED, "--db: this flowrun was built without PostgreSQL support (libpq)");
     goto out_ctx;
 #endif
   }
-  if (pthread_create(&s->worker, NULL, thread_main, s) != 0) {
-    rc = fr_errf(err, FR_E_INTERNAL, "cannot start the worker thread");
-    goto out_ctx;
+  for (int i = 0; i < s->n_runners; i++) {
+    if (pthread_create(&s->runners[i].th, NULL, fr__worker_main, &s->runners[i]) != 0) {
+      rc = fr_errf(err, FR_E_INTERNAL, "cannot start the worker thread");
+      goto out_threads;
+    }
+    s->runners[i].started = true;
   }
-  s->worker_started = true;
 
   printf("flowrun serve: http://%s%s%s:%d/%s%s\n", strchr(s->o.host, ':') ? "[" : "", s->o.host,
          strchr(s->o.host, ':') ? "]" : "", port, s->o.token ? "?token=" : "", s->o.token ? s->o.token : "");
@@ -2331,20 +2548,63 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
   signal(SIGPIPE, SIG_IGN);
-  while (!fr__interrupted && lws_service(s->ctx, 0) >= 0) {
+  /* Serve until a signal; then drain: refuse new runs, let the running ones finish until the deadline,
+   * cancel them then (or at a second signal), and leave when none is running. */
+  double timeout = s->o.shutdown_timeout == 0 ? 30 : s->o.shutdown_timeout, deadline = 0;
+  bool cancelled = false;
+  while (lws_service(s->ctx, 0) >= 0) {
+    if (!fr__interrupted)
+      continue;
+    if (!deadline) {
+      deadline = fr__mono_s() + (timeout > 0 ? timeout : 0);
+      pthread_mutex_lock(&s->mu);
+      s->draining = true;
+      int running = s->n_running;
+      pthread_cond_broadcast(&s->cv);
+      pthread_mutex_unlock(&s->mu);
+      atomic_store(&s->ready.draining, true);
+      ticker = pthread_create(&ticker_th, NULL, fr__ticker, s) == 0;
+      fprintf(stderr,
+              "flowrun serve: shutting down: taking no new runs; %d running, cancelled in %.0f s if not "
+              "done\n",
+              running, timeout > 0 ? timeout : 0);
+      fflush(stderr);
+    }
+    pthread_mutex_lock(&s->mu);
+    int running = s->n_running;
+    if (running && !cancelled && (fr__interrupted > 1 || fr__mono_s() >= deadline)) {
+      cancelled = true;
+      for (int i = 0; i < s->n_runners; i++)
+        if (s->runners[i].current)
+          fr_engine_cancel(s->runners[i].engine);
+      fprintf(stderr, "flowrun serve: shutting down: cancelling the %d running run%s\n", running,
+              running == 1 ? "" : "s");
+      fflush(stderr);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!running)
+      break;
   }
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
 
-  /* Shut down: stop the running graph, let the worker finish, then drop the connections. */
+out_threads:
+  /* Shut down: stop the running graphs, let the threads finish, then drop the connections. */
   pthread_mutex_lock(&s->mu);
   s->stopping = true;
-  if (s->current)
-    fr_engine_cancel(s->engine);
+  for (int i = 0; i < s->n_runners; i++)
+    if (s->runners[i].current)
+      fr_engine_cancel(s->runners[i].engine);
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
   fr__fleet_wake(s);
-  pthread_join(s->worker, NULL);
+  for (int i = 0; i < s->n_runners; i++)
+    if (s->runners[i].started)
+      pthread_join(s->runners[i].th, NULL);
+  if (s->worker_started)
+    pthread_join(s->worker, NULL);
+  if (ticker)
+    pthread_join(ticker_th, NULL);
   if (s->fleet_wake[0] >= 0) {
     close(s->fleet_wake[0]);
     close(s->fleet_wake[1]);
@@ -2354,8 +2614,10 @@ out_ctx:
   s->ctx = NULL;
   fr__g = NULL;
 out_engine:
-  fr_engine_free(s->engine);
+  for (int i = 0; i < s->n_runners; i++)
+    fr_engine_free(s->runners[i].engine); /* closes each cache connection cleanly */
 out_sync:
+  fr_metrics_free(s->metrics);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
 out:

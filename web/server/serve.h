@@ -37,12 +37,22 @@ struct fr_serve_opts {
   /* PostgreSQL URL (flowrun built with libpq): runs go to the fleet's queue instead of this process's engine,
    * and every run of the fleet, whoever queued it, shows with its events and outputs (docs/scale-out.md) */
   const char *db;
+  /* Operations (docs/operations.md) */
+  int max_concurrent_runs; /* runs at once on the device, each on its own engine; 0: 1 */
+  double rate_per_s;       /* submissions per second per client address; 0: no limit */
+  int rate_burst;          /* submissions an address may make at once (the bucket's size) */
+  double shutdown_timeout; /* seconds the running runs may take after SIGTERM/SIGINT before they are
+                              cancelled; 0: 30; < 0: cancel at once */
+  bool metrics_token;      /* /metrics needs the token too (by default it needs none, as /healthz) */
 };
 
-/* Runs until SIGINT/SIGTERM. Returns FR_OK after a clean shutdown, or an error with the reason in err:
- * FR_E_INVALID bad options (a host that does not resolve, or not in canonical form), FR_E_NOTFOUND a folder
- * missing, FR_E_IO cannot listen (port in use, not an address of this machine). Every file a graph sent to
- * the server reads must lie in the graphs, input or model folders (fr_engine_opts.read_roots). */
+/* Runs until SIGINT/SIGTERM, then drains: new submissions are refused (503 "shutting down"), /readyz
+ * says 503, the running runs may finish for shutdown_timeout seconds and are then cancelled, queued runs
+ * are not started; a second signal cancels at once. Returns FR_OK after a clean shutdown, or an error with
+ * the reason in err: FR_E_INVALID bad options (a host that does not resolve, or not in canonical form),
+ * FR_E_NOTFOUND a folder missing, FR_E_IO cannot listen (port in use, not an address of this machine). Every
+ * file a graph sent to the server reads must lie in the graphs, input or model folders
+ * (fr_engine_opts.read_roots). */
 enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err);
 
 #endif
