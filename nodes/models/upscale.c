@@ -120,12 +120,15 @@ static struct fr_tensor *fr__get(struct fr__ld *L, const char *name, int ndim, c
 /* A conv's weight (O x I x k x k; -1 = any) and bias under base + ".weight" / ".bias". */
 static void fr__get_conv(struct fr__ld *L, struct fr__conv *cv, const char *base, int64_t o, int64_t i,
                          int k) {
-  char n[160];
-  snprintf(n, sizeof n, "%s.weight", base);
+  char n[256];
+  if ((size_t)snprintf(n, sizeof n, "%s.weight", base) >= sizeof n) { /* never for the architectures' names */
+    L->rc = fr_errf(L->err, FR_E_FORMAT, "%s: tensor name %s.weight is too long", L->path, base);
+    return;
+  }
   cv->w = fr__get(L, n, 4, (int64_t[]){o, i, k, k});
   if (!cv->w)
     return;
-  snprintf(n, sizeof n, "%s.bias", base);
+  snprintf(n, sizeof n, "%s.bias", base); /* shorter than ".weight" */
   cv->b = fr__get(L, n, 1, (int64_t[]){cv->w->shape[0]});
 }
 
