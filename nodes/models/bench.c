@@ -441,6 +441,25 @@ static enum fr_status fr__gemm_run(struct fr__job *j, void *state, struct fr_ten
   return FR_OK;
 }
 
+/* The floor paired with one timed run of a cpu row: one 2048^3 sgemm right before the run, so the ratio of
+ * the run to the floor is taken in the same seconds (a shared or throttled machine changes speed from minute
+ * to minute; a single sgemm row at the start of the process does not see that). Returns GFLOP/s, 0 when the
+ * buffers cannot be had. */
+static double fr__paired_floor(struct fr__job *j, struct fr__gemm **g) {
+  if (!*g) {
+    void *st = NULL;
+    double fl;
+    struct fr_err e = {0};
+    if (fr__gemm_setup(j, &st, &fl, &e) != FR_OK)
+      return 0;
+    *g = st;
+  }
+  double t0 = fr__now();
+  fr__gemm_run(j, *g, NULL, NULL);
+  double s = fr__now() - t0;
+  return s > 0 ? 2.0 * FR__GEMM_N * FR__GEMM_N * FR__GEMM_N / s * 1e-9 : 0;
+}
+
 /* ---- CLIP-L over [B, 77] tokens ---- */
 
 struct fr__clip_state {
@@ -884,6 +903,7 @@ struct fr__result {
   int batch, warmup, runs;
   bool in_memory, shrunk, finite, have_mem;
   double load_ms, median_ms, min_ms, max_ms, flops, peak_mib, resident_mib, full_flops;
+  double floor_ratio; /* cpu model rows: median of run time / its paired floor's time; 0: none */
   enum fr_status rc;
 };
 
@@ -967,14 +987,27 @@ static enum fr_status fr__row_run(struct fr__bench *b, const struct fr__row *row
    * tensor pool's counters */
   r->have_mem = !rc && j.ctx && strcmp(fr_ctx_device_name(j.ctx), "cpu") != 0 &&
                 fr_ctx_mem_stats(j.ctx, true, &m0, NULL) == FR_OK;
+  bool paired = !rc && j.ctx && strcmp(fr_ctx_device_name(j.ctx), "cpu") == 0 && row->kind != FR__T2I;
+  struct fr__gemm *floor_g = NULL;
+  double *ratio = paired ? fr_calloc((size_t)r->runs, sizeof *ratio) : NULL;
   for (int i = -r->warmup; !rc && i < r->runs; i++) {
+    double floor_gflops = ratio && i >= 0 ? fr__paired_floor(&j, &floor_g) : 0;
     t0 = fr__now();
     rc = k->run(&j, state, i == r->runs - 1 ? &keep : NULL, err);
     if (!rc && j.ctx)
       rc = fr_ctx_sync(j.ctx, err);
     if (i >= 0)
       ms[i] = (fr__now() - t0) * 1e3;
+    if (i >= 0 && ratio) /* the run's time over the time its FLOPs take at the paired floor's rate */
+      ratio[i] = floor_gflops > 0 ? ms[i] * 1e-3 / (r->flops * 1e-9 / floor_gflops) : 0;
   }
+  fr__gemm_teardown(floor_g);
+  if (!rc && ratio && ratio[0] > 0) {
+    qsort(ratio, (size_t)r->runs, sizeof *ratio, fr__cmp_double);
+    int n = r->runs;
+    r->floor_ratio = n % 2 ? ratio[n / 2] : 0.5 * (ratio[n / 2 - 1] + ratio[n / 2]);
+  }
+  fr_free(ratio);
   if (!rc) {
     qsort(ms, (size_t)r->runs, sizeof *ms, fr__cmp_double);
     int n = r->runs;
@@ -1039,7 +1072,7 @@ static void fr__print_header(struct fr__bench *b) {
             "peak: the process's peak resident memory so far (getrusage; it only grows from row to row)\n");
   fprintf(f, "%-16s %-52s %-5s %8s %10s %10s %10s %9s %9s", "row", "component", "dtype", "load s",
           "median ms", "min ms", "GFLOP", b->cuda ? "TFLOP/s" : "GFLOP/s", b->cuda ? "peak MiB" : "RSS MiB");
-  fprintf(f, "%s\n", b->cuda ? "  torch ms  ratio" : "");
+  fprintf(f, "%s\n", b->cuda ? "  torch ms  ratio" : "  x floor");
   fflush(f);
 }
 
@@ -1077,6 +1110,8 @@ static void fr__print_row(struct fr__bench *b, const struct fr__row *row, const 
                       r->resident_mib);
       else
         fr_buf_printf(&j, ",\"peak_rss_mib\":%.1f", r->peak_mib);
+      if (r->floor_ratio > 0)
+        fr_buf_printf(&j, ",\"floor_ratio\":%.3f", r->floor_ratio);
       if (ref) {
         fr_buf_printf(&j, ",\"ref_ms\":%.2f,\"ref_dtype\":\"%s\",\"ratio\":%.3f", row->ref_ms, row->ref_dtype,
                       r->median_ms / row->ref_ms);
@@ -1104,6 +1139,8 @@ static void fr__print_row(struct fr__bench *b, const struct fr__row *row, const 
           r->load_ms * 1e-3, r->median_ms, r->min_ms, r->flops * 1e-9, rate, r->peak_mib);
   if (ref)
     fprintf(f, " %9.2f %5.2fx", row->ref_ms, r->median_ms / row->ref_ms);
+  if (r->floor_ratio > 0)
+    fprintf(f, " %7.2fx", r->floor_ratio);
   fputc('\n', f);
   if (r->have_mem) {
     fprintf(f, "%-16s peak %.2f GiB, %.2f GiB of it held before the runs (weights, inputs, workspace)", "",

@@ -44,6 +44,11 @@ for r in rows:
         and r.get("peak_rss_mib", 0) > 0
     if r["row"] != "sgemm":
         ok = ok and not r["full_size"] and r["weights"] == "in-memory" and r["dtype"] == "F32"
+    # cpu model rows: each timed run paired with a floor sgemm; the txt2img row and the floor itself have none
+    if r["row"] in ("sgemm", "txt2img"):
+        ok = ok and "floor_ratio" not in r
+    else:
+        ok = ok and r.get("floor_ratio", 0) > 0
     if r["row"] == "txt2img":
         ok = ok and r["warmup"] == 0 and "per sampler step" in r.get("note", "")
     elif r["warmup"] != 1:
@@ -64,11 +69,14 @@ check "default rows: exit 0" [ "$rc" = 0 ]
 rows=$(awk '$1 ~ /^(sgemm|clip-l|unet-sd15|unet-sdxl|controlnet-sd15|vae-512|vae-1024|txt2img)$/ {print $1}' \
   <<<"$out" | tr '\n' ' ')
 check "default rows: sgemm clip-l unet-sd15 vae-512 (got: $rows)" [ "$rows" = "sgemm clip-l unet-sd15 vae-512 " ]
-# the last six columns: load s, median ms, min ms, GFLOP, GFLOP/s, RSS MiB
+# the six columns after the dtype: load s, median ms, min ms, GFLOP, GFLOP/s, RSS MiB; model rows then "N.NNx",
+# their time over the time of their FLOPs at the rate of a floor sgemm run just before each timed run
 positive=$(awk '$1 ~ /^(sgemm|clip-l|unet-sd15|vae-512)$/ {
-  for (i = NF - 5; i <= NF; i++) if ($i + 0 <= 0 && i != NF - 5) { print "no"; exit } } END { print "yes" }' <<<"$out" |
-  head -1)
-check "default rows: positive numbers" [ "$positive" = yes ]
+  last = NF; if ($NF ~ /x$/) { if ($NF + 0 <= 0) { print "no"; exit } last = NF - 1 }
+  else if ($1 != "sgemm") { print "no"; exit }
+  for (i = last - 5; i <= last; i++) if ($i + 0 <= 0 && i != last - 5) { print "no"; exit } } END { print "yes" }' \
+  <<<"$out" | head -1)
+check "default rows: positive numbers, a floor ratio on each model row" [ "$positive" = yes ]
 check "default rows: says what peak means" grep -q "peak resident memory" <<<"$out"
 
 # 3. weights from files (the tiny fixture models) instead of memory, when the fixtures are there
