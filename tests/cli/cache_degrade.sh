@@ -2,7 +2,8 @@
 # A cache that cannot be written never fails a run. On a read-only file system (a tmpfs remounted
 # read-only), on a full disk (a small tmpfs) and with a cache folder that cannot be created, the image
 # demo completes, says so in exactly one warning, and writes the same picture as a --no-cache run. A
-# fully cached run is not held up by another connection holding the cache's write lock. The mounts need
+# fully cached run is not held up by another connection holding the cache's write lock. `flowrun serve` on
+# the read-only cache answers /healthz 200 and /readyz 503 saying the cache cannot be written. The mounts need
 # a private mount namespace (unshare -m, as root; CI runs as root); where none can be made that part
 # prints "part skipped".
 set -u
@@ -38,6 +39,32 @@ if [ "${1:-}" = "--in-namespace" ]; then
   [ $rc = 0 ] && [ "$(done_field ro.jsonl cached)" -ge 1 ] && ok "read-only cache: exit 0, $(done_field ro.jsonl cached) cached" \
     || bad "read-only cache: exit $rc, $(tail -1 ro.jsonl) $(cat ro.err)"
   check "read-only file system" ro.jsonl ref2.png "read-only"
+  # flowrun serve on that cache: alive (/healthz 200) but not ready (/readyz 503, saying why, no path)
+  if command -v curl > /dev/null; then
+    mkdir -p graphs
+    "$FLOWRUN" serve --port 0 --graphs graphs --output out --cache ro/cache.sqlite > serve.log 2>&1 &
+    srv=$! port=""
+    for _ in $(seq 100); do
+      port=$(sed -n 's|^flowrun serve: http://127.0.0.1:\([0-9]*\)/.*|\1|p' serve.log)
+      [ -n "$port" ] && break
+      kill -0 $srv 2> /dev/null || break
+      sleep 0.1
+    done
+    if [ -n "$port" ]; then
+      h=$(curl -s -o healthz.txt -w '%{http_code}' --max-time 20 "http://127.0.0.1:$port/healthz")
+      r=$(curl -s -o readyz.txt -w '%{http_code}' --max-time 20 "http://127.0.0.1:$port/readyz")
+      [ "$h" = 200 ] && ok "serve, read-only cache: /healthz 200" || bad "serve, read-only cache: /healthz $h"
+      [ "$r" = 503 ] && grep -q "cannot be written" readyz.txt && ! grep -q "$T" readyz.txt \
+        && ok "serve, read-only cache: /readyz 503: $(cat readyz.txt | tr '\n' ' ')" \
+        || bad "serve, read-only cache: /readyz $r: $(cat readyz.txt)"
+    else
+      bad "serve on the read-only cache did not start: $(cat serve.log)"
+    fi
+    kill $srv 2> /dev/null
+    wait $srv 2> /dev/null
+  else
+    echo "part skipped: no curl for the /readyz check"
+  fi
   "$FLOWRUN" "$G" "${R[@]}" --set radius=2 --cache ro/new/cache.sqlite > nodir.jsonl 2> nodir.err
   check "folder that cannot be created" nodir.jsonl ref2.png "without a cache"
   # a disk with room for the schema and about one image (96x96 RGB floats = 108 KiB)
