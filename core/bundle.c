@@ -38,13 +38,6 @@ struct fr__bundler {
   int n_files;
 };
 
-static const struct fr_ynode *fr__bget(const struct fr_ynode *m, const char *key) {
-  for (int i = 0; m && m->kind == FR_Y_MAP && i < m->n; i++)
-    if (!strcmp(m->items[2 * i]->s, key))
-      return m->items[2 * i + 1];
-  return NULL;
-}
-
 static bool fr__is_graph_file(const char *s) {
   size_t n = strlen(s);
   return (n > 5 && !strcmp(s + n - 5, ".yaml")) || (n > 4 && !strcmp(s + n - 4, ".yml"));
@@ -191,7 +184,7 @@ static enum fr_status fr__bfile_do(struct fr__bundler *b, int fi, int depth) {
         return fr_errf(b->err, FR_E_UNSUPPORTED,
                        "%s: a YAML directive or document marker (---, ..., %%) cannot be bundled; remove it",
                        b->files[fi].shown);
-    if (fr__bget(root, "graphs"))
+    if (fr_ymap_get(root, "graphs"))
       return fr_errf(b->err, FR_E_UNSUPPORTED,
                      "%s: a subgraph file with its own graphs: cannot be bundled yet; use its subgraph files",
                      b->files[fi].shown);
@@ -200,14 +193,14 @@ static enum fr_status fr__bfile_do(struct fr__bundler *b, int fi, int depth) {
   const struct fr_ynode *docs[1 + 512];
   int n_docs = 0;
   docs[n_docs++] = root;
-  const struct fr_ynode *gs = fr__bget(root, "graphs");
+  const struct fr_ynode *gs = fr_ymap_get(root, "graphs");
   for (int i = 0; gs && gs->kind == FR_Y_MAP && i < gs->n && n_docs < 513; i++)
     docs[n_docs++] = gs->items[2 * i + 1];
   int cap = 0;
   for (int d = 0; d < n_docs; d++) {
-    const struct fr_ynode *nodes = fr__bget(docs[d], "nodes");
+    const struct fr_ynode *nodes = fr_ymap_get(docs[d], "nodes");
     for (int i = 0; nodes && nodes->kind == FR_Y_MAP && i < nodes->n; i++) {
-      const struct fr_ynode *typen = fr__bget(nodes->items[2 * i + 1], "type");
+      const struct fr_ynode *typen = fr_ymap_get(nodes->items[2 * i + 1], "type");
       if (!typen || typen->kind != FR_Y_SCALAR || !fr__is_graph_file(typen->s))
         continue;
       if (gs)

@@ -272,3 +272,10 @@ enum fr_status fr_yaml_parse(struct fr_arena *a, const char *text, size_t len, c
   fr_free(p);
   return rc;
 }
+
+const struct fr_ynode *fr_ymap_get(const struct fr_ynode *m, const char *key) {
+  for (int i = 0; m && m->kind == FR_Y_MAP && i < m->n; i++)
+    if (!strcmp(m->items[2 * i]->s, key))
+      return m->items[2 * i + 1];
+  return NULL;
+}

@@ -42,4 +42,7 @@ struct fr_ynode {
 enum fr_status fr_yaml_parse(struct fr_arena *a, const char *text, size_t len, const char *file,
                              struct fr_ynode **root, struct fr_err *err);
 
+/* The value under key in mapping m; NULL when m is NULL, not a mapping, or has no such key. */
+const struct fr_ynode *fr_ymap_get(const struct fr_ynode *m, const char *key);
+
 #endif

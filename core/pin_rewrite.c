@@ -30,13 +30,6 @@ static size_t fr__offset(const char *text, size_t len, int line, int col) {
   return i;
 }
 
-static const struct fr_ynode *fr__map_get(const struct fr_ynode *m, const char *key) {
-  for (int i = 0; m && m->kind == FR_Y_MAP && i < m->n; i++)
-    if (!strcmp(m->items[2 * i]->s, key))
-      return m->items[2 * i + 1];
-  return NULL;
-}
-
 /* The scalar a pin replaces for a value written as `v`: v itself (a plain name in the file), or for $name
  * the default of the top graph's param `name` (short form or {type, default}; *param is then name). NULL:
  * nothing to pin there (already a pin, a link, a declared input). */
@@ -47,9 +40,9 @@ static const struct fr_ynode *fr__pin_target(const struct fr_ynode *root, const 
     return NULL;
   if (v->s[0] != '$' || v->s[1] == '$')
     return v;
-  const struct fr_ynode *p = fr__map_get(fr__map_get(root, "params"), v->s + 1);
+  const struct fr_ynode *p = fr_ymap_get(fr_ymap_get(root, "params"), v->s + 1);
   if (p && p->kind == FR_Y_MAP)
-    p = fr__map_get(p, "file") ? NULL : fr__map_get(p, "default");
+    p = fr_ymap_get(p, "file") ? NULL : fr_ymap_get(p, "default");
   if (!p || p->kind != FR_Y_SCALAR)
     return NULL;
   *param = v->s + 1;
@@ -90,7 +83,7 @@ enum fr_status fr_pin_rewrite(const struct fr_graph *g, const struct fr_load_opt
   enum fr_status rc = fr_yaml_parse(ar, text, len, g->path, &root, err);
   if (rc != FR_OK)
     return rc;
-  const struct fr_ynode *nodes = fr__map_get(root, "nodes");
+  const struct fr_ynode *nodes = fr_ymap_get(root, "nodes");
   int cap = 0;
   for (int i = 0; i < g->n_nodes; i++)
     cap += g->nodes[i].spec->n_inputs;
@@ -104,7 +97,7 @@ enum fr_status fr_pin_rewrite(const struct fr_graph *g, const struct fr_load_opt
     if (idx < 0)
       continue;
     const struct fr_gnode *gn = &g->nodes[idx];
-    const struct fr_ynode *inputs = fr__map_get(nodes->items[2 * i + 1], "inputs");
+    const struct fr_ynode *inputs = fr_ymap_get(nodes->items[2 * i + 1], "inputs");
     for (int k = 0; k < gn->spec->n_inputs; k++) {
       const struct fr_binding *b = &gn->inputs[k];
       if (!(gn->spec->inputs[k].flags & FR_IN_MODEL_FILE) || b->kind != FR_BIND_LITERAL)
@@ -114,7 +107,7 @@ enum fr_status fr_pin_rewrite(const struct fr_graph *g, const struct fr_load_opt
                                .path = b->path,
                                .line = b->pos.line,
                                .col = b->pos.col};
-      const struct fr_ynode *v = fr__map_get(inputs, gn->spec->inputs[k].name);
+      const struct fr_ynode *v = fr_ymap_get(inputs, gn->spec->inputs[k].name);
       if (b->pin) {
         it.state = FR_PIN_ALREADY;
         if (v && v->kind == FR_Y_SCALAR && v->s[0] == '$' && v->s[1] != '$')

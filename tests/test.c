@@ -1,6 +1,8 @@
 #include "tests/test.h"
 
+#include "core/flowrun.h"
 #include "core/safetensors.h"
+#include "nodes/registry.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -228,4 +230,32 @@ float *fr_test_read_saved(const char *dir, const char *name, const char *key, lo
   fr_st_close(st);
   CHECKF(out != NULL, "%s: no %s", path, key);
   return out;
+}
+
+struct fr_engine *fr_test_engine(const char *models_dir, const char *out_dir, int threads,
+                                 void (*on_event)(void *user, const struct fr_event *ev), void *user,
+                                 struct fr_err *err) {
+  const char *dirs[1] = {models_dir};
+  struct fr_engine_opts o = {.registry = fr_builtin_registry(),
+                             .no_cache = true,
+                             .model_dirs = models_dir ? dirs : NULL,
+                             .n_model_dirs = models_dir ? 1 : 0,
+                             .output_dir = out_dir,
+                             .threads = threads,
+                             .on_event = on_event,
+                             .user = user};
+  struct fr_engine *e = NULL;
+  enum fr_status rc = fr_engine_new(&o, &e, err);
+  CHECK_OK(rc, err);
+  return rc == FR_OK ? e : NULL;
+}
+
+enum fr_status fr_test_run_yaml(struct fr_engine *e, const char *yaml, const char *name, const char *dir,
+                                struct fr_err *err) {
+  struct fr_graph *g = NULL;
+  enum fr_status rc = fr_engine_load_string(e, yaml, strlen(yaml), name, dir, NULL, 0, &g, err);
+  if (rc == FR_OK)
+    rc = fr_engine_run(e, g, NULL, err);
+  fr_graph_free(g);
+  return rc;
 }

@@ -73,6 +73,19 @@ const char *fr_test_ctx_label(const struct fr_ctx *c);
  *    the bound so it can be judged. */
 double fr_test_golden_tol(const struct fr_ctx *c, double fp32_tol);
 
+struct fr_engine;
+struct fr_err;
+struct fr_event;
+/* An engine on the built-in nodes for a test: no cache, models from models_dir (NULL: none), outputs into
+ * out_dir, `threads` CPU threads, every event to on_event(user, ev) (on_event may be NULL). NULL after a
+ * failed check when it cannot be made. */
+struct fr_engine *fr_test_engine(const char *models_dir, const char *out_dir, int threads,
+                                 void (*on_event)(void *user, const struct fr_event *ev), void *user,
+                                 struct fr_err *err);
+/* Loads the YAML text (named name in messages, relative files from dir) in e and runs it. */
+enum fr_status fr_test_run_yaml(struct fr_engine *e, const char *yaml, const char *name, const char *dir,
+                                struct fr_err *err);
+
 struct fr_safetensors;
 /* Golden tensor `name` of g, converted to F32 and uploaded to context c (the model inputs and expected
  * outputs of the golden tests); NULL, with a failed check, when it is missing. The caller frees it. */

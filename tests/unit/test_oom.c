@@ -85,26 +85,11 @@ static const char *const sd15_yaml =
     "  save: {type: SaveImageData, inputs: {images: d, filename: out.safetensors}}\n";
 
 static struct fr_engine *engine(const char *models, int threads, struct fr_err *err) {
-  const char *dirs[1] = {models};
-  struct fr_engine_opts o = {.registry = fr_builtin_registry(),
-                             .no_cache = true,
-                             .model_dirs = dirs,
-                             .n_model_dirs = 1,
-                             .output_dir = tmp,
-                             .threads = threads,
-                             .on_event = on_event};
-  struct fr_engine *e = NULL;
-  CHECK_OK(fr_engine_new(&o, &e, err), err);
-  return e;
+  return fr_test_engine(models, tmp, threads, on_event, NULL, err);
 }
 
 static enum fr_status run_yaml(struct fr_engine *e, const char *yaml, struct fr_err *err) {
-  struct fr_graph *g = NULL;
-  enum fr_status rc = fr_engine_load_string(e, yaml, strlen(yaml), "oom.yaml", tmp, NULL, 0, &g, err);
-  if (rc == FR_OK)
-    rc = fr_engine_run(e, g, NULL, err);
-  fr_graph_free(g);
-  return rc;
+  return fr_test_run_yaml(e, yaml, "oom.yaml", tmp, err);
 }
 
 /* ---- a fault once: recovered, same result, clean pools ---- */

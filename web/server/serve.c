@@ -1537,6 +1537,19 @@ static void fr__list_graphs(struct fr__srv *s, const char *rel, int depth, int *
   fr_free(names);
 }
 
+/* How the editor's graphs load here: the server's model and input folders, its read roots, files not
+ * required (the editor saves and checks graphs whose files may not exist yet). */
+static struct fr_load_opts fr__load_opts(const struct fr__srv *s) {
+  return (struct fr_load_opts){.registry = fr_builtin_registry(),
+                               .model_dirs = s->o.model_dirs,
+                               .n_model_dirs = s->o.n_model_dirs,
+                               .input_dirs = s->input_dirs,
+                               .n_input_dirs = s->n_input_dirs,
+                               .read_roots = s->roots,
+                               .n_read_roots = s->n_roots,
+                               .require_files = false};
+}
+
 /* Saving: the YAML must load (with files not required) so that what the editor saves runs with flowrun.
  * With "force": true (the user said "save anyway" to an unfinished graph) it only has to be YAML: it is
  * parsed (syntax and the parser's size limits) and never written when that fails. */
@@ -1557,14 +1570,7 @@ static int fr__save_graph(struct fr__srv *s, struct lws *wsi, struct fr__pss *ps
   char dir[PATH_MAX];
   snprintf(dir, sizeof dir, "%s", full);
   *strrchr(dir, '/') = 0;
-  struct fr_load_opts lo = {.registry = fr_builtin_registry(),
-                            .model_dirs = s->o.model_dirs,
-                            .n_model_dirs = s->o.n_model_dirs,
-                            .input_dirs = s->input_dirs,
-                            .n_input_dirs = s->n_input_dirs,
-                            .read_roots = s->roots,
-                            .n_read_roots = s->n_roots,
-                            .require_files = false};
+  struct fr_load_opts lo = fr__load_opts(s);
   struct fr_graph *g = NULL;
   struct fr_err err = {{0}};
   const struct fr_json *force = fr_json_get(req, "force");
@@ -1598,14 +1604,7 @@ static int fr__validate(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss,
   const struct fr_json *y = fr_json_get(req, "yaml");
   if (!y || y->type != FR_JSON_STRING)
     return fr__respond_error(wsi, pss, 400, "validate needs {\"yaml\": \"...\"}");
-  struct fr_load_opts lo = {.registry = fr_builtin_registry(),
-                            .model_dirs = s->o.model_dirs,
-                            .n_model_dirs = s->o.n_model_dirs,
-                            .input_dirs = s->input_dirs,
-                            .n_input_dirs = s->n_input_dirs,
-                            .read_roots = s->roots,
-                            .n_read_roots = s->n_roots,
-                            .require_files = false};
+  struct fr_load_opts lo = fr__load_opts(s);
   struct fr_graph *g = NULL;
   struct fr_err err = {{0}};
   if (fr_graph_load_string(y->str, y->len, "<editor>", s->graphs_real, &lo, &g, &err) != FR_OK)
@@ -1647,16 +1646,9 @@ static int fr__pin(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, cons
       s->pin_cache = NULL;
   }
   s->pin_cache_tried = true;
-  struct fr_load_opts lo = {.registry = fr_builtin_registry(),
-                            .model_dirs = s->o.model_dirs,
-                            .n_model_dirs = s->o.n_model_dirs,
-                            .input_dirs = s->input_dirs,
-                            .n_input_dirs = s->n_input_dirs,
-                            .read_roots = s->roots,
-                            .n_read_roots = s->n_roots,
-                            .require_files = false,
-                            .cache = s->pin_cache,
-                            .memo = &s->pin_memo};
+  struct fr_load_opts lo = fr__load_opts(s);
+  lo.cache = s->pin_cache;
+  lo.memo = &s->pin_memo;
   struct fr_buf b = {0};
   struct fr_err err = {{0}};
   int st = fr__api_pin(req, &lo, dir, &b, &err);
