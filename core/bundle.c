@@ -43,20 +43,6 @@ static bool fr__is_graph_file(const char *s) {
   return (n > 5 && !strcmp(s + n - 5, ".yaml")) || (n > 4 && !strcmp(s + n - 4, ".yml"));
 }
 
-/* Byte offset of a 1-based line and column (libyaml counts columns in characters). */
-static size_t fr__boffset(const char *text, size_t len, int line, int col) {
-  size_t i = 0;
-  for (int l = 1; l < line && i < len; i++)
-    if (text[i] == '\n')
-      l++;
-  for (int c = 1; c < col && i < len && text[i] != '\n'; c++) {
-    i++;
-    while (i < len && ((unsigned char)text[i] & 0xC0) == 0x80)
-      i++;
-  }
-  return i;
-}
-
 /* An inline graph name from a file name: its base name without .yaml, [A-Za-z0-9_-] kept, the rest
  * '_', made unique among the names given so far. */
 static const char *fr__bname(struct fr__bundler *b, const char *path) {
@@ -222,8 +208,8 @@ static enum fr_status fr__bfile_do(struct fr__bundler *b, int fi, int depth) {
           memcpy(e, f->edits, (size_t)f->n_edits * sizeof *e);
         f->edits = e;
       }
-      size_t off = fr__boffset(f->text, f->len, typen->line, typen->col);
-      size_t end = fr__boffset(f->text, f->len, typen->end_line, typen->end_col);
+      size_t off = fr_yaml_offset(f->text, f->len, typen->line, typen->col);
+      size_t end = fr_yaml_offset(f->text, f->len, typen->end_line, typen->end_col);
       if (end <= off || typen->line != typen->end_line)
         return fr_errf(b->err, FR_E_UNSUPPORTED, "%s:%d:%d: write the subgraph file name on one line",
                        f->shown, typen->line, typen->col);

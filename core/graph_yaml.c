@@ -279,3 +279,16 @@ const struct fr_ynode *fr_ymap_get(const struct fr_ynode *m, const char *key) {
       return m->items[2 * i + 1];
   return NULL;
 }
+
+size_t fr_yaml_offset(const char *text, size_t len, int line, int col) {
+  size_t i = 0;
+  for (int l = 1; l < line && i < len; i++)
+    if (text[i] == '\n')
+      l++;
+  for (int c = 1; c < col && i < len && text[i] != '\n'; c++) {
+    i++;
+    while (i < len && ((unsigned char)text[i] & 0xC0) == 0x80) /* UTF-8 continuation bytes */
+      i++;
+  }
+  return i;
+}

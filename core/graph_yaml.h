@@ -45,4 +45,8 @@ enum fr_status fr_yaml_parse(struct fr_arena *a, const char *text, size_t len, c
 /* The value under key in mapping m; NULL when m is NULL, not a mapping, or has no such key. */
 const struct fr_ynode *fr_ymap_get(const struct fr_ynode *m, const char *key);
 
+/* The byte offset in text of a node's 1-based line and column (libyaml counts columns in characters:
+ * UTF-8 continuation bytes are skipped); len when past the end. */
+size_t fr_yaml_offset(const char *text, size_t len, int line, int col);
+
 #endif

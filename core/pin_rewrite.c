@@ -16,20 +16,6 @@ struct fr__edit {
   const char *sha256;
 };
 
-/* The byte offset of a 1-based line and column (libyaml counts columns in characters). */
-static size_t fr__offset(const char *text, size_t len, int line, int col) {
-  size_t i = 0;
-  for (int l = 1; l < line && i < len; i++)
-    if (text[i] == '\n')
-      l++;
-  for (int c = 1; c < col && i < len && text[i] != '\n'; c++) {
-    i++;
-    while (i < len && ((unsigned char)text[i] & 0xC0) == 0x80) /* UTF-8 continuation bytes */
-      i++;
-  }
-  return i;
-}
-
 /* The scalar a pin replaces for a value written as `v`: v itself (a plain name in the file), or for $name
  * the default of the top graph's param `name` (short form or {type, default}; *param is then name). NULL:
  * nothing to pin there (already a pin, a link, a declared input). */
@@ -124,8 +110,8 @@ enum fr_status fr_pin_rewrite(const struct fr_graph *g, const struct fr_load_opt
       const struct fr_ynode *t = fr__pin_target(root, v, &it.param);
       if (!t)
         continue;
-      size_t off = fr__offset(text, len, t->line, t->col),
-             end = fr__offset(text, len, t->end_line, t->end_col);
+      size_t off = fr_yaml_offset(text, len, t->line, t->col),
+             end = fr_yaml_offset(text, len, t->end_line, t->end_col);
       bool dup = false;
       for (int e = 0; e < n_edits; e++)
         dup = dup || edits[e].off == off;
