@@ -11,24 +11,18 @@ set -u
 FLOWRUN=$(readlink -f "${1:-build/flowrun}")
 RUNS=${2:-20}
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+. "$SRC/tests/pg_lib.sh" # PGBIN, as_pg, pg_start, pgctl
 [ -x "$PGBIN/initdb" ] || { echo "no PostgreSQL server (apt-get install postgresql)"; exit 1; }
 T=$(mktemp -d /tmp/flowrun-bench-fleet.XXXXXX)
 chmod 755 "$T"
 cd "$T" || exit 1
-U=postgres
-[ "$(id -u)" = 0 ] || U=$(id -un)
-as_pg() { if [ "$(id -u)" = 0 ]; then su "$U" -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
-mkdir pg && chown "$U" pg
-as_pg "$PGBIN/initdb -D $T/pg/data -A trust -U postgres" > /dev/null || exit 1
-as_pg "$PGBIN/pg_ctl -D $T/pg/data -l $T/pg/log -o \"-k $T/pg -c listen_addresses='' -c max_connections=100\" -w start" > /dev/null
-DB="host=$T/pg user=postgres dbname=postgres"
+pg_start "$T" 100 || { echo "$PG_ERR"; exit 1; }
 G="$SRC/graphs/image-demo.yaml"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null; done
   wait 2> /dev/null
-  as_pg "$PGBIN/pg_ctl -D $T/pg/data -w stop -m immediate" > /dev/null
+  pgctl stop -m immediate
   cd / && rm -rf "$T"
 }
 trap cleanup EXIT
@@ -55,7 +49,7 @@ for n in 1 4 16; do
   for i in $(seq "$RUNS"); do
     t=$(now_ms); "$FLOWRUN" submit --db "$DB" "$G" --wait --output out --quiet > /dev/null; echo $(($(now_ms) - t))
   done > e2e.txt
-  as_pg "$PGBIN/psql -h $T/pg -U postgres -Atc \"SELECT extract(epoch FROM started - created) * 1000 FROM flowrun_runs WHERE id > $first\"" > start.txt
+  as_pg "$PGBIN/psql -h $PGDIR -U postgres -Atc \"SELECT extract(epoch FROM started - created) * 1000 FROM flowrun_runs WHERE id > $first\"" > start.txt
   printf '%-28s %s   %s\n' "fleet, $n worker(s)" "$(stats < start.txt)" "$(stats < e2e.txt)"
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null; done
   wait 2> /dev/null

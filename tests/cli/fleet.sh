@@ -12,7 +12,7 @@ set -u
 . "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
 "$FLOWRUN" worker --help > /dev/null 2>&1 || { echo "skipped: this flowrun was built without libpq"; exit 77; }
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+. "$(dirname "${BASH_SOURCE[0]}")/../pg_lib.sh" # PGBIN, as_pg, pg_start, pgctl
 [ -x "$PGBIN/initdb" ] || { echo "skipped: no PostgreSQL server (apt-get install postgresql)"; exit 77; }
 if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
   if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
@@ -21,14 +21,7 @@ fi
 T=$(mktemp -d "${FR_TEST_TMP:-/tmp}/cli_fleet.XXXXXX")
 chmod 755 "$T"
 cd "$T" || exit 1
-PGUSER_RUN=postgres
-[ "$(id -u)" = 0 ] || PGUSER_RUN=$(id -un)
-as_pg() { if [ "$(id -u)" = 0 ]; then su "$PGUSER_RUN" -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
-mkdir -p pg && chown "$PGUSER_RUN" pg
-as_pg "$PGBIN/initdb -D $T/pg/data -A trust -U postgres" > initdb.log 2>&1 || { bad "initdb: $(tail -5 initdb.log)"; exit 1; }
-pgctl() { as_pg "$PGBIN/pg_ctl -D $T/pg/data -l $T/pg/log -o \"-k $T/pg -c listen_addresses='' -c max_connections=50\" -w $*" > /dev/null; }
-pgctl start || { bad "pg_ctl start: $(tail -5 pg/log)"; exit 1; }
-DB="host=$T/pg user=postgres dbname=postgres"
+pg_start "$T" || { bad "$PG_ERR"; exit 1; }
 export TMPDIR="$T" # the workers' output folders, gone with the test's folder even for killed workers
 pids=()
 cleanup() {
@@ -174,7 +167,7 @@ fi
 # 7. A corrupt value in the shared cache: a worker with an empty local cache drops it with a warning naming
 # its key, recomputes, and the run is done.
 kill $PID_e $PID_f 2> /dev/null
-as_pg "$PGBIN/psql -h $T/pg -U postgres -qc \"UPDATE flowrun_cache SET value = decode('00', 'hex')\"" > /dev/null
+as_pg "$PGBIN/psql -h $PGDIR -U postgres -qc \"UPDATE flowrun_cache SET value = decode('00', 'hex')\"" > /dev/null
 worker h
 bad_tier=$("$FLOWRUN" submit --db "$DB" "$G" --set seed=777 --set steps=2 --wait --events jsonl --output out3 2> s3.err)
 rc=$?
@@ -184,6 +177,6 @@ rc=$?
 cmp -s out1/tiny-demo_00001.png out3/tiny-demo_00001.png && ok "and the same picture" || bad "picture after corrupt tier"
 
 # The schema is versioned: a newer one is refused by name.
-as_pg "$PGBIN/psql -h $T/pg -U postgres -qc \"UPDATE flowrun_meta SET value = '99' WHERE key = 'schema_version'\"" > /dev/null
+as_pg "$PGBIN/psql -h $PGDIR -U postgres -qc \"UPDATE flowrun_meta SET value = '99' WHERE key = 'schema_version'\"" > /dev/null
 expect 1 "schema is version 99, newer than this flowrun's 1" "$FLOWRUN" runs --db "$DB"
 exit $fail

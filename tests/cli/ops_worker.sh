@@ -14,7 +14,7 @@ set -u
   || { echo "skipped: this flowrun was built without libwebsockets (no --http)"; exit 77; }
 command -v curl > /dev/null || { echo "skipped: curl not found"; exit 77; }
 command -v python3 > /dev/null || { echo "skipped: python3 not found"; exit 77; }
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2> /dev/null | sort -V | tail -1)
+. "$(dirname "${BASH_SOURCE[0]}")/../pg_lib.sh" # PGBIN, as_pg, pg_start, pgctl
 [ -x "$PGBIN/initdb" ] || { echo "skipped: no PostgreSQL server (apt-get install postgresql)"; exit 77; }
 if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
   if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
@@ -23,14 +23,7 @@ fi
 T=$(mktemp -d "${FR_TEST_TMP:-/tmp}/cli_ops_worker.XXXXXX")
 chmod 755 "$T"
 cd "$T" || exit 1
-PGUSER_RUN=postgres
-[ "$(id -u)" = 0 ] || PGUSER_RUN=$(id -un)
-as_pg() { if [ "$(id -u)" = 0 ]; then su "$PGUSER_RUN" -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
-mkdir -p pg && chown "$PGUSER_RUN" pg
-as_pg "$PGBIN/initdb -D $T/pg/data -A trust -U postgres" > initdb.log 2>&1 || { bad "initdb: $(tail -5 initdb.log)"; exit 1; }
-pgctl() { as_pg "$PGBIN/pg_ctl -D $T/pg/data -l $T/pg/log -o \"-k $T/pg -c listen_addresses='' -c max_connections=50\" -w $*" > /dev/null; }
-pgctl start || { bad "pg_ctl start: $(tail -5 pg/log)"; exit 1; }
-DB="host=$T/pg user=postgres dbname=postgres"
+pg_start "$T" || { bad "$PG_ERR"; exit 1; }
 export TMPDIR="$T"
 pids=()
 cleanup() {
