@@ -28,16 +28,7 @@ static const char *const graph_yaml =
     "  save: {type: SaveImageData, inputs: {images: d, filename: %s}}\n";
 
 static struct fr_engine *engine(const char *models, struct fr_err *err) {
-  const char *dirs[1] = {models};
-  struct fr_engine_opts o = {.registry = fr_builtin_registry(),
-                             .no_cache = true,
-                             .model_dirs = dirs,
-                             .n_model_dirs = 1,
-                             .output_dir = tmp,
-                             .threads = 2};
-  struct fr_engine *e = NULL;
-  CHECK_OK(fr_engine_new(&o, &e, err), err);
-  return e;
+  return fr_test_engine(models, tmp, 2, NULL, NULL, err);
 }
 
 /* Loads yaml with model folder `models`; runs it when run. Returns the load/run status, message in err. */

@@ -93,27 +93,11 @@ static void test_zsnr(void) {
 /* ---- the pipeline ---- */
 
 static struct fr_engine *engine(const char *models, struct fr_err *err) {
-  const char *dirs[1] = {models};
-  struct fr_engine_opts o = {.registry = fr_builtin_registry(),
-                             .no_cache = true,
-                             .model_dirs = dirs,
-                             .n_model_dirs = 1,
-                             .output_dir = tmp,
-                             .threads = 2};
-  struct fr_engine *e = NULL;
-  CHECK_OK(fr_engine_new(&o, &e, err), err);
-  return e;
+  return fr_test_engine(models, tmp, 2, NULL, NULL, err);
 }
 
 static enum fr_status run_yaml(struct fr_engine *e, const char *yaml, struct fr_err *err) {
-  struct fr_graph *g = NULL;
-  enum fr_status rc = fr_engine_load_string(e, yaml, strlen(yaml), "vpred.yaml", tmp, NULL, 0, &g, err);
-  if (!rc) {
-    struct fr_run_summary sum;
-    rc = fr_engine_run(e, g, &sum, err);
-  }
-  fr_graph_free(g);
-  return rc;
+  return fr_test_run_yaml(e, yaml, "vpred.yaml", tmp, err);
 }
 
 static float *read_latent(const char *name, int64_t n) {
