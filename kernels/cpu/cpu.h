@@ -41,11 +41,28 @@ struct fr_cpu_vec {
   void (*norm_affine)(float *y, const float *x, int64_t n, float mean, float rstd, const float *g,
                       const float *b);
 };
-/* The fastest implementation this CPU supports (AVX2+FMA or baseline); never NULL. */
+/* The fastest implementation this CPU supports (AVX-512, AVX2+FMA or baseline), or the one FR_CPU_ISA
+ * names (scalar | f16c | avx512, as for the converters below); never NULL. */
 const struct fr_cpu_vec *fr_cpu_vec(void);
-/* Every implementation built in (baseline first), so tests can check each one whatever the CPU picks.
- * Returns the count (1 or 2) and fills out (room for 2). */
-int fr_cpu_vec_all(const struct fr_cpu_vec **out);
+/* Every implementation this CPU can run (baseline first), so tests can check each one whatever is picked.
+ * Returns the count (1 to 3) and fills out (room for 3) and, when names is not NULL, their names. */
+int fr_cpu_vec_all(const struct fr_cpu_vec **out, const char **names);
+
+/* ---- attention's products in AVX-512 register tiles (attn512.c), for fr_cpu_attention ----
+ * Built on x86-64 with GCC or clang (fr_cpu_attn512_built); used when fr_cpu_vec() is the AVX-512 table. */
+bool fr_cpu_attn512_built(void);
+/* kt [Tkp / 64, D, 64] = K^T of one head in 64-key tiles (k: its first key row, row stride HD), keys
+ * Tk..Tkp-1 zero; Tkp % 64 == 0 */
+void fr_cpu_attn512_pack_kt(float *kt, const float *k, int64_t Tk, int64_t Tkp, int64_t HD, int64_t D);
+/* s [n, kb] (row stride lds) = scale * Q K[k0 : k0 + kb]^T; q [n, D] (row stride ldq); kt as packed;
+ * k0 % 64 == 0 */
+void fr_cpu_attn512_qk(float *s, int64_t lds, const float *q, int64_t ldq, const float *kt, int64_t Tkp,
+                       int64_t n, int64_t k0, int64_t kb, int64_t D, float scale);
+/* y [n, D] (row stride ldy) (+= when acc_in) p [n, kb] (row stride ldp) v [kb, D] (row stride ldv) */
+void fr_cpu_attn512_pv(float *y, int64_t ldy, const float *p, int64_t ldp, const float *v, int64_t ldv,
+                       int64_t n, int64_t kb, int64_t D, bool acc_in);
+/* The name of the vector path fr_cpu_vec() chose: "scalar", "f16c" (AVX2+FMA) or "avx512". */
+const char *fr_cpu_vec_name(void);
 
 /* ---- 16-bit weights (half.c) ----
  * On the CPU, F16/BF16 weights of two or more dims stay 16-bit in memory (fr_backend.weight); linear,

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "kernels/cpu/cpu.h"
 
 /* OpenBLAS keeps one thread count for the whole process, and attention below sets it to 1 while its pool
@@ -271,14 +272,18 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
  * across tasks), so OpenBLAS is set to one thread for the duration and the pool's threads are the only
  * ones running. Causal (CLIP): query i sees keys <= i; key blocks wholly after a block's last query are
  * skipped, and the first key block always holds key 0, so every row's max is finite from the start.
- * Numerics: the same fp32 products and sums as an unblocked softmax, regrouped; exp(m_old - m_new) <= 1. */
+ * Numerics: the same fp32 products and sums as an unblocked softmax, regrouped; exp(m_old - m_new) <= 1.
+ * On a CPU with AVX-512 the two products are attn512.c's register tiles instead of sgemms (K transposed
+ * once per call into kt, [B, heads, Tkp / 64, D, 64]); the blocking and the softmax are the same. */
 #define FR__ATTN_QB 64
 #define FR__ATTN_KB 512
+_Static_assert(FR__ATTN_KB % 64 == 0, "attn512.c reads K^T in tiles of 64 keys");
 
 struct fr__attn {
   const float *q, *k, *v;
   float *y, *scratch; /* scratch: per part, QB * KB scores + QB maxima + QB sums */
-  int64_t Tq, Tk, HD, D, heads, nblk;
+  float *kt;          /* the AVX-512 path: K^T per batch and head in 64-key tiles; else NULL */
+  int64_t Tq, Tk, HD, D, heads, nblk, Tkp;
   float scale;
   bool causal;
 };
@@ -298,11 +303,15 @@ static void fr__attn_task(void *argp, int64_t t0, int64_t t1, int part) {
     int64_t kend = a->Tk;
     if (a->causal && q0 + n < kend)
       kend = q0 + n; /* the block's last query, q0 + n - 1, sees keys < q0 + n */
+    const float *kt = a->kt ? a->kt + (bi * a->heads + h) * a->D * a->Tkp : NULL; /* [Tkp / 64, D, 64] */
     for (int64_t k0 = 0; k0 < kend; k0 += FR__ATTN_KB) {
       int64_t kb = kend - k0 < FR__ATTN_KB ? kend - k0 : FR__ATTN_KB;
       /* S [n, kb] = scale * Q K[k0 : k0 + kb]^T */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kb, (int)a->D, a->scale, qp, (int)HD,
-                  kp + k0 * HD, (int)HD, 0.0f, s, (int)kb);
+      if (kt)
+        fr_cpu_attn512_qk(s, kb, qp, HD, kt, a->Tkp, n, k0, kb, a->D, a->scale);
+      else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kb, (int)a->D, a->scale, qp,
+                    (int)HD, kp + k0 * HD, (int)HD, 0.0f, s, (int)kb);
       for (int64_t i = 0; i < n; i++) {
         float *row = s + i * kb;
         int64_t valid = kb;
@@ -328,11 +337,24 @@ static void fr__attn_task(void *argp, int64_t t0, int64_t t1, int part) {
         mx[i] = m;
       }
       /* Y [n, D] (+)= P V[k0 : k0 + kb] */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)a->D, (int)kb, 1.0f, s, (int)kb,
-                  vp + k0 * HD, (int)HD, k0 == 0 ? 0.0f : 1.0f, yp, (int)HD);
+      if (kt)
+        fr_cpu_attn512_pv(yp, HD, s, kb, vp + k0 * HD, HD, n, kb, a->D, k0 != 0);
+      else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)a->D, (int)kb, 1.0f, s, (int)kb,
+                    vp + k0 * HD, (int)HD, k0 == 0 ? 0.0f : 1.0f, yp, (int)HD);
     }
     for (int64_t i = 0; i < n; i++)
       vec->scale(yp + i * HD, a->D, 1.0f / sum[i]);
+  }
+}
+
+static void fr__attn_kt_task(void *argp, int64_t t0, int64_t t1, int part) {
+  (void)part;
+  const struct fr__attn *a = argp;
+  for (int64_t t = t0; t < t1; t++) { /* t = bi * heads + h */
+    int64_t bi = t / a->heads, h = t % a->heads;
+    fr_cpu_attn512_pack_kt(a->kt + t * a->D * a->Tkp, a->k + bi * a->Tk * a->HD + h * a->D, a->Tk, a->Tkp,
+                           a->HD, a->D);
   }
 }
 
@@ -353,8 +375,30 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
   if (!s)
     return fr_errf(err, FR_E_NOMEM, "out of memory for attention scores %d x [%d, %d]", parts, FR__ATTN_QB,
                    FR__ATTN_KB);
-  struct fr__attn a = {
-      q->data, k->data, v->data, y->data, s, Tq, Tk, HD, D, heads, nblk, 1.0f / sqrtf((float)D), causal};
+  struct fr__attn a = {.q = q->data,
+                       .k = k->data,
+                       .v = v->data,
+                       .y = y->data,
+                       .scratch = s,
+                       .Tq = Tq,
+                       .Tk = Tk,
+                       .HD = HD,
+                       .D = D,
+                       .heads = heads,
+                       .nblk = nblk,
+                       .Tkp = (Tk + 63) / 64 * 64,
+                       .scale = 1.0f / sqrtf((float)D),
+                       .causal = causal};
+  if (fr_cpu_attn512_built() && strcmp(fr_cpu_vec_name(), "avx512") == 0) {
+    a.kt = fr_malloc((size_t)(B * heads * D * a.Tkp) * sizeof(float));
+    if (!a.kt)
+      return fr_errf(err, FR_E_NOMEM, "out of memory for attention's K^T [%lld, %d, %lld, %lld]",
+                     (long long)B, heads, (long long)D, (long long)a.Tkp);
+    fr_cpu_parallel(cpu->pool, B * heads, 1, fr__attn_kt_task, &a);
+    fr_cpu_parallel(cpu->pool, tasks, 1, fr__attn_task, &a); /* no sgemm: OpenBLAS is not involved */
+    fr_free(a.kt);
+    return FR_OK;
+  }
   if (parts > 1 && tasks > 1) {
     pthread_rwlock_wrlock(&fr__blas_lock); /* the pool's GEMMs rely on the count of 1: held exclusively */
     openblas_set_num_threads(1);

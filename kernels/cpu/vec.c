@@ -1,10 +1,13 @@
-/* The CPU backend's vector math, built for AVX2+FMA and for the baseline ISA from one source
- * (vec_body.h); fr_cpu_vec() picks the best the running CPU supports, once. Distribution builds target
+/* The CPU backend's vector math, built for AVX-512, for AVX2+FMA and for the baseline ISA from one source
+ * (vec_body.h); fr_cpu_vec() picks the best the running CPU supports, once, or the one the environment
+ * variable FR_CPU_ISA names (scalar | f16c | avx512, as for the 16-bit converters in half.c: f16c stands for
+ * the AVX2 generation; a path the CPU lacks falls back to the best below it). Distribution builds target
  * baseline x86-64, so without this the hot loops (softmax exp, GELU erf, SiLU) would run 4 lanes wide or
  * scalar. */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
@@ -15,45 +18,160 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
+#define FR__VW 8
 #define FR__V(name) fr__vgen_##name
 #include "kernels/cpu/vec_body.h"
 #undef FR__V
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FR__HAVE_AVX2_PATH 1
+#define FR__HAVE_X86_PATHS 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define FR__V(name) fr__vavx2_##name
 #include "kernels/cpu/vec_body.h"
 #undef FR__V
 #pragma GCC pop_options
+
+/* 16 lanes: the blocks of 16 become one zmm register each (GCC's cost model would otherwise stay at 256
+ * bits for part of them). Softmax's two loops, the hottest (attention runs them over every score: 134 M
+ * exps per SD 64x64 self-attention), are written out with intrinsics: the same algorithm, constants, clamps
+ * and edge cases as exp1 in vec_body.h, with the polynomial in fused multiply-adds (this file is C11, where
+ * GCC contracts nothing by itself) and 2^n applied by vscalefps; two vectors per iteration. */
+#undef FR__VW
+#define FR__VW 16
+#pragma GCC push_options
+#if defined(__clang__)
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
+#else
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma,prefer-vector-width=512")
+#endif
+#include <immintrin.h>
+
+static inline __m512 fr__exp512(__m512 x) {
+  const __m512 hi = _mm512_set1_ps(88.3f), lo = _mm512_set1_ps(-87.3f);
+  __m512 xc = _mm512_max_ps(_mm512_min_ps(x, hi), lo); /* NaN takes the second operand: a clamp */
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 r2 = _mm512_mul_ps(r, r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
+  __m512 y = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_sub_ps(x, x)); /* n in [-126, 127]; NaN stays */
+  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), _mm512_setzero_ps());
+  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.7228317f), _CMP_GT_OQ),
+                            _mm512_set1_ps(INFINITY));
+}
+
+static float fr__vavx512_exp_sum(float *x, int64_t n, float m) {
+  __m512 mv = _mm512_set1_ps(m), s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    __m512 a = fr__exp512(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv));
+    __m512 b = fr__exp512(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16), mv));
+    _mm512_storeu_ps(x + j, a);
+    _mm512_storeu_ps(x + j + 16, b);
+    s0 = _mm512_add_ps(s0, a);
+    s1 = _mm512_add_ps(s1, b);
+  }
+  for (; j < n; j += 16) {
+    __mmask16 k = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+    __m512 a = fr__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), mv));
+    _mm512_mask_storeu_ps(x + j, k, a);
+    s0 = _mm512_mask_add_ps(s0, k, s0, a);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static float fr__vavx512_max(const float *x, int64_t n) {
+  __m512 a0 = _mm512_set1_ps(x[0]), a1 = a0; /* max_ps(v, acc) keeps acc where v is NaN, as the others */
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    a0 = _mm512_max_ps(_mm512_loadu_ps(x + j), a0);
+    a1 = _mm512_max_ps(_mm512_loadu_ps(x + j + 16), a1);
+  }
+  for (; j < n; j += 16) {
+    __mmask16 k = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+    a0 = _mm512_mask_max_ps(a0, k, _mm512_maskz_loadu_ps(k, x + j), a0);
+  }
+  return _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+}
+
+#define FR__VEC_OWN_SOFTMAX
+#define FR__V(name) fr__vavx512_##name
+#include "kernels/cpu/vec_body.h"
+#undef FR__V
+#undef FR__VEC_OWN_SOFTMAX
+#pragma GCC pop_options
 #endif
 
-#ifdef FR__HAVE_AVX2_PATH
-static int fr__avx2;
-static pthread_once_t fr__vec_once = PTHREAD_ONCE_INIT;
-static void fr__vec_detect(void) {
-  __builtin_cpu_init();
-  fr__avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+static const struct {
+  const char *name;
+  const struct fr_cpu_vec *table;
+} fr__vpaths[] = {
+    {"scalar", &fr__vgen_table},
+#ifdef FR__HAVE_X86_PATHS
+    {"f16c", &fr__vavx2_table},
+    {"avx512", &fr__vavx512_table},
 #endif
+};
+enum { FR__NVPATHS = sizeof fr__vpaths / sizeof fr__vpaths[0] };
+
+static int fr__vsupported(int i) {
+#ifdef FR__HAVE_X86_PATHS
+  __builtin_cpu_init();
+  if (i == 1)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (i == 2)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#endif
+  return i == 0;
+}
+
+static int fr__vchosen;
+static pthread_once_t fr__vec_once = PTHREAD_ONCE_INIT;
+static void fr__vec_pick(void) {
+  int best = 0;
+  for (int i = 0; i < FR__NVPATHS; i++)
+    if (fr__vsupported(i))
+      best = i;
+  const char *want = getenv("FR_CPU_ISA");
+  if (want && *want) {
+    for (int i = 0; i < FR__NVPATHS; i++)
+      if (strcmp(want, fr__vpaths[i].name) == 0) {
+        best = i;
+        break;
+      }
+  }
+  while (best > 0 && !fr__vsupported(best))
+    best--;
+  fr__vchosen = best;
+}
 
 const struct fr_cpu_vec *fr_cpu_vec(void) {
-#ifdef FR__HAVE_AVX2_PATH
-  pthread_once(&fr__vec_once, fr__vec_detect);
-  if (fr__avx2)
-    return &fr__vavx2_table;
-#endif
-  return &fr__vgen_table;
+  pthread_once(&fr__vec_once, fr__vec_pick);
+  return fr__vpaths[fr__vchosen].table;
 }
 
-int fr_cpu_vec_all(const struct fr_cpu_vec **out) {
-  out[0] = &fr__vgen_table;
-#ifdef FR__HAVE_AVX2_PATH
-  if (fr_cpu_vec() != &fr__vgen_table) {
-    out[1] = &fr__vavx2_table;
-    return 2;
+const char *fr_cpu_vec_name(void) {
+  pthread_once(&fr__vec_once, fr__vec_pick);
+  return fr__vpaths[fr__vchosen].name;
+}
+
+int fr_cpu_vec_all(const struct fr_cpu_vec **out, const char **names) {
+  int n = 0;
+  for (int i = 0; i < FR__NVPATHS; i++) {
+    if (!fr__vsupported(i))
+      continue;
+    if (names)
+      names[n] = fr__vpaths[i].name;
+    out[n++] = fr__vpaths[i].table;
   }
-#endif
-  return 1;
+  return n;
 }

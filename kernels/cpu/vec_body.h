@@ -1,6 +1,7 @@
-/* Vectorisable fp32 math loops, included twice by vec.c: once compiled for AVX2+FMA and once for the
- * baseline ISA, each with its own FR__V(name) suffix. The loops are branch-free and work on blocks of 8
- * so the compiler vectorises them (including the sums) without -ffast-math. No include guard on purpose. */
+/* Vectorisable fp32 math loops, included three times by vec.c: compiled for AVX-512, for AVX2+FMA and for
+ * the baseline ISA, each with its own FR__V(name) suffix and block width FR__VW (16, 8, 8 floats: one
+ * vector register). The loops are branch-free and work on blocks of FR__VW so the compiler vectorises them
+ * (including the sums, FR__VW partial sums) without -ffast-math. No include guard on purpose. */
 
 /* exp(x) for fp32: range reduction x = n ln2 + r (|r| <= ln2/2, ln2 split in two parts), Cephes' degree-5
  * minimax polynomial for exp(r), and 2^n built in the exponent bits. About 1 ulp of error over
@@ -50,12 +51,13 @@ static inline float FR__V(erf1)(float x) {
   return x < 0 ? -e : e;
 }
 
-/* x[j] = exp(x[j] - m) for j < n; returns the sum of the new values (8 partial sums). */
+#ifndef FR__VEC_OWN_SOFTMAX /* an includer with hand-written softmax loops defines these two itself */
+/* x[j] = exp(x[j] - m) for j < n; returns the sum of the new values (FR__VW partial sums). */
 static float FR__V(exp_sum)(float *x, int64_t n, float m) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float acc[FR__VW] = {0};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    for (int k = 0; k < 8; k++) {
+  for (; j + FR__VW <= n; j += FR__VW) {
+    for (int k = 0; k < FR__VW; k++) {
       float v = FR__V(exp1)(x[j + k] - m);
       x[j + k] = v;
       acc[k] += v;
@@ -66,7 +68,7 @@ static float FR__V(exp_sum)(float *x, int64_t n, float m) {
     x[j] = FR__V(exp1)(x[j] - m);
     s += x[j];
   }
-  for (int k = 0; k < 8; k++)
+  for (int k = 0; k < FR__VW; k++)
     s += acc[k];
   return s;
 }
@@ -74,23 +76,24 @@ static float FR__V(exp_sum)(float *x, int64_t n, float m) {
 /* max of x[0..n) (n >= 1). GCC vector extensions: the compiler will not turn a float max reduction into
  * vector code by itself without -ffinite-math-only. */
 static float FR__V(max)(const float *x, int64_t n) {
-  typedef float v8f __attribute__((vector_size(32)));
-  typedef int32_t v8i __attribute__((vector_size(32)));
-  v8f acc = {x[0], x[0], x[0], x[0], x[0], x[0], x[0], x[0]};
+  typedef float vf __attribute__((vector_size(FR__VW * 4)));
+  typedef int32_t vi __attribute__((vector_size(FR__VW * 4)));
+  vf acc = x[0] + (vf){0}; /* x[0] in every lane */
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    v8f v;
+  for (; j + FR__VW <= n; j += FR__VW) {
+    vf v;
     memcpy(&v, x + j, sizeof v);
-    v8i gt = v > acc;
-    acc = (v8f)(((v8i)v & gt) | ((v8i)acc & ~gt));
+    vi gt = v > acc;
+    acc = (vf)(((vi)v & gt) | ((vi)acc & ~gt));
   }
   float m = x[0];
   for (; j < n; j++)
     m = x[j] > m ? x[j] : m;
-  for (int k = 0; k < 8; k++)
+  for (int k = 0; k < FR__VW; k++)
     m = acc[k] > m ? acc[k] : m;
   return m;
 }
+#endif
 
 /* y = x * sigmoid(alpha x): SiLU (alpha 1) and QuickGELU (alpha 1.702). */
 static void FR__V(silu)(float *y, const float *x, int64_t n, float alpha) {
@@ -122,22 +125,22 @@ static void FR__V(affine_silu)(float *y, const float *x, int64_t n, float sc, fl
 }
 
 /* Mean and biased variance of x[0..n) (n >= 1), in double (GroupNorm groups hold up to 40 x 128 x 128
- * values: a float sum would lose digits), two passes, each with 8 partial sums so the float -> double
+ * values: a float sum would lose digits), two passes, each with FR__VW partial sums so the float -> double
  * conversions and adds vectorise (a single running double sum is one long dependency chain). */
 static void FR__V(mean_var)(const float *x, int64_t n, double *mean, double *var) {
-  double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  double a[FR__VW] = {0};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; k++)
+  for (; j + FR__VW <= n; j += FR__VW)
+    for (int k = 0; k < FR__VW; k++)
       a[k] += (double)x[j + k];
   double s = 0;
   for (; j < n; j++)
     s += (double)x[j];
-  for (int k = 0; k < 8; k++)
+  for (int k = 0; k < FR__VW; k++)
     s += a[k];
-  double m = s / (double)n, b[8] = {0, 0, 0, 0, 0, 0, 0, 0}, v = 0;
-  for (j = 0; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; k++) {
+  double m = s / (double)n, b[FR__VW] = {0}, v = 0;
+  for (j = 0; j + FR__VW <= n; j += FR__VW)
+    for (int k = 0; k < FR__VW; k++) {
       double d = (double)x[j + k] - m;
       b[k] += d * d;
     }
@@ -145,7 +148,7 @@ static void FR__V(mean_var)(const float *x, int64_t n, double *mean, double *var
     double d = (double)x[j] - m;
     v += d * d;
   }
-  for (int k = 0; k < 8; k++)
+  for (int k = 0; k < FR__VW; k++)
     v += b[k];
   *mean = m;
   *var = v / (double)n;

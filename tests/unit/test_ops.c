@@ -1229,7 +1229,7 @@ static void check_vec_edges(const struct fr_cpu_vec *v, const char *name) {
     double sref = 0;
     for (int j = 0; j < nrow; j++) {
       double x = rep < 0 ? in[j] : in[rep], ref = exp(x);
-      ref = ref > FLT_MAX ? INFINITY : ref; /* expf overflows where double does not */
+      ref = ref > FLT_MAX ? INFINITY : ref;              /* expf overflows where double does not */
       if (x > (double)88.3f && x <= (double)88.7228317f) /* documented clamp (vec_body.h): exp(88.3f) there */
         ref = exp((double)88.3f);
       sref += ref;
@@ -1263,7 +1263,7 @@ static void check_vec_edges(const struct fr_cpu_vec *v, const char *name) {
 /* The CPU backend's vector math (fast exp/erf) on every implementation built in, at the edges the table
  * rows do not reach: -inf (masked scores), underflow, overflow clamps, large |x| for the activations. */
 static void check_vec_math(void) {
-  enum { N = 1003 }; /* not a multiple of 8: the scalar tail runs too */
+  enum { N = 1003 }; /* not a multiple of 8 or 16: the scalar tails run too */
   static float x[N], y[N], h[N];
   for (int i = 0; i < N; i++)
     x[i] = (float)(-100.0 + 200.0 * i / (N - 1)); /* [-100, 100] */
@@ -1271,11 +1271,14 @@ static void check_vec_math(void) {
   x[1] = -87.0f;
   x[2] = 88.0f;
   x[3] = 0.0f;
-  const struct fr_cpu_vec *impl[2];
-  int n = fr_cpu_vec_all(impl);
+  const struct fr_cpu_vec *impl[3];
+  const char *names[3];
+  int n = fr_cpu_vec_all(impl, names);
+  printf("vec paths this CPU runs: %d (%s%s%s%s%s)\n", n, names[0], n > 1 ? ", " : "", n > 1 ? names[1] : "",
+         n > 2 ? ", " : "", n > 2 ? names[2] : "");
   for (int k = 0; k < n; k++) {
     const struct fr_cpu_vec *v = impl[k];
-    const char *name = k ? "avx2" : "baseline";
+    const char *name = names[k];
     double worst = 0;
     for (int i = 0; i < N; i++) { /* exp(x - 0): relative error */
       y[i] = x[i];
@@ -1292,6 +1295,23 @@ static void check_vec_math(void) {
            worst);
     CHECKF(worst <= 5e-7, "%s exp: %.3g", name, worst);
     CHECKF(v->max(x, N) == 100.0f && v->max(x, 5) == 88.0f, "%s max", name);
+    /* exp_sum's returned sum and max over lengths that end in every kind of tail (vector blocks of 8, 16
+     * and 32 and the rest), against double sums; softmax rows: m = the max, so x - m <= 0 */
+    for (int len = 1; len <= 70; len += 3) {
+      float row[70];
+      double ref = 0;
+      for (int i = 0; i < len; i++)
+        row[i] = (float)(3.0 * sin(1.3 * i + len));
+      float m = row[0];
+      for (int i = 1; i < len; i++)
+        m = row[i] > m ? row[i] : m;
+      for (int i = 0; i < len; i++)
+        ref += exp((double)row[i] - m);
+      CHECKF(v->max(row, len) == m, "%s max of %d", name, len);
+      float got = v->exp_sum(row, len, m);
+      CHECKF(fabs(got - ref) <= 1e-6 * ref, "%s exp_sum of %d: %.9g, expected %.9g (tol 1e-6 relative)", name,
+             len, got, ref);
+    }
     double wsilu = 0, wgelu = 0, wgeglu = 0;
     v->silu(y, x, N, 1.0f);
     for (int i = 1; i < N; i++) {
@@ -1352,6 +1372,10 @@ static void check_vec_math(void) {
 
 int main(void) {
   check_vec_math();
+  printf("cpu attention: %s (vector path %s, FR_CPU_ISA=%s)\n",
+         fr_cpu_attn512_built() && strcmp(fr_cpu_vec_name(), "avx512") == 0 ? "AVX-512 register tiles"
+                                                                            : "sgemm blocks",
+         fr_cpu_vec_name(), getenv("FR_CPU_ISA") ? getenv("FR_CPU_ISA") : "");
   struct fr_ctx *ctx[NDEV] = {0};
   for (int i = 0; i < NDEV; i++) {
     struct fr_err e;
