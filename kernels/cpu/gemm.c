@@ -24,9 +24,12 @@ void fr_cpu_blas_set_threads(int n) {
   pthread_rwlock_unlock(&fr__blas_lock);
 }
 
-/* Scratch budget in floats: the im2col columns of one chunk of output rows. Small enough to stay near the
- * caches, large enough that each sgemm is big. */
-#define FR__IM2COL_BUDGET ((size_t)4 << 20)
+/* Scratch budget in floats (48 MB): the im2col columns of one chunk of output rows, or of all B images
+ * (fr__conv2d_merged). It holds a whole 64x64 image of SD's 320-channel 3x3 convs (one sgemm of 4096
+ * columns, not three of 1408) and both cfg images of its largest 16x16 conv (2560 -> 1280, K = 23040).
+ * Measured with tests/bench_ops.c (2 threads, F16 weights, batch 2): 4 M floats -> 12 M took the 16x16
+ * convs from 260-275 to 310 GFLOP/s and the 2560 -> 1280 one from 183-191 to 275-296. */
+#define FR__IM2COL_BUDGET ((size_t)12 << 20)
 /* fp32 panel of a 16-bit weight (floats): a weight up to this size is converted whole, once per call;
  * a larger one (SD's biggest: a 1280x11520 conv kernel, 14.7 M) in panels of output rows. 4 M floats
  * (16 MB) keeps each panel's sgemm large and the transient buffer small next to the model. */
@@ -139,14 +142,14 @@ enum fr_status fr_cpu_matmul(void *b, struct fr_tensor *y, const struct fr_tenso
 /* im2col of output rows [oh0, oh0 + rows) of one image: cols[(c, ki, kj), (oh - oh0) * Wo + ow]. */
 struct fr__im2col {
   const float *x; /* [C, H, W] */
-  float *cols;    /* [C*kh*kw, rows*Wo] */
-  int64_t C, H, W, kh, kw, Wo, oh0, rows;
+  float *cols;    /* [C*kh*kw, rows*Wo], row stride ld (>= rows*Wo: several images side by side) */
+  int64_t C, H, W, kh, kw, Wo, oh0, rows, ld;
   int stride, pad;
 };
 
 static void fr__im2col_task(void *argp, int64_t r0, int64_t r1, int part) {
   const struct fr__im2col *a = argp;
-  int64_t ld = a->rows * a->Wo;
+  int64_t ld = a->ld;
   for (int64_t r = r0; r < r1; r++) {
     int64_t c = r / (a->kh * a->kw), ki = (r / a->kw) % a->kh, kj = r % a->kw;
     const float *xc = a->x + c * a->H * a->W;
@@ -183,6 +186,71 @@ static void fr__im2col_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
+/* y[b, o0 + i, :] (+)= t[i, b P : (b + 1) P] for i < on: a product over several images' columns put back
+ * into y's [B, O, P] layout (added to the bias already there when add). Rows r = b * on + i. */
+struct fr__scatter {
+  const float *t;
+  float *y;
+  int64_t on, P, B, O, o0;
+  bool add;
+};
+
+static void fr__scatter_task(void *argp, int64_t r0, int64_t r1, int part) {
+  const struct fr__scatter *a = argp;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t bi = r / a->on, i = r % a->on;
+    const float *src = a->t + (i * a->B + bi) * a->P;
+    float *dst = a->y + (bi * a->O + a->o0 + i) * a->P;
+    if (a->add) {
+      for (int64_t p = 0; p < a->P; p++)
+        dst[p] += src[p];
+    } else {
+      memcpy(dst, src, (size_t)a->P * sizeof(float));
+    }
+  }
+}
+
+/* The batch merged: the im2col of all B images side by side in one [K, B*P] matrix, each weight panel one
+ * sgemm of B*P columns into scratch t [on, B*P], scattered to y. For small outputs (SD's 16x16 and 8x8
+ * levels: P = 256, 64) this replaces B sgemms of P columns per panel, thin enough that OpenBLAS ran them at
+ * half its rate, and the im2col runs once per call instead of once per panel and image. The caller checks
+ * that cols and t fit the im2col budget. */
+static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y, const struct fr_tensor *x,
+                                        const struct fr_tensor *w, bool add, int stride, int pad, int64_t ob,
+                                        struct fr_err *err) {
+  int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+  int64_t Ho = y->shape[2], Wo = y->shape[3], P = Ho * Wo, K = C * kh * kw, N = B * P;
+  float *cols = fr_cpu_scratch(cpu, (size_t)((K + ob) * N));
+  if (!cols)
+    return fr_errf(err, FR_E_NOMEM, "out of memory for im2col scratch [%lld, %lld]", (long long)(K + ob),
+                   (long long)N);
+  float *t = cols + K * N;
+  for (int64_t bi = 0; bi < B; bi++) {
+    struct fr__im2col a = {
+        (const float *)x->data + bi * C * H * W, cols + bi * P, C, H, W, kh, kw, Wo, 0, Ho, N, stride, pad};
+    fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
+  }
+  bool half = fr_cpu_is_half(w);
+  float *wp = NULL;
+  if (half && !(wp = fr_cpu_wscratch(cpu, (size_t)(ob * K))))
+    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)ob,
+                   (long long)K);
+  for (int64_t o0 = 0; o0 < O; o0 += ob) {
+    int64_t on = O - o0 < ob ? O - o0 : ob;
+    const float *wf = (const float *)w->data + o0 * K;
+    if (half) {
+      fr_cpu_half_rows(cpu, wp, w, o0, o0 + on, K);
+      wf = wp;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)on, (int)N, (int)K, 1.0f, wf, (int)K, cols,
+                (int)N, 0.0f, t, (int)N);
+    struct fr__scatter sc = {t, y->data, on, P, B, O, o0, add};
+    fr_cpu_parallel(cpu->pool, B * on, 16, fr__scatter_task, &sc);
+  }
+  return FR_OK;
+}
+
 static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const struct fr_tensor *x,
                                           const struct fr_tensor *w, const struct fr_tensor *bias, int stride,
                                           int pad, struct fr_err *err) {
@@ -202,6 +270,10 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
   }
   if (K == 0)
     return FR_OK;
+  bool half = fr_cpu_is_half(w);
+  int64_t ob = half ? fr__panel_rows(O, K) : O;
+  if (B > 1 && P < 1024 && (size_t)((K + ob) * B * P) <= FR__IM2COL_BUDGET)
+    return fr__conv2d_merged(cpu, y, x, w, bias != NULL, stride, pad, ob, err);
   bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0; /* x[b] already is [C, H*W] */
   int64_t rows = Ho;
   float *cols = NULL;
@@ -220,8 +292,6 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
   /* A 16-bit kernel [O, K] is used in fp32 panels of ob output channels: the whole kernel at once when it
    * fits the panel budget (converted once per call), else panel by panel with the im2col redone for each
    * (only SD's largest kernels, at small spatial sizes, where im2col is cheap next to the sgemm). */
-  bool half = fr_cpu_is_half(w);
-  int64_t ob = half ? fr__panel_rows(O, K) : O;
   float *wp = NULL;
   if (half && !(wp = fr_cpu_wscratch(cpu, (size_t)(ob * K))))
     return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)ob,
@@ -243,7 +313,7 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
       }
       for (int64_t oh0 = 0; oh0 < Ho; oh0 += rows) {
         int64_t r = Ho - oh0 < rows ? Ho - oh0 : rows;
-        struct fr__im2col a = {xb, cols, C, H, W, kh, kw, Wo, oh0, r, stride, pad};
+        struct fr__im2col a = {xb, cols, C, H, W, kh, kw, Wo, oh0, r, r * Wo, stride, pad};
         fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)on, (int)(r * Wo), (int)K, 1.0f, wf,
                     (int)K, cols, (int)(r * Wo), beta, yb + oh0 * Wo, (int)P);

@@ -358,6 +358,7 @@ int main(void) {
       check_conv(c, dt, 1, 4, 9, 9, 3, 3, 2, 1);
       check_conv(c, dt, 2, 8, 5, 5, 7, 1, 1, 0);
       check_conv(c, dt, 1, 1024, 4, 4, 512, 3, 1, 1); /* [512, 9216] = 4.7 M: panels of 448 channels */
+      check_conv(c, dt, 2, 1024, 4, 4, 512, 3, 1, 1); /* the same with both images in one sgemm per panel */
       check_table_and_slice(c, dt);
     }
     CHECK(!fr_ctx_failed(c));
