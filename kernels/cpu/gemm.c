@@ -31,9 +31,12 @@ void fr_cpu_blas_set_threads(int n) {
  * convs from 260-275 to 310 GFLOP/s and the 2560 -> 1280 one from 183-191 to 275-296. */
 #define FR__IM2COL_BUDGET ((size_t)12 << 20)
 /* fp32 panel of a 16-bit weight (floats): a weight up to this size is converted whole, once per call;
- * a larger one (SD's biggest: a 1280x11520 conv kernel, 14.7 M) in panels of output rows. 4 M floats
- * (16 MB) keeps each panel's sgemm large and the transient buffer small next to the model. */
-#define FR__WPANEL_BUDGET ((size_t)4 << 20)
+ * a larger one in panels of output rows. 16 M floats (64 MB) holds SD1.5's 1280x11520 conv kernels (14.7 M)
+ * whole and its 1280x23040 ones in two panels: every panel is one more sgemm that packs the whole im2col
+ * matrix again (OpenBLAS's oncopy: 6.6% of a 16x16 1280-channel conv's time in four panels). Measured with
+ * tests/bench_ops.c (2 threads, batch 2): 4 M -> 16 M took the 16x16 convs from 296-331 to 337-351 GFLOP/s
+ * and the 2560 -> 1280 one from 286-298 to 323-325. */
+#define FR__WPANEL_BUDGET ((size_t)16 << 20)
 
 /* Rows of a 16-bit weight [R, K] per fp32 panel: all of them when they fit the budget, else a multiple of
  * 16 (at least 16). */
@@ -214,7 +217,8 @@ static void fr__scatter_task(void *argp, int64_t r0, int64_t r1, int part) {
  * sgemm of B*P columns into scratch t [on, B*P], scattered to y. For small outputs (SD's 16x16 and 8x8
  * levels: P = 256, 64) this replaces B sgemms of P columns per panel, thin enough that OpenBLAS ran them at
  * half its rate, and the im2col runs once per call instead of once per panel and image. The caller checks
- * that cols and t fit the im2col budget. */
+ * that the columns fit the im2col budget (t, one panel's product, comes on top: at most 1280 x 512 floats for
+ * SD). */
 static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y, const struct fr_tensor *x,
                                         const struct fr_tensor *w, bool add, int stride, int pad, int64_t ob,
                                         struct fr_err *err) {
@@ -272,7 +276,7 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
     return FR_OK;
   bool half = fr_cpu_is_half(w);
   int64_t ob = half ? fr__panel_rows(O, K) : O;
-  if (B > 1 && P < 1024 && (size_t)((K + ob) * B * P) <= FR__IM2COL_BUDGET)
+  if (B > 1 && P < 1024 && (size_t)(K * B * P) <= FR__IM2COL_BUDGET) /* columns; + one panel's product */
     return fr__conv2d_merged(cpu, y, x, w, bias != NULL, stride, pad, ob, err);
   bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0; /* x[b] already is [C, H*W] */
   int64_t rows = Ho;

@@ -7,9 +7,10 @@
  * 2. fr_ctx_weight keeps an F16/BF16 matrix 16-bit on the CPU, a vector becomes F32.
  * 3. fr_linear, fr_conv2d (3x3 pad 1, stride 2, 1x1), fr_embedding and fr_slice with F16 and BF16 weights
  *    against float64 references computed here from the same 16-bit values, including shapes big enough to
- *    be split into several weight panels (kernels/cpu/gemm.c, FR__WPANEL_BUDGET = 4 M floats).
- *    Tolerance: max |y - ref| / max |ref| <= 1e-5: the only error is fp32 accumulation over K <= 9216
- *    terms (~ sqrt(K) * 2^-24 ~ 6e-6 worst case on random data; measured ~1e-7); a wrong panel offset or a
+ *    be split into several weight panels (kernels/cpu/gemm.c, FR__WPANEL_BUDGET = 16 M floats), with one
+ *    image and with two (the merged-batch conv path).
+ *    Tolerance: max |y - ref| / max |ref| <= 1e-5: the only error is fp32 accumulation over K <= 18432
+ *    terms (~ sqrt(K) * 2^-24 ~ 8e-6 worst case on random data; measured ~1e-7); a wrong panel offset or a
  *    mis-converted weight gives errors of order 1.
  * 4. The pool: a chain of ops of one size, freeing as it goes, peaks at the live set (two tensors plus the
  *    input), not the sum of the chain's outputs; the freed blocks are reused (cached).
@@ -353,12 +354,12 @@ int main(void) {
     for (int d = 0; d < 2; d++) {
       enum fr_dtype dt = d ? FR_BF16 : FR_F16;
       check_linear(c, dt, 5, 33, 40, true);
-      check_linear(c, dt, 3, 4100, 1024, false); /* 4.2 M weights: panels of 4096 rows, then 4 */
+      check_linear(c, dt, 3, 16400, 1024, false); /* 16.8 M weights: panels of 16384 rows, then 16 */
       check_conv(c, dt, 2, 5, 9, 7, 6, 3, 1, 1);
       check_conv(c, dt, 1, 4, 9, 9, 3, 3, 2, 1);
       check_conv(c, dt, 2, 8, 5, 5, 7, 1, 1, 0);
-      check_conv(c, dt, 1, 1024, 4, 4, 512, 3, 1, 1); /* [512, 9216] = 4.7 M: panels of 448 channels */
-      check_conv(c, dt, 2, 1024, 4, 4, 512, 3, 1, 1); /* the same with both images in one sgemm per panel */
+      check_conv(c, dt, 1, 2048, 2, 2, 920, 3, 1, 1); /* [920, 18432] = 16.96 M: panels of 896, then 24 */
+      check_conv(c, dt, 2, 2048, 2, 2, 920, 3, 1, 1); /* the same with both images in one sgemm per panel */
       check_table_and_slice(c, dt);
     }
     CHECK(!fr_ctx_failed(c));
