@@ -118,6 +118,26 @@ int main(int argc, char **argv) {
     TIME(convs[i].label, 2.0 * B * O * C * k * k * H * H, reps, fr_conv2d(c, xi, wi, bi, 1, k / 2));
     fr_tensor_free(xi), fr_tensor_free(wi), fr_tensor_free(bi);
   }
+  static const struct {
+    const char *label;
+    int64_t M, N, K;
+    bool bias;
+  } lins[] = {
+      {"linear f16 8192x320x320 + bias", 8192, 320, 320, true},
+      {"linear f16 8192x320x320", 8192, 320, 320, false},
+      {"linear f16 8192x2560x320 + bias", 8192, 2560, 320, true},
+      {"linear f16 2048x640x640 + bias", 2048, 640, 640, true},
+      {"linear f16 512x1280x1280 + bias", 512, 1280, 1280, true},
+  };
+  for (size_t i = 0; i < sizeof lins / sizeof lins[0]; i++) {
+    if (only && !strstr(lins[i].label, only))
+      continue;
+    struct fr_tensor *xi = rnd(2, (int64_t[]){lins[i].M, lins[i].K});
+    struct fr_tensor *wi = rnd_f16(c, 2, (int64_t[]){lins[i].N, lins[i].K});
+    struct fr_tensor *bi = lins[i].bias ? rnd(1, (int64_t[]){lins[i].N}) : NULL;
+    TIME(lins[i].label, 2.0 * lins[i].M * lins[i].N * lins[i].K, reps, fr_linear(c, xi, wi, bi));
+    fr_tensor_free(xi), fr_tensor_free(wi), fr_tensor_free(bi);
+  }
   struct fr_tensor *q = rnd(3, (int64_t[]){1, 4096, 320});
   TIME("attention [1,4096,320] 8 heads self", 4.0 * 4096 * 4096 * 320, reps,
        fr_attention(c, q, q, q, 8, false));
