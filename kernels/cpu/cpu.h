@@ -40,6 +40,7 @@ struct fr_cpu_vec {
   /* y = (x - mean) * rstd [* g] [+ b], g and b per element or NULL (LayerNorm) */
   void (*norm_affine)(float *y, const float *x, int64_t n, float mean, float rstd, const float *g,
                       const float *b);
+  void (*axpy)(float *restrict y, const float *restrict x, int64_t n, float a); /* y += a x */
 };
 /* The fastest implementation this CPU supports (AVX-512, AVX2+FMA or baseline), or the one FR_CPU_ISA
  * names (scalar | f16c | avx512, as for the converters below); never NULL. */

@@ -30,6 +30,10 @@ void fr_cpu_blas_set_threads(int n) {
  * Measured with tests/bench_ops.c (2 threads, F16 weights, batch 2): 4 M floats -> 12 M took the 16x16
  * convs from 260-275 to 310 GFLOP/s and the 2560 -> 1280 one from 183-191 to 275-296. */
 #define FR__IM2COL_BUDGET ((size_t)12 << 20)
+/* The im2col chunk's target size (8 MB, see fr__conv2d_unlocked). For the VAE's 128-channel 3x3 convs at
+ * 512x512 a 48 MB chunk went to memory and back; at 8 MB the im2col copies (memmove) fell from 9.2% to 4.4%
+ * of the conv's samples and OpenBLAS's packing of the columns from 11.6% to 7.2% (perf, bench_ops). */
+#define FR__IM2COL_CACHE ((size_t)2 << 20)
 /* fp32 panel of a 16-bit weight (floats): a weight up to this size is converted whole, once per call;
  * a larger one in panels of output rows. 16 M floats (64 MB) holds SD1.5's 1280x11520 conv kernels (14.7 M)
  * whole and its 1280x23040 ones in two panels: every panel is one more sgemm that packs the whole im2col
@@ -255,6 +259,52 @@ static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y,
   return FR_OK;
 }
 
+/* A convolution with few output channels (SD's VAE conv_out 128 -> 3 at 512x512, the UNet's 320 -> 4): as
+ * an sgemm it has M = O rows, where OpenBLAS runs at 10-20 GFLOP/s, and its im2col is 9x the input. Done
+ * directly instead: each output row accumulates weight x input row over (c, ki, kj) with the vector path's
+ * axpy, the rows spread over the pool. Stride 1 only. w: fp32 [O, C*kh*kw]. bench_ops, 2 threads: the
+ * VAE's 128 -> 3 at 512x512 115-180 ms -> 34 ms. */
+struct fr__dconv {
+  const float *x, *w;
+  float *y;
+  int64_t C, H, W, O, kh, kw, Ho, Wo;
+  int pad;
+  bool zero; /* y has no bias in it yet */
+};
+
+static void fr__dconv_task(void *argp, int64_t r0, int64_t r1, int part) {
+  (void)part;
+  const struct fr__dconv *a = argp;
+  const struct fr_cpu_vec *vec = fr_cpu_vec();
+  int64_t KK = a->kh * a->kw, K = a->C * KK;
+  /* r = b * Ho + oh: the O output rows oh of image b together, so each input row is read once for all */
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t oh = r % a->Ho, bi = r / a->Ho;
+    float *y0 = a->y + (bi * a->O * a->Ho + oh) * a->Wo; /* output row of channel o: y0 + o * Ho * Wo */
+    if (a->zero)
+      for (int64_t o = 0; o < a->O; o++)
+        memset(y0 + o * a->Ho * a->Wo, 0, (size_t)a->Wo * sizeof(float));
+    for (int64_t c = 0; c < a->C; c++) {
+      const float *xc = a->x + (bi * a->C + c) * a->H * a->W;
+      for (int64_t ki = 0; ki < a->kh; ki++) {
+        int64_t ih = oh - a->pad + ki;
+        if (ih < 0 || ih >= a->H)
+          continue;
+        for (int64_t kj = 0; kj < a->kw; kj++) { /* iw = ow - pad + kj: valid ow in [lo, hi) */
+          int64_t lo = a->pad - kj, hi = a->W + a->pad - kj;
+          lo = lo < 0 ? 0 : lo;
+          hi = hi > a->Wo ? a->Wo : hi;
+          if (hi <= lo)
+            continue;
+          const float *xr = xc + ih * a->W + lo - a->pad + kj;
+          for (int64_t o = 0; o < a->O; o++)
+            vec->axpy(y0 + o * a->Ho * a->Wo + lo, xr, hi - lo, a->w[o * K + c * KK + ki * a->kw + kj]);
+        }
+      }
+    }
+  }
+}
+
 static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const struct fr_tensor *x,
                                           const struct fr_tensor *w, const struct fr_tensor *bias, int stride,
                                           int pad, struct fr_err *err) {
@@ -276,13 +326,35 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
     return FR_OK;
   bool half = fr_cpu_is_half(w);
   int64_t ob = half ? fr__panel_rows(O, K) : O;
+  if (O < 8 && stride == 1) {
+    const float *wf = w->data;
+    if (half) {
+      float *wp = fr_cpu_wscratch(cpu, (size_t)(O * K));
+      if (!wp)
+        return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)O,
+                       (long long)K);
+      fr_cpu_half_rows(cpu, wp, w, 0, O, K);
+      wf = wp;
+    }
+    struct fr__dconv d = {x->data, wf, y->data, C, H, W, O, kh, kw, Ho, Wo, pad, bias == NULL};
+    fr_cpu_parallel(cpu->pool, B * Ho, 2, fr__dconv_task, &d);
+    return FR_OK;
+  }
   if (B > 1 && P < 1024 && (size_t)(K * B * P) <= FR__IM2COL_BUDGET) /* columns; + one panel's product */
     return fr__conv2d_merged(cpu, y, x, w, bias != NULL, stride, pad, ob, err);
   bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0; /* x[b] already is [C, H*W] */
   int64_t rows = Ho;
   float *cols = NULL;
   if (!direct) {
-    rows = (int64_t)(FR__IM2COL_BUDGET / (size_t)(K * Wo));
+    /* columns per chunk: as many as fit FR__IM2COL_CACHE floats (the chunk is written by the im2col and
+     * read back by the sgemm's packing: from the L3 rather than memory), but at least 1024 (a thinner
+     * sgemm loses more than that saves), within the budget */
+    int64_t n = (int64_t)(FR__IM2COL_CACHE / (size_t)K);
+    if (n < 1024)
+      n = 1024;
+    rows = (n + Wo - 1) / Wo;
+    if (rows * K * Wo > (int64_t)FR__IM2COL_BUDGET)
+      rows = (int64_t)(FR__IM2COL_BUDGET / (size_t)(K * Wo));
     if (rows < 1)
       rows = 1;
     if (rows > Ho)

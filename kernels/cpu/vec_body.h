@@ -178,7 +178,17 @@ static void FR__V(scale)(float *x, int64_t n, float s) {
     x[j] *= s;
 }
 
+/* y += a x (the direct convolution's inner loop: rows of a few hundred floats) */
+static void FR__V(axpy)(float *restrict y, const float *restrict x, int64_t n, float a) {
+  int64_t j = 0;
+  for (; j + FR__VW <= n; j += FR__VW)
+    for (int k = 0; k < FR__VW; k++)
+      y[j + k] += a * x[j + k];
+  for (; j < n; j++)
+    y[j] += a * x[j];
+}
+
 static const struct fr_cpu_vec FR__V(table) = {
     FR__V(exp_sum),     FR__V(max),   FR__V(silu),     FR__V(gelu),        FR__V(geglu),
-    FR__V(affine_silu), FR__V(scale), FR__V(mean_var), FR__V(norm_affine),
+    FR__V(affine_silu), FR__V(scale), FR__V(mean_var), FR__V(norm_affine), FR__V(axpy),
 };

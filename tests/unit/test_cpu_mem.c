@@ -358,6 +358,7 @@ int main(void) {
       check_conv(c, dt, 2, 5, 9, 7, 6, 3, 1, 1);
       check_conv(c, dt, 1, 4, 9, 9, 3, 3, 2, 1);
       check_conv(c, dt, 2, 8, 5, 5, 7, 1, 1, 0);
+      check_conv(c, dt, 2, 6, 7, 5, 3, 3, 1, 1);      /* 3 outputs: the direct path */
       check_conv(c, dt, 1, 2048, 2, 2, 920, 3, 1, 1); /* [920, 18432] = 16.96 M: panels of 896, then 24 */
       check_conv(c, dt, 2, 2048, 2, 2, 920, 3, 1, 1); /* the same with both images in one sgemm per panel */
       check_table_and_slice(c, dt);

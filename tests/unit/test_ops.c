@@ -105,6 +105,13 @@ static const struct row ROWS[] = {
      .tol = GEMM_TOL, .why = GEMM_WHY},
     {"conv2d 5x5 pad2", K_CONV2D, 4, S(1, 3, 11, 12), 4, S(6, 3, 5, 5), .p = {1, 2}, .flag = true,
      .wdt = FR_F16, .tol = GEMM_TOL, .why = GEMM_WHY},
+    /* the CPU's direct path for fewer than 8 output channels at stride 1 (kernels/cpu/gemm.c) */
+    {"conv2d 16->2 no bias", K_CONV2D, 4, S(2, 16, 7, 9), 4, S(2, 16, 3, 3), .p = {1, 1}, .tol = GEMM_TOL,
+     .why = "few outputs, no bias: the CPU's direct conv zeroes its rows first"},
+    {"conv2d 5->7 pad 0", K_CONV2D, 4, S(1, 5, 6, 8), 4, S(7, 5, 3, 3), .p = {1, 0}, .flag = true,
+     .tol = GEMM_TOL, .why = "few outputs, no padding: every kernel column has its own valid range"},
+    {"conv2d 6->3 1x1", K_CONV2D, 4, S(2, 6, 5, 4), 4, S(3, 6, 1, 1), .p = {1, 0}, .tol = GEMM_TOL,
+     .why = "few outputs, 1x1"},
     /* ---- attention: 8 heads, SD head dims, short sequences ---- */
     {"attention d40 self", K_ATTENTION, 3, S(2, 64, 320), 3, S(2, 64, 320), .p = {8}, .tol = GEMM_TOL,
      .why = "fp32 QK^T and PV sums; softmax in fp32 with the row max subtracted"},
