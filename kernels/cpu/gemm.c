@@ -28,12 +28,11 @@ void fr_cpu_blas_set_threads(int n) {
  * (fr__conv2d_merged). It holds a whole 64x64 image of SD's 320-channel 3x3 convs (one sgemm of 4096
  * columns, not three of 1408) and both cfg images of its largest 16x16 conv (2560 -> 1280, K = 23040).
  * Measured with tests/bench_ops.c (2 threads, F16 weights, batch 2): 4 M floats -> 12 M took the 16x16
- * convs from 260-275 to 310 GFLOP/s and the 2560 -> 1280 one from 183-191 to 275-296. */
+ * convs from 260-275 to 310 GFLOP/s and the 2560 -> 1280 one from 183-191 to 275-296. Smaller chunks sized
+ * for the L3 (8 or 16 MB) looked better for the VAE's 512x512 convs in bench_ops' profile but made the whole
+ * VAE decode slower (flowrun bench, alternated: 1.64-1.67x and 1.51-1.55x of the floor against 1.37-1.49x
+ * with 48 MB). */
 #define FR__IM2COL_BUDGET ((size_t)12 << 20)
-/* The im2col chunk's target size (8 MB, see fr__conv2d_unlocked). For the VAE's 128-channel 3x3 convs at
- * 512x512 a 48 MB chunk went to memory and back; at 8 MB the im2col copies (memmove) fell from 9.2% to 4.4%
- * of the conv's samples and OpenBLAS's packing of the columns from 11.6% to 7.2% (perf, bench_ops). */
-#define FR__IM2COL_CACHE ((size_t)2 << 20)
 /* fp32 panel of a 16-bit weight (floats): a weight up to this size is converted whole, once per call;
  * a larger one in panels of output rows. 16 M floats (64 MB) holds SD1.5's 1280x11520 conv kernels (14.7 M)
  * whole and its 1280x23040 ones in two panels: every panel is one more sgemm that packs the whole im2col
@@ -346,15 +345,7 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
   int64_t rows = Ho;
   float *cols = NULL;
   if (!direct) {
-    /* columns per chunk: as many as fit FR__IM2COL_CACHE floats (the chunk is written by the im2col and
-     * read back by the sgemm's packing: from the L3 rather than memory), but at least 1024 (a thinner
-     * sgemm loses more than that saves), within the budget */
-    int64_t n = (int64_t)(FR__IM2COL_CACHE / (size_t)K);
-    if (n < 1024)
-      n = 1024;
-    rows = (n + Wo - 1) / Wo;
-    if (rows * K * Wo > (int64_t)FR__IM2COL_BUDGET)
-      rows = (int64_t)(FR__IM2COL_BUDGET / (size_t)(K * Wo));
+    rows = (int64_t)(FR__IM2COL_BUDGET / (size_t)(K * Wo)); /* as many output rows as the budget holds */
     if (rows < 1)
       rows = 1;
     if (rows > Ho)
