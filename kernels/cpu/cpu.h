@@ -62,6 +62,18 @@ void fr_cpu_attn512_qk(float *s, int64_t lds, const float *q, int64_t ldq, const
 /* y [n, D] (row stride ldy) (+= when acc_in) p [n, kb] (row stride ldp) v [kb, D] (row stride ldv) */
 void fr_cpu_attn512_pv(float *y, int64_t ldy, const float *p, int64_t ldp, const float *v, int64_t ldv,
                        int64_t n, int64_t kb, int64_t D, bool acc_in);
+/* ---- 3x3 stride-1 pad-1 convolution in AVX-512 register tiles, no im2col (conv512.c) ---- */
+/* The shape it handles: 3x3, stride 1, pad 1, O % 8 == 0, W % 32 == 0, on an x86-64 GCC/clang build. */
+bool fr_cpu_conv512_fits(int64_t C, int64_t O, int64_t kh, int64_t kw, int stride, int pad, int64_t H,
+                         int64_t W);
+/* Floats of per-thread scratch fr_cpu_conv512_row needs for C input channels. */
+size_t fr_cpu_conv512_window(int64_t C);
+/* wp [O / 8, C, 9, 8] from the fp32 kernel w [O, C, 3, 3]. */
+void fr_cpu_conv512_pack_w(float *wp, const float *w, int64_t O, int64_t C);
+/* Output row oh of one image, all O channels: y [O, H, W] = conv(x [C, H, W]) + bias (or none). */
+void fr_cpu_conv512_row(float *y, const float *x, const float *wp, const float *bias, int64_t C, int64_t O,
+                        int64_t H, int64_t W, int64_t oh, float *win);
+
 /* The name of the vector path fr_cpu_vec() chose: "scalar", "f16c" (AVX2+FMA) or "avx512". */
 const char *fr_cpu_vec_name(void);
 

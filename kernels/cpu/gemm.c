@@ -304,6 +304,58 @@ static void fr__dconv_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
+/* The wide 3x3 convs on the AVX-512 path (conv512.c): rows r = b * H + oh over the pool. */
+struct fr__c512 {
+  const float *x, *wp, *bias;
+  float *y, *win; /* win: per part, fr_cpu_conv512_window(C) floats */
+  int64_t C, O, H, W;
+  size_t wn;
+};
+
+static void fr__c512_task(void *argp, int64_t r0, int64_t r1, int part) {
+  const struct fr__c512 *a = argp;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t bi = r / a->H, oh = r % a->H;
+    fr_cpu_conv512_row(a->y + bi * a->O * a->H * a->W, a->x + bi * a->C * a->H * a->W, a->wp, a->bias, a->C,
+                       a->O, a->H, a->W, oh, a->win + (size_t)part * a->wn);
+  }
+}
+
+/* Where im2col + sgemm is bound by memory traffic (every input value written nine times into the columns,
+ * packed again, used by few output channels): images of 64x64 and up, with weights of at most 4 M floats
+ * (16 MB: they are read again for every output row, from the L3). That is every 3x3 conv of SD's VAE
+ * decoder and of the UNet's 64x64 level. tests/bench_ops.c, 2 threads, fastest of 3, as im2col + sgemm ->
+ * here: VAE 128 -> 128 at 512x512 231-260 -> 324-365 GFLOP/s, 256 -> 256 at 512x512 296-309 -> 400-426,
+ * 256 -> 256 at 256x256 285-310 -> 414, 512 -> 512 at 128x128 344-348 -> 357-404; UNet 320 -> 320 at 64x64
+ * (batch 2) 300 -> 406. At 32x32 with 640 channels (14.7 M weights) it was no faster. */
+static bool fr__use_conv512(int64_t C, int64_t O, int64_t kh, int64_t kw, int stride, int pad, int64_t H,
+                            int64_t W) {
+  return H * W >= 64 * 64 && O * C * 9 <= ((int64_t)4 << 20) && strcmp(fr_cpu_vec_name(), "avx512") == 0 &&
+         fr_cpu_conv512_fits(C, O, kh, kw, stride, pad, H, W);
+}
+
+static enum fr_status fr__conv2d_512(struct fr_cpu *cpu, struct fr_tensor *y, const struct fr_tensor *x,
+                                     const struct fr_tensor *w, const struct fr_tensor *bias,
+                                     struct fr_err *err) {
+  int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = w->shape[0], K = C * 9;
+  bool half = fr_cpu_is_half(w);
+  float *ws = fr_cpu_wscratch(cpu, (size_t)(O * K) * (half ? 2 : 1));
+  size_t wn = fr_cpu_conv512_window(C);
+  float *win = fr_cpu_scratch(cpu, wn * (size_t)cpu->threads);
+  if (!ws || !win)
+    return fr_errf(err, FR_E_NOMEM, "out of memory for a conv's packed weights [%lld, %lld]", (long long)O,
+                   (long long)K);
+  const float *wf = w->data;
+  if (half) {
+    fr_cpu_half_rows(cpu, ws + O * K, w, 0, O, K);
+    wf = ws + O * K;
+  }
+  fr_cpu_conv512_pack_w(ws, wf, O, C);
+  struct fr__c512 a = {x->data, ws, bias ? bias->data : NULL, y->data, win, C, O, H, W, wn};
+  fr_cpu_parallel(cpu->pool, B * H, 1, fr__c512_task, &a);
+  return FR_OK;
+}
+
 static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const struct fr_tensor *x,
                                           const struct fr_tensor *w, const struct fr_tensor *bias, int stride,
                                           int pad, struct fr_err *err) {
@@ -313,6 +365,8 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
   int64_t Ho = y->shape[2], Wo = y->shape[3], P = Ho * Wo, K = C * kh * kw;
   if (B == 0 || O == 0 || P == 0)
     return FR_OK;
+  if (fr__use_conv512(C, O, kh, kw, stride, pad, H, W))
+    return fr__conv2d_512(cpu, y, x, w, bias, err);
   float beta = 0.0f;
   if (bias) { /* y[b, o, :] = bias[o], then y += W cols */
     struct fr__fill_rows f = {y->data, bias->data, P, O, 0};

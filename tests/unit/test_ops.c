@@ -112,6 +112,12 @@ static const struct row ROWS[] = {
      .tol = GEMM_TOL, .why = "few outputs, no padding: every kernel column has its own valid range"},
     {"conv2d 6->3 1x1", K_CONV2D, 4, S(2, 6, 5, 4), 4, S(3, 6, 1, 1), .p = {1, 0}, .tol = GEMM_TOL,
      .why = "few outputs, 1x1"},
+    /* the CPU's AVX-512 direct 3x3 conv (kernels/cpu/conv512.c): 64x64 and up, W a multiple of 32 */
+    {"conv2d 3x3 64x64 direct", K_CONV2D, 4, S(1, 16, 64, 64), 4, S(16, 16, 3, 3), .p = {1, 1}, .flag = true,
+     .wdt = FR_F16, .tol = GEMM_TOL,
+     .why = "AVX-512 register tiles over a packed input window (F16 weights)"},
+    {"conv2d 3x3 48x96 direct", K_CONV2D, 4, S(2, 8, 48, 96), 4, S(24, 8, 3, 3), .p = {1, 1}, .tol = GEMM_TOL,
+     .why = "two images, three 32-pixel strips per row, no bias"},
     /* ---- attention: 8 heads, SD head dims, short sequences ---- */
     {"attention d40 self", K_ATTENTION, 3, S(2, 64, 320), 3, S(2, 64, 320), .p = {8}, .tol = GEMM_TOL,
      .why = "fp32 QK^T and PV sums; softmax in fp32 with the row max subtracted"},
