@@ -82,6 +82,10 @@ const char *fr_cpu_vec_name(void);
  * conv2d and embedding convert panels of them to fp32 as they go and accumulate in fp32. */
 struct fr_cpu;
 typedef void (*fr_cpu_half_fn)(float *dst, const uint16_t *src, size_t n, enum fr_dtype dt); /* F16/BF16 */
+/* The path among n (names[0] the baseline, each later one needing more of the CPU; supported(i) says
+ * whether this CPU runs path i) to use: the last supported one, or the one the environment variable
+ * FR_CPU_ISA names, falling back to the best supported one below it. Shared by half.c and vec.c. */
+int fr_cpu_isa_pick(const char *const *names, int n, int (*supported)(int));
 /* The converter in use: the best this CPU supports, or the one FR_CPU_ISA names (scalar | f16c | avx512;
  * a path the CPU lacks falls back to the best below it). *name (if name) gets its name. */
 fr_cpu_half_fn fr_cpu_half(const char **name);

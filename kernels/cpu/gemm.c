@@ -51,6 +51,28 @@ static int64_t fr__panel_rows(int64_t R, int64_t K) {
   return nb < 16 ? (R < 16 ? R : 16) : nb;
 }
 
+/* The panel buffer for rows of a 16-bit weight w [R, K] (*wp = NULL for an fp32 weight: its rows are used
+ * where they are). */
+static enum fr_status fr__wpanel(struct fr_cpu *cpu, const struct fr_tensor *w, int64_t rows, int64_t K,
+                                 float **wp, struct fr_err *err) {
+  *wp = NULL;
+  if (!fr_cpu_is_half(w))
+    return FR_OK;
+  if (!(*wp = fr_cpu_wscratch(cpu, (size_t)(rows * K))))
+    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)rows,
+                   (long long)K);
+  return FR_OK;
+}
+
+/* fp32 rows [r0, r0 + n) of w [R, K]: where they are (wp NULL), else converted into wp. */
+static const float *fr__wrows(struct fr_cpu *cpu, float *wp, const struct fr_tensor *w, int64_t r0, int64_t n,
+                              int64_t K) {
+  if (!wp)
+    return (const float *)w->data + r0 * K;
+  fr_cpu_half_rows(cpu, wp, w, r0, r0 + n, K);
+  return wp;
+}
+
 struct fr__fill_rows {
   float *y;
   const float *v;
@@ -98,15 +120,14 @@ static enum fr_status fr__linear_unlocked(void *b, struct fr_tensor *y, const st
   }
   /* 16-bit weight: y[:, n0:n1] (+)= x w[n0:n1]^T, one fp32 panel of w's rows at a time */
   int64_t nb = fr__panel_rows(N, K);
-  float *wp = fr_cpu_wscratch(cpu, (size_t)(nb * K));
-  if (!wp)
-    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)nb,
-                   (long long)K);
+  float *wp;
+  enum fr_status rc = fr__wpanel(cpu, w, nb, K, &wp, err);
+  if (rc != FR_OK)
+    return rc;
   for (int64_t n0 = 0; n0 < N; n0 += nb) {
     int64_t n = N - n0 < nb ? N - n0 : nb;
-    fr_cpu_half_rows(cpu, wp, w, n0, n0 + n, K);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)K, 1.0f, x->data, (int)K, wp,
-                (int)K, beta, (float *)y->data + n0, (int)N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)K, 1.0f, x->data, (int)K,
+                fr__wrows(cpu, wp, w, n0, n, K), (int)K, beta, (float *)y->data + n0, (int)N);
   }
   return FR_OK;
 }
@@ -238,18 +259,13 @@ static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y,
         (const float *)x->data + bi * C * H * W, cols + bi * P, C, H, W, kh, kw, Wo, 0, Ho, N, stride, pad};
     fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
   }
-  bool half = fr_cpu_is_half(w);
-  float *wp = NULL;
-  if (half && !(wp = fr_cpu_wscratch(cpu, (size_t)(ob * K))))
-    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)ob,
-                   (long long)K);
+  float *wp;
+  enum fr_status rc = fr__wpanel(cpu, w, ob, K, &wp, err);
+  if (rc != FR_OK)
+    return rc;
   for (int64_t o0 = 0; o0 < O; o0 += ob) {
     int64_t on = O - o0 < ob ? O - o0 : ob;
-    const float *wf = (const float *)w->data + o0 * K;
-    if (half) {
-      fr_cpu_half_rows(cpu, wp, w, o0, o0 + on, K);
-      wf = wp;
-    }
+    const float *wf = fr__wrows(cpu, wp, w, o0, on, K);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)on, (int)N, (int)K, 1.0f, wf, (int)K, cols,
                 (int)N, 0.0f, t, (int)N);
     struct fr__scatter sc = {t, y->data, on, P, B, O, o0, add};
@@ -380,16 +396,12 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
   bool half = fr_cpu_is_half(w);
   int64_t ob = half ? fr__panel_rows(O, K) : O;
   if (O < 8 && stride == 1) {
-    const float *wf = w->data;
-    if (half) {
-      float *wp = fr_cpu_wscratch(cpu, (size_t)(O * K));
-      if (!wp)
-        return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)O,
-                       (long long)K);
-      fr_cpu_half_rows(cpu, wp, w, 0, O, K);
-      wf = wp;
-    }
-    struct fr__dconv d = {x->data, wf, y->data, C, H, W, O, kh, kw, Ho, Wo, pad, bias == NULL};
+    float *wp;
+    enum fr_status rc = fr__wpanel(cpu, w, O, K, &wp, err);
+    if (rc != FR_OK)
+      return rc;
+    struct fr__dconv d = {
+        x->data, fr__wrows(cpu, wp, w, 0, O, K), y->data, C, H, W, O, kh, kw, Ho, Wo, pad, bias == NULL};
     fr_cpu_parallel(cpu->pool, B * Ho, 2, fr__dconv_task, &d);
     return FR_OK;
   }
@@ -413,17 +425,13 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
   /* A 16-bit kernel [O, K] is used in fp32 panels of ob output channels: the whole kernel at once when it
    * fits the panel budget (converted once per call), else panel by panel with the im2col redone for each
    * (only SD's largest kernels, at small spatial sizes, where im2col is cheap next to the sgemm). */
-  float *wp = NULL;
-  if (half && !(wp = fr_cpu_wscratch(cpu, (size_t)(ob * K))))
-    return fr_errf(err, FR_E_NOMEM, "out of memory for a weight panel [%lld, %lld]", (long long)ob,
-                   (long long)K);
+  float *wp;
+  enum fr_status rc = fr__wpanel(cpu, w, ob, K, &wp, err);
+  if (rc != FR_OK)
+    return rc;
   for (int64_t o0 = 0; o0 < O; o0 += ob) {
     int64_t on = O - o0 < ob ? O - o0 : ob;
-    const float *wf = (const float *)w->data + o0 * K;
-    if (half) {
-      fr_cpu_half_rows(cpu, wp, w, o0, o0 + on, K);
-      wf = wp;
-    }
+    const float *wf = fr__wrows(cpu, wp, w, o0, on, K);
     for (int64_t bi = 0; bi < B; bi++) {
       const float *xb = (const float *)x->data + bi * C * H * W;
       float *yb = (float *)y->data + (bi * O + o0) * P;

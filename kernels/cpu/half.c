@@ -77,24 +77,31 @@ static int fr__supported(int i) {
   return i == 0;
 }
 
-static int fr__chosen;
-static pthread_once_t fr__half_once = PTHREAD_ONCE_INIT;
-static void fr__half_pick(void) {
+int fr_cpu_isa_pick(const char *const *names, int n, int (*supported)(int)) {
   int best = 0;
-  for (int i = 0; i < FR__NPATHS; i++)
-    if (fr__supported(i))
+  for (int i = 0; i < n; i++)
+    if (supported(i))
       best = i;
   const char *want = getenv("FR_CPU_ISA");
   if (want && *want) {
-    for (int i = 0; i < FR__NPATHS; i++)
-      if (strcmp(want, fr__paths[i].name) == 0) {
+    for (int i = 0; i < n; i++)
+      if (strcmp(want, names[i]) == 0) {
         best = i;
         break;
       }
-    while (best > 0 && !fr__supported(best))
+    while (best > 0 && !supported(best))
       best--;
   }
-  fr__chosen = best;
+  return best;
+}
+
+static int fr__chosen;
+static pthread_once_t fr__half_once = PTHREAD_ONCE_INIT;
+static void fr__half_pick(void) {
+  const char *names[FR__NPATHS];
+  for (int i = 0; i < FR__NPATHS; i++)
+    names[i] = fr__paths[i].name;
+  fr__chosen = fr_cpu_isa_pick(names, FR__NPATHS, fr__supported);
 }
 
 fr_cpu_half_fn fr_cpu_half(const char **name) {

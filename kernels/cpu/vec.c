@@ -7,7 +7,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
@@ -137,21 +136,10 @@ static int fr__vsupported(int i) {
 static int fr__vchosen;
 static pthread_once_t fr__vec_once = PTHREAD_ONCE_INIT;
 static void fr__vec_pick(void) {
-  int best = 0;
+  const char *names[FR__NVPATHS];
   for (int i = 0; i < FR__NVPATHS; i++)
-    if (fr__vsupported(i))
-      best = i;
-  const char *want = getenv("FR_CPU_ISA");
-  if (want && *want) {
-    for (int i = 0; i < FR__NVPATHS; i++)
-      if (strcmp(want, fr__vpaths[i].name) == 0) {
-        best = i;
-        break;
-      }
-  }
-  while (best > 0 && !fr__vsupported(best))
-    best--;
-  fr__vchosen = best;
+    names[i] = fr__vpaths[i].name;
+  fr__vchosen = fr_cpu_isa_pick(names, FR__NVPATHS, fr__vsupported);
 }
 
 const struct fr_cpu_vec *fr_cpu_vec(void) {
