@@ -699,6 +699,31 @@ async function buildScenario() {
   await page.screenshot({ path: path.join(shots, 'editor-group.png') });
 
   step('reload: the canvas comes back from the autosave; a past run reopens from the history');
+  // The autosave is written 300 ms after the last change (App.jsx); a reload before that (a loaded machine
+  // is slow to get here, or fast) restores the one before. Wait until IndexedDB (idb-keyval's store) holds
+  // the graph as it is now: the bypassed ImageBlur, and the group where the undo put it back.
+  await page.waitForFunction(({ gx, gy }) => new Promise((resolve) => {
+    const rq = indexedDB.open('keyval-store');
+    rq.onerror = () => resolve(false);
+    rq.onsuccess = () => {
+      const db = rq.result;
+      let get;
+      try {
+        get = db.transaction('keyval', 'readonly').objectStore('keyval').get('flowrun-autosave');
+      } catch {
+        db.close();
+        resolve(false);
+        return;
+      }
+      get.onerror = () => { db.close(); resolve(false); };
+      get.onsuccess = () => {
+        db.close();
+        const n = (get.result && get.result.nodes) || [];
+        const blur = n.find((x) => x.id === 'imageblur'), group = n.find((x) => x.id === 'group');
+        resolve(!!blur && blur.data.mode === 'bypass' && !!group && group.position.x === gx && group.position.y === gy);
+      };
+    };
+  }), { gx: gBack.x, gy: gBack.y }, { polling: 100, timeout: 15000 });
   await page.reload();
   await page.getByTestId('node-imageblur').waitFor();
   if ((await page.getByTestId('node-imageblur').getAttribute('data-mode')) !== 'bypass') throw new Error('the autosave lost the bypass');
