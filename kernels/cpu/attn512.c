@@ -18,10 +18,6 @@
 #define FR__T __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 #define FR__TI __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma"), always_inline)) static inline
 
-bool fr_cpu_attn512_built(void) {
-  return true;
-}
-
 /* kt = K^T of one head in tiles of 64 keys: [Tkp / 64, D, 64], so the D rows of 64 keys a tile reads are
  * one contiguous run (a plain [D, Tk] transpose puts them Tk floats apart: 16 KB for Tk = 4096, and all D
  * rows then fall into the same few L1 sets). k points at the head's first key row (row stride HD); keys
@@ -168,9 +164,6 @@ FR__T void fr_cpu_attn512_pv(float *y, int64_t ldy, const float *p, int64_t ldp,
 }
 
 #else /* no AVX-512 build: gemm.c keeps to its sgemm path */
-bool fr_cpu_attn512_built(void) {
-  return false;
-}
 void fr_cpu_attn512_pack_kt(float *kt, const float *k, int64_t Tk, int64_t Tkp, int64_t HD, int64_t D) {}
 void fr_cpu_attn512_qk(float *s, int64_t lds, const float *q, int64_t ldq, const float *kt, int64_t Tkp,
                        int64_t n, int64_t k0, int64_t kb, int64_t D, float scale) {}

@@ -18,8 +18,7 @@
 
 bool fr_cpu_conv512_fits(int64_t C, int64_t O, int64_t kh, int64_t kw, int stride, int pad, int64_t H,
                          int64_t W) {
-  return fr_cpu_attn512_built() && kh == 3 && kw == 3 && stride == 1 && pad == 1 && O % 8 == 0 &&
-         W % FR__CTW == 0 && C > 0 && H > 0;
+  return kh == 3 && kw == 3 && stride == 1 && pad == 1 && O % 8 == 0 && W % FR__CTW == 0 && C > 0 && H > 0;
 }
 
 size_t fr_cpu_conv512_window(int64_t C) {

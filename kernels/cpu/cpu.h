@@ -50,8 +50,7 @@ const struct fr_cpu_vec *fr_cpu_vec(void);
 int fr_cpu_vec_all(const struct fr_cpu_vec **out, const char **names);
 
 /* ---- attention's products in AVX-512 register tiles (attn512.c), for fr_cpu_attention ----
- * Built on x86-64 with GCC or clang (fr_cpu_attn512_built); used when fr_cpu_vec() is the AVX-512 table. */
-bool fr_cpu_attn512_built(void);
+ * Used when fr_cpu_avx512() (then they are built: the AVX-512 table exists only where they are). */
 /* kt [Tkp / 64, D, 64] = K^T of one head in 64-key tiles (k: its first key row, row stride HD), keys
  * Tk..Tkp-1 zero; Tkp % 64 == 0 */
 void fr_cpu_attn512_pack_kt(float *kt, const float *k, int64_t Tk, int64_t Tkp, int64_t HD, int64_t D);
@@ -76,6 +75,8 @@ void fr_cpu_conv512_row(float *y, const float *x, const float *wp, const float *
 
 /* The name of the vector path fr_cpu_vec() chose: "scalar", "f16c" (AVX2+FMA) or "avx512". */
 const char *fr_cpu_vec_name(void);
+/* Whether that path is AVX-512: attention's and the wide 3x3 convs' register tiles are taken then. */
+bool fr_cpu_avx512(void);
 
 /* ---- 16-bit weights (half.c) ----
  * On the CPU, F16/BF16 weights of two or more dims stay 16-bit in memory (fr_backend.weight); linear,

@@ -213,13 +213,12 @@ static void fr__im2col_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
-/* y[b, o0 + i, :] (+)= t[i, b P : (b + 1) P] for i < on: a product over several images' columns put back
- * into y's [B, O, P] layout (added to the bias already there when add). Rows r = b * on + i. */
+/* y[b, o0 + i, :] = t[i, b P : (b + 1) P] (+ bias[o0 + i]) for i < on: a product over several images'
+ * columns put back into y's [B, O, P] layout. Rows r = b * on + i. */
 struct fr__scatter {
-  const float *t;
+  const float *t, *bias; /* bias: [O] or NULL */
   float *y;
   int64_t on, P, B, O, o0;
-  bool add;
 };
 
 static void fr__scatter_task(void *argp, int64_t r0, int64_t r1, int part) {
@@ -228,9 +227,10 @@ static void fr__scatter_task(void *argp, int64_t r0, int64_t r1, int part) {
     int64_t bi = r / a->on, i = r % a->on;
     const float *src = a->t + (i * a->B + bi) * a->P;
     float *dst = a->y + (bi * a->O + a->o0 + i) * a->P;
-    if (a->add) {
+    if (a->bias) {
+      float v = a->bias[a->o0 + i];
       for (int64_t p = 0; p < a->P; p++)
-        dst[p] += src[p];
+        dst[p] = src[p] + v;
     } else {
       memcpy(dst, src, (size_t)a->P * sizeof(float));
     }
@@ -244,8 +244,8 @@ static void fr__scatter_task(void *argp, int64_t r0, int64_t r1, int part) {
  * that the columns fit the im2col budget (t, one panel's product, comes on top: at most 1280 x 512 floats for
  * SD). */
 static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y, const struct fr_tensor *x,
-                                        const struct fr_tensor *w, bool add, int stride, int pad, int64_t ob,
-                                        struct fr_err *err) {
+                                        const struct fr_tensor *w, const float *bias, int stride, int pad,
+                                        int64_t ob, struct fr_err *err) {
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
   int64_t Ho = y->shape[2], Wo = y->shape[3], P = Ho * Wo, K = C * kh * kw, N = B * P;
@@ -268,7 +268,7 @@ static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y,
     const float *wf = fr__wrows(cpu, wp, w, o0, on, K);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)on, (int)N, (int)K, 1.0f, wf, (int)K, cols,
                 (int)N, 0.0f, t, (int)N);
-    struct fr__scatter sc = {t, y->data, on, P, B, O, o0, add};
+    struct fr__scatter sc = {t, bias, y->data, on, P, B, O, o0};
     fr_cpu_parallel(cpu->pool, B * on, 16, fr__scatter_task, &sc);
   }
   return FR_OK;
@@ -280,11 +280,10 @@ static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y,
  * axpy, the rows spread over the pool. Stride 1 only. w: fp32 [O, C*kh*kw]. bench_ops, 2 threads: the
  * VAE's 128 -> 3 at 512x512 115-180 ms -> 34 ms. */
 struct fr__dconv {
-  const float *x, *w;
+  const float *x, *w, *bias; /* bias: [O] or NULL */
   float *y;
   int64_t C, H, W, O, kh, kw, Ho, Wo;
   int pad;
-  bool zero; /* y has no bias in it yet */
 };
 
 static void fr__dconv_task(void *argp, int64_t r0, int64_t r1, int part) {
@@ -296,9 +295,11 @@ static void fr__dconv_task(void *argp, int64_t r0, int64_t r1, int part) {
   for (int64_t r = r0; r < r1; r++) {
     int64_t oh = r % a->Ho, bi = r / a->Ho;
     float *y0 = a->y + (bi * a->O * a->Ho + oh) * a->Wo; /* output row of channel o: y0 + o * Ho * Wo */
-    if (a->zero)
-      for (int64_t o = 0; o < a->O; o++)
-        memset(y0 + o * a->Ho * a->Wo, 0, (size_t)a->Wo * sizeof(float));
+    for (int64_t o = 0; o < a->O; o++) {                 /* each row starts at its bias */
+      float *yo = y0 + o * a->Ho * a->Wo, v = a->bias ? a->bias[o] : 0.0f;
+      for (int64_t ow = 0; ow < a->Wo; ow++)
+        yo[ow] = v;
+    }
     for (int64_t c = 0; c < a->C; c++) {
       const float *xc = a->x + (bi * a->C + c) * a->H * a->W;
       for (int64_t ki = 0; ki < a->kh; ki++) {
@@ -346,7 +347,7 @@ static void fr__c512_task(void *argp, int64_t r0, int64_t r1, int part) {
  * (batch 2) 300 -> 406. At 32x32 with 640 channels (14.7 M weights) it was no faster. */
 static bool fr__use_conv512(int64_t C, int64_t O, int64_t kh, int64_t kw, int stride, int pad, int64_t H,
                             int64_t W) {
-  return H * W >= 64 * 64 && O * C * 9 <= ((int64_t)4 << 20) && strcmp(fr_cpu_vec_name(), "avx512") == 0 &&
+  return H * W >= 64 * 64 && O * C * 9 <= ((int64_t)4 << 20) && fr_cpu_avx512() &&
          fr_cpu_conv512_fits(C, O, kh, kw, stride, pad, H, W);
 }
 
@@ -361,12 +362,7 @@ static enum fr_status fr__conv2d_512(struct fr_cpu *cpu, struct fr_tensor *y, co
   if (!ws || !win)
     return fr_errf(err, FR_E_NOMEM, "out of memory for a conv's packed weights [%lld, %lld]", (long long)O,
                    (long long)K);
-  const float *wf = w->data;
-  if (half) {
-    fr_cpu_half_rows(cpu, ws + O * K, w, 0, O, K);
-    wf = ws + O * K;
-  }
-  fr_cpu_conv512_pack_w(ws, wf, O, C);
+  fr_cpu_conv512_pack_w(ws, fr__wrows(cpu, half ? ws + O * K : NULL, w, 0, O, K), O, C);
   struct fr__c512 a = {x->data, ws, bias ? bias->data : NULL, y->data, win, C, O, H, W, wn};
   fr_cpu_parallel(cpu->pool, B * H, 1, fr__c512_task, &a);
   return FR_OK;
@@ -383,16 +379,14 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
     return FR_OK;
   if (fr__use_conv512(C, O, kh, kw, stride, pad, H, W))
     return fr__conv2d_512(cpu, y, x, w, bias, err);
-  float beta = 0.0f;
-  if (bias) { /* y[b, o, :] = bias[o], then y += W cols */
-    struct fr__fill_rows f = {y->data, bias->data, P, O, 0};
-    fr_cpu_parallel(cpu->pool, B * O, 16, fr__fill_rows_task, &f);
-    beta = 1.0f;
-  } else if (K == 0) {
-    memset(y->data, 0, fr_tensor_nbytes(y));
-  }
-  if (K == 0)
+  struct fr__fill_rows f = {y->data, bias ? bias->data : NULL, P, O, 0}; /* y[b, o, :] = bias[o] */
+  if (K == 0) {
+    if (bias)
+      fr_cpu_parallel(cpu->pool, B * O, 16, fr__fill_rows_task, &f);
+    else
+      memset(y->data, 0, fr_tensor_nbytes(y));
     return FR_OK;
+  }
   bool half = fr_cpu_is_half(w);
   int64_t ob = half ? fr__panel_rows(O, K) : O;
   if (O < 8 && stride == 1) {
@@ -400,13 +394,18 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
     enum fr_status rc = fr__wpanel(cpu, w, O, K, &wp, err);
     if (rc != FR_OK)
       return rc;
-    struct fr__dconv d = {
-        x->data, fr__wrows(cpu, wp, w, 0, O, K), y->data, C, H, W, O, kh, kw, Ho, Wo, pad, bias == NULL};
+    struct fr__dconv d = {x->data, fr__wrows(cpu, wp, w, 0, O, K), f.v, y->data, C, H, W, O, kh, kw, Ho, Wo,
+                          pad};
     fr_cpu_parallel(cpu->pool, B * Ho, 2, fr__dconv_task, &d);
     return FR_OK;
   }
   if (B > 1 && P < 1024 && (size_t)(K * B * P) <= FR__IM2COL_BUDGET) /* columns; + one panel's product */
-    return fr__conv2d_merged(cpu, y, x, w, bias != NULL, stride, pad, ob, err);
+    return fr__conv2d_merged(cpu, y, x, w, f.v, stride, pad, ob, err);
+  float beta = 0.0f;
+  if (bias) { /* y = bias, then y += W cols */
+    fr_cpu_parallel(cpu->pool, B * O, 16, fr__fill_rows_task, &f);
+    beta = 1.0f;
+  }
   bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0; /* x[b] already is [C, H*W] */
   int64_t rows = Ho;
   float *cols = NULL;
@@ -588,7 +587,7 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
                        .Tkp = (Tk + 63) / 64 * 64,
                        .scale = 1.0f / sqrtf((float)D),
                        .causal = causal};
-  if (fr_cpu_attn512_built() && strcmp(fr_cpu_vec_name(), "avx512") == 0) {
+  if (fr_cpu_avx512()) {
     a.kt = fr_malloc((size_t)(B * heads * D * a.Tkp) * sizeof(float));
     if (!a.kt)
       return fr_errf(err, FR_E_NOMEM, "out of memory for attention's K^T [%lld, %d, %lld, %lld]",

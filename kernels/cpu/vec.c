@@ -152,6 +152,14 @@ const char *fr_cpu_vec_name(void) {
   return fr__vpaths[fr__vchosen].name;
 }
 
+bool fr_cpu_avx512(void) {
+#ifdef FR__HAVE_X86_PATHS
+  return fr_cpu_vec() == &fr__vavx512_table;
+#else
+  return false;
+#endif
+}
+
 int fr_cpu_vec_all(const struct fr_cpu_vec **out, const char **names) {
   int n = 0;
   for (int i = 0; i < FR__NVPATHS; i++) {

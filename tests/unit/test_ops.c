@@ -105,6 +105,8 @@ static const struct row ROWS[] = {
      .tol = GEMM_TOL, .why = GEMM_WHY},
     {"conv2d 5x5 pad2", K_CONV2D, 4, S(1, 3, 11, 12), 4, S(6, 3, 5, 5), .p = {1, 2}, .flag = true,
      .wdt = FR_F16, .tol = GEMM_TOL, .why = GEMM_WHY},
+    {"conv2d batch 2 no bias", K_CONV2D, 4, S(2, 8, 6, 5), 4, S(16, 8, 3, 3), .p = {1, 1}, .tol = GEMM_TOL,
+     .why = "the CPU's merged-batch path (small outputs, both images in one sgemm) without a bias"},
     /* the CPU's direct path for fewer than 8 output channels at stride 1 (kernels/cpu/gemm.c) */
     {"conv2d 16->2 no bias", K_CONV2D, 4, S(2, 16, 7, 9), 4, S(2, 16, 3, 3), .p = {1, 1}, .tol = GEMM_TOL,
      .why = "few outputs, no bias: the CPU's direct conv zeroes its rows first"},
@@ -1386,9 +1388,8 @@ static void check_vec_math(void) {
 int main(void) {
   check_vec_math();
   printf("cpu attention: %s (vector path %s, FR_CPU_ISA=%s)\n",
-         fr_cpu_attn512_built() && strcmp(fr_cpu_vec_name(), "avx512") == 0 ? "AVX-512 register tiles"
-                                                                            : "sgemm blocks",
-         fr_cpu_vec_name(), getenv("FR_CPU_ISA") ? getenv("FR_CPU_ISA") : "");
+         fr_cpu_avx512() ? "AVX-512 register tiles" : "sgemm blocks", fr_cpu_vec_name(),
+         getenv("FR_CPU_ISA") ? getenv("FR_CPU_ISA") : "");
   struct fr_ctx *ctx[NDEV] = {0};
   for (int i = 0; i < NDEV; i++) {
     struct fr_err e;
