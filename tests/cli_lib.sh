@@ -16,3 +16,10 @@ expect() {
 # space-separated
 done_field() { grep '"event":"run_done"' "$1" | sed -E "s/.*\"$2\":([0-9]+).*/\\1/"; }
 started() { grep '"event":"node_start"' "$1" | sed -E 's/.*"node":"([^"]*)".*/\1/' | sort | tr '\n' ' '; }
+
+# Exits 77 (skipped) when the tiny SD1.5 fixture is missing, or 1 when FR_REQUIRE_FIXTURES=1 (CI) demands it.
+require_fixtures() {
+  [ -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ] && return 0
+  if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
+  echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
+}

@@ -5,12 +5,9 @@
 # ComfyUI's format and imported back); refusals (a PNG without the chunk, unknown node types, the UI
 # format) exit 2 with the message; ComfyUI's CLIPTextEncode on SDXL conditions on the image's size.
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, require_fixtures
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
-if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
-  if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
-  echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
-fi
+require_fixtures
 T="$FR_TEST_TMP/cli_comfy.$$"
 rm -rf "$T" && mkdir -p "$T/out" && cd "$T" || exit 1
 M=(--models "$FR_FIXTURES/models" --no-cache --output out)

@@ -9,15 +9,12 @@
 #   - the database restarted mid-way (pg_ctl restart): everything still completes.
 # Skips (77) when this flowrun has no PostgreSQL support or no PostgreSQL server is installed.
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, started, require_fixtures
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
 "$FLOWRUN" worker --help > /dev/null 2>&1 || { echo "skipped: this flowrun was built without libpq"; exit 77; }
 . "$(dirname "${BASH_SOURCE[0]}")/../pg_lib.sh" # PGBIN, as_pg, pg_start, pgctl
 [ -x "$PGBIN/initdb" ] || { echo "skipped: no PostgreSQL server (apt-get install postgresql)"; exit 77; }
-if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
-  if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
-  echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
-fi
+require_fixtures
 T=$(mktemp -d "${FR_TEST_TMP:-/tmp}/cli_fleet.XXXXXX")
 chmod 755 "$T"
 cd "$T" || exit 1

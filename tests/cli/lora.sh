@@ -7,12 +7,9 @@
 # checkpoint; an unmatched module is a warning on stderr, and a LoRA file that is not safetensors is a node
 # error naming it.
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, started
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, started, require_fixtures
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
-if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
-  if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
-  echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
-fi
+require_fixtures
 T="$FR_TEST_TMP/cli_lora.$$"
 rm -rf "$T" && mkdir -p "$T/models/loras" "$T/out" && cd "$T" || exit 1
 trap 'cd / && rm -rf "$T"' EXIT

@@ -8,15 +8,12 @@
 # cache passes PRAGMA integrity_check and no half-written picture is left.
 # Skips (77) without serve (libwebsockets), curl, python3 or the fixtures.
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, require_fixtures
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_TEST_TMP:?}" "${FR_FIXTURES:?}"
 command -v curl > /dev/null || { echo "skipped: curl not found"; exit 77; }
 command -v python3 > /dev/null || { echo "skipped: python3 not found"; exit 77; }
 "$FLOWRUN" serve --help > /dev/null 2>&1 || { echo "skipped: this flowrun was built without serve (libwebsockets)"; exit 77; }
-if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
-  if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
-  echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
-fi
+require_fixtures
 
 T="$FR_TEST_TMP/ops_http"
 rm -rf "$T" && mkdir -p "$T/graphs" "$T/out" && cd "$T" || exit 1

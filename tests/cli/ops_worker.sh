@@ -7,7 +7,7 @@
 # ends in time: exit 0 and the run done.
 # Skips (77) without PostgreSQL support or server, libwebsockets, curl, python3 or the fixtures.
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, require_fixtures
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
 "$FLOWRUN" worker --help > /dev/null 2>&1 || { echo "skipped: this flowrun was built without libpq"; exit 77; }
 "$FLOWRUN" worker --help | grep -q -- "--http" && "$FLOWRUN" serve --help > /dev/null 2>&1 \
@@ -16,10 +16,7 @@ command -v curl > /dev/null || { echo "skipped: curl not found"; exit 77; }
 command -v python3 > /dev/null || { echo "skipped: python3 not found"; exit 77; }
 . "$(dirname "${BASH_SOURCE[0]}")/../pg_lib.sh" # PGBIN, as_pg, pg_start, pgctl
 [ -x "$PGBIN/initdb" ] || { echo "skipped: no PostgreSQL server (apt-get install postgresql)"; exit 77; }
-if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
-  if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
-  echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
-fi
+require_fixtures
 T=$(mktemp -d "${FR_TEST_TMP:-/tmp}/cli_ops_worker.XXXXXX")
 chmod 755 "$T"
 cd "$T" || exit 1

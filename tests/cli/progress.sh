@@ -3,12 +3,9 @@
 # and the running rate, as stable-diffusion.cpp's does, and each model file read with its size and rate; on
 # a terminal the step bar shows the rate and the time left.
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, require_fixtures
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
-if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
-  if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
-  echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
-fi
+require_fixtures
 T="$FR_TEST_TMP/cli_progress.$$"
 rm -rf "$T" && mkdir -p "$T" && cd "$T" || exit 1
 R=("$FR_SRC/graphs/tiny-demo.yaml" --models "$FR_FIXTURES/models" --no-cache --output out --set steps=4)

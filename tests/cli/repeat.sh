@@ -2,12 +2,9 @@
 # Batches of runs from the CLI: --repeat N runs N times with the seed param going up by one each run (as
 # ComfyUI's batch count with "increment"), --seed N|random sets the seed param (random: a fresh one, printed).
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field
+. "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" # ok, bad, expect, done_field, require_fixtures
 : "${FLOWRUN:?}" "${FR_SRC:?}" "${FR_FIXTURES:?}" "${FR_TEST_TMP:=/tmp}"
-if [ ! -f "$FR_FIXTURES/models/sd15-tiny.safetensors" ]; then
-  if [ "${FR_REQUIRE_FIXTURES:-0}" = 1 ]; then echo "FAIL: fixtures not found at $FR_FIXTURES"; exit 1; fi
-  echo "skipped: fixtures not found at $FR_FIXTURES"; exit 77
-fi
+require_fixtures
 T="$FR_TEST_TMP/cli_repeat.$$"
 rm -rf "$T" && mkdir -p "$T" && cd "$T" || exit 1
 R=("$FR_SRC/graphs/tiny-demo.yaml" --models "$FR_FIXTURES/models" --cache "$T/c.sqlite" --output out
