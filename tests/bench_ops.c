@@ -148,6 +148,13 @@ int main(int argc, char **argv) {
   struct fr_tensor *q = rnd(3, (int64_t[]){1, 4096, 320});
   TIME("attention [1,4096,320] 8 heads self", 4.0 * 4096 * 4096 * 320, reps,
        fr_attention(c, q, q, q, 8, false));
+  { /* the UNet's own: both cfg images, q, k and v distinct (31 MB together, about the L3) */
+    struct fr_tensor *q2 = rnd(3, (int64_t[]){2, 4096, 320}), *k2 = rnd(3, (int64_t[]){2, 4096, 320}),
+                     *v2 = rnd(3, (int64_t[]){2, 4096, 320});
+    TIME("attention [2,4096,320] q k v 8 heads", 2 * 4.0 * 4096 * 4096 * 320, reps,
+         fr_attention(c, q2, k2, v2, 8, false));
+    fr_tensor_free(q2), fr_tensor_free(k2), fr_tensor_free(v2);
+  }
   struct fr_tensor *kv = rnd(3, (int64_t[]){1, 77, 320});
   TIME("attention [1,4096,320] x [1,77,320] 8 heads", 4.0 * 4096 * 77 * 320, reps,
        fr_attention(c, q, kv, kv, 8, false));

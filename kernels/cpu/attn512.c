@@ -1,16 +1,31 @@
-/* Attention's two products in AVX-512 register tiles, for the flash attention in gemm.c (which does the
- * blocking, the online softmax and the threading). With SD's head sizes (40, 64, 80, 160) both products are
- * thin: QK^T reduces over D = 40..160 only and PV produces D columns, so OpenBLAS spends a large part of
- * each small sgemm packing its operands and in its driver (measured: a [4096, 320] 8-head self-attention at
- * 157-185 GFLOP/s on two Zen cores against 414 for a 2048^3 sgemm). Here nothing is packed per block: K is
- * transposed once per call (kt: per batch and head [Tkp / 64, D, 64], Tkp = Tk rounded up to 64, zero
- * padded), so 16 keys of one d are one vector load; Q rows are broadcast from where they are; V rows are
- * loaded from where they are. Every sum is fp32 with FMA, in the order d = 0..D-1 (QK^T) and key order (PV):
- * the regrouping against the sgemm path is within the attention rows' GEMM tolerance in test_ops.
+/* Flash attention for one block of up to 64 queries of one head, in AVX-512 register tiles, laid out
+ * transposed: queries along the vector lanes (4 vectors of 16), keys and head dims along the rows. With SD's
+ * head sizes (40, 64, 80, 160) both products are thin (QK^T reduces over D only, PV produces D columns),
+ * and with the keys or the head dims along the lanes a D of 40 fills 2.5 vectors: PV ran with its last
+ * vector half empty and the softmax reduced every score row across lanes. Transposed:
+ *   S^T [kb, 64] = K Q^T    tiles of 6 keys x 64 queries: per d, 4 loads of Q^T (packed once per block,
+ *                           in L1), 6 broadcasts of K (from where it is), 24 FMAs;
+ *   softmax down the rows   the running max m, the sum l and the rescale exp(m_old - m_new) are one vector
+ *                           per 16 queries: no reduction across lanes;
+ *   Y^T [D, 64] += V^T P^T  tiles of 5 (or 4) head dims x 64 queries: per key, 4 loads of P^T, 5
+ *                           broadcasts of V (from where it is), 20 FMAs;
+ * and Y^T / l is written back into y's rows at the end. Keys are walked in blocks of FR__AKB (P^T of a block
+ * is 32 KB: it stays in L1 for the PV tiles that each read all of it). Every sum is fp32 with FMA in the
+ * same order as the unblocked definition (d = 0..D-1 for a score, key order for an output): a regrouping
+ * of the online softmax only, within the attention rows' GEMM tolerance in test_ops.
  *
- * Used when fr_cpu_vec() is the AVX-512 table (the CPU has AVX-512F/DQ/BW/VL and FR_CPU_ISA does not ask
- * for less); the sgemm path remains for every other CPU. */
+ * Used by fr_cpu_attention (gemm.c) when fr_cpu_avx512(); the sgemm path remains for every other CPU. */
 #include "kernels/cpu/cpu.h"
+
+#define FR__AQB 64 /* queries per block: 4 vectors */
+#ifndef FR__AKB
+#define FR__AKB 128 /* keys per block */
+#endif
+
+size_t fr_cpu_attn512_scratch(int64_t D) {
+  /* Q^T [D, 64], Y^T [D, 64], P^T [FR__AKB, 64], 1 / l [64] */
+  return (size_t)(2 * D * FR__AQB + FR__AKB * FR__AQB + FR__AQB);
+}
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -18,155 +33,151 @@
 #define FR__T __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 #define FR__TI __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma"), always_inline)) static inline
 
-/* kt = K^T of one head in tiles of 64 keys: [Tkp / 64, D, 64], so the D rows of 64 keys a tile reads are
- * one contiguous run (a plain [D, Tk] transpose puts them Tk floats apart: 16 KB for Tk = 4096, and all D
- * rows then fall into the same few L1 sets). k points at the head's first key row (row stride HD); keys
- * Tk..Tkp-1 are 0. */
-FR__T void fr_cpu_attn512_pack_kt(float *kt, const float *k, int64_t Tk, int64_t Tkp, int64_t HD, int64_t D) {
-  for (int64_t j0 = 0; j0 < Tkp; j0 += 64) {
-    float *tile = kt + j0 * D; /* [D, 64] */
-    int64_t nj = Tk - j0 < 64 ? Tk - j0 : 64;
-    for (int64_t j = 0; j < 64; j++) {
-      float *dst = tile + j;
-      if (j < nj) {
-        const float *src = k + (j0 + j) * HD;
-        for (int64_t d = 0; d < D; d++)
-          dst[d * 64] = src[d];
-      } else {
-        for (int64_t d = 0; d < D; d++)
-          dst[d * 64] = 0.0f;
-      }
-    }
-  }
-}
+#include "kernels/cpu/exp512.h"
 
-/* S rows [R] x 16*C keys, kt pointing at the first of them inside a 64-key tile (row stride 64), over
- * d = 0..D-1; stores scale * sum into s (row stride lds), the last vector masked by mlast. */
-FR__TI void fr__qk_tile(float *s, int64_t lds, const float *q, int64_t ldq, const float *kt, int64_t D,
-                        float scale, const int R, const int C, __mmask16 mlast) {
+/* st rows [R] (keys k0 + j .. k0 + j + R - 1 of the block, j relative to it) = scale * K Q^T, over
+ * d = 0..D-1; k: the first of those keys' rows (row stride ld). Causal: lane i of row r (query q0 + i) is
+ * -inf where the key k0 + j + r > q0 + i. */
+FR__TI void fr__s_tile(float *st, const float *qt, const float *k, int64_t ld, int64_t D, float scale,
+                       const int R, bool causal, int64_t first) {
   __m512 acc[6][4];
 #pragma GCC unroll 6
   for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-    for (int c = 0; c < C; c++)
+    for (int c = 0; c < 4; c++)
       acc[r][c] = _mm512_setzero_ps();
   for (int64_t d = 0; d < D; d++) {
-    __m512 kv[4];
+    __m512 qv[4];
 #pragma GCC unroll 4
-    for (int c = 0; c < C; c++)
-      kv[c] = _mm512_loadu_ps(kt + d * 64 + 16 * c); /* kt is padded to a multiple of 64 keys */
+    for (int c = 0; c < 4; c++)
+      qv[c] = _mm512_loadu_ps(qt + d * FR__AQB + 16 * c);
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++) {
-      __m512 qv = _mm512_set1_ps(q[r * ldq + d]);
+      __m512 kv = _mm512_set1_ps(k[r * ld + d]);
 #pragma GCC unroll 4
-      for (int c = 0; c < C; c++)
-        acc[r][c] = _mm512_fmadd_ps(qv, kv[c], acc[r][c]);
+      for (int c = 0; c < 4; c++)
+        acc[r][c] = _mm512_fmadd_ps(kv, qv[c], acc[r][c]);
     }
   }
-  __m512 sc = _mm512_set1_ps(scale);
+  __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #pragma GCC unroll 6
-  for (int r = 0; r < R; r++) {
-#pragma GCC unroll 4
-    for (int c = 0; c < C - 1; c++)
-      _mm512_storeu_ps(s + r * lds + 16 * c, _mm512_mul_ps(acc[r][c], sc));
-    _mm512_mask_storeu_ps(s + r * lds + 16 * (C - 1), mlast, _mm512_mul_ps(acc[r][C - 1], sc));
-  }
-}
-
-/* s [n, kb] (row stride lds) = scale * Q K[k0 : k0 + kb]^T, q: [n, D] with row stride ldq, kt as packed;
- * k0 is a multiple of 64. */
-FR__T void fr_cpu_attn512_qk(float *s, int64_t lds, const float *q, int64_t ldq, const float *kt, int64_t Tkp,
-                             int64_t n, int64_t k0, int64_t kb, int64_t D, float scale) {
-  (void)Tkp;
-  for (int64_t j = 0; j < kb; j += 64) {
-    const float *tile = kt + (k0 + j) * D; /* [D, 64] */
-    int64_t w = kb - j < 64 ? kb - j : 64;
-    int64_t i = 0;
-    if (w == 64) {
-      for (; i + 4 <= n; i += 4)
-        fr__qk_tile(s + i * lds + j, lds, q + i * ldq, ldq, tile, D, scale, 4, 4, 0xffff);
-      for (; i < n; i++)
-        fr__qk_tile(s + i * lds + j, lds, q + i * ldq, ldq, tile, D, scale, 1, 4, 0xffff);
-      continue;
-    }
-    for (int64_t c = 0; c < w; c += 16) { /* the last, partial tile: 16 keys at a time */
-      int64_t m = w - c < 16 ? w - c : 16;
-      __mmask16 ml = (__mmask16)((1u << m) - 1);
-      for (i = 0; i + 4 <= n; i += 4)
-        fr__qk_tile(s + i * lds + j + c, lds, q + i * ldq, ldq, tile + c, D, scale, 4, 1, ml);
-      for (; i < n; i++)
-        fr__qk_tile(s + i * lds + j + c, lds, q + i * ldq, ldq, tile + c, D, scale, 1, 1, ml);
-    }
-  }
-}
-
-/* Y rows [R] x columns [16 (V - 1) + popcount(mlast)] (+)= P [R, kb] V [kb, those columns]. */
-FR__TI void fr__pv_tile(float *y, int64_t ldy, const float *p, int64_t ldp, const float *v, int64_t ldv,
-                        int64_t kb, bool acc_in, const int R, const int V, __mmask16 mlast) {
-  __m512 acc[8][5];
-#pragma GCC unroll 8
   for (int r = 0; r < R; r++)
-#pragma GCC unroll 5
-    for (int c = 0; c < V; c++) {
-      __mmask16 m = c == V - 1 ? mlast : 0xffff;
-      acc[r][c] = acc_in ? _mm512_maskz_loadu_ps(m, y + r * ldy + 16 * c) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+      __m512 s = _mm512_mul_ps(acc[r][c], sc);
+      if (causal) { /* first = key - q0 of row 0: lane i (query 16c + i of the block) sees it when i >= */
+        __mmask16 hid = _mm512_cmplt_epi32_mask(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * c)),
+                                                _mm512_set1_epi32((int)(first + r)));
+        s = _mm512_mask_mov_ps(s, hid, ninf);
+      }
+      _mm512_storeu_ps(st + r * FR__AQB + 16 * c, s);
     }
+}
+
+/* yt rows [R] (head dims d0 .. d0 + R - 1) += sum over the block's kb keys of V[key, d] P^T[key];
+ * v: the block's first key row at column d0 (row stride ld). */
+FR__TI void fr__y_tile(float *yt, const float *pt, const float *v, int64_t ld, int64_t kb, const int R) {
+  __m512 acc[5][4];
+#pragma GCC unroll 5
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+      acc[r][c] = _mm512_loadu_ps(yt + r * FR__AQB + 16 * c);
   for (int64_t j = 0; j < kb; j++) {
-    __m512 vv[5];
+    __m512 pv[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+      pv[c] = _mm512_loadu_ps(pt + j * FR__AQB + 16 * c);
 #pragma GCC unroll 5
-    for (int c = 0; c < V; c++)
-      vv[c] = _mm512_maskz_loadu_ps(c == V - 1 ? mlast : 0xffff, v + j * ldv + 16 * c);
-#pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-      __m512 pv = _mm512_set1_ps(p[r * ldp + j]);
-#pragma GCC unroll 5
-      for (int c = 0; c < V; c++)
-        acc[r][c] = _mm512_fmadd_ps(pv, vv[c], acc[r][c]);
+      __m512 vv = _mm512_set1_ps(v[j * ld + r]);
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; c++)
+        acc[r][c] = _mm512_fmadd_ps(vv, pv[c], acc[r][c]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; r++)
 #pragma GCC unroll 5
-    for (int c = 0; c < V; c++)
-      _mm512_mask_storeu_ps(y + r * ldy + 16 * c, c == V - 1 ? mlast : 0xffff, acc[r][c]);
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+      _mm512_storeu_ps(yt + r * FR__AQB + 16 * c, acc[r][c]);
 }
 
-/* One column chunk (w <= 80 columns, V = ceil(w / 16) vectors) for all n rows: tiles of R rows, then of 4
- * (when R > 4), then single rows. */
-#define FR__PV_ROWS(R, V)                                                                                    \
-  do {                                                                                                       \
-    int64_t i = 0;                                                                                           \
-    for (; i + (R) <= n; i += (R))                                                                           \
-      fr__pv_tile(y + i * ldy + c0, ldy, p + i * ldp, ldp, v + c0, ldv, kb, acc_in, (R), (V), ml);           \
-    for (; (R) > 4 && i + 4 <= n; i += 4)                                                                    \
-      fr__pv_tile(y + i * ldy + c0, ldy, p + i * ldp, ldp, v + c0, ldv, kb, acc_in, 4, (V), ml);             \
-    for (; i < n; i++)                                                                                       \
-      fr__pv_tile(y + i * ldy + c0, ldy, p + i * ldp, ldp, v + c0, ldv, kb, acc_in, 1, (V), ml);             \
-  } while (0)
-
-/* y [n, D] (row stride ldy) (+)= p [n, kb] (row stride ldp) v [kb, D] (row stride ldv); accumulates into y
- * when acc_in. */
-FR__T void fr_cpu_attn512_pv(float *y, int64_t ldy, const float *p, int64_t ldp, const float *v, int64_t ldv,
-                             int64_t n, int64_t kb, int64_t D, bool acc_in) {
-  for (int64_t c0 = 0; c0 < D; c0 += 80) {
-    int64_t w = D - c0 < 80 ? D - c0 : 80;
-    int nv = (int)((w + 15) / 16);
-    int rem = (int)(w - 16 * (nv - 1));
-    __mmask16 ml = (__mmask16)(rem == 16 ? 0xffff : (1u << rem) - 1);
-    switch (nv) { /* rows per tile: 16-24 accumulators where the registers allow (the FMA latency hidden) */
-    case 1: FR__PV_ROWS(8, 1); break;
-    case 2: FR__PV_ROWS(8, 2); break;
-    case 3: FR__PV_ROWS(8, 3); break;
-    case 4: FR__PV_ROWS(4, 4); break;
-    default: FR__PV_ROWS(4, 5); break;
+FR__T void fr_cpu_attn512_block(float *y, const float *q, const float *k, const float *v, int64_t ld,
+                                int64_t n, int64_t q0, int64_t Tk, int64_t D, float scale, bool causal,
+                                float *scratch) {
+  float *qt = scratch, *yt = qt + D * FR__AQB, *pt = yt + D * FR__AQB;
+  float *linv = pt + FR__AKB * FR__AQB;
+  for (int64_t d = 0; d < D; d++) /* Q^T, lanes past n zero; Y^T zero */
+    for (int64_t i = 0; i < FR__AQB; i++) {
+      qt[d * FR__AQB + i] = i < n ? q[i * ld + d] : 0.0f;
+      yt[d * FR__AQB + i] = 0.0f;
     }
+  int64_t kend = causal && q0 + n < Tk ? q0 + n : Tk; /* the block's last query sees keys < q0 + n */
+  __m512 m[4], l[4];
+  for (int c = 0; c < 4; c++)
+    m[c] = l[c] = _mm512_setzero_ps(); /* set by the first key block */
+  for (int64_t k0 = 0; k0 < kend; k0 += FR__AKB) {
+    int64_t kb = kend - k0 < FR__AKB ? kend - k0 : FR__AKB, j = 0;
+    const float *kp = k + k0 * ld;
+    /* causal: a row's first lane sees its key from query index key - q0 on; keys of the block wholly
+     * before the block's first query (key <= q0) hide nothing, so only the block's diagonal is masked */
+    bool cz = causal && k0 + kb - 1 > q0;
+    for (; j + 6 <= kb; j += 6)
+      fr__s_tile(pt + j * FR__AQB, qt, kp + j * ld, ld, D, scale, 6, cz, k0 + j - q0);
+    for (; j < kb; j++)
+      fr__s_tile(pt + j * FR__AQB, qt, kp + j * ld, ld, D, scale, 1, cz, k0 + j - q0);
+    /* the running max, the rescale of what is summed so far, P = exp(S - m) and its sums, per lane */
+    __m512 corr[4];
+    for (int c = 0; c < 4; c++) {
+      __m512 bm = _mm512_loadu_ps(pt + 16 * c);
+      for (j = 1; j < kb; j++) /* max_ps(v, acc) keeps acc where v is NaN, as vec.c's max */
+        bm = _mm512_max_ps(_mm512_loadu_ps(pt + j * FR__AQB + 16 * c), bm);
+      __m512 mn = k0 == 0 ? bm : _mm512_max_ps(bm, m[c]);
+      corr[c] = k0 == 0 ? _mm512_setzero_ps() : fr__exp512(_mm512_sub_ps(m[c], mn)); /* 1: max unmoved */
+      m[c] = mn;
+      __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+      for (j = 0; j + 2 <= kb; j += 2) {
+        __m512 a = fr__exp512(_mm512_sub_ps(_mm512_loadu_ps(pt + j * FR__AQB + 16 * c), mn));
+        __m512 b = fr__exp512(_mm512_sub_ps(_mm512_loadu_ps(pt + (j + 1) * FR__AQB + 16 * c), mn));
+        _mm512_storeu_ps(pt + j * FR__AQB + 16 * c, a);
+        _mm512_storeu_ps(pt + (j + 1) * FR__AQB + 16 * c, b);
+        s0 = _mm512_add_ps(s0, a);
+        s1 = _mm512_add_ps(s1, b);
+      }
+      if (j < kb) {
+        __m512 a = fr__exp512(_mm512_sub_ps(_mm512_loadu_ps(pt + j * FR__AQB + 16 * c), mn));
+        _mm512_storeu_ps(pt + j * FR__AQB + 16 * c, a);
+        s0 = _mm512_add_ps(s0, a);
+      }
+      __m512 ls = _mm512_add_ps(s0, s1);
+      l[c] = k0 == 0 ? ls : _mm512_fmadd_ps(l[c], corr[c], ls);
+    }
+    if (k0 > 0)
+      for (int64_t d = 0; d < D; d++)
+        for (int c = 0; c < 4; c++)
+          _mm512_storeu_ps(yt + d * FR__AQB + 16 * c,
+                           _mm512_mul_ps(_mm512_loadu_ps(yt + d * FR__AQB + 16 * c), corr[c]));
+    /* Y^T += V^T P^T */
+    const float *vp = v + k0 * ld;
+    int64_t d = 0;
+    if (D % 5 == 0)
+      for (; d < D; d += 5)
+        fr__y_tile(yt + d * FR__AQB, pt, vp + d, ld, kb, 5);
+    for (; d + 4 <= D; d += 4)
+      fr__y_tile(yt + d * FR__AQB, pt, vp + d, ld, kb, 4);
+    for (; d < D; d++)
+      fr__y_tile(yt + d * FR__AQB, pt, vp + d, ld, kb, 1);
   }
+  for (int c = 0; c < 4; c++) /* Y = (Y^T / l)^T */
+    _mm512_storeu_ps(linv + 16 * c, _mm512_div_ps(_mm512_set1_ps(1.0f), l[c]));
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t dd = 0; dd < D; dd++)
+      y[i * ld + dd] = yt[dd * FR__AQB + i] * linv[i];
 }
 
 #else /* no AVX-512 build: gemm.c keeps to its sgemm path */
-void fr_cpu_attn512_pack_kt(float *kt, const float *k, int64_t Tk, int64_t Tkp, int64_t HD, int64_t D) {}
-void fr_cpu_attn512_qk(float *s, int64_t lds, const float *q, int64_t ldq, const float *kt, int64_t Tkp,
-                       int64_t n, int64_t k0, int64_t kb, int64_t D, float scale) {}
-void fr_cpu_attn512_pv(float *y, int64_t ldy, const float *p, int64_t ldp, const float *v, int64_t ldv,
-                       int64_t n, int64_t kb, int64_t D, bool acc_in) {}
+void fr_cpu_attn512_block(float *y, const float *q, const float *k, const float *v, int64_t ld, int64_t n,
+                          int64_t q0, int64_t Tk, int64_t D, float scale, bool causal, float *scratch) {}
 #endif

@@ -49,18 +49,14 @@ const struct fr_cpu_vec *fr_cpu_vec(void);
  * Returns the count (1 to 3) and fills out (room for 3) and, when names is not NULL, their names. */
 int fr_cpu_vec_all(const struct fr_cpu_vec **out, const char **names);
 
-/* ---- attention's products in AVX-512 register tiles (attn512.c), for fr_cpu_attention ----
- * Used when fr_cpu_avx512() (then they are built: the AVX-512 table exists only where they are). */
-/* kt [Tkp / 64, D, 64] = K^T of one head in 64-key tiles (k: its first key row, row stride HD), keys
- * Tk..Tkp-1 zero; Tkp % 64 == 0 */
-void fr_cpu_attn512_pack_kt(float *kt, const float *k, int64_t Tk, int64_t Tkp, int64_t HD, int64_t D);
-/* s [n, kb] (row stride lds) = scale * Q K[k0 : k0 + kb]^T; q [n, D] (row stride ldq); kt as packed;
- * k0 % 64 == 0 */
-void fr_cpu_attn512_qk(float *s, int64_t lds, const float *q, int64_t ldq, const float *kt, int64_t Tkp,
-                       int64_t n, int64_t k0, int64_t kb, int64_t D, float scale);
-/* y [n, D] (row stride ldy) (+= when acc_in) p [n, kb] (row stride ldp) v [kb, D] (row stride ldv) */
-void fr_cpu_attn512_pv(float *y, int64_t ldy, const float *p, int64_t ldp, const float *v, int64_t ldv,
-                       int64_t n, int64_t kb, int64_t D, bool acc_in);
+/* ---- attention in AVX-512 register tiles (attn512.c), for fr_cpu_attention when fr_cpu_avx512() ---- */
+/* Floats of per-thread scratch fr_cpu_attn512_block needs for head size D. */
+size_t fr_cpu_attn512_scratch(int64_t D);
+/* One block of n <= 64 queries of one head: y [n, D] = softmax(scale q k^T) v, where q, y: [n, D] and
+ * k, v: [Tk, D], all with row stride ld (pointing at the head's first column); causal: query q0 + i sees
+ * keys <= q0 + i. */
+void fr_cpu_attn512_block(float *y, const float *q, const float *k, const float *v, int64_t ld, int64_t n,
+                          int64_t q0, int64_t Tk, int64_t D, float scale, bool causal, float *scratch);
 /* ---- 3x3 stride-1 pad-1 convolution in AVX-512 register tiles, no im2col (conv512.c) ---- */
 /* The shape it handles: 3x3, stride 1, pad 1, O % 8 == 0, W % 32 == 0, on an x86-64 GCC/clang build. */
 bool fr_cpu_conv512_fits(int64_t C, int64_t O, int64_t kh, int64_t kw, int stride, int pad, int64_t H,

@@ -471,17 +471,16 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
  * ones running. Causal (CLIP): query i sees keys <= i; key blocks wholly after a block's last query are
  * skipped, and the first key block always holds key 0, so every row's max is finite from the start.
  * Numerics: the same fp32 products and sums as an unblocked softmax, regrouped; exp(m_old - m_new) <= 1.
- * On a CPU with AVX-512 the two products are attn512.c's register tiles instead of sgemms (K transposed
- * once per call into kt, [B, heads, Tkp / 64, D, 64]); the blocking and the softmax are the same. */
+ * On a CPU with AVX-512 a task is attn512.c's fr_cpu_attn512_block instead (the same blocks of 64 queries
+ * and the same online softmax, laid out transposed in register tiles; no sgemm, no OpenBLAS). */
 #define FR__ATTN_QB 64
 #define FR__ATTN_KB 512
-_Static_assert(FR__ATTN_KB % 64 == 0, "attn512.c reads K^T in tiles of 64 keys");
 
 struct fr__attn {
   const float *q, *k, *v;
-  float *y, *scratch; /* scratch: per part, QB * KB scores + QB maxima + QB sums */
-  float *kt;          /* the AVX-512 path: K^T per batch and head in 64-key tiles; else NULL */
-  int64_t Tq, Tk, HD, D, heads, nblk, Tkp;
+  float *y, *scratch; /* scratch: per part, QB * KB scores + QB maxima + QB sums (AVX-512: sn floats) */
+  size_t sn;
+  int64_t Tq, Tk, HD, D, heads, nblk;
   float scale;
   bool causal;
 };
@@ -501,15 +500,11 @@ static void fr__attn_task(void *argp, int64_t t0, int64_t t1, int part) {
     int64_t kend = a->Tk;
     if (a->causal && q0 + n < kend)
       kend = q0 + n; /* the block's last query, q0 + n - 1, sees keys < q0 + n */
-    const float *kt = a->kt ? a->kt + (bi * a->heads + h) * a->D * a->Tkp : NULL; /* [Tkp / 64, D, 64] */
     for (int64_t k0 = 0; k0 < kend; k0 += FR__ATTN_KB) {
       int64_t kb = kend - k0 < FR__ATTN_KB ? kend - k0 : FR__ATTN_KB;
       /* S [n, kb] = scale * Q K[k0 : k0 + kb]^T */
-      if (kt)
-        fr_cpu_attn512_qk(s, kb, qp, HD, kt, a->Tkp, n, k0, kb, a->D, a->scale);
-      else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kb, (int)a->D, a->scale, qp,
-                    (int)HD, kp + k0 * HD, (int)HD, 0.0f, s, (int)kb);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kb, (int)a->D, a->scale, qp, (int)HD,
+                  kp + k0 * HD, (int)HD, 0.0f, s, (int)kb);
       for (int64_t i = 0; i < n; i++) {
         float *row = s + i * kb;
         int64_t valid = kb;
@@ -535,24 +530,22 @@ static void fr__attn_task(void *argp, int64_t t0, int64_t t1, int part) {
         mx[i] = m;
       }
       /* Y [n, D] (+)= P V[k0 : k0 + kb] */
-      if (kt)
-        fr_cpu_attn512_pv(yp, HD, s, kb, vp + k0 * HD, HD, n, kb, a->D, k0 != 0);
-      else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)a->D, (int)kb, 1.0f, s, (int)kb,
-                    vp + k0 * HD, (int)HD, k0 == 0 ? 0.0f : 1.0f, yp, (int)HD);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)a->D, (int)kb, 1.0f, s, (int)kb,
+                  vp + k0 * HD, (int)HD, k0 == 0 ? 0.0f : 1.0f, yp, (int)HD);
     }
     for (int64_t i = 0; i < n; i++)
       vec->scale(yp + i * HD, a->D, 1.0f / sum[i]);
   }
 }
 
-static void fr__attn_kt_task(void *argp, int64_t t0, int64_t t1, int part) {
-  (void)part;
+static void fr__attn512_task(void *argp, int64_t t0, int64_t t1, int part) {
   const struct fr__attn *a = argp;
-  for (int64_t t = t0; t < t1; t++) { /* t = bi * heads + h */
-    int64_t bi = t / a->heads, h = t % a->heads;
-    fr_cpu_attn512_pack_kt(a->kt + t * a->D * a->Tkp, a->k + bi * a->Tk * a->HD + h * a->D, a->Tk, a->Tkp,
-                           a->HD, a->D);
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t blk = t % a->nblk, h = (t / a->nblk) % a->heads, bi = t / a->nblk / a->heads, HD = a->HD;
+    int64_t q0 = blk * FR__ATTN_QB, n = a->Tq - q0 < FR__ATTN_QB ? a->Tq - q0 : FR__ATTN_QB;
+    fr_cpu_attn512_block(a->y + (bi * a->Tq + q0) * HD + h * a->D, a->q + (bi * a->Tq + q0) * HD + h * a->D,
+                         a->k + bi * a->Tk * HD + h * a->D, a->v + bi * a->Tk * HD + h * a->D, HD, n, q0,
+                         a->Tk, a->D, a->scale, a->causal, a->scratch + (size_t)part * a->sn);
   }
 }
 
@@ -569,7 +562,9 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
   }
   int64_t nblk = (Tq + FR__ATTN_QB - 1) / FR__ATTN_QB, tasks = B * heads * nblk;
   int parts = cpu->threads;
-  float *s = fr_cpu_scratch(cpu, (size_t)parts * (size_t)(FR__ATTN_QB * FR__ATTN_KB + 2 * FR__ATTN_QB));
+  bool t512 = fr_cpu_avx512();
+  size_t sn = t512 ? fr_cpu_attn512_scratch(D) : (size_t)(FR__ATTN_QB * FR__ATTN_KB + 2 * FR__ATTN_QB);
+  float *s = fr_cpu_scratch(cpu, (size_t)parts * sn);
   if (!s)
     return fr_errf(err, FR_E_NOMEM, "out of memory for attention scores %d x [%d, %d]", parts, FR__ATTN_QB,
                    FR__ATTN_KB);
@@ -578,23 +573,17 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
                        .v = v->data,
                        .y = y->data,
                        .scratch = s,
+                       .sn = sn,
                        .Tq = Tq,
                        .Tk = Tk,
                        .HD = HD,
                        .D = D,
                        .heads = heads,
                        .nblk = nblk,
-                       .Tkp = (Tk + 63) / 64 * 64,
                        .scale = 1.0f / sqrtf((float)D),
                        .causal = causal};
-  if (fr_cpu_avx512()) {
-    a.kt = fr_malloc((size_t)(B * heads * D * a.Tkp) * sizeof(float));
-    if (!a.kt)
-      return fr_errf(err, FR_E_NOMEM, "out of memory for attention's K^T [%lld, %d, %lld, %lld]",
-                     (long long)B, heads, (long long)D, (long long)a.Tkp);
-    fr_cpu_parallel(cpu->pool, B * heads, 1, fr__attn_kt_task, &a);
-    fr_cpu_parallel(cpu->pool, tasks, 1, fr__attn_task, &a); /* no sgemm: OpenBLAS is not involved */
-    fr_free(a.kt);
+  if (t512) {
+    fr_cpu_parallel(cpu->pool, tasks, 1, fr__attn512_task, &a); /* no sgemm: OpenBLAS is not involved */
     return FR_OK;
   }
   if (parts > 1 && tasks > 1) {

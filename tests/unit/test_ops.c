@@ -137,6 +137,9 @@ static const struct row ROWS[] = {
      .why = "64-query and 64-key tiles of the cuda tensor-core kernel with partial last tiles"},
     {"attention d512", K_ATTENTION, 3, S(1, 96, 512), 3, S(1, 96, 512), .p = {1}, .tol = GEMM_TOL,
      .why = "the VAE's one 512-wide head: 4 output chunks on cuda"},
+    {"attention d7", K_ATTENTION, 3, S(2, 65, 56), 3, S(2, 131, 56), .p = {8}, .tol = GEMM_TOL,
+     .why =
+         "a head size neither 4 nor 5 divides: single-row tiles; 65 queries, 131 keys (CPU blocks 64, 128)"},
     {"attention causal 130", K_ATTENTION, 3, S(1, 130, 64), 3, S(1, 130, 64), .p = {1}, .flag = true,
      .amp = 3, .tol = GEMM_TOL, .why = "causal over 3 key tiles; later tiles masked for early queries"},
     /* CPU flash attention: 64-query and 512-key blocks (kernels/cpu/gemm.c); these cross both edges */
