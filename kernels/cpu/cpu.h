@@ -69,6 +69,16 @@ void fr_cpu_conv512_pack_w(float *wp, const float *w, int64_t O, int64_t C);
 void fr_cpu_conv512_row(float *y, const float *x, const float *wp, const float *bias, int64_t C, int64_t O,
                         int64_t H, int64_t W, int64_t oh, float *win);
 
+/* ---- y = w x + bias in AVX-512 register tiles, the 16-bit weight converted block by block (gemm512.c) ----
+ * y's output channel o, column n at y + (n / pc) * ldb + o * ldo + n % pc; w [O, K] (O = w->shape[0]) fp32
+ * or 16-bit; x [K, N] with row stride ldx; N % 64 == 0 and pc % 64 == 0; bias [O] or NULL. scratch:
+ * fr_cpu_gemm512_scratch(cpu->threads) floats. Runs on the pool; only when fr_cpu_avx512(). */
+struct fr_cpu;
+size_t fr_cpu_gemm512_scratch(int threads);
+void fr_cpu_gemm512(struct fr_cpu *cpu, float *y, const struct fr_tensor *w, int64_t K, const float *x,
+                    int64_t N, int64_t ldx, const float *bias, int64_t pc, int64_t ldb, int64_t ldo,
+                    float *scratch);
+
 /* The name of the vector path fr_cpu_vec() chose: "scalar", "f16c" (AVX2+FMA) or "avx512". */
 const char *fr_cpu_vec_name(void);
 /* Whether that path is AVX-512: attention's and the wide 3x3 convs' register tiles are taken then. */

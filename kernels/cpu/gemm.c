@@ -40,6 +40,9 @@ void fr_cpu_blas_set_threads(int n) {
  * tests/bench_ops.c (2 threads, batch 2): 4 M -> 16 M took the 16x16 convs from 296-331 to 337-351 GFLOP/s
  * and the 2560 -> 1280 one from 286-298 to 323-325. */
 #define FR__WPANEL_BUDGET ((size_t)16 << 20)
+#ifndef FR__G512_MAXN
+#define FR__G512_MAXN 512
+#endif
 
 /* Rows of a 16-bit weight [R, K] per fp32 panel: all of them when they fit the budget, else a multiple of
  * 16 (at least 16). */
@@ -274,6 +277,63 @@ static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y,
   return FR_OK;
 }
 
+/* Output rows per chunk of gemm512.c's columns: the most whose columns (rows * Wo) are a multiple of 64,
+ * at most FR__G512_MAXN and divide Ho evenly; 0 when there is none. */
+static int64_t fr__g512_rows(int64_t Wo, int64_t Ho) {
+  for (int64_t r = FR__G512_MAXN / Wo; r >= 1; r--)
+    if ((r * Wo) % 64 == 0 && Ho % r == 0)
+      return r;
+  return 0;
+}
+
+/* gemm512.c for a conv of B images [O, K] -> [Ho, Wo]: the images side by side when they fit FR__G512_MAXN
+ * columns (each a multiple of 64: a tile never straddles two); else in chunks of output rows, except for 1x1
+ * stride-1 convs, whose input already is the product's operand where OpenBLAS reads it (at 64x64, 640 -> 320
+ * and 960 -> 320: 347-367 GFLOP/s in the model against 280-300 as chunks). */
+static bool fr__use_g512(int64_t B, int64_t O, int64_t K, int64_t Wo, int64_t Ho, bool plain1x1) {
+  int64_t P = Wo * Ho, N = B * P <= FR__G512_MAXN ? (P % 64 ? 0 : B * P)
+                           : plain1x1             ? 0
+                                                  : fr__g512_rows(Wo, Ho) * Wo;
+  return fr_cpu_avx512() && O >= 8 && N > 0 && N % 64 == 0 && (size_t)(K * N) <= FR__IM2COL_BUDGET;
+}
+
+/* Convs on the AVX-512 path through gemm512.c (the 16-bit weight converted block by block as it is used,
+ * the product written straight into y): the im2col of all B images side by side when they fit in
+ * FR__G512_MAXN columns (SD's 16x16 and 8x8 levels), else of chunks of one image's output rows of at most
+ * that many columns, each chunk one product (the weight read again per chunk). */
+static enum fr_status fr__conv2d_g512(struct fr_cpu *cpu, struct fr_tensor *y, const struct fr_tensor *x,
+                                      const struct fr_tensor *w, const struct fr_tensor *bias, int stride,
+                                      int pad, struct fr_err *err) {
+  int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+  int64_t Ho = y->shape[2], Wo = y->shape[3], P = Ho * Wo, K = C * kh * kw;
+  bool merged = B * P <= FR__G512_MAXN;
+  int64_t rows = merged ? Ho : fr__g512_rows(Wo, Ho), N = merged ? B * P : rows * Wo;
+  float *cols = fr_cpu_scratch(cpu, (size_t)(K * N));
+  float *wblk = fr_cpu_wscratch(cpu, fr_cpu_gemm512_scratch(cpu->threads));
+  if (!cols || !wblk)
+    return fr_errf(err, FR_E_NOMEM, "out of memory for im2col scratch [%lld, %lld]", (long long)K,
+                   (long long)N);
+  const float *bv = bias ? bias->data : NULL;
+  if (merged) {
+    for (int64_t bi = 0; bi < B; bi++) {
+      struct fr__im2col a = {
+          (const float *)x->data + bi * C * H * W, cols + bi * P, C, H, W, kh, kw, Wo, 0, Ho, N, stride, pad};
+      fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
+    }
+    fr_cpu_gemm512(cpu, y->data, w, K, cols, N, N, bv, P, O * P, P, wblk);
+    return FR_OK;
+  }
+  for (int64_t bi = 0; bi < B; bi++)
+    for (int64_t oh0 = 0; oh0 < Ho; oh0 += rows) {
+      struct fr__im2col a = {
+          (const float *)x->data + bi * C * H * W, cols, C, H, W, kh, kw, Wo, oh0, rows, N, stride, pad};
+      fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
+      fr_cpu_gemm512(cpu, (float *)y->data + bi * O * P + oh0 * Wo, w, K, cols, N, N, bv, N, 0, P, wblk);
+    }
+  return FR_OK;
+}
+
 /* A convolution with few output channels (SD's VAE conv_out 128 -> 3 at 512x512, the UNet's 320 -> 4): as
  * an sgemm it has M = O rows, where OpenBLAS runs at 10-20 GFLOP/s, and its im2col is 9x the input. Done
  * directly instead: each output row accumulates weight x input row over (c, ki, kj) with the vector path's
@@ -344,10 +404,13 @@ static void fr__c512_task(void *argp, int64_t r0, int64_t r1, int part) {
  * decoder and of the UNet's 64x64 level. tests/bench_ops.c, 2 threads, fastest of 3, as im2col + sgemm ->
  * here: VAE 128 -> 128 at 512x512 231-260 -> 324-365 GFLOP/s, 256 -> 256 at 512x512 296-309 -> 400-426,
  * 256 -> 256 at 256x256 285-310 -> 414, 512 -> 512 at 128x128 344-348 -> 357-404; UNet 320 -> 320 at 64x64
- * (batch 2) 300 -> 406. At 32x32 with 640 channels (14.7 M weights) it was no faster. */
+ * (batch 2) 300 -> 406. At 32x32 with 640 channels (14.7 M weights) it was no faster. Weights of at most
+ * 3 M floats: with more, the rows' passes over them from the L3 lose to gemm512.c's chunks (UNet 640 -> 640
+ * at 64x64, 3.7 M: 304-354 GFLOP/s in the model against 400); 960 -> 320 (2.8 M) measured 364-369 here
+ * against 321 as chunks. */
 static bool fr__use_conv512(int64_t C, int64_t O, int64_t kh, int64_t kw, int stride, int pad, int64_t H,
                             int64_t W) {
-  return H * W >= 64 * 64 && O * C * 9 <= ((int64_t)4 << 20) && fr_cpu_avx512() &&
+  return H * W >= 64 * 64 && O * C * 9 <= ((int64_t)3 << 20) && fr_cpu_avx512() &&
          fr_cpu_conv512_fits(C, O, kh, kw, stride, pad, H, W);
 }
 
@@ -379,6 +442,8 @@ static enum fr_status fr__conv2d_unlocked(void *b, struct fr_tensor *y, const st
     return FR_OK;
   if (fr__use_conv512(C, O, kh, kw, stride, pad, H, W))
     return fr__conv2d_512(cpu, y, x, w, bias, err);
+  if (fr__use_g512(B, O, K, Wo, Ho, kh == 1 && kw == 1 && stride == 1 && pad == 0))
+    return fr__conv2d_g512(cpu, y, x, w, bias, stride, pad, err);
   struct fr__fill_rows f = {y->data, bias ? bias->data : NULL, P, O, 0}; /* y[b, o, :] = bias[o] */
   if (K == 0) {
     if (bias)

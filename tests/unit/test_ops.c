@@ -120,6 +120,21 @@ static const struct row ROWS[] = {
      .why = "AVX-512 register tiles over a packed input window (F16 weights)"},
     {"conv2d 3x3 48x96 direct", K_CONV2D, 4, S(2, 8, 48, 96), 4, S(24, 8, 3, 3), .p = {1, 1}, .tol = GEMM_TOL,
      .why = "two images, three 32-pixel strips per row, no bias"},
+    /* the CPU's AVX-512 product with the weight converted block by block (kernels/cpu/gemm512.c): images side
+     * by side up to 512 columns, else chunks of output rows; 6-channel tiles, k blocks of 512 at 128 columns
+     */
+    {"conv2d g512 merged f16", K_CONV2D, 4, S(2, 80, 8, 8), 4, S(20, 80, 3, 3), .p = {1, 1}, .flag = true,
+     .wdt = FR_F16, .tol = GEMM_TOL,
+     .why = "two 8x8 images side by side; K = 720 in two k blocks (512 + 208); channel tiles 6, 6, 6, 2"},
+    {"conv2d g512 bf16 no bias", K_CONV2D, 4, S(1, 40, 16, 16), 4, S(13, 40, 3, 3), .p = {1, 1},
+     .wdt = FR_BF16, .tol = GEMM_TOL, .why = "one 16x16 image, BF16 weight, no bias; tiles 6, 6, 1"},
+    {"conv2d 2 images of 32", K_CONV2D, 4, S(2, 8, 4, 8), 4, S(16, 8, 3, 3), .p = {1, 1}, .flag = true,
+     .tol = GEMM_TOL,
+     .why = "64 columns but 32 per image: a 64-column tile would straddle them (not gemm512.c)"},
+    {"conv2d g512 chunks", K_CONV2D, 4, S(1, 8, 32, 64), 4, S(16, 8, 3, 3), .p = {1, 1}, .flag = true,
+     .tol = GEMM_TOL, .why = "2048 columns in 4 chunks of 8 output rows, fp32 weight"},
+    {"conv2d g512 chunks s2", K_CONV2D, 4, S(2, 8, 64, 64), 4, S(8, 8, 3, 3), .p = {2, 1}, .wdt = FR_F16,
+     .tol = GEMM_TOL, .why = "stride 2 to 32x32: two images, each in 2 chunks of 16 output rows"},
     /* ---- attention: 8 heads, SD head dims, short sequences ---- */
     {"attention d40 self", K_ATTENTION, 3, S(2, 64, 320), 3, S(2, 64, 320), .p = {8}, .tol = GEMM_TOL,
      .why = "fp32 QK^T and PV sums; softmax in fp32 with the row max subtracted"},

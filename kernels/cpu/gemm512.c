@@ -1,0 +1,147 @@
+/* y = w x + bias for a 16-bit (or fp32) weight w [O, K] and an fp32 x [K, N], in AVX-512 register tiles:
+ * the convs of SD's small levels (16x16 and 8x8, both cfg images side by side: N = 512 or 128 im2col
+ * columns, K = 5760..23040, O = 640..1280). Through OpenBLAS each call first converted the whole weight
+ * (up to 59 MB of fp32 for a 1280 x 11520 kernel) into a panel that OpenBLAS then read and packed again:
+ * three passes over memory per weight element for only 2N flops each, and the reason those convs ran at
+ * 250-330 GFLOP/s in the model against 400 for the floor. Here the weight is read once, 16-bit, from where
+ * it is: per block of FR__GKB reductions x FR__GR output channels its rows are converted into an L1-sized
+ * fp32 block, which then runs over all N columns of the block's x rows (kept in L2) in tiles of FR__GR
+ * channels x 64 columns: per k, four vector loads of x, FR__GR broadcasts of w, 4 FR__GR FMAs. The sums run
+ * over k in order, in fp32 with FMA, with the partial sums kept in y between k blocks.
+ *
+ * Output channel o, column n goes to y + (n / pc) * ldb + o * ldo + n % pc (pc % 64 == 0): the columns of
+ * several images side by side (pc = ldo = P, ldb = O P) or a chunk of one image's (pc = the chunk, ldo = P)
+ * go straight to y's [B, O, P] layout. */
+#include "kernels/cpu/cpu.h"
+
+/* Reductions per block: x's block [kb, N] up to FR__GXB floats (256 KB, a quarter of the L2), between 256 and
+ * FR__GKB (longer rows of w per block: fewer passes over the whole weight, each row read in longer runs). */
+#ifndef FR__GXB
+#define FR__GXB ((int64_t)64 << 10)
+#endif
+#define FR__GKB 2048
+#define FR__GR 6 /* output channels per tile */
+
+struct fr__g512 {
+  const void *w; /* [O, K], fp32 or 16-bit */
+  const float *x, *bias;
+  float *y, *wblk; /* wblk: per part, FR__GR * FR__GKB floats */
+  int64_t O, K, N, ldx, pc, ldb, ldo;
+  enum fr_dtype wdt;
+  fr_cpu_half_fn half;
+};
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define FR__TI __attribute__((target("avx512f,fma"), always_inline)) static inline
+
+/* y rows [R] x columns [n0, n0 + 64) (+)= w rows [R] (row stride ldw, kb of them) x rows [kb] (stride
+ * ldx): from the bias (or 0) when first, else from what y holds. */
+FR__TI void fr__g_tile(float *y, int64_t ldy, const float *w, int64_t ldw, const float *x, int64_t ldx,
+                       int64_t kb, const float *bias, bool first, const int R) {
+  __m512 acc[FR__GR][4];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+      acc[r][c] = first ? _mm512_set1_ps(bias ? bias[r] : 0.0f) : _mm512_loadu_ps(y + r * ldy + 16 * c);
+  for (int64_t k = 0; k < kb; k++) {
+    __m512 xv[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+      xv[c] = _mm512_loadu_ps(x + k * ldx + 16 * c);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+      __m512 wv = _mm512_set1_ps(w[r * ldw + k]);
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; c++)
+        acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+      _mm512_storeu_ps(y + r * ldy + 16 * c, acc[r][c]);
+}
+
+/* Output channels [FR__GR t0, FR__GR t1) (clipped to O), all columns. */
+__attribute__((target("avx512f,fma"))) static void fr__g512_task(void *argp, int64_t t0, int64_t t1,
+                                                                 int part) {
+  const struct fr__g512 *a = argp;
+  int64_t K = a->K, pc = a->pc, kbl = FR__GXB / a->N / 64 * 64;
+  kbl = kbl < 256 ? 256 : kbl > FR__GKB ? FR__GKB : kbl;
+  float *wblk = a->wblk + (size_t)part * FR__GR * FR__GKB;
+  for (int64_t k0 = 0; k0 < K; k0 += kbl) {
+    int64_t kb = K - k0 < kbl ? K - k0 : kbl;
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t o0 = t * FR__GR, R = a->O - o0 < FR__GR ? a->O - o0 : FR__GR, ldw = kb;
+      const float *wr;
+#ifdef FR__NOCONV
+      if (a->half && t == t0 && k0 == 0) {
+#else
+      if (a->half) { /* rows o0.. of the block, converted: [R, kb] */
+#endif
+        for (int64_t r = 0; r < R; r++)
+          a->half(wblk + r * kb, (const uint16_t *)a->w + (o0 + r) * K + k0, (size_t)kb, a->wdt);
+        wr = wblk;
+      } else if (a->half) {
+        wr = wblk;
+      } else {
+        wr = (const float *)a->w + o0 * K + k0;
+        ldw = K;
+      }
+      if (a->half && t + 1 < t1) { /* the next block's rows from memory into L2 while this one computes */
+        int64_t o1 = o0 + FR__GR, r1 = a->O - o1 < FR__GR ? a->O - o1 : FR__GR;
+        for (int64_t r = 0; r < r1; r++) {
+          const char *src = (const char *)((const uint16_t *)a->w + (o1 + r) * K + k0);
+          for (int64_t off = 0; off < kb * 2; off += 64)
+            _mm_prefetch(src + off, _MM_HINT_T1);
+        }
+      }
+      const float *bias = a->bias ? a->bias + o0 : NULL;
+      for (int64_t n0 = 0; n0 < a->N; n0 += 64) {
+        float *y = a->y + (n0 / pc) * a->ldb + o0 * a->ldo + n0 % pc;
+        const float *x = a->x + k0 * a->ldx + n0;
+        switch (R) {
+        case 6: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 6); break;
+        case 5: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 5); break;
+        case 4: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 4); break;
+        case 3: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 3); break;
+        case 2: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 2); break;
+        default: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 1); break;
+        }
+      }
+    }
+  }
+}
+#else
+static void fr__g512_task(void *argp, int64_t t0, int64_t t1, int part) {}
+#endif
+
+size_t fr_cpu_gemm512_scratch(int threads) {
+  return (size_t)threads * FR__GR * FR__GKB;
+}
+
+void fr_cpu_gemm512(struct fr_cpu *cpu, float *y, const struct fr_tensor *w, int64_t K, const float *x,
+                    int64_t N, int64_t ldx, const float *bias, int64_t pc, int64_t ldb, int64_t ldo,
+                    float *scratch) {
+  int64_t O = w->shape[0];
+  struct fr__g512 a = {.w = w->data,
+                       .x = x,
+                       .bias = bias,
+                       .y = y,
+                       .wblk = scratch,
+                       .O = O,
+                       .K = K,
+                       .N = N,
+                       .ldx = ldx,
+                       .pc = pc,
+                       .ldb = ldb,
+                       .ldo = ldo,
+                       .wdt = w->dtype,
+                       .half = fr_cpu_is_half(w) ? fr_cpu_half(NULL) : NULL};
+  fr_cpu_parallel(cpu->pool, (O + FR__GR - 1) / FR__GR, 1, fr__g512_task, &a);
+}
+
