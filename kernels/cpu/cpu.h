@@ -78,6 +78,11 @@ size_t fr_cpu_gemm512_scratch(int threads);
 void fr_cpu_gemm512(struct fr_cpu *cpu, float *y, const struct fr_tensor *w, int64_t K, const float *x,
                     int64_t N, int64_t ldx, const float *bias, int64_t pc, int64_t ldb, int64_t ldo,
                     float *scratch);
+/* y [M, N] = x [M, K] w [N, K]^T + bias (or none), N = w->shape[0] % 64 == 0, w fp32 or 16-bit; scratch:
+ * fr_cpu_linear512_scratch(N, K, cpu->threads) floats. Runs on the pool; only when fr_cpu_avx512(). */
+size_t fr_cpu_linear512_scratch(int64_t N, int64_t K, int threads);
+void fr_cpu_linear512(struct fr_cpu *cpu, float *y, const float *x, const struct fr_tensor *w,
+                      const float *bias, int64_t M, float *scratch);
 
 /* The name of the vector path fr_cpu_vec() chose: "scalar", "f16c" (AVX2+FMA) or "avx512". */
 const char *fr_cpu_vec_name(void);

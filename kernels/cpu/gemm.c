@@ -98,6 +98,14 @@ static void fr__fill_rows_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
+#ifndef FR__L512_MINM
+#define FR__L512_MINM 1024
+#endif
+/* gemm512.c's linear: many rows, whole panels of 64 features, a packed weight of at most 4 M floats. */
+static bool fr__use_l512(int64_t M, int64_t N, int64_t K) {
+  return fr_cpu_avx512() && M >= FR__L512_MINM && N % 64 == 0 && K > 0 && N * K <= ((int64_t)4 << 20);
+}
+
 static enum fr_status fr__linear_unlocked(void *b, struct fr_tensor *y, const struct fr_tensor *x,
                                           const struct fr_tensor *w, const struct fr_tensor *bias,
                                           struct fr_err *err) {
@@ -105,6 +113,14 @@ static enum fr_status fr__linear_unlocked(void *b, struct fr_tensor *y, const st
   int64_t K = w->shape[1], N = w->shape[0], M = fr_tensor_numel(x) / (K ? K : 1);
   if (M == 0 || N == 0)
     return FR_OK;
+  if (fr__use_l512(M, N, K)) {
+    float *ws = fr_cpu_wscratch(cpu, fr_cpu_linear512_scratch(N, K, cpu->threads));
+    if (!ws)
+      return fr_errf(err, FR_E_NOMEM, "out of memory for a packed weight [%lld, %lld]", (long long)N,
+                     (long long)K);
+    fr_cpu_linear512(cpu, y->data, x->data, w, bias ? bias->data : NULL, M, ws);
+    return FR_OK;
+  }
   float beta = 0.0f;
   if (bias) { /* y = bias, then y += x w^T */
     struct fr__fill_rows f = {y->data, bias->data, N, 0, 1};

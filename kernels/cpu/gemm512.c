@@ -145,3 +145,124 @@ void fr_cpu_gemm512(struct fr_cpu *cpu, float *y, const struct fr_tensor *w, int
   fr_cpu_parallel(cpu->pool, (O + FR__GR - 1) / FR__GR, 1, fr__g512_task, &a);
 }
 
+/* ---- y [M, N] = x [M, K] w [N, K]^T + bias, the transformers' linears ----
+ * w is first packed, converted to fp32, as panels of 64 output features [N / 64, K, 64] (fr_cpu_linear512's
+ * scratch); then per chunk of x's rows (at most FR__LXB floats: it stays in L2) every panel runs over the
+ * chunk in tiles of 6 rows x 64 features: per k, four vector loads of the panel, six broadcasts of x, 24
+ * FMAs, over the whole K (no partial sums), the bias as the starting value. */
+#define FR__LXB ((int64_t)64 << 10)
+
+struct fr__l512 {
+  const void *w;
+  const float *x, *bias;
+  float *y, *wp, *tmp; /* tmp: per part, K floats */
+  int64_t M, N, K, rows;
+  enum fr_dtype wdt;
+  fr_cpu_half_fn half;
+};
+
+static void fr__l512_pack_task(void *argp, int64_t p0, int64_t p1, int part) {
+  const struct fr__l512 *a = argp;
+  int64_t K = a->K;
+  float *tmp = a->tmp + (size_t)part * (size_t)K;
+  for (int64_t p = p0; p < p1; p++) {
+    float *dst = a->wp + p * K * 64;
+    for (int64_t j = 0; j < 64; j++) {
+      const float *row;
+      if (a->half) {
+        a->half(tmp, (const uint16_t *)a->w + (p * 64 + j) * K, (size_t)K, a->wdt);
+        row = tmp;
+      } else {
+        row = (const float *)a->w + (p * 64 + j) * K;
+      }
+      for (int64_t k = 0; k < K; k++)
+        dst[k * 64 + j] = row[k];
+    }
+  }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* y rows [R] x 64 features = bias (or 0) + x rows [R] (row stride K) x panel [K, 64]. */
+FR__TI void fr__l_tile(float *y, int64_t ldy, const float *x, const float *wp, int64_t K, const float *bias,
+                       const int R) {
+  __m512 acc[6][4];
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; c++) {
+    __m512 b = bias ? _mm512_loadu_ps(bias + 16 * c) : _mm512_setzero_ps();
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++)
+      acc[r][c] = b;
+  }
+  for (int64_t k = 0; k < K; k++) {
+    __m512 wv[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+      wv[c] = _mm512_loadu_ps(wp + k * 64 + 16 * c);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+      __m512 xv = _mm512_set1_ps(x[r * K + k]);
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; c++)
+        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+      _mm512_storeu_ps(y + r * ldy + 16 * c, acc[r][c]);
+}
+
+/* Chunks [c0, c1) of a->rows rows of x. */
+__attribute__((target("avx512f,fma"))) static void fr__l512_task(void *argp, int64_t c0, int64_t c1,
+                                                                 int part) {
+  (void)part;
+  const struct fr__l512 *a = argp;
+  int64_t K = a->K, N = a->N;
+  for (int64_t ch = c0; ch < c1; ch++) {
+    int64_t m0 = ch * a->rows, m1 = m0 + a->rows < a->M ? m0 + a->rows : a->M;
+    for (int64_t p = 0; p < N / 64; p++) {
+      const float *wp = a->wp + p * K * 64, *bias = a->bias ? a->bias + p * 64 : NULL;
+      for (int64_t m = m0; m < m1; m += 6) {
+        float *y = a->y + m * N + p * 64;
+        const float *x = a->x + m * K;
+        switch (m1 - m < 6 ? m1 - m : 6) {
+        case 6: fr__l_tile(y, N, x, wp, K, bias, 6); break;
+        case 5: fr__l_tile(y, N, x, wp, K, bias, 5); break;
+        case 4: fr__l_tile(y, N, x, wp, K, bias, 4); break;
+        case 3: fr__l_tile(y, N, x, wp, K, bias, 3); break;
+        case 2: fr__l_tile(y, N, x, wp, K, bias, 2); break;
+        default: fr__l_tile(y, N, x, wp, K, bias, 1); break;
+        }
+      }
+    }
+  }
+}
+#else
+static void fr__l512_task(void *argp, int64_t c0, int64_t c1, int part) {}
+#endif
+
+size_t fr_cpu_linear512_scratch(int64_t N, int64_t K, int threads) {
+  return (size_t)(N * K) + (size_t)threads * (size_t)K;
+}
+
+void fr_cpu_linear512(struct fr_cpu *cpu, float *y, const float *x, const struct fr_tensor *w,
+                      const float *bias, int64_t M, float *scratch) {
+  int64_t N = w->shape[0], K = w->shape[1];
+  int64_t rows = FR__LXB / K / 6 * 6;
+  rows = rows < 6 ? 6 : rows;
+  struct fr__l512 a = {.w = w->data,
+                       .x = x,
+                       .bias = bias,
+                       .y = y,
+                       .wp = scratch,
+                       .tmp = scratch + N * K,
+                       .M = M,
+                       .N = N,
+                       .K = K,
+                       .rows = rows,
+                       .wdt = w->dtype,
+                       .half = fr_cpu_is_half(w) ? fr_cpu_half(NULL) : NULL};
+  fr_cpu_parallel(cpu->pool, N / 64, 1, fr__l512_pack_task, &a);
+  fr_cpu_parallel(cpu->pool, (M + rows - 1) / rows, 1, fr__l512_task, &a);
+}

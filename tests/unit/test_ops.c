@@ -135,6 +135,11 @@ static const struct row ROWS[] = {
      .tol = GEMM_TOL, .why = "2048 columns in 4 chunks of 8 output rows, fp32 weight"},
     {"conv2d g512 chunks s2", K_CONV2D, 4, S(2, 8, 64, 64), 4, S(8, 8, 3, 3), .p = {2, 1}, .wdt = FR_F16,
      .tol = GEMM_TOL, .why = "stride 2 to 32x32: two images, each in 2 chunks of 16 output rows"},
+    /* its linear (many rows, 64-feature panels): chunks of rows, 6-row tiles with tails */
+    {"linear l512 f16", K_LINEAR, 3, S(1, 1030, 100), 2, S(128, 100), .flag = true, .wdt = FR_F16,
+     .tol = GEMM_TOL, .why = "1030 rows in chunks of 654 (the last ends in a 4-row tile), 2 panels"},
+    {"linear l512 nobias", K_LINEAR, 3, S(2, 600, 70), 2, S(64, 70), .tol = GEMM_TOL,
+     .why = "fp32 weight, no bias, one panel"},
     /* ---- attention: 8 heads, SD head dims, short sequences ---- */
     {"attention d40 self", K_ATTENTION, 3, S(2, 64, 320), 3, S(2, 64, 320), .p = {8}, .tol = GEMM_TOL,
      .why = "fp32 QK^T and PV sums; softmax in fp32 with the row max subtracted"},
