@@ -159,6 +159,12 @@ int main(int argc, char **argv) {
          fr_attention(c, q2, k2, v2, 8, false));
     fr_tensor_free(q2), fr_tensor_free(k2), fr_tensor_free(v2);
   }
+  { /* the VAE's middle block: one 512-wide head over the 64x64 latent */
+    struct fr_tensor *qv = rnd(3, (int64_t[]){1, 4096, 512});
+    TIME("attention [1,4096,512] 1 head (VAE)", 4.0 * 4096 * 4096 * 512, reps,
+         fr_attention(c, qv, qv, qv, 1, false));
+    fr_tensor_free(qv);
+  }
   struct fr_tensor *kv = rnd(3, (int64_t[]){1, 77, 320});
   TIME("attention [1,4096,320] x [1,77,320] 8 heads", 4.0 * 4096 * 77 * 320, reps,
        fr_attention(c, q, kv, kv, 8, false));

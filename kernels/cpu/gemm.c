@@ -1,6 +1,8 @@
 /* GEMM-shaped ops on the CPU: linear, matmul, conv2d (im2col + sgemm) and attention (flash style: QK^T
  * sgemm, online fp32 softmax, PV sgemm, over blocks of queries and keys). OpenBLAS threads the sgemms; the
- * pool threads the rest. */
+ * pool threads the rest. On a CPU with AVX-512 (fr_cpu_avx512) most of SD's shapes take register-tiled
+ * kernels instead, run on the pool: attention (attn512.c), the wide 3x3 convs (conv512.c), the other convs
+ * and the many-row linears (gemm512.c); each is chosen below where the shape fits. */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>

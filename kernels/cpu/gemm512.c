@@ -1,17 +1,22 @@
-/* y = w x + bias for a 16-bit (or fp32) weight w [O, K] and an fp32 x [K, N], in AVX-512 register tiles:
- * the convs of SD's small levels (16x16 and 8x8, both cfg images side by side: N = 512 or 128 im2col
- * columns, K = 5760..23040, O = 640..1280). Through OpenBLAS each call first converted the whole weight
+/* The AVX-512 products of the CPU backend's convs and linears, in register tiles, for 16-bit (or fp32)
+ * weights read where they are; used by gemm.c when fr_cpu_avx512() and the shape fits.
+ *
+ * fr_cpu_gemm512: y = w x + bias for w [O, K] and an fp32 x [K, N] (im2col columns): the convs of SD's 16x16
+ * and 8x8 levels (both cfg images side by side: N = 512 or 128, K = 5760..23040, O = 640..1280) and, in
+ * chunks of output rows, of its 32x32 level. Through OpenBLAS each call first converted the whole weight
  * (up to 59 MB of fp32 for a 1280 x 11520 kernel) into a panel that OpenBLAS then read and packed again:
  * three passes over memory per weight element for only 2N flops each, and the reason those convs ran at
  * 250-330 GFLOP/s in the model against 400 for the floor. Here the weight is read once, 16-bit, from where
- * it is: per block of FR__GKB reductions x FR__GR output channels its rows are converted into an L1-sized
- * fp32 block, which then runs over all N columns of the block's x rows (kept in L2) in tiles of FR__GR
- * channels x 64 columns: per k, four vector loads of x, FR__GR broadcasts of w, 4 FR__GR FMAs. The sums run
- * over k in order, in fp32 with FMA, with the partial sums kept in y between k blocks.
- *
+ * it is: per block of up to FR__GKB reductions x FR__GR output channels its rows are converted into an
+ * L1-sized fp32 block, which then runs over all N columns of the block's x rows (kept in L2) in tiles of
+ * FR__GR channels x 64 columns: per k, four vector loads of x, FR__GR broadcasts of w, 4 FR__GR FMAs. The
+ * sums run over k in order, in fp32 with FMA, with the partial sums kept in y between k blocks.
  * Output channel o, column n goes to y + (n / pc) * ldb + o * ldo + n % pc (pc % 64 == 0): the columns of
  * several images side by side (pc = ldo = P, ldb = O P) or a chunk of one image's (pc = the chunk, ldo = P)
- * go straight to y's [B, O, P] layout. */
+ * go straight to y's [B, O, P] layout.
+ *
+ * fr_cpu_linear512: y [M, N] = x [M, K] w [N, K]^T + bias with many rows (the 64x64 and 32x32 levels'
+ * transformers), described at its section below. */
 #include "kernels/cpu/cpu.h"
 
 /* Reductions per block: x's block [kb, N] up to FR__GXB floats (256 KB, a quarter of the L2), between 256 and
