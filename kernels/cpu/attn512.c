@@ -3,10 +3,11 @@
  * head sizes (40, 64, 80, 160) both products are thin (QK^T reduces over D only, PV produces D columns),
  * and with the keys or the head dims along the lanes a D of 40 fills 2.5 vectors: PV ran with its last
  * vector half empty and the softmax reduced every score row across lanes. Transposed:
- *   S^T [kb, 64] = K Q^T    tiles of 6 keys x 64 queries: per d, 4 loads of Q^T (packed once per block,
- *                           in L1), 6 broadcasts of K (from where it is), 24 FMAs;
+ *   S^T [kb, 64] = K Q^T    tiles of 6 keys x 64 queries (tile512.h): per d, 4 loads of Q^T (packed once
+ *                           per block, in L1), 6 broadcasts of K (from where it is), 24 FMAs;
  *   softmax down the rows   the running max m, the sum l and the rescale exp(m_old - m_new) are one vector
- *                           per 16 queries: no reduction across lanes;
+ *                           per 16 queries: no reduction across lanes; the scale is applied in the
+ *                           exponent, exp(scale s - m) with one rounding (fmsub), and to the block's max;
  *   Y^T [D, 64] += V^T P^T  tiles of 5 (or 4) head dims x 64 queries: per key, 4 loads of P^T, 5
  *                           broadcasts of V (from where it is), 20 FMAs;
  * and Y^T / l is written back into y's rows at the end. Keys are walked in blocks of FR__AKB (P^T of a block
@@ -34,74 +35,18 @@ size_t fr_cpu_attn512_scratch(int64_t D) {
 #define FR__TI __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma"), always_inline)) static inline
 
 #include "kernels/cpu/exp512.h"
+#include "kernels/cpu/tile512.h"
 
-/* st rows [R] (keys k0 + j .. k0 + j + R - 1 of the block, j relative to it) = scale * K Q^T, over
- * d = 0..D-1; k: the first of those keys' rows (row stride ld). Causal: lane i of row r (query q0 + i) is
- * -inf where the key k0 + j + r > q0 + i. */
-FR__TI void fr__s_tile(float *st, const float *qt, const float *k, int64_t ld, int64_t D, float scale,
-                       const int R, bool causal, int64_t first) {
-  __m512 acc[6][4];
-#pragma GCC unroll 6
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      acc[r][c] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < D; d++) {
-    __m512 qv[4];
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      qv[c] = _mm512_loadu_ps(qt + d * FR__AQB + 16 * c);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-      __m512 kv = _mm512_set1_ps(k[r * ld + d]);
-#pragma GCC unroll 4
-      for (int c = 0; c < 4; c++)
-        acc[r][c] = _mm512_fmadd_ps(kv, qv[c], acc[r][c]);
-    }
-  }
-  __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+/* Causal: in rows [kb] of S^T (keys k0 + j), lane i (query q0 + i) is -inf where the key is past the
+ * query: k0 + j > q0 + i. */
+FR__TI void fr__s_mask(float *st, int64_t kb, int64_t first) {
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-#pragma GCC unroll 6
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+  for (int64_t j = 0; j < kb; j++) /* first = k0 - q0: lane i of row j sees its key when i >= first + j */
     for (int c = 0; c < 4; c++) {
-      __m512 s = _mm512_mul_ps(acc[r][c], sc);
-      if (causal) { /* first = key - q0 of row 0: lane i (query 16c + i of the block) sees it when i >= */
-        __mmask16 hid = _mm512_cmplt_epi32_mask(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * c)),
-                                                _mm512_set1_epi32((int)(first + r)));
-        s = _mm512_mask_mov_ps(s, hid, ninf);
-      }
-      _mm512_storeu_ps(st + r * FR__AQB + 16 * c, s);
+      __mmask16 hid = _mm512_cmplt_epi32_mask(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * c)),
+                                              _mm512_set1_epi32((int)(first + j)));
+      _mm512_mask_storeu_ps(st + j * FR__AQB + 16 * c, hid, _mm512_set1_ps(-INFINITY));
     }
-}
-
-/* yt rows [R] (head dims d0 .. d0 + R - 1) += sum over the block's kb keys of V[key, d] P^T[key];
- * v: the block's first key row at column d0 (row stride ld). */
-FR__TI void fr__y_tile(float *yt, const float *pt, const float *v, int64_t ld, int64_t kb, const int R) {
-  __m512 acc[5][4];
-#pragma GCC unroll 5
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      acc[r][c] = _mm512_loadu_ps(yt + r * FR__AQB + 16 * c);
-  for (int64_t j = 0; j < kb; j++) {
-    __m512 pv[4];
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      pv[c] = _mm512_loadu_ps(pt + j * FR__AQB + 16 * c);
-#pragma GCC unroll 5
-    for (int r = 0; r < R; r++) {
-      __m512 vv = _mm512_set1_ps(v[j * ld + r]);
-#pragma GCC unroll 4
-      for (int c = 0; c < 4; c++)
-        acc[r][c] = _mm512_fmadd_ps(vv, pv[c], acc[r][c]);
-    }
-  }
-#pragma GCC unroll 5
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      _mm512_storeu_ps(yt + r * FR__AQB + 16 * c, acc[r][c]);
 }
 
 FR__T void fr_cpu_attn512_block(float *y, const float *q, const float *k, const float *v, int64_t ld,
@@ -124,30 +69,34 @@ FR__T void fr_cpu_attn512_block(float *y, const float *q, const float *k, const 
     /* causal: a row's first lane sees its key from query index key - q0 on; keys of the block wholly
      * before the block's first query (key <= q0) hide nothing, so only the block's diagonal is masked */
     bool cz = causal && k0 + kb - 1 > q0;
-    for (; j + 6 <= kb; j += 6)
-      fr__s_tile(pt + j * FR__AQB, qt, kp + j * ld, ld, D, scale, 6, cz, k0 + j - q0);
+    for (; j + 6 <= kb;
+         j += 6) /* S^T = K Q^T, unscaled: rows of 6 keys, K broadcast, Q^T's rows the vectors */
+      fr__tile64(pt + j * FR__AQB, FR__AQB, kp + j * ld, ld, 1, qt, FR__AQB, D, false, NULL, NULL, 6);
     for (; j < kb; j++)
-      fr__s_tile(pt + j * FR__AQB, qt, kp + j * ld, ld, D, scale, 1, cz, k0 + j - q0);
+      fr__tile64(pt + j * FR__AQB, FR__AQB, kp + j * ld, ld, 1, qt, FR__AQB, D, false, NULL, NULL, 1);
+    if (cz)
+      fr__s_mask(pt, kb, k0 - q0);
     /* the running max, the rescale of what is summed so far, P = exp(S - m) and its sums, per lane */
-    __m512 corr[4];
+    __m512 corr[4], sc = _mm512_set1_ps(scale);
     for (int c = 0; c < 4; c++) {
       __m512 bm = _mm512_loadu_ps(pt + 16 * c);
       for (j = 1; j < kb; j++) /* max_ps(v, acc) keeps acc where v is NaN, as vec.c's max */
         bm = _mm512_max_ps(_mm512_loadu_ps(pt + j * FR__AQB + 16 * c), bm);
+      bm = _mm512_mul_ps(bm, sc); /* the max of scale * s: scale > 0 and rounding keep the order */
       __m512 mn = k0 == 0 ? bm : _mm512_max_ps(bm, m[c]);
       corr[c] = k0 == 0 ? _mm512_setzero_ps() : fr__exp512(_mm512_sub_ps(m[c], mn)); /* 1: max unmoved */
       m[c] = mn;
       __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
       for (j = 0; j + 2 <= kb; j += 2) {
-        __m512 a = fr__exp512(_mm512_sub_ps(_mm512_loadu_ps(pt + j * FR__AQB + 16 * c), mn));
-        __m512 b = fr__exp512(_mm512_sub_ps(_mm512_loadu_ps(pt + (j + 1) * FR__AQB + 16 * c), mn));
+        __m512 a = fr__exp512(_mm512_fmsub_ps(_mm512_loadu_ps(pt + j * FR__AQB + 16 * c), sc, mn));
+        __m512 b = fr__exp512(_mm512_fmsub_ps(_mm512_loadu_ps(pt + (j + 1) * FR__AQB + 16 * c), sc, mn));
         _mm512_storeu_ps(pt + j * FR__AQB + 16 * c, a);
         _mm512_storeu_ps(pt + (j + 1) * FR__AQB + 16 * c, b);
         s0 = _mm512_add_ps(s0, a);
         s1 = _mm512_add_ps(s1, b);
       }
       if (j < kb) {
-        __m512 a = fr__exp512(_mm512_sub_ps(_mm512_loadu_ps(pt + j * FR__AQB + 16 * c), mn));
+        __m512 a = fr__exp512(_mm512_fmsub_ps(_mm512_loadu_ps(pt + j * FR__AQB + 16 * c), sc, mn));
         _mm512_storeu_ps(pt + j * FR__AQB + 16 * c, a);
         s0 = _mm512_add_ps(s0, a);
       }
@@ -159,16 +108,16 @@ FR__T void fr_cpu_attn512_block(float *y, const float *q, const float *k, const 
         for (int c = 0; c < 4; c++)
           _mm512_storeu_ps(yt + d * FR__AQB + 16 * c,
                            _mm512_mul_ps(_mm512_loadu_ps(yt + d * FR__AQB + 16 * c), corr[c]));
-    /* Y^T += V^T P^T */
+    /* Y^T += V^T P^T: rows of 5 (or 4) head dims, V[key, d] broadcast, P^T's rows the vectors */
     const float *vp = v + k0 * ld;
     int64_t d = 0;
     if (D % 5 == 0)
       for (; d < D; d += 5)
-        fr__y_tile(yt + d * FR__AQB, pt, vp + d, ld, kb, 5);
+        fr__tile64(yt + d * FR__AQB, FR__AQB, vp + d, 1, ld, pt, FR__AQB, kb, true, NULL, NULL, 5);
     for (; d + 4 <= D; d += 4)
-      fr__y_tile(yt + d * FR__AQB, pt, vp + d, ld, kb, 4);
+      fr__tile64(yt + d * FR__AQB, FR__AQB, vp + d, 1, ld, pt, FR__AQB, kb, true, NULL, NULL, 4);
     for (; d < D; d++)
-      fr__y_tile(yt + d * FR__AQB, pt, vp + d, ld, kb, 1);
+      fr__tile64(yt + d * FR__AQB, FR__AQB, vp + d, 1, ld, pt, FR__AQB, kb, true, NULL, NULL, 1);
   }
   for (int c = 0; c < 4; c++) /* Y = (Y^T / l)^T */
     _mm512_storeu_ps(linv + 16 * c, _mm512_div_ps(_mm512_set1_ps(1.0f), l[c]));

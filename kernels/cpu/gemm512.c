@@ -39,37 +39,7 @@ struct fr__g512 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#define FR__TI __attribute__((target("avx512f,fma"), always_inline)) static inline
-
-/* y rows [R] x columns [n0, n0 + 64) (+)= w rows [R] (row stride ldw, kb of them) x rows [kb] (stride
- * ldx): from the bias (or 0) when first, else from what y holds. */
-FR__TI void fr__g_tile(float *y, int64_t ldy, const float *w, int64_t ldw, const float *x, int64_t ldx,
-                       int64_t kb, const float *bias, bool first, const int R) {
-  __m512 acc[FR__GR][4];
-#pragma GCC unroll 6
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      acc[r][c] = first ? _mm512_set1_ps(bias ? bias[r] : 0.0f) : _mm512_loadu_ps(y + r * ldy + 16 * c);
-  for (int64_t k = 0; k < kb; k++) {
-    __m512 xv[4];
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      xv[c] = _mm512_loadu_ps(x + k * ldx + 16 * c);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-      __m512 wv = _mm512_set1_ps(w[r * ldw + k]);
-#pragma GCC unroll 4
-      for (int c = 0; c < 4; c++)
-        acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
-    }
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      _mm512_storeu_ps(y + r * ldy + 16 * c, acc[r][c]);
-}
+#include "kernels/cpu/tile512.h"
 
 /* Output channels [FR__GR t0, FR__GR t1) (clipped to O), all columns. */
 __attribute__((target("avx512f,fma"))) static void fr__g512_task(void *argp, int64_t t0, int64_t t1,
@@ -110,12 +80,12 @@ __attribute__((target("avx512f,fma"))) static void fr__g512_task(void *argp, int
         float *y = a->y + (n0 / pc) * a->ldb + o0 * a->ldo + n0 % pc;
         const float *x = a->x + k0 * a->ldx + n0;
         switch (R) {
-        case 6: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 6); break;
-        case 5: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 5); break;
-        case 4: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 4); break;
-        case 3: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 3); break;
-        case 2: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 2); break;
-        default: fr__g_tile(y, a->ldo, wr, ldw, x, a->ldx, kb, bias, k0 == 0, 1); break;
+        case 6: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 6); break;
+        case 5: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 5); break;
+        case 4: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 4); break;
+        case 3: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 3); break;
+        case 2: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 2); break;
+        default: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 1); break;
         }
       }
     }
@@ -187,37 +157,6 @@ static void fr__l512_pack_task(void *argp, int64_t p0, int64_t p1, int part) {
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-/* y rows [R] x 64 features = bias (or 0) + x rows [R] (row stride K) x panel [K, 64]. */
-FR__TI void fr__l_tile(float *y, int64_t ldy, const float *x, const float *wp, int64_t K, const float *bias,
-                       const int R) {
-  __m512 acc[6][4];
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; c++) {
-    __m512 b = bias ? _mm512_loadu_ps(bias + 16 * c) : _mm512_setzero_ps();
-#pragma GCC unroll 6
-    for (int r = 0; r < R; r++)
-      acc[r][c] = b;
-  }
-  for (int64_t k = 0; k < K; k++) {
-    __m512 wv[4];
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      wv[c] = _mm512_loadu_ps(wp + k * 64 + 16 * c);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-      __m512 xv = _mm512_set1_ps(x[r * K + k]);
-#pragma GCC unroll 4
-      for (int c = 0; c < 4; c++)
-        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
-    }
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-      _mm512_storeu_ps(y + r * ldy + 16 * c, acc[r][c]);
-}
-
 /* Chunks [c0, c1) of a->rows rows of x. */
 __attribute__((target("avx512f,fma"))) static void fr__l512_task(void *argp, int64_t c0, int64_t c1,
                                                                  int part) {
@@ -232,12 +171,12 @@ __attribute__((target("avx512f,fma"))) static void fr__l512_task(void *argp, int
         float *y = a->y + m * N + p * 64;
         const float *x = a->x + m * K;
         switch (m1 - m < 6 ? m1 - m : 6) {
-        case 6: fr__l_tile(y, N, x, wp, K, bias, 6); break;
-        case 5: fr__l_tile(y, N, x, wp, K, bias, 5); break;
-        case 4: fr__l_tile(y, N, x, wp, K, bias, 4); break;
-        case 3: fr__l_tile(y, N, x, wp, K, bias, 3); break;
-        case 2: fr__l_tile(y, N, x, wp, K, bias, 2); break;
-        default: fr__l_tile(y, N, x, wp, K, bias, 1); break;
+        case 6: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 6); break;
+        case 5: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 5); break;
+        case 4: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 4); break;
+        case 3: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 3); break;
+        case 2: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 2); break;
+        default: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 1); break;
         }
       }
     }
