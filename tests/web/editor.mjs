@@ -725,7 +725,11 @@ async function buildScenario() {
     };
   }), { gx: gBack.x, gy: gBack.y }, { polling: 100, timeout: 15000 });
   await page.reload();
-  await page.getByTestId('node-imageblur').waitFor();
+  await page.getByTestId('node-imageblur').waitFor().catch(async (e) => { // say what the page shows instead
+    const n = await page.locator('.react-flow__node').count().catch(() => -1);
+    const msg = await page.getByTestId('message').allTextContents().catch(() => []);
+    throw new Error(`${e.message}\n  after the reload the canvas has ${n} nodes; message bar: ${JSON.stringify(msg)}`);
+  });
   if ((await page.getByTestId('node-imageblur').getAttribute('data-mode')) !== 'bypass') throw new Error('the autosave lost the bypass');
   await page.getByTestId(`history-open-${firstRun}`).click();
   await page.getByTestId('message').filter({ hasText: `opened run ${firstRun}` }).waitFor();

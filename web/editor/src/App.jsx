@@ -90,9 +90,20 @@ function Editor() {
   const refreshGraphs = () => API.getGraphs().then((g) => setGraphs(g.graphs)).catch(() => {});
 
   useEffect(() => {
-    API.getSchema().then((s) => setSchema(Object.fromEntries(s.nodes.map((n) => [n.name, n])))).catch((e) => setMessage(e.message));
+    // The node list is what everything else waits for (the autosave is restored after it): a failed fetch
+    // (a server still starting, a loaded machine) is tried again, 10 times a second apart.
+    let stop = false;
+    const fetchSchema = (n) => API.getSchema().then(
+      (s) => { if (!stop) setSchema(Object.fromEntries(s.nodes.map((x) => [x.name, x]))); },
+      (e) => {
+        if (stop) return;
+        if (n < 10) { setMessage(`${e.message}: trying again`); setTimeout(() => fetchSchema(n + 1), 1000); }
+        else showError(`cannot read the node list: ${e.message}`);
+      });
+    fetchSchema(1);
     refreshGraphs();
     refreshRuns();
+    return () => { stop = true; };
   }, []);
 
   const showError = useCallback((msg, node) => {
@@ -160,10 +171,14 @@ function Editor() {
   }, [loadText]);
 
   // Autosave: the editor's own state (nodes with their modes, edges, the document, the path) to
-  // IndexedDB after each change; restored once the schema is known.
+  // IndexedDB after each change; restored once the schema is known. A read that fails (IndexedDB can, for
+  // a moment, while the page that wrote it is still closing) is tried again; one that keeps failing turns
+  // the autosave off in this tab, so the empty canvas is never written over the saved graph.
   useEffect(() => {
-    if (!Object.keys(schema).length || restored) return;
-    idbGet(AUTOSAVE_KEY).then((a) => {
+    if (!Object.keys(schema).length || restored) return undefined;
+    let stop = false;
+    const read = (n) => idbGet(AUTOSAVE_KEY).then((a) => {
+      if (stop) return;
       if (a && a.nodes) {
         st().setGraph({ nodes: a.nodes, edges: a.edges, doc: a.doc });
         st().setPath(a.path || 'untitled.yaml');
@@ -172,10 +187,21 @@ function Editor() {
         setMessage('restored the autosaved graph');
         setTimeout(() => flow.fitView({ padding: 0.1 }), 50);
       }
-    }).catch(() => {}).finally(() => setRestored(true));
+      setRestored(true);
+    }, (e) => {
+      if (stop) return;
+      if (n < 5) {
+        setTimeout(() => read(n + 1), 200 * n);
+        return;
+      }
+      showError(`cannot read the autosaved graph (${e && e.message}): the autosave is off in this tab`);
+      setRestored('off');
+    });
+    read(1);
+    return () => { stop = true; };
   }, [schema, restored]);
   useEffect(() => {
-    if (!restored) return undefined;
+    if (restored !== true) return undefined;
     const t = setTimeout(() => {
       const strip = nodes.map(({ id, type, position, data }) => ({ id, type, position, data }));
       idbSet(AUTOSAVE_KEY, { nodes: strip, edges, doc, path, savedPath }).catch(() => {});
