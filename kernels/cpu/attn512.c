@@ -18,10 +18,8 @@
  * Used by fr_cpu_attention (gemm.c) when fr_cpu_avx512(); the sgemm path remains for every other CPU. */
 #include "kernels/cpu/cpu.h"
 
-#define FR__AQB 64 /* queries per block: 4 vectors */
-#ifndef FR__AKB
+#define FR__AQB 64  /* queries per block: 4 vectors */
 #define FR__AKB 128 /* keys per block */
-#endif
 
 size_t fr_cpu_attn512_scratch(int64_t D) {
   /* Q^T [D, 64], Y^T [D, 64], P^T [FR__AKB, 64], 1 / l [64] */

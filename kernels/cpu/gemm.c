@@ -42,9 +42,7 @@ void fr_cpu_blas_set_threads(int n) {
  * tests/bench_ops.c (2 threads, batch 2): 4 M -> 16 M took the 16x16 convs from 296-331 to 337-351 GFLOP/s
  * and the 2560 -> 1280 one from 286-298 to 323-325. */
 #define FR__WPANEL_BUDGET ((size_t)16 << 20)
-#ifndef FR__G512_MAXN
-#define FR__G512_MAXN 512
-#endif
+#define FR__G512_MAXN 512 /* gemm512.c's columns per product (conv2d) */
 
 /* Rows of a 16-bit weight [R, K] per fp32 panel: all of them when they fit the budget, else a multiple of
  * 16 (at least 16). */
@@ -100,9 +98,7 @@ static void fr__fill_rows_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
-#ifndef FR__L512_MINM
-#define FR__L512_MINM 1024
-#endif
+#define FR__L512_MINM 1024 /* rows from which a linear takes gemm512.c */
 /* gemm512.c's linear: many rows, whole panels of 64 features, a packed weight of at most 4 M floats. */
 static bool fr__use_l512(int64_t M, int64_t N, int64_t K) {
   return fr_cpu_avx512() && M >= FR__L512_MINM && N % 64 == 0 && K > 0 && N * K <= ((int64_t)4 << 20);
@@ -558,6 +554,7 @@ enum fr_status fr_cpu_conv2d(void *b, struct fr_tensor *y, const struct fr_tenso
  * and the same online softmax, laid out transposed in register tiles; no sgemm, no OpenBLAS). */
 #define FR__ATTN_QB 64
 #define FR__ATTN_KB 512
+_Static_assert(FR__ATTN_QB <= 64, "fr_cpu_attn512_block takes blocks of at most 64 queries");
 
 struct fr__attn {
   const float *q, *k, *v;

@@ -21,9 +21,7 @@
 
 /* Reductions per block: x's block [kb, N] up to FR__GXB floats (256 KB, a quarter of the L2), between 256 and
  * FR__GKB (longer rows of w per block: fewer passes over the whole weight, each row read in longer runs). */
-#ifndef FR__GXB
 #define FR__GXB ((int64_t)64 << 10)
-#endif
 #define FR__GKB 2048
 #define FR__GR 6 /* output channels per tile */
 
@@ -53,15 +51,9 @@ __attribute__((target("avx512f,fma"))) static void fr__g512_task(void *argp, int
     for (int64_t t = t0; t < t1; t++) {
       int64_t o0 = t * FR__GR, R = a->O - o0 < FR__GR ? a->O - o0 : FR__GR, ldw = kb;
       const float *wr;
-#ifdef FR__NOCONV
-      if (a->half && t == t0 && k0 == 0) {
-#else
       if (a->half) { /* rows o0.. of the block, converted: [R, kb] */
-#endif
         for (int64_t r = 0; r < R; r++)
           a->half(wblk + r * kb, (const uint16_t *)a->w + (o0 + r) * K + k0, (size_t)kb, a->wdt);
-        wr = wblk;
-      } else if (a->half) {
         wr = wblk;
       } else {
         wr = (const float *)a->w + o0 * K + k0;
