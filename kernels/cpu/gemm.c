@@ -413,8 +413,8 @@ static void fr__c512_task(void *argp, int64_t r0, int64_t r1, int part) {
 }
 
 /* Where im2col + sgemm is bound by memory traffic (every input value written nine times into the columns,
- * packed again, used by few output channels): images of 64x64 and up, with weights of at most 4 M floats
- * (16 MB: they are read again for every output row, from the L3). That is every 3x3 conv of SD's VAE
+ * packed again, used by few output channels): images of 64x64 and up, with weights of at most 3 M floats
+ * (12 MB: they are read again for every output row, from the L3). That is every 3x3 conv of SD's VAE
  * decoder and of the UNet's 64x64 level. tests/bench_ops.c, 2 threads, fastest of 3, as im2col + sgemm ->
  * here: VAE 128 -> 128 at 512x512 231-260 -> 324-365 GFLOP/s, 256 -> 256 at 512x512 296-309 -> 400-426,
  * 256 -> 256 at 256x256 285-310 -> 414, 512 -> 512 at 128x128 344-348 -> 357-404; UNet 320 -> 320 at 64x64
