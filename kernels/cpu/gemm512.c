@@ -71,14 +71,7 @@ __attribute__((target("avx512f,fma"))) static void fr__g512_task(void *argp, int
       for (int64_t n0 = 0; n0 < a->N; n0 += 64) {
         float *y = a->y + (n0 / pc) * a->ldb + o0 * a->ldo + n0 % pc;
         const float *x = a->x + k0 * a->ldx + n0;
-        switch (R) {
-        case 6: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 6); break;
-        case 5: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 5); break;
-        case 4: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 4); break;
-        case 3: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 3); break;
-        case 2: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 2); break;
-        default: fr__tile64(y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL, 1); break;
-        }
+        fr__tile64_n((int)R, y, a->ldo, wr, ldw, 1, x, a->ldx, kb, k0 > 0, bias, NULL);
       }
     }
   }
@@ -162,14 +155,7 @@ __attribute__((target("avx512f,fma"))) static void fr__l512_task(void *argp, int
       for (int64_t m = m0; m < m1; m += 6) {
         float *y = a->y + m * N + p * 64;
         const float *x = a->x + m * K;
-        switch (m1 - m < 6 ? m1 - m : 6) {
-        case 6: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 6); break;
-        case 5: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 5); break;
-        case 4: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 4); break;
-        case 3: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 3); break;
-        case 2: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 2); break;
-        default: fr__tile64(y, N, x, K, 1, wp, 64, K, false, NULL, bias, 1); break;
-        }
+        fr__tile64_n(m1 - m < 6 ? (int)(m1 - m) : 6, y, N, x, K, 1, wp, 64, K, false, NULL, bias);
       }
     }
   }

@@ -43,4 +43,18 @@ fr__tile64(float *c, int64_t ldc, const float *a, int64_t ar, int64_t ak, const 
       _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
 }
 
+/* fr__tile64 with R (1..6) known only at run time (the last rows of a matrix): one unrolled copy per R. */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+fr__tile64_n(int R, float *c, int64_t ldc, const float *a, int64_t ar, int64_t ak, const float *b,
+             int64_t ldb, int64_t K, bool load, const float *rbias, const float *cbias) {
+  switch (R) {
+  case 6: fr__tile64(c, ldc, a, ar, ak, b, ldb, K, load, rbias, cbias, 6); break;
+  case 5: fr__tile64(c, ldc, a, ar, ak, b, ldb, K, load, rbias, cbias, 5); break;
+  case 4: fr__tile64(c, ldc, a, ar, ak, b, ldb, K, load, rbias, cbias, 4); break;
+  case 3: fr__tile64(c, ldc, a, ar, ak, b, ldb, K, load, rbias, cbias, 3); break;
+  case 2: fr__tile64(c, ldc, a, ar, ak, b, ldb, K, load, rbias, cbias, 2); break;
+  default: fr__tile64(c, ldc, a, ar, ak, b, ldb, K, load, rbias, cbias, 1); break;
+  }
+}
+
 #endif
