@@ -300,15 +300,16 @@ static int64_t fr__g512_rows(int64_t Wo, int64_t Ho) {
   return 0;
 }
 
-/* gemm512.c for a conv of B images [O, K] -> [Ho, Wo]: the images side by side when they fit FR__G512_MAXN
- * columns (each a multiple of 64: a tile never straddles two); else in chunks of output rows, except for 1x1
- * stride-1 convs, whose input already is the product's operand where OpenBLAS reads it (at 64x64, 640 -> 320
- * and 960 -> 320: 347-367 GFLOP/s in the model against 280-300 as chunks). */
+/* gemm512.c for a conv of B images [O, K] -> [Ho, Wo], K > 0 (with none it would leave y unwritten; the
+ * sgemm path fills in the bias): the images side by side when they fit FR__G512_MAXN columns (each a
+ * multiple of 64: a tile never straddles two); else in chunks of output rows, except for 1x1 stride-1
+ * convs, whose input already is the product's operand where OpenBLAS reads it (at 64x64, 640 -> 320 and
+ * 960 -> 320: 347-367 GFLOP/s in the model against 280-300 as chunks). */
 static bool fr__use_g512(int64_t B, int64_t O, int64_t K, int64_t Wo, int64_t Ho, bool plain1x1) {
   int64_t P = Wo * Ho, N = B * P <= FR__G512_MAXN ? (P % 64 ? 0 : B * P)
                            : plain1x1             ? 0
                                                   : fr__g512_rows(Wo, Ho) * Wo;
-  return fr_cpu_avx512() && O >= 8 && N > 0 && N % 64 == 0 && (size_t)(K * N) <= FR__IM2COL_BUDGET;
+  return fr_cpu_avx512() && O >= 8 && K > 0 && N > 0 && N % 64 == 0 && (size_t)(K * N) <= FR__IM2COL_BUDGET;
 }
 
 /* Convs on the AVX-512 path through gemm512.c (the 16-bit weight converted block by block as it is used,

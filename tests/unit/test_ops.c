@@ -131,6 +131,8 @@ static const struct row ROWS[] = {
     {"conv2d 2 images of 32", K_CONV2D, 4, S(2, 8, 4, 8), 4, S(16, 8, 3, 3), .p = {1, 1}, .flag = true,
      .tol = GEMM_TOL,
      .why = "64 columns but 32 per image: a 64-column tile would straddle them (not gemm512.c)"},
+    {"conv2d 0 channels", K_CONV2D, 4, S(2, 0, 8, 8), 4, S(16, 0, 3, 3), .p = {1, 1}, .flag = true, .tol = 0,
+     .why = "no input channel: the bias alone, exactly (64-pixel images that gemm512.c would take)"},
     {"conv2d g512 chunks", K_CONV2D, 4, S(1, 8, 32, 64), 4, S(16, 8, 3, 3), .p = {1, 1}, .flag = true,
      .tol = GEMM_TOL, .why = "2048 columns in 4 chunks of 8 output rows, fp32 weight"},
     {"conv2d g512 chunks s2", K_CONV2D, 4, S(2, 8, 64, 64), 4, S(8, 8, 3, 3), .p = {2, 1}, .wdt = FR_F16,
