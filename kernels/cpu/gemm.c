@@ -230,6 +230,29 @@ static void fr__im2col_task(void *argp, int64_t r0, int64_t r1, int part) {
   }
 }
 
+/* The im2col of all B images of x side by side: cols [C kh kw, B P], image b's columns from b P on (P =
+ * Ho Wo). */
+static void fr__im2col_images(struct fr_cpu *cpu, float *cols, const struct fr_tensor *x, int64_t kh,
+                              int64_t kw, int64_t Ho, int64_t Wo, int stride, int pad) {
+  int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = Ho * Wo;
+  for (int64_t bi = 0; bi < B; bi++) {
+    struct fr__im2col a = {(const float *)x->data + bi * C * H * W,
+                           cols + bi * P,
+                           C,
+                           H,
+                           W,
+                           kh,
+                           kw,
+                           Wo,
+                           0,
+                           Ho,
+                           B * P,
+                           stride,
+                           pad};
+    fr_cpu_parallel(cpu->pool, C * kh * kw, 8, fr__im2col_task, &a);
+  }
+}
+
 /* y[b, o0 + i, :] = t[i, b P : (b + 1) P] (+ bias[o0 + i]) for i < on: a product over several images'
  * columns put back into y's [B, O, P] layout. Rows r = b * on + i. */
 struct fr__scatter {
@@ -263,7 +286,7 @@ static void fr__scatter_task(void *argp, int64_t r0, int64_t r1, int part) {
 static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y, const struct fr_tensor *x,
                                         const struct fr_tensor *w, const float *bias, int stride, int pad,
                                         int64_t ob, struct fr_err *err) {
-  int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  int64_t B = x->shape[0], C = x->shape[1];
   int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
   int64_t Ho = y->shape[2], Wo = y->shape[3], P = Ho * Wo, K = C * kh * kw, N = B * P;
   float *cols = fr_cpu_scratch(cpu, (size_t)((K + ob) * N));
@@ -271,11 +294,7 @@ static enum fr_status fr__conv2d_merged(struct fr_cpu *cpu, struct fr_tensor *y,
     return fr_errf(err, FR_E_NOMEM, "out of memory for im2col scratch [%lld, %lld]", (long long)(K + ob),
                    (long long)N);
   float *t = cols + K * N;
-  for (int64_t bi = 0; bi < B; bi++) {
-    struct fr__im2col a = {
-        (const float *)x->data + bi * C * H * W, cols + bi * P, C, H, W, kh, kw, Wo, 0, Ho, N, stride, pad};
-    fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
-  }
+  fr__im2col_images(cpu, cols, x, kh, kw, Ho, Wo, stride, pad);
   float *wp;
   enum fr_status rc = fr__wpanel(cpu, w, ob, K, &wp, err);
   if (rc != FR_OK)
@@ -331,11 +350,7 @@ static enum fr_status fr__conv2d_g512(struct fr_cpu *cpu, struct fr_tensor *y, c
                    (long long)N);
   const float *bv = bias ? bias->data : NULL;
   if (merged) {
-    for (int64_t bi = 0; bi < B; bi++) {
-      struct fr__im2col a = {
-          (const float *)x->data + bi * C * H * W, cols + bi * P, C, H, W, kh, kw, Wo, 0, Ho, N, stride, pad};
-      fr_cpu_parallel(cpu->pool, K, 8, fr__im2col_task, &a);
-    }
+    fr__im2col_images(cpu, cols, x, kh, kw, Ho, Wo, stride, pad);
     fr_cpu_gemm512(cpu, y->data, w, K, cols, N, N, bv, P, O * P, P, wblk);
     return FR_OK;
   }
