@@ -662,8 +662,7 @@ enum fr_status fr_cpu_attention(void *b, struct fr_tensor *y, const struct fr_te
   size_t sn = t512 ? fr_cpu_attn512_scratch(D) : (size_t)(FR__ATTN_QB * FR__ATTN_KB + 2 * FR__ATTN_QB);
   float *s = fr_cpu_scratch(cpu, (size_t)parts * sn);
   if (!s)
-    return fr_errf(err, FR_E_NOMEM, "out of memory for attention scores %d x [%d, %d]", parts, FR__ATTN_QB,
-                   FR__ATTN_KB);
+    return fr_errf(err, FR_E_NOMEM, "out of memory for attention's scratch: %d x %zu floats", parts, sn);
   struct fr__attn a = {.q = q->data,
                        .k = k->data,
                        .v = v->data,
