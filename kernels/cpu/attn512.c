@@ -67,8 +67,8 @@ FR__T void fr_cpu_attn512_block(float *y, const float *q, const float *k, const 
     /* causal: a row's first lane sees its key from query index key - q0 on; keys of the block wholly
      * before the block's first query (key <= q0) hide nothing, so only the block's diagonal is masked */
     bool cz = causal && k0 + kb - 1 > q0;
-    for (; j + 6 <= kb;
-         j += 6) /* S^T = K Q^T, unscaled: rows of 6 keys, K broadcast, Q^T's rows the vectors */
+    /* S^T = K Q^T, unscaled: rows of 6 keys, K broadcast, Q^T's rows the vectors */
+    for (; j + 6 <= kb; j += 6)
       fr__tile64(pt + j * FR__AQB, FR__AQB, kp + j * ld, ld, 1, qt, FR__AQB, D, false, NULL, NULL, 6);
     for (; j < kb; j++)
       fr__tile64(pt + j * FR__AQB, FR__AQB, kp + j * ld, ld, 1, qt, FR__AQB, D, false, NULL, NULL, 1);
