@@ -711,6 +711,7 @@ async function buildScenario() {
     };
   }), { gx: gBack.x, gy: gBack.y }, { polling: 100, timeout: 15000 });
   await page.reload();
+  await page.getByTestId('message').filter({ hasText: "restored the autosaved graph (this tab's)" }).waitFor();
   await page.getByTestId('node-imageblur').waitFor().catch(async (e) => { // say what the page shows instead
     const n = await page.locator('.react-flow__node').count().catch(() => -1);
     const msg = await page.getByTestId('message').allTextContents().catch(() => []);

@@ -170,24 +170,40 @@ function Editor() {
     }
   }, [loadText]);
 
-  // Autosave: the editor's own state (nodes with their modes, edges, the document, the path) to
-  // IndexedDB after each change; restored once the schema is known. A read that fails (IndexedDB can, for
-  // a moment, while the page that wrote it is still closing) is tried again; one that keeps failing turns
-  // the autosave off in this tab, so the empty canvas is never written over the saved graph.
+  // Autosave: the editor's own state (nodes with their modes, edges, the document, the path) after each
+  // change, twice: in this tab's sessionStorage, written at once (a reload of the tab brings back its own
+  // latest graph) and in IndexedDB (the latest of any tab: what a new tab starts from), as ComfyUI keeps a
+  // workflow per tab. In CI dry runs a reload restored from IndexedDB a graph older than the one it held
+  // just before the reload (6-7 nodes of 10); how is not known, and the tab's own copy does not depend on
+  // it. Restored once the schema is known. An IndexedDB read that fails (it can, for a moment, while the
+  // page that wrote it is still closing) is tried again; one that keeps failing turns the autosave off in
+  // this tab, so the empty canvas is never written over the saved graph.
   useEffect(() => {
     if (!Object.keys(schema).length || restored) return undefined;
     let stop = false;
-    const read = (n) => idbGet(AUTOSAVE_KEY).then((a) => {
-      if (stop) return;
+    const apply = (a, from) => {
       if (a && a.nodes) {
         st().setGraph({ nodes: a.nodes, edges: a.edges, doc: a.doc });
         st().setPath(a.path || 'untitled.yaml');
         st().setSavedPath(a.savedPath || null);
         clearHistory();
-        setMessage('restored the autosaved graph');
+        setMessage(`restored the autosaved graph (${from})`);
         setTimeout(() => flow.fitView({ padding: 0.1 }), 50);
       }
       setRestored(true);
+    };
+    let own = null;
+    try {
+      own = JSON.parse(sessionStorage.getItem(AUTOSAVE_KEY) || 'null');
+    } catch {
+      own = null;
+    }
+    if (own && own.nodes) {
+      apply(own, "this tab's");
+      return undefined;
+    }
+    const read = (n) => idbGet(AUTOSAVE_KEY).then((a) => {
+      if (!stop) apply(a, 'the latest of any tab');
     }, (e) => {
       if (stop) return;
       if (n < 5) {
@@ -204,7 +220,15 @@ function Editor() {
     if (restored !== true) return undefined;
     const t = setTimeout(() => {
       const strip = nodes.map(({ id, type, position, data }) => ({ id, type, position, data }));
-      idbSet(AUTOSAVE_KEY, { nodes: strip, edges, doc, path, savedPath }).catch(() => {});
+      const state = { nodes: strip, edges, doc, path, savedPath };
+      try {
+        sessionStorage.setItem(AUTOSAVE_KEY, JSON.stringify(state));
+      } catch {
+        try {
+          sessionStorage.removeItem(AUTOSAVE_KEY); // too large: a reload falls back to IndexedDB
+        } catch { /* no sessionStorage at all */ }
+      }
+      idbSet(AUTOSAVE_KEY, state).catch(() => {});
     }, 300);
     return () => clearTimeout(t);
   }, [nodes, edges, doc, path, savedPath, restored]);
