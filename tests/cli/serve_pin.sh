@@ -26,6 +26,9 @@ SERVER=""
 trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null; wait 2>/dev/null' EXIT
 start_server() {
   [ -n "$SERVER" ] && { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; }
+  # Emptied here, before the fork: the child's own redirect may come after the loop below has read the
+  # last server's port from the old log (seen in CI: every request then went to a closed port, code 000).
+  : > "$T/server.log"
   "$FLOWRUN" serve --port 0 --graphs "$T/graphs" --output "$T/out" --editor "$T/editor" \
     --cache "$T/cache.sqlite" --models "$T/m" "$@" > "$T/server.log" 2>&1 &
   SERVER=$!
