@@ -17,5 +17,8 @@ void fr_sha256_init(struct fr_sha256 *s);
 void fr_sha256_update(struct fr_sha256 *s, const void *data, size_t len);
 /* The digest as 64 lowercase hex digits and a NUL. s must be initialised again before reuse. */
 void fr_sha256_final_hex(struct fr_sha256 *s, char out[65]);
+/* The block function in use: "sha-ni" (the x86 SHA extensions) where the CPU has them, else "portable";
+ * FR_CPU_ISA=scalar forces the portable one. */
+const char *fr_sha256_impl(void);
 
 #endif

@@ -1,5 +1,7 @@
-/* SHA-256 against the FIPS 180-2 example vectors (appendix B) and split updates; pin parsing and
- * matching (10-digit AutoV2 short form, upper case); the memoised file hash and the look-up by hash. */
+/* SHA-256 against the FIPS 180-2 example vectors (appendix B), split updates, and coreutils' sha256sum
+ * over 3 MB of pseudo-random bytes; pin parsing and matching (10-digit AutoV2 short form, upper case); the
+ * memoised file hash and the look-up by hash. Run twice by CTest: with the block function this CPU gets
+ * (SHA-NI where it has the x86 SHA extensions) and with FR_CPU_ISA=scalar (the portable one). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +52,44 @@ static void test_vectors(void) {
     fr_sha256_final_hex(&s, bytes);
     CHECKF(!strcmp(one, bytes), "n=%zu", n);
   }
+}
+
+/* Pseudo-random bytes hashed here in pieces of every size from 1 to 4 KB, against coreutils' sha256sum of
+ * the same bytes written to a file: an implementation that is not this one. */
+static void test_against_sha256sum(void) {
+  const char *tmp = getenv("FR_TEST_TMP");
+  char path[4096], cmd[4200];
+  snprintf(path, sizeof path, "%s/sha_random.%d", tmp ? tmp : "/tmp", (int)getpid());
+  size_t n = 3 << 20;
+  unsigned char *b = malloc(n);
+  CHECK(b != NULL);
+  if (!b)
+    return;
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+    b[i] = (unsigned char)(x >> 24);
+  }
+  FILE *f = fopen(path, "wb");
+  CHECKF(f && fwrite(b, 1, n, f) == n && fclose(f) == 0, "%s", path);
+  snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
+  char want[65] = {0};
+  FILE *pp = popen(cmd, "r");
+  CHECKF(pp && fscanf(pp, "%64s", want) == 1 && pclose(pp) == 0, "%s", cmd);
+  remove(path);
+  struct fr_sha256 s;
+  fr_sha256_init(&s);
+  for (size_t off = 0, k = 1; off < n; k = k % 4096 + 1) {
+    size_t m = k < n - off ? k : n - off;
+    fr_sha256_update(&s, b + off, m);
+    off += m;
+  }
+  char got[65], whole[65];
+  fr_sha256_final_hex(&s, got);
+  sha_of(b, n, whole);
+  CHECKF(!strcmp(got, want), "pieces: %s, sha256sum: %s", got, want);
+  CHECKF(!strcmp(whole, want), "one update: %s, sha256sum: %s", whole, want);
+  free(b);
 }
 
 static void test_parse(void) {
@@ -105,7 +145,9 @@ static void test_files(void) {
 }
 
 int main(void) {
+  printf("sha256: %s (FR_CPU_ISA=%s)\n", fr_sha256_impl(), getenv("FR_CPU_ISA") ? getenv("FR_CPU_ISA") : "");
   test_vectors();
+  test_against_sha256sum();
   test_parse();
   test_files();
   return fr_test_done();
