@@ -41,9 +41,21 @@ const browser = await chromium.launch({
 });
 let ok = false;
 const context = await browser.newContext({ viewport: scenario === 'build' ? { width: 1900, height: 1150 } : { width: 1500, height: 900 } });
+// What this tab's autosave held when each document started, before the editor read it (the reload step's
+// diagnostic, when it fails).
+await context.addInitScript(() => {
+  try {
+    const a = JSON.parse(sessionStorage.getItem('flowrun-autosave') || 'null');
+    window.frBootAutosave = a && Array.isArray(a.nodes) ? a.nodes.map((x) => x.id).join(',') : String(a);
+  } catch (e) {
+    window.frBootAutosave = `unreadable: ${e}`;
+  }
+});
 const page = await context.newPage();
 const errors = [];
 page.on('pageerror', (e) => errors.push(String(e)));
+const consoleLines = []; // the page's console warnings and errors, printed when the test fails
+page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') consoleLines.push(`${m.type()}: ${m.text()}`); });
 try {
   page.setDefaultTimeout(30000);
   step('open the editor');
@@ -60,6 +72,8 @@ try {
   console.log(`editor test (${scenario}) passed`);
 } catch (e) {
   console.error(`FAIL: ${e.message}`);
+  if (errors.length) console.error(`page errors: ${errors.join('; ')}`);
+  if (consoleLines.length) console.error(`page console:\n  ${consoleLines.slice(-20).join('\n  ')}`);
   await page.screenshot({ path: path.join(shots, `editor-failure-${scenario}.png`) }).catch(() => {});
 } finally {
   await browser.close();
@@ -710,12 +724,31 @@ async function buildScenario() {
       };
     };
   }), { gx: gBack.x, gy: gBack.y }, { polling: 100, timeout: 15000 });
+  const ownBefore = await page.evaluate(() => {
+    try { return (JSON.parse(sessionStorage.getItem('flowrun-autosave') || 'null') || {}).nodes.map((x) => x.id).join(','); } catch (e) { return `unreadable: ${e}`; }
+  });
+  const shownBefore = await page.locator('.react-flow__node').evaluateAll((l) => l.map((x) => x.getAttribute('data-id')).join(','));
   await page.reload();
   await page.getByTestId('message').filter({ hasText: "restored the autosaved graph (this tab's)" }).waitFor();
   await page.getByTestId('node-imageblur').waitFor().catch(async (e) => { // say what the page shows instead
     const n = await page.locator('.react-flow__node').count().catch(() => -1);
     const msg = await page.getByTestId('message').allTextContents().catch(() => []);
-    throw new Error(`${e.message}\n  after the reload the canvas has ${n} nodes; message bar: ${JSON.stringify(msg)}`);
+    const ids = await page.evaluate(() => new Promise((resolve) => { // what each autosave holds now
+      let own;
+      try { own = (JSON.parse(sessionStorage.getItem('flowrun-autosave') || 'null') || {}).nodes; } catch { own = 'unreadable'; }
+      const ownIds = Array.isArray(own) ? own.map((x) => x.id).join(',') : String(own);
+      const rq = indexedDB.open('keyval-store');
+      rq.onerror = () => resolve(`tab: ${ownIds}; IndexedDB: cannot open`);
+      rq.onsuccess = () => {
+        const get = rq.result.transaction('keyval', 'readonly').objectStore('keyval').get('flowrun-autosave');
+        get.onsuccess = () => resolve(`tab: ${ownIds}; IndexedDB: ${((get.result && get.result.nodes) || []).map((x) => x.id).join(',')}`);
+        get.onerror = () => resolve(`tab: ${ownIds}; IndexedDB: cannot read`);
+      };
+    })).catch((x) => `cannot read the autosaves: ${x}`);
+    const shown = await page.locator('.react-flow__node').evaluateAll((l) => l.map((x) => x.getAttribute('data-id')).join(',')).catch(() => '?');
+    const boot = await page.evaluate(() => window.frBootAutosave).catch(() => '?');
+    throw new Error(`${e.message}\n  after the reload the canvas has ${n} nodes (${shown}); message bar: ${JSON.stringify(msg)}\n  autosaves now: ${ids}` +
+      `\n  before the reload: canvas ${shownBefore}; tab's autosave ${ownBefore}\n  the tab's autosave as the new document started: ${boot}`);
   });
   if ((await page.getByTestId('node-imageblur').getAttribute('data-mode')) !== 'bypass') throw new Error('the autosave lost the bypass');
   await page.getByTestId(`history-open-${firstRun}`).click();
