@@ -170,14 +170,16 @@ function Editor() {
     }
   }, [loadText]);
 
-  // Autosave: the editor's own state (nodes with their modes, edges, the document, the path) after each
-  // change, twice: in this tab's sessionStorage, written at once (a reload of the tab brings back its own
-  // latest graph) and in IndexedDB (the latest of any tab: what a new tab starts from), as ComfyUI keeps a
-  // workflow per tab. In CI dry runs a reload restored from IndexedDB a graph older than the one it held
-  // just before the reload (6-7 nodes of 10); how is not known, and the tab's own copy does not depend on
-  // it. Restored once the schema is known. An IndexedDB read that fails (it can, for a moment, while the
-  // page that wrote it is still closing) is tried again; one that keeps failing turns the autosave off in
-  // this tab, so the empty canvas is never written over the saved graph.
+  // Autosave: the editor's own state (nodes with their modes, edges, the document, the path), twice: in
+  // this tab's sessionStorage (a reload of the tab brings back its own latest graph) and in IndexedDB (the
+  // latest of any tab: what a new tab starts from), as ComfyUI keeps a workflow per tab. Written 300 ms after
+  // the last change, but never more than 2 s after the first unwritten one (edits that keep coming, a run's
+  // updates, do not put it off for ever), and at once when the page is hidden or left (a reload, a closed
+  // tab): sessionStorage is written synchronously there, so a reload never loses the last edit. What is
+  // written is the store as it is at that moment. Restored once the schema is known. An IndexedDB read that
+  // fails (it can, for a moment, while the page that wrote it is still closing) is tried again; one that
+  // keeps failing turns the autosave off in this tab, so the empty canvas is never written over the saved
+  // graph.
   useEffect(() => {
     if (!Object.keys(schema).length || restored) return undefined;
     let stop = false;
@@ -216,22 +218,44 @@ function Editor() {
     read(1);
     return () => { stop = true; };
   }, [schema, restored]);
+  const autosave = useRef({ timer: null, since: 0 });
+  const writeAutosave = useCallback(() => {
+    const a = autosave.current;
+    clearTimeout(a.timer);
+    a.timer = null;
+    a.since = 0;
+    const s = st();
+    const strip = s.nodes.map(({ id, type, position, data }) => ({ id, type, position, data }));
+    const state = { nodes: strip, edges: s.edges, doc: s.doc, path: s.path, savedPath: s.savedPath };
+    try {
+      sessionStorage.setItem(AUTOSAVE_KEY, JSON.stringify(state));
+    } catch {
+      try {
+        sessionStorage.removeItem(AUTOSAVE_KEY); // too large: a reload falls back to IndexedDB
+      } catch { /* no sessionStorage at all */ }
+    }
+    idbSet(AUTOSAVE_KEY, state).catch(() => {});
+  }, []);
+  useEffect(() => {
+    if (restored !== true) return;
+    const a = autosave.current;
+    const now = Date.now();
+    if (!a.since) a.since = now;
+    clearTimeout(a.timer);
+    a.timer = setTimeout(writeAutosave, Math.max(0, Math.min(300, a.since + 2000 - now)));
+  }, [nodes, edges, doc, path, savedPath, restored, writeAutosave]);
   useEffect(() => {
     if (restored !== true) return undefined;
-    const t = setTimeout(() => {
-      const strip = nodes.map(({ id, type, position, data }) => ({ id, type, position, data }));
-      const state = { nodes: strip, edges, doc, path, savedPath };
-      try {
-        sessionStorage.setItem(AUTOSAVE_KEY, JSON.stringify(state));
-      } catch {
-        try {
-          sessionStorage.removeItem(AUTOSAVE_KEY); // too large: a reload falls back to IndexedDB
-        } catch { /* no sessionStorage at all */ }
-      }
-      idbSet(AUTOSAVE_KEY, state).catch(() => {});
-    }, 300);
-    return () => clearTimeout(t);
-  }, [nodes, edges, doc, path, savedPath, restored]);
+    const flush = () => { if (autosave.current.timer) writeAutosave(); };
+    const hidden = () => { if (document.visibilityState === 'hidden') flush(); };
+    window.addEventListener('pagehide', flush);
+    document.addEventListener('visibilitychange', hidden);
+    return () => {
+      window.removeEventListener('pagehide', flush);
+      document.removeEventListener('visibilitychange', hidden);
+      clearTimeout(autosave.current.timer);
+    };
+  }, [restored, writeAutosave]);
 
   const yamlText = () => toYaml(st().doc, st().nodes, st().edges, specOf);
 
