@@ -95,7 +95,8 @@ worker b --shutdown-timeout 1
 slow=$("$FLOWRUN" submit --db "$DB" "$G" --set steps=1000 --set size=128 --set seed=2)
 wait_state "$slow" running 60 || bad "slow run: $(state "$slow")"
 kill -TERM "$PID_b"
-sleep 0.2
+# until the worker has seen the signal (it exits about 1 s after it, at its deadline)
+for _ in $(seq 18); do [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$URL_b/readyz")" = 503 ] && break; sleep 0.05; done
 code "worker /readyz while draining" 503 "$URL_b/readyz"
 grep -q "shutting down" "$T/body" && ok "it says shutting down" || bad "body: $(cat "$T/body")"
 wait "$PID_b"; rc=$?
