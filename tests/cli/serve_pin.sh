@@ -116,6 +116,49 @@ printf 'flowrun: 1\nnodes:\n  c: {type: NoSuchNode}\n' > "$T/bad.yaml"
 pin "a graph that does not load" 422 "$T/bad.yaml"
 json_is "  the loader's message" "'NoSuchNode' in j['error']"
 
+# Hashing is the pin thread's: the server goes on answering meanwhile. A big file (sparse: no disk) is
+# pinned in the background; once the server has it open (hashing), /healthz must answer while the pin
+# request is still open. A machine that hashes the file before /healthz gets there tries one 4 times
+# larger (up to 16 GiB); a server that hashes on its loop (as it once did) fails at every size.
+# pin_bg SIZE: POSTs a pin of big$SIZE.safetensors in the background (PIN: curl's pid) and waits until the
+# server has that file open.
+pin_bg() {
+  local f="$T/m/checkpoints/big$1.safetensors"
+  truncate -s "$1G" "$f"
+  python3 -c "import json,sys; print(json.dumps({'yaml': 'flowrun: 1\nnodes:\n  c: {type: CheckpointLoader, inputs: {ckpt_name: big%s.safetensors}}\n' % sys.argv[1]}))" "$1" > "$T/bigreq.json"
+  curl -s -o "$T/bigbody" -w '%{http_code}' --max-time 300 -H 'Content-Type: application/json' \
+    --data-binary "@$T/bigreq.json" "$U/api/pin" > "$T/bigcode" &
+  PIN=$!
+  for _ in $(seq 3000); do
+    ls -l "/proc/$SERVER/fd" 2>/dev/null | grep -q "big$1.safetensors" && return 0
+    kill -0 $PIN 2>/dev/null || return 0
+    sleep 0.01
+  done
+}
+answered=""
+for size in 1 4 16; do
+  pin_bg $size
+  hz=$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 "$U/healthz")
+  kill -0 $PIN 2>/dev/null && still=1 || still=0
+  wait $PIN
+  if [ "$(cat "$T/bigcode")" != 200 ] || ! grep -q '"state":"pinned"' "$T/bigbody"; then
+    echo "FAIL the pin of a ${size} GiB file: $(cat "$T/bigcode") $(head -c 300 "$T/bigbody")"; fails=$((fails + 1)); break
+  fi
+  [ "$hz" = 200 ] && [ $still = 1 ] && { answered=$size; break; }
+  rm -f "$T/m/checkpoints/big$size.safetensors"
+done
+[ -n "$answered" ] && echo "ok   /healthz answered while a pin hashed ${answered} GiB; the pin answered after (200)" \
+  || { echo "FAIL /healthz was answered only after each pin was done (the loop waited for the hash)"; fails=$((fails + 1)); }
+# A client that gives up while its file is hashed: the job is dropped when done, the server goes on.
+pin_bg 2
+kill $PIN 2>/dev/null; wait $PIN 2>/dev/null
+pin "a pin after a client left mid-hash" 200 "$T/g.yaml"
+json_is "  pinned" "j['pinned'] == 2"
+for _ in $(seq 3000); do ls -l "/proc/$SERVER/fd" 2>/dev/null | grep -q big2.safetensors || break; sleep 0.01; done
+[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 "$U/healthz")" = 200 ] \
+  && echo "ok   the server is alive after that job was done" || { echo "FAIL the server after the dropped job"; fails=$((fails + 1)); }
+rm -f "$T/m/checkpoints/big"*.safetensors
+
 # With a token, pinning needs it (as every POST).
 start_server --token s3cret-token
 pin "no token" 401 "$T/g.yaml"

@@ -5,7 +5,10 @@
  * worker appends engine events (already JSON) to the log and wakes the service loop with
  * lws_cancel_service; the loop then asks every websocket for a write and each client sends the log
  * entries it has not seen. Nothing from a connection is touched by the worker, and the engine is touched
- * only by the worker (fr_engine_cancel, which is thread-safe, excepted). */
+ * only by the worker (fr_engine_cancel, which is thread-safe, excepted). POST /api/pin hashes model files
+ * (seconds for a multi-GB checkpoint seen for the first time) on a thread of its own, so the loop goes on
+ * answering and sending progress meanwhile: the request waits as a job, and is answered from the loop
+ * once the job is done (fr__pin_main). */
 #include "web/server/serve.h"
 
 #include <arpa/inet.h>
@@ -173,12 +176,31 @@ struct fr__srv {
   struct fr__msg log[FR__LOG_SIZE];
   uint64_t log_next; /* seq of the next message */
   int fleet_wake[2]; /* serve --db: wakes the fleet thread (a run to submit or to cancel) */
-  /* POST /api/pin: the hashes of model files (service thread only): a connection of its own to the
-   * cache's database (opened at the first pin; NULL with --no-cache or when it cannot be opened, which
-   * only means hashing again) and the process's memo */
+  /* POST /api/pin: jobs waiting for the pin thread, oldest first, and the ones it has done that the loop
+   * has not answered yet (both under mu). The pin thread alone uses the hashes' memo and its own
+   * connection to the cache's database (opened at the first pin; NULL with --no-cache or when it cannot
+   * be opened, which only means hashing again). */
+  struct fr__pin_job *pin_queue, *pin_done;
+  pthread_cond_t pin_cv;
+  pthread_t pin_th;
+  bool pin_started;
   struct fr_cache *pin_cache;
   bool pin_cache_tried;
   struct fr_fp_memo pin_memo;
+};
+
+/* One POST /api/pin. The loop makes it and answers it; the pin thread fills in status, out and err. */
+struct fr__pin_job {
+  struct fr__pin_job *next;
+  struct lws *wsi;     /* the request's connection (the loop's only) */
+  struct fr__pss *pss; /* NULL once the connection has closed: the job is then dropped when done */
+  char dir[PATH_MAX];  /* where relative subgraph files are looked up */
+  char *req;           /* the request's JSON text */
+  size_t req_len;
+  bool done, woken;
+  int status;
+  struct fr_buf out; /* the answer (status 200) */
+  struct fr_err err; /* the error (any other status) */
 };
 
 static struct fr__srv *fr__g; /* for the signal handler only */
@@ -203,6 +225,7 @@ struct fr__pss {
   size_t rq_bytes;
   bool rx_paused; /* reading this client's requests is paused until its replies are sent */
   struct fr__pss *next_ws;
+  struct fr__pin_job *pin_job; /* POST /api/pin: the job this request waits for */
 };
 
 struct fr__reply {
@@ -1619,13 +1642,130 @@ static void fr__pin_warn(void *user, const char *msg) {
   fprintf(stderr, "flowrun serve: warning: %s\n", msg);
 }
 
+static void fr__pin_job_free(struct fr__pin_job *j) {
+  if (!j)
+    return;
+  fr_free(j->req);
+  fr_buf_free(&j->out);
+  fr_free(j);
+}
+
+/* The pin thread: one job at a time, oldest first; the loop is woken to answer each. Jobs still waiting
+ * at shutdown are dropped with their connections. */
+static void *fr__pin_main(void *arg) {
+  struct fr__srv *s = arg;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    while (!s->pin_queue && !s->stopping)
+      pthread_cond_wait(&s->pin_cv, &s->mu);
+    struct fr__pin_job *j = s->stopping ? NULL : s->pin_queue;
+    if (j)
+      s->pin_queue = j->next;
+    pthread_mutex_unlock(&s->mu);
+    if (!j)
+      return NULL;
+    char def[4096];
+    if (!s->pin_cache_tried && !s->o.no_cache &&
+        (s->o.cache_path || fr_cache_default_path(def, sizeof def))) {
+      struct fr_cache_opts co = {.warn = fr__pin_warn, .degrade = true};
+      struct fr_err cerr;
+      if (fr_cache_open(s->o.cache_path ? s->o.cache_path : def, &co, &s->pin_cache, &cerr) != FR_OK)
+        s->pin_cache = NULL;
+    }
+    s->pin_cache_tried = true;
+    struct fr_load_opts lo = fr__load_opts(s);
+    lo.cache = s->pin_cache;
+    lo.memo = &s->pin_memo;
+    struct fr_arena *a = fr_arena_new(0);
+    struct fr_json *req = NULL;
+    if (!a) {
+      j->status = 500;
+      fr_errf(&j->err, FR_E_NOMEM, "out of memory");
+    } else if (fr_json_parse(a, j->req, j->req_len, 32, &req, &j->err) != FR_OK) {
+      j->status = 500; /* parsed once already by the loop: only memory can fail here */
+    } else {
+      j->status = fr__api_pin(req, &lo, j->dir, &j->out, &j->err);
+    }
+    fr_arena_free(a);
+    pthread_mutex_lock(&s->mu);
+    j->done = true;
+    if (j->pss) {
+      j->next = s->pin_done;
+      s->pin_done = j;
+      j = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    fr__pin_job_free(j); /* its connection has closed */
+    lws_cancel_service(s->ctx);
+  }
+}
+
+/* The loop, woken: asks for a write on each connection whose pin job is done. */
+static void fr__pin_wake(struct fr__srv *s) {
+  pthread_mutex_lock(&s->mu);
+  for (struct fr__pin_job *j = s->pin_done; j; j = j->next)
+    if (!j->woken) {
+      j->woken = true;
+      lws_callback_on_writable(j->wsi);
+    }
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Takes pss's job when it is done (NULL while it is not) out of the done list. */
+static struct fr__pin_job *fr__pin_take(struct fr__srv *s, struct fr__pss *pss) {
+  struct fr__pin_job *j = NULL;
+  pthread_mutex_lock(&s->mu);
+  if (pss->pin_job && pss->pin_job->done) {
+    for (struct fr__pin_job **p = &s->pin_done; *p; p = &(*p)->next)
+      if (*p == pss->pin_job) {
+        *p = pss->pin_job->next;
+        break;
+      }
+    j = pss->pin_job;
+    pss->pin_job = NULL;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return j;
+}
+
+/* pss's connection closes: a job done is dropped now, one still waiting or running when it is done. */
+static void fr__pin_forget(struct fr__srv *s, struct fr__pss *pss) {
+  if (!pss->pin_job)
+    return;
+  struct fr__pin_job *j = fr__pin_take(s, pss);
+  if (!j) {
+    pthread_mutex_lock(&s->mu);
+    if (pss->pin_job) {
+      pss->pin_job->pss = NULL;
+      /* not started yet: out of the queue and dropped */
+      for (struct fr__pin_job **p = &s->pin_queue; *p; p = &(*p)->next)
+        if (*p == pss->pin_job) {
+          *p = pss->pin_job->next;
+          j = pss->pin_job;
+          break;
+        }
+      pss->pin_job = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+  }
+  fr__pin_job_free(j);
+}
+
 /* POST /api/pin {"yaml": TEXT, "path": P}: the graph with its model files pinned (api_pin.h). Files are
  * looked up as a run's are: in the model folders, inside the read roots; relative subgraph files from
- * P's folder (a file of the graphs folder, as POST /api/run's path), else from the graphs folder. */
+ * P's folder (a file of the graphs folder, as POST /api/run's path), else from the graphs folder. The
+ * path is checked here; the rest is the pin thread's job, answered when it is done. */
 static int fr__pin(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, const struct fr_json *req) {
   const struct fr_json *pj = fr_json_get(req, "path");
-  char dir[PATH_MAX];
-  snprintf(dir, sizeof dir, "%s", s->graphs_real);
+  struct fr__pin_job *j = fr_calloc(1, sizeof *j);
+  if (!j || !(j->req = fr_malloc(pss->body.len + 1))) {
+    fr__pin_job_free(j);
+    return fr__respond_error(wsi, pss, 500, "out of memory");
+  }
+  memcpy(j->req, pss->body.data, pss->body.len);
+  j->req[pss->body.len] = 0;
+  j->req_len = pss->body.len;
+  snprintf(j->dir, sizeof j->dir, "%s", s->graphs_real);
   if (pj && pj->type != FR_JSON_NULL) {
     char full[PATH_MAX];
     int st = pj->type == FR_JSON_STRING ? fr__resolve(s->graphs_real, pj->str, false, full) : 400;
@@ -1633,26 +1773,25 @@ static int fr__pin(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss, cons
       char msg[1200];
       snprintf(msg, sizeof msg, "graph %s: %s", pj->type == FR_JSON_STRING ? pj->str : "(not a string)",
                st == 404 ? "no such file in the graphs folder" : "not a .yaml file inside the graphs folder");
+      fr__pin_job_free(j);
       return fr__respond_error(wsi, pss, st == 200 ? 400 : st, msg);
     }
-    snprintf(dir, sizeof dir, "%s", full);
-    *strrchr(dir, '/') = 0; /* full is a realpath of a file: it has a '/' */
+    snprintf(j->dir, sizeof j->dir, "%s", full);
+    *strrchr(j->dir, '/') = 0; /* full is a realpath of a file: it has a '/' */
   }
-  char def[4096];
-  if (!s->pin_cache_tried && !s->o.no_cache && (s->o.cache_path || fr_cache_default_path(def, sizeof def))) {
-    struct fr_cache_opts co = {.warn = fr__pin_warn, .degrade = true};
-    struct fr_err cerr;
-    if (fr_cache_open(s->o.cache_path ? s->o.cache_path : def, &co, &s->pin_cache, &cerr) != FR_OK)
-      s->pin_cache = NULL;
-  }
-  s->pin_cache_tried = true;
-  struct fr_load_opts lo = fr__load_opts(s);
-  lo.cache = s->pin_cache;
-  lo.memo = &s->pin_memo;
-  struct fr_buf b = {0};
-  struct fr_err err = {{0}};
-  int st = fr__api_pin(req, &lo, dir, &b, &err);
-  return st == 200 ? fr__respond_json(wsi, pss, 200, &b) : fr__respond_error(wsi, pss, st, err.msg);
+  j->wsi = wsi;
+  j->pss = pss;
+  pss->pin_job = j;
+  pss->responded = true;
+  lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0); /* hashing may take a while; the answer will come */
+  pthread_mutex_lock(&s->mu);
+  struct fr__pin_job **p = &s->pin_queue;
+  while (*p)
+    p = &(*p)->next;
+  *p = j;
+  pthread_cond_signal(&s->pin_cv);
+  pthread_mutex_unlock(&s->mu);
+  return 0;
 }
 
 static int fr__api_post(struct fr__srv *s, struct lws *wsi, struct fr__pss *pss) {
@@ -2046,6 +2185,15 @@ static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     return r;
   }
   case LWS_CALLBACK_HTTP_WRITEABLE: {
+    if (pss->pin_job) { /* POST /api/pin: its answer, once the pin thread is done */
+      struct fr__pin_job *j = fr__pin_take(s, pss);
+      if (!j)
+        return 0;
+      int r = j->status == 200 ? fr__respond_json(wsi, pss, 200, &j->out)
+                               : fr__respond_error(wsi, pss, j->status, j->err.msg);
+      fr__pin_job_free(j);
+      return r;
+    }
     if (!pss->resp)
       return 0;
     size_t left = pss->resp_len - pss->resp_sent, n = left > 32768 ? 32768 : left;
@@ -2069,6 +2217,7 @@ static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void 
   }
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    fr__pin_forget(s, pss);
     fr_free(pss->resp);
     pss->resp = NULL;
     fr_buf_free(&pss->body);
@@ -2171,6 +2320,7 @@ static int fr__callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     return 0;
   case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
     lws_callback_on_writable_all_protocol(lws_get_context(wsi), &fr__protocols[0]);
+    fr__pin_wake(s);
     return 0;
   default: break;
   }
@@ -2421,6 +2571,7 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
 
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
+  pthread_cond_init(&s->pin_cv, NULL);
   fr_ops_ready_init(&s->ready, !s->o.no_cache, s->o.db != NULL);
   static const double wait_buckets[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800};
   if (!(s->metrics = fr_metrics_new())) {
@@ -2524,6 +2675,11 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
     }
     s->runners[i].started = true;
   }
+  if (pthread_create(&s->pin_th, NULL, fr__pin_main, s) != 0) {
+    rc = fr_errf(err, FR_E_INTERNAL, "cannot start the pin thread");
+    goto out_threads;
+  }
+  s->pin_started = true;
 
   printf("flowrun serve: http://%s%s%s:%d/%s%s\n", strchr(s->o.host, ':') ? "[" : "", s->o.host,
          strchr(s->o.host, ':') ? "]" : "", port, s->o.token ? "?token=" : "", s->o.token ? s->o.token : "");
@@ -2588,8 +2744,11 @@ out_threads:
     if (s->runners[i].current)
       fr_engine_cancel(s->runners[i].engine);
   pthread_cond_broadcast(&s->cv);
+  pthread_cond_broadcast(&s->pin_cv);
   pthread_mutex_unlock(&s->mu);
   fr__fleet_wake(s);
+  if (s->pin_started)
+    pthread_join(s->pin_th, NULL);
   for (int i = 0; i < s->n_runners; i++)
     if (s->runners[i].started)
       pthread_join(s->runners[i].th, NULL);
@@ -2612,9 +2771,16 @@ out_sync:
   fr_metrics_free(s->metrics);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
+  pthread_cond_destroy(&s->pin_cv);
 out:
   fr_cache_close(s->pin_cache);
   fr_fp_memo_free(&s->pin_memo);
+  for (struct fr__pin_job **l = &s->pin_queue; l; l = l == &s->pin_queue ? &s->pin_done : NULL)
+    while (*l) { /* jobs left at shutdown */
+      struct fr__pin_job *j = *l;
+      *l = j->next;
+      fr__pin_job_free(j);
+    }
   while (s->runs) {
     struct fr__run *r = s->runs;
     s->runs = r->next;
