@@ -57,7 +57,7 @@ struct fr_engine {
   int threads;
   fr_event_fn on_event;
   void *user;
-  struct fr_cache *cache; /* NULL with no_cache */
+  struct fr_cache *cache;    /* NULL with no_cache */
   struct fr_cache_tier tier; /* the shared second tier (get NULL: none) */
   struct fr_fp_memo memo;
   atomic_int cancelled;
@@ -85,9 +85,9 @@ struct fr__run {
   int **need;             /* how many planned-to-run consumers still read this output */
   bool **want;            /* some running consumer (or the node being a root) needs this output */
   enum fr__nstate *st;
-  bool *forced;   /* must run: a cached entry of it could not be loaded */
-  bool *done;     /* ran during this run */
-  bool *reported; /* node_cached was emitted */
+  bool *forced;    /* must run: a cached entry of it could not be loaded */
+  bool *done;      /* ran during this run */
+  bool *reported;  /* node_cached was emitted */
   bool *from_tier; /* an output came from the shared tier (node_cached says so) */
   bool *outputs_emitted;
   int executed, cached;
@@ -390,8 +390,9 @@ static enum fr_status fr__load_cached(struct fr__run *r, int n, int o, struct fr
 }
 
 static bool fr__available(struct fr__run *r, int n, int o) {
-  return r->mem[n][o] || (r->e->cache && (fr_cache_has(r->e->cache, &r->okeys[n][o]) ||
-                                          (r->e->tier.has && r->e->tier.has(r->e->tier.user, &r->okeys[n][o]))));
+  return r->mem[n][o] ||
+         (r->e->cache && (fr_cache_has(r->e->cache, &r->okeys[n][o]) ||
+                          (r->e->tier.has && r->e->tier.has(r->e->tier.user, &r->okeys[n][o]))));
 }
 
 /* An output node's "files" value, as the engine records it right after the node ran (fr__record_files):
@@ -1108,7 +1109,10 @@ enum fr_status fr_engine_run(struct fr_engine *e, const struct fr_graph *g, stru
     rc = fr__run_alloc(&r, err);
   if (rc == FR_OK) {
     r.params_json = fr_graph_params_json(g);
+    /* a cancel also stops a file being read for its hash or loaded (fr_read_pass, fr_read_chunks) */
+    const atomic_int *outer = fr_read_set_cancel(&e->cancelled);
     rc = fr__run_body(&r, err);
+    fr_read_set_cancel(outer);
   }
   int planned = 0;
   if (r.mem)

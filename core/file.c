@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/reader.h"
 
 enum fr_status fr_read_file(const char *path, size_t max, char **data, size_t *len, struct fr_err *err) {
   *data = NULL;
@@ -243,6 +244,10 @@ enum fr_status fr_read_chunks(const char *path, void (*fn)(void *user, const voi
   }
   enum fr_status rc = FR_OK;
   for (;;) {
+    if (fr_read_cancelled()) {
+      rc = fr_errf(err, FR_E_CANCELLED, "%s: cancelled while reading it", path);
+      break;
+    }
     ssize_t n = read(fd, buf, CHUNK);
     if (n < 0 && errno == EINTR)
       continue;

@@ -113,6 +113,18 @@ void fr_read_set_progress(fr_read_progress_fn fn, void *user) {
   fr__progress_user = user;
 }
 
+static _Thread_local const atomic_int *fr__cancel;
+
+const atomic_int *fr_read_set_cancel(const atomic_int *flag) {
+  const atomic_int *old = fr__cancel;
+  fr__cancel = flag;
+  return old;
+}
+
+bool fr_read_cancelled(void) {
+  return fr__cancel && atomic_load(fr__cancel);
+}
+
 static double fr__now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -129,6 +141,10 @@ enum fr_status fr_read_pass(int fd, const char *path, uint64_t off, uint64_t n,
   double t0 = fr__now_s(), last = t0;
   enum fr_status rc = FR_OK;
   for (uint64_t done = 0; done < n;) {
+    if (fr_read_cancelled()) {
+      rc = fr_errf(err, FR_E_CANCELLED, "%s: cancelled while reading it", path);
+      break;
+    }
     size_t k = n - done < cap ? (size_t)(n - done) : cap;
     rc = fr_read_at(fd, path, buf, k, off + done, err);
     if (rc)

@@ -15,6 +15,8 @@
 #ifndef FR_READER_H
 #define FR_READER_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +38,13 @@ typedef void (*fr_read_progress_fn)(void *user, const char *path, uint64_t done,
 /* The progress listener of reads on this thread (a thread-local: a node sets it around a model load and
  * clears it after, so the layers in between need not pass it). NULL: none. */
 void fr_read_set_progress(fr_read_progress_fn fn, void *user);
+/* The cancel flag of reads on this thread (a thread-local too: the engine sets its run's around a run,
+ * the server its own around a pin): once *flag is non-zero, fr_read_pass and fr_read_chunks stop at their
+ * next chunk with FR_E_CANCELLED, so a cancel does not wait for a multi-GB checkpoint to be read and
+ * hashed. NULL: none. Returns the flag it replaces. */
+const atomic_int *fr_read_set_cancel(const atomic_int *flag);
+/* Whether this thread's reads are cancelled now. */
+bool fr_read_cancelled(void);
 /* Reads [off, off + n) of fd in chunks through fr_read_at, calls chunk(user, data, len) for each (NULL:
  * only read) and reports progress to this thread's listener. Errors as fr_read_at, FR_E_NOMEM. */
 enum fr_status fr_read_pass(int fd, const char *path, uint64_t off, uint64_t n,

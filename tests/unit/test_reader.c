@@ -3,7 +3,7 @@
  * naming the file and the offset; a truncated file is found from its size before anything is mapped
  * ("truncated: tensor NAME ends at offset X, file has Y bytes", never a SIGBUS); corrupt headers name the
  * file, the tensor and the offsets; a pinned open hashes what it maps and refuses a changed file; the
- * verifying pass reports its progress. */
+ * verifying pass reports its progress; a cancel flag stops reads at their next chunk. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/events.h"
+#include "core/file.h"
 #include "core/reader.h"
 #include "core/safetensors.h"
 #include "core/sha256.h"
@@ -249,6 +250,47 @@ static void test_progress(const char *path) {
   CHECK(prog_calls == 0);
 }
 
+/* fr_read_set_cancel: a flag already set stops a load and a hash before they read; one set during a
+ * read stops it at the next chunk; cleared, the same reads succeed. */
+static atomic_int cancel_flag;
+static int chunks_seen;
+static void cancel_after_first(void *user, const void *chunk, size_t n) {
+  (void)user;
+  (void)chunk;
+  (void)n;
+  if (++chunks_seen == 1)
+    atomic_store(&cancel_flag, 1);
+}
+
+static void test_cancel(const char *path) {
+  atomic_store(&cancel_flag, 1);
+  CHECK(fr_read_set_cancel(&cancel_flag) == NULL);
+  CHECK(fr_read_cancelled());
+  struct fr_safetensors *st = NULL;
+  struct fr_err err = {{0}};
+  enum fr_status rc = fr_st_open(path, &st, &err);
+  CHECKF(rc == FR_E_CANCELLED && st == NULL && strstr(err.msg, path) && strstr(err.msg, "cancelled"),
+         "load with the flag set: %d '%s'", rc, err.msg);
+  chunks_seen = 0;
+  rc = fr_read_chunks(path, cancel_after_first, NULL, &err);
+  CHECKF(rc == FR_E_CANCELLED && chunks_seen == 0, "hash with the flag set: %d, %d chunks", rc, chunks_seen);
+  /* set during the read (the file is 3 MiB and more, read 1 MiB at a time): one chunk, then it stops */
+  atomic_store(&cancel_flag, 0);
+  CHECK(!fr_read_cancelled());
+  rc = fr_read_chunks(path, cancel_after_first, NULL, &err);
+  CHECKF(rc == FR_E_CANCELLED && chunks_seen == 1 && strstr(err.msg, path),
+         "hash cancelled in its first chunk: %d, %d chunks '%s'", rc, chunks_seen, err.msg);
+  atomic_store(&cancel_flag, 0);
+  CHECK_OK(fr_st_open(path, &st, &err), &err);
+  CHECK(st && same_bytes(st));
+  fr_st_close(st);
+  CHECK(fr_read_set_cancel(NULL) == &cancel_flag);
+  atomic_store(&cancel_flag, 1); /* no longer this thread's flag */
+  CHECK(!fr_read_cancelled());
+  CHECK_OK(fr_st_open(path, &st, &err), &err);
+  fr_st_close(st);
+}
+
 /* The event a model read becomes (core/engine.c) in --events jsonl and the server's websocket. */
 static void test_event_json(void) {
   struct fr_event ev = {.kind = FR_EV_LOAD_PROGRESS,
@@ -280,6 +322,7 @@ int main(void) {
   test_corrupt();
   test_pinned(path);
   test_progress(path);
+  test_cancel(path);
   test_event_json();
   return fr_test_done();
 }

@@ -45,6 +45,7 @@
 #include "core/json.h"
 #include "core/metrics.h"
 #include "core/paths.h"
+#include "core/reader.h"
 #ifdef FLOWRUN_HAVE_PG
 #include "core/pg/pg.h"
 #endif
@@ -184,6 +185,7 @@ struct fr__srv {
   pthread_cond_t pin_cv;
   pthread_t pin_th;
   bool pin_started;
+  atomic_int pin_cancel; /* set at shutdown: a hash in progress stops at its next chunk */
   struct fr_cache *pin_cache;
   bool pin_cache_tried;
   struct fr_fp_memo pin_memo;
@@ -1654,6 +1656,7 @@ static void fr__pin_job_free(struct fr__pin_job *j) {
  * at shutdown are dropped with their connections. */
 static void *fr__pin_main(void *arg) {
   struct fr__srv *s = arg;
+  fr_read_set_cancel(&s->pin_cancel);
   for (;;) {
     pthread_mutex_lock(&s->mu);
     while (!s->pin_queue && !s->stopping)
@@ -2572,6 +2575,7 @@ enum fr_status fr_serve(const struct fr_serve_opts *opts, struct fr_err *err) {
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   pthread_cond_init(&s->pin_cv, NULL);
+  atomic_init(&s->pin_cancel, 0);
   fr_ops_ready_init(&s->ready, !s->o.no_cache, s->o.db != NULL);
   static const double wait_buckets[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800};
   if (!(s->metrics = fr_metrics_new())) {
@@ -2744,6 +2748,7 @@ out_threads:
     if (s->runners[i].current)
       fr_engine_cancel(s->runners[i].engine);
   pthread_cond_broadcast(&s->cv);
+  atomic_store(&s->pin_cancel, 1);
   pthread_cond_broadcast(&s->pin_cv);
   pthread_mutex_unlock(&s->mu);
   fr__fleet_wake(s);
