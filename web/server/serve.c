@@ -199,7 +199,7 @@ struct fr__pin_job {
   char dir[PATH_MAX];  /* where relative subgraph files are looked up */
   char *req;           /* the request's JSON text */
   size_t req_len;
-  bool done, woken;
+  bool done;
   int status;
   struct fr_buf out; /* the answer (status 200) */
   struct fr_err err; /* the error (any other status) */
@@ -1703,15 +1703,22 @@ static void *fr__pin_main(void *arg) {
   }
 }
 
-/* The loop, woken: asks for a write on each connection whose pin job is done. */
+/* The loop, woken: asks for a write on each connection whose pin job is done (until it is taken). */
 static void fr__pin_wake(struct fr__srv *s) {
   pthread_mutex_lock(&s->mu);
   for (struct fr__pin_job *j = s->pin_done; j; j = j->next)
-    if (!j->woken) {
-      j->woken = true;
-      lws_callback_on_writable(j->wsi);
-    }
+    lws_callback_on_writable(j->wsi);
   pthread_mutex_unlock(&s->mu);
+}
+
+/* Takes j out of the list at *l; false when it is not there. Under mu. */
+static bool fr__pin_unlink(struct fr__pin_job **l, struct fr__pin_job *j) {
+  for (; *l; l = &(*l)->next)
+    if (*l == j) {
+      *l = j->next;
+      return true;
+    }
+  return false;
 }
 
 /* Takes pss's job when it is done (NULL while it is not) out of the done list. */
@@ -1719,38 +1726,27 @@ static struct fr__pin_job *fr__pin_take(struct fr__srv *s, struct fr__pss *pss) 
   struct fr__pin_job *j = NULL;
   pthread_mutex_lock(&s->mu);
   if (pss->pin_job && pss->pin_job->done) {
-    for (struct fr__pin_job **p = &s->pin_done; *p; p = &(*p)->next)
-      if (*p == pss->pin_job) {
-        *p = pss->pin_job->next;
-        break;
-      }
     j = pss->pin_job;
     pss->pin_job = NULL;
+    fr__pin_unlink(&s->pin_done, j);
   }
   pthread_mutex_unlock(&s->mu);
   return j;
 }
 
-/* pss's connection closes: a job done is dropped now, one still waiting or running when it is done. */
+/* pss's connection closes: its job is dropped now when done or not started yet; one the pin thread is
+ * running is dropped by the thread when done (its pss is cleared). */
 static void fr__pin_forget(struct fr__srv *s, struct fr__pss *pss) {
-  if (!pss->pin_job)
+  struct fr__pin_job *j = pss->pin_job;
+  if (!j)
     return;
-  struct fr__pin_job *j = fr__pin_take(s, pss);
-  if (!j) {
-    pthread_mutex_lock(&s->mu);
-    if (pss->pin_job) {
-      pss->pin_job->pss = NULL;
-      /* not started yet: out of the queue and dropped */
-      for (struct fr__pin_job **p = &s->pin_queue; *p; p = &(*p)->next)
-        if (*p == pss->pin_job) {
-          *p = pss->pin_job->next;
-          j = pss->pin_job;
-          break;
-        }
-      pss->pin_job = NULL;
-    }
-    pthread_mutex_unlock(&s->mu);
+  pss->pin_job = NULL;
+  pthread_mutex_lock(&s->mu);
+  if (!fr__pin_unlink(j->done ? &s->pin_done : &s->pin_queue, j)) {
+    j->pss = NULL;
+    j = NULL;
   }
+  pthread_mutex_unlock(&s->mu);
   fr__pin_job_free(j);
 }
 
