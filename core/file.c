@@ -244,10 +244,8 @@ enum fr_status fr_read_chunks(const char *path, void (*fn)(void *user, const voi
   }
   enum fr_status rc = FR_OK;
   for (;;) {
-    if (fr_read_cancelled()) {
-      rc = fr_errf(err, FR_E_CANCELLED, "%s: cancelled while reading it", path);
+    if ((rc = fr_read_check_cancel(path, err)))
       break;
-    }
     ssize_t n = read(fd, buf, CHUNK);
     if (n < 0 && errno == EINTR)
       continue;

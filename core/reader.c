@@ -125,6 +125,10 @@ bool fr_read_cancelled(void) {
   return fr__cancel && atomic_load(fr__cancel);
 }
 
+enum fr_status fr_read_check_cancel(const char *path, struct fr_err *err) {
+  return fr_read_cancelled() ? fr_errf(err, FR_E_CANCELLED, "%s: cancelled while reading it", path) : FR_OK;
+}
+
 static double fr__now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -141,10 +145,8 @@ enum fr_status fr_read_pass(int fd, const char *path, uint64_t off, uint64_t n,
   double t0 = fr__now_s(), last = t0;
   enum fr_status rc = FR_OK;
   for (uint64_t done = 0; done < n;) {
-    if (fr_read_cancelled()) {
-      rc = fr_errf(err, FR_E_CANCELLED, "%s: cancelled while reading it", path);
+    if ((rc = fr_read_check_cancel(path, err)))
       break;
-    }
     size_t k = n - done < cap ? (size_t)(n - done) : cap;
     rc = fr_read_at(fd, path, buf, k, off + done, err);
     if (rc)

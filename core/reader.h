@@ -45,6 +45,9 @@ void fr_read_set_progress(fr_read_progress_fn fn, void *user);
 const atomic_int *fr_read_set_cancel(const atomic_int *flag);
 /* Whether this thread's reads are cancelled now. */
 bool fr_read_cancelled(void);
+/* FR_OK, or FR_E_CANCELLED "PATH: cancelled while reading it" when this thread's reads are cancelled:
+ * what a read loop checks before each chunk. */
+enum fr_status fr_read_check_cancel(const char *path, struct fr_err *err);
 /* Reads [off, off + n) of fd in chunks through fr_read_at, calls chunk(user, data, len) for each (NULL:
  * only read) and reports progress to this thread's listener. Errors as fr_read_at, FR_E_NOMEM. */
 enum fr_status fr_read_pass(int fd, const char *path, uint64_t off, uint64_t n,
