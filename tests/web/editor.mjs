@@ -41,15 +41,18 @@ const browser = await chromium.launch({
 });
 let ok = false;
 const context = await browser.newContext({ viewport: scenario === 'build' ? { width: 1900, height: 1150 } : { width: 1500, height: 900 } });
-// What this tab's autosave held when each document started, before the editor read it (the reload step's
-// diagnostic, when it fails).
+// The reload step's diagnostic, when it fails: frTabAutosave() lists the node ids of this tab's autosave,
+// and frBootAutosave is what it held when each document started, before the editor read it.
 await context.addInitScript(() => {
-  try {
-    const a = JSON.parse(sessionStorage.getItem('flowrun-autosave') || 'null');
-    window.frBootAutosave = a && Array.isArray(a.nodes) ? a.nodes.map((x) => x.id).join(',') : String(a);
-  } catch (e) {
-    window.frBootAutosave = `unreadable: ${e}`;
-  }
+  window.frTabAutosave = () => {
+    try {
+      const a = JSON.parse(sessionStorage.getItem('flowrun-autosave') || 'null');
+      return a && Array.isArray(a.nodes) ? a.nodes.map((x) => x.id).join(',') : String(a);
+    } catch (e) {
+      return `unreadable: ${e}`;
+    }
+  };
+  window.frBootAutosave = window.frTabAutosave();
 });
 const page = await context.newPage();
 const errors = [];
@@ -703,9 +706,7 @@ async function buildScenario() {
   // (This step once waited for IndexedDB to hold the graph with page.waitForFunction and a predicate that
   // returns a Promise; Playwright does not await that Promise, so the wait passed at once, and the reload
   // restored what the autosave held a few edits before: the CI failures with 7 of 10 nodes.)
-  const ownBefore = await page.evaluate(() => {
-    try { return (JSON.parse(sessionStorage.getItem('flowrun-autosave') || 'null') || {}).nodes.map((x) => x.id).join(','); } catch (e) { return `unreadable: ${e}`; }
-  });
+  const ownBefore = await page.evaluate(() => window.frTabAutosave());
   const shownBefore = await page.locator('.react-flow__node').evaluateAll((l) => l.map((x) => x.getAttribute('data-id')).join(','));
   await page.reload();
   await page.getByTestId('message').filter({ hasText: "restored the autosaved graph (this tab's)" }).waitFor();
@@ -713,9 +714,7 @@ async function buildScenario() {
     const n = await page.locator('.react-flow__node').count().catch(() => -1);
     const msg = await page.getByTestId('message').allTextContents().catch(() => []);
     const ids = await page.evaluate(() => new Promise((resolve) => { // what each autosave holds now
-      let own;
-      try { own = (JSON.parse(sessionStorage.getItem('flowrun-autosave') || 'null') || {}).nodes; } catch { own = 'unreadable'; }
-      const ownIds = Array.isArray(own) ? own.map((x) => x.id).join(',') : String(own);
+      const ownIds = window.frTabAutosave();
       const rq = indexedDB.open('keyval-store');
       rq.onerror = () => resolve(`tab: ${ownIds}; IndexedDB: cannot open`);
       rq.onsuccess = () => {
